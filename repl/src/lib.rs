@@ -1,0 +1,108 @@
+//! drydock's interactive shell for troubleshooting: a reedline line editor
+//! over a Rhai engine with drydock's primitives. Variables and functions
+//! persist between entries; history is kept in the data directory.
+
+mod validator;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use drydock_runtime::interrupt::Interrupt;
+use drydock_runtime::RunContext;
+use reedline::{DefaultPrompt, DefaultPromptSegment, FileBackedHistory, Reedline, Signal};
+use rhai::{Dynamic, Engine, Scope, AST};
+
+pub use validator::RhaiValidator;
+
+const HELP: &str = "\
+Enter Rhai statements; variables and functions persist between entries.
+Primitives: shell(cmd), shell_result(cmd), read_file(p), write_file(p, s),
+append_file(p, s), file_exists(p), env(name), hostname(), now_unix(), sleep(d).
+Commands: :help, :quit (or Ctrl-D). An unfinished block continues on the next line.";
+
+/// An evaluation session: the engine, the variables and the functions
+/// defined so far.
+pub struct ReplSession {
+    engine: Engine,
+    scope: Scope<'static>,
+    functions: AST,
+}
+
+impl ReplSession {
+    /// A session whose engine has the primitives `install` registers.
+    pub fn new(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> Self {
+        let mut engine = Engine::new();
+        let interrupt = Arc::new(Interrupt::never());
+        let ctx = RunContext { execution_id: "repl".into(), data_dir: data_dir.to_path_buf(), interrupt: interrupt.clone() };
+        install(&mut engine, &ctx);
+        engine.register_fn("sleep", move |secs: i64| {
+            let _ = interrupt.sleep(std::time::Duration::from_secs(secs.max(0) as u64));
+        });
+        Self { engine, scope: Scope::new(), functions: AST::empty() }
+    }
+
+    /// Evaluates one entry; returns what to show (nothing for `()`).
+    pub fn eval(&mut self, input: &str) -> Result<Option<String>, String> {
+        let ast = self
+            .engine
+            .compile_with_scope(&self.scope, input)
+            .map_err(|e| format!("syntax error: {e}"))?;
+        let program = self.functions.merge(&ast);
+        let value: Dynamic = self
+            .engine
+            .eval_ast_with_scope(&mut self.scope, &program)
+            .map_err(|e| drydock_runtime::executor::describe_error(&e))?;
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        Ok((!value.is_unit()).then(|| value.to_string()))
+    }
+}
+
+/// Runs the interactive loop on the terminal until Ctrl-D or `:quit`.
+pub fn run(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> std::io::Result<()> {
+    let mut session = ReplSession::new(data_dir, install);
+    std::fs::create_dir_all(data_dir)?;
+    let history = FileBackedHistory::with_file(1000, data_dir.join("repl-history.txt"))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut editor = Reedline::create()
+        .with_validator(Box::new(RhaiValidator::default()))
+        .with_history(Box::new(history));
+    let prompt = DefaultPrompt::new(DefaultPromptSegment::Basic("drydock".into()), DefaultPromptSegment::Empty);
+    println!("drydock repl — :help for help, Ctrl-D to leave");
+    loop {
+        match editor.read_line(&prompt) {
+            Ok(Signal::Success(line)) => {
+                let line = line.trim();
+                match line {
+                    "" => {}
+                    ":quit" | ":q" | ":exit" => break,
+                    ":help" | ":h" => println!("{HELP}"),
+                    _ => match session.eval(line) {
+                        Ok(Some(shown)) => println!("{shown}"),
+                        Ok(None) => {}
+                        Err(e) => eprintln!("error: {e}"),
+                    },
+                }
+            }
+            Ok(Signal::CtrlD) => break,
+            Ok(_) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_and_functions_persist_between_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ReplSession::new(dir.path(), &drydock_stdlib::install);
+        assert_eq!(s.eval("let x = 40;").unwrap(), None);
+        assert_eq!(s.eval("fn add2(v) { v + 2 }").unwrap(), None);
+        assert_eq!(s.eval("add2(x)").unwrap(), Some("42".into()));
+        assert_eq!(s.eval("shell(\"echo hi\")").unwrap(), Some("hi\n".into()));
+        assert!(s.eval("nope()").unwrap_err().contains("nope"));
+    }
+}

@@ -1,0 +1,523 @@
+//! Runs executions: validates parameters, records the execution, builds a
+//! Rhai engine with the journaled primitives (`step`, `approve`, `cleanup`,
+//! `run_runbook`) plus the stdlib, evaluates the runbook, runs its cleanups
+//! and records how it ended.
+
+mod approval;
+mod options;
+mod session;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Scope};
+use sha2::{Digest, Sha256};
+
+pub use options::{ApprovalOptions, OnFailure, StepOptions, Unapproved};
+pub use session::describe_error;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::interrupt::{Interrupt, Interruption, CANCELLED_MARK};
+use crate::journal::{Durability, Journal, JournalError, NewExecution, StepKind};
+use crate::observer::{ExecutionOutcome, Observer, StepOutcome};
+use crate::params::{resolve_params, ParamErrors, SuppliedValue};
+use crate::runbook::Runbook;
+use crate::runner::RunnerIdentity;
+use crate::state::{ExecutionState, StepState};
+use session::{terminated_mark, Lookup, RhaiResult, Session, CHANGED_MARK};
+
+/// What a primitive needs from the execution it runs in.
+#[derive(Clone)]
+pub struct RunContext {
+    pub execution_id: String,
+    pub data_dir: PathBuf,
+    /// Deadlines and cancellation: primitives that wait must use it.
+    pub interrupt: Arc<Interrupt>,
+}
+
+/// Registers primitives into an engine built for one execution.
+pub type PrimitiveInstaller = Arc<dyn Fn(&mut Engine, &RunContext) + Send + Sync>;
+
+/// Errors creating an execution.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Params(#[from] ParamErrors),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Errors that keep an execution from running (it is left as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot load the runbook of this execution: {0}")]
+    Runbook(#[from] CatalogError),
+    #[error("{0}")]
+    RunbookChanged(String),
+}
+
+/// How an execution is started.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    pub auto_approve: bool,
+    pub requested_by: String,
+}
+
+/// How an execution is run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Reopen a Failed / TimedOut / Cancelled execution and run its failed
+    /// part again (completed steps are replayed).
+    pub retry: bool,
+}
+
+/// Runs runbooks and keeps their journal.
+#[derive(Clone)]
+pub struct Executor {
+    data_dir: PathBuf,
+    catalog: Arc<Catalog>,
+    durability: Durability,
+    installers: Vec<PrimitiveInstaller>,
+}
+
+/// SHA-256 of a runbook's source, recorded to notice edits between runs.
+pub fn source_digest(source: &str) -> String {
+    Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Executor {
+    /// An executor keeping its journal in `data_dir`.
+    pub fn new(data_dir: PathBuf, catalog: Catalog) -> Self {
+        Self { data_dir, catalog: Arc::new(catalog), durability: Durability::Full, installers: Vec::new() }
+    }
+
+    /// Sets how hard journal writes are pushed to disk.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Adds primitives (a stdlib, or an embedder's own functions).
+    pub fn with_primitives(mut self, install: impl Fn(&mut Engine, &RunContext) + Send + Sync + 'static) -> Self {
+        self.installers.push(Arc::new(install));
+        self
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Opens the journal.
+    pub fn journal(&self) -> Result<Journal, JournalError> {
+        Journal::open_with(&self.data_dir, self.durability)
+    }
+
+    /// Validates parameters and records a Pending execution. Nothing is
+    /// recorded when a parameter is bad.
+    pub fn create_execution(
+        &self,
+        runbook: &Runbook,
+        supplied: &BTreeMap<String, SuppliedValue>,
+        opts: &StartOptions,
+    ) -> Result<String, StartError> {
+        self.create_inner(runbook, supplied, opts, None)
+    }
+
+    fn create_inner(
+        &self,
+        runbook: &Runbook,
+        supplied: &BTreeMap<String, SuppliedValue>,
+        opts: &StartOptions,
+        parent: Option<(String, String)>,
+    ) -> Result<String, StartError> {
+        let params = resolve_params(&runbook.params, supplied)?;
+        let mut journal = self.journal()?;
+        Ok(journal.create_execution(&NewExecution {
+            runbook: runbook.name.clone(),
+            origin: runbook.origin.to_string(),
+            source_sha256: source_digest(&runbook.source),
+            params,
+            parent,
+            auto_approve: opts.auto_approve,
+            requested_by: opts.requested_by.clone(),
+        })?)
+    }
+
+    /// Runs (or resumes) an execution to its end in this thread.
+    pub fn run(&self, id: &str, observer: Arc<dyn Observer>, opts: RunOptions) -> Result<ExecutionOutcome, RunError> {
+        self.run_at_depth(id, observer, opts, 0)
+    }
+
+    fn run_at_depth(
+        &self,
+        id: &str,
+        observer: Arc<dyn Observer>,
+        opts: RunOptions,
+        depth: usize,
+    ) -> Result<ExecutionOutcome, RunError> {
+        let started = Instant::now();
+        let mut journal = self.journal()?;
+        let record = journal.claim_execution(id, &RunnerIdentity::current(), opts.retry)?;
+        let runbook = match self.catalog.load(&record.origin) {
+            Ok(rb) => rb,
+            Err(e) => {
+                journal.release_runner(id)?;
+                return Err(e.into());
+            }
+        };
+        if opts.retry {
+            journal.forget_cleanups(id)?;
+        }
+        let recorded = journal.steps(id)?;
+        let resumed = !recorded.is_empty();
+        observer.execution_started(id, &record.runbook, resumed, depth);
+        if source_digest(&runbook.source) != record.source_sha256 {
+            let note = format!(
+                "the runbook {} changed since this execution started; completed steps are replayed and checked against it",
+                runbook.label()
+            );
+            journal.add_event(id, "note", &note)?;
+            observer.note(id, &note);
+        }
+        let journal = Arc::new(Mutex::new(journal));
+        let probe_journal = journal.clone();
+        let probe_id = id.to_string();
+        let interrupt = Arc::new(Interrupt::with_probe(Some(Box::new(move || {
+            probe_journal.lock().unwrap().cancel_requested(&probe_id).unwrap_or(false)
+        }))));
+        let session = Arc::new(Session::new(
+            id.to_string(),
+            journal.clone(),
+            observer.clone(),
+            interrupt.clone(),
+            record.auto_approve,
+            depth,
+            recorded,
+        ));
+        let params = rhai::serde::to_dynamic(&record.params).unwrap_or(Dynamic::UNIT);
+        let engine = self.build_engine(&session, params.clone());
+
+        let result = match engine.compile(&runbook.source) {
+            Ok(ast) => {
+                let mut scope = Scope::new();
+                scope.push_constant("params", params);
+                scope.push_constant("execution_id", id.to_string());
+                let r = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
+                let changed = session.changed();
+                if changed.is_none() {
+                    let cleanup_call = |f: &FnPtr| f.call::<Dynamic>(&engine, &ast, ());
+                    let cleanup_error = session.run_cleanups(&cleanup_call);
+                    (r, cleanup_error)
+                } else {
+                    (r, None)
+                }
+            }
+            Err(e) => {
+                let mut j = journal.lock().unwrap();
+                j.release_runner(id)?;
+                return Err(CatalogError::Invalid(crate::runbook::RunbookError::at(
+                    &runbook.origin,
+                    e.position(),
+                    e.err_type().to_string(),
+                ))
+                .into());
+            }
+        };
+        let (result, cleanup_error) = result;
+        let mut journal = journal.lock().unwrap();
+
+        if let Some(changed) = session.changed() {
+            journal.add_event(id, "error", &changed)?;
+            journal.set_execution_state(id, record.state.max_running())?;
+            journal.release_runner(id)?;
+            return Err(RunError::RunbookChanged(changed));
+        }
+        let (state, output, error) = match result {
+            Ok(value) => {
+                let unreached = session.unreached_steps();
+                if let Some(first) = unreached.iter().find(|r| r.state == StepState::Succeeded) {
+                    let msg = format!(
+                        "runbook changed since this execution started: the journal records {} `{}` at call {} that the script no longer reaches",
+                        first.kind.as_str(),
+                        first.name,
+                        first.path
+                    );
+                    journal.add_event(id, "error", &msg)?;
+                    journal.set_execution_state(id, ExecutionState::InProgress)?;
+                    journal.release_runner(id)?;
+                    return Err(RunError::RunbookChanged(msg));
+                }
+                let output = rhai::serde::from_dynamic::<serde_json::Value>(&value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+                match cleanup_error {
+                    None => (ExecutionState::Success, output, None),
+                    Some(e) => (ExecutionState::Failed, output, Some(e)),
+                }
+            }
+            Err(err) => {
+                let message = match terminated_mark(&err).as_deref() {
+                    Some(CANCELLED_MARK) => "cancelled".to_string(),
+                    Some(crate::interrupt::DEADLINE_MARK) => "timed out".to_string(),
+                    _ => describe_error(&err),
+                };
+                let state = if terminated_mark(&err).as_deref() == Some(CANCELLED_MARK) {
+                    ExecutionState::Cancelled
+                } else {
+                    match session.failure() {
+                        Some((state, m)) if message.contains(&m) => state,
+                        _ => ExecutionState::Failed,
+                    }
+                };
+                let message = match cleanup_error {
+                    Some(c) => format!("{message}; {c}"),
+                    None => message,
+                };
+                (state, serde_json::Value::Null, Some(message))
+            }
+        };
+        journal.finish_execution(id, state, &output, error.as_deref())?;
+        let (steps_run, steps_replayed) = session.counts();
+        let outcome = ExecutionOutcome {
+            execution_id: id.to_string(),
+            runbook: record.runbook.clone(),
+            state,
+            output,
+            error,
+            duration_ms: started.elapsed().as_millis() as u64,
+            steps_run,
+            steps_replayed,
+        };
+        drop(journal);
+        observer.execution_finished(&outcome, depth);
+        Ok(outcome)
+    }
+
+    fn build_engine(&self, session: &Arc<Session>, params: Dynamic) -> Engine {
+        let mut engine = Engine::new();
+        engine.set_max_call_levels(256);
+        let interrupt = session.interrupt.clone();
+        engine.on_progress(move |ops| {
+            if ops % 256 == 0 {
+                if let Some(d) = interrupt.nearest_deadline() {
+                    if d <= Instant::now() {
+                        return Some(crate::interrupt::DEADLINE_MARK.into());
+                    }
+                }
+            }
+            None
+        });
+        let s = session.clone();
+        engine.on_print(move |line| s.printed(line));
+        let s = session.clone();
+        engine.on_debug(move |line, _, pos| s.printed(&format!("[debug {pos}] {line}")));
+
+        // runbook(#{...}) declares metadata; when run, it returns the parameters.
+        engine.register_fn("runbook", move |_meta: Map| params.clone());
+
+        let s = session.clone();
+        engine.register_fn("step", move |ctx: NativeCallContext, name: &str, f: FnPtr| -> RhaiResult {
+            step(&s, &ctx, name, StepOptions::default(), f)
+        });
+        let s = session.clone();
+        engine.register_fn(
+            "step",
+            move |ctx: NativeCallContext, name: &str, opts: Map, f: FnPtr| -> RhaiResult {
+                let opts = StepOptions::from_map(&opts)
+                    .map_err(|e| located(&ctx, format!("step `{name}`: {e}")))?;
+                step(&s, &ctx, name, opts, f)
+            },
+        );
+        let s = session.clone();
+        engine.register_fn("cleanup", move |ctx: NativeCallContext, name: &str, f: FnPtr| -> RhaiResult {
+            add_cleanup(&s, &ctx, name, StepOptions::default(), f)
+        });
+        let s = session.clone();
+        engine.register_fn(
+            "cleanup",
+            move |ctx: NativeCallContext, name: &str, opts: Map, f: FnPtr| -> RhaiResult {
+                let opts = StepOptions::from_map(&opts)
+                    .map_err(|e| located(&ctx, format!("cleanup `{name}`: {e}")))?;
+                add_cleanup(&s, &ctx, name, opts, f)
+            },
+        );
+        let s = session.clone();
+        engine.register_fn("approve", move |ctx: NativeCallContext, opts: Map| -> RhaiResult {
+            let opts = ApprovalOptions::from_map(&opts).map_err(|e| located(&ctx, format!("approve: {e}")))?;
+            s.approve(opts, ctx.call_position())
+        });
+        let s = session.clone();
+        let me = self.clone();
+        engine.register_fn(
+            "run_runbook",
+            move |ctx: NativeCallContext, name: &str, params: Map| -> RhaiResult {
+                me.run_child(&s, &ctx, name, params)
+            },
+        );
+        let s = session.clone();
+        let me = self.clone();
+        engine.register_fn("run_runbook", move |ctx: NativeCallContext, name: &str| -> RhaiResult {
+            me.run_child(&s, &ctx, name, Map::new())
+        });
+        let s = session.clone();
+        engine.register_fn("sleep", move |ctx: NativeCallContext, d: Dynamic| -> RhaiResult {
+            let d = options::duration_value("sleep", &d).map_err(|e| located(&ctx, e))?;
+            s.interrupt.sleep(d).map_err(|i| i.into_rhai(ctx.call_position()))?;
+            Ok(Dynamic::UNIT)
+        });
+        engine.register_fn("duration_secs", |ctx: NativeCallContext, d: Dynamic| -> Result<f64, Box<EvalAltResult>> {
+            options::duration_value("duration", &d).map(|d| d.as_secs_f64()).map_err(|e| located(&ctx, e))
+        });
+
+        let rc = RunContext {
+            execution_id: session.exec_id.clone(),
+            data_dir: self.data_dir.clone(),
+            interrupt: session.interrupt.clone(),
+        };
+        for install in &self.installers {
+            install(&mut engine, &rc);
+        }
+        engine
+    }
+
+    fn run_child(&self, session: &Arc<Session>, ctx: &NativeCallContext, name: &str, params: Map) -> RhaiResult {
+        let pos = ctx.call_position();
+        session.safe_point(pos)?;
+        let label = format!("run {name}");
+        let call = match session.lookup(&label, StepKind::Runbook, None, pos)? {
+            Lookup::Replay(v) => return Ok(v),
+            Lookup::Run(call, _) => call,
+        };
+        let started = Instant::now();
+        let r = session.journal().start_attempt(&session.exec_id, &call.path, &label, StepKind::Runbook, 1);
+        session.journal_result(r);
+        let finish = |state: StepState, output: &serde_json::Value, error: Option<&str>| {
+            let r = session.journal().finish_attempt(&session.exec_id, &call.path, 1, error, Some((state, output, error)));
+            session.journal_result(r);
+            session.observer.step_finished(
+                &call.event,
+                &StepOutcome { state, duration: started.elapsed(), error: error.map(String::from) },
+            );
+        };
+        session.observer.step_started(&call.event);
+        let existing = {
+            let r = session.journal().child_execution(&session.exec_id, &call.path);
+            session.journal_result(r).flatten()
+        };
+        let child_id = match existing {
+            Some(id) => id,
+            None => {
+                let created = self.catalog.find(name).map_err(|e| e.to_string()).and_then(|rb| {
+                    let supplied = params
+                        .iter()
+                        .map(|(k, v)| {
+                            let json = rhai::serde::from_dynamic::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null);
+                            (k.to_string(), SuppliedValue::Json(json))
+                        })
+                        .collect();
+                    let opts = StartOptions { auto_approve: session.auto_approve, requested_by: session.exec_id.clone() };
+                    self.create_inner(&rb, &supplied, &opts, Some((session.exec_id.clone(), call.path.clone())))
+                        .map_err(|e| e.to_string())
+                });
+                match created {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let msg = format!("cannot start runbook `{name}`: {e}");
+                        finish(StepState::Failed, &serde_json::Value::Null, Some(&msg));
+                        return Err(session.fail_with(ExecutionState::Failed, &msg));
+                    }
+                }
+            }
+        };
+        let r = session.journal().set_step_child(&session.exec_id, &call.path, &child_id);
+        session.journal_result(r);
+        if session.interrupt.is_cancelled() {
+            let r = session.journal().request_cancel(&child_id);
+            session.journal_result(r);
+        }
+        let outcome = match self.run_at_depth(&child_id, session.observer.clone(), RunOptions::default(), session.depth + 1) {
+            Ok(o) => o,
+            Err(RunError::RunbookChanged(m)) => {
+                return Err(EvalAltResult::ErrorTerminated(CHANGED_MARK.into(), pos).into()).inspect_err(|_| {
+                    tracing::error!("{m}");
+                })
+            }
+            Err(e) => {
+                let msg = format!("runbook `{name}` ({child_id}) could not run: {e}");
+                finish(StepState::Failed, &serde_json::Value::Null, Some(&msg));
+                return Err(session.fail_with(ExecutionState::Failed, &msg));
+            }
+        };
+        match outcome.state {
+            ExecutionState::Success => {
+                finish(StepState::Succeeded, &outcome.output, None);
+                Ok(rhai::serde::to_dynamic(&outcome.output).unwrap_or(Dynamic::UNIT))
+            }
+            ExecutionState::Cancelled => {
+                finish(StepState::Cancelled, &serde_json::Value::Null, Some("cancelled"));
+                Err(Interruption::Cancelled.into_rhai(pos))
+            }
+            state => {
+                let msg = format!(
+                    "runbook `{name}` ({child_id}) ended {state}: {}",
+                    outcome.error.as_deref().unwrap_or("no error recorded")
+                );
+                let step_state = match state {
+                    ExecutionState::TimedOut => StepState::TimedOut,
+                    ExecutionState::Rejected => StepState::Rejected,
+                    _ => StepState::Failed,
+                };
+                finish(step_state, &serde_json::Value::Null, Some(&msg));
+                let exec_state = match state {
+                    ExecutionState::TimedOut | ExecutionState::Rejected => state,
+                    _ => ExecutionState::Failed,
+                };
+                Err(session.fail_with(exec_state, &msg))
+            }
+        }
+    }
+}
+
+fn located(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(message.into(), ctx.call_position()).into()
+}
+
+fn step(session: &Session, ctx: &NativeCallContext, name: &str, opts: StepOptions, f: FnPtr) -> RhaiResult {
+    if name.trim().is_empty() {
+        return Err(located(ctx, "step() needs a non-empty name".into()));
+    }
+    let body = || f.call_within_context::<Dynamic>(ctx, ());
+    let compensate = |c: &FnPtr| c.call_within_context::<Dynamic>(ctx, ());
+    session.run_step(name, StepKind::Step, &opts, None, ctx.call_position(), &body, &compensate)
+}
+
+fn add_cleanup(session: &Session, ctx: &NativeCallContext, name: &str, opts: StepOptions, f: FnPtr) -> RhaiResult {
+    if session.inside_step() {
+        return Err(located(
+            ctx,
+            format!(
+                "cleanup `{name}` is registered inside a step; register cleanups at the top level of the runbook (use the step's output), so a resumed run registers them again"
+            ),
+        ));
+    }
+    session.add_cleanup(name, opts, f);
+    Ok(Dynamic::UNIT)
+}
+
+impl ExecutionState {
+    /// The state to leave an unfinished execution in when its runner stops.
+    fn max_running(self) -> Self {
+        match self {
+            Self::WaitingForApproval => Self::WaitingForApproval,
+            _ => Self::InProgress,
+        }
+    }
+}
+

@@ -1,0 +1,184 @@
+//! The execution journal: every execution, step, attempt, approval and
+//! decision, in SQLite under the data directory.
+//!
+//! Each write is its own transaction, so a runner killed at any point
+//! leaves a journal that `resume` can replay. Several drydock processes
+//! share the file (WAL mode, busy timeout).
+
+mod approvals;
+mod executions;
+mod steps;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+pub use approvals::{ApprovalRecord, ApprovalState, Decision, DecisionOutcome, NewApproval};
+pub use executions::{ExecutionFilter, ExecutionRecord, NewExecution};
+pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
+
+/// Errors from the journal, named for what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal at {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("journal database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("no execution matches `{0}`; list them with `drydock executions`")]
+    UnknownExecution(String),
+    #[error("`{prefix}` matches several executions ({matches}); give more characters")]
+    AmbiguousExecution { prefix: String, matches: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How hard each journal write is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// WAL without fsync per commit: survives a killed process, not power loss.
+    Normal,
+}
+
+/// An open journal.
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS executions (
+    id               TEXT PRIMARY KEY,
+    runbook          TEXT NOT NULL,
+    origin           TEXT NOT NULL,
+    source_sha256    TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    parent_id        TEXT,
+    parent_step      TEXT,
+    auto_approve     INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    runner_pid       INTEGER,
+    runner_token     TEXT,
+    output           TEXT,
+    error            TEXT,
+    requested_by     TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    ended_at         INTEGER
+);
+CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
+CREATE TABLE IF NOT EXISTS steps (
+    execution_id     TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    name             TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    output           TEXT,
+    error            TEXT,
+    child_execution  TEXT,
+    started_at       INTEGER NOT NULL,
+    ended_at         INTEGER,
+    PRIMARY KEY (execution_id, path)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    execution_id     TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    attempt          INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL,
+    ended_at         INTEGER,
+    error            TEXT,
+    PRIMARY KEY (execution_id, path, attempt)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    execution_id     TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    message          TEXT NOT NULL,
+    approvers        TEXT NOT NULL,
+    min_approvals    INTEGER NOT NULL,
+    deadline_at      INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    resolved_at      INTEGER,
+    PRIMARY KEY (execution_id, path)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    execution_id     TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    approver         TEXT NOT NULL,
+    approve          INTEGER NOT NULL,
+    comment          TEXT NOT NULL,
+    auto             INTEGER NOT NULL,
+    decided_at       INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, path, approver)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id     TEXT NOT NULL,
+    at               INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    message          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_execution ON events(execution_id);
+"#;
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with(data_dir, Durability::Full)
+    }
+
+    /// Opens the journal with an explicit durability level.
+    pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| JournalError::DataDir { path: data_dir.to_path_buf(), source })?;
+        let path = data_dir.join("journal.sqlite3");
+        let conn = Connection::open(&path)
+            .map_err(|source| JournalError::Open { path: path.clone(), source })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        } else if version > SCHEMA_VERSION {
+            return Err(JournalError::Conflict(format!(
+                "the journal at {} was written by a newer drydock (schema {version}, this one knows {SCHEMA_VERSION}); upgrade drydock",
+                path.display()
+            )));
+        }
+        Ok(Self { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn json_or_null(text: Option<String>) -> serde_json::Value {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}

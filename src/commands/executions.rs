@@ -1,0 +1,151 @@
+//! `executions` and `executions show`.
+
+use drydock_runtime::journal::{ExecutionFilter, ExecutionRecord};
+use drydock_runtime::ExecutionState;
+use serde_json::json;
+
+use super::{clip, print_json, table, took, when, Context};
+use crate::cli::ExecutionsArgs;
+use crate::failure::CliError;
+
+fn state_text(e: &ExecutionRecord) -> String {
+    if !e.state.is_terminal() && e.state != ExecutionState::Pending && !e.has_live_runner() {
+        format!("{} (runner gone: drydock resume {})", e.state, e.id)
+    } else if e.cancel_requested && !e.state.is_terminal() {
+        format!("{} (cancelling)", e.state)
+    } else {
+        e.state.to_string()
+    }
+}
+
+/// `drydock executions [show EXEC]`.
+pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
+    if let Some(crate::cli::ExecutionsCommand::Show { execution }) = args.show {
+        return show(ctx, &execution);
+    }
+    let state = args
+        .state
+        .as_deref()
+        .map(str::parse::<ExecutionState>)
+        .transpose()
+        .map_err(CliError::usage)?;
+    let journal = ctx.executor.journal()?;
+    let filter = ExecutionFilter { state, runbook: args.runbook, include_children: args.all, limit: Some(args.limit) };
+    let list = journal.executions(&filter)?;
+    if ctx.json {
+        print_json(&list);
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("no executions in {}; start one with `drydock run RUNBOOK`", journal.path().display());
+        return Ok(0);
+    }
+    let mut t = table(&["EXECUTION", "RUNBOOK", "STATE", "CREATED", "DURATION", "STEPS", "BY"]);
+    for e in &list {
+        let steps = journal.steps(&e.id)?;
+        let done = steps.iter().filter(|s| s.state.is_replayable()).count();
+        t.add_row(vec![
+            e.id.clone(),
+            e.runbook.clone(),
+            state_text(e),
+            when(e.created_at),
+            took(e.started_at, e.ended_at),
+            format!("{done}/{}", steps.len()),
+            e.requested_by.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
+    let journal = ctx.executor.journal()?;
+    let id = journal.resolve_execution(prefix)?;
+    let exec = journal.execution(&id)?;
+    let steps = journal.steps(&id)?;
+    let attempts = journal.attempts(&id)?;
+    let approvals = journal.approvals_of(&id)?;
+    let events = journal.events(&id)?;
+    let children = journal.children(&id)?;
+    if ctx.json {
+        print_json(&json!({
+            "execution": exec,
+            "runner_alive": exec.has_live_runner(),
+            "steps": steps,
+            "attempts": attempts,
+            "approvals": approvals,
+            "events": events,
+            "children": children,
+        }));
+        return Ok(0);
+    }
+    println!("execution  {}", exec.id);
+    println!("runbook    {} ({})", exec.runbook, exec.origin);
+    println!("state      {}", state_text(&exec));
+    println!("by         {}{}", exec.requested_by, if exec.auto_approve { " (auto-approve)" } else { "" });
+    println!("created    {}", when(exec.created_at));
+    println!("duration   {}", took(exec.started_at, exec.ended_at));
+    println!("params     {}", exec.params);
+    if let Some(parent) = &exec.parent_id {
+        println!("parent     {parent} (step {})", exec.parent_step.as_deref().unwrap_or("?"));
+    }
+    if !exec.output.is_null() {
+        println!("output     {}", exec.output);
+    }
+    if let Some(e) = &exec.error {
+        println!("error      {e}");
+    }
+    if !steps.is_empty() {
+        let mut t = table(&["PATH", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "OUTPUT / ERROR"]);
+        for s in &steps {
+            let detail = match &s.error {
+                Some(e) => e.clone(),
+                None => s.output.to_string(),
+            };
+            t.add_row(vec![
+                s.path.clone(),
+                s.name.clone(),
+                s.kind.as_str().to_string(),
+                s.state.to_string(),
+                s.attempts.to_string(),
+                took(Some(s.started_at), s.ended_at.or(Some(s.started_at))),
+                clip(&detail, 70),
+            ]);
+        }
+        println!("{t}");
+    }
+    let failed: Vec<_> = attempts.iter().filter(|a| a.error.is_some()).collect();
+    if !failed.is_empty() {
+        println!("failed attempts:");
+        for a in failed {
+            println!("  [{}] attempt {} at {}: {}", a.path, a.attempt, when(a.started_at), a.error.as_deref().unwrap_or(""));
+        }
+    }
+    for a in &approvals {
+        println!(
+            "approval [{}] {}: \"{}\" ({}/{} approvals; approvers: {})",
+            a.path,
+            a.state.as_str(),
+            a.message,
+            a.approvals(),
+            a.min_approvals,
+            if a.approvers.is_empty() { "anyone".into() } else { a.approvers.join(", ") }
+        );
+        for d in &a.decisions {
+            let verb = if d.approve { "approved" } else { "rejected" };
+            let auto = if d.auto { " (auto-approve)" } else { "" };
+            let comment = if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) };
+            println!("  {} {verb}{auto} at {}{comment}", d.approver, when(d.decided_at));
+        }
+    }
+    for c in &children {
+        println!("child      {} {} {}", c.id, c.runbook, c.state);
+    }
+    if !events.is_empty() {
+        println!("printed:");
+        for e in &events {
+            println!("  {} {}", when(e.at), e.message);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,61 @@
+//! One module per group of commands; each returns the process exit code.
+
+pub mod approvals;
+pub mod executions;
+pub mod run;
+pub mod runbooks;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use comfy_table::{presets::NOTHING, Table};
+use drydock_runtime::Executor;
+
+use crate::config::Settings;
+
+/// What every command works with.
+pub struct Context {
+    pub settings: Settings,
+    pub executor: Executor,
+    pub json: bool,
+}
+
+/// A timestamp (ms since the epoch) for people.
+pub fn when(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+/// An elapsed time between two timestamps, or since `from` when unfinished.
+pub fn took(from: Option<i64>, to: Option<i64>) -> String {
+    match from {
+        Some(f) => {
+            let end = to.unwrap_or_else(drydock_runtime::journal::now_ms);
+            let d = Duration::from_millis((end - f).max(0) as u64);
+            drydock_runtime::duration::format_duration(d)
+        }
+        None => "-".into(),
+    }
+}
+
+/// A table in drydock's style.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(header.iter().copied());
+    t
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+}
+
+/// Cuts text to `n` characters for a table cell.
+pub fn clip(text: &str, n: usize) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(n.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,180 @@
+//! `run`, `resume` and `cancel`.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drydock_runtime::observer::{ExecutionOutcome, Observer, QuietObserver};
+use drydock_runtime::{ExecutionState, RunOptions, StartError, StartOptions, SuppliedValue};
+
+use super::{print_json, Context};
+use crate::cli::{CancelArgs, ResumeArgs, RunArgs};
+use crate::failure::CliError;
+use crate::progress::Progress;
+
+fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliError> {
+    let mut supplied = BTreeMap::new();
+    if let Some(file) = &args.params_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::usage(format!("cannot read --params-file {}: {e}", file.display())))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CliError::usage(format!("--params-file {} is not valid JSON: {e}", file.display())))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(CliError::usage(format!(
+                "--params-file {} must hold a JSON object like {{\"name\": \"value\"}}",
+                file.display()
+            )));
+        };
+        for (k, v) in map {
+            supplied.insert(k, SuppliedValue::Json(v));
+        }
+    }
+    for p in &args.params {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(CliError::usage(format!("--param expects NAME=VALUE, got `{p}`")));
+        };
+        if k.trim().is_empty() {
+            return Err(CliError::usage(format!("--param expects NAME=VALUE, got `{p}` (no name)")));
+        }
+        supplied.insert(k.trim().to_string(), SuppliedValue::Text(v.to_string()));
+    }
+    Ok(supplied)
+}
+
+/// `drydock run`.
+pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
+    let runbook = ctx.executor.catalog().find(&args.runbook)?;
+    let supplied = parse_params(&args)?;
+    let opts = StartOptions { auto_approve: args.auto_approve, requested_by: crate::config::actor(args.as_user.clone()) };
+    let id = match ctx.executor.create_execution(&runbook, &supplied, &opts) {
+        Ok(id) => id,
+        Err(StartError::Params(errors)) => {
+            return Err(CliError::usage(format!(
+                "runbook `{}` was not started; its parameters are not valid:\n  {}",
+                runbook.name,
+                errors.to_string().replace('\n', "\n  ")
+            )))
+        }
+        Err(StartError::Journal(e)) => return Err(e.into()),
+    };
+    if args.detach {
+        return detach(ctx, &id);
+    }
+    follow(ctx, &id, RunOptions::default())
+}
+
+/// `drydock resume`.
+pub fn resume(ctx: &Context, args: ResumeArgs) -> Result<i32, CliError> {
+    let id = ctx.executor.journal()?.resolve_execution(&args.execution)?;
+    if args.detach {
+        return detach(ctx, &id);
+    }
+    follow(ctx, &id, RunOptions { retry: args.retry })
+}
+
+/// Runs an execution here, showing progress, and reports how it ended.
+fn follow(ctx: &Context, id: &str, opts: RunOptions) -> Result<i32, CliError> {
+    let observer: Arc<dyn Observer> = if ctx.json { Arc::new(QuietObserver) } else { Arc::new(Progress::new()) };
+    let outcome = ctx.executor.run(id, observer, opts)?;
+    report(ctx, &outcome);
+    Ok(outcome.state.exit_code())
+}
+
+fn report(ctx: &Context, outcome: &ExecutionOutcome) {
+    if ctx.json {
+        print_json(outcome);
+    } else if !outcome.output.is_null() {
+        println!("{}", serde_json::to_string_pretty(&outcome.output).unwrap_or_default());
+    }
+}
+
+/// Starts `drydock resume ID` in the background, its output in the data
+/// directory's log folder, and returns once it has claimed the execution.
+fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
+    let logs = ctx.settings.data_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join(format!("{id}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--data-dir").arg(&ctx.settings.data_dir);
+    for dir in &ctx.settings.runbook_dirs {
+        cmd.arg("--runbook-dir").arg(dir);
+    }
+    cmd.arg("resume").arg(id);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rec = ctx.executor.journal()?.execution(id)?;
+        if rec.runner_pid.is_some() || rec.state.is_terminal() {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(CliError::failure(format!(
+                "the background runner of {id} exited ({status}) before starting; see {}",
+                log_path.display()
+            )));
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The runner lives on without us; reap nothing.
+    std::mem::forget(child);
+    if ctx.json {
+        print_json(&serde_json::json!({ "execution_id": id, "log": log_path }));
+    } else {
+        println!("{id}");
+        eprintln!(
+            "started in the background (log: {}); follow with `drydock executions show {id}`",
+            log_path.display()
+        );
+    }
+    Ok(0)
+}
+
+/// `drydock cancel`.
+pub fn cancel(ctx: &Context, args: CancelArgs) -> Result<i32, CliError> {
+    let mut journal = ctx.executor.journal()?;
+    let id = journal.resolve_execution(&args.execution)?;
+    let rec = journal.execution(&id)?;
+    if rec.state.is_terminal() {
+        return Err(CliError::usage(format!("execution {id} already ended {}; nothing to cancel", rec.state)));
+    }
+    journal.request_cancel(&id)?;
+    if rec.has_live_runner() {
+        if args.no_wait {
+            println!("cancel requested; process {} stops {id} at its next safe point", rec.runner_pid.unwrap_or(0));
+            return Ok(0);
+        }
+        eprintln!("cancel requested; waiting for process {} to stop {id} and run its cleanups", rec.runner_pid.unwrap_or(0));
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = journal.execution(&id)?;
+            if now.state.is_terminal() {
+                return finish_report(ctx, &now.state, &id);
+            }
+            if !now.has_live_runner() {
+                break;
+            }
+        }
+    }
+    // No runner is alive: stop it here, which runs its cleanups.
+    drop(journal);
+    let observer: Arc<dyn Observer> = if ctx.json { Arc::new(QuietObserver) } else { Arc::new(Progress::new()) };
+    let outcome = ctx.executor.run(&id, observer, RunOptions::default())?;
+    report(ctx, &outcome);
+    Ok(if outcome.state == ExecutionState::Cancelled { 0 } else { outcome.state.exit_code() })
+}
+
+fn finish_report(ctx: &Context, state: &ExecutionState, id: &str) -> Result<i32, CliError> {
+    if ctx.json {
+        print_json(&serde_json::json!({ "execution_id": id, "state": state }));
+    } else {
+        println!("execution {id} ended {state}");
+    }
+    Ok(if *state == ExecutionState::Cancelled { 0 } else { state.exit_code() })
+}

@@ -1,0 +1,108 @@
+//! `runbooks` and `validate`.
+
+use drydock_runtime::{Runbook, RunbookOrigin};
+use serde_json::json;
+
+use super::{clip, print_json, table, Context};
+use crate::cli::ValidateArgs;
+use crate::failure::CliError;
+
+fn params_text(rb: &Runbook) -> String {
+    rb.params
+        .iter()
+        .map(|p| {
+            if p.required {
+                format!("{}: {}", p.name, p.kind)
+            } else {
+                format!("[{}: {}]", p.name, p.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn params_json(rb: &Runbook) -> serde_json::Value {
+    rb.params
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "type": p.kind.to_string(),
+                "description": p.description,
+                "required": p.required,
+                "default": p.default,
+                "allowed": p.allowed,
+                "pattern": p.pattern.as_ref().map(|r| r.as_str()),
+            })
+        })
+        .collect()
+}
+
+/// `drydock runbooks`.
+pub fn list(ctx: &Context) -> Result<i32, CliError> {
+    let entries = ctx.executor.catalog().entries();
+    if ctx.json {
+        let out: Vec<_> = entries
+            .iter()
+            .map(|e| match &e.runbook {
+                Ok(rb) => json!({
+                    "name": rb.name, "description": rb.description, "origin": e.origin.to_string(),
+                    "bundled": matches!(e.origin, RunbookOrigin::Bundled(_)), "shadowed": e.shadowed,
+                    "params": params_json(rb),
+                }),
+                Err(err) => json!({ "origin": e.origin.to_string(), "error": err.to_string() }),
+            })
+            .collect();
+        print_json(&out);
+        return Ok(0);
+    }
+    let mut t = table(&["NAME", "DESCRIPTION", "PARAMETERS", "SOURCE"]);
+    for e in &entries {
+        let source = match &e.origin {
+            RunbookOrigin::Bundled(_) if e.shadowed => "bundled (hidden by a user runbook)".to_string(),
+            RunbookOrigin::Bundled(_) => "bundled".to_string(),
+            RunbookOrigin::File(p) => p.display().to_string(),
+        };
+        match &e.runbook {
+            Ok(rb) => t.add_row(vec![rb.name.clone(), clip(&rb.description, 60), params_text(rb), source]),
+            Err(err) => t.add_row(vec!["(invalid)".into(), clip(&err.to_string(), 60), String::new(), source]),
+        };
+    }
+    println!("{t}");
+    let dirs: Vec<String> = ctx.executor.catalog().dirs().iter().map(|d| d.display().to_string()).collect();
+    println!("runbook directories searched: {}", dirs.join(", "));
+    Ok(0)
+}
+
+/// `drydock validate FILE...`: exit 2 when any file is invalid.
+pub fn validate(ctx: &Context, args: ValidateArgs) -> Result<i32, CliError> {
+    let mut results = Vec::new();
+    let mut bad = 0;
+    for file in &args.files {
+        let result = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
+            .and_then(|src| Runbook::parse(src, RunbookOrigin::File(file.clone())).map_err(|e| e.to_string()));
+        if result.is_err() {
+            bad += 1;
+        }
+        results.push((file, result));
+    }
+    if ctx.json {
+        let out: Vec<_> = results
+            .iter()
+            .map(|(f, r)| match r {
+                Ok(rb) => json!({ "file": f, "valid": true, "name": rb.name, "params": params_json(rb) }),
+                Err(e) => json!({ "file": f, "valid": false, "error": e }),
+            })
+            .collect();
+        print_json(&out);
+    } else {
+        for (f, r) in &results {
+            match r {
+                Ok(rb) => println!("ok: {} (runbook `{}`, {} parameters)", f.display(), rb.name, rb.params.len()),
+                Err(e) => eprintln!("error: {e}"),
+            }
+        }
+    }
+    Ok(if bad > 0 { 2 } else { 0 })
+}

@@ -1,0 +1,74 @@
+//! Where drydock keeps its state and finds runbooks: flags, environment,
+//! then the config file, then XDG defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::failure::CliError;
+
+/// The config file (`config.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub runbook_dirs: Vec<PathBuf>,
+}
+
+/// Settings after every source is applied.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub runbook_dirs: Vec<PathBuf>,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => home().join(fallback),
+    }
+}
+
+fn load_config(path: &Path, explicit: bool) -> Result<ConfigFile, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            CliError::usage(format!("config file {} is not valid: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(ConfigFile::default()),
+        Err(e) => Err(CliError::usage(format!("cannot read config file {}: {e}", path.display()))),
+    }
+}
+
+/// Resolves the settings from flags, environment and config file.
+pub fn resolve(
+    data_dir_flag: Option<PathBuf>,
+    runbook_dir_flags: Vec<PathBuf>,
+    config_flag: Option<PathBuf>,
+) -> Result<Settings, CliError> {
+    let explicit = config_flag.is_some();
+    let config_path = config_flag.unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("drydock/config.toml"));
+    let config = load_config(&config_path, explicit)?;
+    let data_dir = data_dir_flag
+        .or(config.data_dir)
+        .unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("drydock"));
+    let mut runbook_dirs = runbook_dir_flags;
+    if let Some(path) = std::env::var_os("DRYDOCK_RUNBOOK_PATH") {
+        runbook_dirs.extend(std::env::split_paths(&path).filter(|p| !p.as_os_str().is_empty()));
+    }
+    runbook_dirs.extend(config.runbook_dirs);
+    runbook_dirs.push(data_dir.join("runbooks"));
+    Ok(Settings { data_dir, runbook_dirs })
+}
+
+/// Who is acting: `--as`, else $DRYDOCK_USER, else $USER.
+pub fn actor(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("DRYDOCK_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}

@@ -1,0 +1,59 @@
+//! The `drydock` command: a thin front end over drydock's library crates.
+
+mod cli;
+mod commands;
+mod config;
+mod failure;
+mod progress;
+
+use clap::Parser;
+use drydock_runtime::{Catalog, Executor};
+
+use cli::{Cli, Command};
+use commands::Context;
+use failure::CliError;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    let settings = config::resolve(cli.data_dir, cli.runbook_dirs, cli.config)?;
+    let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
+    let executor = Executor::new(settings.data_dir.clone(), catalog).with_primitives(drydock_stdlib::install);
+    let ctx = Context { settings, executor, json: cli.json };
+    match cli.command {
+        Command::Run(args) => commands::run::run(&ctx, args),
+        Command::Resume(args) => commands::run::resume(&ctx, args),
+        Command::Cancel(args) => commands::run::cancel(&ctx, args),
+        Command::Approvals => commands::approvals::list(&ctx),
+        Command::Approve(args) => commands::approvals::decide(&ctx, args),
+        Command::Executions(args) => commands::executions::run(&ctx, args),
+        Command::Runbooks => commands::runbooks::list(&ctx),
+        Command::Validate(args) => commands::runbooks::validate(&ctx, args),
+        Command::Repl => {
+            drydock_repl::run(&ctx.settings.data_dir, &drydock_stdlib::install)?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! drydock's standard library: primitives registered into the Rhai engine
+//! of every execution, one module per theme (like Rhai's own packages).
+//!
+//! - [`process`]: run host commands (`shell`, `shell_result`), honouring
+//!   step timeouts and cancellation.
+//! - [`files`]: read and write files on the host (`read_file`,
+//!   `write_file` — atomic —, `append_file`, `file_exists`).
+//! - [`host_env`]: the environment (`env`, `hostname`, `now_unix`).
+
+pub mod files;
+pub mod host_env;
+pub mod process;
+
+use drydock_runtime::RunContext;
+use rhai::Engine;
+
+/// Registers every stdlib module into `engine`.
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    process::install(engine, ctx);
+    files::install(engine);
+    host_env::install(engine);
+}
