@@ -24,7 +24,9 @@ pub struct Settings {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -39,8 +41,13 @@ fn load_config(path: &Path, explicit: bool) -> Result<ConfigFile, CliError> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             CliError::usage(format!("config file {} is not valid: {e}", path.display()))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(ConfigFile::default()),
-        Err(e) => Err(CliError::usage(format!("cannot read config file {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok(ConfigFile::default())
+        }
+        Err(e) => Err(CliError::usage(format!(
+            "cannot read config file {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -51,7 +58,8 @@ pub fn resolve(
     config_flag: Option<PathBuf>,
 ) -> Result<Settings, CliError> {
     let explicit = config_flag.is_some();
-    let config_path = config_flag.unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("drydock/config.toml"));
+    let config_path = config_flag
+        .unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("drydock/config.toml"));
     let config = load_config(&config_path, explicit)?;
     let data_dir = data_dir_flag
         .or(config.data_dir)
@@ -62,7 +70,10 @@ pub fn resolve(
     }
     runbook_dirs.extend(config.runbook_dirs);
     runbook_dirs.push(data_dir.join("runbooks"));
-    Ok(Settings { data_dir, runbook_dirs })
+    Ok(Settings {
+        data_dir,
+        runbook_dirs,
+    })
 }
 
 /// Who is acting: `--as`, else $DRYDOCK_USER, else $USER.

@@ -12,11 +12,17 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     pub fn failure(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -32,7 +38,9 @@ impl From<drydock_runtime::JournalError> for CliError {
     fn from(e: drydock_runtime::JournalError) -> Self {
         use drydock_runtime::JournalError as J;
         match e {
-            J::UnknownExecution(_) | J::AmbiguousExecution { .. } | J::Conflict(_) => Self::usage(e.to_string()),
+            J::UnknownExecution(_) | J::AmbiguousExecution { .. } | J::Conflict(_) => {
+                Self::usage(e.to_string())
+            }
             other => Self::failure(other.to_string()),
         }
     }

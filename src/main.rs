@@ -16,7 +16,8 @@ use failure::CliError;
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -40,8 +41,13 @@ fn main() {
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let settings = config::resolve(cli.data_dir, cli.runbook_dirs, cli.config)?;
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
-    let executor = Executor::new(settings.data_dir.clone(), catalog).with_primitives(drydock_stdlib::install);
-    let ctx = Context { settings, executor, json: cli.json };
+    let executor =
+        Executor::new(settings.data_dir.clone(), catalog).with_primitives(drydock_stdlib::install);
+    let ctx = Context {
+        settings,
+        executor,
+        json: cli.json,
+    };
     match cli.command {
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Resume(args) => commands::run::resume(&ctx, args),

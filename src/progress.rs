@@ -49,7 +49,10 @@ impl Progress {
         let multi = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Self { multi, bars: Mutex::new(HashMap::new()) }
+        Self {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -121,7 +124,12 @@ impl Observer for Progress {
 
     fn step_finished(&self, step: &StepEvent, outcome: &StepOutcome) {
         self.stop_bar(step);
-        let mut text = format!("{} ... {} in {}", label(step), symbol(outcome.state), format_duration(outcome.duration));
+        let mut text = format!(
+            "{} ... {} in {}",
+            label(step),
+            symbol(outcome.state),
+            format_duration(outcome.duration)
+        );
         if let (Some(e), true) = (&outcome.error, outcome.state != StepState::Succeeded) {
             text.push_str(&format!("\n{}    {e}", "  ".repeat(step.depth)));
         }
@@ -129,7 +137,11 @@ impl Observer for Progress {
     }
 
     fn step_replayed(&self, step: &StepEvent, state: StepState) {
-        self.line(&format!("{} ... {} (replayed from the journal)", label(step), symbol(state)));
+        self.line(&format!(
+            "{} ... {} (replayed from the journal)",
+            label(step),
+            symbol(state)
+        ));
     }
 
     fn approval_waiting(&self, step: &StepEvent, approval: &ApprovalRecord) {
@@ -161,7 +173,12 @@ impl Observer for Progress {
                 format!("{} {verb}{auto}", d.approver)
             })
             .collect();
-        self.line(&format!("{} {}: {}", label(step), approval.state.as_str(), who.join(", ")));
+        self.line(&format!(
+            "{} {}: {}",
+            label(step),
+            approval.state.as_str(),
+            who.join(", ")
+        ));
     }
 
     fn printed(&self, _id: &str, line: &str) {

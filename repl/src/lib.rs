@@ -17,7 +17,7 @@ pub use validator::RhaiValidator;
 const HELP: &str = "\
 Enter Rhai statements; variables and functions persist between entries.
 Primitives: shell(cmd), shell_result(cmd), read_file(p), write_file(p, s),
-append_file(p, s), file_exists(p), env(name), hostname(), now_unix(), sleep(d).
+append_file(p, s), file_exists(p), env(name), hostname(), now_unix(), sleep(seconds).
 Commands: :help, :quit (or Ctrl-D). An unfinished block continues on the next line.";
 
 /// An evaluation session: the engine, the variables and the functions
@@ -33,12 +33,17 @@ impl ReplSession {
     pub fn new(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> Self {
         let mut engine = Engine::new();
         let interrupt = Arc::new(Interrupt::never());
-        let ctx = RunContext { execution_id: "repl".into(), data_dir: data_dir.to_path_buf(), interrupt: interrupt.clone() };
+        let ctx = RunContext {
+            execution_id: "repl".into(),
+            data_dir: data_dir.to_path_buf(),
+            interrupt,
+        };
         install(&mut engine, &ctx);
-        engine.register_fn("sleep", move |secs: i64| {
-            let _ = interrupt.sleep(std::time::Duration::from_secs(secs.max(0) as u64));
-        });
-        Self { engine, scope: Scope::new(), functions: AST::empty() }
+        Self {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+        }
     }
 
     /// Evaluates one entry; returns what to show (nothing for `()`).
@@ -66,7 +71,10 @@ pub fn run(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> std::
     let mut editor = Reedline::create()
         .with_validator(Box::new(RhaiValidator::default()))
         .with_history(Box::new(history));
-    let prompt = DefaultPrompt::new(DefaultPromptSegment::Basic("drydock".into()), DefaultPromptSegment::Empty);
+    let prompt = DefaultPrompt::new(
+        DefaultPromptSegment::Basic("drydock".into()),
+        DefaultPromptSegment::Empty,
+    );
     println!("drydock repl — :help for help, Ctrl-D to leave");
     loop {
         match editor.read_line(&prompt) {

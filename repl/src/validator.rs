@@ -11,7 +11,9 @@ pub struct RhaiValidator {
 
 impl Default for RhaiValidator {
     fn default() -> Self {
-        Self { engine: Engine::new_raw() }
+        Self {
+            engine: Engine::new_raw(),
+        }
     }
 }
 
@@ -20,10 +22,12 @@ impl RhaiValidator {
     pub fn is_complete(&self, line: &str) -> bool {
         match self.engine.compile(line) {
             Ok(_) => true,
-            Err(e) => !matches!(
-                e.err_type(),
-                ParseErrorType::UnexpectedEOF | ParseErrorType::MissingToken(..)
-            ) || line.ends_with("\n\n"),
+            Err(e) => {
+                !matches!(
+                    e.err_type(),
+                    ParseErrorType::UnexpectedEOF | ParseErrorType::MissingToken(..)
+                ) || line.ends_with("\n\n")
+            }
         }
     }
 }

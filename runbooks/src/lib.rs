@@ -5,5 +5,8 @@ include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
 /// The bundled runbooks as owned (file name, source) pairs.
 pub fn bundled() -> Vec<(String, String)> {
-    BUNDLED.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect()
+    BUNDLED
+        .iter()
+        .map(|(f, s)| (f.to_string(), s.to_string()))
+        .collect()
 }

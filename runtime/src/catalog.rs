@@ -12,7 +12,10 @@ pub enum CatalogError {
     #[error("no runbook named `{name}`; known runbooks: {known}. List them with `drydock runbooks`, or give a path to a .rhai file")]
     NotFound { name: String, known: String },
     #[error("cannot read runbook {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(#[from] RunbookError),
 }
@@ -47,7 +50,9 @@ impl Catalog {
     fn user_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         for dir in &self.dirs {
-            let Ok(read) = fs::read_dir(dir) else { continue };
+            let Ok(read) = fs::read_dir(dir) else {
+                continue;
+            };
             let mut found: Vec<PathBuf> = read
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
@@ -71,16 +76,26 @@ impl Catalog {
                     message: other.to_string(),
                 },
             });
-            entries.push(CatalogEntry { origin: RunbookOrigin::File(path), runbook, shadowed: false });
+            entries.push(CatalogEntry {
+                origin: RunbookOrigin::File(path),
+                runbook,
+                shadowed: false,
+            });
         }
         for (file, source) in &self.bundled {
             let origin = RunbookOrigin::Bundled(file.clone());
             let runbook = Runbook::parse(source.clone(), origin.clone());
             let shadowed = match &runbook {
-                Ok(rb) => entries.iter().any(|e| e.runbook.as_ref().is_ok_and(|u| u.name == rb.name)),
+                Ok(rb) => entries
+                    .iter()
+                    .any(|e| e.runbook.as_ref().is_ok_and(|u| u.name == rb.name)),
                 Err(_) => false,
             };
-            entries.push(CatalogEntry { origin, runbook, shadowed });
+            entries.push(CatalogEntry {
+                origin,
+                runbook,
+                shadowed,
+            });
         }
         entries
     }
@@ -109,26 +124,43 @@ impl Catalog {
         known.dedup();
         Err(CatalogError::NotFound {
             name: name_or_path.to_string(),
-            known: if known.is_empty() { "none".into() } else { known.join(", ") },
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
         })
     }
 
     /// Loads a runbook from the origin recorded with an execution.
     pub fn load(&self, origin: &str) -> Result<Runbook, CatalogError> {
         if let Some(file) = origin.strip_prefix("<bundled>/") {
-            let (_, source) = self.bundled.iter().find(|(f, _)| f == file).ok_or_else(|| CatalogError::NotFound {
-                name: origin.to_string(),
-                known: "this drydock binary no longer bundles it".into(),
-            })?;
-            return Ok(Runbook::parse(source.clone(), RunbookOrigin::Bundled(file.to_string()))?);
+            let (_, source) = self
+                .bundled
+                .iter()
+                .find(|(f, _)| f == file)
+                .ok_or_else(|| CatalogError::NotFound {
+                    name: origin.to_string(),
+                    known: "this drydock binary no longer bundles it".into(),
+                })?;
+            return Ok(Runbook::parse(
+                source.clone(),
+                RunbookOrigin::Bundled(file.to_string()),
+            )?);
         }
         load_file(Path::new(origin))
     }
 }
 
 fn load_file(path: &Path) -> Result<Runbook, CatalogError> {
-    let path = fs::canonicalize(path).map_err(|source| CatalogError::Read { path: path.to_path_buf(), source })?;
-    let source = fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
+    let path = fs::canonicalize(path).map_err(|source| CatalogError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let source = fs::read_to_string(&path).map_err(|source| CatalogError::Read {
+        path: path.clone(),
+        source,
+    })?;
     Ok(Runbook::parse(source, RunbookOrigin::File(path))?)
 }
 
@@ -139,16 +171,29 @@ mod tests {
     #[test]
     fn user_runbooks_shadow_bundled_ones_and_unknown_names_list_known() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("mine.rhai"), "runbook(#{ name: \"hello\", description: \"user\" });").unwrap();
+        fs::write(
+            dir.path().join("mine.rhai"),
+            "runbook(#{ name: \"hello\", description: \"user\" });",
+        )
+        .unwrap();
         let cat = Catalog::new(
-            vec![("hello.rhai".into(), "runbook(#{ name: \"hello\", description: \"bundled\" });".into())],
+            vec![(
+                "hello.rhai".into(),
+                "runbook(#{ name: \"hello\", description: \"bundled\" });".into(),
+            )],
             vec![dir.path().to_path_buf()],
         );
         assert_eq!(cat.find("hello").unwrap().description, "user");
         let entries = cat.entries();
         assert!(entries.iter().any(|e| e.shadowed));
         let err = cat.find("nope").unwrap_err().to_string();
-        assert!(err.contains("no runbook named `nope`") && err.contains("hello"), "{err}");
-        assert_eq!(cat.load("<bundled>/hello.rhai").unwrap().description, "bundled");
+        assert!(
+            err.contains("no runbook named `nope`") && err.contains("hello"),
+            "{err}"
+        );
+        assert_eq!(
+            cat.load("<bundled>/hello.rhai").unwrap().description,
+            "bundled"
+        );
     }
 }

@@ -89,7 +89,12 @@ impl Interrupt {
 
     /// The nearest deadline, if any step set one.
     pub fn nearest_deadline(&self) -> Option<Instant> {
-        self.deadlines.lock().unwrap().iter().map(|(_, at)| *at).min()
+        self.deadlines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| *at)
+            .min()
     }
 
     /// While shielded (cleanups running), cancellation is not reported.
@@ -158,7 +163,10 @@ mod tests {
         let i = Interrupt::never();
         let t = i.push_deadline(Instant::now() + Duration::from_millis(50));
         let start = Instant::now();
-        assert_eq!(i.sleep(Duration::from_secs(5)), Err(Interruption::DeadlinePassed));
+        assert_eq!(
+            i.sleep(Duration::from_secs(5)),
+            Err(Interruption::DeadlinePassed)
+        );
         assert!(start.elapsed() < Duration::from_secs(1));
         assert!(i.deadline_passed(t));
         i.pop_deadline(t);

@@ -190,20 +190,22 @@ impl ParamSpec {
             },
             ParamType::List => {
                 if text.trim_start().starts_with('[') {
-                    let value: Value =
-                        serde_json::from_str(text).map_err(|e| format!("{}: {e}", self.mismatch(&shown)))?;
+                    let value: Value = serde_json::from_str(text)
+                        .map_err(|e| format!("{}: {e}", self.mismatch(&shown)))?;
                     self.convert_json(&value)
                 } else if text.trim().is_empty() {
                     Ok(Value::Array(vec![]))
                 } else {
                     Ok(Value::Array(
-                        text.split(',').map(|s| Value::String(s.trim().to_string())).collect(),
+                        text.split(',')
+                            .map(|s| Value::String(s.trim().to_string()))
+                            .collect(),
                     ))
                 }
             }
             ParamType::Map => {
-                let value: Value =
-                    serde_json::from_str(text).map_err(|e| format!("{}: {e}", self.mismatch(&shown)))?;
+                let value: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("{}: {e}", self.mismatch(&shown)))?;
                 self.convert_json(&value)
             }
         }
@@ -243,11 +245,17 @@ impl ParamSpec {
     fn check_constraints(&self, value: &Value) -> Result<(), String> {
         if !self.allowed.is_empty() && !self.allowed.contains(value) {
             let allowed: Vec<String> = self.allowed.iter().map(Value::to_string).collect();
-            return Err(format!("got {value}, expected one of {}", allowed.join(", ")));
+            return Err(format!(
+                "got {value}, expected one of {}",
+                allowed.join(", ")
+            ));
         }
         if let (Some(re), Value::String(s)) = (&self.pattern, value) {
             if !re.is_match(s) {
-                return Err(format!("got {value}, expected text matching /{}/", re.as_str()));
+                return Err(format!(
+                    "got {value}, expected text matching /{}/",
+                    re.as_str()
+                ));
             }
         }
         if let Some(n) = value.as_i64() {
@@ -280,9 +288,15 @@ pub fn resolve_params(
             let message = if known.is_empty() {
                 "unknown parameter; this runbook takes no parameters".to_string()
             } else {
-                format!("unknown parameter; this runbook takes: {}", known.join(", "))
+                format!(
+                    "unknown parameter; this runbook takes: {}",
+                    known.join(", ")
+                )
             };
-            errors.push(ParamError { param: name.clone(), message });
+            errors.push(ParamError {
+                param: name.clone(),
+                message,
+            });
         }
     }
     for spec in specs {
@@ -291,7 +305,10 @@ pub fn resolve_params(
                 Ok(v) => {
                     resolved.insert(spec.name.clone(), v);
                 }
-                Err(message) => errors.push(ParamError { param: spec.name.clone(), message }),
+                Err(message) => errors.push(ParamError {
+                    param: spec.name.clone(),
+                    message,
+                }),
             },
             None => match &spec.default {
                 Some(default) => {
@@ -397,7 +414,10 @@ mod tests {
     fn allowed_pattern_and_range() {
         let mut s = spec("mode", "string");
         s.allowed = vec![Value::from("fast"), Value::from("safe")];
-        assert!(s.check(&text("slow")).unwrap_err().contains("one of \"fast\", \"safe\""));
+        assert!(s
+            .check(&text("slow"))
+            .unwrap_err()
+            .contains("one of \"fast\", \"safe\""));
         let mut s = spec("name", "string");
         s.pattern = Some(Regex::new("^[a-z]+$").unwrap());
         assert!(s.check(&text("ABC")).unwrap_err().contains("/^[a-z]+$/"));

@@ -93,17 +93,26 @@ impl Runbook {
         Ok(runbook)
     }
 
-    fn from_metadata(mut map: Map, pos: Position, origin: &RunbookOrigin) -> Result<Self, RunbookError> {
+    fn from_metadata(
+        mut map: Map,
+        pos: Position,
+        origin: &RunbookOrigin,
+    ) -> Result<Self, RunbookError> {
         let err = |message: String| RunbookError::at(origin, pos, message);
         let name = take_string(&mut map, "name")
             .map_err(err)?
             .ok_or_else(|| err(format!("runbook metadata has no `name`; {EXAMPLE}")))?;
-        if !Regex::new(r"^[a-z0-9][a-z0-9._-]*$").unwrap().is_match(&name) {
+        if !Regex::new(r"^[a-z0-9][a-z0-9._-]*$")
+            .unwrap()
+            .is_match(&name)
+        {
             return Err(err(format!(
                 "runbook name {name:?} must be lowercase letters, digits, `-`, `_` or `.`"
             )));
         }
-        let description = take_string(&mut map, "description").map_err(err)?.unwrap_or_default();
+        let description = take_string(&mut map, "description")
+            .map_err(err)?
+            .unwrap_or_default();
         let mut params = Vec::new();
         if let Some(declared) = map.remove("params") {
             let declared = declared
@@ -111,7 +120,9 @@ impl Runbook {
                 .ok_or_else(|| err("`params` must be a map of name => #{ type: ... }".into()))?;
             for (param, decl) in declared {
                 let decl = decl.try_cast::<Map>().ok_or_else(|| {
-                    err(format!("parameter `{param}` must be declared as #{{ type: \"string\", ... }}"))
+                    err(format!(
+                        "parameter `{param}` must be declared as #{{ type: \"string\", ... }}"
+                    ))
                 })?;
                 params.push(parse_param(param.to_string(), decl).map_err(err)?);
             }
@@ -148,7 +159,10 @@ fn capture_metadata(source: &str, origin: &RunbookOrigin) -> Result<(Map, Positi
         "runbook",
         move |ctx: rhai::NativeCallContext, meta: Map| -> Result<Dynamic, Box<EvalAltResult>> {
             *sink.lock().unwrap() = Some((meta, ctx.call_position()));
-            Err(EvalAltResult::ErrorTerminated(METADATA_CAPTURED.into(), ctx.call_position()).into())
+            Err(
+                EvalAltResult::ErrorTerminated(METADATA_CAPTURED.into(), ctx.call_position())
+                    .into(),
+            )
         },
     );
     let result = engine.run(source);
@@ -190,9 +204,15 @@ fn parse_param(name: String, mut decl: Map) -> Result<ParamSpec, String> {
     let type_name = take_string(&mut decl, "type")
         .map_err(at)?
         .ok_or_else(|| at(format!("no `type`; use one of {}", ParamType::NAMES)))?;
-    let kind = ParamType::parse(&type_name)
-        .ok_or_else(|| at(format!("unknown type {type_name:?}; use one of {}", ParamType::NAMES)))?;
-    let description = take_string(&mut decl, "description").map_err(at)?.unwrap_or_default();
+    let kind = ParamType::parse(&type_name).ok_or_else(|| {
+        at(format!(
+            "unknown type {type_name:?}; use one of {}",
+            ParamType::NAMES
+        ))
+    })?;
+    let description = take_string(&mut decl, "description")
+        .map_err(at)?
+        .unwrap_or_default();
     let pattern = take_string(&mut decl, "pattern")
         .map_err(at)?
         .map(|p| Regex::new(&p).map_err(|e| at(format!("bad `pattern`: {e}"))))
@@ -207,7 +227,10 @@ fn parse_param(name: String, mut decl: Map) -> Result<ParamSpec, String> {
     let int_field = |decl: &mut Map, key: &str| -> Result<Option<i64>, String> {
         match decl.remove(key) {
             None => Ok(None),
-            Some(v) => v.as_int().map(Some).map_err(|_| at(format!("`{key}` must be an integer"))),
+            Some(v) => v
+                .as_int()
+                .map(Some)
+                .map_err(|_| at(format!("`{key}` must be an integer"))),
         }
     };
     let min = int_field(&mut decl, "min")?;
@@ -220,7 +243,9 @@ fn parse_param(name: String, mut decl: Map) -> Result<ParamSpec, String> {
         .map_err(at)?;
     let required = match decl.remove("required") {
         None => default.is_none(),
-        Some(v) => v.as_bool().map_err(|_| at("`required` must be true or false".into()))?,
+        Some(v) => v
+            .as_bool()
+            .map_err(|_| at("`required` must be true or false".into()))?,
     };
     if let Some(unknown) = decl.keys().next() {
         return Err(at(format!(

@@ -17,7 +17,10 @@ impl RunnerIdentity {
     /// The identity of this process.
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { pid, token: token_of(pid).unwrap_or_default() }
+        Self {
+            pid,
+            token: token_of(pid).unwrap_or_default(),
+        }
     }
 
     /// Whether the process this identity names is still running.
@@ -57,14 +60,20 @@ mod tests {
     fn this_process_is_alive_and_a_forged_token_is_not() {
         let me = RunnerIdentity::current();
         assert!(me.is_alive());
-        let forged = RunnerIdentity { pid: me.pid, token: "other-boot:1".into() };
+        let forged = RunnerIdentity {
+            pid: me.pid,
+            token: "other-boot:1".into(),
+        };
         assert!(!forged.is_alive());
     }
 
     #[test]
     fn an_exited_child_is_dead() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let id = RunnerIdentity { pid: child.id(), token: token_of(child.id()).unwrap_or_default() };
+        let id = RunnerIdentity {
+            pid: child.id(),
+            token: token_of(child.id()).unwrap_or_default(),
+        };
         child.wait().unwrap();
         assert!(!id.is_alive());
     }

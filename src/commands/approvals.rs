@@ -49,9 +49,21 @@ pub fn list(ctx: &Context) -> Result<i32, CliError> {
         println!("no pending approvals");
         return Ok(0);
     }
-    let mut t = table(&["EXECUTION", "RUNBOOK", "MESSAGE", "APPROVERS", "APPROVED", "EXPIRES", "DONE SO FAR"]);
+    let mut t = table(&[
+        "EXECUTION",
+        "RUNBOOK",
+        "MESSAGE",
+        "APPROVERS",
+        "APPROVED",
+        "EXPIRES",
+        "DONE SO FAR",
+    ]);
     for (a, exec, done) in &rows {
-        let approvers = if a.approvers.is_empty() { "anyone".to_string() } else { a.approvers.join(", ") };
+        let approvers = if a.approvers.is_empty() {
+            "anyone".to_string()
+        } else {
+            a.approvers.join(", ")
+        };
         t.add_row(vec![
             a.execution_id.clone(),
             exec.runbook.clone(),
@@ -75,11 +87,16 @@ pub fn decide(ctx: &Context, args: ApproveArgs) -> Result<i32, CliError> {
     let outcome = journal.decide(&id, &who, !args.reject, &args.comment, false)?;
     let runner_alive = journal.execution(&id)?.has_live_runner();
     if ctx.json {
-        print_json(&json!({ "execution_id": id, "approver": who, "outcome": outcome, "runner_alive": runner_alive }));
+        print_json(
+            &json!({ "execution_id": id, "approver": who, "outcome": outcome, "runner_alive": runner_alive }),
+        );
         return Ok(0);
     }
     match outcome.state {
-        ApprovalState::Approved => println!("{id}: approved by {who} ({} of {} needed)", outcome.approvals, outcome.required),
+        ApprovalState::Approved => println!(
+            "{id}: approved by {who} ({} of {} needed)",
+            outcome.approvals, outcome.required
+        ),
         ApprovalState::Rejected => println!("{id}: rejected by {who}"),
         _ => {
             let more = outcome.required - outcome.approvals;

@@ -30,17 +30,33 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
         .transpose()
         .map_err(CliError::usage)?;
     let journal = ctx.executor.journal()?;
-    let filter = ExecutionFilter { state, runbook: args.runbook, include_children: args.all, limit: Some(args.limit) };
+    let filter = ExecutionFilter {
+        state,
+        runbook: args.runbook,
+        include_children: args.all,
+        limit: Some(args.limit),
+    };
     let list = journal.executions(&filter)?;
     if ctx.json {
         print_json(&list);
         return Ok(0);
     }
     if list.is_empty() {
-        println!("no executions in {}; start one with `drydock run RUNBOOK`", journal.path().display());
+        println!(
+            "no executions in {}; start one with `drydock run RUNBOOK`",
+            journal.path().display()
+        );
         return Ok(0);
     }
-    let mut t = table(&["EXECUTION", "RUNBOOK", "STATE", "CREATED", "DURATION", "STEPS", "BY"]);
+    let mut t = table(&[
+        "EXECUTION",
+        "RUNBOOK",
+        "STATE",
+        "CREATED",
+        "DURATION",
+        "STEPS",
+        "BY",
+    ]);
     for e in &list {
         let steps = journal.steps(&e.id)?;
         let done = steps.iter().filter(|s| s.state.is_replayable()).count();
@@ -82,12 +98,23 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     println!("execution  {}", exec.id);
     println!("runbook    {} ({})", exec.runbook, exec.origin);
     println!("state      {}", state_text(&exec));
-    println!("by         {}{}", exec.requested_by, if exec.auto_approve { " (auto-approve)" } else { "" });
+    println!(
+        "by         {}{}",
+        exec.requested_by,
+        if exec.auto_approve {
+            " (auto-approve)"
+        } else {
+            ""
+        }
+    );
     println!("created    {}", when(exec.created_at));
     println!("duration   {}", took(exec.started_at, exec.ended_at));
     println!("params     {}", exec.params);
     if let Some(parent) = &exec.parent_id {
-        println!("parent     {parent} (step {})", exec.parent_step.as_deref().unwrap_or("?"));
+        println!(
+            "parent     {parent} (step {})",
+            exec.parent_step.as_deref().unwrap_or("?")
+        );
     }
     if !exec.output.is_null() {
         println!("output     {}", exec.output);
@@ -96,7 +123,15 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
         println!("error      {e}");
     }
     if !steps.is_empty() {
-        let mut t = table(&["PATH", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "OUTPUT / ERROR"]);
+        let mut t = table(&[
+            "PATH",
+            "STEP",
+            "KIND",
+            "STATE",
+            "ATTEMPTS",
+            "DURATION",
+            "OUTPUT / ERROR",
+        ]);
         for s in &steps {
             let detail = match &s.error {
                 Some(e) => e.clone(),
@@ -118,7 +153,13 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     if !failed.is_empty() {
         println!("failed attempts:");
         for a in failed {
-            println!("  [{}] attempt {} at {}: {}", a.path, a.attempt, when(a.started_at), a.error.as_deref().unwrap_or(""));
+            println!(
+                "  [{}] attempt {} at {}: {}",
+                a.path,
+                a.attempt,
+                when(a.started_at),
+                a.error.as_deref().unwrap_or("")
+            );
         }
     }
     for a in &approvals {
@@ -129,13 +170,25 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             a.message,
             a.approvals(),
             a.min_approvals,
-            if a.approvers.is_empty() { "anyone".into() } else { a.approvers.join(", ") }
+            if a.approvers.is_empty() {
+                "anyone".into()
+            } else {
+                a.approvers.join(", ")
+            }
         );
         for d in &a.decisions {
             let verb = if d.approve { "approved" } else { "rejected" };
             let auto = if d.auto { " (auto-approve)" } else { "" };
-            let comment = if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) };
-            println!("  {} {verb}{auto} at {}{comment}", d.approver, when(d.decided_at));
+            let comment = if d.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", d.comment)
+            };
+            println!(
+                "  {} {verb}{auto} at {}{comment}",
+                d.approver,
+                when(d.decided_at)
+            );
         }
     }
     for c in &children {

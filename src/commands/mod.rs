@@ -21,7 +21,8 @@ pub struct Context {
 
 /// A timestamp (ms since the epoch) for people.
 pub fn when(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
 }
 
 /// An elapsed time between two timestamps, or since `from` when unfinished.
@@ -46,7 +47,10 @@ pub fn table(header: &[&str]) -> Table {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
 }
 
 /// Cuts text to `n` characters for a table cell.

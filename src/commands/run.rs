@@ -16,10 +16,15 @@ use crate::progress::Progress;
 fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliError> {
     let mut supplied = BTreeMap::new();
     if let Some(file) = &args.params_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| CliError::usage(format!("cannot read --params-file {}: {e}", file.display())))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| CliError::usage(format!("--params-file {} is not valid JSON: {e}", file.display())))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            CliError::usage(format!("cannot read --params-file {}: {e}", file.display()))
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            CliError::usage(format!(
+                "--params-file {} is not valid JSON: {e}",
+                file.display()
+            ))
+        })?;
         let serde_json::Value::Object(map) = value else {
             return Err(CliError::usage(format!(
                 "--params-file {} must hold a JSON object like {{\"name\": \"value\"}}",
@@ -32,10 +37,14 @@ fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliEr
     }
     for p in &args.params {
         let Some((k, v)) = p.split_once('=') else {
-            return Err(CliError::usage(format!("--param expects NAME=VALUE, got `{p}`")));
+            return Err(CliError::usage(format!(
+                "--param expects NAME=VALUE, got `{p}`"
+            )));
         };
         if k.trim().is_empty() {
-            return Err(CliError::usage(format!("--param expects NAME=VALUE, got `{p}` (no name)")));
+            return Err(CliError::usage(format!(
+                "--param expects NAME=VALUE, got `{p}` (no name)"
+            )));
         }
         supplied.insert(k.trim().to_string(), SuppliedValue::Text(v.to_string()));
     }
@@ -46,7 +55,10 @@ fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliEr
 pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
     let runbook = ctx.executor.catalog().find(&args.runbook)?;
     let supplied = parse_params(&args)?;
-    let opts = StartOptions { auto_approve: args.auto_approve, requested_by: crate::config::actor(args.as_user.clone()) };
+    let opts = StartOptions {
+        auto_approve: args.auto_approve,
+        requested_by: crate::config::actor(args.as_user.clone()),
+    };
     let id = match ctx.executor.create_execution(&runbook, &supplied, &opts) {
         Ok(id) => id,
         Err(StartError::Params(errors)) => {
@@ -75,7 +87,11 @@ pub fn resume(ctx: &Context, args: ResumeArgs) -> Result<i32, CliError> {
 
 /// Runs an execution here, showing progress, and reports how it ended.
 fn follow(ctx: &Context, id: &str, opts: RunOptions) -> Result<i32, CliError> {
-    let observer: Arc<dyn Observer> = if ctx.json { Arc::new(QuietObserver) } else { Arc::new(Progress::new()) };
+    let observer: Arc<dyn Observer> = if ctx.json {
+        Arc::new(QuietObserver)
+    } else {
+        Arc::new(Progress::new())
+    };
     let outcome = ctx.executor.run(id, observer, opts)?;
     report(ctx, &outcome);
     Ok(outcome.state.exit_code())
@@ -85,7 +101,10 @@ fn report(ctx: &Context, outcome: &ExecutionOutcome) {
     if ctx.json {
         print_json(outcome);
     } else if !outcome.output.is_null() {
-        println!("{}", serde_json::to_string_pretty(&outcome.output).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.output).unwrap_or_default()
+        );
     }
 }
 
@@ -102,7 +121,9 @@ fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
         cmd.arg("--runbook-dir").arg(dir);
     }
     cmd.arg("resume").arg(id);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -142,15 +163,24 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> Result<i32, CliError> {
     let id = journal.resolve_execution(&args.execution)?;
     let rec = journal.execution(&id)?;
     if rec.state.is_terminal() {
-        return Err(CliError::usage(format!("execution {id} already ended {}; nothing to cancel", rec.state)));
+        return Err(CliError::usage(format!(
+            "execution {id} already ended {}; nothing to cancel",
+            rec.state
+        )));
     }
     journal.request_cancel(&id)?;
     if rec.has_live_runner() {
         if args.no_wait {
-            println!("cancel requested; process {} stops {id} at its next safe point", rec.runner_pid.unwrap_or(0));
+            println!(
+                "cancel requested; process {} stops {id} at its next safe point",
+                rec.runner_pid.unwrap_or(0)
+            );
             return Ok(0);
         }
-        eprintln!("cancel requested; waiting for process {} to stop {id} and run its cleanups", rec.runner_pid.unwrap_or(0));
+        eprintln!(
+            "cancel requested; waiting for process {} to stop {id} and run its cleanups",
+            rec.runner_pid.unwrap_or(0)
+        );
         loop {
             std::thread::sleep(Duration::from_millis(100));
             let now = journal.execution(&id)?;
@@ -164,10 +194,18 @@ pub fn cancel(ctx: &Context, args: CancelArgs) -> Result<i32, CliError> {
     }
     // No runner is alive: stop it here, which runs its cleanups.
     drop(journal);
-    let observer: Arc<dyn Observer> = if ctx.json { Arc::new(QuietObserver) } else { Arc::new(Progress::new()) };
+    let observer: Arc<dyn Observer> = if ctx.json {
+        Arc::new(QuietObserver)
+    } else {
+        Arc::new(Progress::new())
+    };
     let outcome = ctx.executor.run(&id, observer, RunOptions::default())?;
     report(ctx, &outcome);
-    Ok(if outcome.state == ExecutionState::Cancelled { 0 } else { outcome.state.exit_code() })
+    Ok(if outcome.state == ExecutionState::Cancelled {
+        0
+    } else {
+        outcome.state.exit_code()
+    })
 }
 
 fn finish_report(ctx: &Context, state: &ExecutionState, id: &str) -> Result<i32, CliError> {
@@ -176,5 +214,9 @@ fn finish_report(ctx: &Context, state: &ExecutionState, id: &str) -> Result<i32,
     } else {
         println!("execution {id} ended {state}");
     }
-    Ok(if *state == ExecutionState::Cancelled { 0 } else { state.exit_code() })
+    Ok(if *state == ExecutionState::Cancelled {
+        0
+    } else {
+        state.exit_code()
+    })
 }

@@ -59,17 +59,35 @@ pub fn list(ctx: &Context) -> Result<i32, CliError> {
     let mut t = table(&["NAME", "DESCRIPTION", "PARAMETERS", "SOURCE"]);
     for e in &entries {
         let source = match &e.origin {
-            RunbookOrigin::Bundled(_) if e.shadowed => "bundled (hidden by a user runbook)".to_string(),
+            RunbookOrigin::Bundled(_) if e.shadowed => {
+                "bundled (hidden by a user runbook)".to_string()
+            }
             RunbookOrigin::Bundled(_) => "bundled".to_string(),
             RunbookOrigin::File(p) => p.display().to_string(),
         };
         match &e.runbook {
-            Ok(rb) => t.add_row(vec![rb.name.clone(), clip(&rb.description, 60), params_text(rb), source]),
-            Err(err) => t.add_row(vec!["(invalid)".into(), clip(&err.to_string(), 60), String::new(), source]),
+            Ok(rb) => t.add_row(vec![
+                rb.name.clone(),
+                clip(&rb.description, 60),
+                params_text(rb),
+                source,
+            ]),
+            Err(err) => t.add_row(vec![
+                "(invalid)".into(),
+                clip(&err.to_string(), 60),
+                String::new(),
+                source,
+            ]),
         };
     }
     println!("{t}");
-    let dirs: Vec<String> = ctx.executor.catalog().dirs().iter().map(|d| d.display().to_string()).collect();
+    let dirs: Vec<String> = ctx
+        .executor
+        .catalog()
+        .dirs()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
     println!("runbook directories searched: {}", dirs.join(", "));
     Ok(0)
 }
@@ -81,7 +99,9 @@ pub fn validate(ctx: &Context, args: ValidateArgs) -> Result<i32, CliError> {
     for file in &args.files {
         let result = std::fs::read_to_string(file)
             .map_err(|e| format!("{}: cannot read: {e}", file.display()))
-            .and_then(|src| Runbook::parse(src, RunbookOrigin::File(file.clone())).map_err(|e| e.to_string()));
+            .and_then(|src| {
+                Runbook::parse(src, RunbookOrigin::File(file.clone())).map_err(|e| e.to_string())
+            });
         if result.is_err() {
             bad += 1;
         }
@@ -91,7 +111,9 @@ pub fn validate(ctx: &Context, args: ValidateArgs) -> Result<i32, CliError> {
         let out: Vec<_> = results
             .iter()
             .map(|(f, r)| match r {
-                Ok(rb) => json!({ "file": f, "valid": true, "name": rb.name, "params": params_json(rb) }),
+                Ok(rb) => {
+                    json!({ "file": f, "valid": true, "name": rb.name, "params": params_json(rb) })
+                }
                 Err(e) => json!({ "file": f, "valid": false, "error": e }),
             })
             .collect();
@@ -99,7 +121,12 @@ pub fn validate(ctx: &Context, args: ValidateArgs) -> Result<i32, CliError> {
     } else {
         for (f, r) in &results {
             match r {
-                Ok(rb) => println!("ok: {} (runbook `{}`, {} parameters)", f.display(), rb.name, rb.params.len()),
+                Ok(rb) => println!(
+                    "ok: {} (runbook `{}`, {} parameters)",
+                    f.display(),
+                    rb.name,
+                    rb.params.len()
+                ),
                 Err(e) => eprintln!("error: {e}"),
             }
         }

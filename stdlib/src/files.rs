@@ -7,14 +7,26 @@ use std::path::Path;
 
 use rhai::{Engine, EvalAltResult, NativeCallContext};
 
-fn io_error(ctx: &NativeCallContext, what: &str, path: &str, e: std::io::Error) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(format!("cannot {what} {path}: {e}").into(), ctx.call_position()).into()
+fn io_error(
+    ctx: &NativeCallContext,
+    what: &str,
+    path: &str,
+    e: std::io::Error,
+) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(
+        format!("cannot {what} {path}: {e}").into(),
+        ctx.call_position(),
+    )
+    .into()
 }
 
 /// Writes `contents` to `path` so that readers see the old or the new file,
 /// never a half-written one.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir, path)?;
     tmp.1.write_all(contents)?;
     tmp.1.sync_all()?;
@@ -22,10 +34,17 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf, fs::File)> {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for n in 0..100u32 {
         let candidate = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
             Ok(f) => return Ok((candidate, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -36,13 +55,17 @@ fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf
 
 /// Registers the file functions.
 pub fn install(engine: &mut Engine) {
-    engine.register_fn("read_file", |ctx: NativeCallContext, path: &str| -> Result<String, Box<EvalAltResult>> {
-        fs::read_to_string(path).map_err(|e| io_error(&ctx, "read", path, e))
-    });
+    engine.register_fn(
+        "read_file",
+        |ctx: NativeCallContext, path: &str| -> Result<String, Box<EvalAltResult>> {
+            fs::read_to_string(path).map_err(|e| io_error(&ctx, "read", path, e))
+        },
+    );
     engine.register_fn(
         "write_file",
         |ctx: NativeCallContext, path: &str, text: &str| -> Result<(), Box<EvalAltResult>> {
-            write_atomically(Path::new(path), text.as_bytes()).map_err(|e| io_error(&ctx, "write", path, e))
+            write_atomically(Path::new(path), text.as_bytes())
+                .map_err(|e| io_error(&ctx, "write", path, e))
         },
     );
     engine.register_fn(
@@ -53,7 +76,8 @@ pub fn install(engine: &mut Engine) {
                 .append(true)
                 .open(path)
                 .map_err(|e| io_error(&ctx, "open", path, e))?;
-            f.write_all(text.as_bytes()).map_err(|e| io_error(&ctx, "append to", path, e))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| io_error(&ctx, "append to", path, e))?;
             f.sync_data().map_err(|e| io_error(&ctx, "sync", path, e))
         },
     );

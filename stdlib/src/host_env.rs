@@ -7,7 +7,9 @@ use rhai::{Dynamic, Engine};
 /// Registers the environment functions.
 pub fn install(engine: &mut Engine) {
     engine.register_fn("env", |name: &str| -> Dynamic {
-        std::env::var(name).map(Dynamic::from).unwrap_or(Dynamic::UNIT)
+        std::env::var(name)
+            .map(Dynamic::from)
+            .unwrap_or(Dynamic::UNIT)
     });
     engine.register_fn("hostname", || -> String {
         std::fs::read_to_string("/proc/sys/kernel/hostname")

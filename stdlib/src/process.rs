@@ -74,7 +74,11 @@ pub fn run_command(script: &str, interrupt: &Interrupt) -> Result<CommandOutput,
         use std::os::unix::process::ExitStatusExt;
         128 + i64::from(status.signal().unwrap_or(0))
     });
-    Ok(CommandOutput { exit_code, stdout, stderr })
+    Ok(CommandOutput {
+        exit_code,
+        stdout,
+        stderr,
+    })
 }
 
 fn to_rhai(ctx: &NativeCallContext, script: &str, e: CommandError) -> Box<EvalAltResult> {
@@ -137,7 +141,14 @@ mod tests {
     #[test]
     fn captures_output_and_status() {
         let out = run_command("echo out; echo err >&2; exit 3", &Interrupt::never()).unwrap();
-        assert_eq!(out, CommandOutput { exit_code: 3, stdout: "out\n".into(), stderr: "err\n".into() });
+        assert_eq!(
+            out,
+            CommandOutput {
+                exit_code: 3,
+                stdout: "out\n".into(),
+                stderr: "err\n".into()
+            }
+        );
     }
 
     #[test]
@@ -146,7 +157,10 @@ mod tests {
         i.push_deadline(Instant::now() + Duration::from_millis(100));
         let start = Instant::now();
         let r = run_command("sleep 30 & sleep 30; wait", &i);
-        assert!(matches!(r, Err(CommandError::Interrupted(Interruption::DeadlinePassed))));
+        assert!(matches!(
+            r,
+            Err(CommandError::Interrupted(Interruption::DeadlinePassed))
+        ));
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

@@ -42,7 +42,13 @@ impl Session {
             Lookup::Run(call, _) => call,
         };
         let started = std::time::Instant::now();
-        let r = self.journal().start_attempt(&self.exec_id, &call.path, APPROVAL_STEP, StepKind::Approval, 1);
+        let r = self.journal().start_attempt(
+            &self.exec_id,
+            &call.path,
+            APPROVAL_STEP,
+            StepKind::Approval,
+            1,
+        );
         self.journal_result(r);
         let new = NewApproval {
             message: opts.message.clone(),
@@ -51,36 +57,63 @@ impl Session {
             deadline_at: now_ms() + opts.timeout.as_millis() as i64,
         };
         let mut rec = {
-            let r = self.journal().create_approval(&self.exec_id, &call.path, &new);
-            self.journal_result(r).ok_or_else(|| super::session::runtime_error("cannot record the approval request in the journal"))?
+            let r = self
+                .journal()
+                .create_approval(&self.exec_id, &call.path, &new);
+            self.journal_result(r).ok_or_else(|| {
+                super::session::runtime_error("cannot record the approval request in the journal")
+            })?
         };
         if self.auto_approve && rec.state == ApprovalState::Pending {
-            let r = self.journal().decide(&self.exec_id, "auto-approve", true, "approved by --auto-approve", true);
+            let r = self.journal().decide(
+                &self.exec_id,
+                "auto-approve",
+                true,
+                "approved by --auto-approve",
+                true,
+            );
             self.journal_result(r);
-            if let Some(now) = self.journal_result(self.journal().approval(&self.exec_id, &call.path)).flatten() {
+            if let Some(now) = self
+                .journal_result(self.journal().approval(&self.exec_id, &call.path))
+                .flatten()
+            {
                 rec = now;
             }
         }
-        let r = self.journal().set_execution_state(&self.exec_id, ExecutionState::WaitingForApproval);
+        let r = self
+            .journal()
+            .set_execution_state(&self.exec_id, ExecutionState::WaitingForApproval);
         self.journal_result(r);
         self.observer.approval_waiting(&call.event, &rec);
         loop {
-            if let Some(now) = self.journal_result(self.journal().approval(&self.exec_id, &call.path)).flatten() {
+            if let Some(now) = self
+                .journal_result(self.journal().approval(&self.exec_id, &call.path))
+                .flatten()
+            {
                 rec = now;
             }
             if rec.state != ApprovalState::Pending {
                 break;
             }
             if now_ms() >= rec.deadline_at {
-                if let Some(closed) =
-                    self.journal_result(self.journal().close_approval(&self.exec_id, &call.path, ApprovalState::TimedOut)).flatten()
+                if let Some(closed) = self
+                    .journal_result(self.journal().close_approval(
+                        &self.exec_id,
+                        &call.path,
+                        ApprovalState::TimedOut,
+                    ))
+                    .flatten()
                 {
                     rec = closed;
                 }
                 break;
             }
             if self.interrupt.is_cancelled() {
-                let r = self.journal().close_approval(&self.exec_id, &call.path, ApprovalState::Cancelled);
+                let r = self.journal().close_approval(
+                    &self.exec_id,
+                    &call.path,
+                    ApprovalState::Cancelled,
+                );
                 self.journal_result(r);
                 let msg = "cancelled while waiting for approval";
                 let r = self.journal().finish_attempt(
@@ -93,27 +126,47 @@ impl Session {
                 self.journal_result(r);
                 self.observer.step_finished(
                     &call.event,
-                    &StepOutcome { state: StepState::Cancelled, duration: started.elapsed(), error: Some(msg.into()) },
+                    &StepOutcome {
+                        state: StepState::Cancelled,
+                        duration: started.elapsed(),
+                        error: Some(msg.into()),
+                    },
                 );
                 return Err(Interruption::Cancelled.into_rhai(pos));
             }
             std::thread::sleep(POLL);
         }
-        let r = self.journal().set_execution_state(&self.exec_id, ExecutionState::InProgress);
+        let r = self
+            .journal()
+            .set_execution_state(&self.exec_id, ExecutionState::InProgress);
         self.journal_result(r);
         self.observer.approval_decided(&call.event, &rec);
         let output = decision_output(&rec);
         let (policy, state, failure) = match rec.state {
-            ApprovalState::Approved => (Unapproved::Continue, StepState::Succeeded, ExecutionState::Success),
-            ApprovalState::Rejected => (opts.on_reject, StepState::Rejected, ExecutionState::Rejected),
-            _ => (opts.on_timeout, StepState::TimedOut, ExecutionState::TimedOut),
+            ApprovalState::Approved => (
+                Unapproved::Continue,
+                StepState::Succeeded,
+                ExecutionState::Success,
+            ),
+            ApprovalState::Rejected => (
+                opts.on_reject,
+                StepState::Rejected,
+                ExecutionState::Rejected,
+            ),
+            _ => (
+                opts.on_timeout,
+                StepState::TimedOut,
+                ExecutionState::TimedOut,
+            ),
         };
         let message = match rec.state {
             ApprovalState::Approved => None,
             ApprovalState::Rejected => {
                 let who = rec.decisions.iter().find(|d| !d.approve);
                 Some(match who {
-                    Some(d) if d.comment.is_empty() => format!("approval rejected by {}", d.approver),
+                    Some(d) if d.comment.is_empty() => {
+                        format!("approval rejected by {}", d.approver)
+                    }
                     Some(d) => format!("approval rejected by {}: {}", d.approver, d.comment),
                     None => "approval rejected".to_string(),
                 })
@@ -129,13 +182,21 @@ impl Session {
             (Some(m), Unapproved::Abort) => (state, Some(m.as_str())),
             _ => (StepState::Succeeded, None),
         };
-        let r = self
-            .journal()
-            .finish_attempt(&self.exec_id, &call.path, 1, err, Some((recorded_state, &output, err)));
+        let r = self.journal().finish_attempt(
+            &self.exec_id,
+            &call.path,
+            1,
+            err,
+            Some((recorded_state, &output, err)),
+        );
         self.journal_result(r);
         self.observer.step_finished(
             &call.event,
-            &StepOutcome { state: recorded_state, duration: started.elapsed(), error: message.clone() },
+            &StepOutcome {
+                state: recorded_state,
+                duration: started.elapsed(),
+                error: message.clone(),
+            },
         );
         match (message, policy) {
             (Some(m), Unapproved::Abort) => Err(self.fail_with(failure, &m)),

@@ -26,7 +26,7 @@ use crate::params::{resolve_params, ParamErrors, SuppliedValue};
 use crate::runbook::Runbook;
 use crate::runner::RunnerIdentity;
 use crate::state::{ExecutionState, StepState};
-use session::{terminated_mark, Lookup, RhaiResult, Session, CHANGED_MARK};
+use session::{terminated_mark, Lookup, RhaiResult, Session, StepSpec, CHANGED_MARK};
 
 /// What a primitive needs from the execution it runs in.
 #[derive(Clone)]
@@ -86,13 +86,21 @@ pub struct Executor {
 
 /// SHA-256 of a runbook's source, recorded to notice edits between runs.
 pub fn source_digest(source: &str) -> String {
-    Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(source.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Executor {
     /// An executor keeping its journal in `data_dir`.
     pub fn new(data_dir: PathBuf, catalog: Catalog) -> Self {
-        Self { data_dir, catalog: Arc::new(catalog), durability: Durability::Full, installers: Vec::new() }
+        Self {
+            data_dir,
+            catalog: Arc::new(catalog),
+            durability: Durability::Full,
+            installers: Vec::new(),
+        }
     }
 
     /// Sets how hard journal writes are pushed to disk.
@@ -102,7 +110,10 @@ impl Executor {
     }
 
     /// Adds primitives (a stdlib, or an embedder's own functions).
-    pub fn with_primitives(mut self, install: impl Fn(&mut Engine, &RunContext) + Send + Sync + 'static) -> Self {
+    pub fn with_primitives(
+        mut self,
+        install: impl Fn(&mut Engine, &RunContext) + Send + Sync + 'static,
+    ) -> Self {
         self.installers.push(Arc::new(install));
         self
     }
@@ -152,7 +163,12 @@ impl Executor {
     }
 
     /// Runs (or resumes) an execution to its end in this thread.
-    pub fn run(&self, id: &str, observer: Arc<dyn Observer>, opts: RunOptions) -> Result<ExecutionOutcome, RunError> {
+    pub fn run(
+        &self,
+        id: &str,
+        observer: Arc<dyn Observer>,
+        opts: RunOptions,
+    ) -> Result<ExecutionOutcome, RunError> {
         self.run_at_depth(id, observer, opts, 0)
     }
 
@@ -191,7 +207,11 @@ impl Executor {
         let probe_journal = journal.clone();
         let probe_id = id.to_string();
         let interrupt = Arc::new(Interrupt::with_probe(Some(Box::new(move || {
-            probe_journal.lock().unwrap().cancel_requested(&probe_id).unwrap_or(false)
+            probe_journal
+                .lock()
+                .unwrap()
+                .cancel_requested(&probe_id)
+                .unwrap_or(false)
         }))));
         let session = Arc::new(Session::new(
             id.to_string(),
@@ -323,9 +343,12 @@ impl Executor {
         engine.register_fn("runbook", move |_meta: Map| params.clone());
 
         let s = session.clone();
-        engine.register_fn("step", move |ctx: NativeCallContext, name: &str, f: FnPtr| -> RhaiResult {
-            step(&s, &ctx, name, StepOptions::default(), f)
-        });
+        engine.register_fn(
+            "step",
+            move |ctx: NativeCallContext, name: &str, f: FnPtr| -> RhaiResult {
+                step(&s, &ctx, name, StepOptions::default(), f)
+            },
+        );
         let s = session.clone();
         engine.register_fn(
             "step",
@@ -336,9 +359,12 @@ impl Executor {
             },
         );
         let s = session.clone();
-        engine.register_fn("cleanup", move |ctx: NativeCallContext, name: &str, f: FnPtr| -> RhaiResult {
-            add_cleanup(&s, &ctx, name, StepOptions::default(), f)
-        });
+        engine.register_fn(
+            "cleanup",
+            move |ctx: NativeCallContext, name: &str, f: FnPtr| -> RhaiResult {
+                add_cleanup(&s, &ctx, name, StepOptions::default(), f)
+            },
+        );
         let s = session.clone();
         engine.register_fn(
             "cleanup",
@@ -349,10 +375,14 @@ impl Executor {
             },
         );
         let s = session.clone();
-        engine.register_fn("approve", move |ctx: NativeCallContext, opts: Map| -> RhaiResult {
-            let opts = ApprovalOptions::from_map(&opts).map_err(|e| located(&ctx, format!("approve: {e}")))?;
-            s.approve(opts, ctx.call_position())
-        });
+        engine.register_fn(
+            "approve",
+            move |ctx: NativeCallContext, opts: Map| -> RhaiResult {
+                let opts = ApprovalOptions::from_map(&opts)
+                    .map_err(|e| located(&ctx, format!("approve: {e}")))?;
+                s.approve(opts, ctx.call_position())
+            },
+        );
         let s = session.clone();
         let me = self.clone();
         engine.register_fn(
@@ -363,18 +393,42 @@ impl Executor {
         );
         let s = session.clone();
         let me = self.clone();
-        engine.register_fn("run_runbook", move |ctx: NativeCallContext, name: &str| -> RhaiResult {
-            me.run_child(&s, &ctx, name, Map::new())
-        });
+        engine.register_fn(
+            "run_runbook",
+            move |ctx: NativeCallContext, name: &str| -> RhaiResult {
+                me.run_child(&s, &ctx, name, Map::new())
+            },
+        );
+        // Typed overloads replace Rhai's own blocking `sleep(INT)` / `sleep(FLOAT)`.
         let s = session.clone();
-        engine.register_fn("sleep", move |ctx: NativeCallContext, d: Dynamic| -> RhaiResult {
-            let d = options::duration_value("sleep", &d).map_err(|e| located(&ctx, e))?;
-            s.interrupt.sleep(d).map_err(|i| i.into_rhai(ctx.call_position()))?;
-            Ok(Dynamic::UNIT)
-        });
-        engine.register_fn("duration_secs", |ctx: NativeCallContext, d: Dynamic| -> Result<f64, Box<EvalAltResult>> {
-            options::duration_value("duration", &d).map(|d| d.as_secs_f64()).map_err(|e| located(&ctx, e))
-        });
+        engine.register_fn(
+            "sleep",
+            move |ctx: NativeCallContext, secs: rhai::INT| -> RhaiResult {
+                interruptible_sleep(&s, &ctx, Dynamic::from(secs))
+            },
+        );
+        let s = session.clone();
+        engine.register_fn(
+            "sleep",
+            move |ctx: NativeCallContext, secs: rhai::FLOAT| -> RhaiResult {
+                interruptible_sleep(&s, &ctx, Dynamic::from(secs))
+            },
+        );
+        let s = session.clone();
+        engine.register_fn(
+            "sleep",
+            move |ctx: NativeCallContext, d: rhai::ImmutableString| -> RhaiResult {
+                interruptible_sleep(&s, &ctx, Dynamic::from(d))
+            },
+        );
+        engine.register_fn(
+            "duration_secs",
+            |ctx: NativeCallContext, d: Dynamic| -> Result<f64, Box<EvalAltResult>> {
+                options::duration_value("duration", &d)
+                    .map(|d| d.as_secs_f64())
+                    .map_err(|e| located(&ctx, e))
+            },
+        );
 
         let rc = RunContext {
             execution_id: session.exec_id.clone(),
@@ -387,7 +441,13 @@ impl Executor {
         engine
     }
 
-    fn run_child(&self, session: &Arc<Session>, ctx: &NativeCallContext, name: &str, params: Map) -> RhaiResult {
+    fn run_child(
+        &self,
+        session: &Arc<Session>,
+        ctx: &NativeCallContext,
+        name: &str,
+        params: Map,
+    ) -> RhaiResult {
         let pos = ctx.call_position();
         session.safe_point(pos)?;
         let label = format!("run {name}");
@@ -396,36 +456,67 @@ impl Executor {
             Lookup::Run(call, _) => call,
         };
         let started = Instant::now();
-        let r = session.journal().start_attempt(&session.exec_id, &call.path, &label, StepKind::Runbook, 1);
+        let r = session.journal().start_attempt(
+            &session.exec_id,
+            &call.path,
+            &label,
+            StepKind::Runbook,
+            1,
+        );
         session.journal_result(r);
         let finish = |state: StepState, output: &serde_json::Value, error: Option<&str>| {
-            let r = session.journal().finish_attempt(&session.exec_id, &call.path, 1, error, Some((state, output, error)));
+            let r = session.journal().finish_attempt(
+                &session.exec_id,
+                &call.path,
+                1,
+                error,
+                Some((state, output, error)),
+            );
             session.journal_result(r);
             session.observer.step_finished(
                 &call.event,
-                &StepOutcome { state, duration: started.elapsed(), error: error.map(String::from) },
+                &StepOutcome {
+                    state,
+                    duration: started.elapsed(),
+                    error: error.map(String::from),
+                },
             );
         };
         session.observer.step_started(&call.event);
         let existing = {
-            let r = session.journal().child_execution(&session.exec_id, &call.path);
+            let r = session
+                .journal()
+                .child_execution(&session.exec_id, &call.path);
             session.journal_result(r).flatten()
         };
         let child_id = match existing {
             Some(id) => id,
             None => {
-                let created = self.catalog.find(name).map_err(|e| e.to_string()).and_then(|rb| {
-                    let supplied = params
-                        .iter()
-                        .map(|(k, v)| {
-                            let json = rhai::serde::from_dynamic::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null);
-                            (k.to_string(), SuppliedValue::Json(json))
-                        })
-                        .collect();
-                    let opts = StartOptions { auto_approve: session.auto_approve, requested_by: session.exec_id.clone() };
-                    self.create_inner(&rb, &supplied, &opts, Some((session.exec_id.clone(), call.path.clone())))
+                let created = self
+                    .catalog
+                    .find(name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rb| {
+                        let supplied = params
+                            .iter()
+                            .map(|(k, v)| {
+                                let json = rhai::serde::from_dynamic::<serde_json::Value>(v)
+                                    .unwrap_or(serde_json::Value::Null);
+                                (k.to_string(), SuppliedValue::Json(json))
+                            })
+                            .collect();
+                        let opts = StartOptions {
+                            auto_approve: session.auto_approve,
+                            requested_by: session.exec_id.clone(),
+                        };
+                        self.create_inner(
+                            &rb,
+                            &supplied,
+                            &opts,
+                            Some((session.exec_id.clone(), call.path.clone())),
+                        )
                         .map_err(|e| e.to_string())
-                });
+                    });
                 match created {
                     Ok(id) => id,
                     Err(e) => {
@@ -436,18 +527,26 @@ impl Executor {
                 }
             }
         };
-        let r = session.journal().set_step_child(&session.exec_id, &call.path, &child_id);
+        let r = session
+            .journal()
+            .set_step_child(&session.exec_id, &call.path, &child_id);
         session.journal_result(r);
         if session.interrupt.is_cancelled() {
             let r = session.journal().request_cancel(&child_id);
             session.journal_result(r);
         }
-        let outcome = match self.run_at_depth(&child_id, session.observer.clone(), RunOptions::default(), session.depth + 1) {
+        let outcome = match self.run_at_depth(
+            &child_id,
+            session.observer.clone(),
+            RunOptions::default(),
+            session.depth + 1,
+        ) {
             Ok(o) => o,
             Err(RunError::RunbookChanged(m)) => {
-                return Err(EvalAltResult::ErrorTerminated(CHANGED_MARK.into(), pos).into()).inspect_err(|_| {
-                    tracing::error!("{m}");
-                })
+                return Err(EvalAltResult::ErrorTerminated(CHANGED_MARK.into(), pos).into())
+                    .inspect_err(|_| {
+                        tracing::error!("{m}");
+                    })
             }
             Err(e) => {
                 let msg = format!("runbook `{name}` ({child_id}) could not run: {e}");
@@ -461,7 +560,11 @@ impl Executor {
                 Ok(rhai::serde::to_dynamic(&outcome.output).unwrap_or(Dynamic::UNIT))
             }
             ExecutionState::Cancelled => {
-                finish(StepState::Cancelled, &serde_json::Value::Null, Some("cancelled"));
+                finish(
+                    StepState::Cancelled,
+                    &serde_json::Value::Null,
+                    Some("cancelled"),
+                );
                 Err(Interruption::Cancelled.into_rhai(pos))
             }
             state => {
@@ -489,16 +592,44 @@ fn located(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(message.into(), ctx.call_position()).into()
 }
 
-fn step(session: &Session, ctx: &NativeCallContext, name: &str, opts: StepOptions, f: FnPtr) -> RhaiResult {
+fn interruptible_sleep(session: &Session, ctx: &NativeCallContext, d: Dynamic) -> RhaiResult {
+    let d = options::duration_value("sleep", &d).map_err(|e| located(ctx, e))?;
+    session
+        .interrupt
+        .sleep(d)
+        .map_err(|i| i.into_rhai(ctx.call_position()))?;
+    Ok(Dynamic::UNIT)
+}
+
+fn step(
+    session: &Session,
+    ctx: &NativeCallContext,
+    name: &str,
+    opts: StepOptions,
+    f: FnPtr,
+) -> RhaiResult {
     if name.trim().is_empty() {
         return Err(located(ctx, "step() needs a non-empty name".into()));
     }
     let body = || f.call_within_context::<Dynamic>(ctx, ());
     let compensate = |c: &FnPtr| c.call_within_context::<Dynamic>(ctx, ());
-    session.run_step(name, StepKind::Step, &opts, None, ctx.call_position(), &body, &compensate)
+    let spec = StepSpec {
+        name,
+        kind: StepKind::Step,
+        opts: &opts,
+        path: None,
+        pos: ctx.call_position(),
+    };
+    session.run_step(spec, &body, &compensate)
 }
 
-fn add_cleanup(session: &Session, ctx: &NativeCallContext, name: &str, opts: StepOptions, f: FnPtr) -> RhaiResult {
+fn add_cleanup(
+    session: &Session,
+    ctx: &NativeCallContext,
+    name: &str,
+    opts: StepOptions,
+    f: FnPtr,
+) -> RhaiResult {
     if session.inside_step() {
         return Err(located(
             ctx,
@@ -520,4 +651,3 @@ impl ExecutionState {
         }
     }
 }
-

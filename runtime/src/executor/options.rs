@@ -56,7 +56,9 @@ pub fn duration_value(key: &str, v: &Dynamic) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(f));
         }
     }
-    Err(format!("`{key}` must be a duration like \"30s\" or a number of seconds, got {v}"))
+    Err(format!(
+        "`{key}` must be a duration like \"30s\" or a number of seconds, got {v}"
+    ))
 }
 
 impl StepOptions {
@@ -140,7 +142,9 @@ fn unapproved(key: &str, v: &Dynamic) -> Result<Unapproved, String> {
     match v.clone().into_string().as_deref() {
         Ok("abort") => Ok(Unapproved::Abort),
         Ok("continue") => Ok(Unapproved::Continue),
-        _ => Err(format!("`{key}` must be \"abort\" or \"continue\", got {v}")),
+        _ => Err(format!(
+            "`{key}` must be \"abort\" or \"continue\", got {v}"
+        )),
     }
 }
 
@@ -206,7 +210,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let o = StepOptions::from_map(&map(r#"#{ attempts: 5, backoff: "1s", max_backoff: "3s" }"#)).unwrap();
+        let o = StepOptions::from_map(&map(
+            r#"#{ attempts: 5, backoff: "1s", max_backoff: "3s" }"#,
+        ))
+        .unwrap();
         assert_eq!(o.delay_before(2), Duration::from_secs(1));
         assert_eq!(o.delay_before(3), Duration::from_secs(2));
         assert_eq!(o.delay_before(4), Duration::from_secs(3));
@@ -223,8 +230,13 @@ mod tests {
             let err = StepOptions::from_map(&map(src)).err().unwrap();
             assert!(err.contains(want), "{src}: {err}");
         }
-        let err = ApprovalOptions::from_map(&map(r#"#{ message: "m", approvers: ["a"], min_approvals: 2 }"#)).unwrap_err();
+        let err = ApprovalOptions::from_map(&map(
+            r#"#{ message: "m", approvers: ["a"], min_approvals: 2 }"#,
+        ))
+        .unwrap_err();
         assert!(err.contains("only 1 approvers"), "{err}");
-        assert!(ApprovalOptions::from_map(&map("#{}")).unwrap_err().contains("message"));
+        assert!(ApprovalOptions::from_map(&map("#{}"))
+            .unwrap_err()
+            .contains("message"));
     }
 }

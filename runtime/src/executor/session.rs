@@ -51,6 +51,16 @@ pub(crate) struct Call {
     pub event: StepEvent,
 }
 
+/// What a step call is: its name, kind, policy and, for cleanups and
+/// compensations, a fixed path.
+pub(crate) struct StepSpec<'a> {
+    pub name: &'a str,
+    pub kind: StepKind,
+    pub opts: &'a StepOptions,
+    pub path: Option<String>,
+    pub pos: Position,
+}
+
 /// The result of looking a call up in the journal.
 pub(crate) enum Lookup {
     Replay(Dynamic),
@@ -102,7 +112,8 @@ impl Session {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::error!(execution = %self.exec_id, "journal write failed: {e}");
-                self.observer.note(&self.exec_id, &format!("journal write failed: {e}"));
+                self.observer
+                    .note(&self.exec_id, &format!("journal write failed: {e}"));
                 None
             }
         }
@@ -152,7 +163,13 @@ impl Session {
     }
 
     /// Finds the next call's path and decides whether to replay it.
-    pub fn lookup(&self, name: &str, kind: StepKind, forced_path: Option<String>, pos: Position) -> Result<Lookup, Box<EvalAltResult>> {
+    pub fn lookup(
+        &self,
+        name: &str,
+        kind: StepKind,
+        forced_path: Option<String>,
+        pos: Position,
+    ) -> Result<Lookup, Box<EvalAltResult>> {
         let (path, nesting) = match forced_path {
             Some(p) => (p, 0),
             None => self.next_path(),
@@ -214,14 +231,17 @@ impl Session {
     /// Runs a step: attempts with backoff, per-attempt timeout, failure policy.
     pub fn run_step(
         &self,
-        name: &str,
-        kind: StepKind,
-        opts: &StepOptions,
-        forced_path: Option<String>,
-        pos: Position,
+        spec: StepSpec<'_>,
         body: &dyn Fn() -> RhaiResult,
         compensate: &dyn Fn(&FnPtr) -> RhaiResult,
     ) -> RhaiResult {
+        let StepSpec {
+            name,
+            kind,
+            opts,
+            path: forced_path,
+            pos,
+        } = spec;
         if kind != StepKind::Cleanup {
             self.safe_point(pos)?;
         }
@@ -236,11 +256,15 @@ impl Session {
             let attempt = previous_attempts + i;
             let mut event = call.event.clone();
             event.attempt = attempt;
-            let r = self.journal().start_attempt(&self.exec_id, &call.path, name, kind, attempt);
+            let r = self
+                .journal()
+                .start_attempt(&self.exec_id, &call.path, name, kind, attempt);
             self.journal_result(r);
             self.observer.step_started(&event);
             let started = Instant::now();
-            let token = opts.timeout.map(|t| self.interrupt.push_deadline(Instant::now() + t));
+            let token = opts
+                .timeout
+                .map(|t| self.interrupt.push_deadline(Instant::now() + t));
             self.st().scopes.push((call.path.clone(), 0));
             let result = body();
             self.st().scopes.pop();
@@ -309,11 +333,21 @@ impl Session {
                     }
                 }
             };
-            last_state = if timed_out { StepState::TimedOut } else { StepState::Failed };
+            last_state = if timed_out {
+                StepState::TimedOut
+            } else {
+                StepState::Failed
+            };
             last_error = error;
             if i < opts.attempts {
                 let delay = opts.delay_before(i + 1);
-                let r = self.journal().finish_attempt(&self.exec_id, &call.path, attempt, Some(&last_error), None);
+                let r = self.journal().finish_attempt(
+                    &self.exec_id,
+                    &call.path,
+                    attempt,
+                    Some(&last_error),
+                    None,
+                );
                 self.journal_result(r);
                 self.observer.step_retrying(&event, &last_error, delay);
                 if let Err(interruption) = self.interrupt.sleep(delay) {
@@ -350,7 +384,11 @@ impl Session {
             self.journal_result(r);
             self.observer.step_finished(
                 &event,
-                &StepOutcome { state: final_state, duration: elapsed, error: Some(message.clone()) },
+                &StepOutcome {
+                    state: final_state,
+                    duration: elapsed,
+                    error: Some(message.clone()),
+                },
             );
             let failed_msg = if message.starts_with("step `") {
                 message.clone()
@@ -366,20 +404,22 @@ impl Session {
                 OnFailure::Compensate(f) => {
                     let comp_name = format!("{name} (compensation)");
                     let comp_path = format!("{}.compensation", call.path);
-                    let comp = self.run_step(
-                        &comp_name,
-                        StepKind::Compensation,
-                        &StepOptions::default(),
-                        Some(comp_path),
+                    let spec = StepSpec {
+                        name: &comp_name,
+                        kind: StepKind::Compensation,
+                        opts: &StepOptions::default(),
+                        path: Some(comp_path),
                         pos,
-                        &|| compensate(f),
-                        compensate,
-                    );
+                    };
+                    let comp = self.run_step(spec, &|| compensate(f), compensate);
                     if let Err(e) = comp {
                         if terminated_mark(&e).is_some() {
                             return Err(e);
                         }
-                        let both = format!("{failed_msg}; its compensation failed too: {}", describe_error(&e));
+                        let both = format!(
+                            "{failed_msg}; its compensation failed too: {}",
+                            describe_error(&e)
+                        );
                         self.set_failure(ExecutionState::Failed, &both);
                         return Err(runtime_error(&both));
                     }
@@ -405,7 +445,14 @@ impl Session {
         let mut first_error = None;
         for (i, (name, opts, f)) in cleanups.iter().rev().enumerate() {
             let path = format!("cleanup.{}", i + 1);
-            let r = self.run_step(name, StepKind::Cleanup, opts, Some(path), Position::NONE, &|| call(f), call);
+            let spec = StepSpec {
+                name,
+                kind: StepKind::Cleanup,
+                opts,
+                path: Some(path),
+                pos: Position::NONE,
+            };
+            let r = self.run_step(spec, &|| call(f), call);
             if let Err(e) = r {
                 let msg = describe_error(&e);
                 tracing::warn!(execution = %self.exec_id, "cleanup `{name}` failed: {msg}");
@@ -455,7 +502,11 @@ pub(crate) fn terminated_mark(err: &EvalAltResult) -> Option<String> {
 /// A one-line message for a script error, with where it happened.
 pub fn describe_error(err: &EvalAltResult) -> String {
     let inner = err.unwrap_inner();
-    let pos = if inner.position().is_none() { err.position() } else { inner.position() };
+    let pos = if inner.position().is_none() {
+        err.position()
+    } else {
+        inner.position()
+    };
     let text = match inner {
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         other => {
@@ -473,4 +524,3 @@ pub fn describe_error(err: &EvalAltResult) -> String {
         _ => text,
     }
 }
-

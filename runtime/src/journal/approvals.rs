@@ -163,7 +163,11 @@ impl Journal {
     }
 
     /// One approval with its decisions.
-    pub fn approval(&self, execution: &str, path: &str) -> Result<Option<ApprovalRecord>, JournalError> {
+    pub fn approval(
+        &self,
+        execution: &str,
+        path: &str,
+    ) -> Result<Option<ApprovalRecord>, JournalError> {
         let rec = self
             .conn
             .query_row(
@@ -183,7 +187,10 @@ impl Journal {
 
     /// Approvals of one execution (all states), oldest first.
     pub fn approvals_of(&self, execution: &str) -> Result<Vec<ApprovalRecord>, JournalError> {
-        self.query_approvals("SELECT * FROM approvals WHERE execution_id = ?1 ORDER BY created_at", [execution])
+        self.query_approvals(
+            "SELECT * FROM approvals WHERE execution_id = ?1 ORDER BY created_at",
+            [execution],
+        )
     }
 
     /// Every pending approval of an unfinished execution, oldest first.
@@ -197,10 +204,15 @@ impl Journal {
         )
     }
 
-    fn query_approvals<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<ApprovalRecord>, JournalError> {
+    fn query_approvals<P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        p: P,
+    ) -> Result<Vec<ApprovalRecord>, JournalError> {
         let mut stmt = self.conn.prepare(sql)?;
-        let mut recs: Vec<ApprovalRecord> =
-            stmt.query_map(p, ApprovalRecord::from_row)?.collect::<Result<_, _>>()?;
+        let mut recs: Vec<ApprovalRecord> = stmt
+            .query_map(p, ApprovalRecord::from_row)?
+            .collect::<Result<_, _>>()?;
         for rec in &mut recs {
             load_decisions(&self.conn, rec)?;
         }
@@ -218,7 +230,9 @@ impl Journal {
         comment: &str,
         auto: bool,
     ) -> Result<DecisionOutcome, JournalError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let pending = tx
             .query_row(
                 "SELECT * FROM approvals WHERE execution_id = ?1 AND state = 'pending'
@@ -229,7 +243,11 @@ impl Journal {
             .optional()?;
         let Some(mut rec) = pending else {
             let state: Option<String> = tx
-                .query_row("SELECT state FROM executions WHERE id = ?1", [execution], |r| r.get(0))
+                .query_row(
+                    "SELECT state FROM executions WHERE id = ?1",
+                    [execution],
+                    |r| r.get(0),
+                )
                 .optional()?;
             return Err(match state {
                 None => JournalError::UnknownExecution(execution.to_string()),
@@ -248,7 +266,11 @@ impl Journal {
         if let Some(previous) = rec.decisions.iter().find(|d| d.approver == approver) {
             return Err(JournalError::Conflict(format!(
                 "{approver} already {} this request",
-                if previous.approve { "approved" } else { "rejected" }
+                if previous.approve {
+                    "approved"
+                } else {
+                    "rejected"
+                }
             )));
         }
         let now = now_ms();

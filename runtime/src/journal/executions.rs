@@ -49,7 +49,10 @@ pub struct ExecutionRecord {
 impl ExecutionRecord {
     /// The runner process recorded for this execution, if any.
     pub fn runner(&self) -> Option<RunnerIdentity> {
-        Some(RunnerIdentity { pid: self.runner_pid?, token: self.runner_token.clone()? })
+        Some(RunnerIdentity {
+            pid: self.runner_pid?,
+            token: self.runner_token.clone()?,
+        })
     }
 
     /// Whether a live process is running this execution now.
@@ -93,7 +96,12 @@ pub struct ExecutionFilter {
 
 fn new_execution_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     format!("ex-{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
@@ -126,7 +134,11 @@ impl Journal {
     /// One execution by exact id.
     pub fn execution(&self, id: &str) -> Result<ExecutionRecord, JournalError> {
         self.conn
-            .query_row("SELECT * FROM executions WHERE id = ?1", [id], ExecutionRecord::from_row)
+            .query_row(
+                "SELECT * FROM executions WHERE id = ?1",
+                [id],
+                ExecutionRecord::from_row,
+            )
             .optional()?
             .ok_or_else(|| JournalError::UnknownExecution(id.to_string()))
     }
@@ -139,8 +151,12 @@ impl Journal {
         } else {
             format!("ex-{prefix}%")
         };
-        let mut stmt = self.conn.prepare("SELECT id FROM executions WHERE id LIKE ?1 LIMIT 6")?;
-        let ids: Vec<String> = stmt.query_map([&pattern], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM executions WHERE id LIKE ?1 LIMIT 6")?;
+        let ids: Vec<String> = stmt
+            .query_map([&pattern], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         match ids.len() {
             0 => Err(JournalError::UnknownExecution(prefix.to_string())),
             1 => Ok(ids.into_iter().next().unwrap()),
@@ -152,7 +168,10 @@ impl Journal {
     }
 
     /// Executions, newest first.
-    pub fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>, JournalError> {
+    pub fn executions(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<ExecutionRecord>, JournalError> {
         let mut stmt = self.conn.prepare(
             "SELECT * FROM executions
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR runbook = ?2)
@@ -161,7 +180,12 @@ impl Journal {
         )?;
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
         let rows = stmt.query_map(
-            params![filter.state.map(|s| s.as_str()), filter.runbook, filter.include_children, limit],
+            params![
+                filter.state.map(|s| s.as_str()),
+                filter.runbook,
+                filter.include_children,
+                limit
+            ],
             ExecutionRecord::from_row,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -176,9 +200,15 @@ impl Journal {
         runner: &RunnerIdentity,
         retry: bool,
     ) -> Result<ExecutionRecord, JournalError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let record = tx
-            .query_row("SELECT * FROM executions WHERE id = ?1", [id], ExecutionRecord::from_row)
+            .query_row(
+                "SELECT * FROM executions WHERE id = ?1",
+                [id],
+                ExecutionRecord::from_row,
+            )
             .optional()?
             .ok_or_else(|| JournalError::UnknownExecution(id.to_string()))?;
         if let Some(other) = record.runner() {
@@ -227,14 +257,25 @@ impl Journal {
                 now
             ],
         )?;
-        let claimed = tx.query_row("SELECT * FROM executions WHERE id = ?1", [id], ExecutionRecord::from_row)?;
+        let claimed = tx.query_row(
+            "SELECT * FROM executions WHERE id = ?1",
+            [id],
+            ExecutionRecord::from_row,
+        )?;
         tx.commit()?;
         Ok(claimed)
     }
 
     /// Sets the state of a running execution.
-    pub fn set_execution_state(&mut self, id: &str, state: ExecutionState) -> Result<(), JournalError> {
-        self.conn.execute("UPDATE executions SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
+    pub fn set_execution_state(
+        &mut self,
+        id: &str,
+        state: ExecutionState,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE executions SET state = ?2 WHERE id = ?1",
+            params![id, state.as_str()],
+        )?;
         Ok(())
     }
 
@@ -282,13 +323,21 @@ impl Journal {
     pub fn cancel_requested(&self, id: &str) -> Result<bool, JournalError> {
         Ok(self
             .conn
-            .query_row("SELECT cancel_requested FROM executions WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT cancel_requested FROM executions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .optional()?
             .unwrap_or(false))
     }
 
     /// The child execution started from a parent's step, if any.
-    pub fn child_execution(&self, parent: &str, step: &str) -> Result<Option<String>, JournalError> {
+    pub fn child_execution(
+        &self,
+        parent: &str,
+        step: &str,
+    ) -> Result<Option<String>, JournalError> {
         Ok(self
             .conn
             .query_row(
@@ -302,9 +351,9 @@ impl Journal {
 
     /// Direct child executions of an execution.
     pub fn children(&self, parent: &str) -> Result<Vec<ExecutionRecord>, JournalError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT * FROM executions WHERE parent_id = ?1 ORDER BY created_at, rowid",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM executions WHERE parent_id = ?1 ORDER BY created_at, rowid")?;
         let rows = stmt.query_map([parent], ExecutionRecord::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -22,9 +22,15 @@ pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot open the journal at {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("journal database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("no execution matches `{0}`; list them with `drydock executions`")]
@@ -138,11 +144,15 @@ impl Journal {
 
     /// Opens the journal with an explicit durability level.
     pub fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| JournalError::DataDir { path: data_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| JournalError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = data_dir.join("journal.sqlite3");
-        let conn = Connection::open(&path)
-            .map_err(|source| JournalError::Open { path: path.clone(), source })?;
+        let conn = Connection::open(&path).map_err(|source| JournalError::Open {
+            path: path.clone(),
+            source,
+        })?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {

@@ -151,7 +151,14 @@ impl Journal {
             tx.execute(
                 "UPDATE steps SET state = ?3, output = ?4, error = ?5, ended_at = ?6
                  WHERE execution_id = ?1 AND path = ?2",
-                params![execution, path, state.as_str(), output.to_string(), error, now],
+                params![
+                    execution,
+                    path,
+                    state.as_str(),
+                    output.to_string(),
+                    error,
+                    now
+                ],
             )?;
         }
         tx.commit()?;
@@ -159,7 +166,12 @@ impl Journal {
     }
 
     /// Links a step to the child execution it started.
-    pub fn set_step_child(&mut self, execution: &str, path: &str, child: &str) -> Result<(), JournalError> {
+    pub fn set_step_child(
+        &mut self,
+        execution: &str,
+        path: &str,
+        child: &str,
+    ) -> Result<(), JournalError> {
         self.conn.execute(
             "UPDATE steps SET child_execution = ?3 WHERE execution_id = ?1 AND path = ?2",
             params![execution, path, child],
@@ -208,7 +220,12 @@ impl Journal {
     }
 
     /// Appends an event (printed line, note) to an execution's log.
-    pub fn add_event(&mut self, execution: &str, kind: &str, message: &str) -> Result<(), JournalError> {
+    pub fn add_event(
+        &mut self,
+        execution: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), JournalError> {
         self.conn.execute(
             "INSERT INTO events (execution_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![execution, now_ms(), kind, message],
@@ -222,7 +239,11 @@ impl Journal {
             .conn
             .prepare("SELECT at, kind, message FROM events WHERE execution_id = ?1 ORDER BY id")?;
         let rows = stmt.query_map([execution], |r| {
-            Ok(EventRecord { at: r.get(0)?, kind: r.get(1)?, message: r.get(2)? })
+            Ok(EventRecord {
+                at: r.get(0)?,
+                kind: r.get(1)?,
+                message: r.get(2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

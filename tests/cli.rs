@@ -1,0 +1,143 @@
+//! The command line: validate, runbooks, executions, usage errors, and the
+//! bundled demo runbook end to end.
+
+mod common;
+
+use common::{assert_code, text, wait_child, Drydock};
+
+#[test]
+fn validate_reports_file_line_column_and_exits_2() {
+    let dd = Drydock::new();
+    let good = dd.write_runbook(
+        "good.rhai",
+        "runbook(#{ name: \"good\", params: #{ n: #{ type: \"int\" } } });\nstep(\"s\", || 1);\n",
+    );
+    let bad = dd.write_runbook(
+        "bad.rhai",
+        "runbook(#{ name: \"bad\" });\nstep(\"s\", || {\n  let = 1;\n});\n",
+    );
+    let meta = dd.write_runbook(
+        "meta.rhai",
+        "runbook(#{ name: \"meta\", params: #{ n: #{ type: \"integer\" } } });\n",
+    );
+    let out = dd.run(&["validate", good.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(text(&out.stdout).contains("ok:") && text(&out.stdout).contains("1 parameters"));
+    let out = dd.run(&[
+        "validate",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        meta.to_str().unwrap(),
+    ]);
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:1:1: parameter `n`: unknown type \"integer\"",
+            meta.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn runbooks_lists_bundled_and_user_runbooks() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "mine.rhai",
+        "runbook(#{ name: \"mine\", description: \"my own\" });\n",
+    );
+    dd.write_runbook("broken.rhai", "runbook(#{ name: \"Broken Name\" });\n");
+    let list = dd.json(&["runbooks"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"mine") && names.contains(&"clean-old-files"),
+        "{names:?}"
+    );
+    assert!(list.as_array().unwrap().iter().any(|r| r["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("must be lowercase"))));
+    let table = text(&dd.run(&["runbooks"]).stdout);
+    assert!(
+        table.contains("my own") && table.contains("bundled"),
+        "{table}"
+    );
+}
+
+#[test]
+fn unknown_runbooks_commands_and_executions_are_usage_errors() {
+    let dd = Drydock::new();
+    let out = dd.run(&["run", "no-such-runbook"]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr)
+        .contains("no runbook named `no-such-runbook`; known runbooks: clean-old-files"));
+    assert_code(&dd.run(&["frobnicate"]), 2);
+    let out = dd.run(&["executions", "show", "ex-nope"]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr).contains("no execution matches `ex-nope`"));
+    let out = dd.run(&["executions", "--state", "Sleeping"]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr).contains("expected one of Pending, InProgress"));
+}
+
+#[test]
+fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
+    let dd = Drydock::new();
+    let dir = dd.work().join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["old-1.log", "old-2.log", "fresh.log"] {
+        std::fs::write(dir.join(name), "data\n").unwrap();
+    }
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86400);
+    for name in ["old-1.log", "old-2.log"] {
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap()
+            .set_modified(ten_days_ago)
+            .unwrap();
+    }
+    let dir_s = dir.to_str().unwrap();
+    let child = dd.spawn(&[
+        "run",
+        "clean-old-files",
+        "-p",
+        &format!("dir={dir_s}"),
+        "-p",
+        "approvers=alice",
+    ]);
+    let id = dd.only_execution();
+    dd.wait_for_approval(&id);
+    let pending = dd.json(&["approvals"]);
+    assert!(pending[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Delete 2 files"));
+    assert!(
+        dir.join("old-1.log").exists(),
+        "nothing is deleted before approval"
+    );
+    assert_code(&dd.run(&["approve", &id, "--as", "alice"]), 0);
+    let out = wait_child(child);
+    assert_code(&out, 0);
+    assert!(!dir.join("old-1.log").exists() && !dir.join("old-2.log").exists());
+    assert!(dir.join("fresh.log").exists());
+    let progress = text(&out.stderr);
+    assert!(
+        progress.contains("[1] find old files ... ok in"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("[3] delete files ... ok in"),
+        "{progress}"
+    );
+    let show = text(&dd.run(&["executions", "show", &id]).stdout);
+    assert!(show.contains("alice approved"), "{show}");
+    assert!(show.contains("verify"), "{show}");
+}

@@ -1,0 +1,174 @@
+//! Shared test harness: a drydock with its own data and runbook
+//! directories, driven through the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Drydock {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_drydock")
+}
+
+impl Drydock {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        Self { dir }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A scratch directory for files the runbooks touch.
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn write_runbook(&self, file: &str, source: &str) -> PathBuf {
+        let path = self.dir.path().join("runbooks").join(file);
+        std::fs::write(&path, source).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.env_remove("DRYDOCK_RUNBOOK_PATH")
+            .env("DRYDOCK_CONFIG", self.dir.path().join("no-config.toml"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("WORK", self.work())
+            .env("USER", "tester")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--runbook-dir")
+            .arg(self.dir.path().join("runbooks"))
+            .args(args);
+        cmd.env_remove("DRYDOCK_CONFIG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs and parses stdout as JSON; panics with stderr on failure.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.run(&full);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}); stdout: {}; stderr: {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        })
+    }
+
+    pub fn executions(&self) -> Vec<Value> {
+        self.json(&["executions", "--all"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn show(&self, id: &str) -> Value {
+        self.json(&["executions", "show", id])
+    }
+
+    pub fn state(&self, id: &str) -> String {
+        self.show(id)["execution"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Waits until `cond` holds, up to 20 s.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The id of the only top-level execution, once it exists.
+    pub fn only_execution(&self) -> String {
+        let mut id = String::new();
+        self.wait_until("the execution to be recorded", || {
+            let list = self.json(&["executions"]);
+            match list.as_array().map(|a| a.as_slice()) {
+                Some([one]) => {
+                    id = one["id"].as_str().unwrap().to_string();
+                    true
+                }
+                _ => false,
+            }
+        });
+        id
+    }
+
+    /// Waits for a pending approval on `id`.
+    pub fn wait_for_approval(&self, id: &str) {
+        self.wait_until("a pending approval", || {
+            self.json(&["approvals"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["execution_id"] == id)
+        });
+    }
+
+    /// Lines of a counter file written by runbook steps.
+    pub fn count(&self, file: &str, line: &str) -> usize {
+        std::fs::read_to_string(self.work().join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == line)
+            .count()
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts an exit code, showing the output when it differs.
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+pub fn wait_child(child: Child) -> Output {
+    child.wait_with_output().unwrap()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
