@@ -76,10 +76,23 @@ pub fn resolve(
     })
 }
 
-/// Who is acting: `--as`, else $DRYDOCK_USER, else $USER.
+/// Who is acting: `--as`, else $DRYDOCK_USER, else $USER, else the
+/// account name of this process's uid.
 pub fn actor(flag: Option<String>) -> String {
-    flag.or_else(|| std::env::var("DRYDOCK_USER").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|s| !s.is_empty())
+    [flag, std::env::var("DRYDOCK_USER").ok(), std::env::var("USER").ok()]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.trim().is_empty())
+        .or_else(account_name)
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn account_name() -> Option<String> {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_string())
+    })
 }

@@ -141,3 +141,65 @@ fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
     assert!(show.contains("alice approved"), "{show}");
     assert!(show.contains("verify"), "{show}");
 }
+
+#[test]
+fn the_runbook_in_the_readme_is_valid() {
+    let dd = Drydock::new();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```rhai\n").expect("README has a rhai example") + "```rhai\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let file = dd.write_runbook("readme.rhai", &readme[start..end]);
+    let out = dd.run(&["validate", file.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(text(&out.stdout).contains("runbook `restart-service`, 3 parameters"));
+}
+
+#[test]
+fn runbook_directories_come_from_the_env_var_and_the_config_file() {
+    let dd = Drydock::new();
+    let env_dir = dd.work().join("env-runbooks");
+    let cfg_dir = dd.work().join("cfg-runbooks");
+    std::fs::create_dir_all(&env_dir).unwrap();
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(
+        env_dir.join("a.rhai"),
+        "runbook(#{ name: \"from-env\" });\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cfg_dir.join("b.rhai"),
+        "runbook(#{ name: \"from-config\" });\n",
+    )
+    .unwrap();
+    let config = dd.work().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("runbook_dirs = [{:?}]\n", cfg_dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = dd
+        .command(&["--json", "--config", config.to_str().unwrap(), "runbooks"])
+        .env("DRYDOCK_RUNBOOK_PATH", &env_dir)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"from-env") && names.contains(&"from-config"),
+        "{names:?}"
+    );
+
+    std::fs::write(&config, "runbook_dirz = []\n").unwrap();
+    let out = dd.run(&["--config", config.to_str().unwrap(), "runbooks"]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("is not valid") && text(&out.stderr).contains("runbook_dirz")
+    );
+}
