@@ -1,7 +1,8 @@
-//! drydock's embedded KVM host.
+//! drydock's embedded host: guest images built from Debian packages,
+//! instances run by a VMM backend, volumes, images and regions.
 //!
-//! This crate will hold the virtual machine monitor (vCPUs, memory,
-//! devices) and the instance, volume, image and region model. Today it
-//! holds the probe that decides which instance backend a machine can use.
+//! - [`image`] builds guest images (kernel, initramfs, root volume).
+//! - [`probe`] tells which kind of KVM this machine has.
 
+pub mod image;
 pub mod probe;

@@ -1,0 +1,41 @@
+#!/bin/busybox sh
+# drydock initramfs: load the image's drivers, find the root volume, switch
+# to it; when the root device never appears, say why and open a shell on
+# the console.
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /newroot
+/bin/busybox --install -s
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+
+root=/dev/vda
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in root=*) root="${arg#root=}" ;; esac
+done
+
+drivers="$(cat /etc/drydock-drivers)"
+for m in $drivers; do
+    insmod "/lib/modules/$m.ko" || echo "drydock-initramfs: cannot load driver $m"
+done
+
+n=0
+while [ ! -b "$root" ] && [ "$n" -lt 50 ]; do
+    sleep 0.1
+    n=$((n + 1))
+done
+
+rescue() {
+    echo "drydock-initramfs: $1"
+    echo "drydock-initramfs: drivers in this image: $(echo $drivers)"
+    echo "drydock-initramfs: block devices seen: $(ls /sys/class/block 2>/dev/null | tr '\n' ' ')"
+    echo "drydock-initramfs: dropping to an emergency shell"
+    exec setsid cttyhack sh
+}
+
+[ -b "$root" ] || rescue "root device $root did not appear after 5s; the instance type may need a driver this image lacks"
+mount -t ext4 -o rw "$root" /newroot || rescue "cannot mount root device $root"
+[ -x /newroot/sbin/init ] || rescue "root volume on $root has no /sbin/init"
+mkdir -p /newroot/dev
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot /sbin/init

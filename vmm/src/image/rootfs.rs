@@ -1,0 +1,80 @@
+//! The guest's root file system: busybox userland, an init that reads the
+//! instance configuration and /etc/fstab, a login on the serial console;
+//! made into an ext4 volume with `mke2fs -d` (no root privileges needed).
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use super::ImageError;
+
+const RCS: &str = include_str!("guest/rcS.sh");
+
+const INITTAB: &str = "\
+::sysinit:/etc/init.d/rcS
+ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/umount -a -r
+";
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), ImageError> {
+    std::fs::write(path, text).map_err(|e| ImageError::io("write", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| ImageError::io("chmod", path, e))
+}
+
+/// Lays out the root tree in `tree` with busybox from `busybox_bin`.
+pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/lib/drydock", "var/log", "proc", "sys",
+        "dev", "run", "mnt", "home",
+    ] {
+        let p = tree.join(dir);
+        std::fs::create_dir_all(&p).map_err(|e| ImageError::io("create", &p, e))?;
+    }
+    std::fs::set_permissions(tree.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| ImageError::io("chmod", &tree.join("tmp"), e))?;
+    let bb = tree.join("bin/busybox");
+    std::fs::copy(busybox_bin, &bb).map_err(|e| ImageError::io("copy busybox to", &bb, e))?;
+    let list = Command::new(busybox_bin)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| ImageError::Tool { what: "busybox --list-full".into(), detail: e.to_string() })?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = tree.join(applet);
+        if applet.is_empty() || link.exists() {
+            continue;
+        }
+        symlink("/bin/busybox", &link).map_err(|e| ImageError::io("link", &link, e))?;
+    }
+    let etc = tree.join("etc");
+    write(&etc.join("init.d/rcS"), RCS, 0o755)?;
+    write(&etc.join("inittab"), INITTAB, 0o644)?;
+    write(&etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
+    write(&etc.join("group"), "root:x:0:\n", 0o644)?;
+    // Locked until the instance configuration sets a password hash.
+    write(&etc.join("shadow"), "root:*:19000:0:99999:7:::\n", 0o600)?;
+    write(&etc.join("fstab"), "/dev/vda / ext4 rw 0 1\n", 0o644)?;
+    write(&etc.join("hostname"), "drydock\n", 0o644)?;
+    write(&etc.join("profile"), "export PATH=/sbin:/usr/sbin:/bin:/usr/bin\nexport PS1='\\h:\\w\\$ '\n", 0o644)?;
+    write(&etc.join("issue"), "drydock guest \\n on \\l\n", 0o644)?;
+    write(&etc.join("shells"), "/bin/sh\n", 0o644)?;
+    Ok(())
+}
+
+/// Makes an ext4 file system image of `size_mib` MiB from `tree`.
+pub fn make_ext4(tree: &Path, label: &str, size_mib: u64, out: &Path) -> Result<(), ImageError> {
+    let status = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0", "-d"])
+        .arg(tree)
+        .arg(out)
+        .arg(format!("{size_mib}M"))
+        .output()
+        .map_err(|e| ImageError::Tool { what: "mke2fs".into(), detail: format!("{e} (install e2fsprogs)") })?;
+    if !status.status.success() {
+        return Err(ImageError::Tool {
+            what: "mke2fs".into(),
+            detail: String::from_utf8_lossy(&status.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
