@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Region to act in [default: $DRYDOCK_REGION, `region` in the config file, else region-a]
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,6 +52,111 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Interactive troubleshooting shell: evaluate Rhai with drydock's primitives
     Repl,
+    /// Build guest images, list them
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List images of the region
+    Images,
+    /// List instances of the region
+    Instances(InstancesArgs),
+    /// Launch, start, stop, reboot, terminate or modify an instance
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// What one boot of an instance printed on its serial console
+    ConsoleOutput(ConsoleOutputArgs),
+    /// List regions and what each holds
+    Regions,
+    /// Instance types: vCPUs, memory, device generation
+    InstanceTypes,
+    /// Runs one instance's VM (started by drydock itself)
+    #[command(hide = true)]
+    InstanceSupervisor { instance: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from Debian packages (cached by package versions) and register it in the region
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Image name
+    #[arg(long, default_value = "debian-cloud")]
+    pub name: String,
+    /// Guest drivers the initramfs loads (comma-separated) [default: virtio_mmio,virtio_pci,virtio_blk]
+    #[arg(long, value_delimiter = ',')]
+    pub drivers: Vec<String>,
+    /// Root volume size in MiB
+    #[arg(long, default_value_t = 256)]
+    pub root_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    /// List every region
+    #[arg(long)]
+    pub all_regions: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Launch a new instance from an image
+    Launch(LaunchArgs),
+    /// Start a stopped instance
+    Start { instance: String },
+    /// Stop a running instance (the guest syncs and powers off; --force pulls the plug)
+    Stop {
+        instance: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reboot in place: same VM, same volumes
+    Reboot { instance: String },
+    /// Terminate: stop, delete DeleteOnTermination volumes, detach the rest
+    Terminate { instance: String },
+    /// Change the type of a stopped instance
+    Modify {
+        instance: String,
+        #[arg(long = "type", value_name = "TYPE")]
+        instance_type: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Image id (see `drydock images`)
+    #[arg(long)]
+    pub image: String,
+    /// Instance type (see `drydock instance-types`)
+    #[arg(long = "type", default_value = "m1.small")]
+    pub instance_type: String,
+    /// Root password for console login (stored only as a SHA-512 crypt hash)
+    #[arg(long, env = "DRYDOCK_ROOT_PASSWORD", hide_env_values = true)]
+    pub root_password: Option<String>,
+    /// Public SSH key file to authorize for root (repeatable)
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<std::path::PathBuf>,
+    /// Script the guest runs once at first boot
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<std::path::PathBuf>,
+    /// Guest host name [default: the instance id]
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Keep the root volume when the instance is terminated
+    #[arg(long)]
+    pub keep_root_volume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleOutputArgs {
+    pub instance: String,
+    /// Only the last N lines
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Which boot (1 = first) [default: the latest]
+    #[arg(long)]
+    pub boot: Option<u32>,
 }
 
 #[derive(Debug, Args)]

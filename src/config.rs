@@ -14,6 +14,7 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub runbook_dirs: Vec<PathBuf>,
+    pub region: Option<String>,
 }
 
 /// Settings after every source is applied.
@@ -21,6 +22,7 @@ pub struct ConfigFile {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub runbook_dirs: Vec<PathBuf>,
+    pub region: String,
 }
 
 fn home() -> PathBuf {
@@ -56,6 +58,7 @@ pub fn resolve(
     data_dir_flag: Option<PathBuf>,
     runbook_dir_flags: Vec<PathBuf>,
     config_flag: Option<PathBuf>,
+    region_flag: Option<String>,
 ) -> Result<Settings, CliError> {
     let explicit = config_flag.is_some();
     let config_path = config_flag
@@ -70,21 +73,36 @@ pub fn resolve(
     }
     runbook_dirs.extend(config.runbook_dirs);
     runbook_dirs.push(data_dir.join("runbooks"));
+    // The region comes from this invocation or its config, never from
+    // state another command left behind.
+    let region = region_flag
+        .or_else(|| {
+            std::env::var("DRYDOCK_REGION")
+                .ok()
+                .filter(|r| !r.is_empty())
+        })
+        .or(config.region)
+        .unwrap_or_else(|| "region-a".to_string());
     Ok(Settings {
         data_dir,
         runbook_dirs,
+        region,
     })
 }
 
 /// Who is acting: `--as`, else $DRYDOCK_USER, else $USER, else the
 /// account name of this process's uid.
 pub fn actor(flag: Option<String>) -> String {
-    [flag, std::env::var("DRYDOCK_USER").ok(), std::env::var("USER").ok()]
-        .into_iter()
-        .flatten()
-        .find(|s| !s.trim().is_empty())
-        .or_else(account_name)
-        .unwrap_or_else(|| "unknown".to_string())
+    [
+        flag,
+        std::env::var("DRYDOCK_USER").ok(),
+        std::env::var("USER").ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|s| !s.trim().is_empty())
+    .or_else(account_name)
+    .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn account_name() -> Option<String> {

@@ -67,3 +67,19 @@ impl From<std::io::Error> for CliError {
         Self::failure(e.to_string())
     }
 }
+
+impl From<drydock_vmm::host::HostError> for CliError {
+    fn from(e: drydock_vmm::host::HostError) -> Self {
+        if e.is_usage() {
+            Self::usage(e.to_string())
+        } else {
+            Self::failure(e.to_string())
+        }
+    }
+}
+
+impl From<drydock_vmm::image::ImageError> for CliError {
+    fn from(e: drydock_vmm::image::ImageError) -> Self {
+        Self::failure(e.to_string())
+    }
+}

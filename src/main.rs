@@ -39,7 +39,7 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
-    let settings = config::resolve(cli.data_dir, cli.runbook_dirs, cli.config)?;
+    let settings = config::resolve(cli.data_dir, cli.runbook_dirs, cli.config, cli.region)?;
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
     let executor =
         Executor::new(settings.data_dir.clone(), catalog).with_primitives(drydock_stdlib::install);
@@ -57,6 +57,18 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Executions(args) => commands::executions::run(&ctx, args),
         Command::Runbooks => commands::runbooks::list(&ctx),
         Command::Validate(args) => commands::runbooks::validate(&ctx, args),
+        Command::Image(cli::ImageCommand::Build(args)) => commands::host::image_build(&ctx, args),
+        Command::Images => commands::host::images(&ctx),
+        Command::Instances(args) => commands::host::instances(&ctx, args),
+        Command::Instance(cmd) => commands::host::instance(&ctx, cmd),
+        Command::ConsoleOutput(args) => commands::host::console_output(&ctx, args),
+        Command::Regions => commands::host::regions(&ctx),
+        Command::InstanceTypes => commands::host::instance_types(&ctx),
+        Command::InstanceSupervisor { instance } => {
+            drydock_vmm::host::supervisor::supervise(&ctx.settings.data_dir, &instance)
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            Ok(0)
+        }
         Command::Repl => {
             drydock_repl::run(&ctx.settings.data_dir, &drydock_stdlib::install)?;
             Ok(0)

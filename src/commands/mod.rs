@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod executions;
+pub mod host;
 pub mod run;
 pub mod runbooks;
 

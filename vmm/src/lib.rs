@@ -2,7 +2,12 @@
 //! instances run by a VMM backend, volumes, images and regions.
 //!
 //! - [`image`] builds guest images (kernel, initramfs, root volume).
+//! - [`host`] is the control plane: instances, volumes, images, regions,
+//!   and the supervisor process that runs each instance.
+//! - [`backend`] describes a VM ([`backend::VmSpec`]) and runs it (QEMU).
 //! - [`probe`] tells which kind of KVM this machine has.
 
+pub mod backend;
+pub mod host;
 pub mod image;
 pub mod probe;

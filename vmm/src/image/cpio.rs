@@ -8,7 +8,10 @@ pub enum EntryKind<'a> {
     File(&'a [u8]),
     Symlink(&'a str),
     /// A character device (for /dev/console before devtmpfs is mounted).
-    CharDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// Streams entries into a `newc` archive.
@@ -20,7 +23,11 @@ pub struct CpioWriter<W: Write> {
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, ino: 1, written: 0 }
+        Self {
+            out,
+            ino: 1,
+            written: 0,
+        }
     }
 
     fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -79,8 +86,10 @@ mod tests {
     fn entries_are_aligned_and_the_trailer_ends_the_archive() {
         let mut w = CpioWriter::new(Vec::new());
         w.add("bin", 0o755, EntryKind::Dir).unwrap();
-        w.add("bin/hello", 0o755, EntryKind::File(b"#!/bin/sh\necho hi\n")).unwrap();
-        w.add("bin/sh", 0o777, EntryKind::Symlink("busybox")).unwrap();
+        w.add("bin/hello", 0o755, EntryKind::File(b"#!/bin/sh\necho hi\n"))
+            .unwrap();
+        w.add("bin/sh", 0o777, EntryKind::Symlink("busybox"))
+            .unwrap();
         let out = w.finish().unwrap();
         assert_eq!(out.len() % 512, 0);
         assert!(out.starts_with(b"070701"));

@@ -25,14 +25,22 @@ pub enum ImageError {
     #[error("{what} failed: {detail}")]
     Tool { what: String, detail: String },
     #[error("cannot {what} {path}: {source}")]
-    Io { what: String, path: PathBuf, source: std::io::Error },
+    Io {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Recipe(String),
 }
 
 impl ImageError {
     pub(crate) fn io(what: &str, path: &Path, source: std::io::Error) -> Self {
-        Self::Io { what: what.to_string(), path: path.to_path_buf(), source }
+        Self::Io {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -57,7 +65,10 @@ pub struct ImageRecipe {
 
 impl Default for ImageRecipe {
     fn default() -> Self {
-        Self { drivers: DEFAULT_DRIVERS.iter().map(|s| s.to_string()).collect(), root_size_mib: 256 }
+        Self {
+            drivers: DEFAULT_DRIVERS.iter().map(|s| s.to_string()).collect(),
+            root_size_mib: 256,
+        }
     }
 }
 
@@ -99,7 +110,11 @@ impl BuiltImage {
         let text = std::fs::read_to_string(&path).map_err(|e| ImageError::io("read", &path, e))?;
         let manifest = serde_json::from_str(&text)
             .map_err(|e| ImageError::Recipe(format!("{} is damaged: {e}", path.display())))?;
-        Ok(Self { dir: dir.to_path_buf(), manifest, cached: true })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            cached: true,
+        })
     }
 }
 
@@ -107,16 +122,28 @@ const INITRAMFS_INIT: &str = include_str!("guest/initramfs-init.sh");
 
 fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRecipe) -> String {
     let mut h = Sha256::new();
-    h.update(format!("{LAYOUT_VERSION}\n{kernel:?}\n{busybox:?}\n{recipe:?}\n"));
+    h.update(format!(
+        "{LAYOUT_VERSION}\n{kernel:?}\n{busybox:?}\n{recipe:?}\n"
+    ));
     h.update(INITRAMFS_INIT);
     h.update(include_str!("guest/rcS.sh"));
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Builds (or finds in the cache) an image under `images_dir`.
-pub fn build(images_dir: &Path, recipe: &ImageRecipe, progress: &dyn Fn(&str)) -> Result<BuiltImage, ImageError> {
+pub fn build(
+    images_dir: &Path,
+    recipe: &ImageRecipe,
+    progress: &dyn Fn(&str),
+) -> Result<BuiltImage, ImageError> {
     if recipe.drivers.is_empty() {
-        return Err(ImageError::Recipe("an image needs at least one driver (e.g. virtio_blk)".into()));
+        return Err(ImageError::Recipe(
+            "an image needs at least one driver (e.g. virtio_blk)".into(),
+        ));
     }
     let cache = images_dir.join("packages");
     std::fs::create_dir_all(&cache).map_err(|e| ImageError::io("create", &cache, e))?;
@@ -142,27 +169,51 @@ pub fn build(images_dir: &Path, recipe: &ImageRecipe, progress: &dyn Fn(&str)) -
     let (vmlinuz, release) = find_kernel(&kernel_tree)?;
     let staged = work.path().join("image");
     std::fs::create_dir_all(&staged).map_err(|e| ImageError::io("create", &staged, e))?;
-    std::fs::copy(&vmlinuz, staged.join("vmlinuz")).map_err(|e| ImageError::io("copy", &vmlinuz, e))?;
+    std::fs::copy(&vmlinuz, staged.join("vmlinuz"))
+        .map_err(|e| ImageError::io("copy", &vmlinuz, e))?;
 
     progress("building the initramfs");
     let modules_dir = kernel_tree.join("lib/modules").join(&release);
-    let index = modules::index(&modules_dir).map_err(|e| ImageError::io("read modules in", &modules_dir, e))?;
+    let index = modules::index(&modules_dir)
+        .map_err(|e| ImageError::io("read modules in", &modules_dir, e))?;
     let load_order = modules::load_order(&index, &recipe.drivers).map_err(ImageError::Recipe)?;
-    write_initramfs(&staged.join("initramfs.cpio"), &busybox_bin, &index, &load_order)?;
+    write_initramfs(
+        &staged.join("initramfs.cpio"),
+        &busybox_bin,
+        &index,
+        &load_order,
+    )?;
 
     progress("building the root volume");
     let tree = work.path().join("root");
     rootfs::populate(&tree, &busybox_bin)?;
-    rootfs::make_ext4(&tree, "root", recipe.root_size_mib, &staged.join("root.ext4"))?;
+    rootfs::make_ext4(
+        &tree,
+        "root",
+        recipe.root_size_mib,
+        &staged.join("root.ext4"),
+    )?;
 
-    let manifest = ImageManifest { key, kernel, kernel_release: release, busybox, recipe: recipe.clone(), load_order };
+    let manifest = ImageManifest {
+        key,
+        kernel,
+        kernel_release: release,
+        busybox,
+        recipe: recipe.clone(),
+        load_order,
+    };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-    std::fs::write(staged.join("manifest.json"), text).map_err(|e| ImageError::io("write", &staged, e))?;
+    std::fs::write(staged.join("manifest.json"), text)
+        .map_err(|e| ImageError::io("write", &staged, e))?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| ImageError::io("remove", &dir, e))?;
     }
     std::fs::rename(&staged, &dir).map_err(|e| ImageError::io("move into place", &dir, e))?;
-    Ok(BuiltImage { dir, manifest, cached: false })
+    Ok(BuiltImage {
+        dir,
+        manifest,
+        cached: false,
+    })
 }
 
 fn find_kernel(tree: &Path) -> Result<(PathBuf, String), ImageError> {
@@ -174,7 +225,10 @@ fn find_kernel(tree: &Path) -> Result<(PathBuf, String), ImageError> {
             return Ok((e.path(), release.to_string()));
         }
     }
-    Err(ImageError::Recipe(format!("no vmlinuz-* in {}", boot.display())))
+    Err(ImageError::Recipe(format!(
+        "no vmlinuz-* in {}",
+        boot.display()
+    )))
 }
 
 fn write_initramfs(
@@ -186,20 +240,47 @@ fn write_initramfs(
     let file = std::fs::File::create(out).map_err(|e| ImageError::io("create", out, e))?;
     let mut w = CpioWriter::new(std::io::BufWriter::new(file));
     let io = |e| ImageError::io("write", out, e);
-    for dir in ["bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "sys"] {
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "newroot",
+        "proc",
+        "sys",
+    ] {
         w.add(dir, 0o755, EntryKind::Dir).map_err(io)?;
     }
-    w.add("dev/console", 0o600, EntryKind::CharDevice { major: 5, minor: 1 }).map_err(io)?;
+    w.add(
+        "dev/console",
+        0o600,
+        EntryKind::CharDevice { major: 5, minor: 1 },
+    )
+    .map_err(io)?;
     let bb = std::fs::read(busybox).map_err(|e| ImageError::io("read", busybox, e))?;
-    w.add("bin/busybox", 0o755, EntryKind::File(&bb)).map_err(io)?;
-    w.add("bin/sh", 0o777, EntryKind::Symlink("busybox")).map_err(io)?;
+    w.add("bin/busybox", 0o755, EntryKind::File(&bb))
+        .map_err(io)?;
+    w.add("bin/sh", 0o777, EntryKind::Symlink("busybox"))
+        .map_err(io)?;
     for m in load_order {
         let data = std::fs::read(&index[m]).map_err(|e| ImageError::io("read", &index[m], e))?;
-        w.add(&format!("lib/modules/{m}.ko"), 0o644, EntryKind::File(&data)).map_err(io)?;
+        w.add(
+            &format!("lib/modules/{m}.ko"),
+            0o644,
+            EntryKind::File(&data),
+        )
+        .map_err(io)?;
     }
     let drivers = load_order.join("\n") + "\n";
-    w.add("etc/drydock-drivers", 0o644, EntryKind::File(drivers.as_bytes())).map_err(io)?;
-    w.add("init", 0o755, EntryKind::File(INITRAMFS_INIT.as_bytes())).map_err(io)?;
+    w.add(
+        "etc/drydock-drivers",
+        0o644,
+        EntryKind::File(drivers.as_bytes()),
+    )
+    .map_err(io)?;
+    w.add("init", 0o755, EntryKind::File(INITRAMFS_INIT.as_bytes()))
+        .map_err(io)?;
     let mut inner = w.finish().map_err(io)?;
     inner.flush().map_err(io)
 }

@@ -14,7 +14,11 @@ pub fn index(modules_dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko")) {
+            } else if let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ko"))
+            {
                 found.insert(name.replace('-', "_"), path);
             }
         }
@@ -31,14 +35,21 @@ pub fn depends(module_file: &Path) -> std::io::Result<Vec<String>> {
             let rest = &bytes[i + needle.len()..];
             let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
             let list = String::from_utf8_lossy(&rest[..end]).into_owned();
-            return Ok(list.split(',').filter(|s| !s.is_empty()).map(|s| s.replace('-', "_")).collect());
+            return Ok(list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.replace('-', "_"))
+                .collect());
         }
     }
     Ok(Vec::new())
 }
 
 /// `wanted` plus everything they need, dependencies first.
-pub fn load_order(index: &BTreeMap<String, PathBuf>, wanted: &[String]) -> Result<Vec<String>, String> {
+pub fn load_order(
+    index: &BTreeMap<String, PathBuf>,
+    wanted: &[String],
+) -> Result<Vec<String>, String> {
     fn visit(
         name: &str,
         index: &BTreeMap<String, PathBuf>,
@@ -80,7 +91,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, deps: &str| {
             let p = dir.path().join(format!("{name}.ko"));
-            std::fs::write(&p, format!("\x7fELF junk\0license=GPL\0depends={deps}\0vermagic=6.1\0")).unwrap();
+            std::fs::write(
+                &p,
+                format!("\x7fELF junk\0license=GPL\0depends={deps}\0vermagic=6.1\0"),
+            )
+            .unwrap();
         };
         write("virtio_ring", "");
         write("virtio", "virtio_ring");

@@ -15,7 +15,10 @@ pub struct PackageVersion {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String, ImageError> {
-    let out = cmd.output().map_err(|e| ImageError::Tool { what: what.to_string(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| ImageError::Tool {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })?;
     if !out.status.success() {
         return Err(ImageError::Tool {
             what: what.to_string(),
@@ -27,7 +30,10 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, ImageError> {
 
 /// The version apt would install, if it knows the package.
 pub fn candidate(name: &str) -> Result<Option<String>, ImageError> {
-    let out = run(Command::new("apt-cache").args(["policy", name]), "apt-cache policy")?;
+    let out = run(
+        Command::new("apt-cache").args(["policy", name]),
+        "apt-cache policy",
+    )?;
     Ok(out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Candidate:"))
@@ -53,7 +59,10 @@ pub fn ensure_package_lists(probe: &str) -> Result<(), ImageError> {
 /// The concrete kernel package behind a meta package such as
 /// `linux-image-cloud-amd64`.
 pub fn resolve_meta(meta: &str) -> Result<String, ImageError> {
-    let out = run(Command::new("apt-cache").args(["depends", meta]), "apt-cache depends")?;
+    let out = run(
+        Command::new("apt-cache").args(["depends", meta]),
+        "apt-cache depends",
+    )?;
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("Depends:"))
         .map(|d| d.trim().to_string())
@@ -70,7 +79,10 @@ pub fn resolve(name: &str) -> Result<PackageVersion, ImageError> {
         what: "apt-cache policy".into(),
         detail: format!("no installable version of {name}; check the apt sources"),
     })?;
-    Ok(PackageVersion { name: name.to_string(), version })
+    Ok(PackageVersion {
+        name: name.to_string(),
+        version,
+    })
 }
 
 /// Downloads and unpacks a package once; returns its unpacked tree.
@@ -100,12 +112,20 @@ pub fn fetch(pkg: &PackageVersion, cache: &Path) -> Result<PathBuf, ImageError> 
             detail: "no .deb file was downloaded".into(),
         })?;
     let tree = work.path().join("tree");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree), "dpkg-deb -x")?;
-    std::fs::write(tree.join(".complete"), format!("{} {}\n", pkg.name, pkg.version))
-        .map_err(|e| ImageError::io("write", &tree, e))?;
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| ImageError::io("remove", &dest, e))?;
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree),
+        "dpkg-deb -x",
+    )?;
+    std::fs::write(
+        tree.join(".complete"),
+        format!("{} {}\n", pkg.name, pkg.version),
+    )
+    .map_err(|e| ImageError::io("write", &tree, e))?;
+    if let Err(e) = std::fs::rename(&tree, &dest) {
+        // Another build may have unpacked the same package meanwhile.
+        if !dest.join(".complete").exists() {
+            return Err(ImageError::io("move into the cache", &dest, e));
+        }
     }
-    std::fs::rename(&tree, &dest).map_err(|e| ImageError::io("move into the cache", &dest, e))?;
     Ok(dest)
 }

@@ -19,14 +19,28 @@ ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), ImageError> {
     std::fs::write(path, text).map_err(|e| ImageError::io("write", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| ImageError::io("chmod", path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| ImageError::io("chmod", path, e))
 }
 
 /// Lays out the root tree in `tree` with busybox from `busybox_bin`.
 pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
     for dir in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/lib/drydock", "var/log", "proc", "sys",
-        "dev", "run", "mnt", "home",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/init.d",
+        "root",
+        "tmp",
+        "var/lib/drydock",
+        "var/log",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "mnt",
+        "home",
     ] {
         let p = tree.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| ImageError::io("create", &p, e))?;
@@ -38,7 +52,10 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
     let list = Command::new(busybox_bin)
         .arg("--list-full")
         .output()
-        .map_err(|e| ImageError::Tool { what: "busybox --list-full".into(), detail: e.to_string() })?;
+        .map_err(|e| ImageError::Tool {
+            what: "busybox --list-full".into(),
+            detail: e.to_string(),
+        })?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let link = tree.join(applet);
         if applet.is_empty() || link.exists() {
@@ -49,13 +66,21 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
     let etc = tree.join("etc");
     write(&etc.join("init.d/rcS"), RCS, 0o755)?;
     write(&etc.join("inittab"), INITTAB, 0o644)?;
-    write(&etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
+    write(
+        &etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+    )?;
     write(&etc.join("group"), "root:x:0:\n", 0o644)?;
     // Locked until the instance configuration sets a password hash.
     write(&etc.join("shadow"), "root:*:19000:0:99999:7:::\n", 0o600)?;
     write(&etc.join("fstab"), "/dev/vda / ext4 rw 0 1\n", 0o644)?;
     write(&etc.join("hostname"), "drydock\n", 0o644)?;
-    write(&etc.join("profile"), "export PATH=/sbin:/usr/sbin:/bin:/usr/bin\nexport PS1='\\h:\\w\\$ '\n", 0o644)?;
+    write(
+        &etc.join("profile"),
+        "export PATH=/sbin:/usr/sbin:/bin:/usr/bin\nexport PS1='\\h:\\w\\$ '\n",
+        0o644,
+    )?;
     write(&etc.join("issue"), "drydock guest \\n on \\l\n", 0o644)?;
     write(&etc.join("shells"), "/bin/sh\n", 0o644)?;
     Ok(())
@@ -64,12 +89,25 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
 /// Makes an ext4 file system image of `size_mib` MiB from `tree`.
 pub fn make_ext4(tree: &Path, label: &str, size_mib: u64, out: &Path) -> Result<(), ImageError> {
     let status = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0", "-d"])
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-L",
+            label,
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
         .arg(tree)
         .arg(out)
         .arg(format!("{size_mib}M"))
         .output()
-        .map_err(|e| ImageError::Tool { what: "mke2fs".into(), detail: format!("{e} (install e2fsprogs)") })?;
+        .map_err(|e| ImageError::Tool {
+            what: "mke2fs".into(),
+            detail: format!("{e} (install e2fsprogs)"),
+        })?;
     if !status.status.success() {
         return Err(ImageError::Tool {
             what: "mke2fs".into(),

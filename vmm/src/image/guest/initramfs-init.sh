@@ -18,8 +18,25 @@ for m in $drivers; do
     insmod "/lib/modules/$m.ko" || echo "drydock-initramfs: cannot load driver $m"
 done
 
+# root=serial:ID names the disk whose virtio serial is ID (the volume id),
+# so the root is found whatever order the disks appear in.
+want_serial=""
+case "$root" in serial:*) want_serial="${root#serial:}" ;; esac
+find_root() {
+    [ -z "$want_serial" ] && return 0
+    for s in /sys/class/block/*/serial; do
+        [ -e "$s" ] || continue
+        if [ "$(cat "$s")" = "$want_serial" ]; then
+            d="${s%/serial}"
+            root="/dev/${d##*/}"
+            return 0
+        fi
+    done
+    return 1
+}
 n=0
-while [ ! -b "$root" ] && [ "$n" -lt 50 ]; do
+while [ "$n" -lt 50 ]; do
+    find_root && [ -b "$root" ] && break
     sleep 0.1
     n=$((n + 1))
 done

@@ -1,0 +1,365 @@
+//! `image build`, `images`, `instances`, `instance …`, `console-output`,
+//! `regions`, `instance-types`: the embedded host. Every listing names the
+//! region it shows.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use drydock_vmm::host::{
+    Host, HostStore, InstanceConfig, InstanceRecord, InstanceState, LaunchRequest, INSTANCE_TYPES,
+    REGIONS,
+};
+use drydock_vmm::image::{self, ImageRecipe};
+use serde_json::json;
+
+use super::{print_json, table, when, Context};
+use crate::cli::{ConsoleOutputArgs, ImageBuildArgs, InstanceCommand, InstancesArgs, LaunchArgs};
+use crate::failure::CliError;
+
+fn open_host(ctx: &Context) -> Result<Host, CliError> {
+    let exe = std::env::current_exe()?;
+    let data_dir = ctx.settings.data_dir.clone();
+    let supervisor = Arc::new(move |id: &str| {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--data-dir")
+            .arg(&data_dir)
+            .arg("instance-supervisor")
+            .arg(id);
+        cmd
+    });
+    Ok(Host::open(
+        &ctx.settings.data_dir,
+        &ctx.settings.region,
+        supervisor,
+    )?)
+}
+
+fn progress(ctx: &Context) -> impl Fn(&str) + '_ {
+    move |msg: &str| {
+        if !ctx.json {
+            eprintln!("  {msg}");
+        }
+    }
+}
+
+/// `drydock image build`.
+pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let mut recipe = ImageRecipe {
+        root_size_mib: args.root_size,
+        ..ImageRecipe::default()
+    };
+    if !args.drivers.is_empty() {
+        recipe.drivers = args.drivers;
+    }
+    if !ctx.json {
+        eprintln!(
+            "building image `{}` in {} (drivers: {})",
+            args.name,
+            host.region(),
+            recipe.drivers.join(", ")
+        );
+    }
+    // Builds may be shared between data directories (tests, several profiles).
+    let images_dir = std::env::var_os("DRYDOCK_IMAGE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ctx.settings.data_dir.join("images"));
+    std::fs::create_dir_all(&images_dir)?;
+    let built = image::build(&images_dir, &recipe, &progress(ctx))?;
+    let rec = host.register_image(&built, &args.name)?;
+    if ctx.json {
+        print_json(&json!({ "image": rec, "manifest": built.manifest, "cached": built.cached }));
+    } else {
+        let how = if built.cached {
+            "cached build"
+        } else {
+            "new build"
+        };
+        println!(
+            "{} ({}, {how}: kernel {}, drivers {})",
+            rec.id,
+            rec.region,
+            built.manifest.kernel_release,
+            built.manifest.load_order.join(",")
+        );
+    }
+    Ok(0)
+}
+
+/// `drydock images`.
+pub fn images(ctx: &Context) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let store = host.store()?;
+    let list = store.images(Some(host.region()))?;
+    if ctx.json {
+        print_json(&json!({ "region": host.region(), "images": list }));
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!(
+            "{}",
+            empty_hint("images", host.region(), &count_by_region(&store, "images")?)
+        );
+        return Ok(0);
+    }
+    let mut t = table(&["IMAGE", "NAME", "DRIVERS", "CREATED"]);
+    for i in &list {
+        t.add_row(vec![
+            i.id.clone(),
+            i.name.clone(),
+            i.drivers.join(","),
+            when(i.created_at),
+        ]);
+    }
+    println!("region {}\n{t}", host.region());
+    Ok(0)
+}
+
+fn count_by_region(store: &HostStore, what: &str) -> Result<Vec<(String, usize, usize)>, CliError> {
+    let mut out = Vec::new();
+    for r in REGIONS {
+        let (total, running) = match what {
+            "instances" => {
+                let l = store.instances(Some(r))?;
+                let live: Vec<_> = l
+                    .iter()
+                    .filter(|i| i.state != InstanceState::Terminated)
+                    .collect();
+                (
+                    live.len(),
+                    live.iter()
+                        .filter(|i| i.state == InstanceState::Running)
+                        .count(),
+                )
+            }
+            "images" => (store.images(Some(r))?.len(), 0),
+            _ => (store.volumes(Some(r))?.len(), 0),
+        };
+        out.push((r.to_string(), total, running));
+    }
+    Ok(out)
+}
+
+/// "no instances in region-b; 2 running in region-a (use --region region-a)".
+fn empty_hint(what: &str, region: &str, counts: &[(String, usize, usize)]) -> String {
+    let elsewhere: Vec<String> = counts
+        .iter()
+        .filter(|(r, n, _)| r != region && *n > 0)
+        .map(|(r, n, running)| {
+            if what == "instances" {
+                format!("{n} ({running} running) in {r} (use --region {r})")
+            } else {
+                format!("{n} in {r} (use --region {r})")
+            }
+        })
+        .collect();
+    if elsewhere.is_empty() {
+        format!("no {what} in {region}")
+    } else {
+        format!("no {what} in {region}; {}", elsewhere.join("; "))
+    }
+}
+
+/// `drydock instances`.
+pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let store = host.store()?;
+    let region = (!args.all_regions).then(|| host.region().to_string());
+    let list = store.instances(region.as_deref())?;
+    if ctx.json {
+        print_json(&json!({ "region": region, "instances": list }));
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!(
+            "{}",
+            empty_hint(
+                "instances",
+                host.region(),
+                &count_by_region(&store, "instances")?
+            )
+        );
+        return Ok(0);
+    }
+    let mut t = table(&[
+        "INSTANCE", "REGION", "TYPE", "IMAGE", "STATE", "REASON", "BOOTS", "LAUNCHED",
+    ]);
+    for i in &list {
+        t.add_row(vec![
+            i.id.clone(),
+            i.region.clone(),
+            i.instance_type.clone(),
+            i.image_id.clone(),
+            i.state.to_string(),
+            i.state_reason.clone(),
+            i.boots.to_string(),
+            when(i.created_at),
+        ]);
+    }
+    match &region {
+        Some(r) => println!("region {r}\n{t}"),
+        None => println!("all regions\n{t}"),
+    }
+    Ok(0)
+}
+
+fn show_instance(ctx: &Context, verb: &str, i: &InstanceRecord) {
+    if ctx.json {
+        print_json(i);
+    } else {
+        let reason = if i.state_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", i.state_reason)
+        };
+        println!("{} {verb}: {} in {}{reason}", i.id, i.state, i.region);
+    }
+}
+
+fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord, CliError> {
+    let root_password_hash = match &args.root_password {
+        Some(p) => Some(
+            sha_crypt::sha512_simple(
+                p,
+                &sha_crypt::Sha512Params::new(5000).expect("5000 rounds is valid"),
+            )
+            .map_err(|e| CliError::failure(format!("cannot hash the password: {e:?}")))?,
+        ),
+        None => None,
+    };
+    let mut authorized_keys = Vec::new();
+    for f in &args.ssh_keys {
+        let key = std::fs::read_to_string(f)
+            .map_err(|e| CliError::usage(format!("cannot read --ssh-key {}: {e}", f.display())))?;
+        authorized_keys.push(key.trim().to_string());
+    }
+    let user_data = match &args.user_data {
+        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
+            CliError::usage(format!("cannot read --user-data {}: {e}", f.display()))
+        })?),
+        None => None,
+    };
+    let req = LaunchRequest {
+        image_id: args.image,
+        instance_type: args.instance_type,
+        config: InstanceConfig {
+            hostname: args.hostname.unwrap_or_default(),
+            root_password_hash,
+            authorized_keys,
+            user_data,
+        },
+        root_delete_on_termination: !args.keep_root_volume,
+    };
+    if !ctx.json {
+        eprintln!(
+            "launching a {} from {} in {}",
+            req.instance_type,
+            req.image_id,
+            host.region()
+        );
+    }
+    Ok(host.launch(&req)?)
+}
+
+/// `drydock instance …`.
+pub fn instance(ctx: &Context, cmd: InstanceCommand) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let (verb, rec) = match cmd {
+        InstanceCommand::Launch(args) => ("launched", launch(ctx, &host, args)?),
+        InstanceCommand::Start { instance } => ("started", host.start(&instance)?),
+        InstanceCommand::Stop { instance, force } => ("stopped", host.stop(&instance, force)?),
+        InstanceCommand::Reboot { instance } => ("rebooted", host.reboot(&instance)?),
+        InstanceCommand::Terminate { instance } => ("terminated", host.terminate(&instance)?),
+        InstanceCommand::Modify {
+            instance,
+            instance_type,
+        } => ("modified", host.modify_type(&instance, &instance_type)?),
+    };
+    show_instance(ctx, verb, &rec);
+    Ok(0)
+}
+
+/// `drydock console-output`.
+pub fn console_output(ctx: &Context, args: ConsoleOutputArgs) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let text = host.console_output(&args.instance, args.boot, args.tail)?;
+    if ctx.json {
+        print_json(&json!({ "instance": args.instance, "region": host.region(), "output": text }));
+    } else {
+        print!("{text}");
+    }
+    Ok(0)
+}
+
+/// `drydock regions`.
+pub fn regions(ctx: &Context) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let store = host.store()?;
+    let instances = count_by_region(&store, "instances")?;
+    let images = count_by_region(&store, "images")?;
+    let volumes = count_by_region(&store, "volumes")?;
+    let rows: Vec<_> = REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({
+                "region": r, "current": *r == host.region(),
+                "instances": instances[i].1, "running": instances[i].2,
+                "images": images[i].1, "volumes": volumes[i].1,
+            })
+        })
+        .collect();
+    if ctx.json {
+        print_json(&rows);
+        return Ok(0);
+    }
+    let mut t = table(&["REGION", "INSTANCES", "RUNNING", "IMAGES", "VOLUMES", ""]);
+    for r in &rows {
+        t.add_row(vec![
+            r["region"].as_str().unwrap_or("").to_string(),
+            r["instances"].to_string(),
+            r["running"].to_string(),
+            r["images"].to_string(),
+            r["volumes"].to_string(),
+            if r["current"] == true {
+                "← current".into()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+/// `drydock instance-types`.
+pub fn instance_types(ctx: &Context) -> Result<i32, CliError> {
+    if ctx.json {
+        print_json(&INSTANCE_TYPES);
+        return Ok(0);
+    }
+    let mut t = table(&[
+        "TYPE",
+        "VCPUS",
+        "MEMORY",
+        "DEVICES",
+        "GUEST DRIVER NEEDED",
+        "INSTANCE STORE",
+    ]);
+    for it in INSTANCE_TYPES {
+        t.add_row(vec![
+            it.name.to_string(),
+            it.vcpus.to_string(),
+            format!("{} MiB", it.memory_mib),
+            format!("{:?}", it.generation).to_lowercase(),
+            format!("{} + virtio_blk", it.generation.transport_driver()),
+            if it.instance_store_mib > 0 {
+                format!("{} MiB", it.instance_store_mib)
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}

@@ -1,0 +1,457 @@
+//! The host control plane: instances with EC2's lifecycle, their volumes,
+//! images and regions, kept in SQLite. Each running instance is its own
+//! supervisor process (see [`supervisor`]) that outlives the command that
+//! started it.
+
+mod config_disk;
+pub mod store;
+pub mod supervisor;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use store::{
+    HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState, VolumeKind, VolumeRecord,
+};
+pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
+
+use crate::image::{BuiltImage, ImageError};
+
+use store::{new_id, now_ms};
+
+/// Errors from the host, named for the failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Bad input: the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource is in a state that does not allow this.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("host database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{0}")]
+    Vmm(String),
+}
+
+impl HostError {
+    pub(crate) fn io(what: &str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether this is the user's input to fix (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid(_) | Self::NotFound(_) | Self::Conflict(_)
+        )
+    }
+}
+
+/// The regions this host offers.
+pub const REGIONS: &[&str] = &["region-a", "region-b"];
+
+/// Checks a region name.
+pub fn check_region(region: &str) -> Result<(), HostError> {
+    if REGIONS.contains(&region) {
+        Ok(())
+    } else {
+        Err(HostError::Invalid(format!(
+            "unknown region `{region}`; regions: {}",
+            REGIONS.join(", ")
+        )))
+    }
+}
+
+/// Builds the command that runs an instance's supervisor.
+pub type SupervisorCommand = Arc<dyn Fn(&str) -> Command + Send + Sync>;
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    pub image_id: String,
+    pub instance_type: String,
+    pub config: InstanceConfig,
+    pub root_delete_on_termination: bool,
+}
+
+/// The host, seen from one region.
+pub struct Host {
+    data_dir: PathBuf,
+    region: String,
+    supervisor: SupervisorCommand,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Host {
+    /// Opens the host for `region` and reconciles instance states with the
+    /// processes actually running.
+    pub fn open(
+        data_dir: &Path,
+        region: &str,
+        supervisor: SupervisorCommand,
+    ) -> Result<Self, HostError> {
+        check_region(region)?;
+        let host = Self {
+            data_dir: data_dir.to_path_buf(),
+            region: region.to_string(),
+            supervisor,
+        };
+        host.reconcile()?;
+        Ok(host)
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn store(&self) -> Result<HostStore, HostError> {
+        HostStore::open(&self.data_dir)
+    }
+
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("instances").join(id)
+    }
+
+    fn volumes_dir(&self) -> PathBuf {
+        self.data_dir.join("volumes")
+    }
+
+    /// Marks instances whose supervisor is gone as stopped, with the reason.
+    pub fn reconcile(&self) -> Result<Vec<String>, HostError> {
+        let mut store = self.store()?;
+        let mut fixed = Vec::new();
+        for i in store.instances(None)? {
+            if !i.state.has_process() {
+                continue;
+            }
+            let alive = supervisor::identity(&i).is_some_and(|s| s.is_alive());
+            let young = now_ms() - i.created_at < 2_000 && i.supervisor_pid.is_none();
+            if !alive && !young {
+                let reason = "instance process exited unexpectedly (found by reconcile)";
+                store.set_state(&i.id, InstanceState::Stopped, reason)?;
+                store.set_supervisor(&i.id, None, None)?;
+                fixed.push(i.id);
+            }
+        }
+        Ok(fixed)
+    }
+
+    /// Registers a built image in this region (once per build and region).
+    pub fn register_image(&self, built: &BuiltImage, name: &str) -> Result<ImageRecord, HostError> {
+        let mut store = self.store()?;
+        if let Some(existing) = store
+            .images(Some(&self.region))?
+            .into_iter()
+            .find(|i| i.boot_dir == built.dir && i.name == name)
+        {
+            return Ok(existing);
+        }
+        let rec = ImageRecord {
+            id: new_id("img"),
+            region: self.region.clone(),
+            name: name.to_string(),
+            boot_dir: built.dir.clone(),
+            root_template: built.root(),
+            drivers: built.manifest.load_order.clone(),
+            created_at: now_ms(),
+        };
+        store.insert_image(&rec)?;
+        Ok(rec)
+    }
+
+    /// Finds a resource id in this region, or says which region has it.
+    fn in_region<T>(&self, id: &str, region: &str, found: T) -> Result<T, HostError> {
+        if region == self.region {
+            Ok(found)
+        } else {
+            Err(HostError::NotFound(format!(
+                "`{id}` is in {region}, not in {} (use --region {region})",
+                self.region
+            )))
+        }
+    }
+
+    /// Launches a new instance and waits until it runs.
+    pub fn launch(&self, req: &LaunchRequest) -> Result<InstanceRecord, HostError> {
+        let itype = instance_type(&req.instance_type).map_err(HostError::Invalid)?;
+        let store = self.store()?;
+        let image = store.image(&req.image_id)?;
+        let image = self.in_region(&req.image_id, &image.region.clone(), image)?;
+        drop(store);
+        let id = new_id("i");
+        let vol_id = new_id("vol");
+        std::fs::create_dir_all(self.volumes_dir())
+            .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
+        let vol_path = self.volumes_dir().join(format!("{vol_id}.raw"));
+        sparse_copy(&image.root_template, &vol_path)?;
+        let size_mib = std::fs::metadata(&vol_path)
+            .map(|m| m.len() / (1 << 20))
+            .unwrap_or(0);
+        let mut config = req.config.clone();
+        if config.hostname.is_empty() {
+            config.hostname = id.clone();
+        }
+        let rec = InstanceRecord {
+            id: id.clone(),
+            region: self.region.clone(),
+            instance_type: itype.name.to_string(),
+            image_id: image.id.clone(),
+            state: InstanceState::Pending,
+            state_reason: "launching".into(),
+            root_volume: vol_id.clone(),
+            supervisor_pid: None,
+            supervisor_token: None,
+            boots: 0,
+            config,
+            created_at: now_ms(),
+        };
+        let root = VolumeRecord {
+            id: vol_id,
+            region: self.region.clone(),
+            size_mib,
+            kind: VolumeKind::Network,
+            path: vol_path,
+            attached_to: Some(id.clone()),
+            attach_index: Some(0),
+            delete_on_termination: req.root_delete_on_termination,
+            created_at: now_ms(),
+        };
+        let mut store = self.store()?;
+        store.insert_instance_with_root(&rec, &root)?;
+        drop(store);
+        self.spawn_supervisor(&id)?;
+        self.wait_for(&id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
+        self.store()?.instance(&id)
+    }
+
+    /// Starts a stopped instance and waits until it runs.
+    pub fn start(&self, id: &str) -> Result<InstanceRecord, HostError> {
+        let mut store = self.store()?;
+        let i = store.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        match i.state {
+            InstanceState::Stopped => {}
+            InstanceState::Running | InstanceState::Pending => return Ok(i),
+            other => {
+                return Err(HostError::Conflict(format!(
+                    "instance {id} is {other}; only a stopped instance can be started"
+                )))
+            }
+        }
+        store.set_state(id, InstanceState::Pending, "starting")?;
+        drop(store);
+        self.spawn_supervisor(id)?;
+        self.wait_for(id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
+        self.store()?.instance(id)
+    }
+
+    /// Stops a running instance: the guest syncs and powers off (or, with
+    /// `force`, the VMM is stopped at once). Waits until it is stopped.
+    pub fn stop(&self, id: &str, force: bool) -> Result<InstanceRecord, HostError> {
+        let store = self.store()?;
+        let i = store.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        drop(store);
+        match i.state {
+            InstanceState::Stopped => return Ok(i),
+            InstanceState::Running | InstanceState::Pending | InstanceState::Stopping => {}
+            other => {
+                return Err(HostError::Conflict(format!(
+                    "instance {id} is {other}; it cannot be stopped"
+                )))
+            }
+        }
+        let command = if force { "stop-force" } else { "stop" };
+        supervisor::send_control(&self.instance_dir(id), command)?;
+        self.wait_for(id, STOP_TIMEOUT, |i| i.state == InstanceState::Stopped)?;
+        self.store()?.instance(id)
+    }
+
+    /// Reboots a running instance in place: same VMM, same volumes.
+    pub fn reboot(&self, id: &str) -> Result<InstanceRecord, HostError> {
+        let store = self.store()?;
+        let i = store.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        if i.state != InstanceState::Running {
+            return Err(HostError::Conflict(format!(
+                "instance {id} is {}; only a running instance can be rebooted",
+                i.state
+            )));
+        }
+        let boots = i.boots;
+        drop(store);
+        supervisor::send_control(&self.instance_dir(id), "reboot")?;
+        self.wait_for(id, START_TIMEOUT, |i| {
+            i.boots > boots || i.state != InstanceState::Running
+        })?;
+        self.store()?.instance(id)
+    }
+
+    /// Terminates an instance: stops it, deletes the volumes marked
+    /// DeleteOnTermination, detaches the others.
+    pub fn terminate(&self, id: &str) -> Result<InstanceRecord, HostError> {
+        let i = self.store()?.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        if i.state == InstanceState::Terminated {
+            return Ok(i);
+        }
+        if i.state.has_process() {
+            self.stop(id, true)?;
+        }
+        let mut store = self.store()?;
+        store.set_state(id, InstanceState::ShuttingDown, "terminating")?;
+        for v in store.attached(id)? {
+            if v.delete_on_termination || v.kind == VolumeKind::InstanceStore {
+                match std::fs::remove_file(&v.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(HostError::io("delete volume file", &v.path, e)),
+                }
+                store.delete_volume_row(&v.id)?;
+            } else {
+                store.detach_volume(&v.id)?;
+            }
+        }
+        store.set_state(id, InstanceState::Terminated, "terminated by user")?;
+        store.instance(id)
+    }
+
+    /// Changes the type of a stopped instance.
+    pub fn modify_type(&self, id: &str, new_type: &str) -> Result<InstanceRecord, HostError> {
+        let t = instance_type(new_type).map_err(HostError::Invalid)?;
+        let mut store = self.store()?;
+        let i = store.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        if i.state != InstanceState::Stopped {
+            return Err(HostError::Conflict(format!(
+                "instance {id} is {}; stop it first (`drydock instance stop {id}`), then change its type",
+                i.state
+            )));
+        }
+        store.set_instance_type(id, t.name)?;
+        store.instance(id)
+    }
+
+    /// The console output of one boot (the latest by default), optionally
+    /// only its last `tail` lines.
+    pub fn console_output(
+        &self,
+        id: &str,
+        boot: Option<u32>,
+        tail: Option<usize>,
+    ) -> Result<String, HostError> {
+        let i = self.store()?.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        let boot = boot.unwrap_or(i.boots);
+        if boot == 0 {
+            return Ok(String::new());
+        }
+        let path = supervisor::console_log_path(&self.instance_dir(id), boot);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HostError::NotFound(format!(
+                    "instance {id} has no console log for boot {boot} (it has booted {} times)",
+                    i.boots
+                )))
+            }
+            Err(e) => return Err(HostError::io("read", &path, e)),
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(match tail {
+            Some(n) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
+            }
+            None => text,
+        })
+    }
+
+    fn spawn_supervisor(&self, id: &str) -> Result<(), HostError> {
+        let dir = self.instance_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
+        let log = dir.join("supervisor.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| HostError::io("open", &log, e))?;
+        let err_file = log_file
+            .try_clone()
+            .map_err(|e| HostError::io("open", &log, e))?;
+        let mut cmd = (self.supervisor)(id);
+        cmd.stdin(Stdio::null()).stdout(log_file).stderr(err_file);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| HostError::Vmm(format!("cannot start the instance process: {e}")))?;
+        // The supervisor outlives this command; it is reaped by init.
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&InstanceRecord) -> bool,
+    ) -> Result<(), HostError> {
+        let start = Instant::now();
+        loop {
+            let i = self.store()?.instance(id)?;
+            if done(&i) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(HostError::Vmm(format!(
+                    "instance {id} is still {} after {}s ({}); see {}",
+                    i.state,
+                    timeout.as_secs(),
+                    i.state_reason,
+                    self.instance_dir(id).join("supervisor.log").display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Copies a volume file keeping its holes (a fresh volume costs only the
+/// blocks its file system uses).
+pub fn sparse_copy(from: &Path, to: &Path) -> Result<(), HostError> {
+    let out = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| HostError::io("copy", from, e))?;
+    if !out.status.success() {
+        return Err(HostError::Vmm(format!(
+            "cannot copy {} to {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

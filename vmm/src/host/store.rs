@@ -1,0 +1,468 @@
+//! The host's state in SQLite: regions' instances, volumes and images.
+//! Every change is a transaction; several drydock processes share the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::HostError;
+
+/// EC2's instance states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::ShuttingDown => "shutting-down",
+            Self::Terminated => "terminated",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "stopping" => Self::Stopping,
+            "shutting-down" => Self::ShuttingDown,
+            "terminated" => Self::Terminated,
+            _ => Self::Stopped,
+        }
+    }
+
+    /// States in which a VMM process should exist.
+    pub fn has_process(self) -> bool {
+        matches!(
+            self,
+            Self::Pending | Self::Running | Self::Stopping | Self::ShuttingDown
+        )
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Instance configuration delivered on the config disk.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct InstanceConfig {
+    pub hostname: String,
+    pub root_password_hash: Option<String>,
+    pub authorized_keys: Vec<String>,
+    pub user_data: Option<String>,
+}
+
+/// One instance as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub region: String,
+    pub instance_type: String,
+    pub image_id: String,
+    pub state: InstanceState,
+    pub state_reason: String,
+    pub root_volume: String,
+    pub supervisor_pid: Option<u32>,
+    #[serde(skip)]
+    pub supervisor_token: Option<String>,
+    pub boots: u32,
+    pub config: InstanceConfig,
+    pub created_at: i64,
+}
+
+impl InstanceRecord {
+    fn from_row(r: &Row) -> rusqlite::Result<Self> {
+        let state: String = r.get("state")?;
+        let config: String = r.get("config")?;
+        Ok(Self {
+            id: r.get("id")?,
+            region: r.get("region")?,
+            instance_type: r.get("instance_type")?,
+            image_id: r.get("image_id")?,
+            state: InstanceState::parse(&state),
+            state_reason: r.get("state_reason")?,
+            root_volume: r.get("root_volume")?,
+            supervisor_pid: r.get("supervisor_pid")?,
+            supervisor_token: r.get("supervisor_token")?,
+            boots: r.get("boots")?,
+            config: serde_json::from_str(&config).unwrap_or_default(),
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+/// What kind of storage a volume is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeKind {
+    /// Survives stop/start; can be detached and attached elsewhere.
+    Network,
+    /// Tied to the host the instance runs on: wiped at stop, never detached.
+    InstanceStore,
+}
+
+/// One volume as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeRecord {
+    pub id: String,
+    pub region: String,
+    pub size_mib: u64,
+    pub kind: VolumeKind,
+    pub path: PathBuf,
+    pub attached_to: Option<String>,
+    /// 0 is the root volume.
+    pub attach_index: Option<u32>,
+    pub delete_on_termination: bool,
+    pub created_at: i64,
+}
+
+impl VolumeRecord {
+    fn from_row(r: &Row) -> rusqlite::Result<Self> {
+        let kind: String = r.get("kind")?;
+        let path: String = r.get("path")?;
+        Ok(Self {
+            id: r.get("id")?,
+            region: r.get("region")?,
+            size_mib: r.get::<_, i64>("size_mib")? as u64,
+            kind: if kind == "instance-store" {
+                VolumeKind::InstanceStore
+            } else {
+                VolumeKind::Network
+            },
+            path: PathBuf::from(path),
+            attached_to: r.get("attached_to")?,
+            attach_index: r.get("attach_index")?,
+            delete_on_termination: r.get("delete_on_termination")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+/// One image as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRecord {
+    pub id: String,
+    pub region: String,
+    pub name: String,
+    /// Directory holding vmlinuz, initramfs.cpio and manifest.json.
+    pub boot_dir: PathBuf,
+    /// The root volume template new instances copy.
+    pub root_template: PathBuf,
+    pub drivers: Vec<String>,
+    pub created_at: i64,
+}
+
+impl ImageRecord {
+    fn from_row(r: &Row) -> rusqlite::Result<Self> {
+        let drivers: String = r.get("drivers")?;
+        let boot_dir: String = r.get("boot_dir")?;
+        let root: String = r.get("root_template")?;
+        Ok(Self {
+            id: r.get("id")?,
+            region: r.get("region")?,
+            name: r.get("name")?,
+            boot_dir: boot_dir.into(),
+            root_template: root.into(),
+            drivers: serde_json::from_str(&drivers).unwrap_or_default(),
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, region TEXT NOT NULL, instance_type TEXT NOT NULL, image_id TEXT NOT NULL,
+    state TEXT NOT NULL, state_reason TEXT NOT NULL DEFAULT '', root_volume TEXT NOT NULL,
+    supervisor_pid INTEGER, supervisor_token TEXT, boots INTEGER NOT NULL DEFAULT 0,
+    config TEXT NOT NULL, created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    id TEXT PRIMARY KEY, region TEXT NOT NULL, size_mib INTEGER NOT NULL, kind TEXT NOT NULL,
+    path TEXT NOT NULL, attached_to TEXT, attach_index INTEGER,
+    delete_on_termination INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL, boot_dir TEXT NOT NULL,
+    root_template TEXT NOT NULL, drivers TEXT NOT NULL, created_at INTEGER NOT NULL
+);
+"#;
+
+/// The open host database.
+pub struct HostStore {
+    pub(crate) conn: Connection,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new resource id: `prefix-` and 12 hex digits.
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{prefix}-{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+impl HostStore {
+    /// Opens (creating) the host database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, HostError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| HostError::io("create", data_dir, e))?;
+        let conn = Connection::open(data_dir.join("host.sqlite3"))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    pub fn instance(&self, id: &str) -> Result<InstanceRecord, HostError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM instances WHERE id = ?1",
+                [id],
+                InstanceRecord::from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!(
+                    "no instance `{id}`; list them with `drydock instances --all-regions`"
+                ))
+            })
+    }
+
+    pub fn instances(&self, region: Option<&str>) -> Result<Vec<InstanceRecord>, HostError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM instances WHERE (?1 IS NULL OR region = ?1) ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map(params![region], InstanceRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_instance(&mut self, i: &InstanceRecord) -> Result<(), HostError> {
+        insert_instance(&self.conn, i)
+    }
+}
+
+fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(), HostError> {
+    {
+        conn.execute(
+            "INSERT INTO instances (id, region, instance_type, image_id, state, state_reason, root_volume, config, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                i.id,
+                i.region,
+                i.instance_type,
+                i.image_id,
+                i.state.as_str(),
+                i.state_reason,
+                i.root_volume,
+                serde_json::to_string(&i.config).unwrap_or_default(),
+                i.created_at
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl HostStore {
+    /// Sets an instance's state and the reason for it.
+    pub fn set_state(
+        &mut self,
+        id: &str,
+        state: InstanceState,
+        reason: &str,
+    ) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE instances SET state = ?2, state_reason = ?3 WHERE id = ?1",
+            params![id, state.as_str(), reason],
+        )?;
+        Ok(())
+    }
+
+    /// Records the supervisor process of a running instance (or clears it).
+    pub fn set_supervisor(
+        &mut self,
+        id: &str,
+        pid: Option<u32>,
+        token: Option<&str>,
+    ) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE instances SET supervisor_pid = ?2, supervisor_token = ?3 WHERE id = ?1",
+            params![id, pid, token],
+        )?;
+        Ok(())
+    }
+
+    /// Counts a boot and returns its number.
+    pub fn count_boot(&mut self, id: &str) -> Result<u32, HostError> {
+        self.conn
+            .execute("UPDATE instances SET boots = boots + 1 WHERE id = ?1", [id])?;
+        Ok(self
+            .conn
+            .query_row("SELECT boots FROM instances WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn set_instance_type(&mut self, id: &str, instance_type: &str) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE instances SET instance_type = ?2 WHERE id = ?1",
+            params![id, instance_type],
+        )?;
+        Ok(())
+    }
+
+    pub fn volume(&self, id: &str) -> Result<VolumeRecord, HostError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM volumes WHERE id = ?1",
+                [id],
+                VolumeRecord::from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!(
+                    "no volume `{id}`; list them with `drydock volumes`"
+                ))
+            })
+    }
+
+    pub fn volumes(&self, region: Option<&str>) -> Result<Vec<VolumeRecord>, HostError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM volumes WHERE (?1 IS NULL OR region = ?1) ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map(params![region], VolumeRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Volumes attached to an instance, root first.
+    pub fn attached(&self, instance: &str) -> Result<Vec<VolumeRecord>, HostError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM volumes WHERE attached_to = ?1 ORDER BY attach_index")?;
+        let rows = stmt.query_map([instance], VolumeRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_volume(&mut self, v: &VolumeRecord) -> Result<(), HostError> {
+        insert_volume(&self.conn, v)
+    }
+}
+
+fn insert_volume(conn: &Connection, v: &VolumeRecord) -> Result<(), HostError> {
+    {
+        conn.execute(
+            "INSERT INTO volumes (id, region, size_mib, kind, path, attached_to, attach_index, delete_on_termination, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                v.id,
+                v.region,
+                v.size_mib as i64,
+                match v.kind {
+                    VolumeKind::Network => "network",
+                    VolumeKind::InstanceStore => "instance-store",
+                },
+                v.path.to_string_lossy(),
+                v.attached_to,
+                v.attach_index,
+                v.delete_on_termination,
+                v.created_at
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl HostStore {
+    /// Records a new instance and its root volume in one transaction.
+    pub fn insert_instance_with_root(
+        &mut self,
+        i: &InstanceRecord,
+        root: &VolumeRecord,
+    ) -> Result<(), HostError> {
+        let tx = self.conn.transaction()?;
+        insert_volume(&tx, root)?;
+        insert_instance(&tx, i)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a volume detached.
+    pub fn detach_volume(&mut self, id: &str) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE volumes SET attached_to = NULL, attach_index = NULL WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_volume_row(&mut self, id: &str) -> Result<(), HostError> {
+        self.conn
+            .execute("DELETE FROM volumes WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn image(&self, id: &str) -> Result<ImageRecord, HostError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM images WHERE id = ?1",
+                [id],
+                ImageRecord::from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!("no image `{id}`; list them with `drydock images`"))
+            })
+    }
+
+    pub fn images(&self, region: Option<&str>) -> Result<Vec<ImageRecord>, HostError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM images WHERE (?1 IS NULL OR region = ?1) ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map(params![region], ImageRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_image(&mut self, i: &ImageRecord) -> Result<(), HostError> {
+        self.conn.execute(
+            "INSERT INTO images (id, region, name, boot_dir, root_template, drivers, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                i.id,
+                i.region,
+                i.name,
+                i.boot_dir.to_string_lossy(),
+                i.root_template.to_string_lossy(),
+                serde_json::to_string(&i.drivers).unwrap_or_default(),
+                i.created_at
+            ],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,385 @@
+//! The process that runs one instance. It starts the VMM, keeps every
+//! byte of the serial console in a log file per boot, serves a control
+//! socket (stop, reboot) and records how the VM ended: guest power-off,
+//! stop by the user, or an unexpected VMM exit. The VMM dies with it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drydock_runtime::runner::RunnerIdentity;
+use serde_json::json;
+
+use super::config_disk::write_config_disk;
+use super::store::{
+    new_id, now_ms, HostStore, InstanceRecord, InstanceState, VolumeKind, VolumeRecord,
+};
+use super::{instance_type, HostError};
+use crate::backend::qmp::QmpClient;
+use crate::backend::{choose_accel, qemu, DiskSpec, VmSpec};
+
+/// How long a graceful stop may take before the VMM is stopped hard.
+const GRACEFUL_STOP: Duration = Duration::from_secs(10);
+
+/// The supervisor process recorded for an instance.
+pub fn identity(i: &InstanceRecord) -> Option<RunnerIdentity> {
+    Some(RunnerIdentity {
+        pid: i.supervisor_pid?,
+        token: i.supervisor_token.clone()?,
+    })
+}
+
+/// The console log of boot number `boot`.
+pub fn console_log_path(instance_dir: &Path, boot: u32) -> PathBuf {
+    instance_dir
+        .join("console")
+        .join(format!("boot-{boot:04}.log"))
+}
+
+/// Sends one command to an instance's supervisor and returns its reply.
+pub fn send_control(instance_dir: &Path, command: &str) -> Result<String, HostError> {
+    let path = instance_dir.join("control.sock");
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        HostError::Vmm(format!(
+            "cannot reach the instance process at {}: {e}",
+            path.display()
+        ))
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| HostError::io("write to", &path, e))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .map_err(|e| HostError::io("read from", &path, e))?;
+    let reply = reply.trim().to_string();
+    match reply.strip_prefix("error: ") {
+        Some(e) => Err(HostError::Vmm(e.to_string())),
+        None => Ok(reply),
+    }
+}
+
+struct Shared {
+    data_dir: PathBuf,
+    id: String,
+    dir: PathBuf,
+    log: Mutex<std::fs::File>,
+    stdin: Mutex<Option<ChildStdin>>,
+    control: Mutex<Option<QmpClient>>,
+    stop_reason: Mutex<Option<String>>,
+    exited: AtomicBool,
+    guest_shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn store(&self) -> Result<HostStore, HostError> {
+        HostStore::open(&self.data_dir)
+    }
+
+    fn qmp(&self, command: &str, args: serde_json::Value) -> Result<serde_json::Value, HostError> {
+        let mut guard = self.control.lock().unwrap();
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| HostError::Vmm("the VMM control connection is not ready".into()))?;
+        client
+            .execute(command, args)
+            .map_err(|e| HostError::Vmm(e.to_string()))
+    }
+
+    /// Sends a magic SysRq key over the serial line (break, then the key).
+    fn sysrq(&self, key: u8) -> Result<(), HostError> {
+        self.qmp("chardev-send-break", json!({ "id": "console" }))?;
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(stdin) = self.stdin.lock().unwrap().as_mut() {
+            stdin
+                .write_all(&[key])
+                .and_then(|_| stdin.flush())
+                .map_err(|e| HostError::Vmm(e.to_string()))?;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        Ok(())
+    }
+
+    fn new_boot(&self) -> Result<(), HostError> {
+        let boot = self.store()?.count_boot(&self.id)?;
+        let path = console_log_path(&self.dir, boot);
+        let file = std::fs::File::create(&path).map_err(|e| HostError::io("create", &path, e))?;
+        *self.log.lock().unwrap() = file;
+        Ok(())
+    }
+
+    fn handle(self: &Arc<Self>, command: &str) -> Result<String, HostError> {
+        match command {
+            "stop" => {
+                self.stop_reason
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| "stopped by user".into());
+                self.store()?
+                    .set_state(&self.id, InstanceState::Stopping, "stopping")?;
+                // Sync, remount read-only, power off: a clean stop with no guest agent.
+                for key in [b's', b'u', b'o'] {
+                    self.sysrq(key)?;
+                }
+                let me = self.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(GRACEFUL_STOP);
+                    if !me.exited.load(Ordering::SeqCst) {
+                        tracing::warn!("guest did not power off in time; stopping the VMM");
+                        let _ = me.qmp("quit", json!({}));
+                    }
+                });
+                Ok("stopping".into())
+            }
+            "stop-force" => {
+                self.stop_reason
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| "stopped by user (forced)".into());
+                self.store()?
+                    .set_state(&self.id, InstanceState::Stopping, "stopping (forced)")?;
+                self.qmp("quit", json!({}))?;
+                Ok("stopping".into())
+            }
+            "reboot" => {
+                for key in [b's', b'u'] {
+                    self.sysrq(key)?;
+                }
+                self.qmp("system_reset", json!({}))?;
+                Ok("rebooting".into())
+            }
+            "status" => Ok(format!("running pid {}", std::process::id())),
+            other => Err(HostError::Invalid(format!(
+                "unknown control command `{other}`"
+            ))),
+        }
+    }
+}
+
+fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_err() {
+                return;
+            }
+            let reply = match shared.handle(line.trim()) {
+                Ok(r) => r,
+                Err(e) => format!("error: {e}"),
+            };
+            let _ = (&stream).write_all(format!("{reply}\n").as_bytes());
+        });
+    }
+}
+
+/// Runs instance `id` until its VM ends, then records why.
+pub fn supervise(data_dir: &Path, id: &str) -> Result<(), HostError> {
+    let mut store = HostStore::open(data_dir)?;
+    let inst = store.instance(id)?;
+    let me = RunnerIdentity::current();
+    store.set_supervisor(id, Some(me.pid), Some(&me.token))?;
+    let result = run_vm(data_dir, &inst);
+    let mut store = HostStore::open(data_dir)?;
+    let reason = match &result {
+        Ok(reason) => reason.clone(),
+        Err(e) => format!("could not run: {e}"),
+    };
+    store.set_state(id, InstanceState::Stopped, &reason)?;
+    store.set_supervisor(id, None, None)?;
+    // Instance-store volumes are wiped at stop.
+    for v in store.attached(id)? {
+        if v.kind == VolumeKind::InstanceStore {
+            let _ = std::fs::remove_file(&v.path);
+        }
+    }
+    result.map(|_| ())
+}
+
+fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
+    let id = &inst.id;
+    let dir = data_dir.join("instances").join(id);
+    std::fs::create_dir_all(dir.join("console")).map_err(|e| HostError::io("create", &dir, e))?;
+    let itype = instance_type(&inst.instance_type).map_err(HostError::Invalid)?;
+    let mut store = HostStore::open(data_dir)?;
+    let image = store.image(&inst.image_id)?;
+
+    let config_disk = dir.join("config.ext4");
+    write_config_disk(inst, &config_disk)?;
+    if itype.instance_store_mib > 0
+        && !store
+            .attached(id)?
+            .iter()
+            .any(|v| v.kind == VolumeKind::InstanceStore)
+    {
+        store.insert_volume(&VolumeRecord {
+            id: new_id("vol"),
+            region: inst.region.clone(),
+            size_mib: itype.instance_store_mib,
+            kind: VolumeKind::InstanceStore,
+            path: dir.join("instance-store.raw"),
+            attached_to: Some(id.clone()),
+            attach_index: Some(100),
+            delete_on_termination: true,
+            created_at: now_ms(),
+        })?;
+    }
+    let mut disks = Vec::new();
+    for v in store.attached(id)? {
+        if v.kind == VolumeKind::InstanceStore {
+            // Created empty at every start.
+            let _ = std::fs::remove_file(&v.path);
+            let f =
+                std::fs::File::create(&v.path).map_err(|e| HostError::io("create", &v.path, e))?;
+            f.set_len(v.size_mib << 20)
+                .map_err(|e| HostError::io("size", &v.path, e))?;
+        }
+        disks.push(DiskSpec {
+            path: v.path.clone(),
+            serial: v.id.clone(),
+            read_only: false,
+        });
+    }
+    disks.insert(
+        1.min(disks.len()),
+        DiskSpec {
+            path: config_disk,
+            serial: "cidata".into(),
+            read_only: true,
+        },
+    );
+    let control_socket = dir.join("qmp.sock");
+    let event_socket = dir.join("qmp-events.sock");
+    for s in [&control_socket, &event_socket, &dir.join("control.sock")] {
+        let _ = std::fs::remove_file(s);
+    }
+    let spec = VmSpec {
+        name: id.clone(),
+        vcpus: itype.vcpus,
+        memory_mib: itype.memory_mib,
+        generation: itype.generation,
+        accel: choose_accel(),
+        kernel: image.boot_dir.join("vmlinuz"),
+        initramfs: image.boot_dir.join("initramfs.cpio"),
+        cmdline: format!(
+            "console=ttyS0 root=serial:{} reboot=t panic=-1 quiet sysrq_always_enabled",
+            inst.root_volume
+        ),
+        disks,
+        control_socket: control_socket.clone(),
+        event_socket: event_socket.clone(),
+    };
+    let vmm_log = dir.join("vmm.log");
+    let vmm_err =
+        std::fs::File::create(&vmm_log).map_err(|e| HostError::io("create", &vmm_log, e))?;
+    let mut cmd = qemu::command(&spec);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(vmm_err);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the child; it is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    tracing::info!(instance = %id, "starting VMM: {:?}", cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| HostError::Vmm(format!("cannot start {}: {e}", qemu::qemu_binary())))?;
+    let boot = store.count_boot(id)?;
+    let log_path = console_log_path(&dir, boot);
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| HostError::io("create", &log_path, e))?;
+    let shared = Arc::new(Shared {
+        data_dir: data_dir.to_path_buf(),
+        id: id.clone(),
+        dir: dir.clone(),
+        log: Mutex::new(log),
+        stdin: Mutex::new(child.stdin.take()),
+        control: Mutex::new(None),
+        stop_reason: Mutex::new(None),
+        exited: AtomicBool::new(false),
+        guest_shutdown: AtomicBool::new(false),
+    });
+
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let pump = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut log = shared.log.lock().unwrap();
+                let _ = log.write_all(&buf[..n]);
+            }
+        })
+    };
+    match QmpClient::connect(&control_socket, Duration::from_secs(20)) {
+        Ok(c) => *shared.control.lock().unwrap() = Some(c),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HostError::Vmm(format!(
+                "the VMM did not open its control socket: {e}; see {}",
+                vmm_log.display()
+            )));
+        }
+    }
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let Ok(mut events) = QmpClient::connect(&event_socket, Duration::from_secs(20)) else {
+                return;
+            };
+            while let Ok(msg) = events.read_message() {
+                match msg.get("event").and_then(|e| e.as_str()) {
+                    Some("RESET") => {
+                        if let Err(e) = shared.new_boot() {
+                            tracing::error!("cannot start a new console log: {e}");
+                        }
+                    }
+                    Some("SHUTDOWN") => {
+                        let guest = msg["data"]["guest"].as_bool().unwrap_or(false);
+                        shared.guest_shutdown.store(guest, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let listener = UnixListener::bind(dir.join("control.sock"))
+        .map_err(|e| HostError::io("listen on", &dir, e))?;
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || serve_control(shared, listener));
+    }
+    HostStore::open(data_dir)?.set_state(id, InstanceState::Running, "")?;
+
+    let status = child.wait().map_err(|e| HostError::Vmm(e.to_string()))?;
+    shared.exited.store(true, Ordering::SeqCst);
+    let _ = pump.join();
+    let _ = std::fs::remove_file(dir.join("control.sock"));
+    let requested = shared.stop_reason.lock().unwrap().clone();
+    Ok(match requested {
+        Some(reason) => reason,
+        None if status.success() && shared.guest_shutdown.load(Ordering::SeqCst) => {
+            "guest powered off".to_string()
+        }
+        None if status.success() => "VMM exited".to_string(),
+        None => format!(
+            "VMM exited unexpectedly ({status}); see {}",
+            vmm_log.display()
+        ),
+    })
+}
