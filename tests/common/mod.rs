@@ -13,6 +13,20 @@ pub struct Drydock {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Drydock {
+    /// Instances outlive commands: stop every instance process this test
+    /// started (their VMMs die with them).
+    fn drop(&mut self) {
+        let pattern = format!(
+            "--data-dir {} instance-supervisor",
+            self.data_dir().display()
+        );
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .status();
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_drydock")
 }
@@ -171,4 +185,84 @@ pub fn wait_child(child: Child) -> Output {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Serializes tests that boot guests: on two cores, one TCG guest at a
+/// time keeps boots fast and timings predictable.
+pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where image builds are cached across tests and test runs.
+pub fn image_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images")
+}
+
+impl Drydock {
+    /// Builds (or reuses) the default image and registers it; returns its id.
+    pub fn image(&self, region: &str) -> String {
+        self.image_with(region, &[])
+    }
+
+    pub fn image_with(&self, region: &str, extra: &[&str]) -> String {
+        let mut args = vec!["--json", "--region", region, "image", "build"];
+        args.extend_from_slice(extra);
+        let out = self
+            .command(&args)
+            .env("DRYDOCK_IMAGE_CACHE", image_cache())
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["image"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Launches an instance and returns its id.
+    pub fn launch(&self, region: &str, image: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "--json", "--region", region, "instance", "launch", "--image", image,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert_code(&out, 0);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn instance(&self, region: &str, id: &str) -> Value {
+        let list = self.json(&["--region", region, "instances"]);
+        list["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn console(&self, region: &str, id: &str, boot: Option<u32>) -> String {
+        let boot_s = boot.map(|b| b.to_string());
+        let mut args = vec!["--region", region, "console-output", id];
+        if let Some(b) = &boot_s {
+            args.extend_from_slice(&["--boot", b]);
+        }
+        text(&self.run(&args).stdout)
+    }
+
+    /// Waits up to 90 s for `pattern` in the console output of the latest boot.
+    pub fn wait_console(&self, region: &str, id: &str, pattern: &str) {
+        let start = Instant::now();
+        loop {
+            let out = self.console(region, id, None);
+            if out.contains(pattern) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "no {pattern:?} on the console of {id}; got:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }

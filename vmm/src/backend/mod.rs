@@ -80,3 +80,62 @@ pub fn choose_accel() -> Accel {
         _ => Accel::Tcg,
     }
 }
+
+/// Kernel parameters that keep a guest's clock working under software
+/// emulation: the early TSC calibration fails when the host is busy (the
+/// guest then hangs at boot), so the guest is told the TSC frequency,
+/// which under TCG is the host's.
+pub fn tcg_clock_params() -> String {
+    match host_tsc_khz() {
+        Some(khz) => format!("tsc_early_khz={khz} tsc=reliable"),
+        None => String::new(),
+    }
+}
+
+/// The host's TSC frequency in kHz: from sysfs when the kernel exports it,
+/// else measured against the monotonic clock.
+pub fn host_tsc_khz() -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz") {
+        if let Ok(khz) = s.trim().parse() {
+            return Some(khz);
+        }
+    }
+    measure_tsc_khz()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> Option<u64> {
+    use std::time::{Duration, Instant};
+    let mut best: Option<u64> = None;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        // SAFETY: rdtsc reads the time-stamp counter; it has no memory effects.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(Duration::from_millis(20));
+        // SAFETY: as above.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        let ns = t0.elapsed().as_nanos() as u64;
+        if ns == 0 || c1 <= c0 {
+            continue;
+        }
+        let khz = (c1 - c0) * 1_000_000 / ns;
+        // The shortest-looking measurement was least disturbed by preemption.
+        best = Some(best.map_or(khz, |b: u64| b.min(khz)));
+    }
+    best
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_tsc_khz() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_tsc_frequency_is_plausible() {
+        let khz = super::host_tsc_khz().expect("x86_64 hosts have a TSC");
+        assert!((500_000..10_000_000).contains(&khz), "{khz} kHz");
+        assert!(super::tcg_clock_params().starts_with("tsc_early_khz="));
+    }
+}

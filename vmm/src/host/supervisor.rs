@@ -20,7 +20,7 @@ use super::store::{
 };
 use super::{instance_type, HostError};
 use crate::backend::qmp::QmpClient;
-use crate::backend::{choose_accel, qemu, DiskSpec, VmSpec};
+use crate::backend::{choose_accel, qemu, tcg_clock_params, Accel, DiskSpec, VmSpec};
 
 /// How long a graceful stop may take before the VMM is stopped hard.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
@@ -260,18 +260,23 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     for s in [&control_socket, &event_socket, &dir.join("control.sock")] {
         let _ = std::fs::remove_file(s);
     }
+    let accel = choose_accel();
+    let mut cmdline = format!(
+        "console=ttyS0 root=serial:{} reboot=t panic=-1 quiet sysrq_always_enabled",
+        inst.root_volume
+    );
+    if accel == Accel::Tcg {
+        cmdline = format!("{cmdline} {}", tcg_clock_params());
+    }
     let spec = VmSpec {
         name: id.clone(),
         vcpus: itype.vcpus,
         memory_mib: itype.memory_mib,
         generation: itype.generation,
-        accel: choose_accel(),
+        accel,
         kernel: image.boot_dir.join("vmlinuz"),
         initramfs: image.boot_dir.join("initramfs.cpio"),
-        cmdline: format!(
-            "console=ttyS0 root=serial:{} reboot=t panic=-1 quiet sysrq_always_enabled",
-            inst.root_volume
-        ),
+        cmdline,
         disks,
         control_socket: control_socket.clone(),
         event_socket: event_socket.clone(),
