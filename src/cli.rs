@@ -28,6 +28,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "REGION")]
     pub region: Option<String>,
 
+    /// Profile acting (owns the images it makes) [default: $DRYDOCK_PROFILE, `profile` in the config file, else default]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,6 +72,16 @@ pub enum Command {
     Regions,
     /// Instance types: vCPUs, memory, device generation
     InstanceTypes,
+    /// List volumes of the region
+    Volumes,
+    /// Create, attach, detach, delete or modify a volume
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// List snapshots of the region
+    Snapshots,
+    /// Create or delete a snapshot
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Runs one instance's VM (started by drydock itself)
     #[command(hide = true)]
     InstanceSupervisor { instance: String },
@@ -77,6 +91,37 @@ pub enum Command {
 pub enum ImageCommand {
     /// Build an image from Debian packages (cached by package versions) and register it in the region
     Build(ImageBuildArgs),
+    /// Make an image from an instance's root volume (stops and restarts a running instance unless --no-stop)
+    Create {
+        instance: String,
+        #[arg(long)]
+        name: String,
+        /// Image a running instance as it is (crash-consistent)
+        #[arg(long)]
+        no_stop: bool,
+    },
+    /// Copy an image to another region
+    Copy {
+        image: String,
+        #[arg(long, value_name = "REGION")]
+        to_region: String,
+    },
+    /// Everything about one image
+    Describe { image: String },
+    /// Remove an image (instances launched from it keep running)
+    Deregister { image: String },
+    /// Launch permissions: public or private, and profiles allowed to launch it
+    Modify {
+        image: String,
+        #[arg(long, conflicts_with = "private")]
+        public: bool,
+        #[arg(long)]
+        private: bool,
+        #[arg(long = "add-profile", value_name = "PROFILE")]
+        add_profiles: Vec<String>,
+        #[arg(long = "remove-profile", value_name = "PROFILE")]
+        remove_profiles: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -248,4 +293,51 @@ pub struct ValidateArgs {
     /// Runbook files
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a network volume: empty, formatted ext4, or from a snapshot
+    Create {
+        /// Size in MiB (default with --snapshot: the snapshot's size)
+        #[arg(long)]
+        size: Option<u64>,
+        /// Restore this snapshot into the new volume
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Format it ext4 with this label
+        #[arg(long, value_name = "LABEL")]
+        ext4: Option<String>,
+    },
+    /// Attach to an instance (stopped, or running for new-generation types)
+    Attach {
+        volume: String,
+        instance: String,
+        /// Attach as the root volume of a stopped instance that has none
+        #[arg(long)]
+        root: bool,
+    },
+    /// Detach (root volumes only from stopped instances; never instance storage)
+    Detach {
+        volume: String,
+        /// Detach from a running instance even if the guest still has it mounted
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a detached volume
+    Delete { volume: String },
+    /// Change whether the volume is deleted when its instance terminates
+    Modify {
+        volume: String,
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+        delete_on_termination: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot a volume (only its allocated extents are copied)
+    Create { volume: String },
+    /// Delete a snapshot
+    Delete { snapshot: String },
 }

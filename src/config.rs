@@ -15,6 +15,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub runbook_dirs: Vec<PathBuf>,
     pub region: Option<String>,
+    pub profile: Option<String>,
 }
 
 /// Settings after every source is applied.
@@ -23,6 +24,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub runbook_dirs: Vec<PathBuf>,
     pub region: String,
+    pub profile: String,
 }
 
 fn home() -> PathBuf {
@@ -59,6 +61,7 @@ pub fn resolve(
     runbook_dir_flags: Vec<PathBuf>,
     config_flag: Option<PathBuf>,
     region_flag: Option<String>,
+    profile_flag: Option<String>,
 ) -> Result<Settings, CliError> {
     let explicit = config_flag.is_some();
     let config_path = config_flag
@@ -83,10 +86,19 @@ pub fn resolve(
         })
         .or(config.region)
         .unwrap_or_else(|| "region-a".to_string());
+    let profile = profile_flag
+        .or_else(|| {
+            std::env::var("DRYDOCK_PROFILE")
+                .ok()
+                .filter(|p| !p.is_empty())
+        })
+        .or(config.profile)
+        .unwrap_or_else(|| "default".to_string());
     Ok(Settings {
         data_dir,
         runbook_dirs,
         region,
+        profile,
     })
 }
 

@@ -39,7 +39,13 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
-    let settings = config::resolve(cli.data_dir, cli.runbook_dirs, cli.config, cli.region)?;
+    let settings = config::resolve(
+        cli.data_dir,
+        cli.runbook_dirs,
+        cli.config,
+        cli.region,
+        cli.profile,
+    )?;
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
     let executor =
         Executor::new(settings.data_dir.clone(), catalog).with_primitives(drydock_stdlib::install);
@@ -58,12 +64,17 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Runbooks => commands::runbooks::list(&ctx),
         Command::Validate(args) => commands::runbooks::validate(&ctx, args),
         Command::Image(cli::ImageCommand::Build(args)) => commands::host::image_build(&ctx, args),
+        Command::Image(cmd) => commands::host::image(&ctx, cmd),
         Command::Images => commands::host::images(&ctx),
         Command::Instances(args) => commands::host::instances(&ctx, args),
         Command::Instance(cmd) => commands::host::instance(&ctx, cmd),
         Command::ConsoleOutput(args) => commands::host::console_output(&ctx, args),
         Command::Regions => commands::host::regions(&ctx),
         Command::InstanceTypes => commands::host::instance_types(&ctx),
+        Command::Volumes => commands::volumes::volumes(&ctx),
+        Command::Volume(cmd) => commands::volumes::volume(&ctx, cmd),
+        Command::Snapshots => commands::volumes::snapshots(&ctx),
+        Command::Snapshot(cmd) => commands::volumes::snapshot(&ctx, cmd),
         Command::InstanceSupervisor { instance } => {
             drydock_vmm::host::supervisor::supervise(&ctx.settings.data_dir, &instance)
                 .map_err(|e| CliError::failure(e.to_string()))?;

@@ -13,10 +13,12 @@ use drydock_vmm::image::{self, ImageRecipe};
 use serde_json::json;
 
 use super::{print_json, table, when, Context};
-use crate::cli::{ConsoleOutputArgs, ImageBuildArgs, InstanceCommand, InstancesArgs, LaunchArgs};
+use crate::cli::{
+    ConsoleOutputArgs, ImageBuildArgs, ImageCommand, InstanceCommand, InstancesArgs, LaunchArgs,
+};
 use crate::failure::CliError;
 
-fn open_host(ctx: &Context) -> Result<Host, CliError> {
+pub fn open_host(ctx: &Context) -> Result<Host, CliError> {
     let exe = std::env::current_exe()?;
     let data_dir = ctx.settings.data_dir.clone();
     let supervisor = Arc::new(move |id: &str| {
@@ -30,6 +32,7 @@ fn open_host(ctx: &Context) -> Result<Host, CliError> {
     Ok(Host::open(
         &ctx.settings.data_dir,
         &ctx.settings.region,
+        &ctx.settings.profile,
         supervisor,
     )?)
 }
@@ -86,13 +89,17 @@ pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError>
     Ok(0)
 }
 
-/// `drydock images`.
+/// `drydock images`: those the profile may launch in the region.
 pub fn images(ctx: &Context) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
     let store = host.store()?;
-    let list = store.images(Some(host.region()))?;
+    let list: Vec<_> = store
+        .images(Some(host.region()))?
+        .into_iter()
+        .filter(|i| i.launchable_by(host.profile()))
+        .collect();
     if ctx.json {
-        print_json(&json!({ "region": host.region(), "images": list }));
+        print_json(&json!({ "region": host.region(), "profile": host.profile(), "images": list }));
         return Ok(0);
     }
     if list.is_empty() {
@@ -102,20 +109,112 @@ pub fn images(ctx: &Context) -> Result<i32, CliError> {
         );
         return Ok(0);
     }
-    let mut t = table(&["IMAGE", "NAME", "DRIVERS", "CREATED"]);
+    let mut t = table(&[
+        "IMAGE", "NAME", "OWNER", "LAUNCH", "SOURCE", "DRIVERS", "CREATED",
+    ]);
     for i in &list {
         t.add_row(vec![
             i.id.clone(),
             i.name.clone(),
+            i.owner.clone(),
+            launch_text(i),
+            i.source.clone(),
             i.drivers.join(","),
             when(i.created_at),
         ]);
     }
-    println!("region {}\n{t}", host.region());
+    println!("region {}, profile {}\n{t}", host.region(), host.profile());
     Ok(0)
 }
 
-fn count_by_region(store: &HostStore, what: &str) -> Result<Vec<(String, usize, usize)>, CliError> {
+fn launch_text(i: &drydock_vmm::host::ImageRecord) -> String {
+    if i.public {
+        "public".to_string()
+    } else if i.shared_with.is_empty() {
+        "private".to_string()
+    } else {
+        format!("private + {}", i.shared_with.join(","))
+    }
+}
+
+/// `drydock image create|copy|describe|deregister|modify`.
+pub fn image(ctx: &Context, cmd: ImageCommand) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let (verb, rec) = match cmd {
+        ImageCommand::Build(_) => unreachable!("image build is dispatched to image_build"),
+        ImageCommand::Create {
+            instance,
+            name,
+            no_stop,
+        } => {
+            if !ctx.json && !no_stop {
+                eprintln!("imaging {instance}: a running instance is stopped for a clean copy and started again");
+            }
+            ("created", host.create_image(&instance, &name, no_stop)?)
+        }
+        ImageCommand::Copy { image, to_region } => ("copied", host.copy_image(&image, &to_region)?),
+        ImageCommand::Describe { image } => {
+            let rec = host.store()?.image(&image)?;
+            let rec = host.in_region(&image, &rec.region.clone(), rec)?;
+            ("described", rec)
+        }
+        ImageCommand::Deregister { image } => {
+            host.deregister_image(&image)?;
+            if ctx.json {
+                print_json(&json!({ "deregistered": image }));
+            } else {
+                println!("{image} deregistered from {}", host.region());
+            }
+            return Ok(0);
+        }
+        ImageCommand::Modify {
+            image,
+            public,
+            private,
+            add_profiles,
+            remove_profiles,
+        } => {
+            let visibility = if public {
+                Some(true)
+            } else if private {
+                Some(false)
+            } else {
+                None
+            };
+            (
+                "modified",
+                host.set_image_permissions(&image, visibility, &add_profiles, &remove_profiles)?,
+            )
+        }
+    };
+    if ctx.json {
+        print_json(&rec);
+    } else if verb == "described" {
+        println!("image      {}", rec.id);
+        println!("name       {}", rec.name);
+        println!("region     {}", rec.region);
+        println!("owner      {}", rec.owner);
+        println!("launch     {}", launch_text(&rec));
+        println!("source     {}", rec.source);
+        println!("drivers    {}", rec.drivers.join(", "));
+        println!("created    {}", when(rec.created_at));
+        println!("boot files {}", rec.boot_dir.display());
+    } else {
+        println!(
+            "{} {verb} in {} (owner {}, {})",
+            rec.id,
+            rec.region,
+            rec.owner,
+            launch_text(&rec)
+        );
+    }
+    Ok(0)
+}
+
+pub fn count_by_region(
+    store: &HostStore,
+    what: &str,
+) -> Result<Vec<(String, usize, usize)>, CliError> {
     let mut out = Vec::new();
     for r in REGIONS {
         let (total, running) = match what {
@@ -141,7 +240,7 @@ fn count_by_region(store: &HostStore, what: &str) -> Result<Vec<(String, usize, 
 }
 
 /// "no instances in region-b; 2 running in region-a (use --region region-a)".
-fn empty_hint(what: &str, region: &str, counts: &[(String, usize, usize)]) -> String {
+pub fn empty_hint(what: &str, region: &str, counts: &[(String, usize, usize)]) -> String {
     let elsewhere: Vec<String> = counts
         .iter()
         .filter(|(r, n, _)| r != region && *n > 0)

@@ -5,6 +5,7 @@ pub mod executions;
 pub mod host;
 pub mod run;
 pub mod runbooks;
+pub mod volumes;
 
 use std::time::{Duration, UNIX_EPOCH};
 

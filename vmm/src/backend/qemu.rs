@@ -12,6 +12,38 @@ pub fn qemu_binary() -> String {
     std::env::var("DRYDOCK_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_string())
 }
 
+/// How many disks can be hot-plugged into a running new-generation VM.
+pub const HOTPLUG_SLOTS: u32 = 4;
+
+/// The id of hot-plug port `slot`.
+pub fn hotplug_port(slot: u32) -> String {
+    format!("hotplug{slot}")
+}
+
+/// QMP commands that hot-plug `disk` as device `id` into port `port`.
+pub fn hotplug_commands(
+    disk: &crate::backend::DiskSpec,
+    id: &str,
+    port: &str,
+) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        (
+            "blockdev-add",
+            serde_json::json!({
+                "driver": "raw", "node-name": format!("node-{id}"), "read-only": disk.read_only,
+                "file": { "driver": "file", "filename": disk.path, "locking": "off" }
+            }),
+        ),
+        (
+            "device_add",
+            serde_json::json!({
+                "driver": "virtio-blk-pci", "id": id, "drive": format!("node-{id}"),
+                "serial": disk.serial, "bus": port
+            }),
+        ),
+    ]
+}
+
 /// Builds the QEMU command for `spec`.
 pub fn command(spec: &VmSpec) -> Command {
     let mut cmd = Command::new(qemu_binary());
@@ -59,6 +91,18 @@ pub fn command(spec: &VmSpec) -> Command {
         .args(["-append", &spec.cmdline]);
     if spec.accel == Accel::Kvm {
         cmd.args(["-cpu", "host"]);
+    }
+    if spec.generation == DeviceGeneration::Pci {
+        // Empty PCIe root ports: slots that data disks are hot-plugged into.
+        for slot in 0..HOTPLUG_SLOTS {
+            cmd.arg("-device").arg(format!(
+                "pcie-root-port,id={},chassis={},slot={},bus=pcie.0,addr=0x{:x}",
+                hotplug_port(slot),
+                slot + 1,
+                slot + 1,
+                0x10 + slot
+            ));
+        }
     }
     for (i, disk) in spec.disks.iter().enumerate() {
         let ro = if disk.read_only { ",read-only=on" } else { "" };

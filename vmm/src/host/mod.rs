@@ -4,9 +4,12 @@
 //! started it.
 
 mod config_disk;
+pub mod extents;
+mod images;
 pub mod store;
 pub mod supervisor;
 pub mod types;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use store::{
-    HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState, VolumeKind, VolumeRecord,
+    HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState, SnapshotRecord,
+    VolumeKind, VolumeRecord,
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
@@ -94,8 +98,9 @@ pub struct LaunchRequest {
 
 /// The host, seen from one region.
 pub struct Host {
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     region: String,
+    profile: String,
     supervisor: SupervisorCommand,
 }
 
@@ -108,12 +113,23 @@ impl Host {
     pub fn open(
         data_dir: &Path,
         region: &str,
+        profile: &str,
         supervisor: SupervisorCommand,
     ) -> Result<Self, HostError> {
         check_region(region)?;
+        if profile.is_empty()
+            || !profile
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(HostError::Invalid(format!(
+                "profile name {profile:?} must be letters, digits, `-` or `_`"
+            )));
+        }
         let host = Self {
             data_dir: data_dir.to_path_buf(),
             region: region.to_string(),
+            profile: profile.to_string(),
             supervisor,
         };
         host.reconcile()?;
@@ -124,6 +140,11 @@ impl Host {
         &self.region
     }
 
+    /// The profile acting (owner of images it registers or creates).
+    pub fn profile(&self) -> &str {
+        &self.profile
+    }
+
     pub fn store(&self) -> Result<HostStore, HostError> {
         HostStore::open(&self.data_dir)
     }
@@ -132,7 +153,7 @@ impl Host {
         self.data_dir.join("instances").join(id)
     }
 
-    fn volumes_dir(&self) -> PathBuf {
+    pub(crate) fn volumes_dir(&self) -> PathBuf {
         self.data_dir.join("volumes")
     }
 
@@ -159,11 +180,9 @@ impl Host {
     /// Registers a built image in this region (once per build and region).
     pub fn register_image(&self, built: &BuiltImage, name: &str) -> Result<ImageRecord, HostError> {
         let mut store = self.store()?;
-        if let Some(existing) = store
-            .images(Some(&self.region))?
-            .into_iter()
-            .find(|i| i.boot_dir == built.dir && i.name == name)
-        {
+        if let Some(existing) = store.images(Some(&self.region))?.into_iter().find(|i| {
+            i.boot_dir == built.dir && i.name == name && i.owner == self.profile && !i.owns_root
+        }) {
             return Ok(existing);
         }
         let rec = ImageRecord {
@@ -174,13 +193,18 @@ impl Host {
             root_template: built.root(),
             drivers: built.manifest.load_order.clone(),
             created_at: now_ms(),
+            owner: self.profile.clone(),
+            public: false,
+            shared_with: Vec::new(),
+            owns_root: false,
+            source: format!("build {}", built.manifest.key),
         };
         store.insert_image(&rec)?;
         Ok(rec)
     }
 
     /// Finds a resource id in this region, or says which region has it.
-    fn in_region<T>(&self, id: &str, region: &str, found: T) -> Result<T, HostError> {
+    pub fn in_region<T>(&self, id: &str, region: &str, found: T) -> Result<T, HostError> {
         if region == self.region {
             Ok(found)
         } else {
@@ -197,13 +221,20 @@ impl Host {
         let store = self.store()?;
         let image = store.image(&req.image_id)?;
         let image = self.in_region(&req.image_id, &image.region.clone(), image)?;
+        if !image.launchable_by(&self.profile) {
+            return Err(HostError::Conflict(format!(
+                "profile {} may not launch image {} (owned by {}, private); its owner can share it with `drydock image modify {} --add-profile {}`",
+                self.profile, image.id, image.owner, image.id, self.profile
+            )));
+        }
         drop(store);
         let id = new_id("i");
         let vol_id = new_id("vol");
         std::fs::create_dir_all(self.volumes_dir())
             .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
         let vol_path = self.volumes_dir().join(format!("{vol_id}.raw"));
-        sparse_copy(&image.root_template, &vol_path)?;
+        extents::copy_allocated(&image.root_template, &vol_path)
+            .map_err(|e| HostError::io("create root volume", &vol_path, e))?;
         let size_mib = std::fs::metadata(&vol_path)
             .map(|m| m.len() / (1 << 20))
             .unwrap_or(0);
@@ -257,6 +288,15 @@ impl Host {
                     "instance {id} is {other}; only a stopped instance can be started"
                 )))
             }
+        }
+        if !store
+            .attached(id)?
+            .iter()
+            .any(|v| v.attach_index == Some(0))
+        {
+            return Err(HostError::Conflict(format!(
+                "instance {id} has no root volume; attach one with `drydock volume attach VOLUME {id} --root`"
+            )));
         }
         store.set_state(id, InstanceState::Pending, "starting")?;
         drop(store);
@@ -434,24 +474,4 @@ impl Host {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// Copies a volume file keeping its holes (a fresh volume costs only the
-/// blocks its file system uses).
-pub fn sparse_copy(from: &Path, to: &Path) -> Result<(), HostError> {
-    let out = Command::new("cp")
-        .args(["--sparse=always", "--reflink=auto"])
-        .arg(from)
-        .arg(to)
-        .output()
-        .map_err(|e| HostError::io("copy", from, e))?;
-    if !out.status.success() {
-        return Err(HostError::Vmm(format!(
-            "cannot copy {} to {}: {}",
-            from.display(),
-            to.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
 }

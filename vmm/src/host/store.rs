@@ -154,6 +154,34 @@ impl VolumeRecord {
     }
 }
 
+/// One snapshot as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub region: String,
+    pub volume_id: String,
+    pub size_mib: u64,
+    pub path: PathBuf,
+    /// Bytes of data the snapshot holds (its allocated extents).
+    pub bytes: u64,
+    pub created_at: i64,
+}
+
+impl SnapshotRecord {
+    fn from_row(r: &Row) -> rusqlite::Result<Self> {
+        let path: String = r.get("path")?;
+        Ok(Self {
+            id: r.get("id")?,
+            region: r.get("region")?,
+            volume_id: r.get("volume_id")?,
+            size_mib: r.get::<_, i64>("size_mib")? as u64,
+            path: path.into(),
+            bytes: r.get::<_, i64>("bytes")? as u64,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
 /// One image as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageRecord {
@@ -166,9 +194,25 @@ pub struct ImageRecord {
     pub root_template: PathBuf,
     pub drivers: Vec<String>,
     pub created_at: i64,
+    /// The profile that owns it.
+    pub owner: String,
+    /// Launchable by every profile.
+    pub public: bool,
+    /// Other profiles allowed to launch it.
+    pub shared_with: Vec<String>,
+    /// Whether the root template file belongs to this image alone (created
+    /// or copied images) rather than to a shared build.
+    pub owns_root: bool,
+    /// The image or instance it was made from.
+    pub source: String,
 }
 
 impl ImageRecord {
+    /// Whether `profile` may launch it.
+    pub fn launchable_by(&self, profile: &str) -> bool {
+        self.public || self.owner == profile || self.shared_with.iter().any(|p| p == profile)
+    }
+
     fn from_row(r: &Row) -> rusqlite::Result<Self> {
         let drivers: String = r.get("drivers")?;
         let boot_dir: String = r.get("boot_dir")?;
@@ -181,6 +225,12 @@ impl ImageRecord {
             root_template: root.into(),
             drivers: serde_json::from_str(&drivers).unwrap_or_default(),
             created_at: r.get("created_at")?,
+            owner: r.get("owner")?,
+            public: r.get("public")?,
+            shared_with: serde_json::from_str(&r.get::<_, String>("shared_with")?)
+                .unwrap_or_default(),
+            owns_root: r.get("owns_root")?,
+            source: r.get("source")?,
         })
     }
 }
@@ -197,9 +247,15 @@ CREATE TABLE IF NOT EXISTS volumes (
     path TEXT NOT NULL, attached_to TEXT, attach_index INTEGER,
     delete_on_termination INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY, region TEXT NOT NULL, volume_id TEXT NOT NULL, size_mib INTEGER NOT NULL,
+    path TEXT NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL, boot_dir TEXT NOT NULL,
-    root_template TEXT NOT NULL, drivers TEXT NOT NULL, created_at INTEGER NOT NULL
+    root_template TEXT NOT NULL, drivers TEXT NOT NULL, created_at INTEGER NOT NULL,
+    owner TEXT NOT NULL, public INTEGER NOT NULL DEFAULT 0, shared_with TEXT NOT NULL DEFAULT '[]',
+    owns_root INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT ''
 );
 "#;
 
@@ -451,8 +507,9 @@ impl HostStore {
 
     pub fn insert_image(&mut self, i: &ImageRecord) -> Result<(), HostError> {
         self.conn.execute(
-            "INSERT INTO images (id, region, name, boot_dir, root_template, drivers, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO images (id, region, name, boot_dir, root_template, drivers, created_at,
+                owner, public, shared_with, owns_root, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 i.id,
                 i.region,
@@ -460,9 +517,105 @@ impl HostStore {
                 i.boot_dir.to_string_lossy(),
                 i.root_template.to_string_lossy(),
                 serde_json::to_string(&i.drivers).unwrap_or_default(),
-                i.created_at
+                i.created_at,
+                i.owner,
+                i.public,
+                serde_json::to_string(&i.shared_with).unwrap_or_default(),
+                i.owns_root,
+                i.source
             ],
         )?;
+        Ok(())
+    }
+
+    pub fn set_root_volume(&mut self, instance: &str, volume: &str) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE instances SET root_volume = ?2 WHERE id = ?1",
+            params![instance, volume],
+        )?;
+        Ok(())
+    }
+
+    /// Records where a volume is attached (or that it is detached).
+    pub fn set_attachment(
+        &mut self,
+        id: &str,
+        instance: Option<&str>,
+        index: Option<u32>,
+    ) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE volumes SET attached_to = ?2, attach_index = ?3 WHERE id = ?1",
+            params![id, instance, index],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_delete_on_termination(&mut self, id: &str, delete: bool) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE volumes SET delete_on_termination = ?2 WHERE id = ?1",
+            params![id, delete],
+        )?;
+        Ok(())
+    }
+
+    pub fn snapshot(&self, id: &str) -> Result<SnapshotRecord, HostError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM snapshots WHERE id = ?1",
+                [id],
+                SnapshotRecord::from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!(
+                    "no snapshot `{id}`; list them with `drydock snapshots`"
+                ))
+            })
+    }
+
+    pub fn snapshots(&self, region: Option<&str>) -> Result<Vec<SnapshotRecord>, HostError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT * FROM snapshots WHERE (?1 IS NULL OR region = ?1) ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map(params![region], SnapshotRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_snapshot(&mut self, s: &SnapshotRecord) -> Result<(), HostError> {
+        self.conn.execute(
+            "INSERT INTO snapshots (id, region, volume_id, size_mib, path, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![s.id, s.region, s.volume_id, s.size_mib as i64, s.path.to_string_lossy(), s.bytes as i64, s.created_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_snapshot_row(&mut self, id: &str) -> Result<(), HostError> {
+        self.conn
+            .execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Sets who may launch an image.
+    pub fn set_image_permissions(
+        &mut self,
+        id: &str,
+        public: bool,
+        shared_with: &[String],
+    ) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE images SET public = ?2, shared_with = ?3 WHERE id = ?1",
+            params![
+                id,
+                public,
+                serde_json::to_string(shared_with).unwrap_or_default()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_image_row(&mut self, id: &str) -> Result<(), HostError> {
+        self.conn
+            .execute("DELETE FROM images WHERE id = ?1", [id])?;
         Ok(())
     }
 }

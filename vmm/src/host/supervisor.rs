@@ -64,6 +64,32 @@ pub fn send_control(instance_dir: &Path, command: &str) -> Result<String, HostEr
     }
 }
 
+/// Holds an exclusive lock on a volume file while a VM uses it, so no
+/// other VM (or drydock) can attach it at the same time.
+pub struct VolumeLock {
+    _file: std::fs::File,
+}
+
+impl VolumeLock {
+    /// Locks `path`, or says which volume is in use.
+    pub fn acquire(path: &Path, volume: &str) -> Result<Self, HostError> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| HostError::io("open", path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(HostError::Conflict(format!(
+                "volume {volume} is in use by another virtual machine (its file {} is locked)",
+                path.display()
+            )));
+        }
+        Ok(Self { _file: file })
+    }
+}
+
 struct Shared {
     data_dir: PathBuf,
     id: String,
@@ -74,6 +100,10 @@ struct Shared {
     stop_reason: Mutex<Option<String>>,
     exited: AtomicBool,
     guest_shutdown: AtomicBool,
+    generation: crate::backend::DeviceGeneration,
+    /// Hot-plugged volumes: volume id -> (port slot, lock).
+    hotplugged: Mutex<std::collections::HashMap<String, (u32, VolumeLock)>>,
+    deleted_devices: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
 }
 
 impl Shared {
@@ -154,11 +184,86 @@ impl Shared {
                 Ok("rebooting".into())
             }
             "status" => Ok(format!("running pid {}", std::process::id())),
-            other => Err(HostError::Invalid(format!(
-                "unknown control command `{other}`"
-            ))),
+            other => match other.split_once(' ') {
+                Some(("attach", vol)) => self.hot_attach(vol.trim()),
+                Some(("detach", vol)) => self.hot_detach(vol.trim()),
+                _ => Err(HostError::Invalid(format!(
+                    "unknown control command `{other}`"
+                ))),
+            },
         }
     }
+}
+
+impl Shared {
+    fn hot_attach(&self, vol_id: &str) -> Result<String, HostError> {
+        if self.generation != crate::backend::DeviceGeneration::Pci {
+            return Err(HostError::Conflict(format!(
+                "instance {} is of an old-generation type (virtio-mmio) whose disks cannot change while it runs; stop it, attach, start",
+                self.id
+            )));
+        }
+        let vol = self.store()?.volume(vol_id)?;
+        let mut plugged = self.hotplugged.lock().unwrap();
+        let used: Vec<u32> = plugged.values().map(|(s, _)| *s).collect();
+        let slot = (0..qemu::HOTPLUG_SLOTS)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| {
+                HostError::Conflict(format!(
+                    "instance {} has no free hot-plug slot ({} in use)",
+                    self.id,
+                    qemu::HOTPLUG_SLOTS
+                ))
+            })?;
+        let lock = VolumeLock::acquire(&vol.path, &vol.id)?;
+        let disk = DiskSpec {
+            path: vol.path.clone(),
+            serial: vol.id.clone(),
+            read_only: false,
+        };
+        for (cmd, args) in
+            qemu::hotplug_commands(&disk, &device_id(&vol.id), &qemu::hotplug_port(slot))
+        {
+            self.qmp(cmd, args)?;
+        }
+        plugged.insert(vol.id.clone(), (slot, lock));
+        Ok(format!("attached {}", vol.id))
+    }
+
+    fn hot_detach(&self, vol_id: &str) -> Result<String, HostError> {
+        let dev = device_id(vol_id);
+        if !self.hotplugged.lock().unwrap().contains_key(vol_id) {
+            return Err(HostError::Conflict(format!(
+                "volume {vol_id} was attached before {} started; stop the instance to detach it",
+                self.id
+            )));
+        }
+        self.qmp("device_del", json!({ "id": dev }))?;
+        let (set, cond) = &self.deleted_devices;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut deleted = set.lock().unwrap();
+        while !deleted.contains(&dev) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(HostError::Vmm(format!(
+                    "the guest did not release {vol_id} within 20 s; it may still be using it"
+                )));
+            }
+            deleted = cond.wait_timeout(deleted, left).unwrap().0;
+        }
+        deleted.remove(&dev);
+        drop(deleted);
+        self.qmp(
+            "blockdev-del",
+            json!({ "node-name": format!("node-{dev}") }),
+        )?;
+        self.hotplugged.lock().unwrap().remove(vol_id);
+        Ok(format!("detached {vol_id}"))
+    }
+}
+
+fn device_id(vol_id: &str) -> String {
+    format!("disk-{vol_id}")
 }
 
 fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
@@ -232,6 +337,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         })?;
     }
     let mut disks = Vec::new();
+    let mut locks = Vec::new();
     for v in store.attached(id)? {
         if v.kind == VolumeKind::InstanceStore {
             // Created empty at every start.
@@ -241,6 +347,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             f.set_len(v.size_mib << 20)
                 .map_err(|e| HostError::io("size", &v.path, e))?;
         }
+        locks.push(VolumeLock::acquire(&v.path, &v.id)?);
         disks.push(DiskSpec {
             path: v.path.clone(),
             serial: v.id.clone(),
@@ -314,6 +421,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         stop_reason: Mutex::new(None),
         exited: AtomicBool::new(false),
         guest_shutdown: AtomicBool::new(false),
+        generation: itype.generation,
+        hotplugged: Mutex::new(std::collections::HashMap::new()),
+        deleted_devices: (
+            Mutex::new(std::collections::HashSet::new()),
+            std::sync::Condvar::new(),
+        ),
     });
 
     let mut stdout = child.stdout.take().expect("stdout is piped");
@@ -354,6 +467,13 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
                             tracing::error!("cannot start a new console log: {e}");
                         }
                     }
+                    Some("DEVICE_DELETED") => {
+                        if let Some(dev) = msg["data"]["device"].as_str() {
+                            let (set, cond) = &shared.deleted_devices;
+                            set.lock().unwrap().insert(dev.to_string());
+                            cond.notify_all();
+                        }
+                    }
                     Some("SHUTDOWN") => {
                         let guest = msg["data"]["guest"].as_bool().unwrap_or(false);
                         shared.guest_shutdown.store(guest, Ordering::SeqCst);
@@ -372,6 +492,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     HostStore::open(data_dir)?.set_state(id, InstanceState::Running, "")?;
 
     let status = child.wait().map_err(|e| HostError::Vmm(e.to_string()))?;
+    drop(locks);
     shared.exited.store(true, Ordering::SeqCst);
     let _ = pump.join();
     let _ = std::fs::remove_file(dir.join("control.sock"));

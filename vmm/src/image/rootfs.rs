@@ -10,6 +10,15 @@ use super::ImageError;
 
 const RCS: &str = include_str!("guest/rcS.sh");
 
+/// Run by mdev when a virtio disk appears or goes.
+const DISK_EVENT: &str = "#!/bin/sh
+serial=\"$(cat /sys/block/$MDEV/serial 2>/dev/null)\"
+case \"$ACTION\" in
+    add) echo \"drydock: disk $MDEV attached (serial $serial)\" > /dev/console ;;
+    remove) echo \"drydock: disk $MDEV detached\" > /dev/console ;;
+esac
+";
+
 const INITTAB: &str = "\
 ::sysinit:/etc/init.d/rcS
 ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
@@ -83,6 +92,12 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
     )?;
     write(&etc.join("issue"), "drydock guest \\n on \\l\n", 0o644)?;
     write(&etc.join("shells"), "/bin/sh\n", 0o644)?;
+    write(
+        &etc.join("mdev.conf"),
+        "vd[a-z]+ 0:0 660 */etc/drydock-disk-event\n",
+        0o644,
+    )?;
+    write(&etc.join("drydock-disk-event"), DISK_EVENT, 0o755)?;
     Ok(())
 }
 

@@ -39,6 +39,9 @@ else
 fi
 hostname -F /etc/hostname
 
+# Disks that come and go while the instance runs are announced on the console.
+mdev -d
+
 # /etc/fstab: every entry but the root; a failing required mount stops the
 # boot at a prompt on the console, as classic init systems do.
 grep -v '^[[:space:]]*#' /etc/fstab | while read -r dev mnt fstype opts rest; do
@@ -59,4 +62,11 @@ grep -v '^[[:space:]]*#' /etc/fstab | while read -r dev mnt fstype opts rest; do
     fi
 done
 
+disks=""
+for s in /sys/block/vd*/serial; do
+    [ -e "$s" ] || continue
+    d="${s%/serial}"
+    disks="$disks ${d##*/}=$(cat "$s")"
+done
+echo "drydock: disks:$disks"
 echo "drydock: $(hostname) is up ($(uname -r))"

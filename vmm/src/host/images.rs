@@ -1,0 +1,141 @@
+//! Images made from instances, copied between regions, shared with other
+//! profiles, deregistered.
+
+use super::extents::copy_allocated;
+use super::store::{new_id, now_ms, ImageRecord, InstanceState};
+use super::{check_region, Host, HostError};
+
+impl Host {
+    fn images_dir(&self) -> std::path::PathBuf {
+        self.data_dir.join("images").join("created")
+    }
+
+    fn own_image(&self, id: &str) -> Result<ImageRecord, HostError> {
+        let image = self.store()?.image(id)?;
+        let image = self.in_region(id, &image.region.clone(), image)?;
+        if image.owner != self.profile() {
+            return Err(HostError::Conflict(format!(
+                "image {id} belongs to profile {}; only its owner can change it (you are {})",
+                image.owner,
+                self.profile()
+            )));
+        }
+        Ok(image)
+    }
+
+    /// Makes an image from an instance's root volume. A running instance is
+    /// stopped first (so the file system is clean) and started again
+    /// afterwards, unless `no_stop` is set.
+    pub fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        no_stop: bool,
+    ) -> Result<ImageRecord, HostError> {
+        let store = self.store()?;
+        let inst = store.instance(instance_id)?;
+        let inst = self.in_region(instance_id, &inst.region.clone(), inst)?;
+        if inst.state == InstanceState::Terminated {
+            return Err(HostError::Conflict(format!(
+                "instance {instance_id} is terminated"
+            )));
+        }
+        let source = store.image(&inst.image_id)?;
+        let was_running = inst.state.has_process();
+        drop(store);
+        if was_running && !no_stop {
+            self.stop(instance_id, false)?;
+        }
+        let root = self.store()?.volume(&inst.root_volume)?;
+        let id = new_id("img");
+        let dir = self.images_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
+        let template = dir.join(format!("{id}.root.raw"));
+        let copied = copy_allocated(&root.path, &template);
+        if was_running && !no_stop {
+            self.start(instance_id)?;
+        }
+        copied.map_err(|e| HostError::io("copy the root volume to", &template, e))?;
+        let rec = ImageRecord {
+            id,
+            region: self.region().to_string(),
+            name: name.to_string(),
+            boot_dir: source.boot_dir.clone(),
+            root_template: template,
+            drivers: source.drivers.clone(),
+            created_at: now_ms(),
+            owner: self.profile().to_string(),
+            public: false,
+            shared_with: Vec::new(),
+            owns_root: true,
+            source: format!("instance {instance_id}"),
+        };
+        self.store()?.insert_image(&rec)?;
+        Ok(rec)
+    }
+
+    /// Copies an image into another region (a new id there).
+    pub fn copy_image(&self, image_id: &str, to_region: &str) -> Result<ImageRecord, HostError> {
+        check_region(to_region)?;
+        let image = self.store()?.image(image_id)?;
+        let image = self.in_region(image_id, &image.region.clone(), image)?;
+        if !image.launchable_by(self.profile()) {
+            return Err(HostError::Conflict(format!(
+                "profile {} may not use image {image_id}",
+                self.profile()
+            )));
+        }
+        let id = new_id("img");
+        let dir = self.images_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
+        let template = dir.join(format!("{id}.root.raw"));
+        copy_allocated(&image.root_template, &template)
+            .map_err(|e| HostError::io("copy the image to", &template, e))?;
+        let rec = ImageRecord {
+            id,
+            region: to_region.to_string(),
+            name: image.name.clone(),
+            boot_dir: image.boot_dir.clone(),
+            root_template: template,
+            drivers: image.drivers.clone(),
+            created_at: now_ms(),
+            owner: self.profile().to_string(),
+            public: false,
+            shared_with: Vec::new(),
+            owns_root: true,
+            source: format!("image {image_id} ({})", image.region),
+        };
+        self.store()?.insert_image(&rec)?;
+        Ok(rec)
+    }
+
+    /// Removes an image; instances launched from it keep running.
+    pub fn deregister_image(&self, image_id: &str) -> Result<(), HostError> {
+        let image = self.own_image(image_id)?;
+        if image.owns_root {
+            let _ = std::fs::remove_file(&image.root_template);
+        }
+        self.store()?.delete_image_row(image_id)
+    }
+
+    /// Sets launch permissions: public or private, plus profiles to add or remove.
+    pub fn set_image_permissions(
+        &self,
+        image_id: &str,
+        public: Option<bool>,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<ImageRecord, HostError> {
+        let image = self.own_image(image_id)?;
+        let mut shared = image.shared_with.clone();
+        for p in add {
+            if !shared.contains(p) {
+                shared.push(p.clone());
+            }
+        }
+        shared.retain(|p| !remove.contains(p));
+        let mut store = self.store()?;
+        store.set_image_permissions(image_id, public.unwrap_or(image.public), &shared)?;
+        store.image(image_id)
+    }
+}

@@ -1,0 +1,267 @@
+//! Volumes and snapshots: create, attach (to a stopped instance, or
+//! hot-plugged into a running new-generation one), detach, delete;
+//! snapshots that copy only allocated extents; volumes from snapshots.
+
+use super::extents::{copy_allocated, ext_fs_mounted};
+use super::store::{new_id, now_ms, InstanceState, SnapshotRecord, VolumeKind, VolumeRecord};
+use super::{supervisor, Host, HostError};
+
+/// Largest volume drydock creates (sparse files cost only what is written).
+const MAX_VOLUME_MIB: u64 = 1 << 20;
+
+impl Host {
+    /// Creates a network volume: empty, formatted ext4 (`filesystem_label`),
+    /// or restored from a snapshot.
+    pub fn create_volume(
+        &self,
+        size_mib: Option<u64>,
+        snapshot: Option<&str>,
+        filesystem_label: Option<&str>,
+    ) -> Result<VolumeRecord, HostError> {
+        let mut store = self.store()?;
+        let id = new_id("vol");
+        std::fs::create_dir_all(self.volumes_dir())
+            .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
+        let path = self.volumes_dir().join(format!("{id}.raw"));
+        let size_mib = match snapshot {
+            Some(snap_id) => {
+                let snap = store.snapshot(snap_id)?;
+                self.check_region(snap_id, &snap.region)?;
+                let size = size_mib.unwrap_or(snap.size_mib);
+                if size < snap.size_mib {
+                    return Err(HostError::Invalid(format!(
+                        "--size {size} is smaller than snapshot {snap_id} ({} MiB)",
+                        snap.size_mib
+                    )));
+                }
+                copy_allocated(&snap.path, &path)
+                    .map_err(|e| HostError::io("restore snapshot to", &path, e))?;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| HostError::io("open", &path, e))?;
+                f.set_len(size << 20)
+                    .map_err(|e| HostError::io("size", &path, e))?;
+                size
+            }
+            None => {
+                let size = size_mib.ok_or_else(|| {
+                    HostError::Invalid("give --size MiB or --snapshot SNAP".into())
+                })?;
+                if size == 0 || size > MAX_VOLUME_MIB {
+                    return Err(HostError::Invalid(format!(
+                        "--size must be between 1 and {MAX_VOLUME_MIB} MiB, got {size}"
+                    )));
+                }
+                match filesystem_label {
+                    Some(label) => {
+                        let tree = tempfile::tempdir().map_err(|e| {
+                            HostError::io("create a temporary directory for", &path, e)
+                        })?;
+                        crate::image::make_ext4(tree.path(), label, size, &path)?;
+                    }
+                    None => {
+                        let f = std::fs::File::create(&path)
+                            .map_err(|e| HostError::io("create", &path, e))?;
+                        f.set_len(size << 20)
+                            .map_err(|e| HostError::io("size", &path, e))?;
+                    }
+                }
+                size
+            }
+        };
+        let rec = VolumeRecord {
+            id,
+            region: self.region().to_string(),
+            size_mib,
+            kind: VolumeKind::Network,
+            path,
+            attached_to: None,
+            attach_index: None,
+            delete_on_termination: false,
+            created_at: now_ms(),
+        };
+        store.insert_volume(&rec)?;
+        Ok(rec)
+    }
+
+    fn check_region(&self, id: &str, region: &str) -> Result<(), HostError> {
+        if region == self.region() {
+            Ok(())
+        } else {
+            Err(HostError::NotFound(format!(
+                "`{id}` is in {region}, not in {} (use --region {region})",
+                self.region()
+            )))
+        }
+    }
+
+    /// Attaches a volume to an instance: as a data disk, or (`as_root`, to
+    /// a stopped instance without one) as its root volume.
+    pub fn attach_volume(
+        &self,
+        vol_id: &str,
+        instance_id: &str,
+        as_root: bool,
+    ) -> Result<VolumeRecord, HostError> {
+        let mut store = self.store()?;
+        let vol = store.volume(vol_id)?;
+        self.check_region(vol_id, &vol.region)?;
+        let inst = store.instance(instance_id)?;
+        self.check_region(instance_id, &inst.region)?;
+        if let Some(other) = &vol.attached_to {
+            return Err(HostError::Conflict(format!(
+                "volume {vol_id} is attached to {other}; detach it first (`drydock volume detach {vol_id}`)"
+            )));
+        }
+        if inst.state == InstanceState::Terminated {
+            return Err(HostError::Conflict(format!(
+                "instance {instance_id} is terminated"
+            )));
+        }
+        // A lock held by any VM means the file is in use, whatever the records say.
+        drop(supervisor::VolumeLock::acquire(&vol.path, vol_id)?);
+        let attached = store.attached(instance_id)?;
+        let index = if as_root {
+            if inst.state != InstanceState::Stopped {
+                return Err(HostError::Conflict(format!(
+                    "instance {instance_id} is {}; a root volume can only be attached to a stopped instance",
+                    inst.state
+                )));
+            }
+            if let Some(root) = attached.iter().find(|v| v.attach_index == Some(0)) {
+                return Err(HostError::Conflict(format!(
+                    "instance {instance_id} already has root volume {}; detach it first",
+                    root.id
+                )));
+            }
+            0
+        } else {
+            attached
+                .iter()
+                .filter_map(|v| v.attach_index)
+                .filter(|i| *i < 100)
+                .max()
+                .unwrap_or(1)
+                + 1
+        };
+        store.set_attachment(vol_id, Some(instance_id), Some(index))?;
+        if as_root {
+            store.set_root_volume(instance_id, vol_id)?;
+        } else if matches!(inst.state, InstanceState::Running | InstanceState::Pending) {
+            if let Err(e) = supervisor::send_control(
+                &self.instance_dir(instance_id),
+                &format!("attach {vol_id}"),
+            ) {
+                store.set_attachment(vol_id, None, None)?;
+                return Err(e);
+            }
+        }
+        store.volume(vol_id)
+    }
+
+    /// Detaches a volume. The root volume only from a stopped instance;
+    /// instance-store volumes never; a data volume of a running instance
+    /// only when its file system is not mounted in the guest, unless `force`.
+    pub fn detach_volume(&self, vol_id: &str, force: bool) -> Result<VolumeRecord, HostError> {
+        let mut store = self.store()?;
+        let vol = store.volume(vol_id)?;
+        self.check_region(vol_id, &vol.region)?;
+        if vol.kind == VolumeKind::InstanceStore {
+            return Err(HostError::Conflict(format!(
+                "volume {vol_id} is instance storage: it lives on the host running its instance and is wiped at stop, so it cannot be detached; copy its data to a network volume instead"
+            )));
+        }
+        let Some(inst_id) = vol.attached_to.clone() else {
+            return Err(HostError::Conflict(format!(
+                "volume {vol_id} is not attached"
+            )));
+        };
+        let inst = store.instance(&inst_id)?;
+        let running = inst.state.has_process();
+        if vol.attach_index == Some(0) && running {
+            return Err(HostError::Conflict(format!(
+                "volume {vol_id} is the root volume of {inst_id}, which is {}; stop the instance first",
+                inst.state
+            )));
+        }
+        if running {
+            if !force
+                && ext_fs_mounted(&vol.path).map_err(|e| HostError::io("read", &vol.path, e))?
+                    == Some(true)
+            {
+                return Err(HostError::Conflict(format!(
+                    "the file system on {vol_id} is mounted in {inst_id}; unmount it in the guest first, or detach with --force (data not yet written may be lost)"
+                )));
+            }
+            supervisor::send_control(&self.instance_dir(&inst_id), &format!("detach {vol_id}"))?;
+        }
+        store.set_attachment(vol_id, None, None)?;
+        store.volume(vol_id)
+    }
+
+    /// Deletes a volume that is not attached.
+    pub fn delete_volume(&self, vol_id: &str) -> Result<(), HostError> {
+        let mut store = self.store()?;
+        let vol = store.volume(vol_id)?;
+        self.check_region(vol_id, &vol.region)?;
+        if let Some(i) = &vol.attached_to {
+            return Err(HostError::Conflict(format!(
+                "volume {vol_id} is attached to {i}; detach it before deleting it"
+            )));
+        }
+        match std::fs::remove_file(&vol.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(HostError::io("delete", &vol.path, e)),
+        }
+        store.delete_volume_row(vol_id)
+    }
+
+    /// Sets whether a volume is deleted when its instance terminates.
+    pub fn set_delete_on_termination(
+        &self,
+        vol_id: &str,
+        delete: bool,
+    ) -> Result<VolumeRecord, HostError> {
+        let mut store = self.store()?;
+        let vol = store.volume(vol_id)?;
+        self.check_region(vol_id, &vol.region)?;
+        store.set_delete_on_termination(vol_id, delete)?;
+        store.volume(vol_id)
+    }
+
+    /// Snapshots a volume (crash-consistent if its instance runs).
+    /// Returns the snapshot and the bytes copied.
+    pub fn create_snapshot(&self, vol_id: &str) -> Result<(SnapshotRecord, u64), HostError> {
+        let mut store = self.store()?;
+        let vol = store.volume(vol_id)?;
+        self.check_region(vol_id, &vol.region)?;
+        let dir = self.data_dir.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
+        let id = new_id("snap");
+        let path = dir.join(format!("{id}.raw"));
+        let copied = copy_allocated(&vol.path, &path)
+            .map_err(|e| HostError::io("snapshot", &vol.path, e))?;
+        let rec = SnapshotRecord {
+            id,
+            region: vol.region.clone(),
+            volume_id: vol.id.clone(),
+            size_mib: vol.size_mib,
+            path,
+            bytes: copied,
+            created_at: now_ms(),
+        };
+        store.insert_snapshot(&rec)?;
+        Ok((rec, copied))
+    }
+
+    /// Deletes a snapshot.
+    pub fn delete_snapshot(&self, snap_id: &str) -> Result<(), HostError> {
+        let mut store = self.store()?;
+        let snap = store.snapshot(snap_id)?;
+        self.check_region(snap_id, &snap.region)?;
+        let _ = std::fs::remove_file(&snap.path);
+        store.delete_snapshot_row(snap_id)
+    }
+}
