@@ -119,6 +119,16 @@ impl Host {
                 "instance {instance_id} is terminated"
             )));
         }
+        let running = matches!(inst.state, InstanceState::Running | InstanceState::Pending);
+        if running && !as_root {
+            let itype = super::instance_type(&inst.instance_type).map_err(HostError::Invalid)?;
+            if itype.generation != crate::backend::DeviceGeneration::Pci {
+                return Err(HostError::Conflict(format!(
+                    "instance {instance_id} is of an old-generation type ({}, virtio-mmio) whose disks cannot change while it runs; stop it, attach, start — or use a new-generation type",
+                    itype.name
+                )));
+            }
+        }
         // A lock held by any VM means the file is in use, whatever the records say.
         drop(supervisor::VolumeLock::acquire(&vol.path, vol_id)?);
         let attached = store.attached(instance_id)?;
