@@ -264,3 +264,37 @@ fn an_empty_region_says_where_instances_are() {
     assert_eq!(regions[1]["instances"], 0);
     assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
 }
+
+#[test]
+fn an_image_without_the_new_generation_driver_does_not_boot_on_the_new_type() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let legacy = dd.image_with(R, &["--name", "legacy", "--drivers", "virtio_mmio,virtio_blk"]);
+    let id = dd.launch(R, &legacy, &["--type", "n2.small"]);
+    dd.wait_console(R, &id, "dropping to an emergency shell");
+    let console = dd.console(R, &id, None);
+    assert!(console.contains("root device serial:"), "{console}");
+    assert!(console.contains("did not appear after 5s; the instance type may need a driver this image lacks"), "{console}");
+    assert!(console.contains("drivers in this image: virtio_ring virtio virtio_mmio virtio_blk"), "{console}");
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id, "--force"]), 0);
+    // The same image boots on the old generation.
+    assert_code(&dd.run(&["--region", R, "instance", "modify", &id, "--type", "m1.small"]), 0);
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.wait_console(R, &id, &format!("{id} login:"));
+}
+
+#[test]
+fn a_failing_fstab_entry_stops_the_boot_at_the_classic_prompt() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let script = dd.work().join("user-data.sh");
+    // user-data runs before /etc/fstab is processed: the new entry fails this very boot.
+    std::fs::write(&script, "echo '/dev/vdz /data ext4 defaults 0 2' >> /etc/fstab\n").unwrap();
+    let id = dd.launch(R, &img, &["--user-data", script.to_str().unwrap()]);
+    dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let console = dd.console(R, &id, None);
+    assert!(console.contains("mount: /data: cannot mount /dev/vdz"), "{console}");
+    assert!(!console.contains("login:"), "the boot waits at the prompt");
+}
