@@ -269,16 +269,35 @@ fn an_empty_region_says_where_instances_are() {
 fn an_image_without_the_new_generation_driver_does_not_boot_on_the_new_type() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let legacy = dd.image_with(R, &["--name", "legacy", "--drivers", "virtio_mmio,virtio_blk"]);
+    let legacy = dd.image_with(
+        R,
+        &["--name", "legacy", "--drivers", "virtio_mmio,virtio_blk"],
+    );
     let id = dd.launch(R, &legacy, &["--type", "n2.small"]);
     dd.wait_console(R, &id, "dropping to an emergency shell");
     let console = dd.console(R, &id, None);
     assert!(console.contains("root device serial:"), "{console}");
-    assert!(console.contains("did not appear after 5s; the instance type may need a driver this image lacks"), "{console}");
-    assert!(console.contains("drivers in this image: virtio_ring virtio virtio_mmio virtio_blk"), "{console}");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id, "--force"]), 0);
+    assert!(
+        console.contains(
+            "did not appear after 5s; the instance type may need a driver this image lacks"
+        ),
+        "{console}"
+    );
+    assert!(
+        console.contains("drivers in this image: virtio_ring virtio virtio_mmio virtio_blk"),
+        "{console}"
+    );
+    assert_code(
+        &dd.run(&["--region", R, "instance", "stop", &id, "--force"]),
+        0,
+    );
     // The same image boots on the old generation.
-    assert_code(&dd.run(&["--region", R, "instance", "modify", &id, "--type", "m1.small"]), 0);
+    assert_code(
+        &dd.run(&[
+            "--region", R, "instance", "modify", &id, "--type", "m1.small",
+        ]),
+        0,
+    );
     assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
     dd.wait_console(R, &id, &format!("{id} login:"));
 }
@@ -290,11 +309,42 @@ fn a_failing_fstab_entry_stops_the_boot_at_the_classic_prompt() {
     let img = dd.image(R);
     let script = dd.work().join("user-data.sh");
     // user-data runs before /etc/fstab is processed: the new entry fails this very boot.
-    std::fs::write(&script, "echo '/dev/vdz /data ext4 defaults 0 2' >> /etc/fstab\n").unwrap();
+    std::fs::write(
+        &script,
+        "echo '/dev/vdz /data ext4 defaults 0 2' >> /etc/fstab\n",
+    )
+    .unwrap();
     let id = dd.launch(R, &img, &["--user-data", script.to_str().unwrap()]);
     dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let console = dd.console(R, &id, None);
-    assert!(console.contains("mount: /data: cannot mount /dev/vdz"), "{console}");
+    assert!(
+        console.contains("mount: /data: cannot mount /dev/vdz"),
+        "{console}"
+    );
     assert!(!console.contains("login:"), "the boot waits at the prompt");
+}
+
+#[test]
+fn the_latest_console_lines_come_from_memory_and_match_the_log_file() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &[]);
+    dd.wait_console(R, &id, &format!("{id} login:"));
+    let log_path = dd
+        .data_dir()
+        .join("instances")
+        .join(&id)
+        .join("console/boot-0001.log");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // With the file gone, the running instance's process still has the tail.
+    std::fs::rename(&log_path, log_path.with_extension("moved")).unwrap();
+    let from_memory = text(
+        &dd.run(&["--region", R, "console-output", &id, "--tail", "3"])
+            .stdout,
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(from_memory, lines[lines.len() - 3..].join("\n") + "\n");
+    assert!(from_memory.contains("login:"));
 }

@@ -351,19 +351,33 @@ fn a_volume_in_use_by_another_instance_is_refused() {
     let img = dd.image(R);
     let a = dd.launch(R, &img, &["--type", "n2.small"]);
     let b = dd.launch(R, &img, &["--type", "n2.small"]);
-    let root_a = dd.instance(R, &a)["root_volume"].as_str().unwrap().to_string();
+    let root_a = dd.instance(R, &a)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = dd.run(&["--region", R, "volume", "attach", &root_a, &b]);
     assert_code(&out, 2);
-    assert!(text(&out.stderr).contains(&format!("volume {root_a} is attached to {a}")), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("volume {root_a} is attached to {a}")),
+        "{}",
+        text(&out.stderr)
+    );
     // Even with the records cleared by hand, the lock the VM holds refuses it.
     let vol = create_volume(&dd, &["--size", "16"]);
     let path = volume(&dd, &vol)["path"].as_str().unwrap().to_string();
-    let holder = std::process::Command::new("flock").args(["-x", &path, "sleep", "30"]).spawn().unwrap();
+    let holder = std::process::Command::new("flock")
+        .args(["-x", &path, "sleep", "30"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let out = dd.run(&["--region", R, "volume", "attach", &vol, &b]);
     let mut holder = holder;
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("is in use by another virtual machine"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is in use by another virtual machine"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -402,6 +402,19 @@ impl Host {
     ) -> Result<String, HostError> {
         let i = self.store()?.instance(id)?;
         let i = self.in_region(id, &i.region.clone(), i)?;
+        let last_lines = |text: &str, n: usize| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
+        };
+        // The latest lines of a running instance come from the in-memory
+        // tail its process keeps; everything else from the boot's log file.
+        if let (None, Some(n), true) = (boot, tail, i.state == InstanceState::Running) {
+            if let Ok(reply) = supervisor::send_control(&self.instance_dir(id), "tail") {
+                if let Ok(text) = serde_json::from_str::<String>(&reply) {
+                    return Ok(last_lines(&text, n));
+                }
+            }
+        }
         let boot = boot.unwrap_or(i.boots);
         if boot == 0 {
             return Ok(String::new());
@@ -419,10 +432,7 @@ impl Host {
         };
         let text = String::from_utf8_lossy(&bytes).into_owned();
         Ok(match tail {
-            Some(n) => {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
-            }
+            Some(n) => last_lines(&text, n),
             None => text,
         })
     }

@@ -22,6 +22,10 @@ use super::{instance_type, HostError};
 use crate::backend::qmp::QmpClient;
 use crate::backend::{choose_accel, qemu, tcg_clock_params, Accel, DiskSpec, VmSpec};
 
+/// How much of the current boot's console the supervisor keeps in memory
+/// (EC2 keeps the last 64 KiB).
+pub const CONSOLE_TAIL_BYTES: usize = 64 * 1024;
+
 /// How long a graceful stop may take before the VMM is stopped hard.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 
@@ -95,6 +99,7 @@ struct Shared {
     id: String,
     dir: PathBuf,
     log: Mutex<std::fs::File>,
+    tail: Mutex<std::collections::VecDeque<u8>>,
     stdin: Mutex<Option<ChildStdin>>,
     control: Mutex<Option<QmpClient>>,
     stop_reason: Mutex<Option<String>>,
@@ -140,6 +145,7 @@ impl Shared {
         let path = console_log_path(&self.dir, boot);
         let file = std::fs::File::create(&path).map_err(|e| HostError::io("create", &path, e))?;
         *self.log.lock().unwrap() = file;
+        self.tail.lock().unwrap().clear();
         Ok(())
     }
 
@@ -184,6 +190,12 @@ impl Shared {
                 Ok("rebooting".into())
             }
             "status" => Ok(format!("running pid {}", std::process::id())),
+            "tail" => {
+                let tail = self.tail.lock().unwrap();
+                let (a, b) = tail.as_slices();
+                let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+                Ok(serde_json::to_string(&text).expect("a string serializes"))
+            }
             other => match other.split_once(' ') {
                 Some(("attach", vol)) => self.hot_attach(vol.trim()),
                 Some(("detach", vol)) => self.hot_detach(vol.trim()),
@@ -416,6 +428,9 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         id: id.clone(),
         dir: dir.clone(),
         log: Mutex::new(log),
+        tail: Mutex::new(std::collections::VecDeque::with_capacity(
+            CONSOLE_TAIL_BYTES,
+        )),
         stdin: Mutex::new(child.stdin.take()),
         control: Mutex::new(None),
         stop_reason: Mutex::new(None),
@@ -440,6 +455,10 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
                 }
                 let mut log = shared.log.lock().unwrap();
                 let _ = log.write_all(&buf[..n]);
+                let mut tail = shared.tail.lock().unwrap();
+                tail.extend(&buf[..n]);
+                let excess = tail.len().saturating_sub(CONSOLE_TAIL_BYTES);
+                tail.drain(..excess);
             }
         })
     };
