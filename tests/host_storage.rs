@@ -95,7 +95,7 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
     dd.wait_console(R, &id, &format!("{id} login:"));
     let console = dd.console(R, &id, None);
     assert!(
-        console.contains(&format!("=vol-")) && console.contains(&format!("={data}")),
+        console.contains("vda=vol-") && console.contains(&format!("={data}")),
         "{console}"
     );
 
