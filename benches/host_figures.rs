@@ -1,0 +1,127 @@
+//! Host figures, printed side by side: boot to the login prompt per
+//! instance type (QEMU backend, accelerator chosen by probing), graceful
+//! stop, and a snapshot of a 4 GiB volume with 100 MiB written.
+//!
+//! Run with `cargo bench --bench host_figures` (needs QEMU and apt, like
+//! the tests: `scripts/setup` installs them).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Bench {
+    data: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+impl Bench {
+    fn drydock(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_drydock"))
+            .arg("--json")
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .args(args)
+            .env("DRYDOCK_IMAGE_CACHE", &self.cache)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn console(&self, id: &str, boot: u32) -> PathBuf {
+        self.data
+            .path()
+            .join("instances")
+            .join(id)
+            .join(format!("console/boot-{boot:04}.log"))
+    }
+}
+
+fn wait_for(path: &Path, pattern: &str) {
+    let start = Instant::now();
+    loop {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(pattern)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {pattern:?} in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let b = Bench {
+        data: tempfile::tempdir().unwrap(),
+        cache: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-images"),
+    };
+    let image = b.drydock(&["image", "build"])["image"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    println!(
+        "drydock host figures (accelerator: {:?}, median of 3)",
+        drydock_vmm::backend::choose_accel()
+    );
+    println!("{:<52} {:>10}", "measure", "value");
+    for itype in ["m1.small", "n2.small"] {
+        let (mut boots, mut stops) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let start = Instant::now();
+            let id = b.drydock(&["instance", "launch", "--image", &image, "--type", itype])["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            wait_for(&b.console(&id, 1), "login:");
+            boots.push(start.elapsed());
+            let start = Instant::now();
+            b.drydock(&["instance", "stop", &id]);
+            stops.push(start.elapsed());
+            b.drydock(&["instance", "terminate", &id]);
+        }
+        println!(
+            "{:<52} {:>7.2} s",
+            format!("launch to login prompt, {itype}"),
+            median(boots).as_secs_f64()
+        );
+        println!(
+            "{:<52} {:>7.2} s",
+            format!("graceful stop (sync, power off), {itype}"),
+            median(stops).as_secs_f64()
+        );
+    }
+    let vol = b.drydock(&["volume", "create", "--size", "4096"]);
+    let path = vol["path"].as_str().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    for i in 0..100u64 {
+        f.write_all_at(&chunk, i * (40 << 20)).unwrap();
+    }
+    f.sync_all().unwrap();
+    let mut snaps = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        b.drydock(&["snapshot", "create", vol["id"].as_str().unwrap()]);
+        snaps.push(start.elapsed());
+    }
+    println!(
+        "{:<52} {:>7.3} s",
+        "snapshot, 4 GiB volume with 100 MiB written",
+        median(snaps).as_secs_f64()
+    );
+}
