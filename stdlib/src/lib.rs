@@ -7,6 +7,7 @@
 //!   `write_file` — atomic —, `append_file`, `file_exists`).
 //! - [`host_env`]: the environment (`env`, `hostname`, `now_unix`).
 
+pub mod expect;
 pub mod files;
 pub mod host_env;
 pub mod process;

@@ -22,7 +22,9 @@ impl Drop for Drydock {
             self.data_dir().display()
         );
         let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &pattern])
+            .args(["-KILL", "-f", "--", &pattern])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status();
     }
 }

@@ -1,0 +1,91 @@
+//! Byte streams `expect` can drive: anything with a file descriptor (a pty,
+//! a Unix socket to an instance's console), serial ports and SSH channels
+//! implement [`Transport`].
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// What one read produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadResult {
+    Data(usize),
+    Eof,
+    Timeout,
+}
+
+/// A bidirectional byte stream with read timeouts.
+pub trait Transport: Send {
+    /// Reads what is available, waiting at most `timeout`.
+    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<ReadResult>;
+    /// Sends all of `data`.
+    fn send(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Where this stream goes, for messages ("console of i-… in region-a").
+    fn describe(&self) -> String;
+}
+
+/// Waits until `fd` is readable or `timeout` passes.
+pub fn wait_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: poll on one valid pollfd we own, for at most `ms` milliseconds.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r > 0);
+    }
+}
+
+/// A transport over any readable and writable file descriptor.
+pub struct FdTransport<F> {
+    inner: F,
+    label: String,
+}
+
+impl<F: Read + Write + AsRawFd + Send> FdTransport<F> {
+    pub fn new(inner: F, label: impl Into<String>) -> Self {
+        Self {
+            inner,
+            label: label.into(),
+        }
+    }
+
+    pub fn get_mut(&mut self) -> &mut F {
+        &mut self.inner
+    }
+}
+
+impl<F: Read + Write + AsRawFd + Send> Transport for FdTransport<F> {
+    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<ReadResult> {
+        if !wait_readable(self.inner.as_raw_fd(), timeout)? {
+            return Ok(ReadResult::Timeout);
+        }
+        match self.inner.read(buf) {
+            Ok(0) => Ok(ReadResult::Eof),
+            Ok(n) => Ok(ReadResult::Data(n)),
+            // A pty master reports EIO once the other side is closed.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(ReadResult::Eof),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::Timeout),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.write_all(data)?;
+        self.inner.flush()
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+}
