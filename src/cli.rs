@@ -68,6 +68,8 @@ pub enum Command {
     Instance(InstanceCommand),
     /// What one boot of an instance printed on its serial console
     ConsoleOutput(ConsoleOutputArgs),
+    /// Attach to an instance's serial console (Ctrl-] then q detaches)
+    Console(ConsoleArgs),
     /// List regions and what each holds
     Regions,
     /// Instance types: vCPUs, memory, device generation
@@ -202,6 +204,20 @@ pub struct ConsoleOutputArgs {
     /// Which boot (1 = first) [default: the latest]
     #[arg(long)]
     pub boot: Option<u32>,
+    /// Only output from this byte offset of the boot's log (the reply says the next offset)
+    #[arg(long, conflicts_with = "tail")]
+    pub since: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    pub instance: String,
+    /// Watch only; others may type
+    #[arg(long)]
+    pub read_only: bool,
+    /// Take the console over from whoever holds it
+    #[arg(long, conflicts_with = "read_only")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

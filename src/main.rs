@@ -70,6 +70,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Instance(cmd) => commands::host::instance(&ctx, cmd),
         Command::ConsoleOutput(args) => commands::host::console_output(&ctx, args),
         Command::Regions => commands::host::regions(&ctx),
+        Command::Console(args) => commands::console::attach(&ctx, args),
         Command::InstanceTypes => commands::host::instance_types(&ctx),
         Command::Volumes => commands::volumes::volumes(&ctx),
         Command::Volume(cmd) => commands::volumes::volume(&ctx, cmd),

@@ -381,6 +381,19 @@ pub fn instance(ctx: &Context, cmd: InstanceCommand) -> Result<i32, CliError> {
 /// `drydock console-output`.
 pub fn console_output(ctx: &Context, args: ConsoleOutputArgs) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
+    if let Some(since) = args.since {
+        let (start, next, bytes) = host.console_since(&args.instance, args.boot, since)?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if ctx.json {
+            print_json(
+                &json!({ "instance": args.instance, "region": host.region(), "start": start, "next": next, "output": text }),
+            );
+        } else {
+            print!("{text}");
+            eprintln!("[next offset {next}; continue with --since {next}]");
+        }
+        return Ok(0);
+    }
     let text = host.console_output(&args.instance, args.boot, args.tail)?;
     if ctx.json {
         print_json(&json!({ "instance": args.instance, "region": host.region(), "output": text }));

@@ -4,6 +4,8 @@
 //! started it.
 
 mod config_disk;
+pub mod console_client;
+pub mod console_hub;
 pub mod extents;
 mod images;
 pub mod store;
@@ -149,6 +151,7 @@ impl Host {
         HostStore::open(&self.data_dir)
     }
 
+    /// Where an instance's files and sockets live.
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("instances").join(id)
     }
@@ -435,6 +438,38 @@ impl Host {
             Some(n) => last_lines(&text, n),
             None => text,
         })
+    }
+
+    /// Output of one boot (latest by default) from byte `offset`, GCE
+    /// style: returns (start, next offset, bytes). Nothing is lost between
+    /// two calls that chain `next` into `offset`.
+    pub fn console_since(
+        &self,
+        id: &str,
+        boot: Option<u32>,
+        offset: u64,
+    ) -> Result<(u64, u64, Vec<u8>), HostError> {
+        use std::os::unix::fs::FileExt;
+        let i = self.store()?.instance(id)?;
+        let i = self.in_region(id, &i.region.clone(), i)?;
+        let boot = boot.unwrap_or(i.boots);
+        let path = supervisor::console_log_path(&self.instance_dir(id), boot);
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((offset, offset, Vec::new()))
+            }
+            Err(e) => return Err(HostError::io("open", &path, e)),
+        };
+        let len = f
+            .metadata()
+            .map_err(|e| HostError::io("stat", &path, e))?
+            .len();
+        let start = offset.min(len);
+        let mut buf = vec![0u8; (len - start).min(16 << 20) as usize];
+        f.read_exact_at(&mut buf, start)
+            .map_err(|e| HostError::io("read", &path, e))?;
+        Ok((start, start + buf.len() as u64, buf))
     }
 
     fn spawn_supervisor(&self, id: &str) -> Result<(), HostError> {

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,16 +15,13 @@ use drydock_runtime::runner::RunnerIdentity;
 use serde_json::json;
 
 use super::config_disk::write_config_disk;
+use super::console_hub::ConsoleHub;
 use super::store::{
     new_id, now_ms, HostStore, InstanceRecord, InstanceState, VolumeKind, VolumeRecord,
 };
 use super::{instance_type, HostError};
 use crate::backend::qmp::QmpClient;
 use crate::backend::{choose_accel, qemu, tcg_clock_params, Accel, DiskSpec, VmSpec};
-
-/// How much of the current boot's console the supervisor keeps in memory
-/// (EC2 keeps the last 64 KiB).
-pub const CONSOLE_TAIL_BYTES: usize = 64 * 1024;
 
 /// How long a graceful stop may take before the VMM is stopped hard.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
@@ -98,9 +95,7 @@ struct Shared {
     data_dir: PathBuf,
     id: String,
     dir: PathBuf,
-    log: Mutex<std::fs::File>,
-    tail: Mutex<std::collections::VecDeque<u8>>,
-    stdin: Mutex<Option<ChildStdin>>,
+    console: Arc<ConsoleHub>,
     control: Mutex<Option<QmpClient>>,
     stop_reason: Mutex<Option<String>>,
     exited: AtomicBool,
@@ -130,12 +125,9 @@ impl Shared {
     fn sysrq(&self, key: u8) -> Result<(), HostError> {
         self.qmp("chardev-send-break", json!({ "id": "console" }))?;
         std::thread::sleep(Duration::from_millis(50));
-        if let Some(stdin) = self.stdin.lock().unwrap().as_mut() {
-            stdin
-                .write_all(&[key])
-                .and_then(|_| stdin.flush())
-                .map_err(|e| HostError::Vmm(e.to_string()))?;
-        }
+        self.console
+            .input(&[key])
+            .map_err(|e| HostError::Vmm(e.to_string()))?;
         std::thread::sleep(Duration::from_millis(150));
         Ok(())
     }
@@ -144,8 +136,7 @@ impl Shared {
         let boot = self.store()?.count_boot(&self.id)?;
         let path = console_log_path(&self.dir, boot);
         let file = std::fs::File::create(&path).map_err(|e| HostError::io("create", &path, e))?;
-        *self.log.lock().unwrap() = file;
-        self.tail.lock().unwrap().clear();
+        self.console.new_boot(boot, file, path);
         Ok(())
     }
 
@@ -191,10 +182,22 @@ impl Shared {
             }
             "status" => Ok(format!("running pid {}", std::process::id())),
             "tail" => {
-                let tail = self.tail.lock().unwrap();
-                let (a, b) = tail.as_slices();
-                let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+                let text = String::from_utf8_lossy(&self.console.tail()).into_owned();
                 Ok(serde_json::to_string(&text).expect("a string serializes"))
+            }
+            cmd if cmd.starts_with("sysrq ") => {
+                let key = cmd.as_bytes()[6..]
+                    .first()
+                    .copied()
+                    .filter(|k| k.is_ascii_alphanumeric());
+                let key = key
+                    .ok_or_else(|| HostError::Invalid("sysrq needs one letter or digit".into()))?;
+                self.sysrq(key)?;
+                Ok(format!("sysrq {} sent", key as char))
+            }
+            "break" => {
+                self.qmp("chardev-send-break", json!({ "id": "console" }))?;
+                Ok("break sent".into())
             }
             other => match other.split_once(' ') {
                 Some(("attach", vol)) => self.hot_attach(vol.trim()),
@@ -376,7 +379,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     );
     let control_socket = dir.join("qmp.sock");
     let event_socket = dir.join("qmp-events.sock");
-    for s in [&control_socket, &event_socket, &dir.join("control.sock")] {
+    for s in [
+        &control_socket,
+        &event_socket,
+        &dir.join("control.sock"),
+        &dir.join("console.sock"),
+    ] {
         let _ = std::fs::remove_file(s);
     }
     let accel = choose_accel();
@@ -429,11 +437,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         data_dir: data_dir.to_path_buf(),
         id: id.clone(),
         dir: dir.clone(),
-        log: Mutex::new(log),
-        tail: Mutex::new(std::collections::VecDeque::with_capacity(
-            CONSOLE_TAIL_BYTES,
+        console: Arc::new(ConsoleHub::new(
+            log,
+            log_path.clone(),
+            boot,
+            child.stdin.take(),
         )),
-        stdin: Mutex::new(child.stdin.take()),
         control: Mutex::new(None),
         stop_reason: Mutex::new(None),
         exited: AtomicBool::new(false),
@@ -455,12 +464,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
                 if n == 0 {
                     break;
                 }
-                let mut log = shared.log.lock().unwrap();
-                let _ = log.write_all(&buf[..n]);
-                let mut tail = shared.tail.lock().unwrap();
-                tail.extend(&buf[..n]);
-                let excess = tail.len().saturating_sub(CONSOLE_TAIL_BYTES);
-                tail.drain(..excess);
+                shared.console.output(&buf[..n]);
             }
         })
     };
@@ -504,6 +508,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             }
         });
     }
+    let console_listener = UnixListener::bind(dir.join("console.sock"))
+        .map_err(|e| HostError::io("listen on", &dir, e))?;
+    {
+        let hub = shared.console.clone();
+        std::thread::spawn(move || hub.serve(console_listener));
+    }
     let listener = UnixListener::bind(dir.join("control.sock"))
         .map_err(|e| HostError::io("listen on", &dir, e))?;
     {
@@ -517,6 +527,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     shared.exited.store(true, Ordering::SeqCst);
     let _ = pump.join();
     let _ = std::fs::remove_file(dir.join("control.sock"));
+    let _ = std::fs::remove_file(dir.join("console.sock"));
     let requested = shared.stop_reason.lock().unwrap().clone();
     Ok(match requested {
         Some(reason) => reason,
