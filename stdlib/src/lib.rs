@@ -7,6 +7,7 @@
 //!   `write_file` — atomic —, `append_file`, `file_exists`).
 //! - [`host_env`]: the environment (`env`, `hostname`, `now_unix`).
 
+pub mod console;
 pub mod expect;
 pub mod files;
 pub mod host_env;
@@ -18,6 +19,7 @@ use rhai::Engine;
 /// Registers every stdlib module into `engine`.
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
     process::install(engine, ctx);
+    console::install(engine, ctx);
     files::install(engine);
     host_env::install(engine);
 }

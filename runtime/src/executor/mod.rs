@@ -15,7 +15,7 @@ use std::time::Instant;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Scope};
 use sha2::{Digest, Sha256};
 
-pub use options::{ApprovalOptions, OnFailure, StepOptions, Unapproved};
+pub use options::{duration_value, ApprovalOptions, OnFailure, StepOptions, Unapproved};
 pub use session::describe_error;
 
 use crate::catalog::{Catalog, CatalogError};

@@ -53,7 +53,11 @@ grep -v '^[[:space:]]*#' /etc/fstab | while read -r dev mnt fstype opts rest; do
         echo "mount: $mnt: cannot mount $dev"
         while true; do
             echo "Press S to skip mounting or M for manual recovery"
+            # One key, no Enter needed (as systemd's emergency prompt).
+            saved="$(stty -g < /dev/console)"
+            stty -icanon min 1 < /dev/console
             key="$(dd bs=1 count=1 2>/dev/null < /dev/console)"
+            stty "$saved" < /dev/console
             case "$key" in
                 S|s) echo "skipping $mnt"; break ;;
                 M|m) echo "manual recovery: exit the shell to continue booting"; setsid cttyhack sh; break ;;

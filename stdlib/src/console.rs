@@ -1,0 +1,494 @@
+//! `console::open(instance)` in Rhai: drive an instance's serial console
+//! with the expect engine — wait for boot, log in, run commands with exit
+//! codes, answer prompts — even when SSH and the network are gone.
+//!
+//! ```rhai
+//! let c = console::open("i-0123abcd4567");
+//! c.wait_for_boot("120s");
+//! c.login("root", "secret");
+//! let r = c.run("mount -a");           // #{ stdout, exit_code }
+//! let m = c.expect(["Press S to skip", console::TIMEOUT], "30s");
+//! if m.index == 0 { c.send_key("S"); }
+//! ```
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drydock_runtime::interrupt::Interrupt;
+use drydock_runtime::RunContext;
+use drydock_vmm::host::console_client::{connect, ConsoleStart};
+use drydock_vmm::host::HostStore;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext, Position};
+
+use crate::expect::{ExpectOptions, Expecter, FdTransport, Outcome, Pattern, PatternSet};
+
+/// Marker a pattern list may hold to get the timeout as an outcome.
+pub const TIMEOUT: &str = "\u{0}drydock:TIMEOUT";
+/// Marker a pattern list may hold to get the end of the stream as an outcome.
+pub const EOF: &str = "\u{0}drydock:EOF";
+
+/// Anything `expect` can run on, for the shared helpers.
+pub type Session = Expecter<Box<dyn crate::expect::Transport>>;
+
+impl crate::expect::Transport for Box<dyn crate::expect::Transport> {
+    fn read_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> std::io::Result<crate::expect::ReadResult> {
+        (**self).read_timeout(buf, timeout)
+    }
+    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        (**self).send(data)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+/// An expect session usable from Rhai (cheap to clone, shared).
+#[derive(Clone)]
+pub struct ExpectHandle {
+    inner: Arc<Mutex<HandleState>>,
+}
+
+struct HandleState {
+    session: Session,
+    interrupt: Arc<Interrupt>,
+    seq: u64,
+    default_timeout: Duration,
+}
+
+fn err(pos: Position, message: String) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(message.into(), pos).into()
+}
+
+fn duration_arg(pos: Position, v: &Dynamic) -> Result<Duration, Box<EvalAltResult>> {
+    drydock_runtime::executor::duration_value("timeout", v).map_err(|e| err(pos, e))
+}
+
+/// The patterns of an `expect` call: strings are exact, `#{ regex: "…" }`
+/// (or `re("…")`) are regexes, and TIMEOUT / EOF markers turn those
+/// outcomes into matches.
+fn parse_patterns(
+    pos: Position,
+    list: Dynamic,
+) -> Result<(Vec<Pattern>, Option<usize>, Option<usize>), Box<EvalAltResult>> {
+    let items: Array = if list.is_array() {
+        list.cast::<Array>()
+    } else {
+        vec![list]
+    };
+    let (mut patterns, mut timeout_at, mut eof_at) = (Vec::new(), None, None);
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(s) = item.clone().try_cast::<rhai::ImmutableString>() {
+            match s.as_str() {
+                TIMEOUT => timeout_at = Some(i),
+                EOF => eof_at = Some(i),
+                _ => patterns.push((i, Pattern::Exact(s.to_string()))),
+            }
+        } else if let Some(m) = item.clone().try_cast::<Map>() {
+            let re = m
+                .get("regex")
+                .and_then(|r| r.clone().into_string().ok())
+                .ok_or_else(|| {
+                    err(
+                        pos,
+                        "a pattern map needs `regex`, e.g. #{ regex: \"login: *$\" }".into(),
+                    )
+                })?;
+            patterns.push((i, Pattern::Regex(re)));
+        } else {
+            return Err(err(
+                pos,
+                format!(
+                    "a pattern must be a string or #{{ regex: ... }}, got {}",
+                    item.type_name()
+                ),
+            ));
+        }
+    }
+    // Indexes in the compiled set are positions among real patterns; keep
+    // the caller's numbering by padding with never-matching entries.
+    let mut ordered = Vec::new();
+    for (i, p) in patterns {
+        while ordered.len() < i {
+            ordered.push(Pattern::Regex(r"[^\s\S]".into()));
+        }
+        ordered.push(p);
+    }
+    Ok((ordered, timeout_at, eof_at))
+}
+
+impl ExpectHandle {
+    pub fn new(session: Session, interrupt: Arc<Interrupt>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(HandleState {
+                session,
+                interrupt,
+                seq: 0,
+                default_timeout: Duration::from_secs(60),
+            })),
+        }
+    }
+
+    /// `expect(patterns, timeout)`: a map #{ index, before, matched, captures }.
+    pub fn expect(
+        &self,
+        pos: Position,
+        list: Dynamic,
+        timeout: Duration,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        let (patterns, timeout_at, eof_at) = parse_patterns(pos, list)?;
+        let mut st = self.inner.lock().unwrap();
+        let set = if patterns.is_empty() {
+            None
+        } else {
+            Some(PatternSet::new(&patterns).map_err(|e| err(pos, e))?)
+        };
+        let start = Instant::now();
+        loop {
+            st.interrupt.check().map_err(|i| i.into_rhai(pos))?;
+            let left = timeout.saturating_sub(start.elapsed());
+            let slice = left.min(Duration::from_millis(200));
+            let outcome = match &set {
+                Some(set) => st.session.expect(set, slice),
+                None => {
+                    let never =
+                        PatternSet::new(&[Pattern::Regex(r"[^\s\S]".into())]).expect("valid");
+                    st.session.expect(&never, slice)
+                }
+            }
+            .map_err(|e| err(pos, format!("{}: {e}", st.session.describe())))?;
+            let mut map = Map::new();
+            match outcome {
+                Outcome::Matched(m) => {
+                    map.insert("index".into(), (m.index as i64).into());
+                    map.insert("before".into(), m.before.into());
+                    map.insert("matched".into(), m.matched.into());
+                    let caps: Array = m
+                        .captures
+                        .into_iter()
+                        .map(|c| c.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+                        .collect();
+                    map.insert("captures".into(), caps.into());
+                    return Ok(map);
+                }
+                Outcome::Timeout { tail, .. } if left <= slice => {
+                    if let Some(i) = timeout_at {
+                        map.insert("index".into(), (i as i64).into());
+                        map.insert("before".into(), tail.into());
+                        return Ok(map);
+                    }
+                    let wanted = set.as_ref().map(|s| s.describe()).unwrap_or_default();
+                    return Err(err(
+                        pos,
+                        format!(
+                            "{}: no match for {wanted} within {}; last lines seen:\n{tail}",
+                            st.session.describe(),
+                            drydock_runtime::duration::format_duration(timeout)
+                        ),
+                    ));
+                }
+                Outcome::Timeout { .. } => continue,
+                Outcome::Eof { before } => {
+                    if let Some(i) = eof_at {
+                        map.insert("index".into(), (i as i64).into());
+                        map.insert("before".into(), before.into());
+                        return Ok(map);
+                    }
+                    return Err(err(
+                        pos,
+                        format!(
+                            "{}: the stream ended; last output:\n{before}",
+                            st.session.describe()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn send(&self, pos: Position, text: &str) -> Result<(), Box<EvalAltResult>> {
+        let mut st = self.inner.lock().unwrap();
+        st.session
+            .send(text.as_bytes())
+            .map_err(|e| err(pos, format!("{}: cannot send: {e}", st.session.describe())))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.inner.lock().unwrap().default_timeout
+    }
+
+    fn expect_one(
+        &self,
+        pos: Position,
+        patterns: Array,
+        timeout: Duration,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        self.expect(pos, Dynamic::from_array(patterns), timeout)
+    }
+
+    /// Logs in on a getty, whether the login prompt is already shown,
+    /// not yet shown, or a shell is already open.
+    pub fn login(
+        &self,
+        pos: Position,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), Box<EvalAltResult>> {
+        self.send(pos, "\r")?;
+        let prompts: Array = vec![
+            "login: ".into(),
+            "Password: ".into(),
+            Dynamic::from(regex_map(r"[#$] $")),
+            "Login incorrect".into(),
+        ];
+        let mut sent_password = false;
+        for _ in 0..6 {
+            let m = self.expect_one(pos, prompts.clone(), timeout)?;
+            match m["index"].as_int().unwrap_or(-1) {
+                0 => self.send(pos, &format!("{user}\r"))?,
+                1 => {
+                    self.send(pos, &format!("{password}\r"))?;
+                    sent_password = true;
+                }
+                2 => return Ok(()),
+                _ if sent_password => {
+                    return Err(err(
+                        pos,
+                        format!(
+                            "login as {user} failed: the password was refused (Login incorrect)"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Err(err(
+            pos,
+            format!("login as {user} did not reach a shell prompt"),
+        ))
+    }
+
+    /// Runs a shell command and returns #{ stdout, exit_code }. The end is
+    /// found by a sentinel the command prints, not by guessing the prompt.
+    pub fn run(
+        &self,
+        pos: Position,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        let n = {
+            let mut st = self.inner.lock().unwrap();
+            st.seq += 1;
+            st.session.clear();
+            st.seq
+        };
+        // The echoed command shows `__dd7_"$?"__`; only the output matches `__dd7_0__`.
+        self.send(pos, &format!("{cmd}; echo \"__dd{n}_\"$?\"__\"\r"))?;
+        let m = self.expect_one(
+            pos,
+            vec![Dynamic::from(regex_map(&format!(r"__dd{n}_(\d+)__")))],
+            timeout,
+        )?;
+        let before = m["before"].clone().into_string().unwrap_or_default();
+        // Output starts after the terminal's echo of the command line.
+        let echoed = format!("\"__dd{n}_\"$?\"__\"");
+        let stdout = match before.find(&echoed) {
+            Some(i) => match before[i..].find('\n') {
+                Some(j) => before[i + j + 1..].to_string(),
+                None => String::new(),
+            },
+            None => before,
+        };
+        let code: i64 = m["captures"]
+            .clone()
+            .into_array()
+            .ok()
+            .and_then(|c| c.first().cloned())
+            .and_then(|c| c.into_string().ok())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(-1);
+        let mut out = Map::new();
+        out.insert("stdout".into(), stdout.into());
+        out.insert("exit_code".into(), code.into());
+        Ok(out)
+    }
+}
+
+fn regex_map(re: &str) -> Map {
+    let mut m = Map::new();
+    m.insert("regex".into(), re.into());
+    m
+}
+
+/// Opens an instance's console as the interactive writer, with the
+/// in-memory tail first so a prompt already on screen can be matched.
+fn open_console(
+    ctx: &RunContext,
+    pos: Position,
+    instance: &str,
+    force: bool,
+) -> Result<ExpectHandle, Box<EvalAltResult>> {
+    let store = HostStore::open(&ctx.data_dir).map_err(|e| err(pos, e.to_string()))?;
+    let inst = store
+        .instance(instance)
+        .map_err(|e| err(pos, e.to_string()))?;
+    let dir = ctx.data_dir.join("instances").join(&inst.id);
+    let who = format!(
+        "execution {} (pid {})",
+        ctx.execution_id,
+        std::process::id()
+    );
+    let conn = connect(&dir, &inst.id, true, &who, force, ConsoleStart::Tail)
+        .map_err(|e| err(pos, e.to_string()))?;
+    let label = format!("console of {} ({})", inst.id, inst.region);
+    let transport: Box<dyn crate::expect::Transport> =
+        Box::new(FdTransport::<UnixStream>::new(conn.stream, label));
+    let mut session = Expecter::new(transport, ExpectOptions::default());
+    let transcripts = ctx.data_dir.join("transcripts");
+    if std::fs::create_dir_all(&transcripts).is_ok() {
+        let path: PathBuf = transcripts.join(format!("{}-{}.log", ctx.execution_id, inst.id));
+        let _ = session.record_transcript(&path);
+    }
+    Ok(ExpectHandle::new(session, ctx.interrupt.clone()))
+}
+
+/// Registers the `console` module and the methods of expect sessions.
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    engine.register_type_with_name::<ExpectHandle>("ExpectSession");
+    let mut module = Module::new();
+    module.set_var("TIMEOUT", TIMEOUT);
+    module.set_var("EOF", EOF);
+    let c = ctx.clone();
+    module.set_native_fn(
+        "open",
+        move |instance: &str| -> Result<ExpectHandle, Box<EvalAltResult>> {
+            open_console(&c, Position::NONE, instance, false)
+        },
+    );
+    let c = ctx.clone();
+    module.set_native_fn(
+        "open",
+        move |instance: &str, opts: Map| -> Result<ExpectHandle, Box<EvalAltResult>> {
+            let force = opts
+                .get("force")
+                .and_then(|f| f.as_bool().ok())
+                .unwrap_or(false);
+            open_console(&c, Position::NONE, instance, force)
+        },
+    );
+    engine.register_static_module("console", module.into());
+    register_session_methods(engine);
+}
+
+/// Methods every expect session has (console, serial, ssh shell).
+pub fn register_session_methods(engine: &mut Engine) {
+    engine.register_fn("re", |p: &str| -> Map { regex_map(p) });
+    engine.register_fn(
+        "expect",
+        |ctx: NativeCallContext,
+         s: &mut ExpectHandle,
+         patterns: Dynamic,
+         timeout: Dynamic|
+         -> Result<Map, Box<EvalAltResult>> {
+            let t = duration_arg(ctx.call_position(), &timeout)?;
+            s.expect(ctx.call_position(), patterns, t)
+        },
+    );
+    engine.register_fn(
+        "expect",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, patterns: Dynamic| {
+            let t = s.timeout();
+            s.expect(ctx.call_position(), patterns, t)
+        },
+    );
+    engine.register_fn(
+        "send",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, text: &str| {
+            s.send(ctx.call_position(), text)
+        },
+    );
+    engine.register_fn(
+        "send_line",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, text: &str| {
+            s.send(ctx.call_position(), &format!("{text}\r"))
+        },
+    );
+    engine.register_fn(
+        "send_key",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, key: &str| {
+            if key.chars().count() != 1 {
+                return Err(err(
+                    ctx.call_position(),
+                    format!("send_key takes one key, got {key:?}"),
+                ));
+            }
+            s.send(ctx.call_position(), key)
+        },
+    );
+    engine.register_fn(
+        "login",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, user: &str, password: &str| {
+            let t = s.timeout();
+            s.login(ctx.call_position(), user, password, t)
+        },
+    );
+    engine.register_fn(
+        "run",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, cmd: &str| {
+            let t = s.timeout();
+            s.run(ctx.call_position(), cmd, t)
+        },
+    );
+    engine.register_fn(
+        "run",
+        |ctx: NativeCallContext,
+         s: &mut ExpectHandle,
+         cmd: &str,
+         timeout: Dynamic|
+         -> Result<Map, Box<EvalAltResult>> {
+            let t = duration_arg(ctx.call_position(), &timeout)?;
+            s.run(ctx.call_position(), cmd, t)
+        },
+    );
+    engine.register_fn(
+        "wait_for_boot",
+        |ctx: NativeCallContext,
+         s: &mut ExpectHandle,
+         timeout: Dynamic|
+         -> Result<Map, Box<EvalAltResult>> {
+            let t = duration_arg(ctx.call_position(), &timeout)?;
+            s.expect(
+                ctx.call_position(),
+                Dynamic::from_array(vec!["login: ".into()]),
+                t,
+            )
+        },
+    );
+    engine.register_fn(
+        "wait_for_boot",
+        |ctx: NativeCallContext, s: &mut ExpectHandle| {
+            s.expect(
+                ctx.call_position(),
+                Dynamic::from_array(vec!["login: ".into()]),
+                Duration::from_secs(300),
+            )
+        },
+    );
+    engine.register_fn(
+        "set_timeout",
+        |ctx: NativeCallContext, s: &mut ExpectHandle, timeout: Dynamic| {
+            let t = duration_arg(ctx.call_position(), &timeout)?;
+            s.inner.lock().unwrap().default_timeout = t;
+            Ok::<(), Box<EvalAltResult>>(())
+        },
+    );
+    engine.register_fn("describe", |s: &mut ExpectHandle| {
+        s.inner.lock().unwrap().session.describe()
+    });
+}

@@ -1,0 +1,154 @@
+//! The serial console with real guests: a runbook waits for boot, logs in,
+//! runs commands with exit codes, survives a reboot, answers the fstab
+//! prompt; two readers see the same bytes; a second writer is refused.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use common::{assert_code, text, vm_lock, Drydock};
+use drydock_vmm::host::console_client::{connect, ConsoleStart};
+
+const R: &str = "region-a";
+
+#[test]
+fn a_runbook_logs_in_on_the_console_runs_commands_and_survives_a_reboot() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "s3cret"]);
+    dd.write_runbook(
+        "console-check.rhai",
+        r#"
+runbook(#{ name: "console-check", params: #{ instance: #{ type: "instance" } } });
+let c = console::open(params.instance);
+c.wait_for_boot("120s");
+c.login("root", "s3cret");
+let kernel = c.run("uname -r");
+let missing = c.run("ls /nonexistent");
+let written = c.run("echo hello > /root/f && cat /root/f");
+c.send_line("reboot");
+c.wait_for_boot("120s");
+c.login("root", "s3cret");
+let after = c.run("cat /root/f");
+#{ kernel: kernel, missing: missing.exit_code, written: written, after: after }
+"#,
+    );
+    let out = dd.run(&[
+        "--json",
+        "run",
+        "console-check",
+        "-p",
+        &format!("instance={id}"),
+    ]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &v["output"];
+    assert_eq!(o["kernel"]["exit_code"], 0);
+    assert!(
+        o["kernel"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("cloud-amd64"),
+        "{o}"
+    );
+    assert_ne!(o["missing"], 0);
+    assert_eq!(o["written"]["stdout"], "hello\n");
+    assert_eq!(
+        o["after"]["stdout"], "hello\n",
+        "the file survived the reboot"
+    );
+    assert_eq!(dd.instance(R, &id)["boots"], 2);
+    let transcript = dd
+        .data_dir()
+        .join("transcripts")
+        .join(format!("{}-{id}.log", v["execution_id"].as_str().unwrap()));
+    let t = std::fs::read_to_string(transcript).unwrap();
+    assert!(
+        t.contains("--- sent") && t.contains("login:"),
+        "the transcript keeps what was read and sent"
+    );
+}
+
+#[test]
+fn the_fstab_prompt_is_answered_with_s_and_the_boot_finishes() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let script = dd.work().join("user-data.sh");
+    std::fs::write(
+        &script,
+        "echo '/dev/vdz /data ext4 defaults 0 2' >> /etc/fstab\n",
+    )
+    .unwrap();
+    let id = dd.launch(R, &img, &["--user-data", script.to_str().unwrap()]);
+    dd.write_runbook(
+        "answer.rhai",
+        r#"
+runbook(#{ name: "answer", params: #{ instance: #{ type: "instance" } } });
+let c = console::open(params.instance);
+let m = c.expect(["Press S to skip mounting or M for manual recovery", "login: "], "120s");
+if m.index == 0 { c.send_key("S"); }
+c.wait_for_boot("60s");
+m.index
+"#,
+    );
+    let out = dd.run(&["--json", "run", "answer", "-p", &format!("instance={id}")]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], 0, "the prompt was there and answered");
+    let console = dd.console(R, &id, None);
+    assert!(console.contains("skipping /data"), "{console}");
+    assert!(console.contains("login:"), "{console}");
+}
+
+#[test]
+fn readers_see_the_same_bytes_and_a_second_writer_is_refused() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw"]);
+    dd.wait_console(R, &id, &format!("{id} login:"));
+    let dir = dd.data_dir().join("instances").join(&id);
+    let read = |who: &str| connect(&dir, &id, false, who, false, ConsoleStart::Now).unwrap();
+    let mut r1 = read("reader one");
+    let mut r2 = read("reader two");
+    let mut w = connect(&dir, &id, true, "writer one", false, ConsoleStart::Now).unwrap();
+
+    let refused = connect(&dir, &id, true, "writer two", false, ConsoleStart::Now)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("held by writer one"), "{refused}");
+    let out = dd.run(&["--region", R, "console", &id]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("held by writer one") && text(&out.stderr).contains("--force")
+    );
+
+    std::io::Write::write_all(&mut w.stream, b"root\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let collect = |s: &mut std::os::unix::net::UnixStream, until: &str| -> Vec<u8> {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline && !String::from_utf8_lossy(&got).contains(until) {
+            if let Ok(n) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    };
+    let a = collect(&mut r1.stream, "Password: ");
+    let b = collect(&mut r2.stream, "Password: ");
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "both readers saw the same bytes");
+
+    // --force takes the console over; the old writer is told and cut off.
+    let taker = connect(&dir, &id, true, "operator two", true, ConsoleStart::Now).unwrap();
+    let told = collect(&mut w.stream, "taken over");
+    assert!(String::from_utf8_lossy(&told).contains("console taken over by operator two"));
+    drop(taker);
+}
