@@ -69,13 +69,13 @@ fn duration_arg(pos: Position, v: &Dynamic) -> Result<Duration, Box<EvalAltResul
     drydock_runtime::executor::duration_value("timeout", v).map_err(|e| err(pos, e))
 }
 
+/// Patterns, and where TIMEOUT and EOF stand in the caller's list.
+type ParsedPatterns = (Vec<Pattern>, Option<usize>, Option<usize>);
+
 /// The patterns of an `expect` call: strings are exact, `#{ regex: "…" }`
 /// (or `re("…")`) are regexes, and TIMEOUT / EOF markers turn those
 /// outcomes into matches.
-fn parse_patterns(
-    pos: Position,
-    list: Dynamic,
-) -> Result<(Vec<Pattern>, Option<usize>, Option<usize>), Box<EvalAltResult>> {
+fn parse_patterns(pos: Position, list: Dynamic) -> Result<ParsedPatterns, Box<EvalAltResult>> {
     let items: Array = if list.is_array() {
         list.cast::<Array>()
     } else {
