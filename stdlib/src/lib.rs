@@ -12,6 +12,7 @@ pub mod expect;
 pub mod files;
 pub mod host_env;
 pub mod process;
+pub mod serial;
 
 use drydock_runtime::RunContext;
 use rhai::Engine;
@@ -20,6 +21,7 @@ use rhai::Engine;
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
     process::install(engine, ctx);
     console::install(engine, ctx);
+    serial::install(engine, ctx);
     files::install(engine);
     host_env::install(engine);
 }

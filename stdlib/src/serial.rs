@@ -1,0 +1,51 @@
+//! `serial::open(path, baud)` in Rhai: a physical serial port (or any tty)
+//! as an expect session, for machines whose only way in is a cable.
+
+use std::sync::Arc;
+
+use drydock_runtime::RunContext;
+use rhai::{Engine, EvalAltResult, Module, Position};
+
+use crate::console::ExpectHandle;
+use crate::expect::{ExpectOptions, Expecter, FdTransport, Transport};
+
+/// Opens `path` at `baud` (8N1, no flow control).
+pub fn open_port(path: &str, baud: u32) -> Result<Box<dyn Transport>, String> {
+    let port = serialport::new(path, baud)
+        .data_bits(serialport::DataBits::Eight)
+        .parity(serialport::Parity::None)
+        .stop_bits(serialport::StopBits::One)
+        .flow_control(serialport::FlowControl::None)
+        .open_native()
+        .map_err(|e| format!("cannot open serial port {path} at {baud} baud: {e}"))?;
+    Ok(Box::new(FdTransport::new(
+        port,
+        format!("serial port {path} at {baud} baud"),
+    )))
+}
+
+/// Registers the `serial` module.
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    let mut module = Module::new();
+    let interrupt = ctx.interrupt.clone();
+    let transcripts = ctx.data_dir.join("transcripts");
+    let exec = ctx.execution_id.clone();
+    module.set_native_fn(
+        "open",
+        move |path: &str, baud: i64| -> Result<ExpectHandle, Box<EvalAltResult>> {
+            let baud = u32::try_from(baud).map_err(|_| {
+                EvalAltResult::ErrorRuntime(format!("bad baud rate {baud}").into(), Position::NONE)
+            })?;
+            let transport = open_port(path, baud)
+                .map_err(|e| EvalAltResult::ErrorRuntime(e.into(), Position::NONE))?;
+            let mut session = Expecter::new(transport, ExpectOptions::default());
+            if std::fs::create_dir_all(&transcripts).is_ok() {
+                let name = path.trim_start_matches('/').replace('/', "_");
+                let _ = session
+                    .record_transcript(&transcripts.join(format!("{exec}-serial-{name}.log")));
+            }
+            Ok(ExpectHandle::new(session, Arc::clone(&interrupt)))
+        },
+    );
+    engine.register_static_module("serial", module.into());
+}

@@ -1,0 +1,136 @@
+//! Physical serial ports: a pty pair stands in for the cable, a small fake
+//! device answers on the other end, and a runbook logs in through
+//! `serial::open`.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+
+use common::{assert_code, Drydock};
+
+/// Opens a pty pair: (master, slave path).
+fn pty() -> (File, String) {
+    let (mut master, mut slave) = (0, 0);
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: openpty writes two descriptors and a NUL-terminated name into
+    // buffers we own; termios and winsize may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            name.as_mut_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    // SAFETY: `name` was NUL-terminated by openpty.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    // A serial line does not echo: make the tty raw before the device talks.
+    // SAFETY: termios calls on the slave descriptor we own, with a struct
+    // that tcgetattr fills before cfmakeraw edits it.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        libc::tcgetattr(slave, &mut t);
+        libc::cfmakeraw(&mut t);
+        libc::tcsetattr(slave, libc::TCSANOW, &t);
+    }
+    // SAFETY: `master` is a fresh descriptor we now own.
+    let master = unsafe { File::from_raw_fd(master) };
+    // Our slave descriptor stays open for the test's life: with no slave
+    // open, reads on the master fail with EIO before the runbook opens it.
+    let _ = slave;
+    (master, path)
+}
+
+/// A device with a login prompt: user admin, password pw, prompt `router> `.
+fn fake_device(mut master: File) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        master
+            .write_all(b"\r\nBooting RouterOS\r\n\x1b[1mfake-router\x1b[0m login: ")
+            .unwrap();
+        let mut line = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut stage = 0;
+        loop {
+            let n = match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &b in &buf[..n] {
+                if b != b'\r' && b != b'\n' {
+                    line.push(b);
+                    continue;
+                }
+                let got = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
+                seen.push(got.clone());
+                let reply: &[u8] = match (stage, got.as_str()) {
+                    (0, "admin") => b"\r\nPassword: ",
+                    (1, "pw") => b"\r\nWelcome\r\nrouter> ",
+                    (2, "show version") => b"\r\nversion 7.1\r\nrouter> ",
+                    _ => b"\r\nLogin incorrect\r\nlogin: ",
+                };
+                stage += 1;
+                master.write_all(reply).unwrap();
+                if stage == 3 {
+                    return seen;
+                }
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_runbook_logs_in_over_a_serial_port() {
+    let dd = Drydock::new();
+    let (master, path) = pty();
+    let device = fake_device(master);
+    dd.write_runbook(
+        "serial-check.rhai",
+        r#"
+runbook(#{ name: "serial-check", params: #{ port: #{ type: "string" } } });
+let s = serial::open(params.port, 115200);
+s.expect(["login: "], "10s");
+s.send_line("admin");
+s.expect(["Password: "], "10s");
+s.send_line("pw");
+let m = s.expect([re("(\\w+)> ")], "10s");
+s.send_line("show version");
+let v = s.expect([re("version ([0-9.]+)")], "10s");
+#{ prompt: m.captures[0], version: v.captures[0] }
+"#,
+    );
+    let out = dd.run(&[
+        "--json",
+        "run",
+        "serial-check",
+        "-p",
+        &format!("port={path}"),
+    ]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"]["prompt"], "router");
+    assert_eq!(v["output"]["version"], "7.1");
+    assert_eq!(device.join().unwrap(), ["admin", "pw", "show version"]);
+}
+
+#[test]
+fn a_missing_serial_port_is_a_clear_error() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "serial-missing.rhai",
+        "runbook(#{ name: \"serial-missing\" });\nserial::open(\"/dev/ttyNOPE9\", 9600);\n",
+    );
+    let out = dd.run(&["run", "serial-missing"]);
+    assert_code(&out, 1);
+    assert!(
+        common::text(&out.stderr).contains("cannot open serial port /dev/ttyNOPE9 at 9600 baud")
+    );
+}
