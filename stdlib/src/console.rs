@@ -305,6 +305,8 @@ impl ExpectHandle {
             },
             None => before,
         };
+        // Line editors redraw with a carriage return at the start of a line.
+        let stdout = stdout.trim_start_matches('\r').replace("\n\r", "\n");
         let code: i64 = m["captures"]
             .clone()
             .into_array()

@@ -13,6 +13,7 @@ pub mod files;
 pub mod host_env;
 pub mod process;
 pub mod serial;
+pub mod ssh;
 
 use drydock_runtime::RunContext;
 use rhai::Engine;
@@ -22,6 +23,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     process::install(engine, ctx);
     console::install(engine, ctx);
     serial::install(engine, ctx);
+    ssh::install(engine, ctx);
     files::install(engine);
     host_env::install(engine);
 }
