@@ -30,6 +30,12 @@ fn pty() -> (File, String) {
     let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
         .to_string_lossy()
         .into_owned();
+    // Keep both ends out of the processes the test starts.
+    // SAFETY: fcntl on descriptors we own.
+    unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
     // A serial line does not echo: make the tty raw before the device talks.
     // SAFETY: termios calls on the slave descriptor we own, with a struct
     // that tcgetattr fills before cfmakeraw edits it.
@@ -57,10 +63,21 @@ fn fake_device(mut master: File) -> std::thread::JoinHandle<Vec<String>> {
         let mut line = Vec::new();
         let mut buf = [0u8; 256];
         let mut stage = 0;
+        let started = std::time::Instant::now();
         loop {
+            // EIO means no one has the line open right now (the runbook is
+            // still opening it): a device on a cable just waits.
             let n = match master.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => n,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EIO)
+                        && started.elapsed() < std::time::Duration::from_secs(20) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                Err(_) => break,
             };
             for &b in &buf[..n] {
                 if b != b'\r' && b != b'\n' {
@@ -77,8 +94,13 @@ fn fake_device(mut master: File) -> std::thread::JoinHandle<Vec<String>> {
                     _ => b"\r\nLogin incorrect\r\nlogin: ",
                 };
                 stage += 1;
-                master.write_all(reply).unwrap();
+                if master.write_all(reply).is_err() {
+                    return seen;
+                }
                 if stage == 3 {
+                    // Stay on the line: closing the master hangs the tty up
+                    // and drops what the runbook has not read yet.
+                    std::thread::sleep(std::time::Duration::from_secs(2));
                     return seen;
                 }
             }
@@ -133,4 +155,42 @@ fn a_missing_serial_port_is_a_clear_error() {
     assert!(
         common::text(&out.stderr).contains("cannot open serial port /dev/ttyNOPE9 at 9600 baud")
     );
+}
+
+#[test]
+fn timeout_and_eof_are_outcomes_a_runbook_can_branch_on() {
+    let dd = Drydock::new();
+    let (mut master, path) = pty();
+    master.write_all(b"still booting\r\n").unwrap();
+    dd.write_runbook(
+        "serial-outcomes.rhai",
+        r#"
+runbook(#{ name: "serial-outcomes", params: #{ port: #{ type: "string" } } });
+let s = serial::open(params.port, 9600);
+let t = s.expect(["login: ", console::TIMEOUT], "300ms");
+print("timed out, saw: " + t.before);
+let e = s.expect(["login: ", console::EOF], "10s");
+[t.index, e.index]
+"#,
+    );
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(master);
+    });
+    let out = dd.run(&[
+        "--json",
+        "run",
+        "serial-outcomes",
+        "-p",
+        &format!("port={path}"),
+    ]);
+    closer.join().unwrap();
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], serde_json::json!([1, 1]));
+    let show = dd.show(v["execution_id"].as_str().unwrap());
+    assert!(show["events"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("still booting"));
 }

@@ -18,10 +18,44 @@ pub fn open_port(path: &str, baud: u32) -> Result<Box<dyn Transport>, String> {
         .flow_control(serialport::FlowControl::None)
         .open_native()
         .map_err(|e| format!("cannot open serial port {path} at {baud} baud: {e}"))?;
-    Ok(Box::new(FdTransport::new(
-        port,
-        format!("serial port {path} at {baud} baud"),
-    )))
+    // serialport configures the line; reads and writes go through a plain
+    // descriptor so a hang-up reads as the end of the stream.
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `port`, which outlives this borrow
+    // (it is kept in the transport); we only duplicate it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(port.as_raw_fd()) };
+    let fd = borrowed
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot use serial port {path}: {e}"))?;
+    Ok(Box::new(SerialTransport {
+        inner: FdTransport::new(
+            std::fs::File::from(fd),
+            format!("serial port {path} at {baud} baud"),
+        ),
+        _port: port,
+    }))
+}
+
+/// A configured serial port.
+pub struct SerialTransport {
+    inner: FdTransport<std::fs::File>,
+    _port: serialport::TTYPort,
+}
+
+impl Transport for SerialTransport {
+    fn read_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: std::time::Duration,
+    ) -> std::io::Result<crate::expect::ReadResult> {
+        self.inner.read_timeout(buf, timeout)
+    }
+    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.inner.send(data)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
 }
 
 /// Registers the `serial` module.

@@ -26,6 +26,11 @@ pub trait Transport: Send {
 
 /// Waits until `fd` is readable or `timeout` passes.
 pub fn wait_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
+    Ok(poll_in(fd, timeout)? != 0)
+}
+
+/// Polls `fd` for input; returns the revents (0 on timeout).
+fn poll_in(fd: i32, timeout: Duration) -> io::Result<i16> {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -42,7 +47,7 @@ pub fn wait_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
             }
             return Err(e);
         }
-        return Ok(r > 0);
+        return Ok(if r == 0 { 0 } else { pfd.revents });
     }
 }
 
@@ -50,13 +55,18 @@ pub fn wait_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
 pub struct FdTransport<F> {
     inner: F,
     label: String,
+    /// A terminal in raw mode may return 0 bytes without being closed.
+    tty: bool,
 }
 
 impl<F: Read + Write + AsRawFd + Send> FdTransport<F> {
     pub fn new(inner: F, label: impl Into<String>) -> Self {
+        // SAFETY: isatty only inspects the descriptor.
+        let tty = unsafe { libc::isatty(inner.as_raw_fd()) } == 1;
         Self {
             inner,
             label: label.into(),
+            tty,
         }
     }
 
@@ -67,13 +77,15 @@ impl<F: Read + Write + AsRawFd + Send> FdTransport<F> {
 
 impl<F: Read + Write + AsRawFd + Send> Transport for FdTransport<F> {
     fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<ReadResult> {
-        if !wait_readable(self.inner.as_raw_fd(), timeout)? {
+        let revents = poll_in(self.inner.as_raw_fd(), timeout)?;
+        if revents == 0 {
             return Ok(ReadResult::Timeout);
         }
         match self.inner.read(buf) {
+            Ok(0) if self.tty && revents & libc::POLLHUP == 0 => Ok(ReadResult::Timeout),
             Ok(0) => Ok(ReadResult::Eof),
             Ok(n) => Ok(ReadResult::Data(n)),
-            // A pty master reports EIO once the other side is closed.
+            // A pty reports EIO once the other side is closed.
             Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(ReadResult::Eof),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::Timeout),
             Err(e) => Err(e),
