@@ -29,9 +29,11 @@ pub struct ExpectOptions {
 
 impl Default for ExpectOptions {
     fn default() -> Self {
+        // A 2 KiB lookback is Tcl expect's match_max: prompts and markers
+        // are far shorter.
         Self {
             window: 256 * 1024,
-            lookback: 8 * 1024,
+            lookback: 2 * 1024,
             normalize: true,
         }
     }

@@ -32,10 +32,7 @@ impl Normalizer {
         while !rest.is_empty() {
             if self.state == State::Text {
                 // Fast path: copy everything up to the next ESC or CR.
-                let stop = rest
-                    .iter()
-                    .position(|b| *b == 0x1b || *b == b'\r')
-                    .unwrap_or(rest.len());
+                let stop = memchr::memchr2(0x1b, b'\r', rest).unwrap_or(rest.len());
                 out.extend_from_slice(&rest[..stop]);
                 rest = &rest[stop..];
                 if rest.is_empty() {

@@ -63,6 +63,13 @@ impl<F: Read + Write + AsRawFd + Send> FdTransport<F> {
     pub fn new(inner: F, label: impl Into<String>) -> Self {
         // SAFETY: isatty only inspects the descriptor.
         let tty = unsafe { libc::isatty(inner.as_raw_fd()) } == 1;
+        let fd = inner.as_raw_fd();
+        // SAFETY: fcntl on the descriptor this transport now owns; reads
+        // become non-blocking, waits go through poll.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
         Self {
             inner,
             label: label.into(),
@@ -77,18 +84,37 @@ impl<F: Read + Write + AsRawFd + Send> FdTransport<F> {
 
 impl<F: Read + Write + AsRawFd + Send> Transport for FdTransport<F> {
     fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<ReadResult> {
-        let revents = poll_in(self.inner.as_raw_fd(), timeout)?;
-        if revents == 0 {
-            return Ok(ReadResult::Timeout);
-        }
-        match self.inner.read(buf) {
-            Ok(0) if self.tty && revents & libc::POLLHUP == 0 => Ok(ReadResult::Timeout),
-            Ok(0) => Ok(ReadResult::Eof),
-            Ok(n) => Ok(ReadResult::Data(n)),
-            // A pty reports EIO once the other side is closed.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(ReadResult::Eof),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::Timeout),
-            Err(e) => Err(e),
+        // Non-blocking reads first: while output flows, one syscall per chunk.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.inner.read(buf) {
+                Ok(0) if self.tty => {}
+                Ok(0) => return Ok(ReadResult::Eof),
+                Ok(n) => return Ok(ReadResult::Data(n)),
+                // A pty reports EIO once the other side is closed.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(ReadResult::Eof),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(ReadResult::Timeout);
+            }
+            let revents = poll_in(self.inner.as_raw_fd(), left)?;
+            if revents == 0 {
+                return Ok(ReadResult::Timeout);
+            }
+            if revents & libc::POLLIN == 0 && revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                return Ok(ReadResult::Eof);
+            }
+            if self.tty && revents & libc::POLLHUP != 0 {
+                // Hung up with data pending: read it, then report the end.
+                return match self.inner.read(buf) {
+                    Ok(n) if n > 0 => Ok(ReadResult::Data(n)),
+                    _ => Ok(ReadResult::Eof),
+                };
+            }
         }
     }
 
