@@ -143,16 +143,29 @@ fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
 }
 
 #[test]
-fn the_runbook_in_the_readme_is_valid() {
+fn the_rhai_in_the_readme_is_valid() {
     let dd = Drydock::new();
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("```rhai\n").expect("README has a rhai example") + "```rhai\n".len();
-    let end = start + readme[start..].find("```").unwrap();
-    let file = dd.write_runbook("readme.rhai", &readme[start..end]);
-    let out = dd.run(&["validate", file.to_str().unwrap()]);
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains("runbook `restart-service`, 3 parameters"));
+    let blocks: Vec<&str> = readme
+        .split("```rhai\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    assert!(blocks.len() >= 2, "README has rhai examples");
+    for (i, block) in blocks.iter().enumerate() {
+        // Snippets without metadata are checked for syntax under a minimal header.
+        let source = if block.contains("runbook(#{") {
+            block.to_string()
+        } else {
+            format!("runbook(#{{ name: \"snippet-{i}\" }});\n{block}")
+        };
+        let file = dd.write_runbook(&format!("readme-{i}.rhai"), &source);
+        let out = dd.run(&["validate", file.to_str().unwrap()]);
+        assert_code(&out, 0);
+    }
+    let full = blocks.iter().find(|b| b.contains("runbook(#{")).unwrap();
+    assert!(full.contains("name: \"restart-service\""));
 }
 
 #[test]
