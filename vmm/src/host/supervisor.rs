@@ -403,7 +403,11 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         memory_mib: itype.memory_mib,
         generation: itype.generation,
         accel,
-        kernel: image.boot_dir.join("vmlinuz"),
+        // The uncompressed ELF (PVH entry) when the image has it: no
+        // decompression at every boot.
+        kernel: Some(image.boot_dir.join("vmlinux"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| image.boot_dir.join("vmlinuz")),
         initramfs: image.boot_dir.join("initramfs.cpio"),
         cmdline,
         disks,

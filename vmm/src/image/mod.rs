@@ -7,6 +7,7 @@ mod cpio;
 mod modules;
 pub mod packages;
 mod rootfs;
+pub mod vmlinux;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ pub const BUSYBOX: &str = "busybox-static";
 pub const DEFAULT_DRIVERS: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk"];
 
 /// Bumped when the layout or guest scripts change meaning.
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +97,10 @@ pub struct BuiltImage {
 impl BuiltImage {
     pub fn kernel(&self) -> PathBuf {
         self.dir.join("vmlinuz")
+    }
+    /// The uncompressed ELF kernel (PVH entry), when it could be extracted.
+    pub fn vmlinux(&self) -> PathBuf {
+        self.dir.join("vmlinux")
     }
     pub fn initramfs(&self) -> PathBuf {
         self.dir.join("initramfs.cpio")
@@ -171,6 +176,13 @@ pub fn build(
     std::fs::create_dir_all(&staged).map_err(|e| ImageError::io("create", &staged, e))?;
     std::fs::copy(&vmlinuz, staged.join("vmlinuz"))
         .map_err(|e| ImageError::io("copy", &vmlinuz, e))?;
+    progress("extracting the uncompressed kernel (PVH boot)");
+    let bz = std::fs::read(&vmlinuz).map_err(|e| ImageError::io("read", &vmlinuz, e))?;
+    match vmlinux::extract(&bz) {
+        Ok(elf) => std::fs::write(staged.join("vmlinux"), elf)
+            .map_err(|e| ImageError::io("write", &staged.join("vmlinux"), e))?,
+        Err(e) => tracing::warn!("booting the compressed kernel: {e}"),
+    }
 
     progress("building the initramfs");
     let modules_dir = kernel_tree.join("lib/modules").join(&release);
