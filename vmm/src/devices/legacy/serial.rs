@@ -1,0 +1,72 @@
+//! The 8250 UART at 0x3f8 (vm-superio), its output to any writer and its
+//! input from the host; interrupts go through an EventFd (irqfd).
+
+use std::io::Write;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::devices::bus::{BusAction, PioDevice};
+
+/// Base port of the first UART.
+pub const COM1: u16 = 0x3f8;
+
+/// Raises the UART's interrupt by writing its EventFd.
+pub struct EventFdTrigger(pub EventFd);
+
+impl Trigger for EventFdTrigger {
+    type E = std::io::Error;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.write(1)
+    }
+}
+
+/// The UART with counters of what crossed it.
+pub struct SerialDevice<W: Write + Send> {
+    uart: Serial<EventFdTrigger, NoEvents, W>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+impl<W: Write + Send> SerialDevice<W> {
+    pub fn new(interrupt: EventFd, out: W) -> Self {
+        Self {
+            uart: Serial::new(EventFdTrigger(interrupt), out),
+            bytes_out: 0,
+            bytes_in: 0,
+        }
+    }
+
+    /// Queues host bytes as guest input; returns how many fit in the FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self
+            .uart
+            .enqueue_raw_bytes(bytes)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        self.bytes_in += n as u64;
+        Ok(n)
+    }
+
+    pub fn output(&self) -> &W {
+        self.uart.writer()
+    }
+}
+
+impl<W: Write + Send> PioDevice for SerialDevice<W> {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        if let Some(first) = data.first_mut() {
+            *first = self.uart.read(offset as u8);
+        }
+    }
+
+    fn write(&mut self, offset: u16, data: &[u8]) -> Option<BusAction> {
+        if let Some(&value) = data.first() {
+            if offset == 0 {
+                self.bytes_out += 1;
+            }
+            let _ = self.uart.write(offset as u8, value);
+        }
+        None
+    }
+}

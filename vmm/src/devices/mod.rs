@@ -1,0 +1,4 @@
+//! Devices of drydock's own VMM, one per file.
+
+pub mod bus;
+pub mod legacy;

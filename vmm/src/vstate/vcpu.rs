@@ -1,0 +1,111 @@
+//! A vCPU and its run loop: port I/O goes to the device bus, MMIO to a
+//! handler, and the loop ends with the reason the guest stopped.
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::vm::Vm;
+use super::{kvm_err, VmError};
+use crate::devices::bus::{BusAction, PioBus};
+
+/// Why a vCPU stopped running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest executed HLT with nothing to wake it.
+    Halted,
+    /// The guest asked for a reset (i8042 0xFE).
+    Reset,
+    /// A triple fault or similar: KVM_EXIT_SHUTDOWN.
+    Shutdown,
+    /// KVM could not continue; the registers at the time.
+    InternalError(String),
+}
+
+/// Handles guest accesses to addresses no memory backs.
+pub trait MmioHandler {
+    fn read(&mut self, addr: u64, data: &mut [u8]);
+    fn write(&mut self, addr: u64, data: &[u8]);
+}
+
+/// One vCPU.
+pub struct Vcpu {
+    pub fd: VcpuFd,
+    /// How many exits the last `run` handled.
+    pub exits: u64,
+}
+
+impl Vcpu {
+    pub fn new(vm: &Vm, id: u64) -> Result<Self, VmError> {
+        Ok(Self {
+            fd: vm.fd.create_vcpu(id).map_err(kvm_err("create vCPU"))?,
+            exits: 0,
+        })
+    }
+
+    /// Starts in 16-bit real mode at `0:ip`.
+    pub fn set_real_mode_entry(&self, ip: u16) -> Result<(), VmError> {
+        let mut sregs = self
+            .fd
+            .get_sregs()
+            .map_err(kvm_err("get special registers"))?;
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        for seg in [&mut sregs.ds, &mut sregs.es, &mut sregs.ss] {
+            seg.base = 0;
+            seg.selector = 0;
+        }
+        self.fd
+            .set_sregs(&sregs)
+            .map_err(kvm_err("set special registers"))?;
+        let mut regs = self.fd.get_regs().map_err(kvm_err("get registers"))?;
+        regs.rip = u64::from(ip);
+        regs.rflags = 0x2;
+        regs.rsp = 0x0ff0;
+        self.fd.set_regs(&regs).map_err(kvm_err("set registers"))?;
+        Ok(())
+    }
+
+    fn registers(&self) -> String {
+        match self.fd.get_regs() {
+            Ok(r) => format!(
+                "rip={:#x} rsp={:#x} rax={:#x} rflags={:#x}",
+                r.rip, r.rsp, r.rax, r.rflags
+            ),
+            Err(e) => format!("registers unavailable: {e}"),
+        }
+    }
+
+    /// Runs until the guest halts, resets, shuts down or fails.
+    pub fn run(
+        &mut self,
+        bus: &mut PioBus,
+        mmio: &mut dyn MmioHandler,
+    ) -> Result<ExitReason, VmError> {
+        self.exits = 0;
+        loop {
+            let exit = self.fd.run().map_err(kvm_err("run vCPU"))?;
+            self.exits += 1;
+            match exit {
+                VcpuExit::IoOut(port, data) => {
+                    if bus.write(port, data) == Some(BusAction::Reset) {
+                        return Ok(ExitReason::Reset);
+                    }
+                }
+                VcpuExit::IoIn(port, data) => bus.read(port, data),
+                VcpuExit::MmioRead(addr, data) => mmio.read(addr, data),
+                VcpuExit::MmioWrite(addr, data) => mmio.write(addr, data),
+                VcpuExit::Hlt => return Ok(ExitReason::Halted),
+                VcpuExit::Shutdown => return Ok(ExitReason::Shutdown),
+                VcpuExit::InternalError | VcpuExit::FailEntry(..) => {
+                    return Ok(ExitReason::InternalError(self.registers()))
+                }
+                other => {
+                    let what = format!("unexpected exit {other:?}");
+                    return Ok(ExitReason::InternalError(format!(
+                        "{what}; {}",
+                        self.registers()
+                    )));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! A KVM virtual machine and its memory.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::memory::create_guest_memory;
+use super::{kvm_err, VmError};
+
+/// Where KVM puts the TSS it needs for real mode on Intel (three pages
+/// just below the 4 GiB boundary, as Firecracker does).
+pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// A VM: the KVM handles and guest memory.
+pub struct Vm {
+    pub kvm: Kvm,
+    pub fd: VmFd,
+    pub memory: GuestMemoryMmap,
+}
+
+impl Vm {
+    /// Creates a VM with `mem_size` bytes of memory at address 0.
+    pub fn new(mem_size: usize) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let fd = kvm.create_vm().map_err(kvm_err("create VM"))?;
+        fd.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(kvm_err("set TSS address"))?;
+        let memory = create_guest_memory(mem_size)?;
+        for (slot, region) in memory.iter().enumerate() {
+            let mem_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the region's host mapping lives as long as `memory`,
+            // which the Vm owns and outlives every vCPU run; the slot and
+            // guest range do not overlap another region.
+            unsafe { fd.set_user_memory_region(mem_region) }
+                .map_err(kvm_err("map guest memory"))?;
+        }
+        Ok(Self { kvm, fd, memory })
+    }
+}
