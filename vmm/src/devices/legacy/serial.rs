@@ -70,3 +70,38 @@ impl<W: Write + Send> PioDevice for SerialDevice<W> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THR: u16 = 0;
+    const IER: u16 = 1;
+    const LSR: u16 = 5;
+
+    #[test]
+    fn registers_output_input_and_interrupts() {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(irq.try_clone().unwrap(), Vec::new());
+        let mut lsr = [0u8];
+        dev.read(LSR, &mut lsr);
+        assert_eq!(lsr[0] & 0x60, 0x60, "transmitter empty at reset");
+        assert_eq!(lsr[0] & 0x01, 0, "no data ready");
+        dev.write(THR, b"o");
+        dev.write(THR, b"k");
+        assert_eq!(dev.output().as_slice(), b"ok");
+        assert_eq!(dev.bytes_out, 2);
+
+        // Received-data interrupts enabled: input raises the interrupt line.
+        dev.write(IER, &[0x01]);
+        assert_eq!(dev.enqueue_input(b"x").unwrap(), 1);
+        assert_eq!(irq.read().unwrap(), 1, "the guest was interrupted");
+        dev.read(LSR, &mut lsr);
+        assert_eq!(lsr[0] & 0x01, 1, "data ready");
+        let mut rbr = [0u8];
+        dev.read(THR, &mut rbr);
+        assert_eq!(rbr[0], b'x');
+        dev.read(LSR, &mut lsr);
+        assert_eq!(lsr[0] & 0x01, 0, "drained");
+    }
+}

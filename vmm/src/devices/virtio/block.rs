@@ -1,0 +1,422 @@
+//! virtio-blk backed by a raw file: read, write, flush and get-id
+//! requests from descriptor chains, a read-only option, and the device id
+//! (the volume id) the guest sees as the disk's serial.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+/// Request types (virtio spec 5.2.6).
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+/// Request status values.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+pub const SECTOR_SIZE: u64 = 512;
+/// Length of the device id returned by GET_ID.
+pub const DEVICE_ID_LEN: usize = 20;
+
+/// What the device did, for tests and operators.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlockMetrics {
+    pub reads: u64,
+    pub writes: u64,
+    pub flushes: u64,
+    pub get_ids: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Requests answered with IOERR or UNSUPP.
+    pub failed: u64,
+    /// Chains too malformed to carry a status.
+    pub malformed: u64,
+}
+
+/// A virtio block device over a raw file.
+pub struct Block {
+    file: File,
+    read_only: bool,
+    capacity_sectors: u64,
+    id: [u8; DEVICE_ID_LEN],
+    pub metrics: BlockMetrics,
+}
+
+struct Segment {
+    addr: GuestAddress,
+    len: u32,
+    writable: bool,
+}
+
+impl Block {
+    /// Opens `path`; `serial` becomes the device id (truncated to 20 bytes).
+    pub fn open(path: &Path, read_only: bool, serial: &str) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)?;
+        let capacity_sectors = file.metadata()?.len() / SECTOR_SIZE;
+        let mut id = [0u8; DEVICE_ID_LEN];
+        let n = serial.len().min(DEVICE_ID_LEN);
+        id[..n].copy_from_slice(&serial.as_bytes()[..n]);
+        Ok(Self {
+            file,
+            read_only,
+            capacity_sectors,
+            id,
+            metrics: BlockMetrics::default(),
+        })
+    }
+
+    /// Disk size in 512-byte sectors (the config space `capacity`).
+    pub fn capacity_sectors(&self) -> u64 {
+        self.capacity_sectors
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Handles every available request; returns whether the guest must be
+    /// interrupted.
+    pub fn process_queue<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        queue: &mut Queue,
+    ) -> Result<bool, virtio_queue::Error> {
+        let mut used_any = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let written = self.execute(mem, chain);
+            queue.add_used(mem, head, written)?;
+            used_any = true;
+        }
+        if !used_any {
+            return Ok(false);
+        }
+        queue.needs_notification(mem)
+    }
+
+    /// Runs one request; returns the bytes written into guest memory.
+    fn execute<M: GuestMemory>(&mut self, mem: &M, chain: DescriptorChain<&M>) -> u32 {
+        let segments: Vec<Segment> = chain
+            .map(|d| Segment {
+                addr: d.addr(),
+                len: d.len(),
+                writable: d.is_write_only(),
+            })
+            .collect();
+        // Header first (device-readable, 16 bytes), status last (device-writable).
+        let (Some(header), Some(status)) = (segments.first(), segments.last()) else {
+            self.metrics.malformed += 1;
+            return 0;
+        };
+        if segments.len() < 2
+            || header.writable
+            || header.len < 16
+            || !status.writable
+            || status.len < 1
+        {
+            self.metrics.malformed += 1;
+            return 0;
+        }
+        let (Ok(kind), Ok(sector)) = (
+            mem.read_obj::<u32>(header.addr),
+            mem.read_obj::<u64>(GuestAddress(header.addr.0.wrapping_add(8))),
+        ) else {
+            self.metrics.malformed += 1;
+            return 0;
+        };
+        let data = &segments[1..segments.len() - 1];
+        let (code, written) =
+            match self.request(mem, u32::from_le(kind), u64::from_le(sector), data) {
+                Ok(written) => (VIRTIO_BLK_S_OK, written),
+                Err(code) => {
+                    self.metrics.failed += 1;
+                    (code, 0)
+                }
+            };
+        if mem.write_obj(code, status.addr).is_err() {
+            self.metrics.malformed += 1;
+            return written;
+        }
+        written + 1
+    }
+
+    fn request<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        kind: u32,
+        sector: u64,
+        data: &[Segment],
+    ) -> Result<u32, u8> {
+        let total: u64 = data.iter().map(|s| u64::from(s.len)).sum();
+        let in_range = |total: u64| {
+            sector
+                .checked_mul(SECTOR_SIZE)
+                .and_then(|start| start.checked_add(total))
+                .is_some_and(|end| end <= self.capacity_sectors * SECTOR_SIZE)
+        };
+        match kind {
+            VIRTIO_BLK_T_IN => {
+                if !in_range(total) || data.iter().any(|s| !s.writable) {
+                    return Err(VIRTIO_BLK_S_IOERR);
+                }
+                let mut offset = sector * SECTOR_SIZE;
+                for s in data {
+                    let mut buf = vec![0u8; s.len as usize];
+                    self.file
+                        .read_exact_at(&mut buf, offset)
+                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    mem.write_slice(&buf, s.addr)
+                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    offset += u64::from(s.len);
+                }
+                self.metrics.reads += 1;
+                self.metrics.bytes_read += total;
+                Ok(total as u32)
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.read_only || !in_range(total) || data.iter().any(|s| s.writable) {
+                    return Err(VIRTIO_BLK_S_IOERR);
+                }
+                let mut offset = sector * SECTOR_SIZE;
+                for s in data {
+                    let mut buf = vec![0u8; s.len as usize];
+                    mem.read_slice(&mut buf, s.addr)
+                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    self.file
+                        .write_all_at(&buf, offset)
+                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    offset += u64::from(s.len);
+                }
+                self.metrics.writes += 1;
+                self.metrics.bytes_written += total;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                if !self.read_only {
+                    self.file.sync_data().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                }
+                self.metrics.flushes += 1;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                let Some(s) = data.first().filter(|s| s.writable) else {
+                    return Err(VIRTIO_BLK_S_IOERR);
+                };
+                let n = (s.len as usize).min(DEVICE_ID_LEN);
+                mem.write_slice(&self.id[..n], s.addr)
+                    .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                self.metrics.get_ids += 1;
+                Ok(n as u32)
+            }
+            _ => Err(VIRTIO_BLK_S_UNSUPP),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestMemoryMmap;
+
+    const HDR: u64 = 0x10_000;
+    const DATA: u64 = 0x20_000;
+    const STATUS: u64 = 0x30_000;
+
+    fn desc(addr: u64, len: u32, write: bool) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(
+            addr,
+            len,
+            if write { VRING_DESC_F_WRITE as u16 } else { 0 },
+            0,
+        ))
+    }
+
+    fn header(mem: &GuestMemoryMmap, kind: u32, sector: u64) {
+        mem.write_obj(kind.to_le(), GuestAddress(HDR)).unwrap();
+        mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
+        mem.write_obj(sector.to_le(), GuestAddress(HDR + 8))
+            .unwrap();
+    }
+
+    struct Rig {
+        mem: GuestMemoryMmap,
+        _dir: tempfile::TempDir,
+        block: Block,
+    }
+
+    fn rig(read_only: bool) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(64 * 1024)
+            .unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let block = Block::open(&path, read_only, "vol-0123456789abcdef0123").unwrap();
+        Rig {
+            mem,
+            _dir: dir,
+            block,
+        }
+    }
+
+    /// Sends one chain; returns (status byte, used length, notify).
+    fn send(r: &mut Rig, descs: &[RawDescriptor]) -> (u8, u32, bool) {
+        let mock = MockSplitQueue::new(&r.mem, 16);
+        mock.build_desc_chain(descs).unwrap();
+        let mut q: Queue = mock.create_queue().unwrap();
+        let notify = r.block.process_queue(&r.mem, &mut q).unwrap();
+        let used_len = mock.used().ring().ref_at(0).unwrap().load().len();
+        (
+            r.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
+            used_len,
+            notify,
+        )
+    }
+
+    #[test]
+    fn write_then_read_back_through_descriptor_chains() {
+        let mut r = rig(false);
+        r.mem
+            .write_slice(&[0xab; 1024], GuestAddress(DATA))
+            .unwrap();
+        header(&r.mem, VIRTIO_BLK_T_OUT, 4);
+        let (status, used, notify) = send(
+            &mut r,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 1024, false),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!((status, used, notify), (VIRTIO_BLK_S_OK, 1, true));
+        r.mem.write_slice(&[0u8; 1024], GuestAddress(DATA)).unwrap();
+        header(&r.mem, VIRTIO_BLK_T_IN, 4);
+        let (status, used, _) = send(
+            &mut r,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, true),
+                desc(DATA + 512, 512, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!((status, used), (VIRTIO_BLK_S_OK, 1025));
+        let mut back = [0u8; 1024];
+        r.mem.read_slice(&mut back, GuestAddress(DATA)).unwrap();
+        assert!(back.iter().all(|b| *b == 0xab));
+        assert_eq!(r.block.metrics.bytes_written, 1024);
+        assert_eq!(r.block.metrics.reads, 1);
+    }
+
+    #[test]
+    fn flush_and_get_id() {
+        let mut r = rig(false);
+        header(&r.mem, VIRTIO_BLK_T_FLUSH, 0);
+        assert_eq!(
+            send(&mut r, &[desc(HDR, 16, false), desc(STATUS, 1, true)]).0,
+            VIRTIO_BLK_S_OK
+        );
+        header(&r.mem, VIRTIO_BLK_T_GET_ID, 0);
+        let (status, used, _) = send(
+            &mut r,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 20, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!((status, used), (VIRTIO_BLK_S_OK, 21));
+        let mut id = [0u8; 20];
+        r.mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
+        assert_eq!(&id, b"vol-0123456789abcdef");
+        assert_eq!((r.block.metrics.flushes, r.block.metrics.get_ids), (1, 1));
+    }
+
+    #[test]
+    fn out_of_range_sectors_read_only_writes_and_unknown_types_fail_cleanly() {
+        let mut r = rig(false);
+        header(&r.mem, VIRTIO_BLK_T_IN, 127);
+        let (status, used, _) = send(
+            &mut r,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 1024, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!(
+            (status, used),
+            (VIRTIO_BLK_S_IOERR, 1),
+            "sector 127 + 2 sectors is past 128"
+        );
+        header(&r.mem, VIRTIO_BLK_T_IN, u64::MAX / 256);
+        assert_eq!(
+            send(
+                &mut r,
+                &[
+                    desc(HDR, 16, false),
+                    desc(DATA, 512, true),
+                    desc(STATUS, 1, true)
+                ]
+            )
+            .0,
+            VIRTIO_BLK_S_IOERR
+        );
+        header(&r.mem, 99, 0);
+        assert_eq!(
+            send(&mut r, &[desc(HDR, 16, false), desc(STATUS, 1, true)]).0,
+            VIRTIO_BLK_S_UNSUPP
+        );
+        let mut ro = rig(true);
+        header(&ro.mem, VIRTIO_BLK_T_OUT, 0);
+        assert_eq!(
+            send(
+                &mut ro,
+                &[
+                    desc(HDR, 16, false),
+                    desc(DATA, 512, false),
+                    desc(STATUS, 1, true)
+                ]
+            )
+            .0,
+            VIRTIO_BLK_S_IOERR
+        );
+        assert_eq!(ro.block.metrics.failed, 1);
+    }
+
+    #[test]
+    fn malformed_chains_are_counted_and_never_write_guest_memory() {
+        let mut r = rig(false);
+        r.mem.write_obj(0xeeu8, GuestAddress(STATUS)).unwrap();
+        header(&r.mem, VIRTIO_BLK_T_IN, 0);
+        // No status descriptor; then a header the device may write; then data the wrong way round.
+        send(&mut r, &[desc(HDR, 16, false)]);
+        send(&mut r, &[desc(HDR, 16, true), desc(STATUS, 1, true)]);
+        let (status, _, _) = send(
+            &mut r,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, false),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!(r.block.metrics.malformed, 2);
+        assert_eq!(
+            status, VIRTIO_BLK_S_IOERR,
+            "a read into device-readable buffers is refused"
+        );
+        assert_eq!(r.block.metrics.bytes_read, 0);
+    }
+}

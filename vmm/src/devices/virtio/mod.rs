@@ -1,0 +1,3 @@
+//! virtio devices of drydock's own VMM.
+
+pub mod block;
