@@ -134,13 +134,7 @@ impl MmioBlock {
                 1 => (self.device_features() >> 32) as u32,
                 _ => 0,
             },
-            reg::QUEUE_NUM_MAX => {
-                if self.queue_sel == 0 {
-                    u32::from(QUEUE_MAX)
-                } else {
-                    0
-                }
-            }
+            reg::QUEUE_NUM_MAX if self.queue_sel == 0 => u32::from(QUEUE_MAX),
             reg::QUEUE_READY => u32::from(self.queue_sel == 0 && self.queue.ready()),
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.status,
