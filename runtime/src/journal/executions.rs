@@ -1,7 +1,5 @@
 //! Execution rows: create, claim by a runner, change state, list.
 
-use std::hash::{BuildHasher, Hasher};
-
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
@@ -94,22 +92,10 @@ pub struct ExecutionFilter {
     pub limit: Option<usize>,
 }
 
-fn new_execution_id() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    format!("ex-{:012x}", h.finish() & 0xffff_ffff_ffff)
-}
-
 impl Journal {
     /// Records a new execution in state Pending and returns its id.
     pub fn create_execution(&mut self, new: &NewExecution) -> Result<String, JournalError> {
-        let id = new_execution_id();
+        let id = crate::ids::new_id("ex");
         self.conn.execute(
             "INSERT INTO executions (id, runbook, origin, source_sha256, params, state, parent_id,
                 parent_step, auto_approve, requested_by, created_at)

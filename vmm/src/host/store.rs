@@ -264,26 +264,9 @@ pub struct HostStore {
     pub(crate) conn: Connection,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use drydock_runtime::ids::now_ms;
 
-/// A new resource id: `prefix-` and 12 hex digits.
-pub fn new_id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    format!("{prefix}-{:012x}", h.finish() & 0xffff_ffff_ffff)
-}
+pub use drydock_runtime::ids::new_id;
 
 impl HostStore {
     /// Opens (creating) the host database in `data_dir`.

@@ -34,11 +34,11 @@ impl Vm {
                 userspace_addr: region.as_ptr() as u64,
                 flags: 0,
             };
-            // SAFETY: the region's host mapping lives as long as `memory`,
-            // which the Vm owns and outlives every vCPU run; the slot and
-            // guest range do not overlap another region.
-            unsafe { fd.set_user_memory_region(mem_region) }
-                .map_err(kvm_err("map guest memory"))?;
+            // The region's host mapping lives as long as `memory`, which the
+            // Vm owns and which outlives every vCPU run; slots do not overlap.
+            // SAFETY: see above.
+            let mapped = unsafe { fd.set_user_memory_region(mem_region) };
+            mapped.map_err(kvm_err("map guest memory"))?;
         }
         Ok(Self { kvm, fd, memory })
     }
