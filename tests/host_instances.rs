@@ -258,7 +258,7 @@ fn an_empty_region_says_where_instances_are() {
         "no instances in region-b; 1 (1 running) in region-a (use --region region-a)"
     );
     let out = text(&dd.run(&["--region", R, "instances"]).stdout);
-    assert!(out.starts_with("region region-a"), "{out}");
+    assert!(out.starts_with("region region-a, profile default"), "{out}");
     let regions = dd.json(&["regions"]);
     assert_eq!(regions[0]["running"], 1);
     assert_eq!(regions[1]["instances"], 0);

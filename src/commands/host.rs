@@ -296,7 +296,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
         ]);
     }
     match &region {
-        Some(r) => println!("region {r}\n{t}"),
+        Some(r) => println!("region {r}, profile {}\n{t}", host.profile()),
         None => println!("all regions\n{t}"),
     }
     Ok(0)

@@ -50,7 +50,7 @@ pub fn volumes(ctx: &Context) -> Result<i32, CliError> {
             when(v.created_at),
         ]);
     }
-    println!("region {}\n{t}", host.region());
+    println!("region {}, profile {}\n{t}", host.region(), host.profile());
     Ok(0)
 }
 
@@ -129,7 +129,7 @@ pub fn snapshots(ctx: &Context) -> Result<i32, CliError> {
             when(s.created_at),
         ]);
     }
-    println!("region {}\n{t}", host.region());
+    println!("region {}, profile {}\n{t}", host.region(), host.profile());
     Ok(0)
 }
 
