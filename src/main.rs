@@ -82,7 +82,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Repl => {
-            drydock_repl::run(&ctx.settings.data_dir, &drydock_stdlib::install)?;
+            let where_ = format!("{}/{}", ctx.settings.region, ctx.settings.profile);
+            drydock_repl::run(&ctx.settings.data_dir, &where_, &drydock_stdlib::install)?;
             Ok(0)
         }
     }

@@ -62,8 +62,12 @@ impl ReplSession {
     }
 }
 
-/// Runs the interactive loop on the terminal until Ctrl-D or `:quit`.
-pub fn run(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> std::io::Result<()> {
+/// Runs the interactive loop; `where_` (region and profile) is shown in the prompt.
+pub fn run(
+    data_dir: &Path,
+    where_: &str,
+    install: &dyn Fn(&mut Engine, &RunContext),
+) -> std::io::Result<()> {
     let mut session = ReplSession::new(data_dir, install);
     std::fs::create_dir_all(data_dir)?;
     let history = FileBackedHistory::with_file(1000, data_dir.join("repl-history.txt"))
@@ -72,7 +76,7 @@ pub fn run(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> std::
         .with_validator(Box::new(RhaiValidator::default()))
         .with_history(Box::new(history));
     let prompt = DefaultPrompt::new(
-        DefaultPromptSegment::Basic("drydock".into()),
+        DefaultPromptSegment::Basic(format!("drydock {where_}")),
         DefaultPromptSegment::Empty,
     );
     println!("drydock repl — :help for help, Ctrl-D to leave");

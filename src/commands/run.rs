@@ -87,6 +87,12 @@ pub fn resume(ctx: &Context, args: ResumeArgs) -> Result<i32, CliError> {
 
 /// Runs an execution here, showing progress, and reports how it ended.
 fn follow(ctx: &Context, id: &str, opts: RunOptions) -> Result<i32, CliError> {
+    if !ctx.json {
+        eprintln!(
+            "region {}, profile {}",
+            ctx.settings.region, ctx.settings.profile
+        );
+    }
     let observer: Arc<dyn Observer> = if ctx.json {
         Arc::new(QuietObserver)
     } else {
