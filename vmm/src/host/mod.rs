@@ -169,8 +169,10 @@ impl Host {
                 continue;
             }
             let alive = supervisor::identity(&i).is_some_and(|s| s.is_alive());
-            let young = now_ms() - i.created_at < 2_000 && i.supervisor_pid.is_none();
-            if !alive && !young {
+            // A process being started has not recorded itself yet: give it time.
+            let starting =
+                i.supervisor_pid.is_none() && now_ms() - i.state_since.max(i.created_at) < 30_000;
+            if !alive && !starting {
                 let reason = "instance process exited unexpectedly (found by reconcile)";
                 store.set_state(&i.id, InstanceState::Stopped, reason)?;
                 store.set_supervisor(&i.id, None, None)?;
@@ -258,6 +260,7 @@ impl Host {
             boots: 0,
             config,
             created_at: now_ms(),
+            state_since: now_ms(),
         };
         let root = VolumeRecord {
             id: vol_id,

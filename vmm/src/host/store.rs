@@ -84,6 +84,8 @@ pub struct InstanceRecord {
     pub boots: u32,
     pub config: InstanceConfig,
     pub created_at: i64,
+    /// When the instance entered its current state (ms since the epoch).
+    pub state_since: i64,
 }
 
 impl InstanceRecord {
@@ -103,6 +105,7 @@ impl InstanceRecord {
             boots: r.get("boots")?,
             config: serde_json::from_str(&config).unwrap_or_default(),
             created_at: r.get("created_at")?,
+            state_since: r.get("state_since")?,
         })
     }
 }
@@ -240,7 +243,7 @@ CREATE TABLE IF NOT EXISTS instances (
     id TEXT PRIMARY KEY, region TEXT NOT NULL, instance_type TEXT NOT NULL, image_id TEXT NOT NULL,
     state TEXT NOT NULL, state_reason TEXT NOT NULL DEFAULT '', root_volume TEXT NOT NULL,
     supervisor_pid INTEGER, supervisor_token TEXT, boots INTEGER NOT NULL DEFAULT 0,
-    config TEXT NOT NULL, created_at INTEGER NOT NULL
+    config TEXT NOT NULL, created_at INTEGER NOT NULL, state_since INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS volumes (
     id TEXT PRIMARY KEY, region TEXT NOT NULL, size_mib INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -338,8 +341,8 @@ impl HostStore {
         reason: &str,
     ) -> Result<(), HostError> {
         self.conn.execute(
-            "UPDATE instances SET state = ?2, state_reason = ?3 WHERE id = ?1",
-            params![id, state.as_str(), reason],
+            "UPDATE instances SET state = ?2, state_reason = ?3, state_since = ?4 WHERE id = ?1",
+            params![id, state.as_str(), reason, now_ms()],
         )?;
         Ok(())
     }
