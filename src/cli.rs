@@ -59,8 +59,11 @@ pub enum Command {
     /// Build guest images, list them
     #[command(subcommand)]
     Image(ImageCommand),
-    /// List images of the region
-    Images,
+    /// List images of the region (`drydock images build|create|copy|…` works too)
+    Images {
+        #[command(subcommand)]
+        action: Option<ImageCommand>,
+    },
     /// List instances of the region
     Instances(InstancesArgs),
     /// Launch, start, stop, reboot, terminate or modify an instance
@@ -74,13 +77,19 @@ pub enum Command {
     Regions,
     /// Instance types: vCPUs, memory, device generation
     InstanceTypes,
-    /// List volumes of the region
-    Volumes,
+    /// List volumes of the region (`drydock volumes create|attach|…` works too)
+    Volumes {
+        #[command(subcommand)]
+        action: Option<VolumeCommand>,
+    },
     /// Create, attach, detach, delete or modify a volume
     #[command(subcommand)]
     Volume(VolumeCommand),
-    /// List snapshots of the region
-    Snapshots,
+    /// List snapshots of the region (`drydock snapshots create|delete` works too)
+    Snapshots {
+        #[command(subcommand)]
+        action: Option<SnapshotCommand>,
+    },
     /// Create or delete a snapshot
     #[command(subcommand)]
     Snapshot(SnapshotCommand),

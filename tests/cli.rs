@@ -216,3 +216,26 @@ fn runbook_directories_come_from_the_env_var_and_the_config_file() {
         text(&out.stderr).contains("is not valid") && text(&out.stderr).contains("runbook_dirz")
     );
 }
+
+#[test]
+fn plural_resource_commands_take_actions_too() {
+    let dd = Drydock::new();
+    let out = dd.run(&["--json", "volumes", "create", "--size", "8"]);
+    assert_code(&out, 0);
+    let vol: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = vol["id"].as_str().unwrap();
+    let out = dd.run(&["--json", "snapshots", "create", id]);
+    assert_code(&out, 0);
+    assert_eq!(
+        dd.json(&["snapshots"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_code(&dd.run(&["volumes", "delete", id]), 0);
+    assert!(dd.json(&["volumes"])["volumes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
