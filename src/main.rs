@@ -47,8 +47,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         cli.profile,
     )?;
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
-    let executor =
-        Executor::new(settings.data_dir.clone(), catalog).with_primitives(drydock_stdlib::install);
+    let executor = Executor::new(settings.data_dir.clone(), catalog)
+        .with_location(&settings.region, &settings.profile)
+        .with_primitives(drydock_stdlib::install);
     let ctx = Context {
         settings,
         executor,
@@ -88,8 +89,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Repl => {
-            let where_ = format!("{}/{}", ctx.settings.region, ctx.settings.profile);
-            drydock_repl::run(&ctx.settings.data_dir, &where_, &drydock_stdlib::install)?;
+            let s = &ctx.settings;
+            drydock_repl::run(&s.data_dir, &s.region, &s.profile, &drydock_stdlib::install)?;
             Ok(0)
         }
     }

@@ -30,13 +30,20 @@ pub struct ReplSession {
 
 impl ReplSession {
     /// A session whose engine has the primitives `install` registers.
-    pub fn new(data_dir: &Path, install: &dyn Fn(&mut Engine, &RunContext)) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        region: &str,
+        profile: &str,
+        install: &dyn Fn(&mut Engine, &RunContext),
+    ) -> Self {
         let mut engine = Engine::new();
         let interrupt = Arc::new(Interrupt::never());
         let ctx = RunContext {
             execution_id: "repl".into(),
             data_dir: data_dir.to_path_buf(),
             interrupt,
+            region: region.to_string(),
+            profile: profile.to_string(),
         };
         install(&mut engine, &ctx);
         Self {
@@ -65,10 +72,12 @@ impl ReplSession {
 /// Runs the interactive loop; `where_` (region and profile) is shown in the prompt.
 pub fn run(
     data_dir: &Path,
-    where_: &str,
+    region: &str,
+    profile: &str,
     install: &dyn Fn(&mut Engine, &RunContext),
 ) -> std::io::Result<()> {
-    let mut session = ReplSession::new(data_dir, install);
+    let where_ = format!("{region}/{profile}");
+    let mut session = ReplSession::new(data_dir, region, profile, install);
     std::fs::create_dir_all(data_dir)?;
     let history = FileBackedHistory::with_file(1000, data_dir.join("repl-history.txt"))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -110,7 +119,7 @@ mod tests {
     #[test]
     fn variables_and_functions_persist_between_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ReplSession::new(dir.path(), &drydock_stdlib::install);
+        let mut s = ReplSession::new(dir.path(), "region-a", "default", &drydock_stdlib::install);
         assert_eq!(s.eval("let x = 40;").unwrap(), None);
         assert_eq!(s.eval("fn add2(v) { v + 2 }").unwrap(), None);
         assert_eq!(s.eval("add2(x)").unwrap(), Some("42".into()));

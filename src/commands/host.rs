@@ -2,9 +2,6 @@
 //! `regions`, `instance-types`: the embedded host. Every listing names the
 //! region it shows.
 
-use std::process::Command;
-use std::sync::Arc;
-
 use drydock_vmm::host::{
     Host, HostStore, InstanceConfig, InstanceRecord, InstanceState, LaunchRequest, INSTANCE_TYPES,
     REGIONS,
@@ -19,21 +16,12 @@ use crate::cli::{
 use crate::failure::CliError;
 
 pub fn open_host(ctx: &Context) -> Result<Host, CliError> {
-    let exe = std::env::current_exe()?;
-    let data_dir = ctx.settings.data_dir.clone();
-    let supervisor = Arc::new(move |id: &str| {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--data-dir")
-            .arg(&data_dir)
-            .arg("instance-supervisor")
-            .arg(id);
-        cmd
-    });
+    let s = &ctx.settings;
     Ok(Host::open(
-        &ctx.settings.data_dir,
-        &ctx.settings.region,
-        &ctx.settings.profile,
-        supervisor,
+        &s.data_dir,
+        &s.region,
+        &s.profile,
+        drydock_vmm::host::drydock_supervisor(&s.data_dir),
     )?)
 }
 

@@ -11,6 +11,7 @@ pub mod console;
 pub mod expect;
 pub mod files;
 pub mod host_env;
+pub mod instances;
 pub mod process;
 pub mod serial;
 pub mod ssh;
@@ -24,6 +25,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     console::install(engine, ctx);
     serial::install(engine, ctx);
     ssh::install(engine, ctx);
+    instances::install(engine, ctx);
     files::install(engine);
     host_env::install(engine);
 }

@@ -35,6 +35,9 @@ pub struct RunContext {
     pub data_dir: PathBuf,
     /// Deadlines and cancellation: primitives that wait must use it.
     pub interrupt: Arc<Interrupt>,
+    /// The region and profile the execution acts in.
+    pub region: String,
+    pub profile: String,
 }
 
 /// Registers primitives into an engine built for one execution.
@@ -82,6 +85,8 @@ pub struct Executor {
     catalog: Arc<Catalog>,
     durability: Durability,
     installers: Vec<PrimitiveInstaller>,
+    region: String,
+    profile: String,
 }
 
 /// SHA-256 of a runbook's source, recorded to notice edits between runs.
@@ -100,7 +105,16 @@ impl Executor {
             catalog: Arc::new(catalog),
             durability: Durability::Full,
             installers: Vec::new(),
+            region: "region-a".into(),
+            profile: "default".into(),
         }
+    }
+
+    /// Sets the region and profile executions act in.
+    pub fn with_location(mut self, region: &str, profile: &str) -> Self {
+        self.region = region.to_string();
+        self.profile = profile.to_string();
+        self
     }
 
     /// Sets how hard journal writes are pushed to disk.
@@ -434,6 +448,8 @@ impl Executor {
             execution_id: session.exec_id.clone(),
             data_dir: self.data_dir.clone(),
             interrupt: session.interrupt.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
         };
         for install in &self.installers {
             install(&mut engine, &rc);

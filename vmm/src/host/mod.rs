@@ -89,6 +89,24 @@ pub fn check_region(region: &str) -> Result<(), HostError> {
 /// Builds the command that runs an instance's supervisor.
 pub type SupervisorCommand = Arc<dyn Fn(&str) -> Command + Send + Sync>;
 
+/// Runs instance processes as `drydock --data-dir DIR instance-supervisor ID`
+/// with the drydock binary named by `DRYDOCK_BIN`, else this program.
+pub fn drydock_supervisor(data_dir: &Path) -> SupervisorCommand {
+    let exe = std::env::var_os("DRYDOCK_BIN")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("drydock"));
+    let data_dir = data_dir.to_path_buf();
+    Arc::new(move |id: &str| {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--data-dir")
+            .arg(&data_dir)
+            .arg("instance-supervisor")
+            .arg(id);
+        cmd
+    })
+}
+
 /// What to launch.
 #[derive(Debug, Clone)]
 pub struct LaunchRequest {

@@ -1,0 +1,193 @@
+//! Instances, volumes, snapshots and images of drydock's host in Rhai, for
+//! runbooks that repair machines:
+//!
+//! ```rhai
+//! instance::stop(params.instance);
+//! let root = instance::describe(params.instance).root_volume;
+//! volume::detach(root);
+//! volume::attach(root, params.rescue);            // a data disk on the rescue instance
+//! // ... fix files through the rescue instance's console ...
+//! volume::detach(root);
+//! volume::attach_root(root, params.instance);
+//! instance::start(params.instance);
+//! ```
+//!
+//! Every call acts in the execution's region and profile.
+
+use drydock_runtime::RunContext;
+use drydock_vmm::host::{
+    drydock_supervisor, Host, HostError, InstanceConfig, InstanceRecord, LaunchRequest,
+    VolumeRecord,
+};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+fn fail(e: HostError) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(e.to_string().into(), Position::NONE).into()
+}
+
+fn to_map<T: serde::Serialize>(v: &T) -> Map {
+    rhai::serde::to_dynamic(v)
+        .ok()
+        .and_then(|d| d.try_cast::<Map>())
+        .unwrap_or_default()
+}
+
+fn describe(host: &Host, i: &InstanceRecord) -> R<Map> {
+    let mut m = to_map(i);
+    let vols: Array = host
+        .store()
+        .map_err(fail)?
+        .attached(&i.id)
+        .map_err(fail)?
+        .iter()
+        .map(|v| Dynamic::from(to_map(v)))
+        .collect();
+    m.insert("volumes".into(), vols.into());
+    Ok(m)
+}
+
+fn volume_map(v: &VolumeRecord) -> Map {
+    to_map(v)
+}
+
+/// Registers the `instance`, `volume`, `snapshot` and `image` modules.
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    let (data_dir, region, profile) = (
+        ctx.data_dir.clone(),
+        ctx.region.clone(),
+        ctx.profile.clone(),
+    );
+    let open = move || -> R<Host> {
+        Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir)).map_err(fail)
+    };
+
+    let mut inst = Module::new();
+    let o = open.clone();
+    inst.set_native_fn("describe", move |id: &str| -> R<Map> {
+        let h = o()?;
+        let i = h.store().map_err(fail)?.instance(id).map_err(fail)?;
+        describe(&h, &i)
+    });
+    let o = open.clone();
+    inst.set_native_fn("launch", move |opts: Map| -> R<String> {
+        let get = |k: &str| opts.get(k).and_then(|v| v.clone().into_string().ok());
+        let image = get("image")
+            .ok_or_else(|| fail(HostError::Invalid("instance::launch needs `image`".into())))?;
+        let root_password_hash = match get("root_password") {
+            Some(p) => Some(
+                sha_crypt::sha512_simple(
+                    &p,
+                    &sha_crypt::Sha512Params::new(5000).expect("valid rounds"),
+                )
+                .map_err(|e| {
+                    fail(HostError::Invalid(format!(
+                        "cannot hash the password: {e:?}"
+                    )))
+                })?,
+            ),
+            None => None,
+        };
+        let req = LaunchRequest {
+            image_id: image,
+            instance_type: get("type").unwrap_or_else(|| "m1.small".into()),
+            config: InstanceConfig {
+                hostname: get("hostname").unwrap_or_default(),
+                root_password_hash,
+                authorized_keys: Vec::new(),
+                user_data: get("user_data"),
+            },
+            root_delete_on_termination: true,
+        };
+        Ok(o()?.launch(&req).map_err(fail)?.id)
+    });
+    for (name, op) in [
+        ("start", 0u8),
+        ("stop", 1),
+        ("reboot", 2),
+        ("terminate", 3),
+        ("force_stop", 4),
+    ] {
+        let o = open.clone();
+        inst.set_native_fn(name, move |id: &str| -> R<Map> {
+            let h = o()?;
+            let rec = match op {
+                0 => h.start(id),
+                1 => h.stop(id, false),
+                2 => h.reboot(id),
+                3 => h.terminate(id),
+                _ => h.stop(id, true),
+            }
+            .map_err(fail)?;
+            describe(&h, &rec)
+        });
+    }
+    let o = open.clone();
+    inst.set_native_fn("modify_type", move |id: &str, t: &str| -> R<Map> {
+        let h = o()?;
+        let rec = h.modify_type(id, t).map_err(fail)?;
+        describe(&h, &rec)
+    });
+    engine.register_static_module("instance", inst.into());
+
+    let mut vol = Module::new();
+    let o = open.clone();
+    vol.set_native_fn("create", move |opts: Map| -> R<String> {
+        let size = opts
+            .get("size_mib")
+            .and_then(|v| v.as_int().ok())
+            .map(|n| n.max(0) as u64);
+        let snap = opts
+            .get("snapshot")
+            .and_then(|v| v.clone().into_string().ok());
+        let label = opts
+            .get("ext4_label")
+            .and_then(|v| v.clone().into_string().ok());
+        Ok(o()?
+            .create_volume(size, snap.as_deref(), label.as_deref())
+            .map_err(fail)?
+            .id)
+    });
+    let o = open.clone();
+    vol.set_native_fn("attach", move |v: &str, i: &str| -> R<Map> {
+        Ok(volume_map(&o()?.attach_volume(v, i, false).map_err(fail)?))
+    });
+    let o = open.clone();
+    vol.set_native_fn("attach_root", move |v: &str, i: &str| -> R<Map> {
+        Ok(volume_map(&o()?.attach_volume(v, i, true).map_err(fail)?))
+    });
+    let o = open.clone();
+    vol.set_native_fn("detach", move |v: &str| -> R<Map> {
+        Ok(volume_map(&o()?.detach_volume(v, false).map_err(fail)?))
+    });
+    let o = open.clone();
+    vol.set_native_fn("force_detach", move |v: &str| -> R<Map> {
+        Ok(volume_map(&o()?.detach_volume(v, true).map_err(fail)?))
+    });
+    let o = open.clone();
+    vol.set_native_fn("delete", move |v: &str| -> R<()> {
+        o()?.delete_volume(v).map_err(fail)
+    });
+    let o = open.clone();
+    vol.set_native_fn("describe", move |v: &str| -> R<Map> {
+        Ok(volume_map(
+            &o()?.store().map_err(fail)?.volume(v).map_err(fail)?,
+        ))
+    });
+    engine.register_static_module("volume", vol.into());
+
+    let mut snap = Module::new();
+    let o = open.clone();
+    snap.set_native_fn("create", move |v: &str| -> R<String> {
+        Ok(o()?.create_snapshot(v).map_err(fail)?.0.id)
+    });
+    engine.register_static_module("snapshot", snap.into());
+
+    let mut img = Module::new();
+    let o = open;
+    img.set_native_fn("create", move |i: &str, name: &str| -> R<String> {
+        Ok(o()?.create_image(i, name, false).map_err(fail)?.id)
+    });
+    engine.register_static_module("image", img.into());
+}
