@@ -1,5 +1,5 @@
-//! The classic repair, end to end with real guests and the Rhai host
-//! primitives: stop the broken instance, move its root volume to a
+//! The bundled repair-root-volume runbook, end to end with real guests
+//! and the Rhai host primitives: stop the broken instance, move its root volume to a
 //! running rescue instance, fix a file through the rescue console, move
 //! the volume back as root, start, and check the fix from the console.
 
@@ -9,42 +9,6 @@ use common::{assert_code, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
-const REPAIR: &str = r#"
-runbook(#{
-    name: "repair-flow",
-    params: #{
-        instance: #{ type: "instance" },
-        rescue: #{ type: "instance" },
-        password: #{ type: "string" },
-    },
-});
-let root = instance::describe(params.instance).root_volume;
-step("stop the broken instance", || instance::stop(params.instance).state);
-step("detach its root volume", || volume::detach(root).id);
-step("attach it to the rescue instance", || volume::attach(root, params.rescue).attached_to);
-step("fix it through the rescue console", || {
-    let c = console::open(params.rescue);
-    c.login("root", params.password);
-    let find = "for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = \"" + root + "\" ] && echo /dev/$(basename $d); done";
-    let dev = c.run(find).stdout.split("\n")[0];
-    if dev == "" { throw "the rescue instance does not see " + root; }
-    let fix = c.run("mkdir -p /mnt/fix && mount " + dev + " /mnt/fix && echo repaired > /mnt/fix/root/REPAIRED && umount /mnt/fix");
-    if fix.exit_code != 0 { throw "fixing failed: " + fix.stdout; }
-    dev
-});
-step("detach from the rescue instance", || volume::detach(root).id);
-step("attach back as root", || volume::attach_root(root, params.instance).attach_index);
-step("start the repaired instance", || instance::start(params.instance).state);
-step("verify", || {
-    let c = console::open(params.instance);
-    c.wait_for_boot("120s");
-    c.login("root", params.password);
-    let r = c.run("cat /root/REPAIRED");
-    if r.stdout != "repaired\n" { throw "the fix is not there: " + r.stdout; }
-    r.stdout
-})
-"#;
-
 #[test]
 fn a_root_volume_is_repaired_through_a_rescue_instance() {
     let _vm = vm_lock();
@@ -52,25 +16,79 @@ fn a_root_volume_is_repaired_through_a_rescue_instance() {
     let img = dd.image(R);
     let broken = dd.launch(R, &img, &["--type", "m1.small", "--root-password", "pw"]);
     let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
-    dd.write_runbook("repair-flow.rhai", REPAIR);
     let out = dd.run(&[
         "--json",
         "--region",
         R,
         "run",
-        "repair-flow",
+        "repair-root-volume",
         "-p",
         &format!("instance={broken}"),
         "-p",
         &format!("rescue={rescue}"),
         "-p",
         "password=pw",
+        "-p",
+        "fix=echo repaired > root/REPAIRED",
+        "-p",
+        "verify=cat /root/REPAIRED",
     ]);
     assert_code(&out, 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["output"], "repaired\n");
-    assert_eq!(v["steps_run"], 8);
+    assert_eq!(v["output"]["verified"], "repaired\n");
+    assert!(v["output"]["fixed_on"]
+        .as_str()
+        .unwrap()
+        .starts_with("/dev/vd"));
+    assert_eq!(v["steps_run"], 10, "nine steps and the cleanup");
     let i = dd.instance(R, &broken);
     assert_eq!(i["state"], "running");
     assert_eq!(i["boots"], 2);
+}
+
+#[test]
+fn a_failed_fix_still_puts_the_root_volume_back() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let broken = dd.launch(R, &img, &["--type", "m1.small", "--root-password", "pw"]);
+    let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
+    let root = dd.instance(R, &broken)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = dd.run(&[
+        "--region",
+        R,
+        "run",
+        "repair-root-volume",
+        "-p",
+        &format!("instance={broken}"),
+        "-p",
+        &format!("rescue={rescue}"),
+        "-p",
+        "password=pw",
+        "-p",
+        "fix=false",
+    ]);
+    assert_code(&out, 1);
+    assert!(
+        common::text(&out.stderr).contains("the fix failed"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    let vols = dd.json(&["--region", R, "volumes"]);
+    let v = vols["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == root.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        v["attached_to"],
+        broken.as_str(),
+        "the cleanup put the volume back"
+    );
+    assert_eq!(v["attach_index"], 0, "as the root volume");
 }
