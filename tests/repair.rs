@@ -9,13 +9,20 @@ use common::{assert_code, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
+/// A broken (old generation) instance and a running rescue (new
+/// generation, so disks hot-plug), both with root password `pw`.
+fn broken_and_rescue(dd: &Drydock) -> (String, String) {
+    let img = dd.image(R);
+    let broken = dd.launch(R, &img, &["--type", "m1.small", "--root-password", "pw"]);
+    let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
+    (broken, rescue)
+}
+
 #[test]
 fn a_root_volume_is_repaired_through_a_rescue_instance() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let broken = dd.launch(R, &img, &["--type", "m1.small", "--root-password", "pw"]);
-    let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
+    let (broken, rescue) = broken_and_rescue(&dd);
     let out = dd.run(&[
         "--json",
         "--region",
@@ -50,9 +57,7 @@ fn a_root_volume_is_repaired_through_a_rescue_instance() {
 fn a_failed_fix_still_puts_the_root_volume_back() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let broken = dd.launch(R, &img, &["--type", "m1.small", "--root-password", "pw"]);
-    let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
+    let (broken, rescue) = broken_and_rescue(&dd);
     let root = dd.instance(R, &broken)["root_volume"]
         .as_str()
         .unwrap()

@@ -23,15 +23,22 @@ let x = step("three", || {
 step("four", || { append_file(c, "four\n"); x + 1 })
 "#;
 
+/// Starts the four-step runbook with step three blocked; returns the
+/// running `drydock run` once step three has started.
+fn run_until_step_three(dd: &Drydock) -> std::process::Child {
+    std::fs::write(dd.work().join("block"), "").unwrap();
+    let child = dd.spawn(&["run", "four"]);
+    dd.wait_until("step three to start", || {
+        dd.count("counter", "three-start") == 1
+    });
+    child
+}
+
 #[test]
 fn a_run_killed_mid_step_resumes_and_completed_steps_run_once() {
     let dd = Drydock::new();
     dd.write_runbook("four.rhai", FOUR_STEPS);
-    std::fs::write(dd.work().join("block"), "").unwrap();
-    let mut child = dd.spawn(&["run", "four"]);
-    dd.wait_until("step three to start", || {
-        dd.count("counter", "three-start") == 1
-    });
+    let mut child = run_until_step_three(&dd);
     // SIGKILL: no chance to clean up or write anything.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -70,11 +77,7 @@ fn a_run_killed_mid_step_resumes_and_completed_steps_run_once() {
 fn resuming_after_the_runbook_changed_is_detected_and_nothing_is_lost() {
     let dd = Drydock::new();
     let path = dd.write_runbook("four.rhai", FOUR_STEPS);
-    std::fs::write(dd.work().join("block"), "").unwrap();
-    let mut child = dd.spawn(&["run", "four"]);
-    dd.wait_until("step three to start", || {
-        dd.count("counter", "three-start") == 1
-    });
+    let mut child = run_until_step_three(&dd);
     child.kill().unwrap();
     child.wait().unwrap();
     let id = dd.only_execution();
@@ -110,11 +113,7 @@ fn resuming_after_the_runbook_changed_is_detected_and_nothing_is_lost() {
 fn cancel_stops_a_running_execution_at_a_safe_point_and_runs_cleanups() {
     let dd = Drydock::new();
     dd.write_runbook("four.rhai", FOUR_STEPS);
-    std::fs::write(dd.work().join("block"), "").unwrap();
-    let child = dd.spawn(&["run", "four"]);
-    dd.wait_until("step three to start", || {
-        dd.count("counter", "three-start") == 1
-    });
+    let child = run_until_step_three(&dd);
     let id = dd.only_execution();
     let out = dd.run(&["cancel", &id]);
     assert_code(&out, 0);
@@ -136,11 +135,7 @@ fn cancel_stops_a_running_execution_at_a_safe_point_and_runs_cleanups() {
 fn cancel_without_a_live_runner_runs_the_cleanups_itself() {
     let dd = Drydock::new();
     dd.write_runbook("four.rhai", FOUR_STEPS);
-    std::fs::write(dd.work().join("block"), "").unwrap();
-    let mut child = dd.spawn(&["run", "four"]);
-    dd.wait_until("step three to start", || {
-        dd.count("counter", "three-start") == 1
-    });
+    let mut child = run_until_step_three(&dd);
     child.kill().unwrap();
     child.wait().unwrap();
     let id = dd.only_execution();
@@ -158,11 +153,7 @@ fn cancel_without_a_live_runner_runs_the_cleanups_itself() {
 fn a_second_runner_is_refused_while_the_first_is_alive() {
     let dd = Drydock::new();
     dd.write_runbook("four.rhai", FOUR_STEPS);
-    std::fs::write(dd.work().join("block"), "").unwrap();
-    let child = dd.spawn(&["run", "four"]);
-    dd.wait_until("step three to start", || {
-        dd.count("counter", "three-start") == 1
-    });
+    let child = run_until_step_three(&dd);
     let id = dd.only_execution();
     let out = dd.run(&["resume", &id]);
     assert_code(&out, 2);
