@@ -99,15 +99,21 @@ impl SshSession {
         Ok((stdout, stderr, code))
     }
 
-    /// Uploads a local file over SFTP.
-    pub fn upload(&self, local: &Path, remote: &str) -> Result<u64, String> {
-        let data =
-            std::fs::read(local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+    /// An SFTP channel, with the session held (blocking) while it is used.
+    fn sftp(&self) -> Result<(std::sync::MutexGuard<'_, Session>, ssh2::Sftp), String> {
         let session = self.session.lock().unwrap();
         session.set_blocking(true);
         let sftp = session
             .sftp()
             .map_err(|e| format!("{}: SFTP is not available: {e}", self.label))?;
+        Ok((session, sftp))
+    }
+
+    /// Uploads a local file over SFTP.
+    pub fn upload(&self, local: &Path, remote: &str) -> Result<u64, String> {
+        let data =
+            std::fs::read(local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+        let (_session, sftp) = self.sftp()?;
         let mut f = sftp
             .create(Path::new(remote))
             .map_err(|e| format!("{}: cannot create {remote}: {e}", self.label))?;
@@ -118,11 +124,7 @@ impl SshSession {
 
     /// Downloads a remote file over SFTP (written atomically).
     pub fn download(&self, remote: &str, local: &Path) -> Result<u64, String> {
-        let session = self.session.lock().unwrap();
-        session.set_blocking(true);
-        let sftp = session
-            .sftp()
-            .map_err(|e| format!("{}: SFTP is not available: {e}", self.label))?;
+        let (_session, sftp) = self.sftp()?;
         let mut f = sftp
             .open(Path::new(remote))
             .map_err(|e| format!("{}: cannot open {remote}: {e}", self.label))?;
