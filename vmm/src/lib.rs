@@ -9,6 +9,7 @@
 //! - [`vstate`] and [`devices`] are drydock's own KVM VMM (vCPUs, memory,
 //!   port I/O bus, 8250 UART, i8042), tested today with tiny guests.
 
+pub mod arch;
 pub mod backend;
 pub mod devices;
 pub mod host;

@@ -4,6 +4,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusAction {
     Reset,
+    PowerOff,
 }
 
 /// A device on the port I/O bus; offsets are relative to its base port.
@@ -51,5 +52,19 @@ impl PioBus {
                 None
             }
         }
+    }
+}
+
+/// A device shared by every vCPU thread: each thread's bus holds a clone
+/// and accesses are serialised by the mutex.
+pub struct SharedPio<T: PioDevice>(pub std::sync::Arc<std::sync::Mutex<T>>);
+
+impl<T: PioDevice> PioDevice for SharedPio<T> {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        self.0.lock().unwrap().read(offset, data)
+    }
+
+    fn write(&mut self, offset: u16, data: &[u8]) -> Option<BusAction> {
+        self.0.lock().unwrap().write(offset, data)
     }
 }

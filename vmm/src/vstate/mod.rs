@@ -16,6 +16,8 @@ pub enum VmError {
     },
     #[error("guest memory: {0}")]
     Memory(String),
+    #[error("VM setup: {0}")]
+    Setup(String),
 }
 
 pub(crate) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {

@@ -16,6 +16,10 @@ pub enum ExitReason {
     Reset,
     /// A triple fault or similar: KVM_EXIT_SHUTDOWN.
     Shutdown,
+    /// The guest wrote "soft off" to the ACPI sleep control register.
+    PowerOff,
+    /// The VMM interrupted the vCPU (a signal kicked it out of KVM_RUN).
+    Interrupted,
     /// KVM could not continue; the registers at the time.
     InternalError(String),
 }
@@ -64,7 +68,25 @@ impl Vcpu {
         Ok(())
     }
 
-    fn registers(&self) -> String {
+    /// Sets everything a vCPU needs to enter a Linux kernel at `entry`
+    /// (64-bit boot protocol): CPUID, MSRs, FPU, registers, local APIC.
+    pub fn configure_linux(&self, vm: &Vm, id: u8, count: u8, entry: u64) -> Result<(), VmError> {
+        use crate::arch::{cpuid, regs};
+        let mut ids = vm
+            .kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("get supported CPUID"))?;
+        cpuid::normalize(&mut ids, id, count);
+        self.fd.set_cpuid2(&ids).map_err(kvm_err("set CPUID"))?;
+        regs::setup_msrs(&self.fd)?;
+        regs::setup_regs(&self.fd, entry)?;
+        regs::setup_fpu(&self.fd)?;
+        regs::setup_sregs(&self.fd)?;
+        regs::setup_lint(&self.fd)
+    }
+
+    /// The registers, for reports of internal errors.
+    pub fn registers(&self) -> String {
         match self.fd.get_regs() {
             Ok(r) => format!(
                 "rip={:#x} rsp={:#x} rax={:#x} rflags={:#x}",
@@ -82,14 +104,21 @@ impl Vcpu {
     ) -> Result<ExitReason, VmError> {
         self.exits = 0;
         loop {
-            let exit = self.fd.run().map_err(kvm_err("run vCPU"))?;
+            let exit = match self.fd.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    return Ok(ExitReason::Interrupted);
+                }
+                Err(e) => return Err(kvm_err("run vCPU")(e)),
+            };
             self.exits += 1;
             match exit {
-                VcpuExit::IoOut(port, data) => {
-                    if bus.write(port, data) == Some(BusAction::Reset) {
-                        return Ok(ExitReason::Reset);
-                    }
-                }
+                VcpuExit::IoOut(port, data) => match bus.write(port, data) {
+                    Some(BusAction::Reset) => return Ok(ExitReason::Reset),
+                    Some(BusAction::PowerOff) => return Ok(ExitReason::PowerOff),
+                    None => {}
+                },
                 VcpuExit::IoIn(port, data) => bus.read(port, data),
                 VcpuExit::MmioRead(addr, data) => mmio.read(addr, data),
                 VcpuExit::MmioWrite(addr, data) => mmio.write(addr, data),

@@ -9,7 +9,7 @@ use super::{kvm_err, VmError};
 
 /// Where KVM puts the TSS it needs for real mode on Intel (three pages
 /// just below the 4 GiB boundary, as Firecracker does).
-pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+pub const KVM_TSS_ADDRESS: usize = crate::arch::layout::KVM_TSS_START;
 
 /// A VM: the KVM handles and guest memory.
 pub struct Vm {
@@ -41,5 +41,24 @@ impl Vm {
             mapped.map_err(kvm_err("map guest memory"))?;
         }
         Ok(Self { kvm, fd, memory })
+    }
+
+    /// A VM for a Linux guest: the in-kernel irqchip (PIC, IOAPIC, local
+    /// APICs) and PIT are created before any vCPU, and the identity-map
+    /// page KVM needs is placed next to its TSS.
+    pub fn new_for_linux(mem_size: usize) -> Result<Self, VmError> {
+        let vm = Self::new(mem_size)?;
+        vm.fd
+            .set_identity_map_address(crate::arch::layout::KVM_IDENTITY_MAP_START)
+            .map_err(kvm_err("set identity map address"))?;
+        vm.fd
+            .create_irq_chip()
+            .map_err(kvm_err("create in-kernel irqchip"))?;
+        let pit = kvm_bindings::kvm_pit_config {
+            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.fd.create_pit2(pit).map_err(kvm_err("create PIT"))?;
+        Ok(vm)
     }
 }

@@ -27,7 +27,14 @@ pub struct SerialDevice<W: Write + Send> {
     uart: Serial<EventFdTrigger, NoEvents, W>,
     pub bytes_out: u64,
     pub bytes_in: u64,
+    /// A break condition is at the head of the receive FIFO: the line
+    /// status shows BI until the guest reads that (NUL) character.
+    break_pending: bool,
 }
+
+const LSR: u16 = 5;
+const LSR_BREAK_INTERRUPT: u8 = 0x10;
+const LSR_DATA_READY: u8 = 0x01;
 
 impl<W: Write + Send> SerialDevice<W> {
     pub fn new(interrupt: EventFd, out: W) -> Self {
@@ -35,7 +42,27 @@ impl<W: Write + Send> SerialDevice<W> {
             uart: Serial::new(EventFdTrigger(interrupt), out),
             bytes_out: 0,
             bytes_in: 0,
+            break_pending: false,
         }
+    }
+
+    /// Sends a break (what precedes a magic SysRq key on a serial line).
+    /// Only when nothing is waiting in the FIFO, so the break is what the
+    /// guest reads next; returns whether it was queued.
+    pub fn send_break(&mut self) -> std::io::Result<bool> {
+        let mut lsr = [0u8];
+        self.read_lsr_raw(&mut lsr);
+        if lsr[0] & LSR_DATA_READY != 0 || self.break_pending {
+            return Ok(false);
+        }
+        self.break_pending = true;
+        self.enqueue_input(&[0])?;
+        self.bytes_in -= 1;
+        Ok(true)
+    }
+
+    fn read_lsr_raw(&mut self, out: &mut [u8; 1]) {
+        out[0] = self.uart.read(LSR as u8);
     }
 
     /// Queues host bytes as guest input; returns how many fit in the FIFO.
@@ -57,6 +84,13 @@ impl<W: Write + Send> PioDevice for SerialDevice<W> {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         if let Some(first) = data.first_mut() {
             *first = self.uart.read(offset as u8);
+            if self.break_pending {
+                if offset == LSR && *first & LSR_DATA_READY != 0 {
+                    *first |= LSR_BREAK_INTERRUPT;
+                } else if offset == 0 {
+                    self.break_pending = false;
+                }
+            }
         }
     }
 
@@ -77,7 +111,6 @@ mod tests {
 
     const THR: u16 = 0;
     const IER: u16 = 1;
-    const LSR: u16 = 5;
 
     #[test]
     fn registers_output_input_and_interrupts() {
@@ -103,5 +136,15 @@ mod tests {
         assert_eq!(rbr[0], b'x');
         dev.read(LSR, &mut lsr);
         assert_eq!(lsr[0] & 0x01, 0, "drained");
+
+        // A break reads as a NUL with BI in the line status, once.
+        assert!(dev.send_break().unwrap());
+        dev.read(LSR, &mut lsr);
+        assert_eq!(lsr[0] & 0x11, 0x11, "data ready with break");
+        dev.read(THR, &mut rbr);
+        assert_eq!(rbr[0], 0);
+        dev.enqueue_input(b"s").unwrap();
+        dev.read(LSR, &mut lsr);
+        assert_eq!(lsr[0] & 0x11, 0x01, "the next character is plain data");
     }
 }

@@ -40,7 +40,9 @@ pub struct BlockMetrics {
 
 /// A virtio block device over a raw file.
 pub struct Block {
-    file: File,
+    /// None for an empty hot-plug slot (capacity 0).
+    file: Option<File>,
+    path: Option<std::path::PathBuf>,
     read_only: bool,
     capacity_sectors: u64,
     id: [u8; DEVICE_ID_LEN],
@@ -65,12 +67,64 @@ impl Block {
         let n = serial.len().min(DEVICE_ID_LEN);
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
         Ok(Self {
-            file,
+            file: Some(file),
+            path: Some(path.to_path_buf()),
             read_only,
             capacity_sectors,
             id,
             metrics: BlockMetrics::default(),
         })
+    }
+
+    /// An empty slot a disk can be inserted into while the guest runs; the
+    /// guest sees a disk of capacity 0 until then.
+    pub fn empty_slot() -> Self {
+        Self {
+            file: None,
+            path: None,
+            read_only: false,
+            capacity_sectors: 0,
+            id: [0u8; DEVICE_ID_LEN],
+            metrics: BlockMetrics::default(),
+        }
+    }
+
+    /// Puts a backing file into an empty slot (the caller then raises a
+    /// configuration-change interrupt so the guest sees the new capacity).
+    pub fn insert(&mut self, path: &Path, read_only: bool, serial: &str) -> std::io::Result<()> {
+        if let Some(p) = &self.path {
+            return Err(std::io::Error::other(format!(
+                "the slot already holds {}",
+                p.display()
+            )));
+        }
+        let slot_read_only = self.read_only;
+        *self = Self::open(path, read_only || slot_read_only, serial)?;
+        Ok(())
+    }
+
+    /// Empties the slot; returns the file it held.
+    pub fn eject(&mut self) -> Option<std::path::PathBuf> {
+        let path = self.path.take();
+        let metrics = std::mem::take(&mut self.metrics);
+        *self = Self::empty_slot();
+        self.metrics = metrics;
+        path
+    }
+
+    /// The backing file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The device id (serial) as text.
+    pub fn serial(&self) -> String {
+        let end = self
+            .id
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(DEVICE_ID_LEN);
+        String::from_utf8_lossy(&self.id[..end]).into_owned()
     }
 
     /// Disk size in 512-byte sectors (the config space `capacity`).
@@ -171,6 +225,8 @@ impl Block {
                 for s in data {
                     let mut buf = vec![0u8; s.len as usize];
                     self.file
+                        .as_ref()
+                        .ok_or(VIRTIO_BLK_S_IOERR)?
                         .read_exact_at(&mut buf, offset)
                         .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                     mem.write_slice(&buf, s.addr)
@@ -191,6 +247,8 @@ impl Block {
                     mem.read_slice(&mut buf, s.addr)
                         .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                     self.file
+                        .as_ref()
+                        .ok_or(VIRTIO_BLK_S_IOERR)?
                         .write_all_at(&buf, offset)
                         .map_err(|_| VIRTIO_BLK_S_IOERR)?;
                     offset += u64::from(s.len);
@@ -200,8 +258,8 @@ impl Block {
                 Ok(0)
             }
             VIRTIO_BLK_T_FLUSH => {
-                if !self.read_only {
-                    self.file.sync_data().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                if let (false, Some(file)) = (self.read_only, &self.file) {
+                    file.sync_data().map_err(|_| VIRTIO_BLK_S_IOERR)?;
                 }
                 self.metrics.flushes += 1;
                 Ok(0)

@@ -69,6 +69,7 @@ pub struct MmioBlock {
     driver_features: u64,
     queue_sel: u32,
     interrupt_status: u32,
+    config_generation: u32,
     /// Interrupts raised so far.
     pub interrupts: u64,
     /// Notifications the driver sent.
@@ -88,6 +89,7 @@ impl MmioBlock {
             driver_features: 0,
             queue_sel: 0,
             interrupt_status: 0,
+            config_generation: 0,
             interrupts: 0,
             notifications: 0,
         }
@@ -138,7 +140,7 @@ impl MmioBlock {
             reg::QUEUE_READY => u32::from(self.queue_sel == 0 && self.queue.ready()),
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.status,
-            reg::CONFIG_GENERATION => 0,
+            reg::CONFIG_GENERATION => self.config_generation,
             _ => 0,
         };
         let bytes = v.to_le_bytes();
@@ -202,6 +204,17 @@ impl MmioBlock {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Tells the driver the configuration (capacity) changed: a new
+    /// generation and a configuration-change interrupt.
+    pub fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.interrupt_status |= 2;
+            self.interrupts += 1;
+            let _ = self.irq.write(1);
         }
     }
 
@@ -375,5 +388,53 @@ mod tests {
         // Writing 0 to STATUS resets the device.
         w(&mut d, reg::STATUS, 0);
         assert_eq!(r(&mut d, reg::QUEUE_READY), 0);
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    #[test]
+    fn an_empty_slot_gets_a_disk_and_loses_it_with_config_change_interrupts() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut d = MmioBlock::new(Block::empty_slot(), mem, irq.try_clone().unwrap());
+        let cap = |d: &mut MmioBlock| {
+            let mut b = [0u8; 8];
+            d.read(reg::CONFIG, &mut b);
+            u64::from_le_bytes(b)
+        };
+        let generation = |d: &mut MmioBlock| {
+            let mut b = [0u8; 4];
+            d.read(reg::CONFIG_GENERATION, &mut b);
+            u32::from_le_bytes(b)
+        };
+        assert_eq!(cap(&mut d), 0, "empty slot");
+        d.write(
+            reg::STATUS,
+            &(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK)
+                .to_le_bytes(),
+        );
+        d.block.insert(&disk, false, "vol-hot").unwrap();
+        d.config_changed();
+        assert_eq!(cap(&mut d), 2048);
+        assert_eq!(generation(&mut d), 1);
+        assert_eq!(irq.read().unwrap(), 1);
+        let mut isr = [0u8; 4];
+        d.read(reg::INTERRUPT_STATUS, &mut isr);
+        assert_eq!(isr[0] & 2, 2, "configuration change");
+        assert_eq!(d.block.serial(), "vol-hot");
+        assert!(d.block.insert(&disk, false, "again").is_err(), "slot busy");
+
+        assert_eq!(d.block.eject().as_deref(), Some(disk.as_path()));
+        d.config_changed();
+        assert_eq!(cap(&mut d), 0);
+        assert_eq!(generation(&mut d), 2);
+        assert_eq!(d.block.path(), None);
     }
 }
