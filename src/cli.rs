@@ -96,6 +96,13 @@ pub enum Command {
     /// Runs one instance's VM (started by drydock itself)
     #[command(hide = true)]
     InstanceSupervisor { instance: String },
+    /// Runs one VM in drydock's own KVM VMM from a JSON VM spec (started
+    /// by the instance supervisor; console on stdin/stdout)
+    #[command(hide = true)]
+    Vmm {
+        #[arg(long)]
+        spec: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,7 +38,30 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The VMM process: reads the VM spec, runs the VM, exits 0 when the guest
+/// powered off or the VMM was stopped, 1 when KVM failed.
+fn run_vmm(spec_path: &std::path::Path) -> Result<i32, CliError> {
+    let text = std::fs::read_to_string(spec_path).map_err(|e| {
+        CliError::usage(format!("cannot read VM spec {}: {e}", spec_path.display()))
+    })?;
+    let spec: drydock_vmm::backend::VmSpec = serde_json::from_str(&text).map_err(|e| {
+        CliError::usage(format!("VM spec {} is not valid: {e}", spec_path.display()))
+    })?;
+    let end = drydock_vmm::machine::control::run_vmm_process(&spec).map_err(CliError::failure)?;
+    eprintln!(
+        "drydock-vmm: {}",
+        serde_json::to_string(&end).unwrap_or_default()
+    );
+    Ok(match end {
+        drydock_vmm::machine::MachineEnd::InternalError { .. } => 1,
+        _ => 0,
+    })
+}
+
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    if let Command::Vmm { spec } = &cli.command {
+        return run_vmm(spec);
+    }
     let settings = config::resolve(
         cli.data_dir,
         cli.runbook_dirs,
@@ -88,6 +111,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .map_err(|e| CliError::failure(e.to_string()))?;
             Ok(0)
         }
+        Command::Vmm { spec } => run_vmm(&spec),
         Command::Repl => {
             let s = &ctx.settings;
             drydock_repl::run(&s.data_dir, &s.region, &s.profile, &drydock_stdlib::install)?;

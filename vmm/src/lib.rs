@@ -14,5 +14,6 @@ pub mod backend;
 pub mod devices;
 pub mod host;
 pub mod image;
+pub mod machine;
 pub mod probe;
 pub mod vstate;

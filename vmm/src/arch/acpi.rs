@@ -22,9 +22,43 @@ fn bytes_of(table: &dyn Aml) -> Vec<u8> {
     v
 }
 
-/// The DSDT: only the `_S5_` package (sleep type for power off).
-fn dsdt() -> Vec<u8> {
+/// A virtio-mmio device window and its interrupt, as the DSDT describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct MmioDeviceInfo {
+    pub addr: u64,
+    pub len: u32,
+    pub irq: u32,
+}
+
+/// One virtio-mmio device (`LNRO0005`, the id Linux's virtio_mmio driver
+/// matches) with its register window and edge-triggered interrupt.
+fn virtio_mmio_device(index: usize, dev: &MmioDeviceInfo) -> Vec<u8> {
+    let name = format!("V{index:03X}");
+    let mem = aml::Memory32Fixed::new(true, dev.addr as u32, dev.len);
+    let irq = aml::Interrupt::new(true, true, false, false, dev.irq);
+    let crs = aml::ResourceTemplate::new(vec![&mem, &irq]);
+    let hid = aml::Name::new("_HID".into(), &"LNRO0005");
+    let uid = aml::Name::new("_UID".into(), &(index as u8));
+    let cca = aml::Name::new("_CCA".into(), &aml::ONE);
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    bytes_of(&aml::Device::new(
+        name.as_str().into(),
+        vec![&hid, &uid, &cca, &crs],
+    ))
+}
+
+/// The DSDT: the virtio-mmio devices under `\_SB` (Debian's kernel has
+/// no `virtio_mmio.device=` command-line support, so ACPI is how it finds
+/// them, as with QEMU's microvm) and the `_S5_` package (power off).
+fn dsdt(mmio: &[MmioDeviceInfo]) -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    let devices: Vec<Vec<u8>> = mmio
+        .iter()
+        .enumerate()
+        .map(|(i, d)| virtio_mmio_device(i, d))
+        .collect();
+    let raw: Vec<u8> = devices.concat();
+    table.append_slice(&aml::Scope::raw("\\_SB_".into(), raw));
     let s5 = aml::Name::new(
         "_S5_".into(),
         &aml::Package::new(vec![&S5_SLEEP_TYPE, &aml::ZERO, &aml::ZERO, &aml::ZERO]),
@@ -86,7 +120,11 @@ fn align16(x: u64) -> u64 {
 }
 
 /// Writes every table; returns the RSDP's address.
-pub fn write_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<u64, VmError> {
+pub fn write_acpi_tables(
+    mem: &GuestMemoryMmap,
+    vcpus: u8,
+    mmio: &[MmioDeviceInfo],
+) -> Result<u64, VmError> {
     let rsdp_addr = ACPI_START;
     let mut next = align16(rsdp_addr + Rsdp::len() as u64);
     let mut place = |bytes: &[u8]| -> Result<u64, VmError> {
@@ -99,7 +137,7 @@ pub fn write_acpi_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<u64, VmErro
         next = align16(at + bytes.len() as u64);
         Ok(at)
     };
-    let dsdt_addr = place(&dsdt())?;
+    let dsdt_addr = place(&dsdt(mmio))?;
     let fadt_addr = place(&fadt(dsdt_addr))?;
     let madt_addr = place(&madt(vcpus))?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -125,7 +163,12 @@ mod tests {
     #[test]
     fn tables_are_linked_and_checksummed() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
-        let rsdp = write_acpi_tables(&mem, 2).unwrap();
+        let dev = MmioDeviceInfo {
+            addr: 0xd000_0000,
+            len: 0x1000,
+            irq: 5,
+        };
+        let rsdp = write_acpi_tables(&mem, 2, &[dev, dev]).unwrap();
         let mut r = [0u8; 36];
         mem.read_slice(&mut r, GuestAddress(rsdp)).unwrap();
         assert_eq!(&r[..8], b"RSD PTR ");
@@ -149,5 +192,7 @@ mod tests {
         assert_eq!(madt.len(), 44 + 2 * 8 + 12);
         let dsdt = read_table(u64::from_le_bytes(fadt[140..148].try_into().unwrap()));
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
+        assert!(dsdt.windows(8).any(|w| w == b"LNRO0005"));
+        assert!(dsdt.windows(4).any(|w| w == b"V001"), "second device");
     }
 }

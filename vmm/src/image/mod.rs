@@ -53,7 +53,7 @@ pub const BUSYBOX: &str = "busybox-static";
 pub const DEFAULT_DRIVERS: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk"];
 
 /// Bumped when the layout or guest scripts change meaning.
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -75,6 +75,11 @@ impl<W: Write + Send> SerialDevice<W> {
         Ok(n)
     }
 
+    /// A second handle on the interrupt EventFd (to register as an irqfd).
+    pub fn interrupt_evt(&self) -> std::io::Result<EventFd> {
+        self.uart.interrupt_evt().0.try_clone()
+    }
+
     pub fn output(&self) -> &W {
         self.uart.writer()
     }

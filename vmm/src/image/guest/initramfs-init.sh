@@ -14,8 +14,14 @@ for arg in $(cat /proc/cmdline); do
 done
 
 drivers="$(cat /etc/drydock-drivers)"
+# Module parameters on the kernel command line (`virtio_mmio.device=...`,
+# as modprobe would pass them) go to insmod.
 for m in $drivers; do
-    insmod "/lib/modules/$m.ko" || echo "drydock-initramfs: cannot load driver $m"
+    params=""
+    for arg in $(cat /proc/cmdline); do
+        case "$arg" in "$m".*=*) params="$params ${arg#"$m".}" ;; esac
+    done
+    insmod "/lib/modules/$m.ko" $params || echo "drydock-initramfs: cannot load driver $m"
 done
 
 # root=serial:ID names the disk whose virtio serial is ID (the volume id),

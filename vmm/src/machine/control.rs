@@ -1,0 +1,203 @@
+//! The VMM process: one VM per process, its console on stdin/stdout, and a
+//! control interface on Unix sockets.
+//!
+//! The wire format follows QMP so the host's supervisor speaks to QEMU and
+//! to drydock's VMM with one client: the server greets with
+//! `{"QMP": {...}}`, each command is a JSON line `{"execute": NAME,
+//! "arguments": {...}}` answered by `{"return": ...}` or `{"error":
+//! {"class": ..., "desc": ...}}`, and events arrive in between as
+//! `{"event": NAME, "data": {...}}`.
+//!
+//! Commands: `qmp_capabilities`, `status`, `pause`, `resume`, `stop`,
+//! `reboot`, `send-break`, `attach-disk {path, serial, read_only}`,
+//! `detach-disk {serial}`. Events: `BOOT {number, cause}`, `RESET {cause}`
+//! (a boot after the first), `SHUTDOWN {guest, reason}` (the VM ended).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use super::{Machine, MachineConfig, MachineDisk, MachineEnd, MachineEvent, MachineHandle};
+use crate::backend::{DeviceGeneration, VmSpec};
+
+/// Hot-plug slots every VM gets.
+pub const HOTPLUG_SLOTS: u32 = 4;
+
+/// The machine a [`VmSpec`] describes.
+pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
+    if spec.generation != DeviceGeneration::Mmio {
+        return Err(format!(
+            "drydock's VMM has only the virtio-mmio device generation; {:?} needs QEMU (DRYDOCK_BACKEND=qemu)",
+            spec.generation
+        ));
+    }
+    Ok(MachineConfig {
+        vcpus: u8::try_from(spec.vcpus).map_err(|_| format!("{} vCPUs is too many", spec.vcpus))?,
+        memory_mib: spec.memory_mib,
+        kernel: spec.kernel.clone(),
+        initrd: Some(spec.initramfs.clone()),
+        cmdline: spec.cmdline.clone(),
+        disks: spec
+            .disks
+            .iter()
+            .map(|d| MachineDisk {
+                path: d.path.clone(),
+                serial: d.serial.clone(),
+                read_only: d.read_only,
+            })
+            .collect(),
+        hotplug_slots: HOTPLUG_SLOTS,
+    })
+}
+
+fn event_json(e: &MachineEvent) -> Vec<Value> {
+    match e {
+        MachineEvent::Boot { number, cause } => {
+            let mut v = vec![json!({"event": "BOOT", "data": {"number": number, "cause": cause}})];
+            if *number > 1 {
+                v.push(json!({"event": "RESET", "data": {"cause": cause}}));
+            }
+            v
+        }
+        MachineEvent::End { end } => {
+            let (guest, reason) = match end {
+                MachineEnd::GuestPowerOff => (true, "guest powered off".to_string()),
+                MachineEnd::Stopped => (false, "stopped".to_string()),
+                MachineEnd::InternalError { detail } => (false, detail.clone()),
+            };
+            vec![json!({"event": "SHUTDOWN", "data": {"guest": guest, "reason": reason}})]
+        }
+    }
+}
+
+fn execute(h: &MachineHandle, cmd: &str, args: &Value) -> Result<Value, String> {
+    match cmd {
+        "qmp_capabilities" => Ok(json!({})),
+        "status" => serde_json::to_value(h.status()).map_err(|e| e.to_string()),
+        "pause" => h.pause().map(|_| json!({})),
+        "resume" => {
+            h.resume();
+            Ok(json!({}))
+        }
+        "stop" => {
+            h.stop();
+            Ok(json!({}))
+        }
+        "reboot" => {
+            h.reboot();
+            Ok(json!({}))
+        }
+        "send-break" => h.send_break().map(|_| json!({})),
+        "attach-disk" => {
+            let disk: MachineDisk = serde_json::from_value(args.clone())
+                .map_err(|e| format!("attach-disk needs path, serial, read_only: {e}"))?;
+            h.attach_disk(&disk).map(|slot| json!({ "slot": slot }))
+        }
+        "detach-disk" => {
+            let serial = args["serial"]
+                .as_str()
+                .ok_or("detach-disk needs a serial")?;
+            let d = h.detach_disk(serial)?;
+            serde_json::to_value(d).map_err(|e| e.to_string())
+        }
+        other => Err(format!(
+            "unknown command `{other}`; known: status, pause, resume, stop, reboot, send-break, attach-disk, detach-disk"
+        )),
+    }
+}
+
+fn session(h: Arc<MachineHandle>, stream: UnixStream) {
+    let writer = Arc::new(Mutex::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    }));
+    let send = |w: &Arc<Mutex<UnixStream>>, v: &Value| {
+        let mut w = w.lock().unwrap();
+        w.write_all(format!("{v}\n").as_bytes()).is_ok()
+    };
+    let greeting =
+        json!({"QMP": {"version": {"drydock": env!("CARGO_PKG_VERSION")}, "capabilities": []}});
+    if !send(&writer, &greeting) {
+        return;
+    }
+    {
+        let events = h.subscribe();
+        let w = writer.clone();
+        std::thread::spawn(move || {
+            for e in events {
+                for v in event_json(&e) {
+                    if !send(&w, &v) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Value>(&line) {
+            Ok(msg) => {
+                let cmd = msg["execute"].as_str().unwrap_or_default().to_string();
+                match execute(&h, &cmd, &msg["arguments"]) {
+                    Ok(v) => json!({ "return": v }),
+                    Err(desc) => json!({"error": {"class": "GenericError", "desc": desc}}),
+                }
+            }
+            Err(e) => json!({"error": {"class": "GenericError", "desc": format!("not JSON: {e}")}}),
+        };
+        if !send(&writer, &reply) {
+            return;
+        }
+    }
+}
+
+fn serve(h: Arc<MachineHandle>, path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let h = h.clone();
+            std::thread::spawn(move || session(h, stream));
+        }
+    });
+    Ok(())
+}
+
+/// Runs the VM `spec` describes in this process until it ends: console on
+/// stdin/stdout, control on the spec's sockets. Returns how it ended.
+pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
+    let config = machine_config(spec)?;
+    let mut machine =
+        Machine::new(config, Box::new(std::io::stdout())).map_err(|e| e.to_string())?;
+    let h = machine.handle();
+    for socket in [&spec.control_socket, &spec.event_socket] {
+        serve(h.clone(), socket)
+            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    }
+    {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                h.console_input(&buf[..n]);
+            }
+        });
+    }
+    let end = machine.run().map_err(|e| e.to_string());
+    // Let event subscribers see the end before the sockets go away.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for socket in [&spec.control_socket, &spec.event_socket] {
+        let _ = std::fs::remove_file(socket);
+    }
+    end
+}
