@@ -37,6 +37,36 @@ pub fn probe_kvm() -> KvmKind {
     probe_kvm_at(Path::new("/sys/module"), Path::new("/dev/kvm"))
 }
 
+/// Whether drydock's own VMM can run Linux guests here: KVM is
+/// hardware-backed and a test guest (real-mode code that halts) runs on it.
+pub fn own_vmm_usable() -> bool {
+    probe_kvm() == KvmKind::Hardware && test_guest_halts().is_ok()
+}
+
+/// Runs a one-instruction guest (`hlt`) on /dev/kvm.
+pub fn test_guest_halts() -> Result<(), String> {
+    use vm_memory::{Bytes, GuestAddress};
+    let vm = crate::vstate::vm::Vm::new(0x10000).map_err(|e| e.to_string())?;
+    vm.memory
+        .write_slice(&[0xf4], GuestAddress(0x1000))
+        .map_err(|e| e.to_string())?;
+    let mut vcpu = crate::vstate::vcpu::Vcpu::new(&vm, 0).map_err(|e| e.to_string())?;
+    vcpu.set_real_mode_entry(0x1000)
+        .map_err(|e| e.to_string())?;
+    struct NoMmio;
+    impl crate::vstate::vcpu::MmioHandler for NoMmio {
+        fn read(&mut self, _: u64, data: &mut [u8]) {
+            data.fill(0xff)
+        }
+        fn write(&mut self, _: u64, _: &[u8]) {}
+    }
+    let mut bus = crate::devices::bus::PioBus::default();
+    match vcpu.run(&mut bus, &mut NoMmio).map_err(|e| e.to_string())? {
+        crate::vstate::vcpu::ExitReason::Halted => Ok(()),
+        other => Err(format!("the test guest ended with {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,20 @@ fn virtio_mmio_device(index: usize, dev: &MmioDeviceInfo) -> Vec<u8> {
     ))
 }
 
-/// The DSDT: the virtio-mmio devices under `\_SB` (Debian's kernel has
+/// The first UART (`PNP0501`): hardware-reduced ACPI has no legacy PIC,
+/// so Linux maps no ISA interrupt on its own; the UART's IRQ must be
+/// described for its driver to get one.
+fn com1_device() -> Vec<u8> {
+    let irq = aml::Interrupt::new(true, true, false, false, SERIAL_IRQ);
+    let io = aml::IO::new(0x3f8, 0x3f8, 0, 8);
+    let crs = aml::ResourceTemplate::new(vec![&irq, &io]);
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501"));
+    let uid = aml::Name::new("_UID".into(), &aml::ZERO);
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    bytes_of(&aml::Device::new("COM1".into(), vec![&hid, &uid, &crs]))
+}
+
+/// The DSDT: the UART, the virtio-mmio devices under `\_SB` (Debian's kernel has
 /// no `virtio_mmio.device=` command-line support, so ACPI is how it finds
 /// them, as with QEMU's microvm) and the `_S5_` package (power off).
 fn dsdt(mmio: &[MmioDeviceInfo]) -> Vec<u8> {
@@ -57,7 +70,7 @@ fn dsdt(mmio: &[MmioDeviceInfo]) -> Vec<u8> {
         .enumerate()
         .map(|(i, d)| virtio_mmio_device(i, d))
         .collect();
-    let raw: Vec<u8> = devices.concat();
+    let raw: Vec<u8> = [com1_device(), devices.concat()].concat();
     table.append_slice(&aml::Scope::raw("\\_SB_".into(), raw));
     let s5 = aml::Name::new(
         "_S5_".into(),
@@ -194,5 +207,6 @@ mod tests {
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(dsdt.windows(8).any(|w| w == b"LNRO0005"));
         assert!(dsdt.windows(4).any(|w| w == b"V001"), "second device");
+        assert!(dsdt.windows(4).any(|w| w == b"COM1"), "the UART");
     }
 }

@@ -67,6 +67,55 @@ pub struct VmSpec {
     pub event_socket: PathBuf,
 }
 
+/// The program that runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// drydock's own KVM VMM (`drydock vmm`), on hardware-backed KVM.
+    Drydock,
+    /// QEMU with the given accelerator.
+    Qemu(Accel),
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Drydock => "drydock-kvm",
+            Self::Qemu(Accel::Kvm) => "qemu-kvm",
+            Self::Qemu(Accel::Tcg) => "qemu-tcg",
+        }
+    }
+}
+
+/// Chooses the backend for a VM of `generation`: drydock's own VMM where
+/// KVM is hardware-backed and a test guest runs (it has the virtio-mmio
+/// generation), QEMU otherwise. `DRYDOCK_BACKEND=drydock|qemu` overrides
+/// (QEMU then still picks its accelerator by probing or `DRYDOCK_ACCEL`).
+pub fn choose_backend(generation: DeviceGeneration) -> Result<Backend, String> {
+    match std::env::var("DRYDOCK_BACKEND").as_deref() {
+        Ok("drydock") => {
+            if generation != DeviceGeneration::Mmio {
+                return Err(
+                    "DRYDOCK_BACKEND=drydock: drydock's VMM has only the virtio-mmio device generation (m1.* types); use an m1 type or DRYDOCK_BACKEND=qemu".into(),
+                );
+            }
+            return Ok(Backend::Drydock);
+        }
+        Ok("qemu") => return Ok(Backend::Qemu(choose_accel())),
+        Ok("") | Err(_) => {}
+        Ok(other) => {
+            return Err(format!(
+                "DRYDOCK_BACKEND={other} is not a backend; use drydock or qemu"
+            ))
+        }
+    }
+    if generation == DeviceGeneration::Mmio && crate::probe::own_vmm_usable() {
+        Ok(Backend::Drydock)
+    } else {
+        Ok(Backend::Qemu(choose_accel()))
+    }
+}
+
 /// Chooses the accelerator by probing: hardware KVM when the machine has
 /// it, software emulation otherwise. `DRYDOCK_ACCEL=kvm|tcg` overrides.
 pub fn choose_accel() -> Accel {

@@ -21,7 +21,9 @@ use super::store::{
 };
 use super::{instance_type, HostError};
 use crate::backend::qmp::QmpClient;
-use crate::backend::{choose_accel, qemu, tcg_clock_params, Accel, DiskSpec, VmSpec};
+use crate::backend::{
+    choose_backend, qemu, tcg_clock_params, Accel, Backend, DeviceGeneration, DiskSpec, VmSpec,
+};
 
 /// How long a graceful stop may take before the VMM is stopped hard.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
@@ -100,7 +102,10 @@ struct Shared {
     stop_reason: Mutex<Option<String>>,
     exited: AtomicBool,
     guest_shutdown: AtomicBool,
-    generation: crate::backend::DeviceGeneration,
+    generation: DeviceGeneration,
+    backend: Backend,
+    /// Why the VMM said the VM ended (its SHUTDOWN event).
+    end_reason: Mutex<Option<String>>,
     /// Hot-plugged volumes: volume id -> (port slot, lock).
     hotplugged: Mutex<std::collections::HashMap<String, (u32, VolumeLock)>>,
     deleted_devices: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
@@ -121,9 +126,33 @@ impl Shared {
             .map_err(|e| HostError::Vmm(e.to_string()))
     }
 
+    /// Ends the VMM at once.
+    fn vmm_quit(&self) -> Result<serde_json::Value, HostError> {
+        match self.backend {
+            Backend::Drydock => self.qmp("stop", json!({})),
+            Backend::Qemu(_) => self.qmp("quit", json!({})),
+        }
+    }
+
+    /// Resets the VM.
+    fn vmm_reset(&self) -> Result<serde_json::Value, HostError> {
+        match self.backend {
+            Backend::Drydock => self.qmp("reboot", json!({})),
+            Backend::Qemu(_) => self.qmp("system_reset", json!({})),
+        }
+    }
+
+    /// A break condition on the serial line.
+    fn vmm_break(&self) -> Result<serde_json::Value, HostError> {
+        match self.backend {
+            Backend::Drydock => self.qmp("send-break", json!({})),
+            Backend::Qemu(_) => self.qmp("chardev-send-break", json!({ "id": "console" })),
+        }
+    }
+
     /// Sends a magic SysRq key over the serial line (break, then the key).
     fn sysrq(&self, key: u8) -> Result<(), HostError> {
-        self.qmp("chardev-send-break", json!({ "id": "console" }))?;
+        self.vmm_break()?;
         std::thread::sleep(Duration::from_millis(50));
         self.console
             .input(&[key])
@@ -158,7 +187,7 @@ impl Shared {
                     std::thread::sleep(GRACEFUL_STOP);
                     if !me.exited.load(Ordering::SeqCst) {
                         tracing::warn!("guest did not power off in time; stopping the VMM");
-                        let _ = me.qmp("quit", json!({}));
+                        let _ = me.vmm_quit();
                     }
                 });
                 Ok("stopping".into())
@@ -170,17 +199,21 @@ impl Shared {
                     .get_or_insert_with(|| "stopped by user (forced)".into());
                 self.store()?
                     .set_state(&self.id, InstanceState::Stopping, "stopping (forced)")?;
-                self.qmp("quit", json!({}))?;
+                self.vmm_quit()?;
                 Ok("stopping".into())
             }
             "reboot" => {
                 for key in [b's', b'u'] {
                     self.sysrq(key)?;
                 }
-                self.qmp("system_reset", json!({}))?;
+                self.vmm_reset()?;
                 Ok("rebooting".into())
             }
-            "status" => Ok(format!("running pid {}", std::process::id())),
+            "status" => Ok(format!(
+                "running pid {} backend {}",
+                std::process::id(),
+                self.backend.name()
+            )),
             "tail" => {
                 let text = String::from_utf8_lossy(&self.console.tail()).into_owned();
                 Ok(serde_json::to_string(&text).expect("a string serializes"))
@@ -196,7 +229,7 @@ impl Shared {
                 Ok(format!("sysrq {} sent", key as char))
             }
             "break" => {
-                self.qmp("chardev-send-break", json!({ "id": "console" }))?;
+                self.vmm_break()?;
                 Ok("break sent".into())
             }
             other => match other.split_once(' ') {
@@ -212,7 +245,10 @@ impl Shared {
 
 impl Shared {
     fn hot_attach(&self, vol_id: &str) -> Result<String, HostError> {
-        if self.generation != crate::backend::DeviceGeneration::Pci {
+        if self.backend == Backend::Drydock {
+            return self.drydock_attach(vol_id);
+        }
+        if self.generation != DeviceGeneration::Pci {
             return Err(HostError::Conflict(format!(
                 "instance {} is of an old-generation type (virtio-mmio) whose disks cannot change while it runs; stop it, attach, start",
                 self.id
@@ -245,6 +281,22 @@ impl Shared {
         Ok(format!("attached {}", vol.id))
     }
 
+    /// drydock's VMM: the volume goes into an empty disk slot.
+    fn drydock_attach(&self, vol_id: &str) -> Result<String, HostError> {
+        let vol = self.store()?.volume(vol_id)?;
+        let lock = VolumeLock::acquire(&vol.path, &vol.id)?;
+        let reply = self.qmp(
+            "attach-disk",
+            json!({ "path": vol.path, "serial": vol.id, "read_only": false }),
+        )?;
+        let slot = reply["slot"].as_u64().unwrap_or_default() as u32;
+        self.hotplugged
+            .lock()
+            .unwrap()
+            .insert(vol.id.clone(), (slot, lock));
+        Ok(format!("attached {}", vol.id))
+    }
+
     fn hot_detach(&self, vol_id: &str) -> Result<String, HostError> {
         let dev = device_id(vol_id);
         if !self.hotplugged.lock().unwrap().contains_key(vol_id) {
@@ -252,6 +304,15 @@ impl Shared {
                 "volume {vol_id} was attached before {} started; stop the instance to detach it",
                 self.id
             )));
+        }
+        if self.backend == Backend::Drydock {
+            let reply = self.qmp("detach-disk", json!({ "serial": vol_id }))?;
+            self.hotplugged.lock().unwrap().remove(vol_id);
+            return Ok(if reply["was_mounted"].as_bool().unwrap_or(false) {
+                format!("detached {vol_id} (the guest still had its file system mounted)")
+            } else {
+                format!("detached {vol_id}")
+            });
         }
         self.qmp("device_del", json!({ "id": dev }))?;
         let (set, cond) = &self.deleted_devices;
@@ -387,13 +448,28 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     ] {
         let _ = std::fs::remove_file(s);
     }
-    let accel = choose_accel();
+    let backend = choose_backend(itype.generation).map_err(HostError::Invalid)?;
+    let accel = match backend {
+        Backend::Drydock => Accel::Kvm,
+        Backend::Qemu(accel) => accel,
+    };
+    // drydock's VMM resets through the ACPI reset register; QEMU's microvm
+    // by triple fault.
+    let reboot = if backend == Backend::Drydock {
+        "a"
+    } else {
+        "t"
+    };
     let mut cmdline = format!(
-        "console=ttyS0 root=serial:{} reboot=t panic=-1 quiet sysrq_always_enabled",
+        "console=ttyS0 root=serial:{} reboot={reboot} panic=-1 quiet sysrq_always_enabled",
         inst.root_volume
     );
     // The kernel's crypto self-tests cost boot time and test nothing of ours.
     cmdline.push_str(" cryptomgr.notests");
+    if backend == Backend::Drydock {
+        // No PCI bus on drydock's microVM: do not probe for one.
+        cmdline.push_str(" pci=off");
+    }
     if accel == Accel::Tcg {
         cmdline = format!("{cmdline} {}", tcg_clock_params());
     }
@@ -415,9 +491,22 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         event_socket: event_socket.clone(),
     };
     let vmm_log = dir.join("vmm.log");
-    let vmm_err =
+    let mut vmm_err =
         std::fs::File::create(&vmm_log).map_err(|e| HostError::io("create", &vmm_log, e))?;
-    let mut cmd = qemu::command(&spec);
+    let _ = writeln!(vmm_err, "drydock: backend {}", backend.name());
+    let mut cmd = match backend {
+        Backend::Drydock => {
+            let spec_path = dir.join("vm-spec.json");
+            let text = serde_json::to_vec_pretty(&spec).expect("a VM spec serializes");
+            std::fs::write(&spec_path, text).map_err(|e| HostError::io("write", &spec_path, e))?;
+            let exe = std::env::current_exe()
+                .map_err(|e| HostError::Vmm(format!("cannot find the drydock binary: {e}")))?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("vmm").arg("--spec").arg(&spec_path);
+            cmd
+        }
+        Backend::Qemu(_) => qemu::command(&spec),
+    };
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(vmm_err);
@@ -430,9 +519,13 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         });
     }
     tracing::info!(instance = %id, "starting VMM: {:?}", cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| HostError::Vmm(format!("cannot start {}: {e}", qemu::qemu_binary())))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        HostError::Vmm(format!(
+            "cannot start the {} VMM ({:?}): {e}",
+            backend.name(),
+            cmd.get_program()
+        ))
+    })?;
     let boot = store.count_boot(id)?;
     let log_path = console_log_path(&dir, boot);
     let log =
@@ -452,6 +545,8 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         exited: AtomicBool::new(false),
         guest_shutdown: AtomicBool::new(false),
         generation: itype.generation,
+        backend,
+        end_reason: Mutex::new(None),
         hotplugged: Mutex::new(std::collections::HashMap::new()),
         deleted_devices: (
             Mutex::new(std::collections::HashSet::new()),
@@ -483,7 +578,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             )));
         }
     }
-    {
+    let event_reader = {
         let shared = shared.clone();
         std::thread::spawn(move || {
             let Ok(mut events) = QmpClient::connect(&event_socket, Duration::from_secs(20)) else {
@@ -506,12 +601,15 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
                     Some("SHUTDOWN") => {
                         let guest = msg["data"]["guest"].as_bool().unwrap_or(false);
                         shared.guest_shutdown.store(guest, Ordering::SeqCst);
+                        if let Some(reason) = msg["data"]["reason"].as_str() {
+                            *shared.end_reason.lock().unwrap() = Some(reason.to_string());
+                        }
                     }
                     _ => {}
                 }
             }
-        });
-    }
+        })
+    };
     let console_listener = UnixListener::bind(dir.join("console.sock"))
         .map_err(|e| HostError::io("listen on", &dir, e))?;
     {
@@ -527,6 +625,11 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     HostStore::open(data_dir)?.set_state(id, InstanceState::Running, "")?;
 
     let status = child.wait().map_err(|e| HostError::Vmm(e.to_string()))?;
+    // The VMM's last events (why it ended) arrive before its socket closes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !event_reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(locks);
     shared.exited.store(true, Ordering::SeqCst);
     let _ = pump.join();
@@ -539,9 +642,13 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             "guest powered off".to_string()
         }
         None if status.success() => "VMM exited".to_string(),
-        None => format!(
-            "VMM exited unexpectedly ({status}); see {}",
-            vmm_log.display()
-        ),
+        None => {
+            let said = shared.end_reason.lock().unwrap().clone();
+            format!(
+                "VMM exited unexpectedly ({status}{}); see {}",
+                said.map(|r| format!(": {r}")).unwrap_or_default(),
+                vmm_log.display()
+            )
+        }
     })
 }

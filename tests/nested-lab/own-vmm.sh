@@ -1,0 +1,20 @@
+#!/bin/sh
+# Runs inside the nested lab's L2 (see scripts/nested-lab): the instance
+# lifecycle on drydock's own KVM VMM, driven by a runbook. Lines starting
+# with "LAB " are what tests/nested_lab.rs checks.
+set -e
+here="$(dirname "$0")"
+echo "LAB backend probe: $(drydock --json host-info 2>/dev/null | tr -d '\n ' || true)"
+image="$(drydock --json images | sed -n 's/.*"id": *"\(img-[^"]*\)".*/\1/p' | head -1)"
+[ -n "$image" ] || { echo "LAB FAIL no image in the lab data directory"; exit 1; }
+# Through a pipe: progress lines, not spinners, on the lab's console.
+{ drydock run "$here/own-vmm.rhai" -p "image=$image"; echo $? > /tmp/runbook.rc; } 2>&1 | cat
+if [ "$(cat /tmp/runbook.rc)" = 0 ]; then
+    echo "LAB RUNBOOK OK"
+else
+    drydock instances || true
+    echo "LAB RUNBOOK FAILED"
+    for f in "$DRYDOCK_DATA_DIR"/instances/*/supervisor.log "$DRYDOCK_DATA_DIR"/instances/*/vmm.log; do echo "== $f"; tail -20 "$f"; done
+    for f in "$DRYDOCK_DATA_DIR"/instances/*/console/boot-*.log; do echo "== $f"; tail -30 "$f"; done
+    exit 1
+fi
