@@ -75,6 +75,8 @@ pub enum Command {
     Console(ConsoleArgs),
     /// List regions and what each holds
     Regions,
+    /// What this machine's KVM is and which VMM backend instances get
+    HostInfo,
     /// Instance types: vCPUs, memory, device generation
     InstanceTypes,
     /// List volumes of the region (`drydock volumes create|attach|…` works too)

@@ -99,6 +99,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::ConsoleOutput(args) => commands::host::console_output(&ctx, args),
         Command::Regions => commands::host::regions(&ctx),
         Command::Console(args) => commands::console::attach(&ctx, args),
+        Command::HostInfo => commands::host::host_info(&ctx),
         Command::InstanceTypes => commands::host::instance_types(&ctx),
         Command::Volumes { action: None } => commands::volumes::volumes(&ctx),
         Command::Volumes { action: Some(cmd) } => commands::volumes::volume(&ctx, cmd),

@@ -71,7 +71,7 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
     let out = dd.run(&["--region", R, "volume", "attach", &data, &id]);
     assert_code(&out, 2);
     assert!(
-        text(&out.stderr).contains("old-generation type (m1.small, virtio-mmio)"),
+        text(&out.stderr).contains("old-generation type (m1.small, virtio-mmio) running on QEMU"),
         "{}",
         text(&out.stderr)
     );

@@ -392,6 +392,45 @@ pub fn console_output(ctx: &Context, args: ConsoleOutputArgs) -> Result<i32, Cli
 }
 
 /// `drydock regions`.
+/// The machine's KVM, whether drydock's own VMM runs here, and the backend
+/// each device generation gets.
+pub fn host_info(ctx: &Context) -> Result<i32, CliError> {
+    use drydock_vmm::backend::{choose_backend, DeviceGeneration};
+    let kvm = drydock_vmm::probe::probe_kvm();
+    let test_guest = drydock_vmm::probe::test_guest_halts();
+    let backend = |g| match choose_backend(g) {
+        Ok(b) => b.name().to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    let info = json!({
+        "kvm": kvm,
+        "test_guest": match &test_guest { Ok(()) => "halted as expected".to_string(), Err(e) => e.clone() },
+        "backend_m1": backend(DeviceGeneration::Mmio),
+        "backend_n2": backend(DeviceGeneration::Pci),
+        "override": std::env::var("DRYDOCK_BACKEND").ok(),
+    });
+    if ctx.json {
+        print_json(&info);
+        return Ok(0);
+    }
+    let mut t = table(&["", "VALUE"]);
+    for (k, label) in [
+        ("kvm", "KVM"),
+        ("test_guest", "test guest on /dev/kvm"),
+        ("backend_m1", "backend for m1.* (virtio-mmio)"),
+        ("backend_n2", "backend for n2.* (virtio-pci)"),
+    ] {
+        let v = info[k]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| info[k].to_string());
+        t.add_row(vec![label.to_string(), v]);
+    }
+    println!("{t}");
+    println!("(DRYDOCK_BACKEND=drydock|qemu overrides the choice)");
+    Ok(0)
+}
+
 pub fn regions(ctx: &Context) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
     let store = host.store()?;

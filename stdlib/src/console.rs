@@ -58,7 +58,19 @@ struct HandleState {
     session: Session,
     interrupt: Arc<Interrupt>,
     seq: u64,
+    /// Distinguishes this handle's sentinels from earlier sessions' output
+    /// still in the console's tail.
+    nonce: u32,
     default_timeout: Duration,
+}
+
+/// A number that differs between console handles (time and process based).
+fn session_nonce() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or_default();
+    t ^ std::process::id().rotate_left(16)
 }
 
 fn err(pos: Position, message: String) -> Box<EvalAltResult> {
@@ -129,6 +141,7 @@ impl ExpectHandle {
                 session,
                 interrupt,
                 seq: 0,
+                nonce: session_nonce(),
                 default_timeout: Duration::from_secs(60),
             })),
         }
@@ -286,23 +299,31 @@ impl ExpectHandle {
             let mut st = self.inner.lock().unwrap();
             st.seq += 1;
             st.session.clear();
-            st.seq
+            format!("{:x}x{}", st.nonce, st.seq)
         };
-        // The echoed command shows `__dd7_"$?"__`; only the output matches `__dd7_0__`.
-        self.send(pos, &format!("{cmd}; echo \"__dd{n}_\"$?\"__\"\r"))?;
+        // The echoed command line shows `"__ds7""__"` and `__dd7_"$?"__`; only
+        // the output has `__ds7__` (where the output starts) and `__dd7_0__`
+        // (where it ends, with the exit code). This holds however the line
+        // editor wraps or redraws a long echoed command.
+        self.send(
+            pos,
+            &format!("echo \"__ds{n}\"\"__\"; {cmd}; echo \"__dd{n}_\"$?\"__\"\r"),
+        )?;
         let m = self.expect_one(
             pos,
             vec![Dynamic::from(regex_map(&format!(r"__dd{n}_(\d+)__")))],
             timeout,
         )?;
         let before = m["before"].clone().into_string().unwrap_or_default();
-        // Output starts after the terminal's echo of the command line.
-        let echoed = format!("\"__dd{n}_\"$?\"__\"");
-        let stdout = match before.find(&echoed) {
-            Some(i) => match before[i..].find('\n') {
-                Some(j) => before[i + j + 1..].to_string(),
-                None => String::new(),
-            },
+        let start = format!("__ds{n}__");
+        let stdout = match before.rfind(&start) {
+            Some(i) => {
+                let rest = &before[i + start.len()..];
+                rest.strip_prefix("\r\n")
+                    .or_else(|| rest.strip_prefix('\n'))
+                    .unwrap_or(rest)
+                    .to_string()
+            }
             None => before,
         };
         // Line editors redraw with a carriage return at the start of a line.

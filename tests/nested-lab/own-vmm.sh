@@ -4,7 +4,7 @@
 # with "LAB " are what tests/nested_lab.rs checks.
 set -e
 here="$(dirname "$0")"
-echo "LAB backend probe: $(drydock --json host-info 2>/dev/null | tr -d '\n ' || true)"
+echo "LAB backend probe: $(drydock --json host-info | tr -d "\n ")"
 image="$(drydock --json images | sed -n 's/.*"id": *"\(img-[^"]*\)".*/\1/p' | head -1)"
 [ -n "$image" ] || { echo "LAB FAIL no image in the lab data directory"; exit 1; }
 # Through a pipe: progress lines, not spinners, on the lab's console.

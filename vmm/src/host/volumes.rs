@@ -5,6 +5,7 @@
 use super::extents::{copy_allocated, ext_fs_mounted};
 use super::store::{new_id, now_ms, InstanceState, SnapshotRecord, VolumeKind, VolumeRecord};
 use super::{supervisor, Host, HostError};
+use crate::backend::Backend;
 
 /// Largest volume drydock creates (sparse files cost only what is written).
 const MAX_VOLUME_MIB: u64 = 1 << 20;
@@ -122,9 +123,13 @@ impl Host {
         let running = matches!(inst.state, InstanceState::Running | InstanceState::Pending);
         if running && !as_root {
             let itype = super::instance_type(&inst.instance_type).map_err(HostError::Invalid)?;
-            if itype.generation != crate::backend::DeviceGeneration::Pci {
+            // drydock's own VMM gives old-generation guests empty disk
+            // slots; QEMU's microvm has no hot-plug.
+            let hot_slots = supervisor::send_control(&self.instance_dir(instance_id), "status")
+                .is_ok_and(|status| status.contains(Backend::Drydock.name()));
+            if itype.generation != crate::backend::DeviceGeneration::Pci && !hot_slots {
                 return Err(HostError::Conflict(format!(
-                    "instance {instance_id} is of an old-generation type ({}, virtio-mmio) whose disks cannot change while it runs; stop it, attach, start — or use a new-generation type",
+                    "instance {instance_id} is of an old-generation type ({}, virtio-mmio) running on QEMU, whose disks cannot change while it runs; stop it, attach, start — or use a new-generation type",
                     itype.name
                 )));
             }

@@ -114,6 +114,8 @@ pub struct MachineHandle {
     running_vcpus: AtomicU32,
     vcpu_threads: Mutex<Vec<libc::pthread_t>>,
     kick_wanted: AtomicBool,
+    /// A vCPU ended this boot: the others must stop too.
+    boot_ending: AtomicBool,
     boots: AtomicU32,
     pub exits: AtomicU64,
     started: Instant,
@@ -178,6 +180,7 @@ impl MachineHandle {
             running_vcpus: AtomicU32::new(0),
             vcpu_threads: Mutex::new(Vec::new()),
             kick_wanted: AtomicBool::new(false),
+            boot_ending: AtomicBool::new(false),
             boots: AtomicU32::new(0),
             exits: AtomicU64::new(0),
             started: Instant::now(),
@@ -532,9 +535,9 @@ impl Machine {
         let power = Arc::new(Mutex::new(PowerControl::default()));
         let i8042 = Arc::new(Mutex::new(I8042::default()));
 
-        h.stop_requested.load(Ordering::SeqCst);
         h.reboot_requested.store(false, Ordering::SeqCst);
         h.kick_wanted.store(false, Ordering::SeqCst);
+        h.boot_ending.store(false, Ordering::SeqCst);
         h.parked.store(0, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel::<VcpuReport>();
         let vm = Arc::new(vm);
@@ -572,6 +575,7 @@ impl Machine {
         let VcpuReport::Ended(id, first) = rx
             .recv()
             .map_err(|_| VmError::Setup("every vCPU thread ended without a report".into()))?;
+        h.boot_ending.store(true, Ordering::SeqCst);
         h.kick_all();
         let mut kicks = 0;
         for t in threads {
@@ -647,7 +651,10 @@ fn vcpu_loop(
     mmio: &mut MmioDevices,
 ) -> Result<ExitReason, VmError> {
     loop {
-        if h.stop_requested.load(Ordering::SeqCst) || h.reboot_requested.load(Ordering::SeqCst) {
+        if h.stop_requested.load(Ordering::SeqCst)
+            || h.reboot_requested.load(Ordering::SeqCst)
+            || h.boot_ending.load(Ordering::SeqCst)
+        {
             return Ok(ExitReason::Interrupted);
         }
         {
