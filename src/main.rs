@@ -113,6 +113,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Vmm { spec } => run_vmm(&spec),
+        Command::VmmBench(args) => commands::vmm_bench::run(&ctx, args),
         Command::Repl => {
             let s = &ctx.settings;
             drydock_repl::run(&s.data_dir, &s.region, &s.profile, &drydock_stdlib::install)?;

@@ -6,6 +6,7 @@ pub mod executions;
 pub mod host;
 pub mod run;
 pub mod runbooks;
+pub mod vmm_bench;
 pub mod volumes;
 
 use std::time::{Duration, UNIX_EPOCH};

@@ -118,9 +118,8 @@ pub struct MachineHandle {
     boot_ending: AtomicBool,
     boots: AtomicU32,
     pub exits: AtomicU64,
-    started: Instant,
-    /// Time from process start to the first KVM_RUN of vCPU 0 (µs).
-    pub first_entry_us: AtomicU64,
+    /// When vCPU 0 first entered the guest (µs since the Unix epoch).
+    pub first_entry_unix_us: AtomicU64,
     events: Mutex<Vec<mpsc::Sender<MachineEvent>>>,
     input: Mutex<std::collections::VecDeque<u8>>,
     input_ready: Condvar,
@@ -134,7 +133,8 @@ pub struct MachineStatus {
     pub vcpus: u8,
     pub memory_mib: u32,
     pub exits: u64,
-    pub first_entry_us: u64,
+    /// When vCPU 0 first entered the guest (µs since the Unix epoch).
+    pub first_entry_unix_us: u64,
     pub disks: Vec<DiskStatus>,
 }
 
@@ -183,8 +183,7 @@ impl MachineHandle {
             boot_ending: AtomicBool::new(false),
             boots: AtomicU32::new(0),
             exits: AtomicU64::new(0),
-            started: Instant::now(),
-            first_entry_us: AtomicU64::new(0),
+            first_entry_unix_us: AtomicU64::new(0),
             events: Mutex::new(Vec::new()),
             input: Mutex::new(Default::default()),
             input_ready: Condvar::new(),
@@ -316,7 +315,7 @@ impl MachineHandle {
             vcpus: self.config.vcpus,
             memory_mib: self.config.memory_mib,
             exits: self.exits.load(Ordering::SeqCst),
-            first_entry_us: self.first_entry_us.load(Ordering::SeqCst),
+            first_entry_unix_us: self.first_entry_unix_us.load(Ordering::SeqCst),
             disks,
         }
     }
@@ -443,7 +442,7 @@ impl Machine {
         for _ in 0..config.hotplug_slots {
             blocks.push(Block::empty_slot());
         }
-        // SAFETY: the handler does nothing; it only exists so the signal
+        // The handler does nothing; it only exists so the signal
         // interrupts KVM_RUN instead of killing the process.
         vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler).map_err(
             |e| MachineError::Invalid(format!("cannot install the vCPU kick signal: {e}")),
@@ -668,9 +667,12 @@ fn vcpu_loop(
                 continue;
             }
         }
-        if id == 0 && h.first_entry_us.load(Ordering::SeqCst) == 0 {
-            h.first_entry_us
-                .store(h.started.elapsed().as_micros() as u64, Ordering::SeqCst);
+        if id == 0 && h.first_entry_unix_us.load(Ordering::SeqCst) == 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1);
+            h.first_entry_unix_us.store(now, Ordering::SeqCst);
         }
         let r = vcpu.run(bus, mmio);
         h.exits.fetch_add(vcpu.exits, Ordering::Relaxed);
