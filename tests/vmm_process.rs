@@ -1,0 +1,232 @@
+//! drydock's VMM process (`drydock vmm --spec`) on this machine's /dev/kvm,
+//! with a tiny 64-bit "kernel" assembled here instead of Linux (which this
+//! machine's software-nested KVM cannot run; the nested lab boots Linux):
+//! the 64-bit boot protocol entry, serial output through the machine's
+//! UART, guest power-off through the ACPI sleep register, and the control
+//! socket (status, pause, resume, reboot, stop) with its events.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drydock_vmm::backend::qmp::QmpClient;
+use serde_json::json;
+
+use common::text;
+
+const LOAD: u64 = 0x10_0000;
+
+/// An ELF64 executable with `code` loaded and entered at 1 MiB.
+fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 0x1000];
+    f[..16].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let put =
+        |f: &mut Vec<u8>, at: usize, bytes: &[u8]| f[at..at + bytes.len()].copy_from_slice(bytes);
+    put(&mut f, 16, &2u16.to_le_bytes()); // ET_EXEC
+    put(&mut f, 18, &0x3eu16.to_le_bytes()); // x86-64
+    put(&mut f, 20, &1u32.to_le_bytes());
+    put(&mut f, 24, &LOAD.to_le_bytes()); // entry
+    put(&mut f, 32, &64u64.to_le_bytes()); // program headers
+    put(&mut f, 52, &64u16.to_le_bytes());
+    put(&mut f, 54, &56u16.to_le_bytes());
+    put(&mut f, 56, &1u16.to_le_bytes());
+    // PT_LOAD: file offset 0x1000 -> physical 1 MiB.
+    let ph = 64;
+    put(&mut f, ph, &1u32.to_le_bytes());
+    put(&mut f, ph + 4, &5u32.to_le_bytes());
+    put(&mut f, ph + 8, &0x1000u64.to_le_bytes());
+    put(&mut f, ph + 16, &LOAD.to_le_bytes());
+    put(&mut f, ph + 24, &LOAD.to_le_bytes());
+    put(&mut f, ph + 32, &(code.len() as u64).to_le_bytes());
+    put(&mut f, ph + 40, &(code.len() as u64).to_le_bytes());
+    put(&mut f, ph + 48, &0x1000u64.to_le_bytes());
+    f.extend_from_slice(code);
+    f
+}
+
+/// `mov dx, port; mov al, byte; out dx, al` for each byte.
+fn outb(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut c = vec![0x66, 0xba];
+    c.extend_from_slice(&port.to_le_bytes());
+    for b in bytes {
+        c.extend_from_slice(&[0xb0, *b, 0xee]);
+    }
+    c
+}
+
+fn spec(dir: &Path, code: &[u8]) -> std::path::PathBuf {
+    std::fs::write(dir.join("kernel"), tiny_elf(code)).unwrap();
+    std::fs::write(dir.join("initrd"), vec![0u8; 4096]).unwrap();
+    std::fs::write(dir.join("disk.raw"), vec![0u8; 1 << 20]).unwrap();
+    let spec = json!({
+        "name": "tiny", "vcpus": 1, "memory_mib": 64, "generation": "mmio", "accel": "kvm",
+        "kernel": dir.join("kernel"), "initramfs": dir.join("initrd"), "cmdline": "console=ttyS0",
+        "disks": [{"path": dir.join("disk.raw"), "serial": "vol-tiny", "read_only": false}],
+        "control_socket": dir.join("control.sock"), "event_socket": dir.join("events.sock"),
+    });
+    let path = dir.join("spec.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    path
+}
+
+fn vmm(spec: &Path) -> std::process::Child {
+    Command::new(common::bin())
+        .args(["vmm", "--spec"])
+        .arg(spec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_tiny_kernel_prints_on_the_serial_console_and_powers_off_through_acpi() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long mode from the first instruction: write to COM1, then S5 | SLP_EN
+    // to the ACPI sleep control register.
+    let mut code = outb(0x3f8, b"tiny kernel up\n");
+    code.extend(outb(0x3c0, &[(5 << 2) | 0x20]));
+    code.push(0xf4);
+    let out = vmm(&spec(dir.path(), &code)).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "tiny kernel up\n");
+    assert!(
+        text(&out.stderr).contains(r#"{"kind":"guest_power_off"}"#),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_control_socket_reports_pauses_reboots_and_stops_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    // Print a line, then halt with interrupts off: the vCPU sleeps in KVM
+    // until the VMM kicks it.
+    let mut code = outb(0x3f8, b"boot\n");
+    code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp hlt
+    let mut child = vmm(&spec(dir.path(), &code));
+    let console = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let mut out = child.stdout.take().unwrap();
+        let console = console.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                console
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let console_has = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !console.lock().unwrap().contains(want) {
+            assert!(Instant::now() < deadline, "console never showed {want:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut control = QmpClient::connect(&dir.path().join("control.sock"), Duration::from_secs(20))
+        .expect("the VMM opens its control socket");
+    let mut events = QmpClient::connect(&dir.path().join("events.sock"), Duration::from_secs(5))
+        .expect("events socket");
+
+    let wait_status = |c: &mut QmpClient, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = c.execute("status", json!({})).unwrap();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "status never matched: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let s = wait_status(&mut control, &|s| {
+        s["first_entry_unix_us"].as_u64() > Some(0)
+    });
+    assert_eq!(s["boots"], 1);
+    assert_eq!(s["vcpus"], 1);
+    assert_eq!(s["disks"][0]["serial"], "vol-tiny");
+    assert_eq!(
+        s["disks"].as_array().unwrap().len(),
+        5,
+        "1 disk + 4 hot-plug slots"
+    );
+
+    control.execute("pause", json!({})).unwrap();
+    assert_eq!(
+        control.execute("status", json!({})).unwrap()["state"],
+        "paused"
+    );
+    control.execute("resume", json!({})).unwrap();
+    assert_eq!(
+        control.execute("status", json!({})).unwrap()["state"],
+        "running"
+    );
+
+    // Hot attach into an empty slot, then detach.
+    std::fs::write(dir.path().join("hot.raw"), vec![0u8; 1 << 20]).unwrap();
+    let slot = control
+        .execute(
+            "attach-disk",
+            json!({"path": dir.path().join("hot.raw"), "serial": "vol-hot", "read_only": false}),
+        )
+        .unwrap();
+    assert_eq!(slot["slot"], 1);
+    let s = control.execute("status", json!({})).unwrap();
+    assert_eq!(s["disks"][1]["capacity_bytes"], 1 << 20);
+    let d = control
+        .execute("detach-disk", json!({"serial": "vol-hot"}))
+        .unwrap();
+    assert_eq!(d["was_mounted"], false);
+    let err = control
+        .execute("detach-disk", json!({"serial": "vol-hot"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no disk with serial vol-hot"), "{err}");
+
+    console_has("boot\n");
+    control.execute("reboot", json!({})).unwrap();
+    wait_status(&mut control, &|s| s["boots"] == 2);
+    console_has("boot\nboot\n");
+    control.execute("stop", json!({})).unwrap();
+
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        *console.lock().unwrap(),
+        "boot\nboot\n",
+        "one line per boot"
+    );
+    assert!(text(&out.stderr).contains(r#"{"kind":"stopped"}"#));
+
+    // Events: the reboot, then the end.
+    let mut seen = Vec::new();
+    while let Ok(m) = events.read_message() {
+        seen.push(m["event"].as_str().unwrap_or_default().to_string());
+        if m["event"] == "SHUTDOWN" {
+            assert_eq!(m["data"]["guest"], false);
+            break;
+        }
+    }
+    assert!(seen.contains(&"RESET".to_string()), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("SHUTDOWN"));
+}
+
+#[test]
+fn a_spec_that_cannot_be_read_is_a_usage_error() {
+    let out = Command::new(common::bin())
+        .args(["vmm", "--spec", "/nonexistent/spec.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read VM spec /nonexistent/spec.json"));
+}
