@@ -32,10 +32,13 @@ fn own_vmm_boots_logs_in_hot_attaches_reboots_and_powers_off_in_the_nested_lab()
     let lab = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nested-lab");
     let (mut ok, mut out) = run_lab(&lab);
     // Software-emulated nested virtualisation occasionally takes L2 itself
-    // down (a crash of the emulated host, not of anything under test);
-    // that, and only that, is retried once.
-    if !ok && out.contains("L2 ended without a result") {
-        eprintln!("the lab's L2 died; retrying once:\n{out}");
+    // down (a crash of the emulated host kernel, not of anything under
+    // test; about one run in six here); that, and only that, is retried.
+    for attempt in 2..=3 {
+        if ok || !out.contains("L2 ended without a result") {
+            break;
+        }
+        eprintln!("the lab's L2 died; attempt {attempt}:\n{out}");
         (ok, out) = run_lab(&lab);
     }
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("LAB ")).collect();
