@@ -230,3 +230,41 @@ fn a_spec_that_cannot_be_read_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read VM spec /nonexistent/spec.json"));
 }
+
+#[test]
+fn host_info_names_this_machines_kvm_and_the_backend_each_generation_gets() {
+    let info = |backend: Option<&str>| {
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["--json", "host-info"]);
+        match backend {
+            Some(b) => cmd.env("DRYDOCK_BACKEND", b),
+            None => cmd.env_remove("DRYDOCK_BACKEND"),
+        };
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let probed = info(None);
+    let kvm = probed["kvm"].as_str().unwrap().to_string();
+    assert!(["hardware", "software_nested", "unavailable"].contains(&kvm.as_str()));
+    // drydock's VMM only where KVM is hardware-backed; n2 always on QEMU.
+    let expected_m1 = if kvm == "hardware" {
+        "drydock-kvm"
+    } else {
+        "qemu-tcg"
+    };
+    assert_eq!(probed["backend_m1"], expected_m1, "{probed}");
+    assert!(probed["backend_n2"].as_str().unwrap().starts_with("qemu-"));
+
+    let forced = info(Some("drydock"));
+    assert_eq!(forced["backend_m1"], "drydock-kvm");
+    assert!(forced["backend_n2"]
+        .as_str()
+        .unwrap()
+        .contains("drydock's VMM has only the virtio-mmio device generation"));
+    let bogus = info(Some("firecracker"));
+    assert!(bogus["backend_m1"]
+        .as_str()
+        .unwrap()
+        .contains("DRYDOCK_BACKEND=firecracker is not a backend; use drydock or qemu"));
+}
