@@ -17,7 +17,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::{acpi, boot, layout, regs};
@@ -106,14 +105,12 @@ pub struct MachineHandle {
     serial: Arc<Mutex<Serial>>,
     /// The virtio devices of the current boot (boot disks, then slots).
     devices: Mutex<Vec<Arc<Mutex<MmioBlock>>>>,
-    /// Disks between boots (moved into the next boot's devices).
     stop_requested: AtomicBool,
     reboot_requested: AtomicBool,
     paused: (Mutex<bool>, Condvar),
     parked: AtomicU32,
     running_vcpus: AtomicU32,
     vcpu_threads: Mutex<Vec<libc::pthread_t>>,
-    kick_wanted: AtomicBool,
     /// A vCPU ended this boot: the others must stop too.
     boot_ending: AtomicBool,
     boots: AtomicU32,
@@ -179,7 +176,6 @@ impl MachineHandle {
             parked: AtomicU32::new(0),
             running_vcpus: AtomicU32::new(0),
             vcpu_threads: Mutex::new(Vec::new()),
-            kick_wanted: AtomicBool::new(false),
             boot_ending: AtomicBool::new(false),
             boots: AtomicU32::new(0),
             exits: AtomicU64::new(0),
@@ -207,7 +203,6 @@ impl MachineHandle {
 
     /// Kicks every vCPU out of KVM_RUN until they notice.
     fn kick_all(&self) {
-        self.kick_wanted.store(true, Ordering::SeqCst);
         for t in self.vcpu_threads.lock().unwrap().iter() {
             // SAFETY: the thread ids belong to vCPU threads of this boot,
             // which are joined only after `vcpu_threads` is cleared; the
@@ -535,7 +530,6 @@ impl Machine {
         let i8042 = Arc::new(Mutex::new(I8042::default()));
 
         h.reboot_requested.store(false, Ordering::SeqCst);
-        h.kick_wanted.store(false, Ordering::SeqCst);
         h.boot_ending.store(false, Ordering::SeqCst);
         h.parked.store(0, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel::<VcpuReport>();
@@ -711,6 +705,3 @@ fn spawn_input_pump(h: Arc<MachineHandle>) -> Arc<AtomicBool> {
     });
     done
 }
-
-/// Keeps the guest memory type in the public API for embedders.
-pub type Memory = GuestMemoryMmap;
