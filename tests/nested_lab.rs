@@ -5,7 +5,10 @@
 //! log in over the serial console with 2 vCPUs, hot-attach a disk and
 //! write to it, detach and re-attach it and read the data back, see a
 //! detach refused while the guest has the disk mounted, reboot, power off
-//! from inside the guest. The results come back on L2's console.
+//! from inside the guest; then the new generation (virtio-pci, MSI-X): an
+//! n2 boots, finds its disks on the PCI bus, hot-attaches, stops cleanly,
+//! and an image without `virtio_pci` does not find its root disk there.
+//! The results come back on L2's console.
 
 mod common;
 
@@ -51,6 +54,10 @@ fn own_vmm_boots_logs_in_hot_attaches_reboots_and_powers_off_in_the_nested_lab()
         "LAB detach while mounted refused: the file system on vol-",
         "LAB rebooted, uptime",
         "LAB after poweroff: stopped (guest powered off)",
+        "LAB n2 pci: 0x8086:0x29c0 0x1af4:0x1042",
+        "LAB n2 hot-attached vol-",
+        "LAB n2 stopped: stopped (stopped by user)",
+        "LAB no-pci image on n2: did not appear",
         "LAB RUNBOOK OK",
     ] {
         assert!(

@@ -247,21 +247,20 @@ fn host_info_names_this_machines_kvm_and_the_backend_each_generation_gets() {
     let probed = info(None);
     let kvm = probed["kvm"].as_str().unwrap().to_string();
     assert!(["hardware", "software_nested", "unavailable"].contains(&kvm.as_str()));
-    // drydock's VMM only where KVM is hardware-backed; n2 always on QEMU.
-    let expected_m1 = if kvm == "hardware" {
+    // drydock's VMM only where KVM is hardware-backed, for both generations.
+    let expected = if kvm == "hardware" {
         "drydock-kvm"
     } else {
         "qemu-tcg"
     };
-    assert_eq!(probed["backend_m1"], expected_m1, "{probed}");
-    assert!(probed["backend_n2"].as_str().unwrap().starts_with("qemu-"));
+    assert_eq!(probed["backend_m1"], expected, "{probed}");
+    assert_eq!(probed["backend_n2"], expected, "{probed}");
 
     let forced = info(Some("drydock"));
     assert_eq!(forced["backend_m1"], "drydock-kvm");
-    assert!(forced["backend_n2"]
-        .as_str()
-        .unwrap()
-        .contains("drydock's VMM has only the virtio-mmio device generation"));
+    assert_eq!(forced["backend_n2"], "drydock-kvm");
+    let qemu = info(Some("qemu"));
+    assert!(qemu["backend_n2"].as_str().unwrap().starts_with("qemu-"));
     let bogus = info(Some("firecracker"));
     assert!(bogus["backend_m1"]
         .as_str()

@@ -398,7 +398,7 @@ pub fn host_info(ctx: &Context) -> Result<i32, CliError> {
     use drydock_vmm::backend::{choose_backend, DeviceGeneration};
     let kvm = drydock_vmm::probe::probe_kvm();
     let test_guest = drydock_vmm::probe::test_guest_halts();
-    let backend = |g| match choose_backend(g) {
+    let backend = |_generation: DeviceGeneration| match choose_backend() {
         Ok(b) => b.name().to_string(),
         Err(e) => format!("error: {e}"),
     };

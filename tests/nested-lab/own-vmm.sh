@@ -5,10 +5,15 @@
 set -e
 here="$(dirname "$0")"
 echo "LAB backend probe: $(drydock --json host-info | tr -d "\n ")"
-image="$(drydock --json images | sed -n 's/.*"id": *"\(img-[^"]*\)".*/\1/p' | head -1)"
+image_named() {
+    drydock --json images | tr -d ' \n' | grep -o '"id":"img-[0-9a-f]*","name":"[^"]*"' \
+        | sed -n "s/\"id\":\"\(img-[0-9a-f]*\)\",\"name\":\"$1\"/\1/p" | head -1
+}
+image="$(image_named lab-image)"
+no_pci="$(image_named lab-no-pci)"
 [ -n "$image" ] || { echo "LAB FAIL no image in the lab data directory"; exit 1; }
 # Through a pipe: progress lines, not spinners, on the lab's console.
-{ drydock run "$here/own-vmm.rhai" -p "image=$image"; echo $? > /tmp/runbook.rc; } 2>&1 | cat
+{ drydock run "$here/own-vmm.rhai" -p "image=$image" -p "image_no_pci=$no_pci"; echo $? > /tmp/runbook.rc; } 2>&1 | cat
 if [ "$(cat /tmp/runbook.rc)" = 0 ]; then
     echo "LAB RUNBOOK OK"
 else

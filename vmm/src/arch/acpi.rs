@@ -60,17 +60,47 @@ fn com1_device() -> Vec<u8> {
     bytes_of(&aml::Device::new("COM1".into(), vec![&hid, &uid, &crs]))
 }
 
+/// The PCI root bridge (bus 0, configuration mechanism #1 at 0xcf8, the
+/// memory window BARs live in). Devices use MSI-X, so no `_PRT`.
+fn pci_root() -> Vec<u8> {
+    let bus = aml::AddressSpace::new_bus_number(0u16, 0u16);
+    let cfg = aml::IO::new(0xcf8, 0xcf8, 1, 8);
+    let io_low = aml::AddressSpace::new_io(0u16, 0x0cf7u16, None);
+    let io_high = aml::AddressSpace::new_io(0x0d00u16, 0xffffu16, None);
+    let mem = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO_START as u32,
+        (PCI_MMIO_START + PCI_MMIO_SIZE - 1) as u32,
+        None,
+    );
+    let crs = aml::ResourceTemplate::new(vec![&bus, &cfg, &io_low, &io_high, &mem]);
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08"));
+    let cid = aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03"));
+    let uid = aml::Name::new("_UID".into(), &aml::ZERO);
+    let seg = aml::Name::new("_SEG".into(), &aml::ZERO);
+    let bbn = aml::Name::new("_BBN".into(), &aml::ZERO);
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    bytes_of(&aml::Device::new(
+        "PCI0".into(),
+        vec![&hid, &cid, &uid, &seg, &bbn, &crs],
+    ))
+}
+
 /// The DSDT: the UART, the virtio-mmio devices under `\_SB` (Debian's kernel has
 /// no `virtio_mmio.device=` command-line support, so ACPI is how it finds
 /// them, as with QEMU's microvm) and the `_S5_` package (power off).
-fn dsdt(mmio: &[MmioDeviceInfo]) -> Vec<u8> {
+fn dsdt(mmio: &[MmioDeviceInfo], pci: bool) -> Vec<u8> {
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let devices: Vec<Vec<u8>> = mmio
         .iter()
         .enumerate()
         .map(|(i, d)| virtio_mmio_device(i, d))
         .collect();
-    let raw: Vec<u8> = [com1_device(), devices.concat()].concat();
+    let mut raw: Vec<u8> = [com1_device(), devices.concat()].concat();
+    if pci {
+        raw.extend(pci_root());
+    }
     table.append_slice(&aml::Scope::raw("\\_SB_".into(), raw));
     let s5 = aml::Name::new(
         "_S5_".into(),
@@ -137,6 +167,7 @@ pub fn write_acpi_tables(
     mem: &GuestMemoryMmap,
     vcpus: u8,
     mmio: &[MmioDeviceInfo],
+    pci: bool,
 ) -> Result<u64, VmError> {
     let rsdp_addr = ACPI_START;
     let mut next = align16(rsdp_addr + Rsdp::len() as u64);
@@ -150,7 +181,7 @@ pub fn write_acpi_tables(
         next = align16(at + bytes.len() as u64);
         Ok(at)
     };
-    let dsdt_addr = place(&dsdt(mmio))?;
+    let dsdt_addr = place(&dsdt(mmio, pci))?;
     let fadt_addr = place(&fadt(dsdt_addr))?;
     let madt_addr = place(&madt(vcpus))?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -181,7 +212,7 @@ mod tests {
             len: 0x1000,
             irq: 5,
         };
-        let rsdp = write_acpi_tables(&mem, 2, &[dev, dev]).unwrap();
+        let rsdp = write_acpi_tables(&mem, 2, &[dev, dev], true).unwrap();
         let mut r = [0u8; 36];
         mem.read_slice(&mut r, GuestAddress(rsdp)).unwrap();
         assert_eq!(&r[..8], b"RSD PTR ");
@@ -208,5 +239,6 @@ mod tests {
         assert!(dsdt.windows(8).any(|w| w == b"LNRO0005"));
         assert!(dsdt.windows(4).any(|w| w == b"V001"), "second device");
         assert!(dsdt.windows(4).any(|w| w == b"COM1"), "the UART");
+        assert!(dsdt.windows(4).any(|w| w == b"PCI0"), "the PCI root");
     }
 }

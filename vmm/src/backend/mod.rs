@@ -87,20 +87,13 @@ impl Backend {
     }
 }
 
-/// Chooses the backend for a VM of `generation`: drydock's own VMM where
-/// KVM is hardware-backed and a test guest runs (it has the virtio-mmio
-/// generation), QEMU otherwise. `DRYDOCK_BACKEND=drydock|qemu` overrides
+/// Chooses the backend: drydock's own VMM where KVM is hardware-backed and
+/// a test guest runs (it has both device generations, virtio-mmio and
+/// virtio-pci), QEMU otherwise. `DRYDOCK_BACKEND=drydock|qemu` overrides
 /// (QEMU then still picks its accelerator by probing or `DRYDOCK_ACCEL`).
-pub fn choose_backend(generation: DeviceGeneration) -> Result<Backend, String> {
+pub fn choose_backend() -> Result<Backend, String> {
     match std::env::var("DRYDOCK_BACKEND").as_deref() {
-        Ok("drydock") => {
-            if generation != DeviceGeneration::Mmio {
-                return Err(
-                    "DRYDOCK_BACKEND=drydock: drydock's VMM has only the virtio-mmio device generation (m1.* types); use an m1 type or DRYDOCK_BACKEND=qemu".into(),
-                );
-            }
-            return Ok(Backend::Drydock);
-        }
+        Ok("drydock") => return Ok(Backend::Drydock),
         Ok("qemu") => return Ok(Backend::Qemu(choose_accel())),
         Ok("") | Err(_) => {}
         Ok(other) => {
@@ -109,7 +102,7 @@ pub fn choose_backend(generation: DeviceGeneration) -> Result<Backend, String> {
             ))
         }
     }
-    if generation == DeviceGeneration::Mmio && crate::probe::own_vmm_usable() {
+    if crate::probe::own_vmm_usable() {
         Ok(Backend::Drydock)
     } else {
         Ok(Backend::Qemu(choose_accel()))

@@ -448,7 +448,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     ] {
         let _ = std::fs::remove_file(s);
     }
-    let backend = choose_backend(itype.generation).map_err(HostError::Invalid)?;
+    let backend = choose_backend().map_err(HostError::Invalid)?;
     let accel = match backend {
         Backend::Drydock => Accel::Kvm,
         Backend::Qemu(accel) => accel,
@@ -466,8 +466,8 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     );
     // The kernel's crypto self-tests cost boot time and test nothing of ours.
     cmdline.push_str(" cryptomgr.notests");
-    if backend == Backend::Drydock {
-        // No PCI bus on drydock's microVM: do not probe for one.
+    if backend == Backend::Drydock && itype.generation == DeviceGeneration::Mmio {
+        // No PCI bus on the old generation: do not probe for one.
         cmdline.push_str(" pci=off");
     }
     if accel == Accel::Tcg {

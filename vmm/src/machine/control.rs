@@ -21,19 +21,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use super::{Machine, MachineConfig, MachineDisk, MachineEnd, MachineEvent, MachineHandle};
-use crate::backend::{DeviceGeneration, VmSpec};
+use crate::backend::VmSpec;
 
 /// Hot-plug slots every VM gets.
 pub const HOTPLUG_SLOTS: u32 = 4;
 
 /// The machine a [`VmSpec`] describes.
 pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
-    if spec.generation != DeviceGeneration::Mmio {
-        return Err(format!(
-            "drydock's VMM has only the virtio-mmio device generation; {:?} needs QEMU (DRYDOCK_BACKEND=qemu)",
-            spec.generation
-        ));
-    }
     Ok(MachineConfig {
         vcpus: u8::try_from(spec.vcpus).map_err(|_| format!("{} vCPUs is too many", spec.vcpus))?,
         memory_mib: spec.memory_mib,
@@ -50,6 +44,7 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
             })
             .collect(),
         hotplug_slots: HOTPLUG_SLOTS,
+        generation: spec.generation,
     })
 }
 

@@ -20,12 +20,16 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::{acpi, boot, layout, regs};
+use crate::backend::DeviceGeneration;
 use crate::devices::bus::{PioBus, SharedPio};
 use crate::devices::legacy::i8042::{I8042, I8042_BASE};
 use crate::devices::legacy::power::{PowerControl, POWER_BASE, POWER_LEN};
 use crate::devices::legacy::serial::{SerialDevice, COM1};
+use crate::devices::pci::{HostBridge, PciBus, PciConfigPorts, PciFunction};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{MmioBlock, MMIO_WINDOW};
+use crate::devices::virtio::pci::{PciBlock, BAR0_SIZE};
+use crate::devices::virtio::BlockDevice;
 use crate::vstate::vcpu::{ExitReason, MmioHandler, Vcpu};
 use crate::vstate::vm::Vm;
 use crate::vstate::VmError;
@@ -49,6 +53,13 @@ pub struct MachineConfig {
     pub disks: Vec<MachineDisk>,
     /// Empty disk slots for hot attach.
     pub hotplug_slots: u32,
+    /// How disks reach the guest: virtio-mmio or virtio-pci.
+    #[serde(default = "mmio_generation")]
+    pub generation: DeviceGeneration,
+}
+
+fn mmio_generation() -> DeviceGeneration {
+    DeviceGeneration::Mmio
 }
 
 /// How the VM ended.
@@ -104,7 +115,7 @@ pub struct MachineHandle {
     config: MachineConfig,
     serial: Arc<Mutex<Serial>>,
     /// The virtio devices of the current boot (boot disks, then slots).
-    devices: Mutex<Vec<Arc<Mutex<MmioBlock>>>>,
+    devices: Mutex<Vec<Arc<Mutex<dyn BlockDevice>>>>,
     stop_requested: AtomicBool,
     reboot_requested: AtomicBool,
     paused: (Mutex<bool>, Condvar),
@@ -288,15 +299,15 @@ impl MachineHandle {
             .iter()
             .enumerate()
             .map(|(slot, d)| {
-                let d = d.lock().unwrap();
+                let mut d = d.lock().unwrap();
                 DiskStatus {
                     slot,
-                    serial: d.block.serial(),
-                    path: d.block.path().map(Path::to_path_buf),
-                    capacity_bytes: d.block.capacity_sectors() * 512,
+                    serial: d.block().serial(),
+                    path: d.block().path().map(Path::to_path_buf),
+                    capacity_bytes: d.block().capacity_sectors() * 512,
                     hotplug: slot >= boot_disks,
-                    reads: d.block.metrics.reads,
-                    writes: d.block.metrics.writes,
+                    reads: d.block().metrics.reads,
+                    writes: d.block().metrics.writes,
                 }
             })
             .collect();
@@ -321,15 +332,15 @@ impl MachineHandle {
         let devices = self.devices.lock().unwrap();
         if devices
             .iter()
-            .any(|d| d.lock().unwrap().block.serial() == disk.serial)
+            .any(|d| d.lock().unwrap().block().serial() == disk.serial)
         {
             return Err(format!("a disk with serial {} is attached", disk.serial));
         }
         let boot_disks = self.config.disks.len();
         for (slot, dev) in devices.iter().enumerate().skip(boot_disks) {
             let mut d = dev.lock().unwrap();
-            if d.block.path().is_none() {
-                d.block
+            if d.block().path().is_none() {
+                d.block()
                     .insert(&disk.path, disk.read_only, &disk.serial)
                     .map_err(|e| format!("cannot open {}: {e}", disk.path.display()))?;
                 d.config_changed();
@@ -347,13 +358,13 @@ impl MachineHandle {
         let devices = self.devices.lock().unwrap();
         for dev in devices.iter() {
             let mut d = dev.lock().unwrap();
-            if d.block.path().is_some() && d.block.serial() == serial {
-                let path = d.block.path().map(Path::to_path_buf).unwrap_or_default();
+            if d.block().path().is_some() && d.block().serial() == serial {
+                let path = d.block().path().map(Path::to_path_buf).unwrap_or_default();
                 let was_mounted = crate::host::extents::ext_fs_mounted(&path)
                     .ok()
                     .flatten()
                     .unwrap_or(false);
-                d.block.eject();
+                d.block().eject();
                 d.config_changed();
                 return Ok(Detached {
                     serial: serial.to_string(),
@@ -366,30 +377,38 @@ impl MachineHandle {
     }
 }
 
-/// The guest's MMIO space: virtio-mmio windows in order.
-struct MmioDevices {
-    devices: Vec<Arc<Mutex<MmioBlock>>>,
+/// The guest's MMIO space: virtio-mmio windows in order, and PCI BARs.
+#[derive(Default, Clone)]
+struct GuestMmio {
+    virtio: Vec<Arc<Mutex<MmioBlock>>>,
+    pci: PciBus,
 }
 
-impl MmioDevices {
+impl GuestMmio {
     fn find(&self, addr: u64) -> Option<(&Arc<Mutex<MmioBlock>>, u64)> {
         let off = addr.checked_sub(layout::VIRTIO_MMIO_START)?;
         let index = (off / MMIO_WINDOW) as usize;
-        self.devices.get(index).map(|d| (d, off % MMIO_WINDOW))
+        self.virtio.get(index).map(|d| (d, off % MMIO_WINDOW))
     }
 }
 
-impl MmioHandler for MmioDevices {
+impl MmioHandler for GuestMmio {
     fn read(&mut self, addr: u64, data: &mut [u8]) {
-        match self.find(addr) {
-            Some((d, off)) => d.lock().unwrap().read(off, data),
+        if let Some((d, off)) = self.find(addr) {
+            return d.lock().unwrap().read(off, data);
+        }
+        match self.pci.find_bar(addr) {
+            Some((f, off)) => f.lock().unwrap().bar_read(off, data),
             None => data.fill(0xff),
         }
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) {
         if let Some((d, off)) = self.find(addr) {
-            d.lock().unwrap().write(off, data)
+            return d.lock().unwrap().write(off, data);
+        }
+        if let Some((f, off)) = self.pci.find_bar(addr) {
+            f.lock().unwrap().bar_write(off, data)
         }
     }
 }
@@ -454,7 +473,11 @@ impl Machine {
 
     /// Where the virtio devices are (one page each, from the MMIO gap).
     fn mmio_layout(&self) -> Vec<acpi::MmioDeviceInfo> {
-        (0..self.blocks.len())
+        let count = match self.handle.config.generation {
+            DeviceGeneration::Mmio => self.blocks.len(),
+            DeviceGeneration::Pci => 0,
+        };
+        (0..count)
             .map(|i| acpi::MmioDeviceInfo {
                 addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW,
                 len: MMIO_WINDOW as u32,
@@ -497,7 +520,8 @@ impl Machine {
             Some(p) => Some(boot::load_initrd(&vm.memory, p)?),
             None => None,
         };
-        let rsdp = acpi::write_acpi_tables(&vm.memory, cfg.vcpus, &self.mmio_layout())?;
+        let pci = cfg.generation == DeviceGeneration::Pci;
+        let rsdp = acpi::write_acpi_tables(&vm.memory, cfg.vcpus, &self.mmio_layout(), pci)?;
         regs::write_boot_tables(&vm.memory)?;
         boot::write_boot_params(&vm.memory, &cfg.cmdline, setup_header, initrd, rsdp)?;
         tracing::debug!(format = ?entry.format, entry = entry.entry.0, "kernel loaded");
@@ -512,19 +536,54 @@ impl Machine {
         vm.fd
             .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .map_err(crate::vstate::kvm_err("register the serial irqfd"))?;
-        let mut devices = Vec::new();
-        for (i, block) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
-            let irq =
-                EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Memory(e.to_string()))?;
-            vm.fd
-                .register_irqfd(&irq, layout::FIRST_DEVICE_IRQ + i as u32)
-                .map_err(crate::vstate::kvm_err("register a virtio irqfd"))?;
-            devices.push(Arc::new(Mutex::new(MmioBlock::new(
-                block,
-                vm.memory.clone(),
-                irq,
-            ))));
+        let vm = Arc::new(vm);
+        let mut devices: Vec<Arc<Mutex<dyn BlockDevice>>> = Vec::new();
+        let mut guest_mmio = GuestMmio::default();
+        match cfg.generation {
+            DeviceGeneration::Mmio => {
+                for (i, block) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+                    let irq = EventFd::new(libc::EFD_NONBLOCK)
+                        .map_err(|e| VmError::Memory(e.to_string()))?;
+                    vm.fd
+                        .register_irqfd(&irq, layout::FIRST_DEVICE_IRQ + i as u32)
+                        .map_err(crate::vstate::kvm_err("register a virtio irqfd"))?;
+                    let dev = Arc::new(Mutex::new(MmioBlock::new(block, vm.memory.clone(), irq)));
+                    guest_mmio.virtio.push(dev.clone());
+                    devices.push(dev);
+                }
+            }
+            DeviceGeneration::Pci => {
+                let host: Arc<Mutex<dyn PciFunction>> = Arc::new(Mutex::new(HostBridge::default()));
+                guest_mmio.pci.slots.push(host);
+                let weak = Arc::downgrade(&vm);
+                let msi: crate::devices::virtio::pci::MsiSender =
+                    Arc::new(move |addr_lo, addr_hi, data| {
+                        if let Some(vm) = weak.upgrade() {
+                            let msi = kvm_bindings::kvm_msi {
+                                address_lo: addr_lo,
+                                address_hi: addr_hi,
+                                data,
+                                ..Default::default()
+                            };
+                            if let Err(e) = vm.fd.signal_msi(msi) {
+                                tracing::warn!("MSI not delivered: {e}");
+                            }
+                        }
+                    });
+                for (i, block) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+                    let bar0 = layout::PCI_MMIO_START + i as u64 * BAR0_SIZE;
+                    let dev = Arc::new(Mutex::new(PciBlock::new(
+                        block,
+                        vm.memory.clone(),
+                        msi.clone(),
+                        bar0,
+                    )));
+                    guest_mmio.pci.slots.push(dev.clone());
+                    devices.push(dev);
+                }
+            }
         }
+        let pci_ports = Arc::new(Mutex::new(PciConfigPorts::new(guest_mmio.pci.clone())));
         *h.devices.lock().unwrap() = devices.clone();
         let power = Arc::new(Mutex::new(PowerControl::default()));
         let i8042 = Arc::new(Mutex::new(I8042::default()));
@@ -533,7 +592,6 @@ impl Machine {
         h.boot_ending.store(false, Ordering::SeqCst);
         h.parked.store(0, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel::<VcpuReport>();
-        let vm = Arc::new(vm);
         let mut threads = Vec::new();
         for id in 0..cfg.vcpus {
             let vcpu = Vcpu::new(&vm, u64::from(id))?;
@@ -542,9 +600,14 @@ impl Machine {
             bus.insert(COM1, 8, Box::new(SharedPio(h.serial.clone())));
             bus.insert(I8042_BASE, 5, Box::new(SharedPio(i8042.clone())));
             bus.insert(POWER_BASE, POWER_LEN, Box::new(SharedPio(power.clone())));
-            let mut mmio = MmioDevices {
-                devices: devices.clone(),
-            };
+            if pci {
+                bus.insert(
+                    layout::PCI_CONFIG_PORT,
+                    8,
+                    Box::new(SharedPio(pci_ports.clone())),
+                );
+            }
+            let mut mmio = guest_mmio.clone();
             let tx = tx.clone();
             let h2 = h.clone();
             let vm2 = vm.clone();
@@ -591,7 +654,7 @@ impl Machine {
             .into_iter()
             .map(|d| {
                 let mut d = d.lock().unwrap();
-                std::mem::replace(&mut d.block, Block::empty_slot())
+                std::mem::replace(d.block(), Block::empty_slot())
             })
             .collect();
 
@@ -641,7 +704,7 @@ fn vcpu_loop(
     id: u8,
     mut vcpu: Vcpu,
     bus: &mut PioBus,
-    mmio: &mut MmioDevices,
+    mmio: &mut GuestMmio,
 ) -> Result<ExitReason, VmError> {
     loop {
         if h.stop_requested.load(Ordering::SeqCst)

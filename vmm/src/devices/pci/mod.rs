@@ -1,0 +1,106 @@
+//! PCI for drydock's VMM: configuration mechanism #1 (ports 0xcf8/0xcfc)
+//! over one bus of functions, a host bridge, and BAR-mapped MMIO.
+
+pub mod config;
+
+use std::sync::{Arc, Mutex};
+
+use crate::devices::bus::{BusAction, PioDevice};
+pub use config::{ConfigSpace, HostBridge};
+
+/// One PCI function: its configuration space and its BAR0 registers.
+pub trait PciFunction: Send {
+    fn config(&mut self) -> &mut ConfigSpace;
+    /// Access at `offset` into BAR0.
+    fn bar_read(&mut self, offset: u64, data: &mut [u8]);
+    fn bar_write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// Bus 0: function 0 of each slot.
+#[derive(Default, Clone)]
+pub struct PciBus {
+    pub slots: Vec<Arc<Mutex<dyn PciFunction>>>,
+}
+
+impl PciBus {
+    /// The function whose BAR0 covers `addr`, and the offset in it.
+    pub fn find_bar(&self, addr: u64) -> Option<(Arc<Mutex<dyn PciFunction>>, u64)> {
+        for f in &self.slots {
+            let mut g = f.lock().unwrap();
+            let cfg = g.config();
+            if let Some((base, size)) = cfg.bar0() {
+                if cfg.memory_enabled() && addr >= base && addr < base + size {
+                    return Some((f.clone(), addr - base));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The configuration-mechanism #1 ports: address at 0xcf8, data at 0xcfc.
+pub struct PciConfigPorts {
+    bus: PciBus,
+    address: u32,
+}
+
+impl PciConfigPorts {
+    pub fn new(bus: PciBus) -> Self {
+        Self { bus, address: 0 }
+    }
+
+    fn target(&self) -> Option<(Arc<Mutex<dyn PciFunction>>, u16)> {
+        if self.address & 0x8000_0000 == 0 {
+            return None;
+        }
+        let bus = (self.address >> 16) & 0xff;
+        let slot = ((self.address >> 11) & 0x1f) as usize;
+        let function = (self.address >> 8) & 0x7;
+        let reg = (self.address & 0xfc) as u16;
+        if bus != 0 || function != 0 {
+            return None;
+        }
+        self.bus.slots.get(slot).map(|f| (f.clone(), reg))
+    }
+}
+
+impl PioDevice for PciConfigPorts {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        if offset < 4 {
+            let v = self.address.to_le_bytes();
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = v.get(offset as usize + i).copied().unwrap_or(0xff);
+            }
+            return;
+        }
+        let v = match self.target() {
+            Some((f, reg)) => f.lock().unwrap().config().read(reg),
+            None => 0xffff_ffff,
+        };
+        let bytes = v.to_le_bytes();
+        let start = (offset - 4) as usize;
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = bytes.get(start + i).copied().unwrap_or(0xff);
+        }
+    }
+
+    fn write(&mut self, offset: u16, data: &[u8]) -> Option<BusAction> {
+        if offset < 4 {
+            let mut v = self.address.to_le_bytes();
+            for (i, b) in data.iter().enumerate() {
+                if let Some(slot) = v.get_mut(offset as usize + i) {
+                    *slot = *b;
+                }
+            }
+            self.address = u32::from_le_bytes(v);
+            return None;
+        }
+        if let Some((f, reg)) = self.target() {
+            f.lock()
+                .unwrap()
+                .config()
+                .write_bytes(reg + (offset - 4), data);
+        }
+        None
+    }
+}
