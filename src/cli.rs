@@ -159,6 +159,9 @@ pub struct ImageBuildArgs {
     /// Root volume size in MiB
     #[arg(long, default_value_t = 256)]
     pub root_size: u64,
+    /// Your own kernel (bzImage or ELF vmlinux) with the virtio drivers built in, instead of Debian's cloud kernel (scripts/minimal-kernel builds one)
+    #[arg(long, value_name = "FILE", conflicts_with = "drivers")]
+    pub kernel: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

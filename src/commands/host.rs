@@ -43,12 +43,29 @@ pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError>
     if !args.drivers.is_empty() {
         recipe.drivers = args.drivers;
     }
+    if let Some(kernel) = args.kernel {
+        if !kernel.is_file() {
+            return Err(CliError::usage(format!(
+                "--kernel {}: no such file; give a bzImage or vmlinux (scripts/minimal-kernel builds one)",
+                kernel.display()
+            )));
+        }
+        // A kernel of one's own has its drivers built in: no modules.
+        recipe.drivers.clear();
+        recipe.kernel = Some(std::path::absolute(&kernel).unwrap_or(kernel));
+    }
     if !ctx.json {
+        let kernel = match &recipe.kernel {
+            Some(path) => format!("kernel {}, drivers built in", path.display()),
+            None => format!(
+                "Debian's cloud kernel, drivers: {}",
+                recipe.drivers.join(", ")
+            ),
+        };
         eprintln!(
-            "building image `{}` in {} (drivers: {})",
+            "building image `{}` in {} ({kernel})",
             args.name,
-            host.region(),
-            recipe.drivers.join(", ")
+            host.region()
         );
     }
     // Builds may be shared between data directories (tests, several profiles).
@@ -66,12 +83,20 @@ pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError>
         } else {
             "new build"
         };
+        let drivers = if built.manifest.recipe.kernel.is_some() {
+            let f = &built.manifest.features;
+            let disks = if f.virtio_mmio_on_cmdline() {
+                "disks on the command line"
+            } else {
+                "disks in ACPI"
+            };
+            format!("drivers built in, {disks}")
+        } else {
+            format!("drivers {}", built.manifest.load_order.join(","))
+        };
         println!(
-            "{} ({}, {how}: kernel {}, drivers {})",
-            rec.id,
-            rec.region,
-            built.manifest.kernel_release,
-            built.manifest.load_order.join(",")
+            "{} ({}, {how}: kernel {}, {drivers})",
+            rec.id, rec.region, built.manifest.kernel_release
         );
     }
     Ok(0)

@@ -60,6 +60,10 @@ pub struct VmSpec {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub cmdline: String,
+    /// The kernel takes `virtio_mmio.device=` on its command line: drydock's
+    /// VMM announces its virtio-mmio disks there instead of in the DSDT.
+    #[serde(default)]
+    pub virtio_mmio_cmdline: bool,
     pub disks: Vec<DiskSpec>,
     /// Command socket of the VMM (QMP for QEMU).
     pub control_socket: PathBuf,

@@ -61,6 +61,12 @@ pub fn command(spec: &VmSpec) -> Command {
         Accel::Tcg => "tcg",
     };
     let (machine, blk) = match spec.generation {
+        // A kernel without ACPI: microvm then lists its virtio-mmio devices
+        // on the kernel command line itself (auto-kernel-cmdline).
+        DeviceGeneration::Mmio if spec.virtio_mmio_cmdline => (
+            format!("microvm,accel={accel},acpi=off"),
+            "virtio-blk-device",
+        ),
         DeviceGeneration::Mmio => (format!("microvm,accel={accel}"), "virtio-blk-device"),
         DeviceGeneration::Pci => (format!("q35,accel={accel}"), "virtio-blk-pci"),
     };
@@ -149,6 +155,7 @@ mod tests {
             kernel: "/k".into(),
             initramfs: "/i".into(),
             cmdline: "console=ttyS0".into(),
+            virtio_mmio_cmdline: false,
             disks: vec![DiskSpec {
                 path: "/v.raw".into(),
                 serial: "vol-1".into(),

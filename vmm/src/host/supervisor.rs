@@ -486,6 +486,9 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             .unwrap_or_else(|| image.boot_dir.join("vmlinuz")),
         initramfs: image.boot_dir.join("initramfs.cpio"),
         cmdline,
+        virtio_mmio_cmdline: crate::image::BuiltImage::open(&image.boot_dir)
+            .map(|built| built.manifest.features.virtio_mmio_on_cmdline())
+            .unwrap_or(false),
         disks,
         control_socket: control_socket.clone(),
         event_socket: event_socket.clone(),

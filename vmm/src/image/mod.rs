@@ -4,6 +4,7 @@
 //! versions and recipe.
 
 mod cpio;
+pub mod kernel;
 mod modules;
 pub mod packages;
 mod rootfs;
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 pub use cpio::{CpioWriter, EntryKind};
 pub use rootfs::make_ext4;
 
+pub use kernel::KernelFeatures;
 use packages::PackageVersion;
 
 /// Errors building an image, named for what failed.
@@ -62,6 +64,11 @@ pub struct ImageRecipe {
     pub drivers: Vec<String>,
     /// Size of the root volume in MiB.
     pub root_size_mib: u64,
+    /// A kernel of the operator's own (bzImage or ELF `vmlinux`) with the
+    /// virtio drivers built in, instead of Debian's cloud kernel; the
+    /// initramfs then loads no modules and `drivers` must be empty.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
 }
 
 impl Default for ImageRecipe {
@@ -69,6 +76,7 @@ impl Default for ImageRecipe {
         Self {
             drivers: DEFAULT_DRIVERS.iter().map(|s| s.to_string()).collect(),
             root_size_mib: 256,
+            kernel: None,
         }
     }
 }
@@ -83,6 +91,9 @@ pub struct ImageManifest {
     pub recipe: ImageRecipe,
     /// Drivers in load order, dependencies included.
     pub load_order: Vec<String>,
+    /// What the kernel supports, from its build configuration.
+    #[serde(default)]
+    pub features: KernelFeatures,
 }
 
 /// A built image on disk.
@@ -125,6 +136,14 @@ impl BuiltImage {
 
 const INITRAMFS_INIT: &str = include_str!("guest/initramfs-init.sh");
 
+fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRecipe) -> String {
     let mut h = Sha256::new();
     h.update(format!(
@@ -139,41 +158,73 @@ fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRe
         .collect()
 }
 
-/// Builds (or finds in the cache) an image under `images_dir`.
-pub fn build(
-    images_dir: &Path,
-    recipe: &ImageRecipe,
-    progress: &dyn Fn(&str),
-) -> Result<BuiltImage, ImageError> {
-    if recipe.drivers.is_empty() {
-        return Err(ImageError::Recipe(
-            "an image needs at least one driver (e.g. virtio_blk)".into(),
-        ));
-    }
-    let cache = images_dir.join("packages");
-    std::fs::create_dir_all(&cache).map_err(|e| ImageError::io("create", &cache, e))?;
-    progress("resolving package versions");
-    packages::ensure_package_lists(BUSYBOX)?;
-    let kernel = packages::resolve(&packages::resolve_meta(KERNEL_META)?)?;
-    let busybox = packages::resolve(BUSYBOX)?;
-    let key = cache_key(&kernel, &busybox, recipe);
-    let dir = images_dir.join(format!("build-{key}"));
-    if dir.join("manifest.json").exists() {
-        return BuiltImage::open(&dir);
-    }
-    progress(&format!("fetching {} {}", kernel.name, kernel.version));
-    let kernel_tree = packages::fetch(&kernel, &cache)?;
-    progress(&format!("fetching {} {}", busybox.name, busybox.version));
-    let busybox_tree = packages::fetch(&busybox, &cache)?;
-    let busybox_bin = busybox_tree.join("bin/busybox");
+/// Where the image's kernel comes from.
+enum KernelSource {
+    /// Debian's cloud kernel package.
+    Debian(PackageVersion),
+    /// The operator's own file, read.
+    Own { path: PathBuf, bytes: Vec<u8> },
+}
 
-    let work = tempfile::Builder::new()
-        .prefix(".build-")
-        .tempdir_in(images_dir)
-        .map_err(|e| ImageError::io("create a build directory in", images_dir, e))?;
+impl KernelSource {
+    fn for_recipe(recipe: &ImageRecipe) -> Result<Self, ImageError> {
+        match &recipe.kernel {
+            None => {
+                if recipe.drivers.is_empty() {
+                    return Err(ImageError::Recipe(
+                        "an image needs at least one driver (e.g. virtio_blk)".into(),
+                    ));
+                }
+                Ok(Self::Debian(packages::resolve(&packages::resolve_meta(
+                    KERNEL_META,
+                )?)?))
+            }
+            Some(path) => {
+                if !recipe.drivers.is_empty() {
+                    return Err(ImageError::Recipe(format!(
+                        "drivers ({}) are loaded as modules of Debian's kernel; a kernel of your own ({}) must have them built in: drop the drivers",
+                        recipe.drivers.join(","),
+                        path.display()
+                    )));
+                }
+                let bytes = std::fs::read(path).map_err(|e| ImageError::io("read", path, e))?;
+                Ok(Self::Own {
+                    path: path.clone(),
+                    bytes,
+                })
+            }
+        }
+    }
+
+    /// How the kernel shows in the manifest and the cache key.
+    fn version(&self) -> PackageVersion {
+        match self {
+            Self::Debian(p) => p.clone(),
+            Self::Own { path, bytes } => PackageVersion {
+                name: format!("own kernel {}", path.display()),
+                version: format!("sha256:{}", digest(bytes)),
+            },
+        }
+    }
+}
+
+/// The kernel files staged into an image, and what the kernel is.
+struct StagedKernel {
+    release: String,
+    features: KernelFeatures,
+    /// Driver modules by name (empty for a kernel of one's own).
+    modules: std::collections::BTreeMap<String, PathBuf>,
+}
+
+fn stage_debian_kernel(
+    package: &PackageVersion,
+    cache: &Path,
+    staged: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<StagedKernel, ImageError> {
+    progress(&format!("fetching {} {}", package.name, package.version));
+    let kernel_tree = packages::fetch(package, cache)?;
     let (vmlinuz, release) = find_kernel(&kernel_tree)?;
-    let staged = work.path().join("image");
-    std::fs::create_dir_all(&staged).map_err(|e| ImageError::io("create", &staged, e))?;
     std::fs::copy(&vmlinuz, staged.join("vmlinuz"))
         .map_err(|e| ImageError::io("copy", &vmlinuz, e))?;
     progress("extracting the uncompressed kernel (PVH boot)");
@@ -183,16 +234,118 @@ pub fn build(
             .map_err(|e| ImageError::io("write", &staged.join("vmlinux"), e))?,
         Err(e) => tracing::warn!("booting the compressed kernel: {e}"),
     }
+    let config_path = kernel_tree.join("boot").join(format!("config-{release}"));
+    let features = match std::fs::read_to_string(&config_path) {
+        Ok(text) => KernelFeatures::from_config(&text),
+        Err(e) => {
+            tracing::warn!(
+                "{}: {e}; assuming no optional features",
+                config_path.display()
+            );
+            KernelFeatures::default()
+        }
+    };
+    let modules_dir = kernel_tree.join("lib/modules").join(&release);
+    let modules = modules::index(&modules_dir)
+        .map_err(|e| ImageError::io("read modules in", &modules_dir, e))?;
+    Ok(StagedKernel {
+        release,
+        features,
+        modules,
+    })
+}
+
+fn stage_own_kernel(
+    path: &Path,
+    bytes: &[u8],
+    staged: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<StagedKernel, ImageError> {
+    let write = |name: &str, data: &[u8]| {
+        std::fs::write(staged.join(name), data)
+            .map_err(|e| ImageError::io("write", &staged.join(name), e))
+    };
+    // Booted as given: a bzImage through its own decompressor (the 64-bit
+    // entry), an ELF through its PVH entry. The uncompressed kernel of an
+    // LZ4 bzImage is looked at only for its configuration.
+    let (release, elf) = if kernel::is_bzimage(bytes) {
+        write("vmlinuz", bytes)?;
+        (kernel::bzimage_release(bytes), vmlinux::extract(bytes).ok())
+    } else if bytes.starts_with(b"\x7fELF") {
+        write("vmlinux", bytes)?;
+        (kernel::elf_release(bytes), Some(bytes.to_vec()))
+    } else {
+        return Err(ImageError::Recipe(format!(
+            "{} is neither a bzImage nor an ELF vmlinux; give the kernel build's arch/x86/boot/bzImage or vmlinux",
+            path.display()
+        )));
+    };
+    let release = release.unwrap_or_else(|| "unknown".into());
+    let features = match elf.as_deref().and_then(kernel::embedded_config) {
+        Some(config) => {
+            let features = KernelFeatures::from_config(&config);
+            if let Some(why) = features.unusable() {
+                return Err(ImageError::Recipe(format!(
+                    "kernel {release} ({}) cannot boot as an instance: {why}; see vmm/src/image/guest/minimal-kernel.config",
+                    path.display()
+                )));
+            }
+            features
+        }
+        None => {
+            progress("the kernel carries no configuration (CONFIG_IKCONFIG): assuming ACPI and built-in virtio drivers");
+            KernelFeatures {
+                builtin_virtio: true,
+                ..KernelFeatures::default()
+            }
+        }
+    };
+    Ok(StagedKernel {
+        release,
+        features,
+        modules: Default::default(),
+    })
+}
+
+/// Builds (or finds in the cache) an image under `images_dir`.
+pub fn build(
+    images_dir: &Path,
+    recipe: &ImageRecipe,
+    progress: &dyn Fn(&str),
+) -> Result<BuiltImage, ImageError> {
+    let cache = images_dir.join("packages");
+    std::fs::create_dir_all(&cache).map_err(|e| ImageError::io("create", &cache, e))?;
+    progress("resolving package versions");
+    packages::ensure_package_lists(BUSYBOX)?;
+    let source = KernelSource::for_recipe(recipe)?;
+    let kernel_version = source.version();
+    let busybox = packages::resolve(BUSYBOX)?;
+    let key = cache_key(&kernel_version, &busybox, recipe);
+    let dir = images_dir.join(format!("build-{key}"));
+    if dir.join("manifest.json").exists() {
+        return BuiltImage::open(&dir);
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(images_dir)
+        .map_err(|e| ImageError::io("create a build directory in", images_dir, e))?;
+    let staged = work.path().join("image");
+    std::fs::create_dir_all(&staged).map_err(|e| ImageError::io("create", &staged, e))?;
+    let kernel = match &source {
+        KernelSource::Debian(package) => stage_debian_kernel(package, &cache, &staged, progress)?,
+        KernelSource::Own { path, bytes } => stage_own_kernel(path, bytes, &staged, progress)?,
+    };
+    progress(&format!("fetching {} {}", busybox.name, busybox.version));
+    let busybox_tree = packages::fetch(&busybox, &cache)?;
+    let busybox_bin = busybox_tree.join("bin/busybox");
 
     progress("building the initramfs");
-    let modules_dir = kernel_tree.join("lib/modules").join(&release);
-    let index = modules::index(&modules_dir)
-        .map_err(|e| ImageError::io("read modules in", &modules_dir, e))?;
-    let load_order = modules::load_order(&index, &recipe.drivers).map_err(ImageError::Recipe)?;
+    let load_order =
+        modules::load_order(&kernel.modules, &recipe.drivers).map_err(ImageError::Recipe)?;
     write_initramfs(
         &staged.join("initramfs.cpio"),
         &busybox_bin,
-        &index,
+        &kernel.modules,
         &load_order,
     )?;
 
@@ -208,11 +361,12 @@ pub fn build(
 
     let manifest = ImageManifest {
         key,
-        kernel,
-        kernel_release: release,
+        kernel: kernel_version,
+        kernel_release: kernel.release,
         busybox,
         recipe: recipe.clone(),
         load_order,
+        features: kernel.features,
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     std::fs::write(staged.join("manifest.json"), text)

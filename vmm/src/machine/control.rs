@@ -45,6 +45,7 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
             .collect(),
         hotplug_slots: HOTPLUG_SLOTS,
         generation: spec.generation,
+        virtio_mmio_cmdline: spec.virtio_mmio_cmdline,
     })
 }
 

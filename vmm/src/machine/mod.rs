@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::{acpi, boot, layout, regs};
+use crate::arch::{acpi, boot, layout, mptable, regs};
 use crate::backend::DeviceGeneration;
 use crate::devices::bus::{PioBus, SharedPio};
 use crate::devices::legacy::i8042::{I8042, I8042_BASE};
@@ -60,6 +60,11 @@ pub struct MachineConfig {
     /// How disks reach the guest: virtio-mmio or virtio-pci.
     #[serde(default = "mmio_generation")]
     pub generation: DeviceGeneration,
+    /// Announce the virtio-mmio disks on the kernel command line
+    /// (`virtio_mmio.device=SIZE@ADDR:IRQ`) instead of in the DSDT, for
+    /// kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`.
+    #[serde(default)]
+    pub virtio_mmio_cmdline: bool,
 }
 
 fn mmio_generation() -> DeviceGeneration {
@@ -147,6 +152,27 @@ impl MmioHandler for GuestMmio {
             f.lock().unwrap().bar_write(off, data)
         }
     }
+}
+
+/// Where the guest learns of its virtio-mmio devices: the DSDT (returned
+/// for the ACPI tables) or the command line (`virtio_mmio.device=`, one per
+/// device, in slot order so the guest numbers them as the VMM does).
+fn announce_mmio(
+    devices: Vec<acpi::MmioDeviceInfo>,
+    cmdline: &str,
+    on_cmdline: bool,
+) -> (Vec<acpi::MmioDeviceInfo>, String) {
+    if !on_cmdline {
+        return (devices, cmdline.to_string());
+    }
+    let mut line = cmdline.to_string();
+    for d in &devices {
+        line.push_str(&format!(
+            " virtio_mmio.device={:#x}@{:#x}:{}",
+            d.len, d.addr, d.irq
+        ));
+    }
+    (Vec::new(), line)
 }
 
 /// The machine: configuration plus the state that lives across boots.
@@ -257,9 +283,13 @@ impl Machine {
             None => None,
         };
         let pci = cfg.generation == DeviceGeneration::Pci;
-        let rsdp = acpi::write_acpi_tables(&vm.memory, cfg.vcpus, &self.mmio_layout(), pci)?;
+        let (in_dsdt, cmdline) =
+            announce_mmio(self.mmio_layout(), &cfg.cmdline, cfg.virtio_mmio_cmdline);
+        let rsdp = acpi::write_acpi_tables(&vm.memory, cfg.vcpus, &in_dsdt, pci)?;
+        // For kernels without ACPI (their devices come on the command line).
+        mptable::write(&vm.memory, cfg.vcpus)?;
         regs::write_boot_tables(&vm.memory)?;
-        boot::write_boot_params(&vm.memory, &cfg.cmdline, setup_header, initrd, rsdp)?;
+        boot::write_boot_params(&vm.memory, &cmdline, setup_header, initrd, rsdp)?;
         tracing::debug!(format = ?entry.format, entry = entry.entry.0, "kernel loaded");
 
         // Interrupts: the UART on IRQ 4, each virtio device on its own.
@@ -503,4 +533,43 @@ fn spawn_input_pump(h: Arc<MachineHandle>) -> Arc<AtomicBool> {
         }
     });
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices(n: usize) -> Vec<acpi::MmioDeviceInfo> {
+        (0..n)
+            .map(|i| acpi::MmioDeviceInfo {
+                addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW,
+                len: MMIO_WINDOW as u32,
+                irq: layout::FIRST_DEVICE_IRQ + i as u32,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mmio_devices_go_to_the_dsdt_or_the_command_line() {
+        let (dsdt, line) = announce_mmio(devices(2), "console=ttyS0", false);
+        assert_eq!(dsdt.len(), 2);
+        assert_eq!(line, "console=ttyS0");
+
+        let (dsdt, line) = announce_mmio(devices(2), "console=ttyS0", true);
+        assert!(
+            dsdt.is_empty(),
+            "a device announced twice would be probed twice"
+        );
+        assert_eq!(
+            line,
+            format!(
+                "console=ttyS0 virtio_mmio.device={:#x}@0xd0000000:{} virtio_mmio.device={:#x}@{:#x}:{}",
+                MMIO_WINDOW,
+                layout::FIRST_DEVICE_IRQ,
+                MMIO_WINDOW,
+                0xd000_0000u64 + MMIO_WINDOW,
+                layout::FIRST_DEVICE_IRQ + 1
+            )
+        );
+    }
 }
