@@ -60,6 +60,7 @@ fn own_vmm_boots_logs_in_hot_attaches_reboots_and_powers_off_in_the_nested_lab()
         "LAB n2 hot-attached vol-",
         "LAB n2 stopped: stopped (stopped by user)",
         "LAB no-pci image on n2: did not appear",
+        "LAB no-pci instance force-stopped: stopped (stopped by user (forced))",
         "LAB minimal kernel: CPUS=2 KERNEL=6.1",
         "ACPI=0",
         "LAB minimal kernel read back: written-in-the-lab",

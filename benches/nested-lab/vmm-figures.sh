@@ -1,10 +1,20 @@
 #!/bin/sh
 # Runs inside the nested lab's L2 (scripts/nested-lab): drydock's VMM and
-# QEMU's microvm side by side on the project's kernel and initramfs.
-#   scripts/nested-lab benches/nested-lab/vmm-figures.sh [RUNS]
-# (NESTED_LAB_QEMU=1 scripts/nested-lab benches/nested-lab/vmm-figures.sh)
+# QEMU's microvm side by side on the same kernel, initramfs and memory,
+# for Debian's cloud kernel (ELF vmlinux, PVH entry) and for drydock's
+# minimal kernel (bzImage, no ACPI; scripts/minimal-kernel).
+#   NESTED_LAB_QEMU=1 DRYDOCK=target/release/drydock scripts/nested-lab benches/nested-lab/vmm-figures.sh [RUNS]
 set -e
-boot_dir="$(drydock --json images | sed -n 's/.*"boot_dir": *"\([^"]*\)".*/\1/p' | head -1)"
-echo "FIGURES kernel: $boot_dir/vmlinux, initramfs: $boot_dir/initramfs.cpio, 256 MiB, 1 vCPU"
-drydock vmm-bench --kernel "$boot_dir/vmlinux" --initrd "$boot_dir/initramfs.cpio" \
-    --memory-mib 256 --runs "${1:-5}" --qemu "$NESTED_LAB_DIR/qemu/run-qemu" 2>&1 | sed "s/^/FIGURES /"
+runs="${1:-5}"
+boot_dir_of() {
+    drydock --json images | tr -d ' \n' | grep -o '"boot_dir":"[^"]*","created_at":[0-9]*,"drivers":\[[^]]*\],"id":"img-[0-9a-f]*","name":"'"$1"'"' \
+        | sed 's/"boot_dir":"\([^"]*\)".*/\1/' | head -1
+}
+debian="$(boot_dir_of lab-image)"
+minimal="$(boot_dir_of lab-minimal)"
+for case in "debian $debian/vmlinux $debian/initramfs.cpio" "minimal $minimal/vmlinuz $minimal/initramfs.cpio"; do
+    set -- $case
+    echo "FIGURES $1 kernel: $2, initramfs: $3, 256 MiB, 1 vCPU"
+    drydock vmm-bench --kernel "$2" --initrd "$3" \
+        --memory-mib 256 --runs "$runs" --qemu "$NESTED_LAB_DIR/qemu/run-qemu" 2>&1 | sed "s/^/FIGURES $1 /"
+done

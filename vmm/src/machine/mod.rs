@@ -393,10 +393,27 @@ impl Machine {
         drop(tx);
         let input = spawn_input_pump(h.clone());
 
-        // The first vCPU to end decides what happens to the machine.
-        let VcpuReport::Ended(id, first) = rx
-            .recv()
-            .map_err(|_| VmError::Setup("every vCPU thread ended without a report".into()))?;
+        // The first vCPU to end decides what happens to the machine. A kick
+        // sent just before a vCPU thread re-enters KVM_RUN is lost, and an
+        // idle guest may not exit again for a long time: while a stop or
+        // reboot is pending, kick again until a vCPU reports.
+        let VcpuReport::Ended(id, first) = loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(report) => break report,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if h.stop_requested.load(Ordering::SeqCst)
+                        || h.reboot_requested.load(Ordering::SeqCst)
+                    {
+                        h.kick_all();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(
+                        VmError::Setup("every vCPU thread ended without a report".into()).into(),
+                    )
+                }
+            }
+        };
         h.boot_ending.store(true, Ordering::SeqCst);
         h.kick_all();
         let mut kicks = 0;
