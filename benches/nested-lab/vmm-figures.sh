@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs inside the nested lab's L2 (scripts/nested-lab): drydock's VMM and
 # QEMU's microvm side by side on the same kernel, initramfs and memory,
-# for Debian's cloud kernel (ELF vmlinux, PVH entry) and for drydock's
-# minimal kernel (bzImage, no ACPI; scripts/minimal-kernel).
+# for Debian's cloud kernel (ELF vmlinux, PVH entry; and its compressed
+# bzImage) and for drydock's minimal kernel (bzImage, no ACPI;
+# scripts/minimal-kernel).
 #   NESTED_LAB_QEMU=1 DRYDOCK=target/release/drydock scripts/nested-lab benches/nested-lab/vmm-figures.sh [RUNS]
 set -e
 runs="${1:-5}"
@@ -12,7 +13,9 @@ boot_dir_of() {
 }
 debian="$(boot_dir_of lab-image)"
 minimal="$(boot_dir_of lab-minimal)"
-for case in "debian $debian/vmlinux $debian/initramfs.cpio" "minimal $minimal/vmlinuz $minimal/initramfs.cpio"; do
+for case in "debian $debian/vmlinux $debian/initramfs.cpio" \
+    "debian-bzimage $debian/vmlinuz $debian/initramfs.cpio" \
+    "minimal $minimal/vmlinuz $minimal/initramfs.cpio"; do
     set -- $case
     echo "FIGURES $1 kernel: $2, initramfs: $3, 256 MiB, 1 vCPU"
     drydock vmm-bench --kernel "$2" --initrd "$3" \
