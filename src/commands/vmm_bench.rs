@@ -44,7 +44,7 @@ struct Sample {
 }
 
 fn cmdline() -> String {
-    format!("console=ttyS0 quiet panic=-1 pci=off rdinit=/bin/busybox -- echo {MARKER}")
+    format!("console=ttyS0 quiet panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/bin/busybox -- echo {MARKER}")
 }
 
 fn unix_us() -> u64 {

@@ -466,6 +466,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     );
     // The kernel's crypto self-tests cost boot time and test nothing of ours.
     cmdline.push_str(" cryptomgr.notests");
+    if backend == Backend::Drydock {
+        // drydock's i8042 has no keyboard or mouse behind it: a kernel that
+        // probes it (one without ACPI) skips the mouse port and keyboard
+        // control instead of waiting for answers (as with Firecracker).
+        cmdline.push_str(" i8042.noaux i8042.nomux i8042.dumbkbd");
+    }
     if backend == Backend::Drydock && itype.generation == DeviceGeneration::Mmio {
         // No PCI bus on the old generation: do not probe for one.
         cmdline.push_str(" pci=off");
