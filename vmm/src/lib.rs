@@ -1,13 +1,18 @@
 //! drydock's embedded host: guest images built from Debian packages,
 //! instances run by a VMM backend, volumes, images and regions.
 //!
-//! - [`image`] builds guest images (kernel, initramfs, root volume).
+//! - [`image`] builds guest images (kernel, initramfs, root volume), on
+//!   Debian's cloud kernel or a kernel of one's own.
 //! - [`host`] is the control plane: instances, volumes, images, regions,
 //!   and the supervisor process that runs each instance.
-//! - [`backend`] describes a VM ([`backend::VmSpec`]) and runs it (QEMU).
+//! - [`backend`] describes a VM ([`backend::VmSpec`]), chooses drydock's
+//!   own VMM or QEMU by probing, and builds QEMU's command line.
 //! - [`probe`] tells which kind of KVM this machine has.
-//! - [`vstate`] and [`devices`] are drydock's own KVM VMM (vCPUs, memory,
-//!   port I/O bus, 8250 UART, i8042), tested today with tiny guests.
+//! - drydock's own KVM VMM: [`arch`] (layout, kernel loading, ACPI and MP
+//!   tables, CPUID, registers), [`vstate`] (VM, memory, vCPUs), [`devices`]
+//!   (port bus, 8250 UART, i8042, ACPI power, PCI, virtio-blk over
+//!   virtio-mmio and PCI) and [`machine`] (the VM, its vCPU threads and the
+//!   one-process-per-VM control socket).
 
 pub mod arch;
 pub mod backend;
