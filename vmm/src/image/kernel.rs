@@ -8,6 +8,8 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
+use super::vmlinux::find;
+
 const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
 const BZIMAGE_VERSION_PTR: usize = 0x20e;
 const IKCONFIG_START: &[u8] = b"IKCFG_ST";
@@ -131,10 +133,6 @@ pub fn embedded_config(elf: &[u8]) -> Option<String> {
         .read_to_string(&mut text)
         .ok()?;
     Some(text)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

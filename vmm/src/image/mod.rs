@@ -136,12 +136,13 @@ impl BuiltImage {
 
 const INITRAMFS_INIT: &str = include_str!("guest/initramfs-init.sh");
 
+/// The first 8 bytes of a SHA-256, in hex.
+fn short_hex(hash: &[u8]) -> String {
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    short_hex(&Sha256::digest(bytes))
 }
 
 fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRecipe) -> String {
@@ -151,11 +152,7 @@ fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRe
     ));
     h.update(INITRAMFS_INIT);
     h.update(include_str!("guest/rcS.sh"));
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    short_hex(&h.finalize())
 }
 
 /// Where the image's kernel comes from.

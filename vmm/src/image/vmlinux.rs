@@ -25,7 +25,8 @@ pub fn extract(bzimage: &[u8]) -> Result<Vec<u8>, String> {
     Err("no LZ4-compressed ELF kernel found in the bzImage".into())
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `hay`.
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -154,6 +154,18 @@ impl MmioHandler for GuestMmio {
     }
 }
 
+/// `count` virtio-mmio devices: one page each from the MMIO gap, one IRQ
+/// each from the first device IRQ on.
+fn mmio_devices(count: usize) -> Vec<acpi::MmioDeviceInfo> {
+    (0..count)
+        .map(|i| acpi::MmioDeviceInfo {
+            addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW,
+            len: MMIO_WINDOW as u32,
+            irq: layout::FIRST_DEVICE_IRQ + i as u32,
+        })
+        .collect()
+}
+
 /// Where the guest learns of its virtio-mmio devices: the DSDT (returned
 /// for the ACPI tables) or the command line (`virtio_mmio.device=`, one per
 /// device, in slot order so the guest numbers them as the VMM does).
@@ -239,13 +251,7 @@ impl Machine {
             DeviceGeneration::Mmio => self.blocks.len(),
             DeviceGeneration::Pci => 0,
         };
-        (0..count)
-            .map(|i| acpi::MmioDeviceInfo {
-                addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW,
-                len: MMIO_WINDOW as u32,
-                irq: layout::FIRST_DEVICE_IRQ + i as u32,
-            })
-            .collect()
+        mmio_devices(count)
     }
 
     /// Boots and reboots until the guest powers off or the VMM is stopped.
@@ -556,23 +562,13 @@ fn spawn_input_pump(h: Arc<MachineHandle>) -> Arc<AtomicBool> {
 mod tests {
     use super::*;
 
-    fn devices(n: usize) -> Vec<acpi::MmioDeviceInfo> {
-        (0..n)
-            .map(|i| acpi::MmioDeviceInfo {
-                addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW,
-                len: MMIO_WINDOW as u32,
-                irq: layout::FIRST_DEVICE_IRQ + i as u32,
-            })
-            .collect()
-    }
-
     #[test]
     fn mmio_devices_go_to_the_dsdt_or_the_command_line() {
-        let (dsdt, line) = announce_mmio(devices(2), "console=ttyS0", false);
+        let (dsdt, line) = announce_mmio(mmio_devices(2), "console=ttyS0", false);
         assert_eq!(dsdt.len(), 2);
         assert_eq!(line, "console=ttyS0");
 
-        let (dsdt, line) = announce_mmio(devices(2), "console=ttyS0", true);
+        let (dsdt, line) = announce_mmio(mmio_devices(2), "console=ttyS0", true);
         assert!(
             dsdt.is_empty(),
             "a device announced twice would be probed twice"
