@@ -25,6 +25,7 @@ pub mod observer;
 pub mod params;
 pub mod runbook;
 pub mod runner;
+pub mod sqlite;
 pub mod state;
 
 pub use catalog::{Catalog, CatalogError};

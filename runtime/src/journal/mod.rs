@@ -10,7 +10,6 @@ mod executions;
 mod steps;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -149,28 +148,33 @@ impl Journal {
             source,
         })?;
         let path = data_dir.join("journal.sqlite3");
-        let conn = Connection::open(&path).map_err(|source| JournalError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < SCHEMA_VERSION {
-            conn.execute_batch(SCHEMA)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        } else if version > SCHEMA_VERSION {
+        // The schema version another process wrote, if newer than ours.
+        let newer = std::cell::Cell::new(None);
+        let conn = crate::sqlite::open_shared(&path, sync, |c| {
+            let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version < SCHEMA_VERSION {
+                c.execute_batch(SCHEMA)?;
+                c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            } else if version > SCHEMA_VERSION {
+                newer.set(Some(version));
+            }
+            Ok(())
+        })
+        .map_err(|source| JournalError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(version) = newer.get() {
             return Err(JournalError::Conflict(format!(
                 "the journal at {} was written by a newer drydock (schema {version}, this one knows {SCHEMA_VERSION}); upgrade drydock",
                 path.display()
             )));
         }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Self { conn, path })
     }
 

@@ -112,7 +112,9 @@ impl Journal {
         attempt: u32,
     ) -> Result<(), JournalError> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO steps (execution_id, path, seq, name, kind, state, attempts, started_at)
              VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE execution_id = ?1),
@@ -142,7 +144,9 @@ impl Journal {
         step_end: Option<(StepState, &serde_json::Value, Option<&str>)>,
     ) -> Result<(), JournalError> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE attempts SET ended_at = ?4, error = ?5 WHERE execution_id = ?1 AND path = ?2 AND attempt = ?3",
             params![execution, path, attempt, now, attempt_error],

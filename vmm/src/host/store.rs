@@ -2,7 +2,6 @@
 //! Every change is a transaction; several drydock processes share the file.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -275,11 +274,10 @@ impl HostStore {
     /// Opens (creating) the host database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, HostError> {
         std::fs::create_dir_all(data_dir).map_err(|e| HostError::io("create", data_dir, e))?;
-        let conn = Connection::open(data_dir.join("host.sqlite3"))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        let conn =
+            drydock_runtime::sqlite::open_shared(&data_dir.join("host.sqlite3"), "FULL", |c| {
+                c.execute_batch(SCHEMA)
+            })?;
         Ok(Self { conn })
     }
 
@@ -448,7 +446,9 @@ impl HostStore {
         i: &InstanceRecord,
         root: &VolumeRecord,
     ) -> Result<(), HostError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         insert_volume(&tx, root)?;
         insert_instance(&tx, i)?;
         tx.commit()?;
