@@ -16,6 +16,13 @@ pub struct ConfigFile {
     pub runbook_dirs: Vec<PathBuf>,
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// A group whose members share the data directory (its files are then
+    /// group-readable and -writable, and its sockets accept the group).
+    pub group: Option<String>,
+    /// Accounts (names or `@group`) that may use `--auto-approve` on any
+    /// runbook; root always may.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// Settings after every source is applied.
@@ -25,6 +32,10 @@ pub struct Settings {
     pub runbook_dirs: Vec<PathBuf>,
     pub region: String,
     pub profile: String,
+    /// The sharing group (`group` in the config, or `DRYDOCK_GROUP`).
+    pub group: Option<String>,
+    /// Admin accounts besides root.
+    pub admins: Vec<String>,
 }
 
 fn home() -> PathBuf {
@@ -94,11 +105,24 @@ pub fn resolve(
         })
         .or(config.profile)
         .unwrap_or_else(|| "default".to_string());
+    let group = std::env::var("DRYDOCK_GROUP")
+        .ok()
+        .filter(|g| !g.trim().is_empty())
+        .or(config.group);
+    if let Some(g) = &group {
+        if drydock_runtime::identity::group_id(g).is_none() {
+            return Err(CliError::usage(format!(
+                "the sharing group `{g}` (DRYDOCK_GROUP or `group` in the config) does not exist; create it or unset it"
+            )));
+        }
+    }
     Ok(Settings {
         data_dir,
         runbook_dirs,
         region,
         profile,
+        group,
+        admins: config.admins,
     })
 }
 

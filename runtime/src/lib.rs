@@ -18,6 +18,7 @@
 pub mod catalog;
 pub mod duration;
 pub mod executor;
+pub mod identity;
 pub mod ids;
 pub mod interrupt;
 pub mod journal;
