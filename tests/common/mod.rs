@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod os_users;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -57,7 +59,12 @@ impl Drydock {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin());
+        self.command_in(Command::new(bin()), args)
+    }
+
+    /// Sets up `cmd` (the binary, or a wrapper that runs it) with this
+    /// drydock's directories and `args`.
+    pub fn command_in(&self, mut cmd: Command, args: &[&str]) -> Command {
         cmd.env_remove("DRYDOCK_RUNBOOK_PATH")
             .env("DRYDOCK_CONFIG", self.dir.path().join("no-config.toml"))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
