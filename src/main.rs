@@ -69,6 +69,18 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         cli.region,
         cli.profile,
     )?;
+    drydock_runtime::access::init(
+        &settings.data_dir,
+        drydock_runtime::access::Sharing {
+            group: settings.group.clone(),
+        },
+    )
+    .map_err(|e| {
+        CliError::usage(format!(
+            "cannot set up the data directory {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
     let executor = Executor::new(settings.data_dir.clone(), catalog)
         .with_location(&settings.region, &settings.profile)

@@ -15,6 +15,7 @@
 //! - [`interrupt`] carries deadlines and cancellation to waiting primitives.
 //! - [`observer`] reports progress to whoever shows it.
 
+pub mod access;
 pub mod catalog;
 pub mod duration;
 pub mod executor;

@@ -1,0 +1,111 @@
+//! Who may touch drydock's state: file modes and socket peers.
+//!
+//! By default everything drydock creates is private to the account that
+//! runs it (umask 077: directories 0700, files 0600) and its sockets
+//! accept only that account (and root). With a sharing group configured
+//! (`group` in the config file or `DRYDOCK_GROUP`), the data directory is
+//! group-owned with the set-gid bit, files are created 0660 / 0770, and
+//! sockets also accept members of the group.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::identity::{group_id, Identity};
+
+/// The sharing policy of this process.
+#[derive(Debug, Clone, Default)]
+pub struct Sharing {
+    /// The group whose members share the data directory.
+    pub group: Option<String>,
+}
+
+static SHARING: OnceLock<Sharing> = OnceLock::new();
+
+/// The policy set by [`init`], or private by default.
+pub fn sharing() -> Sharing {
+    SHARING.get().cloned().unwrap_or_default()
+}
+
+/// Sets the process's umask and the data directory's mode for `sharing`.
+/// Call once, first thing: child processes (supervisors, VMMs, shell
+/// commands) inherit the umask.
+pub fn init(data_dir: &Path, sharing: Sharing) -> std::io::Result<()> {
+    let (umask, dir_mode) = match &sharing.group {
+        Some(_) => (0o007, 0o2770),
+        None => (0o077, 0o700),
+    };
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(umask) };
+    let gid = match &sharing.group {
+        Some(g) => Some(group_id(g).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the sharing group `{g}` does not exist"),
+            )
+        })?),
+        None => None,
+    };
+    let _ = SHARING.set(sharing);
+    std::fs::create_dir_all(data_dir)?;
+    let meta = std::fs::metadata(data_dir)?;
+    // Only the owner may change the directory; others live with its mode.
+    if meta.uid() == Identity::current().uid {
+        if let Some(gid) = gid {
+            if meta.gid() != gid {
+                std::os::unix::fs::chown(data_dir, None, Some(gid))?;
+            }
+        }
+        if meta.permissions().mode() & 0o7777 != dir_mode {
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(dir_mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a socket peer with `uid` may use drydock's sockets: the same
+/// account, root, or a member of the sharing group.
+pub fn peer_allowed(uid: u32) -> bool {
+    let me = Identity::current();
+    if uid == me.uid || uid == 0 {
+        return true;
+    }
+    match sharing().group {
+        Some(g) => Identity::of_uid(uid).in_group(&g),
+        None => false,
+    }
+}
+
+/// Checks the peer of a Unix socket connection; the error says who was
+/// refused and why.
+pub fn check_peer(stream: &std::os::unix::net::UnixStream) -> Result<u32, String> {
+    use std::os::fd::AsFd;
+    let uid = crate::identity::peer_uid(stream.as_fd())
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    if peer_allowed(uid) {
+        Ok(uid)
+    } else {
+        Err(format!(
+            "{} may not use this socket: it belongs to {}{}",
+            Identity::of_uid(uid).name,
+            Identity::current().name,
+            match sharing().group {
+                Some(g) => format!(" and group {g}"),
+                None => String::new(),
+            }
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_account_and_root_are_allowed() {
+        assert!(peer_allowed(Identity::current().uid));
+        assert!(peer_allowed(0));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(check_peer(&a).unwrap(), Identity::current().uid);
+    }
+}
