@@ -45,10 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = executor.create_execution(
         &runbook,
         &params,
-        &StartOptions {
-            requested_by: "embed-example".into(),
-            ..Default::default()
-        },
+        // Requested by the account running this program.
+        &StartOptions::default(),
     )?;
     let outcome = executor.run(&id, Arc::new(QuietObserver), RunOptions::default())?;
     println!(

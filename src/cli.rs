@@ -258,11 +258,11 @@ pub struct RunArgs {
     /// Start the execution in the background and return its id
     #[arg(long)]
     pub detach: bool,
-    /// Approve every approval automatically (for drills); recorded as such in the journal
+    /// Settle approvals automatically where the runbook allows it (auto_approve: "allowed"), or every approval when you are an admin; recorded with your name
     #[arg(long)]
     pub auto_approve: bool,
-    /// Who is starting it [default: $DRYDOCK_USER or $USER]
-    #[arg(long = "as", value_name = "NAME")]
+    /// Only your own account name is accepted: drydock acts as the OS account that runs it
+    #[arg(long = "as", value_name = "NAME", hide = true)]
     pub as_user: Option<String>,
 }
 
@@ -297,8 +297,8 @@ pub struct ApproveArgs {
     /// Why
     #[arg(long, default_value = "")]
     pub comment: String,
-    /// Approver name [default: $DRYDOCK_USER or $USER]
-    #[arg(long = "as", value_name = "NAME")]
+    /// Only your own account name is accepted: you approve as the OS account that runs drydock
+    #[arg(long = "as", value_name = "NAME", hide = true)]
     pub as_user: Option<String>,
 }
 

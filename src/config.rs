@@ -126,27 +126,20 @@ pub fn resolve(
     })
 }
 
-/// Who is acting: `--as`, else $DRYDOCK_USER, else $USER, else the
-/// account name of this process's uid.
-pub fn actor(flag: Option<String>) -> String {
-    [
-        flag,
-        std::env::var("DRYDOCK_USER").ok(),
-        std::env::var("USER").ok(),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|s| !s.trim().is_empty())
-    .or_else(account_name)
-    .unwrap_or_else(|| "unknown".to_string())
-}
-
-fn account_name() -> Option<String> {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() }.to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_string())
-    })
+/// Who is acting: the account of this process. `--as NAME` is accepted
+/// only when it names that account (drydock cannot verify any other
+/// claim), so scripts that pass it keep working and nobody can pose as
+/// someone else.
+pub fn actor(claimed: Option<&str>) -> Result<drydock_runtime::identity::Identity, CliError> {
+    let me = drydock_runtime::identity::Identity::current();
+    match claimed {
+        Some(name) if name.trim() != me.name => Err(CliError::usage(format!(
+            "--as {:?}: you are {} (uid {}); drydock acts as the account that runs it and cannot take a name on trust. Run the command as that user (e.g. `sudo -u {} drydock …`), or drop --as",
+            drydock_runtime::display::sanitize(name),
+            me.name,
+            me.uid,
+            drydock_runtime::display::sanitize(name.trim()),
+        ))),
+        _ => Ok(me),
+    }
 }

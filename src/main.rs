@@ -84,6 +84,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
     let executor = Executor::new(settings.data_dir.clone(), catalog)
         .with_location(&settings.region, &settings.profile)
+        .with_admins(settings.admins.clone())
         .with_primitives(drydock_stdlib::install);
     let ctx = Context {
         settings,

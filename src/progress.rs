@@ -11,6 +11,8 @@ use drydock_runtime::duration::format_duration;
 use drydock_runtime::journal::{ApprovalRecord, ApprovalState, StepKind};
 use drydock_runtime::observer::{ExecutionOutcome, Observer, StepEvent, StepOutcome};
 use drydock_runtime::StepState;
+
+use crate::commands::shown;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shows progress on stderr (stdout stays free for results and `--json`).
@@ -89,7 +91,7 @@ impl Observer for Progress {
     }
 
     fn note(&self, _id: &str, message: &str) {
-        self.line(&format!("  note: {message}"));
+        self.line(&format!("  note: {}", shown(message)));
     }
 
     fn step_started(&self, step: &StepEvent) {
@@ -149,14 +151,14 @@ impl Observer for Progress {
             return;
         }
         let who = if approval.approvers.is_empty() {
-            "anyone".to_string()
+            "anyone but the requester".to_string()
         } else {
-            approval.approvers.join(", ")
+            shown(&approval.approvers.join(", "))
         };
         self.line(&format!(
             "{} waiting for approval: {}\n      approvers: {who}; {} needed; decide with `drydock approve {}` or `drydock approve {} --reject`",
             label(step),
-            approval.message,
+            shown(&approval.message),
             approval.min_approvals,
             step.execution_id,
             step.execution_id
@@ -170,7 +172,7 @@ impl Observer for Progress {
             .map(|d| {
                 let verb = if d.approve { "approved" } else { "rejected" };
                 let auto = if d.auto { " (auto)" } else { "" };
-                format!("{} {verb}{auto}", d.approver)
+                format!("{} {verb}{auto}", shown(&d.approver))
             })
             .collect();
         self.line(&format!(
@@ -182,7 +184,7 @@ impl Observer for Progress {
     }
 
     fn printed(&self, _id: &str, line: &str) {
-        self.line(&format!("    | {line}"));
+        self.line(&format!("    | {}", shown(line)));
     }
 
     fn execution_finished(&self, outcome: &ExecutionOutcome, depth: usize) {

@@ -88,7 +88,10 @@ fn unknown_runbooks_commands_and_executions_are_usage_errors() {
 
 #[test]
 fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
-    let dd = Drydock::new();
+    let alice = common::os_users::os_user("ddalice", &["ddops"]);
+    let mut dd = Drydock::new();
+    dd.group = Some("ddops".into());
+    dd.open_to_other_users();
     let dir = dd.work().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     for name in ["old-1.log", "old-2.log", "fresh.log"] {
@@ -110,7 +113,7 @@ fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
         "-p",
         &format!("dir={dir_s}"),
         "-p",
-        "approvers=alice",
+        "approvers=ddalice",
     ]);
     let id = dd.only_execution();
     dd.wait_for_approval(&id);
@@ -123,7 +126,7 @@ fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
         dir.join("old-1.log").exists(),
         "nothing is deleted before approval"
     );
-    assert_code(&dd.run(&["approve", &id, "--as", "alice"]), 0);
+    assert_code(&dd.run_as(&alice, &["approve", &id]), 0);
     let out = wait_child(child);
     assert_code(&out, 0);
     assert!(!dir.join("old-1.log").exists() && !dir.join("old-2.log").exists());

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod catalog;
+pub mod display;
 pub mod duration;
 pub mod executor;
 pub mod identity;

@@ -46,6 +46,17 @@ pub fn open_shared(
     synchronous: &str,
     setup: impl Fn(&Connection) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<Connection> {
+    // SQLite creates its files 0644 & ~umask and gives the -wal and -shm
+    // files the database file's mode: create it first with 0666 & ~umask,
+    // so a sharing group (umask 007) can write it and others never read it.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o666)
+            .open(path);
+    }
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))?;

@@ -4,7 +4,7 @@ use drydock_runtime::journal::ApprovalState;
 use drydock_runtime::StepState;
 use serde_json::json;
 
-use super::{clip, print_json, table, when, Context};
+use super::{clip, print_json, shown, table, when, Context};
 use crate::cli::ApproveArgs;
 use crate::failure::CliError;
 
@@ -60,7 +60,7 @@ pub fn list(ctx: &Context) -> Result<i32, CliError> {
     ]);
     for (a, exec, done) in &rows {
         let approvers = if a.approvers.is_empty() {
-            "anyone".to_string()
+            "anyone but the requester".to_string()
         } else {
             a.approvers.join(", ")
         };
@@ -68,14 +68,17 @@ pub fn list(ctx: &Context) -> Result<i32, CliError> {
             a.execution_id.clone(),
             exec.runbook.clone(),
             clip(&a.message, 60),
-            approvers,
+            clip(&approvers, 40),
             format!("{}/{}", a.approvals(), a.min_approvals),
             when(a.deadline_at),
             clip(&done.join(", "), 50),
         ]);
     }
     println!("{t}");
-    println!("decide with `drydock approve EXECUTION [--reject] [--comment TEXT] [--as NAME]`");
+    println!(
+        "you are {}; decide with `drydock approve EXECUTION [--reject] [--comment TEXT]`",
+        shown(&drydock_runtime::identity::Identity::current().name)
+    );
     Ok(0)
 }
 
@@ -83,8 +86,14 @@ pub fn list(ctx: &Context) -> Result<i32, CliError> {
 pub fn decide(ctx: &Context, args: ApproveArgs) -> Result<i32, CliError> {
     let mut journal = ctx.executor.journal()?;
     let id = journal.resolve_execution(&args.execution)?;
-    let who = crate::config::actor(args.as_user);
-    let outcome = journal.decide(&id, &who, !args.reject, &args.comment, false)?;
+    let me = crate::config::actor(args.as_user.as_deref())?;
+    if args.comment.chars().count() > 2000 {
+        return Err(CliError::usage(
+            "--comment is limited to 2000 characters; put long reasoning in a ticket and link it",
+        ));
+    }
+    let outcome = journal.decide(&id, &me, !args.reject, &args.comment, false)?;
+    let who = shown(&me.name);
     let runner_alive = journal.execution(&id)?.has_live_runner();
     if ctx.json {
         print_json(

@@ -53,7 +53,7 @@ pub fn attach(ctx: &Context, args: crate::cli::ConsoleArgs) -> Result<i32, CliEr
     let dir = host.instance_dir(&inst.id);
     let who = format!(
         "{} (drydock console, pid {})",
-        crate::config::actor(None),
+        drydock_runtime::identity::Identity::current().name,
         std::process::id()
     );
     let conn = connect(

@@ -4,7 +4,7 @@ use drydock_runtime::journal::{ExecutionFilter, ExecutionRecord};
 use drydock_runtime::ExecutionState;
 use serde_json::json;
 
-use super::{clip, print_json, table, took, when, Context};
+use super::{clip, print_json, shown, table, took, when, Context};
 use crate::cli::ExecutionsArgs;
 use crate::failure::CliError;
 
@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
             when(e.created_at),
             took(e.started_at, e.ended_at),
             format!("{done}/{}", steps.len()),
-            e.requested_by.clone(),
+            shown(&e.requested_by),
         ]);
     }
     println!("{t}");
@@ -100,11 +100,10 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     println!("state      {}", state_text(&exec));
     println!(
         "by         {}{}",
-        exec.requested_by,
-        if exec.auto_approve {
-            " (auto-approve)"
-        } else {
-            ""
+        shown(&exec.requested_by),
+        match &exec.auto_approve_by {
+            Some(by) => format!(" (--auto-approve asked by {})", shown(by)),
+            None => String::new(),
         }
     );
     println!("created    {}", when(exec.created_at));
@@ -120,7 +119,7 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
         println!("output     {}", exec.output);
     }
     if let Some(e) = &exec.error {
-        println!("error      {e}");
+        println!("error      {}", shown(e));
     }
     if !steps.is_empty() {
         let mut t = table(&[
@@ -158,7 +157,7 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
                 a.path,
                 a.attempt,
                 when(a.started_at),
-                a.error.as_deref().unwrap_or("")
+                shown(a.error.as_deref().unwrap_or(""))
             );
         }
     }
@@ -167,13 +166,13 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             "approval [{}] {}: \"{}\" ({}/{} approvals; approvers: {})",
             a.path,
             a.state.as_str(),
-            a.message,
+            shown(&a.message),
             a.approvals(),
             a.min_approvals,
             if a.approvers.is_empty() {
                 "anyone".into()
             } else {
-                a.approvers.join(", ")
+                shown(&a.approvers.join(", "))
             }
         );
         for d in &a.decisions {
@@ -182,11 +181,11 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             let comment = if d.comment.is_empty() {
                 String::new()
             } else {
-                format!(": {}", d.comment)
+                format!(": {}", shown(&d.comment))
             };
             println!(
                 "  {} {verb}{auto} at {}{comment}",
-                d.approver,
+                shown(&d.approver),
                 when(d.decided_at)
             );
         }
@@ -197,7 +196,7 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     if !events.is_empty() {
         println!("printed:");
         for e in &events {
-            println!("  {} {}", when(e.at), e.message);
+            println!("  {} {}", when(e.at), shown(&e.message));
         }
     }
     Ok(0)

@@ -9,7 +9,7 @@ pub mod runbooks;
 pub mod vmm_bench;
 pub mod volumes;
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use comfy_table::{presets::NOTHING, Table};
 use drydock_runtime::Executor;
@@ -25,8 +25,7 @@ pub struct Context {
 
 /// A timestamp (ms since the epoch) for people.
 pub fn when(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
+    drydock_runtime::display::timestamp(ms)
 }
 
 /// An elapsed time between two timestamps, or since `from` when unfinished.
@@ -57,9 +56,15 @@ pub fn print_json(value: &impl serde::Serialize) {
     );
 }
 
+/// Text from outside (names, comments, messages, guest output) with its
+/// control characters escaped, so it cannot forge lines on a terminal.
+pub fn shown(text: &str) -> String {
+    drydock_runtime::display::sanitize(text).into_owned()
+}
+
 /// Cuts text to `n` characters for a table cell.
 pub fn clip(text: &str, n: usize) -> String {
-    let one_line = text.replace('\n', " ");
+    let one_line = shown(&text.replace('\n', " "));
     if one_line.chars().count() <= n {
         one_line
     } else {

@@ -57,7 +57,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
     let supplied = parse_params(&args)?;
     let opts = StartOptions {
         auto_approve: args.auto_approve,
-        requested_by: crate::config::actor(args.as_user.clone()),
+        requester: Some(crate::config::actor(args.as_user.as_deref())?),
     };
     let id = match ctx.executor.create_execution(&runbook, &supplied, &opts) {
         Ok(id) => id,

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 pub struct Drydock {
     pub dir: tempfile::TempDir,
+    /// The sharing group every command of this drydock uses (DRYDOCK_GROUP).
+    pub group: Option<String>,
 }
 
 impl Drop for Drydock {
@@ -40,7 +42,7 @@ impl Drydock {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
-        Self { dir }
+        Self { dir, group: None }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -70,12 +72,16 @@ impl Drydock {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("WORK", self.work())
             .env("USER", "tester")
+            .env_remove("DRYDOCK_GROUP")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--runbook-dir")
             .arg(self.dir.path().join("runbooks"))
             .args(args);
         cmd.env_remove("DRYDOCK_CONFIG");
+        if let Some(g) = &self.group {
+            cmd.env("DRYDOCK_GROUP", g);
+        }
         cmd
     }
 
@@ -147,6 +153,22 @@ impl Drydock {
                     true
                 }
                 _ => false,
+            }
+        });
+        id
+    }
+
+    /// The id of the newest top-level execution of `runbook`, once it exists.
+    pub fn only_execution_of(&self, runbook: &str) -> String {
+        let mut id = String::new();
+        self.wait_until("the execution to be recorded", || {
+            let list = self.json(&["executions", "--runbook", runbook]);
+            match list.as_array().and_then(|a| a.first()) {
+                Some(e) => {
+                    id = e["id"].as_str().unwrap().to_string();
+                    true
+                }
+                None => false,
             }
         });
         id

@@ -22,12 +22,9 @@ fn run(program: &str, args: &[&str]) -> Output {
 
 fn id_of(name: &str) -> Option<u32> {
     let out = run("id", &["-u", name]);
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap()
-    })
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
 }
 
 /// Creates the group if it does not exist.

@@ -54,7 +54,11 @@ impl Session {
             message: opts.message.clone(),
             approvers: opts.approvers.clone(),
             min_approvals: opts.min_approvals,
-            deadline_at: now_ms() + opts.timeout.as_millis() as i64,
+            deadline_at: now_ms()
+                .saturating_add(opts.timeout.as_millis().min(i64::MAX as u128) as i64),
+            source_sha256: self.source_sha256.clone(),
+            allow_self: opts.allow_self_approval,
+            auto_allowed: opts.auto_approve_allowed,
         };
         let mut rec = {
             let r = self
@@ -64,21 +68,39 @@ impl Session {
                 super::session::runtime_error("cannot record the approval request in the journal")
             })?
         };
-        if self.auto_approve && rec.state == ApprovalState::Pending {
-            let r = self.journal().decide(
-                &self.exec_id,
-                "auto-approve",
-                true,
-                "approved by --auto-approve",
-                true,
-            );
-            self.journal_result(r);
-            if let Some(now) = self
-                .journal_result(self.journal().approval(&self.exec_id, &call.path))
-                .flatten()
-            {
-                rec = now;
+        match &self.auto_approve {
+            Some(auto) if rec.state == ApprovalState::Pending => {
+                if opts.auto_approve_allowed || auto.admin {
+                    let how = if opts.auto_approve_allowed {
+                        "the runbook allows it"
+                    } else {
+                        "admin"
+                    };
+                    let r = self.journal().decide(
+                        &self.exec_id,
+                        &auto.by,
+                        true,
+                        &format!("approved by --auto-approve ({how})"),
+                        true,
+                    );
+                    self.journal_result(r);
+                    if let Some(now) = self
+                        .journal_result(self.journal().approval(&self.exec_id, &call.path))
+                        .flatten()
+                    {
+                        rec = now;
+                    }
+                } else {
+                    let note = format!(
+                        "--auto-approve by {} does not apply to this approval: its approve() does not say auto_approve: \"allowed\" and {} is not an admin; waiting for approvers",
+                        auto.by.name, auto.by.name
+                    );
+                    let r = self.journal().add_event(&self.exec_id, "note", &note);
+                    self.journal_result(r);
+                    self.observer.note(&self.exec_id, &note);
+                }
             }
+            _ => {}
         }
         let r = self
             .journal()

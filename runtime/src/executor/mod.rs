@@ -19,6 +19,7 @@ pub use options::{duration_value, ApprovalOptions, OnFailure, StepOptions, Unapp
 pub use session::describe_error;
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::identity::Identity;
 use crate::interrupt::{Interrupt, Interruption, CANCELLED_MARK};
 use crate::journal::{Durability, Journal, JournalError, NewExecution, StepKind};
 use crate::observer::{ExecutionOutcome, Observer, StepOutcome};
@@ -26,7 +27,10 @@ use crate::params::{resolve_params, ParamErrors, SuppliedValue};
 use crate::runbook::Runbook;
 use crate::runner::RunnerIdentity;
 use crate::state::{ExecutionState, StepState};
-use session::{terminated_mark, Lookup, RhaiResult, Session, StepSpec, CHANGED_MARK};
+use session::{
+    terminated_mark, AutoApprove, Lookup, RhaiResult, Session, SessionOrigin, StepSpec,
+    CHANGED_MARK,
+};
 
 /// What a primitive needs from the execution it runs in.
 #[derive(Clone)]
@@ -66,8 +70,11 @@ pub enum RunError {
 /// How an execution is started.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
+    /// Ask for `--auto-approve`: it settles approvals that allow it (any
+    /// approval when the requester is an admin), recorded with who asked.
     pub auto_approve: bool,
-    pub requested_by: String,
+    /// Who requests the execution; this process's account when None.
+    pub requester: Option<Identity>,
 }
 
 /// How an execution is run.
@@ -87,6 +94,7 @@ pub struct Executor {
     installers: Vec<PrimitiveInstaller>,
     region: String,
     profile: String,
+    admins: Vec<String>,
 }
 
 /// SHA-256 of a runbook's source, recorded to notice edits between runs.
@@ -107,7 +115,20 @@ impl Executor {
             installers: Vec::new(),
             region: "region-a".into(),
             profile: "default".into(),
+            admins: Vec::new(),
         }
+    }
+
+    /// Accounts (names or `@group`) that may `--auto-approve` any approval.
+    /// Root always may: it can read and write everything drydock keeps.
+    pub fn with_admins(mut self, admins: Vec<String>) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    /// Whether `who` is an admin.
+    pub fn is_admin(&self, who: &Identity) -> bool {
+        who.is_root() || self.admins.iter().any(|a| a != "*" && who.matches(a))
     }
 
     /// Sets the region and profile executions act in.
@@ -165,14 +186,16 @@ impl Executor {
     ) -> Result<String, StartError> {
         let params = resolve_params(&runbook.params, supplied)?;
         let mut journal = self.journal()?;
+        let requester = opts.requester.clone().unwrap_or_else(Identity::current);
         Ok(journal.create_execution(&NewExecution {
             runbook: runbook.name.clone(),
             origin: runbook.origin.to_string(),
             source_sha256: source_digest(&runbook.source),
             params,
             parent,
-            auto_approve: opts.auto_approve,
-            requested_by: opts.requested_by.clone(),
+            auto_approve_by: opts.auto_approve.then(|| requester.name.clone()),
+            requested_by: requester.name.clone(),
+            requester_uid: Some(requester.uid),
         })?)
     }
 
@@ -208,8 +231,39 @@ impl Executor {
         }
         let recorded = journal.steps(id)?;
         let resumed = !recorded.is_empty();
+        let digest = source_digest(&runbook.source);
+        if let Some(msg) = approved_for_other_code(&journal, id, &digest, &runbook.label())? {
+            journal.add_event(id, "error", &msg)?;
+            journal.release_runner(id)?;
+            return Err(RunError::RunbookChanged(msg));
+        }
         observer.execution_started(id, &record.runbook, resumed, depth);
-        if source_digest(&runbook.source) != record.source_sha256 {
+        let me = Identity::current();
+        let auto_approve = match &record.auto_approve_by {
+            Some(by) if *by == me.name => Some(AutoApprove {
+                admin: self.is_admin(&me),
+                by: me.clone(),
+            }),
+            Some(by) => {
+                let note = format!(
+                    "--auto-approve was asked for by {by}; this runner runs as {}, so approvals wait for approvers",
+                    me.name
+                );
+                journal.add_event(id, "note", &note)?;
+                observer.note(id, &note);
+                None
+            }
+            None => None,
+        };
+        let origin = SessionOrigin {
+            requester: Identity {
+                uid: record.requester_uid.unwrap_or(u32::MAX),
+                name: record.requested_by.clone(),
+            },
+            auto_approve,
+            source_sha256: digest.clone(),
+        };
+        if digest != record.source_sha256 {
             let note = format!(
                 "the runbook {} changed since this execution started; completed steps are replayed and checked against it",
                 runbook.label()
@@ -232,7 +286,7 @@ impl Executor {
             journal.clone(),
             observer.clone(),
             interrupt.clone(),
-            record.auto_approve,
+            origin,
             depth,
             recorded,
         ));
@@ -522,8 +576,8 @@ impl Executor {
                             })
                             .collect();
                         let opts = StartOptions {
-                            auto_approve: session.auto_approve,
-                            requested_by: session.exec_id.clone(),
+                            auto_approve: session.auto_approve.is_some(),
+                            requester: Some(session.requester.clone()),
                         };
                         self.create_inner(
                             &rb,
@@ -602,6 +656,30 @@ impl Executor {
             }
         }
     }
+}
+
+/// An approval given (in full or in part) for runbook source other than
+/// `digest` must not pass for this code: says which, or None.
+fn approved_for_other_code(
+    journal: &Journal,
+    id: &str,
+    digest: &str,
+    label: &str,
+) -> Result<Option<String>, JournalError> {
+    for a in journal.approvals_of(id)? {
+        let decided = a.decisions.iter().any(|d| d.approve);
+        if decided && !a.source_sha256.is_empty() && a.source_sha256 != digest {
+            return Ok(Some(format!(
+                "runbook changed since it was approved: the approval at call {} ({:?}) was given for runbook source sha256:{}, but {label} is now sha256:{}. \
+                 An approval covers the code it was asked for: put the original runbook back to resume, or start a new execution and ask again",
+                a.path,
+                crate::display::sanitize(&a.message),
+                &a.source_sha256[..12.min(a.source_sha256.len())],
+                &digest[..12.min(digest.len())],
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn located(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {

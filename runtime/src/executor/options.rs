@@ -136,6 +136,39 @@ pub struct ApprovalOptions {
     pub timeout: Duration,
     pub on_reject: Unapproved,
     pub on_timeout: Unapproved,
+    /// The requester may approve their own execution.
+    pub allow_self_approval: bool,
+    /// `--auto-approve` may settle this approval (otherwise only an
+    /// admin's `--auto-approve` can).
+    pub auto_approve_allowed: bool,
+}
+
+/// Checks one entry of an approver list: an account name, `@group`, or
+/// `*` (anyone but the requester).
+fn approver_entry(v: &Dynamic) -> Result<String, String> {
+    let entry = v
+        .clone()
+        .into_string()
+        .map_err(|_| format!("`approvers` must list account names as strings, got {v}"))?;
+    let entry = entry.trim().to_string();
+    let name = entry.strip_prefix('@').unwrap_or(&entry);
+    let valid = entry == "*"
+        || (!name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$')));
+    if valid {
+        Ok(entry)
+    } else {
+        Err(format!(
+            "approver {entry:?} is not an account name, @group or *; approvers are OS accounts (see `id`)"
+        ))
+    }
 }
 
 fn unapproved(key: &str, v: &Dynamic) -> Result<Unapproved, String> {
@@ -158,6 +191,8 @@ impl ApprovalOptions {
             timeout: Duration::from_secs(7 * 86400),
             on_reject: Unapproved::Abort,
             on_timeout: Unapproved::Abort,
+            allow_self_approval: false,
+            auto_approve_allowed: false,
         };
         for (key, v) in map {
             match key.as_str() {
@@ -167,7 +202,8 @@ impl ApprovalOptions {
                         .clone()
                         .into_array()
                         .map_err(|_| "`approvers` must be a list of names".to_string())?;
-                    o.approvers = list.iter().map(|a| a.to_string()).collect();
+                    o.approvers = list.iter().map(approver_entry).collect::<Result<_, _>>()?;
+                    o.approvers.dedup();
                 }
                 "min_approvals" => {
                     let n = v.as_int().map_err(|_| "`min_approvals` must be an integer".to_string())?;
@@ -179,9 +215,25 @@ impl ApprovalOptions {
                 "timeout" => o.timeout = duration_value(key, v)?,
                 "on_reject" => o.on_reject = unapproved(key, v)?,
                 "on_timeout" => o.on_timeout = unapproved(key, v)?,
+                "allow_self_approval" => {
+                    o.allow_self_approval = v
+                        .as_bool()
+                        .map_err(|_| "`allow_self_approval` must be true or false".to_string())?
+                }
+                "auto_approve" => {
+                    o.auto_approve_allowed = match v.clone().into_string().as_deref() {
+                        Ok("allowed") => true,
+                        Ok("admins") => false,
+                        _ => {
+                            return Err(format!(
+                                "`auto_approve` must be \"allowed\" or \"admins\", got {v}"
+                            ))
+                        }
+                    }
+                }
                 other => {
                     return Err(format!(
-                        "unknown approval option `{other}`; expected message, approvers, min_approvals, timeout, on_reject, on_timeout"
+                        "unknown approval option `{other}`; expected message, approvers, min_approvals, timeout, on_reject, on_timeout, allow_self_approval, auto_approve"
                     ))
                 }
             }
@@ -189,7 +241,8 @@ impl ApprovalOptions {
         if o.message.is_empty() {
             return Err("approve() needs a `message` telling approvers what they approve".into());
         }
-        if !o.approvers.is_empty() && o.min_approvals as usize > o.approvers.len() {
+        let only_names = o.approvers.iter().all(|a| !a.starts_with('@') && a != "*");
+        if !o.approvers.is_empty() && only_names && o.min_approvals as usize > o.approvers.len() {
             return Err(format!(
                 "`min_approvals` is {} but only {} approvers are listed",
                 o.min_approvals,

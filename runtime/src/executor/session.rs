@@ -14,6 +14,7 @@ use std::time::Instant;
 use rhai::{Dynamic, EvalAltResult, FnPtr, Position};
 
 use super::options::{OnFailure, StepOptions};
+use crate::identity::Identity;
 use crate::interrupt::{Interrupt, Interruption, CANCELLED_MARK, DEADLINE_MARK};
 use crate::journal::{Journal, StepKind, StepRecord};
 use crate::observer::{Observer, StepEvent, StepOutcome};
@@ -29,9 +30,31 @@ pub(crate) struct Session {
     pub journal: Arc<Mutex<Journal>>,
     pub observer: Arc<dyn Observer>,
     pub interrupt: Arc<Interrupt>,
-    pub auto_approve: bool,
+    /// `--auto-approve` in effect for this runner, and by whom.
+    pub auto_approve: Option<AutoApprove>,
+    /// Who requested the execution (approvals keep them from approving it).
+    pub requester: Identity,
+    /// SHA-256 of the runbook source this runner executes.
+    pub source_sha256: String,
     pub depth: usize,
     state: Mutex<SessionState>,
+}
+
+/// An `--auto-approve` that this runner may apply.
+#[derive(Debug, Clone)]
+pub(crate) struct AutoApprove {
+    /// The account that asked for it (also the runner's account).
+    pub by: Identity,
+    /// Admins may auto-approve any approval; others only those that say
+    /// `auto_approve: "allowed"`.
+    pub admin: bool,
+}
+
+/// Who an execution is for, and under which code.
+pub(crate) struct SessionOrigin {
+    pub requester: Identity,
+    pub auto_approve: Option<AutoApprove>,
+    pub source_sha256: String,
 }
 
 struct SessionState {
@@ -73,7 +96,7 @@ impl Session {
         journal: Arc<Mutex<Journal>>,
         observer: Arc<dyn Observer>,
         interrupt: Arc<Interrupt>,
-        auto_approve: bool,
+        origin: SessionOrigin,
         depth: usize,
         recorded: Vec<StepRecord>,
     ) -> Self {
@@ -82,7 +105,9 @@ impl Session {
             journal,
             observer,
             interrupt,
-            auto_approve,
+            auto_approve: origin.auto_approve,
+            requester: origin.requester,
+            source_sha256: origin.source_sha256,
             depth,
             state: Mutex::new(SessionState {
                 recorded: recorded.into_iter().map(|s| (s.path.clone(), s)).collect(),

@@ -4,6 +4,7 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
 use super::{now_ms, Journal, JournalError};
+use crate::identity::Identity;
 
 /// Where an approval request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,6 +47,13 @@ pub struct NewApproval {
     pub approvers: Vec<String>,
     pub min_approvals: u32,
     pub deadline_at: i64,
+    /// The runbook source the approval is asked for: a decision approves
+    /// this code, not whatever the file holds later.
+    pub source_sha256: String,
+    /// The requester may approve their own execution.
+    pub allow_self: bool,
+    /// `--auto-approve` from a non-admin may settle it.
+    pub auto_allowed: bool,
 }
 
 /// One approver's decision.
@@ -57,6 +65,8 @@ pub struct Decision {
     /// Made by `--auto-approve`, not by a person.
     pub auto: bool,
     pub decided_at: i64,
+    /// The OS account that decided (None in journals from before identities).
+    pub approver_uid: Option<u32>,
 }
 
 /// An approval request with its decisions.
@@ -71,6 +81,9 @@ pub struct ApprovalRecord {
     pub state: ApprovalState,
     pub created_at: i64,
     pub resolved_at: Option<i64>,
+    pub source_sha256: String,
+    pub allow_self: bool,
+    pub auto_allowed: bool,
     pub decisions: Vec<Decision>,
 }
 
@@ -88,6 +101,9 @@ impl ApprovalRecord {
             state: ApprovalState::parse(&state),
             created_at: row.get("created_at")?,
             resolved_at: row.get("resolved_at")?,
+            source_sha256: row.get("source_sha256")?,
+            allow_self: row.get("allow_self")?,
+            auto_allowed: row.get("auto_allowed")?,
             decisions: Vec::new(),
         })
     }
@@ -97,13 +113,33 @@ impl ApprovalRecord {
         self.decisions.iter().filter(|d| d.approve).count() as u32
     }
 
-    /// Listed approvers who have not decided yet.
+    /// Listed approvers who have not decided yet (groups stay listed).
     pub fn waiting_on(&self) -> Vec<String> {
         self.approvers
             .iter()
             .filter(|a| !self.decisions.iter().any(|d| &d.approver == *a))
             .cloned()
             .collect()
+    }
+
+    /// Whether `who` may decide, given the execution's requester. Returns
+    /// the reason when not.
+    pub fn may_decide(&self, who: &Identity, requester: &str, approve: bool) -> Result<(), String> {
+        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| who.matches(a)) {
+            return Err(format!(
+                "{} is not an approver of this request; it may be decided by: {}",
+                who.name,
+                self.approvers.join(", ")
+            ));
+        }
+        // Withdrawing one's own request (a rejection) is always allowed.
+        if approve && !self.allow_self && who.name == requester {
+            return Err(format!(
+                "{} requested this execution and cannot approve it (separation of duties); another approver must decide, or the runbook's approve() must say allow_self_approval: true",
+                who.name
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -118,7 +154,7 @@ pub struct DecisionOutcome {
 
 fn load_decisions(conn: &rusqlite::Connection, rec: &mut ApprovalRecord) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT approver, approve, comment, auto, decided_at FROM decisions
+        "SELECT approver, approve, comment, auto, decided_at, approver_uid FROM decisions
          WHERE execution_id = ?1 AND path = ?2 ORDER BY decided_at, approver",
     )?;
     rec.decisions = stmt
@@ -129,6 +165,7 @@ fn load_decisions(conn: &rusqlite::Connection, rec: &mut ApprovalRecord) -> rusq
                 comment: r.get(2)?,
                 auto: r.get(3)?,
                 decided_at: r.get(4)?,
+                approver_uid: r.get(5)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -144,10 +181,43 @@ impl Journal {
         path: &str,
         new: &NewApproval,
     ) -> Result<ApprovalRecord, JournalError> {
-        self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // A request that ended without approval is asked again when its
+        // call runs again (`resume --retry`): the earlier round is kept as
+        // an event, its decisions are cleared.
+        let earlier: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT state, deadline_at FROM approvals WHERE execution_id = ?1 AND path = ?2",
+                params![execution, path],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((state, _)) = &earlier {
+            if matches!(state.as_str(), "timed_out" | "rejected" | "cancelled") {
+                tx.execute(
+                    "INSERT INTO events (execution_id, at, kind, message) VALUES (?1, ?2, 'note', ?3)",
+                    params![
+                        execution,
+                        now_ms(),
+                        format!("approval at call {path} ended {state} earlier; asking again")
+                    ],
+                )?;
+                tx.execute(
+                    "DELETE FROM decisions WHERE execution_id = ?1 AND path = ?2",
+                    params![execution, path],
+                )?;
+                tx.execute(
+                    "DELETE FROM approvals WHERE execution_id = ?1 AND path = ?2",
+                    params![execution, path],
+                )?;
+            }
+        }
+        tx.execute(
             "INSERT OR IGNORE INTO approvals (execution_id, path, message, approvers, min_approvals,
-                deadline_at, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+                deadline_at, state, created_at, source_sha256, allow_self, auto_allowed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10)",
             params![
                 execution,
                 path,
@@ -155,9 +225,13 @@ impl Journal {
                 serde_json::to_string(&new.approvers).unwrap_or_else(|_| "[]".into()),
                 new.min_approvals,
                 new.deadline_at,
-                now_ms()
+                now_ms(),
+                new.source_sha256,
+                new.allow_self,
+                new.auto_allowed,
             ],
         )?;
+        tx.commit()?;
         self.approval(execution, path)?
             .ok_or_else(|| JournalError::Conflict("approval vanished after insert".into()))
     }
@@ -222,10 +296,15 @@ impl Journal {
     /// Records one approver's decision on the pending approval of an
     /// execution and settles the request when it can: one rejection
     /// rejects, `min_approvals` approvals approve.
+    ///
+    /// `approver` is the OS account deciding; `auto` marks a decision made
+    /// by `--auto-approve` (whose permission the runner has checked), which
+    /// settles the request at once. A person's decision is checked against
+    /// the approver list, separation of duties and the deadline.
     pub fn decide(
         &mut self,
         execution: &str,
-        approver: &str,
+        approver: &Identity,
         approve: bool,
         comment: &str,
         auto: bool,
@@ -257,15 +336,32 @@ impl Journal {
             });
         };
         load_decisions(&tx, &mut rec)?;
-        if !auto && !rec.approvers.is_empty() && !rec.approvers.iter().any(|a| a == approver) {
+        let now = now_ms();
+        if !auto && now >= rec.deadline_at {
+            tx.execute(
+                "UPDATE approvals SET state = 'timed_out', resolved_at = ?3
+                 WHERE execution_id = ?1 AND path = ?2 AND state = 'pending'",
+                params![execution, rec.path, now],
+            )?;
+            tx.commit()?;
             return Err(JournalError::Conflict(format!(
-                "{approver} is not an approver of this request; it may be decided by: {}",
-                rec.approvers.join(", ")
+                "the approval of {execution} expired at {} and is closed; nothing was decided. `drydock resume {execution} --retry` asks again",
+                crate::display::timestamp(rec.deadline_at)
             )));
         }
-        if let Some(previous) = rec.decisions.iter().find(|d| d.approver == approver) {
+        if !auto {
+            let requester: String = tx.query_row(
+                "SELECT requested_by FROM executions WHERE id = ?1",
+                [execution],
+                |r| r.get(0),
+            )?;
+            rec.may_decide(approver, &requester, approve)
+                .map_err(JournalError::Conflict)?;
+        }
+        let name = approver.name.as_str();
+        if let Some(previous) = rec.decisions.iter().find(|d| d.approver == name) {
             return Err(JournalError::Conflict(format!(
-                "{approver} already {} this request",
+                "{name} already {} this request (a quorum counts each account once)",
                 if previous.approve {
                     "approved"
                 } else {
@@ -273,18 +369,18 @@ impl Journal {
                 }
             )));
         }
-        let now = now_ms();
         tx.execute(
-            "INSERT INTO decisions (execution_id, path, approver, approve, comment, auto, decided_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![execution, rec.path, approver, approve, comment, auto, now],
+            "INSERT INTO decisions (execution_id, path, approver, approve, comment, auto, decided_at, approver_uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![execution, rec.path, name, approve, comment, auto, now, approver.uid],
         )?;
         rec.decisions.push(Decision {
-            approver: approver.to_string(),
+            approver: name.to_string(),
             approve,
             comment: comment.to_string(),
             auto,
             decided_at: now,
+            approver_uid: Some(approver.uid),
         });
         let state = if !approve {
             ApprovalState::Rejected

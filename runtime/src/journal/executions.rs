@@ -16,8 +16,10 @@ pub struct NewExecution {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// The parent execution and its step, for a child runbook.
     pub parent: Option<(String, String)>,
-    pub auto_approve: bool,
+    /// Who asked for `--auto-approve` (the requester), if anyone did.
+    pub auto_approve_by: Option<String>,
     pub requested_by: String,
+    pub requester_uid: Option<u32>,
 }
 
 /// One execution as stored.
@@ -32,6 +34,7 @@ pub struct ExecutionRecord {
     pub parent_id: Option<String>,
     pub parent_step: Option<String>,
     pub auto_approve: bool,
+    pub auto_approve_by: Option<String>,
     pub cancel_requested: bool,
     pub runner_pid: Option<u32>,
     #[serde(skip)]
@@ -39,6 +42,7 @@ pub struct ExecutionRecord {
     pub output: serde_json::Value,
     pub error: Option<String>,
     pub requested_by: String,
+    pub requester_uid: Option<u32>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -70,12 +74,14 @@ impl ExecutionRecord {
             parent_id: row.get("parent_id")?,
             parent_step: row.get("parent_step")?,
             auto_approve: row.get("auto_approve")?,
+            auto_approve_by: row.get("auto_approve_by")?,
             cancel_requested: row.get("cancel_requested")?,
             runner_pid: row.get("runner_pid")?,
             runner_token: row.get("runner_token")?,
             output: json_or_null(row.get("output")?),
             error: row.get("error")?,
             requested_by: row.get("requested_by")?,
+            requester_uid: row.get("requester_uid")?,
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
             ended_at: row.get("ended_at")?,
@@ -98,8 +104,8 @@ impl Journal {
         let id = crate::ids::new_id("ex");
         self.conn.execute(
             "INSERT INTO executions (id, runbook, origin, source_sha256, params, state, parent_id,
-                parent_step, auto_approve, requested_by, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 id,
                 new.runbook,
@@ -109,9 +115,11 @@ impl Journal {
                 ExecutionState::Pending.as_str(),
                 new.parent.as_ref().map(|p| &p.0),
                 new.parent.as_ref().map(|p| &p.1),
-                new.auto_approve,
+                new.auto_approve_by.is_some(),
                 new.requested_by,
                 now_ms(),
+                new.requester_uid,
+                new.auto_approve_by,
             ],
         )?;
         Ok(id)

@@ -55,7 +55,7 @@ pub struct Journal {
     path: PathBuf,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS executions (
     requested_by     TEXT NOT NULL,
     created_at       INTEGER NOT NULL,
     started_at       INTEGER,
-    ended_at         INTEGER
+    ended_at         INTEGER,
+    requester_uid    INTEGER,
+    auto_approve_by  TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -113,6 +115,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     state            TEXT NOT NULL,
     created_at       INTEGER NOT NULL,
     resolved_at      INTEGER,
+    source_sha256    TEXT NOT NULL DEFAULT '',
+    allow_self       INTEGER NOT NULL DEFAULT 0,
+    auto_allowed     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (execution_id, path)
 );
 CREATE TABLE IF NOT EXISTS decisions (
@@ -123,6 +128,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     comment          TEXT NOT NULL,
     auto             INTEGER NOT NULL,
     decided_at       INTEGER NOT NULL,
+    approver_uid     INTEGER,
     PRIMARY KEY (execution_id, path, approver)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -133,6 +139,28 @@ CREATE TABLE IF NOT EXISTS events (
     message          TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_execution ON events(execution_id);
+CREATE TABLE IF NOT EXISTS parameters (
+    name             TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    secure           INTEGER NOT NULL,
+    value            TEXT NOT NULL,
+    description      TEXT NOT NULL DEFAULT '',
+    labels           TEXT NOT NULL DEFAULT '[]',
+    created_by       TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    deleted          INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+);
+"#;
+
+/// Columns added by schema 2 to a journal created by schema 1.
+const MIGRATE_1_TO_2: &str = r#"
+ALTER TABLE executions ADD COLUMN requester_uid INTEGER;
+ALTER TABLE executions ADD COLUMN auto_approve_by TEXT;
+ALTER TABLE approvals ADD COLUMN source_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE approvals ADD COLUMN allow_self INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE approvals ADD COLUMN auto_allowed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE decisions ADD COLUMN approver_uid INTEGER;
 "#;
 
 impl Journal {
@@ -157,6 +185,9 @@ impl Journal {
         let conn = crate::sqlite::open_shared(&path, sync, |c| {
             let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if version < SCHEMA_VERSION {
+                if version == 1 {
+                    c.execute_batch(MIGRATE_1_TO_2)?;
+                }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             } else if version > SCHEMA_VERSION {
