@@ -530,3 +530,37 @@ step("big", #{ timeout: "60s" }, || {
     assert_eq!(o["err"], 8388608 + 4);
     assert_eq!(o["code"], 0);
 }
+
+#[test]
+fn cancel_stops_a_remote_command_promptly() {
+    let dd = Drydock::new();
+    let sshd = start_sshd(&dd.work());
+    let marker = dd.work().join("started");
+    let src = format!(
+        "runbook(#{{ name: \"cancel-ssh\" }});\n\
+         let s = ssh::connect(\"127.0.0.1\", #{{ user: \"{}\", key: \"{}\", port: {}, host_key: \"accept-new\" }});\n\
+         write_file(\"{}\", \"yes\");\n\
+         step(\"wait\", || s.exec(\"sleep 60\").stdout);\n",
+        user(),
+        sshd.key.display(),
+        sshd.port,
+        marker.display()
+    );
+    dd.write_runbook("cancel-ssh.rhai", &src);
+    let child = dd.spawn(&["run", "cancel-ssh"]);
+    dd.wait_until("the runbook to start its remote command", || {
+        marker.exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let id = dd.only_execution();
+    let start = Instant::now();
+    assert_code(&dd.run(&["cancel", &id]), 0);
+    let run = common::wait_child(child);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_code(&run, 5);
+    assert_eq!(dd.state(&id), "Cancelled");
+}
