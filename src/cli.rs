@@ -48,6 +48,9 @@ pub enum Command {
     Approvals,
     /// Approve (or reject) the pending approval of an execution
     Approve(ApproveArgs),
+    /// The parameter store: named values with versions and labels, secure ones encrypted at rest
+    #[command(subcommand)]
+    Param(ParamCommand),
     /// List executions, or show one
     Executions(ExecutionsArgs),
     /// List the runbooks drydock knows: bundled and from runbook directories
@@ -285,6 +288,44 @@ pub struct CancelArgs {
     /// Return once the request is recorded instead of waiting for the execution to stop
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParamCommand {
+    /// Store a new version; the value comes from --value-file, standard input, or a prompt
+    Put {
+        name: String,
+        /// A SecureString: encrypted at rest, shown as **** unless `get --decrypt`
+        #[arg(long)]
+        secure: bool,
+        /// Read the value from this file (one trailing newline is dropped)
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+        /// The value itself, for plain parameters only (a command line is visible in `ps`)
+        #[arg(long, conflicts_with = "value_file")]
+        value: Option<String>,
+        /// What it is for
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show one version (NAME, NAME:VERSION or NAME:LABEL); secure values as **** unless --decrypt
+    Get {
+        name: String,
+        #[arg(long)]
+        decrypt: bool,
+    },
+    /// The latest version of every parameter (values not shown)
+    List,
+    /// Every version of a parameter, with who stored it and its labels
+    History { name: String },
+    /// Put a label on a version (it moves from any other version)
+    Label {
+        name: String,
+        version: i64,
+        label: String,
+    },
+    /// Delete a parameter and all its versions
+    Delete { name: String },
 }
 
 #[derive(Debug, Args)]

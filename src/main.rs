@@ -97,6 +97,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Cancel(args) => commands::run::cancel(&ctx, args),
         Command::Approvals => commands::approvals::list(&ctx),
         Command::Approve(args) => commands::approvals::decide(&ctx, args),
+        Command::Param(cmd) => commands::params::run(&ctx, cmd),
         Command::Executions(args) => commands::executions::run(&ctx, args),
         Command::Runbooks => commands::runbooks::list(&ctx),
         Command::Validate(args) => commands::runbooks::validate(&ctx, args),

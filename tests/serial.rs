@@ -54,7 +54,7 @@ fn pty() -> (File, String) {
 }
 
 /// A device with a login prompt: user admin, password pw, prompt `router> `.
-fn fake_device(mut master: File) -> std::thread::JoinHandle<Vec<String>> {
+fn fake_device(mut master: File, password: &'static str) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let mut seen = Vec::new();
         master
@@ -89,7 +89,7 @@ fn fake_device(mut master: File) -> std::thread::JoinHandle<Vec<String>> {
                 seen.push(got.clone());
                 let reply: &[u8] = match (stage, got.as_str()) {
                     (0, "admin") => b"\r\nPassword: ",
-                    (1, "pw") => b"\r\nWelcome\r\nrouter> ",
+                    (1, p) if p == password => b"\r\nWelcome\r\nrouter> ",
                     (2, "show version") => b"\r\nversion 7.1\r\nrouter> ",
                     _ => b"\r\nLogin incorrect\r\nlogin: ",
                 };
@@ -113,7 +113,7 @@ fn fake_device(mut master: File) -> std::thread::JoinHandle<Vec<String>> {
 fn a_runbook_logs_in_over_a_serial_port() {
     let dd = Drydock::new();
     let (master, path) = pty();
-    let device = fake_device(master);
+    let device = fake_device(master, "pw");
     dd.write_runbook(
         "serial-check.rhai",
         r#"
@@ -193,4 +193,71 @@ let e = s.expect(["login: ", console::EOF], "10s");
         .as_str()
         .unwrap()
         .contains("still booting"));
+}
+
+#[test]
+fn a_secret_sent_over_the_line_is_masked_in_the_transcript_and_journal() {
+    const PASSWORD: &str = "Tr0ub4dor&3-serial";
+    let dd = Drydock::new();
+    let mut put = dd
+        .command(&["param", "put", "router/admin", "--secure"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    let (master, path) = pty();
+    let device = fake_device(master, PASSWORD);
+    dd.write_runbook(
+        "serial-secret.rhai",
+        r#"
+runbook(#{ name: "serial-secret", params: #{
+    port: #{ type: "string" },
+    password: #{ type: "secret", default_value: "param:router/admin" },
+} });
+let s = serial::open(params.port, 115200);
+s.expect(["login: "], "10s");
+s.send_line("admin");
+s.expect(["Password: "], "10s");
+s.send_line(params.password);
+s.expect([re("(\\w+)> ")], "10s");
+print(`logged in with ${params.password}`);
+s.send_line("show version");
+s.expect([re("version ([0-9.]+)")], "10s").captures[0]
+"#,
+    );
+    let out = dd.run(&[
+        "--json",
+        "run",
+        "serial-secret",
+        "-p",
+        &format!("port={path}"),
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(device.join().unwrap(), ["admin", PASSWORD, "show version"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["execution_id"].as_str().unwrap();
+    let transcript = std::fs::read_to_string(dd.data_dir().join("transcripts").join(format!(
+        "{id}-serial-{}.log",
+        path.trim_start_matches("/dev/").replace('/', "-")
+    )))
+    .or_else(|_| {
+        // The transcript's name follows the port; find it.
+        let dir = dd.data_dir().join("transcripts");
+        let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
+        std::fs::read_to_string(entry.path())
+    })
+    .unwrap();
+    assert!(!transcript.contains(PASSWORD), "{transcript}");
+    assert!(transcript.contains("****"), "{transcript}");
+    let show = common::text(&dd.run(&["executions", "show", id]).stdout);
+    assert!(
+        !show.contains(PASSWORD) && show.contains("logged in with ****"),
+        "{show}"
+    );
+    assert!(show.contains("**** (param:router/admin v1)"), "{show}");
 }

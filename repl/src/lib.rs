@@ -2,12 +2,14 @@
 //! over a Rhai engine with drydock's primitives. Variables and functions
 //! persist between entries; history is kept in the data directory.
 
+mod history;
 mod validator;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use drydock_runtime::interrupt::Interrupt;
+use drydock_runtime::secrets::Secrets;
 use drydock_runtime::RunContext;
 use reedline::{DefaultPrompt, DefaultPromptSegment, FileBackedHistory, Reedline, Signal};
 use rhai::{Dynamic, Engine, Scope, AST};
@@ -24,6 +26,8 @@ Commands: :help, :quit (or Ctrl-D). An unfinished block continues on the next li
 /// defined so far.
 pub struct ReplSession {
     engine: Engine,
+    /// Secret values seen in this session: masked in output and history.
+    secrets: Secrets,
     scope: Scope<'static>,
     functions: AST,
 }
@@ -38,23 +42,41 @@ impl ReplSession {
     ) -> Self {
         let mut engine = Engine::new();
         let interrupt = Arc::new(Interrupt::never());
+        let secrets = Secrets::new();
         let ctx = RunContext {
             execution_id: "repl".into(),
             data_dir: data_dir.to_path_buf(),
             interrupt,
             region: region.to_string(),
             profile: profile.to_string(),
+            secrets: secrets.clone(),
         };
         install(&mut engine, &ctx);
+        drydock_runtime::secrets::install_primitives(
+            &mut engine,
+            data_dir.to_path_buf(),
+            secrets.clone(),
+        );
+        let s = secrets.clone();
+        engine.on_print(move |line| println!("{}", s.mask(line)));
         Self {
             engine,
+            secrets,
             scope: Scope::new(),
             functions: AST::empty(),
         }
     }
 
-    /// Evaluates one entry; returns what to show (nothing for `()`).
+    /// Evaluates one entry; returns what to show (nothing for `()`), with
+    /// secrets masked.
     pub fn eval(&mut self, input: &str) -> Result<Option<String>, String> {
+        history::register_secret_literals(input, &self.secrets);
+        self.eval_unmasked(input)
+            .map(|shown| shown.map(|s| self.secrets.mask(&s)))
+            .map_err(|e| self.secrets.mask(&e))
+    }
+
+    fn eval_unmasked(&mut self, input: &str) -> Result<Option<String>, String> {
         let ast = self
             .engine
             .compile_with_scope(&self.scope, input)
@@ -81,6 +103,7 @@ pub fn run(
     std::fs::create_dir_all(data_dir)?;
     let history = FileBackedHistory::with_file(1000, data_dir.join("repl-history.txt"))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let history = history::MaskedHistory::new(Box::new(history), session.secrets.clone());
     let mut editor = Reedline::create()
         .with_validator(Box::new(RhaiValidator::default()))
         .with_history(Box::new(history));
@@ -125,5 +148,20 @@ mod tests {
         assert_eq!(s.eval("add2(x)").unwrap(), Some("42".into()));
         assert_eq!(s.eval("shell(\"echo hi\")").unwrap(), Some("hi\n".into()));
         assert!(s.eval("nope()").unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_what_the_repl_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ReplSession::new(dir.path(), "region-a", "default", &drydock_stdlib::install);
+        assert_eq!(
+            s.eval(r#"let pw = secret("hunter2"); "user:" + pw"#)
+                .unwrap(),
+            Some("user:****".into())
+        );
+        assert!(!s
+            .eval(r#"throw "bad " + pw"#)
+            .unwrap_err()
+            .contains("hunter2"));
     }
 }

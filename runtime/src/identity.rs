@@ -187,9 +187,8 @@ pub fn groups_of(name: &str, uid: u32) -> Vec<u32> {
         let mut groups = vec![0 as libc::gid_t; n as usize];
         let asked = n;
         // SAFETY: groups has room for n entries and n is passed by pointer.
-        let rc = unsafe {
-            libc::getgrouplist(cname.as_ptr(), primary, groups.as_mut_ptr(), &mut n)
-        };
+        let rc =
+            unsafe { libc::getgrouplist(cname.as_ptr(), primary, groups.as_mut_ptr(), &mut n) };
         if rc >= 0 {
             groups.truncate(n.max(0) as usize);
             return groups;

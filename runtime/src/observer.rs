@@ -57,3 +57,58 @@ pub trait Observer: Send + Sync {
 pub struct QuietObserver;
 
 impl Observer for QuietObserver {}
+
+/// Passes events on with every secret masked out of their text.
+pub struct MaskingObserver {
+    inner: std::sync::Arc<dyn Observer>,
+    secrets: crate::secrets::Secrets,
+}
+
+impl MaskingObserver {
+    pub fn new(inner: std::sync::Arc<dyn Observer>, secrets: crate::secrets::Secrets) -> Self {
+        Self { inner, secrets }
+    }
+}
+
+impl Observer for MaskingObserver {
+    fn execution_started(&self, id: &str, runbook: &str, resumed: bool, depth: usize) {
+        self.inner.execution_started(id, runbook, resumed, depth)
+    }
+    fn note(&self, id: &str, message: &str) {
+        self.inner.note(id, &self.secrets.mask(message))
+    }
+    fn step_started(&self, step: &StepEvent) {
+        self.inner.step_started(step)
+    }
+    fn step_retrying(&self, step: &StepEvent, error: &str, delay: Duration) {
+        self.inner
+            .step_retrying(step, &self.secrets.mask(error), delay)
+    }
+    fn step_finished(&self, step: &StepEvent, outcome: &StepOutcome) {
+        let masked = StepOutcome {
+            state: outcome.state,
+            duration: outcome.duration,
+            error: outcome.error.as_deref().map(|e| self.secrets.mask(e)),
+        };
+        self.inner.step_finished(step, &masked)
+    }
+    fn step_replayed(&self, step: &StepEvent, state: StepState) {
+        self.inner.step_replayed(step, state)
+    }
+    fn approval_waiting(&self, step: &StepEvent, approval: &ApprovalRecord) {
+        let mut a = approval.clone();
+        a.message = self.secrets.mask(&a.message);
+        self.inner.approval_waiting(step, &a)
+    }
+    fn approval_decided(&self, step: &StepEvent, approval: &ApprovalRecord) {
+        let mut a = approval.clone();
+        a.message = self.secrets.mask(&a.message);
+        self.inner.approval_decided(step, &a)
+    }
+    fn printed(&self, id: &str, line: &str) {
+        self.inner.printed(id, &self.secrets.mask(line))
+    }
+    fn execution_finished(&self, outcome: &ExecutionOutcome, depth: usize) {
+        self.inner.execution_finished(outcome, depth)
+    }
+}

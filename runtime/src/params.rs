@@ -20,6 +20,8 @@ pub enum ParamType {
     List,
     Map,
     Duration,
+    /// A string that is sealed in the journal and masked everywhere.
+    Secret,
     Resource(ResourceKind),
 }
 
@@ -58,6 +60,7 @@ impl ParamType {
             "list" => Self::List,
             "map" => Self::Map,
             "duration" => Self::Duration,
+            "secret" => Self::Secret,
             "instance" => Self::Resource(ResourceKind::Instance),
             "volume" => Self::Resource(ResourceKind::Volume),
             "snapshot" => Self::Resource(ResourceKind::Snapshot),
@@ -69,7 +72,7 @@ impl ParamType {
 
     /// Every type name a declaration may use, for error messages.
     pub const NAMES: &'static str =
-        "string, int, bool, list, map, duration, instance, volume, snapshot, image, region";
+        "string, int, bool, list, map, duration, secret, instance, volume, snapshot, image, region";
 
     fn expected(self) -> String {
         match self {
@@ -79,6 +82,9 @@ impl ParamType {
             Self::List => "a list (JSON array, or comma-separated values)".into(),
             Self::Map => "a map (JSON object)".into(),
             Self::Duration => "a duration like \"90s\", \"5m\" or \"1h30m\"".into(),
+            Self::Secret => {
+                "a secret: param:NAME (the parameter store), file:PATH, env:VAR or prompt".into()
+            }
             Self::Resource(kind) => kind.shape().1.into(),
         }
     }
@@ -93,6 +99,7 @@ impl fmt::Display for ParamType {
             Self::List => "list",
             Self::Map => "map",
             Self::Duration => "duration",
+            Self::Secret => "secret",
             Self::Resource(ResourceKind::Instance) => "instance",
             Self::Resource(ResourceKind::Volume) => "volume",
             Self::Resource(ResourceKind::Snapshot) => "snapshot",
@@ -160,12 +167,53 @@ impl std::error::Error for ParamErrors {}
 impl ParamSpec {
     /// Converts and checks one supplied value against this declaration.
     pub fn check(&self, supplied: &SuppliedValue) -> Result<Value, String> {
+        if self.kind == ParamType::Secret {
+            return self.check_secret(supplied);
+        }
         let value = match supplied {
             SuppliedValue::Text(text) => self.convert_text(text)?,
             SuppliedValue::Json(value) => self.convert_json(value)?,
         };
         self.check_constraints(&value)?;
         Ok(value)
+    }
+
+    /// A secret is a string; its value never appears in an error.
+    fn check_secret(&self, supplied: &SuppliedValue) -> Result<Value, String> {
+        let text = match supplied {
+            SuppliedValue::Text(t) => t.clone(),
+            SuppliedValue::Json(Value::String(t)) => t.clone(),
+            SuppliedValue::Json(Value::Object(m))
+                if m.contains_key(crate::secrets::SEALED_KEY)
+                    || m.contains_key(crate::secrets::PARAM_REF_KEY) =>
+            {
+                return Ok(Value::Object(m.clone()));
+            }
+            SuppliedValue::Json(other) => {
+                return Err(format!(
+                    "got a {}, expected {}",
+                    json_kind(other),
+                    self.kind.expected()
+                ))
+            }
+        };
+        if text.is_empty() {
+            return Err(format!(
+                "the secret is empty; expected {}",
+                self.kind.expected()
+            ));
+        }
+        if !text.starts_with("param:") {
+            if let Some(re) = &self.pattern {
+                if !re.is_match(&text) {
+                    return Err(format!(
+                        "the secret does not match /{}/ (its value is not shown)",
+                        re.as_str()
+                    ));
+                }
+            }
+        }
+        Ok(Value::String(text))
     }
 
     fn mismatch(&self, shown: &str) -> String {
@@ -175,9 +223,10 @@ impl ParamSpec {
     fn convert_text(&self, text: &str) -> Result<Value, String> {
         let shown = format!("{text:?}");
         match self.kind {
-            ParamType::String | ParamType::Duration | ParamType::Resource(_) => {
-                self.convert_json(&Value::String(text.to_string()))
-            }
+            ParamType::String
+            | ParamType::Duration
+            | ParamType::Secret
+            | ParamType::Resource(_) => self.convert_json(&Value::String(text.to_string())),
             ParamType::Int => text
                 .trim()
                 .parse::<i64>()
@@ -230,6 +279,7 @@ impl ParamSpec {
                     .map(|s| Value::String(format!("{s}s")))
                     .ok_or_else(|| self.mismatch(&shown));
             }
+            (ParamType::Secret, Value::String(_)) => true,
             (ParamType::Resource(kind), Value::String(s)) => Regex::new(kind.shape().0)
                 .expect("resource shapes are valid regexes")
                 .is_match(s),
@@ -271,6 +321,17 @@ impl ParamSpec {
             }
         }
         Ok(())
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "map",
     }
 }
 

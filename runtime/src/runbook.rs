@@ -252,6 +252,22 @@ fn parse_param(name: String, mut decl: Map) -> Result<ParamSpec, String> {
             "unknown key `{unknown}`; expected type, description, default_value, required, allowed, pattern, min, max"
         )));
     }
+    if kind == ParamType::Secret {
+        let reference = default
+            .as_ref()
+            .map(|d| d.as_str().is_some_and(|s| s.starts_with("param:")));
+        if reference == Some(false) {
+            return Err(at(
+                "a secret's default_value must name a stored parameter (\"param:NAME\"), not hold the secret itself: runbook files are not secret"
+                    .into(),
+            ));
+        }
+        if !allowed.is_empty() {
+            return Err(at(
+                "a secret cannot list `allowed` values: they would be the secrets".into(),
+            ));
+        }
+    }
     let spec = ParamSpec {
         name: name.clone(),
         kind,

@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod console;
 pub mod executions;
 pub mod host;
+pub mod params;
 pub mod run;
 pub mod runbooks;
 pub mod vmm_bench;

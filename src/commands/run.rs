@@ -51,10 +51,57 @@ fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliEr
     Ok(supplied)
 }
 
+/// Fetches the value of each secret parameter given as `file:PATH`,
+/// `env:VAR` or `prompt`, so no secret needs to sit on a command line;
+/// `param:NAME` is resolved (and pinned) by the executor.
+fn read_secrets(
+    runbook: &drydock_runtime::Runbook,
+    supplied: &mut BTreeMap<String, SuppliedValue>,
+    on_command_line: bool,
+) -> Result<(), CliError> {
+    use drydock_runtime::params::ParamType;
+    for spec in runbook
+        .params
+        .iter()
+        .filter(|p| p.kind == ParamType::Secret)
+    {
+        let Some(value) = supplied.get(&spec.name) else {
+            continue;
+        };
+        let (text, from_cli) = match value {
+            SuppliedValue::Text(t) => (t.clone(), true),
+            SuppliedValue::Json(serde_json::Value::String(t)) => (t.clone(), false),
+            SuppliedValue::Json(_) => continue,
+        };
+        let name = &spec.name;
+        let resolved = if let Some(path) = text.strip_prefix("file:") {
+            super::params::read_secret_file(std::path::Path::new(path))?
+        } else if let Some(var) = text.strip_prefix("env:") {
+            std::env::var(var).map_err(|_| {
+                CliError::usage(format!(
+                    "parameter `{name}`: environment variable {var} is not set"
+                ))
+            })?
+        } else if text == "prompt" {
+            super::params::prompt_hidden(&format!("{name} (secret)"))?
+        } else {
+            if from_cli && on_command_line && !text.starts_with("param:") {
+                eprintln!(
+                    "warning: parameter `{name}` is a secret given on the command line, where every local user can read it in `ps`; use {name}=param:NAME, {name}=file:PATH, {name}=env:VAR or {name}=prompt"
+                );
+            }
+            continue;
+        };
+        supplied.insert(name.clone(), SuppliedValue::Text(resolved));
+    }
+    Ok(())
+}
+
 /// `drydock run`.
 pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
     let runbook = ctx.executor.catalog().find(&args.runbook)?;
-    let supplied = parse_params(&args)?;
+    let mut supplied = parse_params(&args)?;
+    read_secrets(&runbook, &mut supplied, !args.params.is_empty())?;
     let opts = StartOptions {
         auto_approve: args.auto_approve,
         requester: Some(crate::config::actor(args.as_user.as_deref())?),

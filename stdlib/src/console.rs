@@ -376,7 +376,7 @@ fn open_console(
     let transcripts = ctx.data_dir.join("transcripts");
     if std::fs::create_dir_all(&transcripts).is_ok() {
         let path: PathBuf = transcripts.join(format!("{}-{}.log", ctx.execution_id, inst.id));
-        let _ = session.record_transcript(&path);
+        let _ = session.record_transcript(&path, &ctx.secrets);
     }
     Ok(ExpectHandle::new(session, ctx.interrupt.clone()))
 }

@@ -64,6 +64,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let interrupt = ctx.interrupt.clone();
     let transcripts = ctx.data_dir.join("transcripts");
     let exec = ctx.execution_id.clone();
+    let secrets = ctx.secrets.clone();
     module.set_native_fn(
         "open",
         move |path: &str, baud: i64| -> Result<ExpectHandle, Box<EvalAltResult>> {
@@ -75,8 +76,10 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             let mut session = Expecter::new(transport, ExpectOptions::default());
             if std::fs::create_dir_all(&transcripts).is_ok() {
                 let name = path.trim_start_matches('/').replace('/', "_");
-                let _ = session
-                    .record_transcript(&transcripts.join(format!("{exec}-serial-{name}.log")));
+                let _ = session.record_transcript(
+                    &transcripts.join(format!("{exec}-serial-{name}.log")),
+                    &secrets,
+                );
             }
             Ok(ExpectHandle::new(session, Arc::clone(&interrupt)))
         },

@@ -26,6 +26,7 @@ use crate::observer::{ExecutionOutcome, Observer, StepOutcome};
 use crate::params::{resolve_params, ParamErrors, SuppliedValue};
 use crate::runbook::Runbook;
 use crate::runner::RunnerIdentity;
+use crate::secrets::{SecretKey, Secrets, PARAM_REF_KEY, SEALED_KEY};
 use crate::state::{ExecutionState, StepState};
 use session::{
     terminated_mark, AutoApprove, Lookup, RhaiResult, Session, SessionOrigin, StepSpec,
@@ -42,6 +43,10 @@ pub struct RunContext {
     /// The region and profile the execution acts in.
     pub region: String,
     pub profile: String,
+    /// Secret values of this execution: primitives that write text out
+    /// (transcripts, logs) mask them; primitives that obtain a secret
+    /// register it.
+    pub secrets: Secrets,
 }
 
 /// Registers primitives into an engine built for one execution.
@@ -65,6 +70,8 @@ pub enum RunError {
     Runbook(#[from] CatalogError),
     #[error("{0}")]
     RunbookChanged(String),
+    #[error("cannot open the secret parameters of this execution: {0}")]
+    Secrets(String),
 }
 
 /// How an execution is started.
@@ -185,6 +192,7 @@ impl Executor {
         parent: Option<(String, String)>,
     ) -> Result<String, StartError> {
         let params = resolve_params(&runbook.params, supplied)?;
+        let params = self.seal_secrets(runbook, params)?;
         let mut journal = self.journal()?;
         let requester = opts.requester.clone().unwrap_or_else(Identity::current);
         Ok(journal.create_execution(&NewExecution {
@@ -197,6 +205,105 @@ impl Executor {
             requested_by: requester.name.clone(),
             requester_uid: Some(requester.uid),
         })?)
+    }
+
+    /// Replaces each secret parameter's value by a sealed copy, or by a
+    /// pinned reference to the parameter store (`param:NAME[:VERSION|:LABEL]`).
+    fn seal_secrets(
+        &self,
+        runbook: &Runbook,
+        mut params: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StartError> {
+        use crate::journal::Selector;
+        use crate::params::{ParamError, ParamType};
+        let mut errors = Vec::new();
+        for spec in runbook
+            .params
+            .iter()
+            .filter(|p| p.kind == ParamType::Secret)
+        {
+            let Some(serde_json::Value::String(text)) = params.get(&spec.name).cloned() else {
+                continue;
+            };
+            let stored = match text.strip_prefix("param:") {
+                Some(reference) => {
+                    let (name, which) = Selector::split(reference);
+                    self.journal()?
+                        .parameter(name, &which)
+                        .map(|p| serde_json::json!({ PARAM_REF_KEY: p.name, "version": p.version }))
+                        .map_err(|e| e.to_string())
+                }
+                None => SecretKey::load_or_create(&self.data_dir)
+                    .and_then(|k| k.seal(&spec.name, &text))
+                    .map(|sealed| serde_json::json!({ SEALED_KEY: sealed }))
+                    .map_err(|e| e.to_string()),
+            };
+            match stored {
+                Ok(v) => {
+                    params.insert(spec.name.clone(), v);
+                }
+                Err(message) => errors.push(ParamError {
+                    param: spec.name.clone(),
+                    message,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(params)
+        } else {
+            Err(ParamErrors(errors).into())
+        }
+    }
+
+    /// The stored parameters with secrets opened, registered in `secrets`.
+    fn open_secrets(
+        &self,
+        journal: &Journal,
+        stored: &serde_json::Value,
+        secrets: &Secrets,
+    ) -> Result<serde_json::Value, RunError> {
+        let serde_json::Value::Object(map) = stored else {
+            return Ok(stored.clone());
+        };
+        let mut key = None;
+        let mut out = serde_json::Map::new();
+        for (name, value) in map {
+            let opened = match value.as_object() {
+                Some(m) if m.contains_key(SEALED_KEY) => {
+                    if key.is_none() {
+                        key = Some(
+                            SecretKey::load_or_create(&self.data_dir)
+                                .map_err(|e| RunError::Secrets(e.to_string()))?,
+                        );
+                    }
+                    let sealed = m.get(SEALED_KEY).and_then(|v| v.as_str()).unwrap_or("");
+                    key.as_ref()
+                        .map(|k| k.open(name, sealed))
+                        .transpose()
+                        .map_err(|e| RunError::Secrets(format!("parameter `{name}`: {e}")))?
+                        .unwrap_or_default()
+                }
+                Some(m) if m.contains_key(PARAM_REF_KEY) => {
+                    let pname = m.get(PARAM_REF_KEY).and_then(|v| v.as_str()).unwrap_or("");
+                    let version = m.get("version").and_then(|v| v.as_i64()).unwrap_or(0);
+                    crate::secrets::read_parameter(
+                        &self.data_dir,
+                        journal,
+                        pname,
+                        &crate::journal::Selector::Version(version),
+                    )
+                    .map(|(value, _)| value)
+                    .map_err(|e| RunError::Secrets(format!("parameter `{name}`: {e}")))?
+                }
+                _ => {
+                    out.insert(name.clone(), value.clone());
+                    continue;
+                }
+            };
+            secrets.add(&opened);
+            out.insert(name.clone(), serde_json::Value::String(opened));
+        }
+        Ok(serde_json::Value::Object(out))
     }
 
     /// Runs (or resumes) an execution to its end in this thread.
@@ -229,6 +336,19 @@ impl Executor {
         if opts.retry {
             journal.forget_cleanups(id)?;
         }
+        let secrets = Secrets::new();
+        let opened = match self.open_secrets(&journal, &record.stored_params, &secrets) {
+            Ok(p) => p,
+            Err(e) => {
+                journal.release_runner(id)?;
+                return Err(e);
+            }
+        };
+        journal.set_masker(secrets.clone());
+        let observer: Arc<dyn Observer> = Arc::new(crate::observer::MaskingObserver::new(
+            observer,
+            secrets.clone(),
+        ));
         let recorded = journal.steps(id)?;
         let resumed = !recorded.is_empty();
         let digest = source_digest(&runbook.source);
@@ -262,6 +382,7 @@ impl Executor {
             },
             auto_approve,
             source_sha256: digest.clone(),
+            secrets: secrets.clone(),
         };
         if digest != record.source_sha256 {
             let note = format!(
@@ -290,7 +411,7 @@ impl Executor {
             depth,
             recorded,
         ));
-        let params = rhai::serde::to_dynamic(&record.params).unwrap_or(Dynamic::UNIT);
+        let params = rhai::serde::to_dynamic(&opened).unwrap_or(Dynamic::UNIT);
         let engine = self.build_engine(&session, params.clone());
 
         let result = match engine.compile(&runbook.source) {
@@ -371,6 +492,8 @@ impl Executor {
                 (state, serde_json::Value::Null, Some(message))
             }
         };
+        let output = secrets.mask_json(&output);
+        let error = error.map(|e| secrets.mask(&e));
         journal.finish_execution(id, state, &output, error.as_deref())?;
         let (steps_run, steps_replayed) = session.counts();
         let outcome = ExecutionOutcome {
@@ -489,6 +612,11 @@ impl Executor {
                 interruptible_sleep(&s, &ctx, Dynamic::from(d))
             },
         );
+        crate::secrets::install_primitives(
+            &mut engine,
+            self.data_dir.clone(),
+            session.secrets.clone(),
+        );
         engine.register_fn(
             "duration_secs",
             |ctx: NativeCallContext, d: Dynamic| -> Result<f64, Box<EvalAltResult>> {
@@ -504,6 +632,7 @@ impl Executor {
             interrupt: session.interrupt.clone(),
             region: self.region.clone(),
             profile: self.profile.clone(),
+            secrets: session.secrets.clone(),
         };
         for install in &self.installers {
             install(&mut engine, &rc);
@@ -567,7 +696,7 @@ impl Executor {
                     .find(name)
                     .map_err(|e| e.to_string())
                     .and_then(|rb| {
-                        let supplied = params
+                        let supplied: BTreeMap<String, SuppliedValue> = params
                             .iter()
                             .map(|(k, v)| {
                                 let json = rhai::serde::from_dynamic::<serde_json::Value>(v)
@@ -575,6 +704,19 @@ impl Executor {
                                 (k.to_string(), SuppliedValue::Json(json))
                             })
                             .collect();
+                        // A secret handed to a child must stay sealed there too.
+                        for (k, v) in &supplied {
+                            let SuppliedValue::Json(json) = v else { continue };
+                            let is_secret = rb.params.iter().any(|p| {
+                                &p.name == k && p.kind == crate::params::ParamType::Secret
+                            });
+                            if !is_secret && session.secrets.contains_secret(&json.to_string()) {
+                                return Err(format!(
+                                    "parameter `{k}` receives a secret value; declare it `type: \"secret\"` in {} so it stays sealed",
+                                    rb.name
+                                ));
+                            }
+                        }
                         let opts = StartOptions {
                             auto_approve: session.auto_approve.is_some(),
                             requester: Some(session.requester.clone()),

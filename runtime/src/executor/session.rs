@@ -36,6 +36,8 @@ pub(crate) struct Session {
     pub requester: Identity,
     /// SHA-256 of the runbook source this runner executes.
     pub source_sha256: String,
+    /// Secret values this execution has seen.
+    pub secrets: crate::secrets::Secrets,
     pub depth: usize,
     state: Mutex<SessionState>,
 }
@@ -55,6 +57,7 @@ pub(crate) struct SessionOrigin {
     pub requester: Identity,
     pub auto_approve: Option<AutoApprove>,
     pub source_sha256: String,
+    pub secrets: crate::secrets::Secrets,
 }
 
 struct SessionState {
@@ -108,6 +111,7 @@ impl Session {
             auto_approve: origin.auto_approve,
             requester: origin.requester,
             source_sha256: origin.source_sha256,
+            secrets: origin.secrets,
             depth,
             state: Mutex::new(SessionState {
                 recorded: recorded.into_iter().map(|s| (s.path.clone(), s)).collect(),

@@ -181,6 +181,7 @@ impl Journal {
         path: &str,
         new: &NewApproval,
     ) -> Result<ApprovalRecord, JournalError> {
+        let message = self.masked(&new.message).into_owned();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -221,7 +222,7 @@ impl Journal {
             params![
                 execution,
                 path,
-                new.message,
+                message,
                 serde_json::to_string(&new.approvers).unwrap_or_else(|_| "[]".into()),
                 new.min_approvals,
                 new.deadline_at,

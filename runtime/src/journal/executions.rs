@@ -29,7 +29,11 @@ pub struct ExecutionRecord {
     pub runbook: String,
     pub origin: String,
     pub source_sha256: String,
+    /// The parameters as people may see them (secrets as `****`).
     pub params: serde_json::Value,
+    /// The parameters as stored: secrets sealed or referenced.
+    #[serde(skip)]
+    pub stored_params: serde_json::Value,
     pub state: ExecutionState,
     pub parent_id: Option<String>,
     pub parent_step: Option<String>,
@@ -64,12 +68,14 @@ impl ExecutionRecord {
 
     fn from_row(row: &Row) -> rusqlite::Result<Self> {
         let state: String = row.get("state")?;
+        let stored_params = json_or_null(row.get("params")?);
         Ok(Self {
             id: row.get("id")?,
             runbook: row.get("runbook")?,
             origin: row.get("origin")?,
             source_sha256: row.get("source_sha256")?,
-            params: json_or_null(row.get("params")?),
+            params: crate::secrets::redact_params(&stored_params),
+            stored_params,
             state: state.parse().unwrap_or(ExecutionState::Failed),
             parent_id: row.get("parent_id")?,
             parent_step: row.get("parent_step")?,
@@ -285,7 +291,13 @@ impl Journal {
             "UPDATE executions SET state = ?2, output = ?3, error = ?4, ended_at = ?5,
                 runner_pid = NULL, runner_token = NULL
              WHERE id = ?1",
-            params![id, state.as_str(), output.to_string(), error, now_ms()],
+            params![
+                id,
+                state.as_str(),
+                self.masked_json(output),
+                error.map(|e| self.masked(e)),
+                now_ms()
+            ],
         )?;
         Ok(())
     }

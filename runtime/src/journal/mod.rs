@@ -7,6 +7,7 @@
 
 mod approvals;
 mod executions;
+mod parameters;
 mod steps;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use rusqlite::Connection;
 
 pub use approvals::{ApprovalRecord, ApprovalState, Decision, DecisionOutcome, NewApproval};
 pub use executions::{ExecutionFilter, ExecutionRecord, NewExecution};
+pub use parameters::{check_name as check_parameter_name, ParameterRecord, Selector};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
 
 /// Errors from the journal, named for what failed.
@@ -53,6 +55,8 @@ pub enum Durability {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    /// Secrets masked out of every text this handle writes.
+    masker: Option<crate::secrets::Secrets>,
 }
 
 const SCHEMA_VERSION: i64 = 2;
@@ -206,7 +210,31 @@ impl Journal {
             )));
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Self { conn, path })
+        Ok(Self {
+            conn,
+            path,
+            masker: None,
+        })
+    }
+
+    /// Masks these secrets out of every output, error, message and event
+    /// written through this handle from now on.
+    pub fn set_masker(&mut self, secrets: crate::secrets::Secrets) {
+        self.masker = Some(secrets);
+    }
+
+    fn masked<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.masker {
+            Some(m) if m.contains_secret(text) => std::borrow::Cow::Owned(m.mask(text)),
+            _ => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
+    fn masked_json(&self, value: &serde_json::Value) -> String {
+        match &self.masker {
+            Some(m) => m.mask_json(value).to_string(),
+            None => value.to_string(),
+        }
     }
 
     /// The database file.

@@ -144,6 +144,14 @@ impl Journal {
         step_end: Option<(StepState, &serde_json::Value, Option<&str>)>,
     ) -> Result<(), JournalError> {
         let now = now_ms();
+        let attempt_error = attempt_error.map(|e| self.masked(e).into_owned());
+        let step_end = step_end.map(|(state, output, error)| {
+            (
+                state,
+                self.masked_json(output),
+                error.map(|e| self.masked(e).into_owned()),
+            )
+        });
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -155,14 +163,7 @@ impl Journal {
             tx.execute(
                 "UPDATE steps SET state = ?3, output = ?4, error = ?5, ended_at = ?6
                  WHERE execution_id = ?1 AND path = ?2",
-                params![
-                    execution,
-                    path,
-                    state.as_str(),
-                    output.to_string(),
-                    error,
-                    now
-                ],
+                params![execution, path, state.as_str(), output, error, now],
             )?;
         }
         tx.commit()?;
@@ -232,7 +233,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.conn.execute(
             "INSERT INTO events (execution_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![execution, now_ms(), kind, message],
+            params![execution, now_ms(), kind, self.masked(message)],
         )?;
         Ok(())
     }

@@ -75,6 +75,9 @@ pub struct Expecter<T: Transport> {
     chunk: Vec<u8>,
     eof: bool,
     transcript: Option<BufWriter<File>>,
+    /// Secrets masked out of the transcript (what `login` and `send` of a
+    /// secret sent, and anything the other side echoes back).
+    masker: drydock_runtime::secrets::Secrets,
     bytes_read: u64,
 }
 
@@ -89,17 +92,26 @@ impl<T: Transport> Expecter<T> {
             chunk: vec![0u8; 64 * 1024],
             eof: false,
             transcript: None,
+            masker: drydock_runtime::secrets::Secrets::new(),
             bytes_read: 0,
         }
     }
 
-    /// Records everything read (raw) and sent (marked) in `path`.
-    pub fn record_transcript(&mut self, path: &Path) -> io::Result<()> {
+    /// Records everything read (raw) and sent (marked) in `path`, with
+    /// the execution's secrets masked.
+    pub fn record_transcript(
+        &mut self,
+        path: &Path,
+        secrets: &drydock_runtime::secrets::Secrets,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)?;
         self.transcript = Some(BufWriter::new(f));
+        self.masker = secrets.clone();
         Ok(())
     }
 
@@ -123,7 +135,7 @@ impl<T: Transport> Expecter<T> {
                 t,
                 "\n--- sent {} bytes: {:?} ---",
                 data.len(),
-                String::from_utf8_lossy(data)
+                self.masker.mask(&String::from_utf8_lossy(data))
             )?;
             t.flush()?;
         }
@@ -176,7 +188,7 @@ impl<T: Transport> Expecter<T> {
     fn absorb(&mut self, n: usize) -> io::Result<()> {
         self.bytes_read += n as u64;
         if let Some(t) = &mut self.transcript {
-            t.write_all(&self.chunk[..n])?;
+            t.write_all(&self.masker.mask_bytes(&self.chunk[..n]))?;
         }
         if self.opts.normalize {
             self.normalizer.push(&self.chunk[..n], &mut self.buf);

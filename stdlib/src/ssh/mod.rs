@@ -1023,6 +1023,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let interrupt = ctx.interrupt.clone();
     let transcripts = ctx.data_dir.join("transcripts");
     let exec_id = ctx.execution_id.clone();
+    let secrets = ctx.secrets.clone();
     engine.register_fn(
         "shell",
         move |ctx: NativeCallContext,
@@ -1032,7 +1033,8 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             let boxed: Box<dyn Transport> = Box::new(transport);
             let mut session = Expecter::new(boxed, ExpectOptions::default());
             if std::fs::create_dir_all(&transcripts).is_ok() {
-                let _ = session.record_transcript(&transcripts.join(format!("{exec_id}-ssh.log")));
+                let _ = session
+                    .record_transcript(&transcripts.join(format!("{exec_id}-ssh.log")), &secrets);
             }
             Ok(ExpectHandle::new(session, interrupt.clone()))
         },

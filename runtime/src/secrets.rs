@@ -1,0 +1,411 @@
+//! Secrets: sealed at rest, masked everywhere they could be shown.
+//!
+//! - [`SecretKey`] is a 256-bit key in `DATA_DIR/keys/secrets.key` (0600,
+//!   created on first use, readable only by its owner). [`SecretKey::seal`]
+//!   encrypts with ChaCha20-Poly1305 (a fresh random nonce per value; the
+//!   context — a parameter's name — is authenticated, so a sealed value
+//!   cannot be moved to another name).
+//! - [`Secrets`] is the set of secret values an execution (or a REPL) has
+//!   seen; [`Secrets::mask`] replaces each of them with `****` in any text
+//!   before it is journaled, printed or written to a transcript.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+
+/// What a masked secret looks like.
+pub const MASK: &str = "****";
+
+/// The JSON key of a sealed value in stored parameters.
+pub const SEALED_KEY: &str = "$sealed";
+/// The JSON key of a reference to the parameter store.
+pub const PARAM_REF_KEY: &str = "$param";
+
+const PREFIX: &str = "v1:";
+
+/// Errors from sealing and opening secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot use the secrets key {path}: {source}")]
+    Key {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the secrets key {path} is not a 32-byte key file; restore it from a backup (sealed values cannot be opened without it)")]
+    BadKey { path: PathBuf },
+    #[error(
+        "the secrets key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    KeyExposed { path: PathBuf, mode: u32 },
+    #[error("a sealed value cannot be opened with this data directory's key (wrong key, or the value was altered)")]
+    Open,
+    #[error("the system's random source failed: {0}")]
+    Random(String),
+}
+
+/// The key that seals secrets at rest.
+pub struct SecretKey {
+    cipher: ChaCha20Poly1305,
+}
+
+impl SecretKey {
+    /// Where a data directory keeps its key.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("keys").join("secrets.key")
+    }
+
+    /// Loads the data directory's key, creating it (0600) on first use.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, SecretError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let path = Self::path(data_dir);
+        let key_err = |source| SecretError::Key {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(key_err)?;
+        }
+        let mut bytes = Vec::new();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let mut key = [0u8; 32];
+                getrandom::getrandom(&mut key).map_err(|e| SecretError::Random(e.to_string()))?;
+                f.write_all(&key).map_err(key_err)?;
+                f.sync_all().map_err(key_err)?;
+                bytes.extend_from_slice(&key);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut f = std::fs::File::open(&path).map_err(key_err)?;
+                let mode = f.metadata().map_err(key_err)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(SecretError::KeyExposed { path, mode });
+                }
+                Read::by_ref(&mut f)
+                    .take(64)
+                    .read_to_end(&mut bytes)
+                    .map_err(key_err)?;
+            }
+            Err(e) => return Err(key_err(e)),
+        }
+        if bytes.len() != 32 {
+            return Err(SecretError::BadKey { path });
+        }
+        Ok(Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&bytes)),
+        })
+    }
+
+    /// Encrypts `plain`, authenticating `context` with it.
+    pub fn seal(&self, context: &str, plain: &str) -> Result<String, SecretError> {
+        let mut nonce = [0u8; 12];
+        getrandom::getrandom(&mut nonce).map_err(|e| SecretError::Random(e.to_string()))?;
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretError::Open)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        ))
+    }
+
+    /// Decrypts what [`seal`](Self::seal) made with the same context.
+    pub fn open(&self, context: &str, sealed: &str) -> Result<String, SecretError> {
+        let raw = sealed
+            .strip_prefix(PREFIX)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .filter(|raw| raw.len() > 12)
+            .ok_or(SecretError::Open)?;
+        let (nonce, body) = raw.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretError::Open)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Open)
+    }
+}
+
+/// The secret values seen so far; shared by everything that writes text
+/// out of one execution or REPL session.
+#[derive(Debug, Default, Clone)]
+pub struct Secrets {
+    values: Arc<RwLock<Vec<String>>>,
+}
+
+impl Secrets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a value to mask from now on. Empty values are ignored;
+    /// longer values are masked first so one secret inside another is
+    /// masked whole.
+    pub fn add(&self, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+        if !values.iter().any(|v| v == value) {
+            values.push(value.to_string());
+            values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+        // A secret typed at a prompt often arrives with its line ending.
+        let trimmed = value.trim();
+        if trimmed != value && !trimmed.is_empty() && !values.iter().any(|v| v == trimmed) {
+            values.push(trimmed.to_string());
+            values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// Whether no secret is registered.
+    pub fn is_empty(&self) -> bool {
+        self.values
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Whether `text` holds any registered secret.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.values
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|v| text.contains(v.as_str()))
+    }
+
+    /// `text` with every registered secret replaced by `****`.
+    pub fn mask(&self, text: &str) -> String {
+        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = text.to_string();
+        for v in values.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// Masks every string inside a JSON value.
+    pub fn mask_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.is_empty() {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) => Value::String(self.mask(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|v| self.mask_json(v)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (self.mask(k), self.mask_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// Masks raw bytes (transcripts).
+    pub fn mask_bytes<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+        if values.is_empty() {
+            return std::borrow::Cow::Borrowed(bytes);
+        }
+        let mut out: Option<Vec<u8>> = None;
+        for v in values.iter() {
+            let needle = v.as_bytes();
+            let current: &[u8] = out.as_deref().unwrap_or(bytes);
+            if memfind(current, needle).is_none() {
+                continue;
+            }
+            let mut next = Vec::with_capacity(current.len());
+            let mut rest = current;
+            while let Some(i) = memfind(rest, needle) {
+                next.extend_from_slice(&rest[..i]);
+                next.extend_from_slice(MASK.as_bytes());
+                rest = &rest[i + needle.len()..];
+            }
+            next.extend_from_slice(rest);
+            out = Some(next);
+        }
+        match out {
+            Some(v) => std::borrow::Cow::Owned(v),
+            None => std::borrow::Cow::Borrowed(bytes),
+        }
+    }
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > hay.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Stored parameters as people may see them: sealed values and store
+/// references become `****`.
+pub fn redact_params(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(m) if m.contains_key(SEALED_KEY) => Value::String(MASK.into()),
+        Value::Object(m) if m.contains_key(PARAM_REF_KEY) => Value::String(format!(
+            "{MASK} (param:{} v{})",
+            m.get(PARAM_REF_KEY).and_then(Value::as_str).unwrap_or("?"),
+            m.get("version").and_then(Value::as_i64).unwrap_or(0)
+        )),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), redact_params(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(redact_params).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A value of the parameter store, opened when it is secure; says
+/// whether it was.
+pub fn read_parameter(
+    data_dir: &Path,
+    journal: &crate::journal::Journal,
+    name: &str,
+    which: &crate::journal::Selector,
+) -> Result<(String, bool), String> {
+    let rec = journal.parameter(name, which).map_err(|e| e.to_string())?;
+    if !rec.secure {
+        return Ok((rec.value, false));
+    }
+    SecretKey::load_or_create(data_dir)
+        .and_then(|k| k.open(&rec.name, &rec.value))
+        .map(|v| (v, true))
+        .map_err(|e| format!("parameter {}: {e}", rec.name))
+}
+
+/// Registers `param("NAME[:VERSION|:LABEL]")` (a value of the parameter
+/// store; a secure one is registered as a secret) and `secret(value)`
+/// (masks a value obtained at run time from now on).
+pub fn install_primitives(engine: &mut rhai::Engine, data_dir: PathBuf, secrets: Secrets) {
+    use rhai::{EvalAltResult, NativeCallContext};
+    let s = secrets.clone();
+    engine.register_fn(
+        "param",
+        move |ctx: NativeCallContext, reference: &str| -> Result<String, Box<EvalAltResult>> {
+            let fail = |e: String| -> Box<EvalAltResult> {
+                EvalAltResult::ErrorRuntime(
+                    format!("param({:?}): {e}", crate::display::sanitize(reference)).into(),
+                    ctx.call_position(),
+                )
+                .into()
+            };
+            let (name, which) = crate::journal::Selector::split(reference);
+            let journal =
+                crate::journal::Journal::open(&data_dir).map_err(|e| fail(e.to_string()))?;
+            let (value, secure) =
+                read_parameter(&data_dir, &journal, name, &which).map_err(fail)?;
+            if secure {
+                s.add(&value);
+            }
+            Ok(value)
+        },
+    );
+    engine.register_fn("secret", move |value: &str| -> String {
+        secrets.add(value);
+        value.to_string()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_context_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::load_or_create(dir.path()).unwrap();
+        let sealed = key.seal("password", "hunter2").unwrap();
+        assert!(!sealed.contains("hunter2"));
+        assert_ne!(
+            sealed,
+            key.seal("password", "hunter2").unwrap(),
+            "fresh nonce"
+        );
+        assert_eq!(key.open("password", &sealed).unwrap(), "hunter2");
+        assert!(key.open("other", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push('A');
+        assert!(key.open("password", &tampered).is_err());
+        // The same key is loaded again; another data dir's key cannot open it.
+        let again = SecretKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.open("password", &sealed).unwrap(), "hunter2");
+        let other = tempfile::tempdir().unwrap();
+        assert!(SecretKey::load_or_create(other.path())
+            .unwrap()
+            .open("password", &sealed)
+            .is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(SecretKey::path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_exposed_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        SecretKey::load_or_create(dir.path()).unwrap();
+        std::fs::set_permissions(
+            SecretKey::path(dir.path()),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let err = SecretKey::load_or_create(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn masking_covers_text_json_and_bytes() {
+        let s = Secrets::new();
+        s.add("hunter2");
+        s.add("hunter2-long");
+        assert_eq!(
+            s.mask("login root/hunter2-long then hunter2"),
+            "login root/**** then ****"
+        );
+        assert_eq!(
+            s.mask_json(&serde_json::json!({"a": ["x hunter2 y"]})),
+            serde_json::json!({"a": ["x **** y"]})
+        );
+        assert_eq!(&*s.mask_bytes(b"\xffhunter2\r\n"), b"\xff****\r\n");
+        assert!(s.contains_secret("..hunter2.."));
+        assert!(!s.contains_secret("hunter"));
+    }
+}

@@ -1,0 +1,284 @@
+//! Secrets: the parameter store (versions, labels, SecureStrings sealed at
+//! rest with a 0600 key), `secret` parameters given by reference, file,
+//! environment or on the command line (with a warning), and the value
+//! never found in clear in the journal's files, `executions show`, JSON,
+//! progress, errors or outputs — while the runbook gets the real value.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use common::{assert_code, text, Drydock};
+
+const SECRET: &str = "c0rrect-Horse-b4ttery";
+
+fn put(dd: &Drydock, name: &str, value: &str, secure: bool) {
+    let mut args = vec!["param", "put", name];
+    if secure {
+        args.push("--secure");
+    }
+    let mut child = dd
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+}
+
+/// Every byte drydock keeps in its data directory, for leak checks.
+fn data_dir_bytes(dd: &Drydock) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut dirs = vec![dd.data_dir()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                all.extend_from_slice(&b);
+            }
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn the_parameter_store_keeps_versions_labels_and_sealed_values() {
+    let dd = Drydock::new();
+    put(&dd, "db/password", SECRET, true);
+    put(&dd, "db/password", "second-Value-99", true);
+    put(&dd, "db/host", "db.internal", false);
+    let key = dd.data_dir().join("keys/secrets.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let dir_mode = std::fs::metadata(dd.data_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+
+    assert_eq!(
+        text(&dd.run(&["param", "get", "db/password"]).stdout),
+        "****\n"
+    );
+    assert_eq!(
+        text(
+            &dd.run(&["param", "get", "db/password:1", "--decrypt"])
+                .stdout
+        ),
+        format!("{SECRET}\n")
+    );
+    assert_eq!(
+        text(&dd.run(&["param", "get", "db/host"]).stdout),
+        "db.internal\n"
+    );
+    assert_code(&dd.run(&["param", "label", "db/password", "1", "prod"]), 0);
+    assert_eq!(
+        text(
+            &dd.run(&["param", "get", "db/password:prod", "--decrypt"])
+                .stdout
+        ),
+        format!("{SECRET}\n")
+    );
+    let list = dd.json(&["param", "list"]);
+    let pw = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "db/password")
+        .unwrap();
+    assert_eq!(pw["version"], 2);
+    assert_eq!(pw["secure"], true);
+    assert!(pw.get("value").is_none());
+    let history = dd.json(&["param", "history", "db/password"]);
+    assert_eq!(history[0]["version"], 2);
+    assert_eq!(history[1]["labels"], serde_json::json!(["prod"]));
+    assert!(
+        !contains(&data_dir_bytes(&dd), SECRET),
+        "a secret is stored in clear"
+    );
+
+    // A secure value is never taken from the command line.
+    let out = dd.run(&["param", "put", "x", "--secure", "--value", "visible-in-ps"]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr).contains("visible to every local user in `ps`"));
+    // A plain parameter cannot become secure by accident, nor the reverse.
+    let out = dd.run(&["param", "put", "db/host", "--value", "x", "--secure"]);
+    assert_code(&out, 2);
+    assert_code(&dd.run(&["param", "get", "nope"]), 2);
+    assert_code(&dd.run(&["param", "delete", "db/host"]), 0);
+    assert_code(&dd.run(&["param", "get", "db/host"]), 2);
+}
+
+const USES: &str = r#"
+runbook(#{ name: "uses-secret", params: #{ password: #{ type: "secret" } } });
+// The runbook gets the real value (this file is the test's proof).
+step("check", || { write_file(`${env("WORK")}/got`, params.password); "checked" });
+print(`the password is ${params.password}`);
+let echoed = step("echo", || `output ${params.password}`);
+step("fail", || shell(`echo "${params.password}" >&2; exit 3`));
+"#;
+
+fn assert_never_shown(dd: &Drydock, out: &std::process::Output, value: &str) -> String {
+    let id = dd.only_execution();
+    for shown in [
+        text(&out.stdout),
+        text(&out.stderr),
+        text(&dd.run(&["executions", "show", &id]).stdout),
+        dd.show(&id).to_string(),
+        dd.json(&["executions"]).to_string(),
+    ] {
+        assert!(!shown.contains(value), "the secret leaked: {shown}");
+    }
+    assert!(
+        !contains(&data_dir_bytes(dd), value),
+        "the secret is in clear under the data directory"
+    );
+    id
+}
+
+#[test]
+fn a_secret_parameter_by_reference_is_used_and_never_shown() {
+    let dd = Drydock::new();
+    put(&dd, "app/password", SECRET, true);
+    dd.write_runbook("uses-secret.rhai", USES);
+    let out = dd.run(&["run", "uses-secret", "-p", "password=param:app/password"]);
+    assert_code(&out, 1);
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "no warning for a reference"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dd.work().join("got")).unwrap(),
+        SECRET
+    );
+    let id = assert_never_shown(&dd, &out, SECRET);
+    let show = dd.show(&id);
+    assert_eq!(
+        show["execution"]["params"]["password"],
+        "**** (param:app/password v1)"
+    );
+    let shown = text(&dd.run(&["executions", "show", &id]).stdout);
+    assert!(shown.contains("the password is ****"), "{shown}");
+    assert!(shown.contains("output ****"), "{shown}");
+    assert!(shown.contains("exit"), "the error is still useful: {shown}");
+
+    // A resume opens the pinned version again, even after a new one is put.
+    put(&dd, "app/password", "a-newer-one-123", true);
+    std::fs::remove_file(dd.work().join("got")).unwrap();
+    let out = dd.run(&["resume", &id, "--retry"]);
+    assert_code(&out, 1);
+    assert!(!text(&out.stderr).contains(SECRET));
+}
+
+#[test]
+fn secrets_from_a_file_the_environment_or_the_command_line() {
+    let dd = Drydock::new();
+    dd.write_runbook("uses-secret.rhai", USES);
+    let file = dd.work().join("pw.txt");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let out = dd.run(&[
+        "run",
+        "uses-secret",
+        "-p",
+        &format!("password=file:{}", file.display()),
+    ]);
+    assert_code(&out, 1);
+    assert_eq!(
+        std::fs::read_to_string(dd.work().join("got")).unwrap(),
+        SECRET
+    );
+    let id = assert_never_shown(&dd, &out, SECRET);
+    assert_eq!(dd.show(&id)["execution"]["params"]["password"], "****");
+
+    let dd = Drydock::new();
+    dd.write_runbook("uses-secret.rhai", USES);
+    let out = dd
+        .command(&["run", "uses-secret", "-p", "password=env:APP_PW"])
+        .env("APP_PW", SECRET)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_eq!(
+        std::fs::read_to_string(dd.work().join("got")).unwrap(),
+        SECRET
+    );
+    assert_never_shown(&dd, &out, SECRET);
+
+    let dd = Drydock::new();
+    dd.write_runbook("uses-secret.rhai", USES);
+    let literal = "typed-in-the-clear-42";
+    let out = dd.run(&["run", "uses-secret", "-p", &format!("password={literal}")]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("is a secret given on the command line"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_never_shown(&dd, &out, literal);
+
+    // A missing reference is a usage error; nothing starts.
+    let out = dd.run(&["run", "uses-secret", "-p", "password=param:nope"]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr).contains("no parameter named nope"));
+}
+
+#[test]
+fn param_and_secret_in_rhai_register_what_to_mask() {
+    let dd = Drydock::new();
+    put(&dd, "api/token", SECRET, true);
+    dd.write_runbook(
+        "rhai-secrets.rhai",
+        r#"
+runbook(#{ name: "rhai-secrets" });
+let token = param("api/token");
+let other = secret(read_file(`${env("WORK")}/other`));
+print(`token=${token} other=${other}`);
+step("out", || #{ token: token, other: other })
+"#,
+    );
+    std::fs::write(dd.work().join("other"), "read-at-run-time-77").unwrap();
+    let out = dd.run(&["--json", "run", "rhai-secrets"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["output"],
+        serde_json::json!({"token": "****", "other": "****"})
+    );
+    assert_never_shown(&dd, &out, SECRET);
+    assert_never_shown(&dd, &out, "read-at-run-time-77");
+}
+
+#[test]
+fn a_runbook_cannot_ship_a_secret_default() {
+    let dd = Drydock::new();
+    let path = dd.write_runbook(
+        "bad-secret.rhai",
+        r#"runbook(#{ name: "bad-secret", params: #{ pw: #{ type: "secret", default_value: "hunter2" } } });"#,
+    );
+    let out = dd.run(&["validate", path.to_str().unwrap()]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("must name a stored parameter"),
+        "{}",
+        text(&out.stderr)
+    );
+}
