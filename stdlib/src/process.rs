@@ -189,12 +189,22 @@ pub fn run(inv: &Invocation, interrupt: &Interrupt) -> Result<RawOutput, Command
     let pgid = child.id() as libc::pid_t;
     tracing::debug!(pid = pgid, command = %inv.display(), "started command");
     let mut pipes = Pipes::new(&mut child, inv.stdin.clone());
+    // Reading /proc for the group's members is not free: at most every 200 ms.
+    let mut last_group_check: Option<Instant> = None;
+    let mut group_live = true;
     loop {
         // The child is observed with WNOWAIT and reaped only at the end: while
         // it is a zombie its pid (= the group's id) cannot be reused, so every
         // signal sent to -pgid reaches this command's group and no other.
         let exited = child_exited(pgid);
-        if exited && (pipes.closed() || !group_has_live_members(pgid)) {
+        if exited
+            && !pipes.closed()
+            && last_group_check.is_none_or(|t| t.elapsed() >= Duration::from_millis(200))
+        {
+            last_group_check = Some(Instant::now());
+            group_live = group_has_live_members(pgid);
+        }
+        if exited && (pipes.closed() || !group_live) {
             // Whatever is already in the pipes is part of the output.
             pipes.pump(Duration::ZERO);
             break;
@@ -242,9 +252,13 @@ fn child_exited(pid: libc::pid_t) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
-    // SAFETY: si_pid is valid to read after waitid filled `info` (it stays 0
-    // when WNOHANG found nothing to report).
-    (r == 0 && unsafe { info.si_pid() } == pid) || r == -1
+    if r == 0 {
+        // SAFETY: si_pid is valid to read after waitid filled `info` (it stays
+        // 0 when WNOHANG found nothing to report).
+        return unsafe { info.si_pid() } == pid;
+    }
+    // ECHILD: nothing left to wait for (already reaped); EINTR: ask again.
+    std::io::Error::last_os_error().kind() != ErrorKind::Interrupted
 }
 
 /// Whether any process (zombies included) is left in the process group.
@@ -268,6 +282,8 @@ fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
 /// reap the child. Does not wait for the pipes.
 fn stop_group(pgid: libc::pid_t, child: &mut Child) {
     signal_group(pgid, libc::SIGTERM);
+    // A stopped process only sees the SIGTERM once it runs again.
+    signal_group(pgid, libc::SIGCONT);
     let end = Instant::now() + KILL_GRACE;
     loop {
         // Only the group's zombies left (the direct child among them): done.
@@ -904,6 +920,20 @@ mod tests {
             "{r:?}"
         );
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_stopped_job_is_woken_to_take_its_sigterm() {
+        let i = Interrupt::never();
+        i.push_deadline(Instant::now() + Duration::from_millis(300));
+        let start = Instant::now();
+        let r = run_command("sleep 30 & kill -STOP $!; sleep 30", &i);
+        assert!(matches!(r, Err(CommandError::Interrupted(_))), "{r:?}");
+        assert!(
+            start.elapsed() < KILL_GRACE,
+            "waited for the grace: {:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
