@@ -282,3 +282,25 @@ fn a_runbook_cannot_ship_a_secret_default() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_data_directory_is_private_to_its_owner() {
+    let other = common::os_users::os_user("ddmallory", &["ddops"]);
+    let dd = Drydock::new();
+    dd.open_to_other_users();
+    put(&dd, "x/pw", SECRET, true);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dd.data_dir()), 0o700);
+    assert_eq!(mode(&dd.data_dir().join("journal.sqlite3")), 0o600);
+    // Another account can neither list executions nor read parameters.
+    let out = dd.run_as(&other, &["param", "list"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("ermission denied"), "{}", text(&out.stderr));
+    // A runbook's own commands inherit the private umask.
+    dd.write_runbook(
+        "touch.rhai",
+        r#"runbook(#{ name: "touch" }); shell(`touch ${env("WORK")}/made-by-runbook`);"#,
+    );
+    assert_code(&dd.run(&["run", "touch"]), 0);
+    assert_eq!(mode(&dd.work().join("made-by-runbook")), 0o600);
+}

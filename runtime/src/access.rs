@@ -49,6 +49,18 @@ pub fn init(data_dir: &Path, sharing: Sharing) -> std::io::Result<()> {
     let _ = SHARING.set(sharing);
     std::fs::create_dir_all(data_dir)?;
     let meta = std::fs::metadata(data_dir)?;
+    if let Err(e) = std::fs::read_dir(data_dir) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "permission denied: it belongs to {} (mode {:o}); use a data directory of your own (--data-dir), or ask its owner to share it with a group (`group` in the config, DRYDOCK_GROUP)",
+                    Identity::of_uid(meta.uid()).name,
+                    meta.permissions().mode() & 0o7777
+                ),
+            ));
+        }
+    }
     // Only the owner may change the directory; others live with its mode.
     if meta.uid() == Identity::current().uid {
         if let Some(gid) = gid {
