@@ -295,7 +295,11 @@ fn the_data_directory_is_private_to_its_owner() {
     // Another account can neither list executions nor read parameters.
     let out = dd.run_as(&other, &["param", "list"]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("ermission denied"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ermission denied"),
+        "{}",
+        text(&out.stderr)
+    );
     // A runbook's own commands inherit the private umask.
     dd.write_runbook(
         "touch.rhai",
