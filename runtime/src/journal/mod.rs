@@ -249,3 +249,116 @@ fn json_or_null(text: Option<String>) -> serde_json::Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema drydock wrote before identities and the parameter store.
+    const SCHEMA_V1: &str = r#"
+    CREATE TABLE IF NOT EXISTS executions (
+        id               TEXT PRIMARY KEY,
+        runbook          TEXT NOT NULL,
+        origin           TEXT NOT NULL,
+        source_sha256    TEXT NOT NULL,
+        params           TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        parent_id        TEXT,
+        parent_step      TEXT,
+        auto_approve     INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        runner_pid       INTEGER,
+        runner_token     TEXT,
+        output           TEXT,
+        error            TEXT,
+        requested_by     TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        ended_at         INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
+    CREATE TABLE IF NOT EXISTS steps (
+        execution_id     TEXT NOT NULL,
+        path             TEXT NOT NULL,
+        seq              INTEGER NOT NULL,
+        name             TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        output           TEXT,
+        error            TEXT,
+        child_execution  TEXT,
+        started_at       INTEGER NOT NULL,
+        ended_at         INTEGER,
+        PRIMARY KEY (execution_id, path)
+    );
+    CREATE TABLE IF NOT EXISTS attempts (
+        execution_id     TEXT NOT NULL,
+        path             TEXT NOT NULL,
+        attempt          INTEGER NOT NULL,
+        started_at       INTEGER NOT NULL,
+        ended_at         INTEGER,
+        error            TEXT,
+        PRIMARY KEY (execution_id, path, attempt)
+    );
+    CREATE TABLE IF NOT EXISTS approvals (
+        execution_id     TEXT NOT NULL,
+        path             TEXT NOT NULL,
+        message          TEXT NOT NULL,
+        approvers        TEXT NOT NULL,
+        min_approvals    INTEGER NOT NULL,
+        deadline_at      INTEGER NOT NULL,
+        state            TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        resolved_at      INTEGER,
+        PRIMARY KEY (execution_id, path)
+    );
+    CREATE TABLE IF NOT EXISTS decisions (
+        execution_id     TEXT NOT NULL,
+        path             TEXT NOT NULL,
+        approver         TEXT NOT NULL,
+        approve          INTEGER NOT NULL,
+        comment          TEXT NOT NULL,
+        auto             INTEGER NOT NULL,
+        decided_at       INTEGER NOT NULL,
+        PRIMARY KEY (execution_id, path, approver)
+    );
+    CREATE TABLE IF NOT EXISTS events (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        execution_id     TEXT NOT NULL,
+        at               INTEGER NOT NULL,
+        kind             TEXT NOT NULL,
+        message          TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS events_by_execution ON events(execution_id);
+    "#;
+
+    #[test]
+    fn a_schema_1_journal_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("journal.sqlite3")).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO executions (id, runbook, origin, source_sha256, params, state,
+                    requested_by, created_at) VALUES ('ex-old', 'rb', 'o', 's', '{}', 'Success', 'alice', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut j = Journal::open(dir.path()).unwrap();
+        let old = j.execution("ex-old").unwrap();
+        assert_eq!(old.requested_by, "alice");
+        assert_eq!(old.requester_uid, None);
+        j.put_parameter("p", "v", false, "", "root").unwrap();
+        let version: i64 = j
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(j);
+        // Opening again is a no-op.
+        Journal::open(dir.path()).unwrap();
+    }
+}
