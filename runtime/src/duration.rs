@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest duration drydock takes (100 years): deadlines computed from
+/// it stay far from the clock's limits.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 86400);
+
 /// Parses a duration written as one or more `<number><unit>` parts
 /// (`ms`, `s`, `m`, `h`, `d`), e.g. `90s`, `1h30m`, `250ms`.
 /// A bare number is taken as seconds.
@@ -36,16 +40,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(bad(text)),
         };
         rest = &rest[unit_len..];
-        total += seconds(number * factor, text)?;
+        total = total
+            .checked_add(seconds(number * factor, text)?)
+            .filter(|t| *t <= MAX)
+            .ok_or_else(|| too_long(text))?;
     }
     Ok(total)
 }
 
-fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
+/// Seconds as a duration, refusing what is negative, not a number, or
+/// longer than [`MAX`].
+pub fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(bad(text));
     }
+    if secs > MAX.as_secs_f64() {
+        return Err(too_long(text));
+    }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn too_long(text: &str) -> String {
+    format!("`{text}` is longer than the longest duration drydock takes (100 years)")
 }
 
 fn bad(text: &str) -> String {

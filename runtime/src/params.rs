@@ -273,11 +273,9 @@ impl ParamSpec {
                 true
             }
             (ParamType::Duration, Value::Number(n)) => {
-                return n
-                    .as_f64()
-                    .filter(|s| *s >= 0.0)
-                    .map(|s| Value::String(format!("{s}s")))
-                    .ok_or_else(|| self.mismatch(&shown));
+                let secs = n.as_f64().ok_or_else(|| self.mismatch(&shown))?;
+                crate::duration::seconds(secs, &shown).map_err(|e| format!("got {shown}: {e}"))?;
+                return Ok(Value::String(format!("{secs}s")));
             }
             (ParamType::Secret, Value::String(_)) => true,
             (ParamType::Resource(kind), Value::String(s)) => Regex::new(kind.shape().0)

@@ -33,6 +33,9 @@ use session::{
     CHANGED_MARK,
 };
 
+/// How deep child runbooks may nest.
+pub const MAX_NESTING: usize = 16;
+
 /// What a primitive needs from the execution it runs in.
 #[derive(Clone)]
 pub struct RunContext {
@@ -523,6 +526,11 @@ impl Executor {
                     }
                 }
             }
+            // A busy loop must still stop for `drydock cancel` (the probe
+            // reads the journal at most every PROBE_EVERY).
+            if ops % 4096 == 0 && interrupt.is_cancelled() {
+                return Some(CANCELLED_MARK.into());
+            }
             None
         });
         let s = session.clone();
@@ -649,6 +657,14 @@ impl Executor {
     ) -> RhaiResult {
         let pos = ctx.call_position();
         session.safe_point(pos)?;
+        if session.depth + 1 > MAX_NESTING {
+            return Err(located(
+                ctx,
+                format!(
+                    "run_runbook(\"{name}\"): runbooks nest deeper than {MAX_NESTING} levels; does a runbook call itself (directly or through others)?"
+                ),
+            ));
+        }
         let label = format!("run {name}");
         let call = match session.lookup(&label, StepKind::Runbook, None, pos)? {
             Lookup::Replay(v) => return Ok(v),

@@ -48,12 +48,14 @@ pub fn duration_value(key: &str, v: &Dynamic) -> Result<Duration, String> {
     }
     if let Ok(n) = v.as_int() {
         if n >= 0 {
-            return Ok(Duration::from_secs(n as u64));
+            return crate::duration::seconds(n as f64, &n.to_string())
+                .map_err(|e| format!("`{key}`: {e}"));
         }
     }
     if let Ok(f) = v.as_float() {
         if f >= 0.0 && f.is_finite() {
-            return Ok(Duration::from_secs_f64(f));
+            return crate::duration::seconds(f, &f.to_string())
+                .map_err(|e| format!("`{key}`: {e}"));
         }
     }
     Err(format!(
@@ -114,7 +116,9 @@ impl StepOptions {
     /// The delay before attempt `next` (2, 3, ...).
     pub fn delay_before(&self, next: u32) -> Duration {
         let factor = self.backoff_factor.powi(next.saturating_sub(2) as i32);
-        self.backoff.mul_f64(factor).min(self.max_backoff)
+        Duration::try_from_secs_f64(self.backoff.as_secs_f64() * factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_backoff)
     }
 }
 

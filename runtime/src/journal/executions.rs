@@ -146,16 +146,26 @@ impl Journal {
     /// Expands a unique id prefix (`ex-3f`, or `3f`) to a full execution id.
     pub fn resolve_execution(&self, prefix: &str) -> Result<String, JournalError> {
         let prefix = prefix.trim();
-        let pattern = if prefix.starts_with("ex-") {
-            format!("{prefix}%")
+        let full = if prefix.starts_with("ex-") {
+            prefix.to_string()
         } else {
-            format!("ex-{prefix}%")
+            format!("ex-{prefix}")
         };
+        // Ids are `ex-` and hex digits: anything else matches nothing (and
+        // never reaches a pattern, where `%` or `_` would match anything).
+        let hex = &full[3..];
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(JournalError::UnknownExecution(
+                crate::display::sanitize(prefix).into_owned(),
+            ));
+        }
+        let hex = hex.to_ascii_lowercase();
+        let lower = format!("ex-{hex}");
         let mut stmt = self
             .conn
-            .prepare("SELECT id FROM executions WHERE id LIKE ?1 LIMIT 6")?;
+            .prepare("SELECT id FROM executions WHERE substr(id, 1, length(?1)) = ?1 LIMIT 6")?;
         let ids: Vec<String> = stmt
-            .query_map([&pattern], |r| r.get(0))?
+            .query_map([&lower], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         match ids.len() {
             0 => Err(JournalError::UnknownExecution(prefix.to_string())),

@@ -1,0 +1,123 @@
+//! Hostile values never panic the runner or wedge an execution: huge
+//! durations, runaway recursion, id patterns, and a busy loop that must
+//! still stop for `drydock cancel`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_code, text, wait_child, Drydock};
+
+#[test]
+fn huge_durations_are_usage_errors_or_clear_failures() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "wait.rhai",
+        r#"runbook(#{ name: "wait", params: #{ wait: #{ type: "duration", default_value: "1s" } } });"#,
+    );
+    for value in ["1e20", "99999999999d", "1e300s", "NaN", "-5s", "inf"] {
+        let out = dd.run(&["run", "wait", "-p", &format!("wait={value}")]);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains("parameter `wait`"),
+            "{value}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = dd.run(&["run", "wait", "-p", "wait=36501d"]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr).contains("longest duration drydock takes (100 years)"));
+    assert!(dd.executions().is_empty(), "nothing was recorded");
+
+    for (name, body) in [
+        ("sleep-int", "sleep(9223372036854775807);"),
+        ("sleep-float", "sleep(9.3e18);"),
+        ("step-timeout", r#"step("s", #{ timeout: 1e30 }, || 1);"#),
+        (
+            "approval-timeout",
+            r#"approve(#{ message: "m", timeout: 1e20 });"#,
+        ),
+    ] {
+        dd.write_runbook(
+            &format!("{name}.rhai"),
+            &format!("runbook(#{{ name: \"{name}\" }});\n{body}\n"),
+        );
+        let out = dd.run(&["run", name]);
+        assert_code(&out, 1);
+        assert!(
+            text(&out.stderr).contains("longest duration"),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A growing backoff cannot overflow: it is capped by max_backoff.
+    dd.write_runbook(
+        "backoff.rhai",
+        r#"runbook(#{ name: "backoff" });
+           step("s", #{ attempts: 3, backoff: "36500d", backoff_factor: 10, max_backoff: "100ms" }, || throw "no");"#,
+    );
+    let start = Instant::now();
+    assert_code(&dd.run(&["run", "backoff"]), 1);
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_runbook_that_calls_itself_stops_at_a_depth_limit() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "again.rhai",
+        r#"runbook(#{ name: "again" }); run_runbook("again")"#,
+    );
+    let out = dd.run(&["run", "again"]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("runbooks nest deeper than 16 levels"),
+        "{}",
+        text(&out.stderr)
+    );
+    let id = dd.only_execution();
+    assert_eq!(dd.state(&id), "Failed");
+}
+
+#[test]
+fn execution_ids_are_not_patterns() {
+    let dd = Drydock::new();
+    dd.write_runbook("one.rhai", r#"runbook(#{ name: "one" }); 1"#);
+    assert_code(&dd.run(&["run", "one"]), 0);
+    for pattern in ["%", "_", "ex-%", "ex-_%", "'", "ex-"] {
+        let out = dd.run(&["cancel", pattern]);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains("no execution matches"),
+            "{pattern}: {}",
+            text(&out.stderr)
+        );
+    }
+    let id = dd.only_execution();
+    assert_code(
+        &dd.run(&[
+            "executions",
+            "show",
+            &id[..6].to_uppercase().replace("EX", "ex"),
+        ]),
+        0,
+    );
+}
+
+#[test]
+fn a_busy_loop_stops_for_cancel() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "spin.rhai",
+        r#"runbook(#{ name: "spin" }); let n = 0; loop { n += 1; }"#,
+    );
+    let child = dd.spawn(&["run", "spin"]);
+    let id = dd.only_execution();
+    dd.wait_until("the runner", || dd.state(&id) == "InProgress");
+    let start = Instant::now();
+    assert_code(&dd.run(&["cancel", &id]), 0);
+    let out = wait_child(child);
+    assert_code(&out, 5);
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_eq!(dd.state(&id), "Cancelled");
+}
