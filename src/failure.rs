@@ -52,7 +52,7 @@ impl From<drydock_runtime::RunError> for CliError {
         match e {
             R::Journal(j) => j.into(),
             R::Runbook(_) | R::RunbookChanged(_) => Self::usage(e.to_string()),
-            R::Secrets(_) => Self::failure(e.to_string()),
+            R::Secrets(_) | R::JournalBroken(_) => Self::failure(e.to_string()),
         }
     }
 }

@@ -121,3 +121,43 @@ fn a_busy_loop_stops_for_cancel() {
     assert!(start.elapsed() < Duration::from_secs(15));
     assert_eq!(dd.state(&id), "Cancelled");
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_stops_the_execution() {
+    let dd = Drydock::new();
+    let journal = dd.data_dir().join("journal.sqlite3");
+    // The "lock" step makes another process hold the journal exclusively
+    // for longer than drydock waits for it (10 s), once.
+    dd.write_runbook(
+        "locked.rhai",
+        &format!(
+            r#"runbook(#{{ name: "locked" }});
+let log = `${{env("WORK")}}/log`;
+let marker = `${{env("WORK")}}/locked-once`;
+step("first", || append_file(log, "first\n"));
+step("lock", || {{
+    if !file_exists(marker) {{
+        write_file(marker, "");
+        exec(["sh", "-c", "setsid python3 -c \"import sqlite3,time,sys; c=sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None); c.execute('BEGIN EXCLUSIVE'); open(sys.argv[2],'w').write('held'); time.sleep(14)\" \"$0\" \"$1\" </dev/null >/dev/null 2>&1 &", "{}", `${{env("WORK")}}/held`]);
+        while !file_exists(`${{env("WORK")}}/held`) {{ sleep(0.05); }}
+    }}
+    "locked"
+}});
+step("after", || append_file(log, "after\n"));
+"#,
+            journal.display()
+        ),
+    );
+    let out = dd.run(&["run", "locked"]);
+    assert_code(&out, 1);
+    let err = text(&out.stderr);
+    assert!(err.contains("the journal could not be written"), "{err}");
+    assert_eq!(dd.count("log", "after"), 0, "no step runs unrecorded");
+    // Once the other process lets go, the execution resumes where it stopped.
+    std::thread::sleep(Duration::from_secs(5));
+    let id = dd.only_execution();
+    let out = dd.run(&["resume", &id]);
+    assert_code(&out, 0);
+    assert_eq!(dd.count("log", "first"), 1);
+    assert_eq!(dd.count("log", "after"), 1);
+}

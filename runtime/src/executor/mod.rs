@@ -75,6 +75,8 @@ pub enum RunError {
     RunbookChanged(String),
     #[error("cannot open the secret parameters of this execution: {0}")]
     Secrets(String),
+    #[error("{0}")]
+    JournalBroken(String),
 }
 
 /// How an execution is started.
@@ -424,7 +426,7 @@ impl Executor {
                 scope.push_constant("execution_id", id.to_string());
                 let r = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
                 let changed = session.changed();
-                if changed.is_none() {
+                if changed.is_none() && session.journal_broken().is_none() {
                     let cleanup_call = |f: &FnPtr| f.call::<Dynamic>(&engine, &ast, ());
                     let cleanup_error = session.run_cleanups(&cleanup_call);
                     (r, cleanup_error)
@@ -446,6 +448,12 @@ impl Executor {
         let (result, cleanup_error) = result;
         let mut journal = journal.lock().unwrap();
 
+        if let Some(broken) = session.journal_broken() {
+            let _ = journal.release_runner(id);
+            return Err(RunError::JournalBroken(format!(
+                "the journal could not be written ({broken}); execution {id} was stopped where it was, before any unrecorded work; `drydock resume {id}` continues it once the journal is writable"
+            )));
+        }
         if let Some(changed) = session.changed() {
             journal.add_event(id, "error", &changed)?;
             journal.set_execution_state(id, record.state.max_running())?;

@@ -23,6 +23,8 @@ use crate::state::{ExecutionState, StepState};
 pub(crate) type RhaiResult = Result<Dynamic, Box<EvalAltResult>>;
 
 pub(crate) const CHANGED_MARK: &str = "drydock:runbook-changed";
+/// Stops a script whose journal can no longer be written.
+pub(crate) const JOURNAL_MARK: &str = "drydock:journal-broken";
 
 /// Per-execution state shared by the registered primitives.
 pub(crate) struct Session {
@@ -67,6 +69,7 @@ struct SessionState {
     visited_top: HashSet<String>,
     failure: Option<(ExecutionState, String)>,
     changed: Option<String>,
+    journal_broken: Option<String>,
     steps_run: u32,
     steps_replayed: u32,
 }
@@ -120,6 +123,7 @@ impl Session {
                 visited_top: HashSet::new(),
                 failure: None,
                 changed: None,
+                journal_broken: None,
                 steps_run: 0,
                 steps_replayed: 0,
             }),
@@ -134,8 +138,9 @@ impl Session {
         self.journal.lock().unwrap()
     }
 
-    /// Logs a journal write failure; the run goes on (the journal is the
-    /// record, not the work), but the operator sees it.
+    /// Takes the result of a journal write. A failed write stops the
+    /// execution at the next safe point (and before any step body runs):
+    /// work the journal does not record would run again on resume.
     pub fn journal_result<T>(&self, r: Result<T, crate::journal::JournalError>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
@@ -143,9 +148,25 @@ impl Session {
                 tracing::error!(execution = %self.exec_id, "journal write failed: {e}");
                 self.observer
                     .note(&self.exec_id, &format!("journal write failed: {e}"));
+                let mut st = self.st();
+                if st.journal_broken.is_none() {
+                    st.journal_broken = Some(e.to_string());
+                }
                 None
             }
         }
+    }
+
+    /// The first journal write that failed, if any.
+    pub fn journal_broken(&self) -> Option<String> {
+        self.st().journal_broken.clone()
+    }
+
+    fn stop_if_journal_broken(&self, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        if self.st().journal_broken.is_some() {
+            return Err(EvalAltResult::ErrorTerminated(JOURNAL_MARK.into(), pos).into());
+        }
+        Ok(())
     }
 
     pub fn counts(&self) -> (u32, u32) {
@@ -167,6 +188,7 @@ impl Session {
 
     /// A safe point: stops the script if cancellation was requested.
     pub fn safe_point(&self, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        self.stop_if_journal_broken(pos)?;
         if self.interrupt.is_cancelled() {
             return Err(Interruption::Cancelled.into_rhai(pos));
         }
@@ -289,6 +311,7 @@ impl Session {
                 .journal()
                 .start_attempt(&self.exec_id, &call.path, name, kind, attempt);
             self.journal_result(r);
+            self.stop_if_journal_broken(pos)?;
             self.observer.step_started(&event);
             let started = Instant::now();
             let token = opts
