@@ -388,7 +388,7 @@ fn an_approval_does_not_pass_for_code_edited_after_it() {
 const ALLOWED: &str = r#"
 runbook(#{ name: "allowed", params: #{ pause: #{ type: "duration", default_value: "0s" } } });
 // Pauses the first time only, so a resumed run goes straight on.
-let marker = `${env("WORK")}/paused-once`;
+let marker = `${env("WORK")}/paused-${execution_id}`;
 step("before", || if !file_exists(marker) { write_file(marker, ""); sleep(params.pause); });
 approve(#{ message: "routine rotation", approvers: ["ddbob"], auto_approve: "allowed" }).decision
 "#;
