@@ -161,3 +161,48 @@ step("after", || append_file(log, "after\n"));
     assert_eq!(dd.count("log", "first"), 1);
     assert_eq!(dd.count("log", "after"), 1);
 }
+
+#[test]
+fn an_execution_acts_in_the_region_it_was_started_in() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "mkvol.rhai",
+        r#"runbook(#{ name: "mkvol" });
+let marker = `${env("WORK")}/paused-${execution_id}`;
+step("pause", || if !file_exists(marker) { write_file(marker, ""); sleep(30); });
+step("create", || volume::create(#{ size_mib: 1 }))"#,
+    );
+    let out = dd.run(&["--region", "region-b", "run", "mkvol", "--detach"]);
+    assert_code(&out, 0);
+    let id = text(&out.stdout).trim().to_string();
+    dd.wait_until("the pause", || {
+        dd.work().join(format!("paused-{id}")).exists()
+    });
+    // The runner dies; someone resumes from a shell set to region-a.
+    let pid = dd.show(&id)["execution"]["runner_pid"].as_u64().unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    dd.wait_until("the runner to die", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let out = dd.run(&["--region", "region-a", "resume", &id]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("region region-b"),
+        "{}",
+        text(&out.stderr)
+    );
+    let vol = dd.show(&id)["execution"]["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let in_b = dd.json(&["--region", "region-b", "volumes"]).to_string();
+    let in_a = dd.json(&["--region", "region-a", "volumes"]).to_string();
+    assert!(in_b.contains(&vol), "{in_b}");
+    assert!(!in_a.contains(&vol), "{in_a}");
+    assert_eq!(dd.show(&id)["execution"]["region"], "region-b");
+    // The detached runner's log kept what it wrote before the crash.
+    let log =
+        std::fs::read_to_string(dd.data_dir().join("logs").join(format!("{id}.log"))).unwrap();
+    assert!(log.contains("pause"), "{log}");
+}

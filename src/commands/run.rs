@@ -135,9 +135,11 @@ pub fn resume(ctx: &Context, args: ResumeArgs) -> Result<i32, CliError> {
 /// Runs an execution here, showing progress, and reports how it ended.
 fn follow(ctx: &Context, id: &str, opts: RunOptions) -> Result<i32, CliError> {
     if !ctx.json {
+        let rec = ctx.executor.journal()?.execution(id)?;
         eprintln!(
             "region {}, profile {}",
-            ctx.settings.region, ctx.settings.profile
+            rec.region.as_deref().unwrap_or(&ctx.settings.region),
+            rec.profile.as_deref().unwrap_or(&ctx.settings.profile)
         );
     }
     let observer: Arc<dyn Observer> = if ctx.json {
@@ -167,7 +169,11 @@ fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
     let logs = ctx.settings.data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let log_path = logs.join(format!("{id}.log"));
-    let log = std::fs::File::create(&log_path)?;
+    // Appended: a resume after a crash keeps the evidence of the crash.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("--data-dir").arg(&ctx.settings.data_dir);
     for dir in &ctx.settings.runbook_dirs {

@@ -209,6 +209,8 @@ impl Executor {
             auto_approve_by: opts.auto_approve.then(|| requester.name.clone()),
             requested_by: requester.name.clone(),
             requester_uid: Some(requester.uid),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
         })?)
     }
 
@@ -388,6 +390,13 @@ impl Executor {
             auto_approve,
             source_sha256: digest.clone(),
             secrets: secrets.clone(),
+            location: (
+                record.region.clone().unwrap_or_else(|| self.region.clone()),
+                record
+                    .profile
+                    .clone()
+                    .unwrap_or_else(|| self.profile.clone()),
+            ),
         };
         if digest != record.source_sha256 {
             let note = format!(
@@ -417,7 +426,9 @@ impl Executor {
             recorded,
         ));
         let params = rhai::serde::to_dynamic(&opened).unwrap_or(Dynamic::UNIT);
-        let engine = self.build_engine(&session, params.clone());
+        // An execution acts where it was started, whoever resumes it.
+        let (region, profile) = session.location.clone();
+        let engine = self.build_engine(&session, params.clone(), &region, &profile);
 
         let result = match engine.compile(&runbook.source) {
             Ok(ast) => {
@@ -522,7 +533,13 @@ impl Executor {
         Ok(outcome)
     }
 
-    fn build_engine(&self, session: &Arc<Session>, params: Dynamic) -> Engine {
+    fn build_engine(
+        &self,
+        session: &Arc<Session>,
+        params: Dynamic,
+        region: &str,
+        profile: &str,
+    ) -> Engine {
         let mut engine = Engine::new();
         engine.set_max_call_levels(256);
         let interrupt = session.interrupt.clone();
@@ -646,8 +663,8 @@ impl Executor {
             execution_id: session.exec_id.clone(),
             data_dir: self.data_dir.clone(),
             interrupt: session.interrupt.clone(),
-            region: self.region.clone(),
-            profile: self.profile.clone(),
+            region: region.to_string(),
+            profile: profile.to_string(),
             secrets: session.secrets.clone(),
         };
         for install in &self.installers {
@@ -745,7 +762,8 @@ impl Executor {
                             auto_approve: session.auto_approve.is_some(),
                             requester: Some(session.requester.clone()),
                         };
-                        self.create_inner(
+                        let (region, profile) = &session.location;
+                        self.clone().with_location(region, profile).create_inner(
                             &rb,
                             &supplied,
                             &opts,

@@ -40,6 +40,8 @@ pub(crate) struct Session {
     pub source_sha256: String,
     /// Secret values this execution has seen.
     pub secrets: crate::secrets::Secrets,
+    /// Where the execution acts (its children act there too).
+    pub location: (String, String),
     pub depth: usize,
     state: Mutex<SessionState>,
 }
@@ -60,6 +62,7 @@ pub(crate) struct SessionOrigin {
     pub auto_approve: Option<AutoApprove>,
     pub source_sha256: String,
     pub secrets: crate::secrets::Secrets,
+    pub location: (String, String),
 }
 
 struct SessionState {
@@ -115,6 +118,7 @@ impl Session {
             requester: origin.requester,
             source_sha256: origin.source_sha256,
             secrets: origin.secrets,
+            location: origin.location,
             depth,
             state: Mutex::new(SessionState {
                 recorded: recorded.into_iter().map(|s| (s.path.clone(), s)).collect(),

@@ -20,6 +20,10 @@ pub struct NewExecution {
     pub auto_approve_by: Option<String>,
     pub requested_by: String,
     pub requester_uid: Option<u32>,
+    /// Where it acts: every run and resume uses these, whatever the
+    /// resuming shell's settings.
+    pub region: String,
+    pub profile: String,
 }
 
 /// One execution as stored.
@@ -47,6 +51,9 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     pub requested_by: String,
     pub requester_uid: Option<u32>,
+    /// Where it acts (None for executions recorded before schema 3).
+    pub region: Option<String>,
+    pub profile: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -88,6 +95,8 @@ impl ExecutionRecord {
             error: row.get("error")?,
             requested_by: row.get("requested_by")?,
             requester_uid: row.get("requester_uid")?,
+            region: row.get("region")?,
+            profile: row.get("profile")?,
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
             ended_at: row.get("ended_at")?,
@@ -110,8 +119,8 @@ impl Journal {
         let id = crate::ids::new_id("ex");
         self.conn.execute(
             "INSERT INTO executions (id, runbook, origin, source_sha256, params, state, parent_id,
-                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by, region, profile)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 id,
                 new.runbook,
@@ -126,6 +135,8 @@ impl Journal {
                 now_ms(),
                 new.requester_uid,
                 new.auto_approve_by,
+                new.region,
+                new.profile,
             ],
         )?;
         Ok(id)

@@ -59,7 +59,7 @@ pub struct Journal {
     masker: Option<crate::secrets::Secrets>,
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -82,7 +82,9 @@ CREATE TABLE IF NOT EXISTS executions (
     started_at       INTEGER,
     ended_at         INTEGER,
     requester_uid    INTEGER,
-    auto_approve_by  TEXT
+    auto_approve_by  TEXT,
+    region           TEXT,
+    profile          TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -167,6 +169,12 @@ ALTER TABLE approvals ADD COLUMN auto_allowed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE decisions ADD COLUMN approver_uid INTEGER;
 "#;
 
+/// Columns added by schema 3: where an execution acts.
+const MIGRATE_2_TO_3: &str = r#"
+ALTER TABLE executions ADD COLUMN region TEXT;
+ALTER TABLE executions ADD COLUMN profile TEXT;
+"#;
+
 impl Journal {
     /// Opens (creating if needed) the journal in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
@@ -191,6 +199,9 @@ impl Journal {
             if version < SCHEMA_VERSION {
                 if version == 1 {
                     c.execute_batch(MIGRATE_1_TO_2)?;
+                }
+                if (1..=2).contains(&version) {
+                    c.execute_batch(MIGRATE_2_TO_3)?;
                 }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
