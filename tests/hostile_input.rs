@@ -206,3 +206,52 @@ step("create", || volume::create(#{ size_mib: 1 }))"#,
         std::fs::read_to_string(dd.data_dir().join("logs").join(format!("{id}.log"))).unwrap();
     assert!(log.contains("pause"), "{log}");
 }
+
+#[test]
+fn a_hostile_file_in_a_runbook_directory_breaks_only_itself() {
+    let dd = Drydock::new();
+    dd.write_runbook("good.rhai", r#"runbook(#{ name: "good" }); "fine""#);
+    dd.write_runbook(
+        "strings.rhai",
+        r#"let s = "xxxxxxxxxxxxxxxx"; loop { s += s; } runbook(#{ name: "strings" });"#,
+    );
+    dd.write_runbook(
+        "arrays.rhai",
+        r#"let a = [1]; loop { a += a; } runbook(#{ name: "arrays" });"#,
+    );
+    dd.write_runbook(
+        "deep.rhai",
+        &format!(
+            "runbook(#{{ name: \"deep\" }}); {}1{};",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        ),
+    );
+    dd.write_runbook(
+        "huge.rhai",
+        &format!(
+            "// {}\nrunbook(#{{ name: \"huge\" }});",
+            "x".repeat(2 << 20)
+        ),
+    );
+    let fifo = dd.dir.path().join("runbooks").join("fifo.rhai");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    let out = dd.run(&["--json", "run", "good"]);
+    assert_code(&out, 0);
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let out = dd.run(&["runbooks"]);
+    assert_code(&out, 0);
+    let listed = text(&out.stdout) + &text(&out.stderr);
+    assert!(listed.contains("good"), "{listed}");
+    for name in ["strings", "arrays", "huge", "fifo"] {
+        let out = dd.run(&["run", name]);
+        assert_code(&out, 2);
+    }
+    assert!(text(&dd.run(&["run", "huge"]).stderr).contains("at most 1048576 bytes"));
+    assert!(text(&dd.run(&["run", "fifo"]).stderr).contains("not a regular file"));
+}

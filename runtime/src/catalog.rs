@@ -157,11 +157,33 @@ fn load_file(path: &Path) -> Result<Runbook, CatalogError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let source = fs::read_to_string(&path).map_err(|source| CatalogError::Read {
+    let source = read_bounded(&path).map_err(|source| CatalogError::Read {
         path: path.clone(),
         source,
     })?;
     Ok(Runbook::parse(source, RunbookOrigin::File(path))?)
+}
+
+/// Reads a runbook file, at most one byte more than a runbook may hold
+/// (so a huge file is refused by size, not read whole).
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking open: a FIFO named *.rhai must not hang the catalog.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.take(crate::runbook::MAX_SOURCE as u64 + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ impl RunbookError {
     }
 }
 
+/// The largest runbook file drydock reads.
+pub const MAX_SOURCE: usize = 1024 * 1024;
+
 const METADATA_CAPTURED: &str = "drydock: runbook metadata captured";
 const EXAMPLE: &str =
     "start the file with runbook(#{ name: \"my-runbook\", description: \"...\", params: #{} });";
@@ -82,7 +85,19 @@ const EXAMPLE: &str =
 impl Runbook {
     /// Parses `source`, checks it compiles and reads its metadata.
     pub fn parse(source: String, origin: RunbookOrigin) -> Result<Self, RunbookError> {
-        let engine = Engine::new_raw();
+        if source.len() > MAX_SOURCE {
+            return Err(RunbookError {
+                origin: origin.to_string(),
+                line: None,
+                column: None,
+                message: format!(
+                    "the file is {} bytes; a runbook may be at most {MAX_SOURCE} bytes",
+                    source.len()
+                ),
+            });
+        }
+        let mut engine = Engine::new_raw();
+        engine.set_max_expr_depths(64, 32);
         engine
             .compile(&source)
             .map_err(|e| RunbookError::at(&origin, e.position(), e.err_type().to_string()))?;
@@ -152,7 +167,14 @@ impl Runbook {
 fn capture_metadata(source: &str, origin: &RunbookOrigin) -> Result<(Map, Position), RunbookError> {
     let captured: Arc<Mutex<Option<(Map, Position)>>> = Arc::default();
     let mut engine = Engine::new();
+    // Reading metadata runs the file's top: bound what it may build, so
+    // one hostile file in a runbook directory cannot take drydock down.
     engine.set_max_operations(100_000);
+    engine.set_max_string_size(64 * 1024);
+    engine.set_max_array_size(10_000);
+    engine.set_max_map_size(10_000);
+    engine.set_max_call_levels(32);
+    engine.set_max_expr_depths(64, 32);
     engine.on_print(|_| {});
     let sink = captured.clone();
     engine.register_fn(
