@@ -255,3 +255,39 @@ fn a_hostile_file_in_a_runbook_directory_breaks_only_itself() {
     assert!(text(&dd.run(&["run", "huge"]).stderr).contains("at most 1048576 bytes"));
     assert!(text(&dd.run(&["run", "fifo"]).stderr).contains("not a regular file"));
 }
+
+#[test]
+fn a_runner_whose_claim_was_taken_over_stops_writing() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "fenced.rhai",
+        r#"runbook(#{ name: "fenced" });
+let flag = `${env("WORK")}/go`;
+step("wait", || { while !file_exists(flag) { sleep(0.05); } "waited" });
+step("after", || append_file(`${env("WORK")}/log`, "after\n"));"#,
+    );
+    let child = dd.spawn(&["run", "fenced"]);
+    let id = dd.only_execution();
+    dd.wait_until("the step", || dd.state(&id) == "InProgress");
+    std::thread::sleep(Duration::from_millis(300));
+    // Another runner claims the execution (as a successor would after
+    // judging this one dead): the claim counter moves on.
+    let journal = dd.data_dir().join("journal.sqlite3");
+    let ok = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.execute('UPDATE executions SET runner_epoch = runner_epoch + 1 WHERE id = ?', (sys.argv[2],)); c.commit()")
+        .arg(&journal)
+        .arg(&id)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::write(dd.work().join("go"), "").unwrap();
+    let out = wait_child(child);
+    assert_code(&out, 1);
+    let err = text(&out.stderr);
+    assert!(err.contains("was claimed by another runner"), "{err}");
+    assert_eq!(dd.count("log", "after"), 0);
+    // The stale runner recorded nothing after the takeover.
+    let steps = dd.show(&id)["steps"].to_string();
+    assert!(!steps.contains("waited"), "{steps}");
+}

@@ -333,6 +333,7 @@ impl Executor {
         let started = Instant::now();
         let mut journal = self.journal()?;
         let record = journal.claim_execution(id, &RunnerIdentity::current(), opts.retry)?;
+        journal.set_fence(id, record.runner_epoch);
         let runbook = match self.catalog.load(&record.origin) {
             Ok(rb) => rb,
             Err(e) => {

@@ -182,6 +182,7 @@ impl Journal {
         new: &NewApproval,
     ) -> Result<ApprovalRecord, JournalError> {
         let message = self.masked(&new.message).into_owned();
+        self.fenced(execution)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -414,6 +415,7 @@ impl Journal {
         path: &str,
         state: ApprovalState,
     ) -> Result<Option<ApprovalRecord>, JournalError> {
+        self.fenced(execution)?;
         self.conn.execute(
             "UPDATE approvals SET state = ?3, resolved_at = ?4
              WHERE execution_id = ?1 AND path = ?2 AND state = 'pending'",

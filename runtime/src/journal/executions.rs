@@ -44,6 +44,8 @@ pub struct ExecutionRecord {
     pub auto_approve: bool,
     pub auto_approve_by: Option<String>,
     pub cancel_requested: bool,
+    /// Incremented by every claim: the fencing token of the current runner.
+    pub runner_epoch: i64,
     pub runner_pid: Option<u32>,
     #[serde(skip)]
     pub runner_token: Option<String>,
@@ -89,6 +91,7 @@ impl ExecutionRecord {
             auto_approve: row.get("auto_approve")?,
             auto_approve_by: row.get("auto_approve_by")?,
             cancel_requested: row.get("cancel_requested")?,
+            runner_epoch: row.get("runner_epoch")?,
             runner_pid: row.get("runner_pid")?,
             runner_token: row.get("runner_token")?,
             output: json_or_null(row.get("output")?),
@@ -264,7 +267,7 @@ impl Journal {
         let now = now_ms();
         tx.execute(
             "UPDATE executions SET runner_pid = ?2, runner_token = ?3, state = ?4,
-                started_at = COALESCE(started_at, ?5)
+                started_at = COALESCE(started_at, ?5), runner_epoch = runner_epoch + 1
              WHERE id = ?1",
             params![
                 id,
@@ -293,6 +296,7 @@ impl Journal {
         id: &str,
         state: ExecutionState,
     ) -> Result<(), JournalError> {
+        self.fenced(id)?;
         self.conn.execute(
             "UPDATE executions SET state = ?2 WHERE id = ?1",
             params![id, state.as_str()],
@@ -308,6 +312,7 @@ impl Journal {
         output: &serde_json::Value,
         error: Option<&str>,
     ) -> Result<(), JournalError> {
+        self.fenced(id)?;
         self.conn.execute(
             "UPDATE executions SET state = ?2, output = ?3, error = ?4, ended_at = ?5,
                 runner_pid = NULL, runner_token = NULL
@@ -326,6 +331,7 @@ impl Journal {
     /// Releases the runner without ending the execution (e.g. `run --detach`
     /// handing over, or a runner stopping while it waits).
     pub fn release_runner(&mut self, id: &str) -> Result<(), JournalError> {
+        self.fenced(id)?;
         self.conn.execute(
             "UPDATE executions SET runner_pid = NULL, runner_token = NULL WHERE id = ?1",
             [id],

@@ -40,6 +40,8 @@ pub enum JournalError {
     AmbiguousExecution { prefix: String, matches: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// How hard each journal write is pushed to disk.
@@ -57,6 +59,9 @@ pub struct Journal {
     path: PathBuf,
     /// Secrets masked out of every text this handle writes.
     masker: Option<crate::secrets::Secrets>,
+    /// The execution and claim this handle writes for: a write after
+    /// another runner claimed the execution is refused.
+    fence: Option<(String, i64)>,
 }
 
 const SCHEMA_VERSION: i64 = 3;
@@ -84,7 +89,8 @@ CREATE TABLE IF NOT EXISTS executions (
     requester_uid    INTEGER,
     auto_approve_by  TEXT,
     region           TEXT,
-    profile          TEXT
+    profile          TEXT,
+    runner_epoch     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -173,6 +179,7 @@ ALTER TABLE decisions ADD COLUMN approver_uid INTEGER;
 const MIGRATE_2_TO_3: &str = r#"
 ALTER TABLE executions ADD COLUMN region TEXT;
 ALTER TABLE executions ADD COLUMN profile TEXT;
+ALTER TABLE executions ADD COLUMN runner_epoch INTEGER NOT NULL DEFAULT 0;
 "#;
 
 impl Journal {
@@ -225,7 +232,44 @@ impl Journal {
             conn,
             path,
             masker: None,
+            fence: None,
         })
+    }
+
+    /// Makes every write of this handle for `execution` conditional on
+    /// the execution still being claimed with `epoch` (a fencing token).
+    pub fn set_fence(&mut self, execution: &str, epoch: i64) {
+        self.fence = Some((execution.to_string(), epoch));
+    }
+
+    /// Refuses the write when another runner has claimed `execution`
+    /// since this handle's claim.
+    fn check_fence(
+        conn: &Connection,
+        fence: &Option<(String, i64)>,
+        execution: &str,
+    ) -> Result<(), JournalError> {
+        let Some((id, epoch)) = fence else {
+            return Ok(());
+        };
+        if id != execution {
+            return Ok(());
+        }
+        let now: i64 = conn.query_row(
+            "SELECT runner_epoch FROM executions WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        if now != *epoch {
+            return Err(JournalError::Fenced(format!(
+                "execution {id} was claimed by another runner (claim {now}, this runner holds claim {epoch}); this runner stops without writing"
+            )));
+        }
+        Ok(())
+    }
+
+    fn fenced(&self, execution: &str) -> Result<(), JournalError> {
+        Self::check_fence(&self.conn, &self.fence, execution)
     }
 
     /// Masks these secrets out of every output, error, message and event

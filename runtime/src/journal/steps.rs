@@ -112,6 +112,7 @@ impl Journal {
         attempt: u32,
     ) -> Result<(), JournalError> {
         let now = now_ms();
+        self.fenced(execution)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -152,6 +153,7 @@ impl Journal {
                 error.map(|e| self.masked(e).into_owned()),
             )
         });
+        self.fenced(execution)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -177,6 +179,7 @@ impl Journal {
         path: &str,
         child: &str,
     ) -> Result<(), JournalError> {
+        self.fenced(execution)?;
         self.conn.execute(
             "UPDATE steps SET child_execution = ?3 WHERE execution_id = ?1 AND path = ?2",
             params![execution, path, child],
@@ -231,6 +234,7 @@ impl Journal {
         kind: &str,
         message: &str,
     ) -> Result<(), JournalError> {
+        self.fenced(execution)?;
         self.conn.execute(
             "INSERT INTO events (execution_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![execution, now_ms(), kind, self.masked(message)],
