@@ -2,7 +2,7 @@
 //! bounded search window, timeout and EOF as outcomes, ANSI and `\r\n`
 //! normalization, and a transcript of what was read and sent.
 
-mod normalize;
+pub mod normalize;
 mod patterns;
 mod transport;
 
