@@ -18,13 +18,11 @@ pub struct Drydock {
 }
 
 impl Drop for Drydock {
-    /// Instances outlive commands: stop every instance process this test
-    /// started (their VMMs die with them).
+    /// Instances and detached or abandoned runners outlive commands: stop
+    /// every drydock process of this test's data directory (VMMs die with
+    /// their supervisors), so a failed test leaves nothing waiting.
     fn drop(&mut self) {
-        let pattern = format!(
-            "--data-dir {} instance-supervisor",
-            self.data_dir().display()
-        );
+        let pattern = format!("--data-dir {} ", self.data_dir().display());
         let _ = Command::new("pkill")
             .args(["-KILL", "-f", "--", &pattern])
             .stdout(Stdio::null())
