@@ -8,6 +8,7 @@
 mod approvals;
 mod executions;
 mod parameters;
+mod repl;
 mod steps;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use rusqlite::Connection;
 pub use approvals::{ApprovalRecord, ApprovalState, Decision, DecisionOutcome, NewApproval};
 pub use executions::{ExecutionFilter, ExecutionRecord, NewExecution};
 pub use parameters::{check_name as check_parameter_name, ParameterRecord, Selector};
+pub use repl::{ReplEntryRecord, ReplSessionRecord};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
 
 /// Errors from the journal, named for what failed.
@@ -64,7 +66,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -162,6 +164,25 @@ CREATE TABLE IF NOT EXISTS parameters (
     created_at       INTEGER NOT NULL,
     deleted          INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS repl_sessions (
+    id               TEXT PRIMARY KEY,
+    started_by       TEXT NOT NULL,
+    region           TEXT NOT NULL,
+    profile          TEXT NOT NULL,
+    started_at       INTEGER NOT NULL,
+    ended_at         INTEGER
+);
+CREATE TABLE IF NOT EXISTS repl_entries (
+    session_id       TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    input            TEXT NOT NULL,
+    ok               INTEGER NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    duration_ms      INTEGER NOT NULL,
+    PRIMARY KEY (session_id, seq)
 );
 "#;
 
