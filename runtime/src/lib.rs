@@ -28,6 +28,7 @@ pub mod observer;
 pub mod params;
 pub mod runbook;
 pub mod runner;
+pub mod schedule;
 pub mod secrets;
 pub mod sqlite;
 pub mod state;
