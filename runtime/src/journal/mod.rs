@@ -9,6 +9,7 @@ mod approvals;
 mod executions;
 mod parameters;
 mod repl;
+mod schedules;
 mod steps;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use approvals::{ApprovalRecord, ApprovalState, Decision, DecisionOutcome, Ne
 pub use executions::{ExecutionFilter, ExecutionRecord, NewExecution};
 pub use parameters::{check_name as check_parameter_name, ParameterRecord, Selector};
 pub use repl::{ReplEntryRecord, ReplSessionRecord};
+pub use schedules::{MissedPolicy, ScheduleRecord, SlotRecord};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
 
 /// Errors from the journal, named for what failed.
@@ -66,7 +68,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -164,6 +166,32 @@ CREATE TABLE IF NOT EXISTS parameters (
     created_at       INTEGER NOT NULL,
     deleted          INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name             TEXT PRIMARY KEY,
+    runbook          TEXT NOT NULL,
+    expression       TEXT NOT NULL,
+    timezone         TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    start_at         INTEGER,
+    end_at           INTEGER,
+    paused           INTEGER NOT NULL DEFAULT 0,
+    missed           TEXT NOT NULL,
+    max_lateness_ms  INTEGER NOT NULL,
+    calendar         TEXT,
+    created_by       TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    source           TEXT NOT NULL,
+    last_slot_at     INTEGER
+);
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    schedule         TEXT NOT NULL,
+    slot_at          INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    execution_id     TEXT,
+    reason           TEXT,
+    recorded_at      INTEGER NOT NULL,
+    PRIMARY KEY (schedule, slot_at)
 );
 CREATE TABLE IF NOT EXISTS repl_sessions (
     id               TEXT PRIMARY KEY,

@@ -151,7 +151,7 @@ impl ScheduleExpr {
     }
 
     /// The first time strictly after `after` (an instant), evaluated in
-    /// `tz`; `start` anchors rates. None when there is none (a passed
+    /// `tz`; `start` anchors rates (which run every period after it). None when there is none (a passed
     /// `at`, a cron that matches no future time).
     pub fn next_after(
         &self,
@@ -165,9 +165,11 @@ impl ScheduleExpr {
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
             Self::Rate(every) => {
+                // Every period after the start: the first run is one
+                // period after the schedule starts.
                 let every = chrono::Duration::from_std(*every).ok()?;
                 if after < start {
-                    return Some(start);
+                    return start.checked_add_signed(every);
                 }
                 let since = after - start;
                 let n = since.num_milliseconds() / every.num_milliseconds() + 1;

@@ -2,5 +2,7 @@
 //! and the clock they are measured with.
 
 pub mod expr;
+pub mod scheduler;
 
 pub use expr::{parse_tz, ExprError, ScheduleExpr};
+pub use scheduler::{next_run, plan, Clock, Decision, Facts, ManualClock, Planned, SystemClock};
