@@ -51,6 +51,13 @@ pub enum Command {
     /// The parameter store: named values with versions and labels, secure ones encrypted at rest
     #[command(subcommand)]
     Param(ParamCommand),
+    /// Runbooks on a schedule (cron, rate, at; time zones), run by `drydock serve`
+    Schedules {
+        #[command(subcommand)]
+        action: Option<SchedulesCommand>,
+    },
+    /// The long-running side: runs schedules, resumes what it started after a restart
+    Serve(ServeArgs),
     /// List executions, or show one
     Executions(ExecutionsArgs),
     /// List the runbooks drydock knows: bundled and from runbook directories
@@ -288,6 +295,65 @@ pub struct CancelArgs {
     /// Return once the request is recorded instead of waiting for the execution to stop
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Every schedule with its next run and last result (the default)
+    List,
+    /// Add (or replace) a schedule
+    Add(ScheduleAddArgs),
+    /// A schedule's definition and its recent slots (run, missed, skipped, and why)
+    Show { name: String },
+    /// Remove a schedule (its history stays)
+    Remove { name: String },
+    /// Skip a schedule's slots until it is resumed
+    Pause { name: String },
+    /// Resume a paused schedule
+    Resume { name: String },
+    /// Run a schedule's runbook now, in the background
+    RunNow { name: String },
+    /// Add or replace the schedules of a TOML file ([[schedule]] tables)
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    pub name: String,
+    /// Runbook name or path
+    #[arg(long)]
+    pub runbook: String,
+    /// cron(MIN HOUR DOM MON DOW [YEAR]), the five cron fields, rate(N minutes|hours|days) or at(YYYY-MM-DDTHH:MM:SS)
+    #[arg(long)]
+    pub schedule: String,
+    /// A parameter as NAME=VALUE (repeatable); secrets as NAME=param:STORED
+    #[arg(short, long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// IANA time zone the schedule is read in [default: UTC]
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// No run before this date (YYYY-MM-DD[THH:MM])
+    #[arg(long)]
+    pub start: Option<String>,
+    /// No run after this date
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Missed slots: skip (default) or catch-up (the latest, once, within --max-lateness)
+    #[arg(long)]
+    pub missed: Option<String>,
+    /// How late a caught-up slot may be [default: 1h]
+    #[arg(long)]
+    pub max_lateness: Option<String>,
+    /// A change calendar that must be open
+    #[arg(long)]
+    pub calendar: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A schedules file (TOML) re-read whenever it changes [default: DATA_DIR/schedules.toml]
+    #[arg(long)]
+    pub schedules: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -98,6 +98,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Approvals => commands::approvals::list(&ctx),
         Command::Approve(args) => commands::approvals::decide(&ctx, args),
         Command::Param(cmd) => commands::params::run(&ctx, cmd),
+        Command::Schedules { action } => commands::schedules::run(&ctx, action),
+        Command::Serve(args) => commands::serve::run(&ctx, args),
         Command::Executions(args) => commands::executions::run(&ctx, args),
         Command::Runbooks => commands::runbooks::list(&ctx),
         Command::Validate(args) => commands::runbooks::validate(&ctx, args),

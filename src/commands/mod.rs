@@ -7,6 +7,8 @@ pub mod host;
 pub mod params;
 pub mod run;
 pub mod runbooks;
+pub mod schedules;
+pub mod serve;
 pub mod vmm_bench;
 pub mod volumes;
 

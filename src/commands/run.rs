@@ -14,8 +14,16 @@ use crate::failure::CliError;
 use crate::progress::Progress;
 
 fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliError> {
+    params_from(&args.params, args.params_file.as_deref())
+}
+
+/// Parameters from `NAME=VALUE` pairs and an optional JSON file (pairs win).
+pub fn params_from(
+    pairs: &[String],
+    params_file: Option<&std::path::Path>,
+) -> Result<BTreeMap<String, SuppliedValue>, CliError> {
     let mut supplied = BTreeMap::new();
-    if let Some(file) = &args.params_file {
+    if let Some(file) = params_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             CliError::usage(format!("cannot read --params-file {}: {e}", file.display()))
         })?;
@@ -35,7 +43,7 @@ fn parse_params(args: &RunArgs) -> Result<BTreeMap<String, SuppliedValue>, CliEr
             supplied.insert(k, SuppliedValue::Json(v));
         }
     }
-    for p in &args.params {
+    for p in pairs {
         let Some((k, v)) = p.split_once('=') else {
             return Err(CliError::usage(format!(
                 "--param expects NAME=VALUE, got `{p}`"
@@ -163,9 +171,13 @@ fn report(ctx: &Context, outcome: &ExecutionOutcome) {
     }
 }
 
-/// Starts `drydock resume ID` in the background, its output in the data
-/// directory's log folder, and returns once it has claimed the execution.
-fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
+/// Starts `drydock resume ID` in the background, its output appended to
+/// the data directory's log folder, and returns once it has claimed the
+/// execution (the child, for a caller that reaps it, and the log).
+pub fn start_background(
+    ctx: &Context,
+    id: &str,
+) -> Result<(std::process::Child, std::path::PathBuf), CliError> {
     let logs = ctx.settings.data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let log_path = logs.join(format!("{id}.log"));
@@ -202,6 +214,12 @@ fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok((child, log_path))
+}
+
+/// Starts an execution in the background and prints its id.
+fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
+    let (child, log_path) = start_background(ctx, id)?;
     // The runner lives on without us; reap nothing.
     std::mem::forget(child);
     if ctx.json {

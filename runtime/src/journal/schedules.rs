@@ -184,15 +184,17 @@ impl Journal {
         Ok(())
     }
 
-    /// Claims a slot: records it with `state` and moves the schedule's
-    /// last slot forward, in one transaction. Returns false when the slot
-    /// was already recorded (by this or another process).
+    /// Claims a slot: records it with `state` and (for scheduled slots,
+    /// `advance`) moves the schedule's last slot forward, in one
+    /// transaction. Returns false when the slot was already recorded (by
+    /// this or another process).
     pub fn claim_slot(
         &mut self,
         schedule: &str,
         slot_at: i64,
         state: &str,
         reason: Option<&str>,
+        advance: bool,
     ) -> Result<bool, JournalError> {
         let tx = self
             .conn
@@ -202,10 +204,12 @@ impl Journal {
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![schedule, slot_at, state, reason, now_ms()],
         )?;
-        tx.execute(
-            "UPDATE schedules SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2) WHERE name = ?1",
-            params![schedule, slot_at],
-        )?;
+        if advance {
+            tx.execute(
+                "UPDATE schedules SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2) WHERE name = ?1",
+                params![schedule, slot_at],
+            )?;
+        }
         tx.commit()?;
         Ok(inserted == 1)
     }

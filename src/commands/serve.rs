@@ -1,0 +1,221 @@
+//! `drydock serve`: the long-running side. It runs schedules (their slots
+//! recorded in the journal, so a restart never runs one twice), starts
+//! each run as a background runner like `drydock run --detach`, resumes
+//! scheduled runs whose runner died, and stops starting work on SIGTERM
+//! (runners already started keep going and record their end).
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, SystemTime};
+
+use chrono::{TimeZone, Utc};
+use drydock_runtime::schedule::{plan, Clock, Decision, Facts, SystemClock};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{shown, Context};
+use crate::cli::ServeArgs;
+use crate::failure::CliError;
+
+/// `drydock serve`.
+pub fn run(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the service runtime: {e}")))?;
+    rt.block_on(serve(ctx, args))
+}
+
+fn say(line: &str) {
+    println!("{} {line}", Utc::now().format("%Y-%m-%dT%H:%M:%SZ"));
+}
+
+async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| CliError::failure(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| CliError::failure(format!("cannot watch SIGINT: {e}")))?;
+    let file = args
+        .schedules
+        .clone()
+        .unwrap_or_else(|| ctx.settings.data_dir.join("schedules.toml"));
+    let explicit_file = args.schedules.is_some();
+    if explicit_file && !file.exists() {
+        return Err(CliError::usage(format!(
+            "schedules file {} does not exist",
+            file.display()
+        )));
+    }
+    say(&format!(
+        "drydock serve: data {}, schedules file {}",
+        ctx.settings.data_dir.display(),
+        file.display()
+    ));
+    let mut children: Vec<Child> = Vec::new();
+    resume_orphans(ctx, &mut children);
+    let mut file_seen: Option<SystemTime> = None;
+    let clock = SystemClock;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                reload_file(ctx, &file, &mut file_seen);
+                if let Err(e) = schedule_tick(ctx, &clock, &mut children) {
+                    tracing::warn!("scheduler tick failed: {e}");
+                    say(&format!("scheduler: {e}"));
+                }
+                children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    say(&format!(
+        "drydock serve: stopping; {} runs still going record their end in the journal and are resumed by the next serve if they stop",
+        children.len()
+    ));
+    // Runners live in process groups of their own and finish their work.
+    for c in children {
+        std::mem::forget(c);
+    }
+    Ok(0)
+}
+
+/// Re-imports the schedules file when it changed (a bad file is reported
+/// and the schedules stay as they were).
+fn reload_file(ctx: &Context, file: &PathBuf, seen: &mut Option<SystemTime>) {
+    let Ok(modified) = std::fs::metadata(file).and_then(|m| m.modified()) else {
+        return;
+    };
+    if *seen == Some(modified) {
+        return;
+    }
+    *seen = Some(modified);
+    match super::schedules::import_file(ctx, file) {
+        Ok(n) => say(&format!("schedules file {}: {n} schedules", file.display())),
+        Err(e) => say(&format!(
+            "schedules file {} not loaded: {e}",
+            file.display()
+        )),
+    }
+}
+
+/// The schedule's previous run, when it is still going.
+fn previous_running(ctx: &Context, name: &str) -> Option<String> {
+    let journal = ctx.executor.journal().ok()?;
+    let slots = journal.slots(name, 5).ok()?;
+    slots.into_iter().find_map(|s| {
+        let id = s.execution_id?;
+        let e = journal.execution(&id).ok()?;
+        (!e.state.is_terminal()).then_some(id)
+    })
+}
+
+/// One pass over every schedule: claim due slots, start what runs.
+pub fn schedule_tick(
+    ctx: &Context,
+    clock: &dyn Clock,
+    children: &mut Vec<Child>,
+) -> Result<(), CliError> {
+    let now = clock.now();
+    let schedules = ctx.executor.journal()?.schedules()?;
+    for s in schedules {
+        let calendar_closed = |_: chrono::DateTime<Utc>| {
+            s.calendar
+                .as_ref()
+                .map(|c| format!("change calendar {c} is not defined, so it counts as closed"))
+        };
+        let facts = Facts {
+            previous_running: previous_running(ctx, &s.name),
+            calendar_closed: &calendar_closed,
+        };
+        let planned = match plan(&s, now, &facts) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(schedule = %s.name, "cannot plan: {e}");
+                continue;
+            }
+        };
+        for p in planned {
+            let slot_ms = p.slot.timestamp_millis();
+            let claimed = ctx.executor.journal()?.claim_slot(
+                &s.name,
+                slot_ms,
+                p.decision.state(),
+                p.decision.reason(),
+                true,
+            )?;
+            if !claimed {
+                continue;
+            }
+            let slot = Utc
+                .timestamp_millis_opt(slot_ms)
+                .single()
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            match &p.decision {
+                Decision::Start => match super::schedules::start_scheduled(ctx, &s) {
+                    Ok((id, child)) => {
+                        ctx.executor
+                            .journal()?
+                            .set_slot_execution(&s.name, slot_ms, &id)?;
+                        children.push(child);
+                        say(&format!("{}: slot {slot} started {id}", shown(&s.name)));
+                    }
+                    Err(e) => {
+                        ctx.executor.journal()?.set_slot_failed(
+                            &s.name,
+                            slot_ms,
+                            &e.to_string(),
+                        )?;
+                        say(&format!(
+                            "{}: slot {slot} could not start: {e}",
+                            shown(&s.name)
+                        ));
+                    }
+                },
+                other => say(&format!(
+                    "{}: slot {slot} {}: {}",
+                    shown(&s.name),
+                    other.state(),
+                    other.reason().unwrap_or("")
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scheduled runs whose runner is gone (serve or the machine went down
+/// while they ran) are resumed.
+fn resume_orphans(ctx: &Context, children: &mut Vec<Child>) {
+    let Ok(journal) = ctx.executor.journal() else {
+        return;
+    };
+    let Ok(schedules) = journal.schedules() else {
+        return;
+    };
+    for s in schedules {
+        for slot in journal.slots(&s.name, 20).unwrap_or_default() {
+            let Some(id) = slot.execution_id else {
+                continue;
+            };
+            let Ok(e) = journal.execution(&id) else {
+                continue;
+            };
+            if e.state.is_terminal() || e.has_live_runner() {
+                continue;
+            }
+            match super::run::start_background(ctx, &id) {
+                Ok((child, _)) => {
+                    children.push(child);
+                    say(&format!(
+                        "{}: resumed {id}, whose runner had stopped",
+                        shown(&s.name)
+                    ));
+                }
+                Err(err) => say(&format!("{}: cannot resume {id}: {err}", shown(&s.name))),
+            }
+        }
+    }
+}

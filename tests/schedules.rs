@@ -1,0 +1,230 @@
+//! Schedules and `drydock serve` through the real binary: validation with
+//! the position of the error, a slot that runs once even when serve is
+//! killed and restarted, a schedules file picked up without a restart,
+//! and a run whose runner died resumed by the next serve.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_code, text, Drydock};
+
+const LOG: &str = r#"
+runbook(#{ name: "log-line", params: #{ line: #{ type: "string", default_value: "ran" } } });
+step("log", || append_file(`${env("WORK")}/log`, params.line + "\n"));
+"#;
+
+fn at_in(secs: u64) -> String {
+    let t = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
+    format!("at({})", t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+fn serve(dd: &Drydock) -> Child {
+    dd.command(&["serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn schedules_are_validated_before_anything_is_stored() {
+    let dd = Drydock::new();
+    dd.write_runbook("log-line.rhai", LOG);
+    let cases: [(&[&str], &str); 5] = [
+        (&["--schedule", "cron(0 25 * * *)"], "column 8: hour `25`"),
+        (&["--schedule", "rate(6 weeks)"], "unit `weeks`"),
+        (
+            &["--schedule", "cron(0 3 * * *)", "--timezone", "Mars/Base"],
+            "IANA",
+        ),
+        (
+            &["--schedule", "cron(0 3 * * *)", "-p", "nope=1"],
+            "unknown parameter",
+        ),
+        (
+            &["--schedule", "cron(0 3 * * *)", "--missed", "sometimes"],
+            "skip or catch-up",
+        ),
+    ];
+    for (extra, msg) in cases {
+        let mut args = vec!["schedules", "add", "nightly", "--runbook", "log-line"];
+        args.extend_from_slice(extra);
+        let out = dd.run(&args);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains(msg),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(dd.json(&["schedules"]), serde_json::json!([]));
+    let out = dd.run(&[
+        "schedules",
+        "add",
+        "nightly",
+        "--runbook",
+        "log-line",
+        "--schedule",
+        "cron(0 3 * * *)",
+        "--timezone",
+        "Europe/Berlin",
+        "-p",
+        "line=night",
+    ]);
+    assert_code(&out, 0);
+    let list = dd.json(&["schedules"]);
+    assert_eq!(list[0]["schedule"]["name"], "nightly");
+    assert!(
+        list[0]["next_run"].as_str().unwrap().contains("T02:00:00")
+            || list[0]["next_run"].as_str().unwrap().contains("T01:00:00")
+    );
+    assert_code(&dd.run(&["schedules", "pause", "nightly"]), 0);
+    assert_eq!(
+        dd.json(&["schedules", "show", "nightly"])["schedule"]["paused"],
+        true
+    );
+    assert_code(&dd.run(&["schedules", "remove", "nightly"]), 0);
+    assert_code(&dd.run(&["schedules", "show", "nightly"]), 2);
+}
+
+#[test]
+fn a_slot_runs_once_even_when_serve_is_killed_and_restarted() {
+    let dd = Drydock::new();
+    dd.write_runbook("log-line.rhai", LOG);
+    let when = at_in(3);
+    assert_code(
+        &dd.run(&[
+            "schedules",
+            "add",
+            "once",
+            "--runbook",
+            "log-line",
+            "--schedule",
+            &when,
+        ]),
+        0,
+    );
+    let mut s = serve(&dd);
+    wait_for("the slot to run", Duration::from_secs(20), || {
+        dd.count("log", "ran") == 1
+    });
+    // Killed without warning, restarted: the slot is in the journal.
+    s.kill().unwrap();
+    s.wait().unwrap();
+    let mut s = serve(&dd);
+    std::thread::sleep(Duration::from_secs(4));
+    s.kill().unwrap();
+    s.wait().unwrap();
+    assert_eq!(dd.count("log", "ran"), 1, "never twice for the same slot");
+    let show = dd.json(&["schedules", "show", "once"]);
+    assert_eq!(show["slots"].as_array().unwrap().len(), 1);
+    assert_eq!(show["slots"][0]["state"], "started");
+    let id = show["slots"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(dd.state(&id), "Success");
+    assert!(show["next_run"].is_null(), "an at() schedule runs once");
+}
+
+#[test]
+fn a_schedules_file_is_picked_up_by_a_running_serve() {
+    let dd = Drydock::new();
+    dd.write_runbook("log-line.rhai", LOG);
+    let mut s = serve(&dd);
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(
+        dd.data_dir().join("schedules.toml"),
+        format!(
+            "[[schedule]]\nname = \"from-file\"\nrunbook = \"log-line\"\nschedule = \"{}\"\n[schedule.params]\nline = \"from file\"\n",
+            at_in(3)
+        ),
+    )
+    .unwrap();
+    wait_for(
+        "the file's schedule to run",
+        Duration::from_secs(20),
+        || dd.count("log", "from file") == 1,
+    );
+    s.kill().unwrap();
+    let out = s.wait_with_output().unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("1 schedules") && said.contains("from-file: slot"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_scheduled_run_whose_runner_died_is_resumed_by_the_next_serve() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "two-steps.rhai",
+        r#"runbook(#{ name: "two-steps" });
+let flag = `${env("WORK")}/go`;
+step("first", || append_file(`${env("WORK")}/log`, "first\n"));
+step("wait", || { while !file_exists(flag) { sleep(0.05); } });
+step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
+    );
+    assert_code(
+        &dd.run(&[
+            "schedules",
+            "add",
+            "job",
+            "--runbook",
+            "two-steps",
+            "--schedule",
+            &at_in(2),
+        ]),
+        0,
+    );
+    let s = serve(&dd);
+    wait_for("the first step", Duration::from_secs(20), || {
+        dd.count("log", "first") == 1
+    });
+    // SIGTERM: serve stops starting work and exits cleanly.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(s.id() as i32, libc::SIGTERM) };
+    let out = s.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("stopping"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The machine goes down: the runner dies too.
+    let id = dd.json(&["schedules", "show", "job"])["slots"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid = dd.show(&id)["execution"]["runner_pid"].as_u64().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for("the runner to die", Duration::from_secs(10), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    std::fs::write(dd.work().join("go"), "").unwrap();
+    let mut s = serve(&dd);
+    wait_for("the resumed run to finish", Duration::from_secs(30), || {
+        dd.state(&id) == "Success"
+    });
+    s.kill().unwrap();
+    s.wait().unwrap();
+    assert_eq!(
+        dd.count("log", "first"),
+        1,
+        "completed steps are not run again"
+    );
+    assert_eq!(dd.count("log", "last"), 1);
+}
