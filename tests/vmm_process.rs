@@ -66,7 +66,9 @@ fn spec(dir: &Path, code: &[u8]) -> std::path::PathBuf {
         "kernel": dir.join("kernel"), "initramfs": dir.join("initrd"), "cmdline": "console=ttyS0",
         "disks": [{"path": dir.join("disk.raw"), "serial": "vol-tiny", "read_only": false}],
         "control_socket": dir.join("control.sock"), "event_socket": dir.join("events.sock"),
+        "volumes_dir": dir.join("volumes"),
     });
+    std::fs::create_dir_all(dir.join("volumes")).unwrap();
     let path = dir.join("spec.json");
     std::fs::write(&path, spec.to_string()).unwrap();
     path
@@ -173,11 +175,12 @@ fn the_control_socket_reports_pauses_reboots_and_stops_the_vm() {
     );
 
     // Hot attach into an empty slot, then detach.
-    std::fs::write(dir.path().join("hot.raw"), vec![0u8; 1 << 20]).unwrap();
+    let hot = dir.path().join("volumes").join("hot.raw");
+    std::fs::write(&hot, vec![0u8; 1 << 20]).unwrap();
     let slot = control
         .execute(
             "attach-disk",
-            json!({"path": dir.path().join("hot.raw"), "serial": "vol-hot", "read_only": false}),
+            json!({"path": hot, "serial": "vol-hot", "read_only": false}),
         )
         .unwrap();
     assert_eq!(slot["slot"], 1);
@@ -266,4 +269,145 @@ fn host_info_names_this_machines_kvm_and_the_backend_each_generation_gets() {
         .as_str()
         .unwrap()
         .contains("DRYDOCK_BACKEND=firecracker is not a backend; use drydock or qemu"));
+}
+
+/// Connects to a Unix socket as another account (a Python one-liner run
+/// by `runuser`), sends `line` and returns the first line of the reply,
+/// or what went wrong.
+fn connect_as(user: &str, socket: &Path, line: &str) -> String {
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("CONNECT-ERROR", e); sys.exit(0)
+try:
+    s.sendall(sys.argv[2].encode() + b"\n")
+except OSError:
+    pass
+data = b""
+try:
+    while not data.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+except OSError as e:
+    print("READ-ERROR", e)
+print(data.decode(errors="replace").strip())
+"#;
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "/usr/bin/python3", "-c", script])
+        .arg(socket)
+        .arg(line)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = outb(0x3f8, b"boot\n");
+    code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp hlt
+    let child = vmm(&spec(dir.path(), &code));
+    let socket = dir.path().join("control.sock");
+    let mut control = QmpClient::connect(&socket, Duration::from_secs(20))
+        .expect("the VMM opens its control socket");
+    for s in ["control.sock", "events.sock"] {
+        let mode = std::fs::metadata(dir.path().join(s))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{s} is private");
+    }
+
+    // Another account that reaches the socket (modes loosened by hand) is
+    // refused by its credentials, in QMP's framing, and the VM goes on.
+    let mallory = common::os_users::os_user("ddmallory", &[]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let reply = connect_as(&mallory.name, &socket, r#"{"execute": "stop"}"#);
+    let v: serde_json::Value =
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("not one QMP line ({e}): {reply}"));
+    let desc = v["error"]["desc"].as_str().unwrap_or_default();
+    assert!(
+        desc.contains("ddmallory may not use this socket"),
+        "{reply}"
+    );
+    assert_eq!(
+        control.execute("status", json!({})).unwrap()["state"],
+        "running"
+    );
+
+    // attach-disk takes only regular files of this account directly in
+    // the volumes directory.
+    let volumes = dir.path().join("volumes");
+    let outside = dir.path().join("secret.raw");
+    std::fs::write(&outside, vec![0u8; 1 << 20]).unwrap();
+    let attach = |c: &mut QmpClient, path: &Path| {
+        c.execute(
+            "attach-disk",
+            json!({"path": path, "serial": "vol-x", "read_only": false}),
+        )
+        .map(|v| v.to_string())
+        .map_err(|e| e.to_string())
+    };
+    let err = attach(&mut control, &outside).unwrap_err();
+    assert!(
+        err.contains("attach-disk refused") && err.contains("is not a volume"),
+        "{err}"
+    );
+    let err = attach(&mut control, &volumes.join("../secret.raw")).unwrap_err();
+    assert!(err.contains("is not a volume"), "{err}");
+    let err = attach(&mut control, Path::new("/etc/shadow")).unwrap_err();
+    assert!(err.contains("is not a volume"), "{err}");
+    let err = attach(&mut control, Path::new("relative.raw")).unwrap_err();
+    assert!(err.contains("is not a volume"), "{err}");
+    std::os::unix::fs::symlink(&outside, volumes.join("link.raw")).unwrap();
+    let err = attach(&mut control, &volumes.join("link.raw")).unwrap_err();
+    assert!(err.contains("is a symbolic link"), "{err}");
+    let fifo = volumes.join("fifo.raw");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let err = attach(&mut control, &fifo).unwrap_err();
+    assert!(err.contains("is not a regular file"), "{err}");
+    std::fs::create_dir(volumes.join("dir.raw")).unwrap();
+    let err = attach(&mut control, &volumes.join("dir.raw")).unwrap_err();
+    assert!(err.contains("attach-disk refused"), "{err}");
+    let theirs = volumes.join("theirs.raw");
+    std::fs::write(&theirs, vec![0u8; 1 << 20]).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(mallory.uid), None).unwrap();
+    let err = attach(&mut control, &theirs).unwrap_err();
+    assert!(
+        err.contains(&format!("belongs to uid {}", mallory.uid)),
+        "{err}"
+    );
+    let ok = volumes.join("vol-ok.raw");
+    std::fs::write(&ok, vec![0u8; 1 << 20]).unwrap();
+    let slot = attach(&mut control, &ok).unwrap();
+    assert!(slot.contains("\"slot\":1"), "{slot}");
+    let s = control.execute("status", json!({})).unwrap();
+    assert_eq!(s["disks"][1]["capacity_bytes"], 1 << 20, "{s}");
+    assert!(
+        s["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["path"] != json!(outside)),
+        "{s}"
+    );
+
+    control.execute("stop", json!({})).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("connection refused"),
+        "the refusal is logged: {}",
+        text(&out.stderr)
+    );
 }

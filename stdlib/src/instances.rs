@@ -13,6 +13,13 @@
 //! ```
 //!
 //! Every call acts in the execution's region and profile.
+//!
+//! `instance::describe(id)` shows the instance's configuration without its
+//! secrets: `config.root_password` is `"set"` or `"not set"` and
+//! `config.user_data` is `#{ bytes, sha256 }` (or `()`).
+//! `instance::describe(id, #{ secrets: true })` adds `secrets: #{
+//! root_password_hash, user_data }`; both values are then masked (`****`)
+//! in everything the execution writes, like a secret parameter.
 
 use drydock_runtime::RunContext;
 use drydock_vmm::host::{
@@ -69,6 +76,40 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         let h = o()?;
         let i = h.store().map_err(fail)?.instance(id).map_err(fail)?;
         describe(&h, &i)
+    });
+    let o = open.clone();
+    let secrets = ctx.secrets.clone();
+    inst.set_native_fn("describe", move |id: &str, opts: Map| -> R<Map> {
+        for key in opts.keys() {
+            if key.as_str() != "secrets" {
+                return Err(fail(HostError::Invalid(format!(
+                    "instance::describe: unknown option `{key}`; the only option is `secrets`"
+                ))));
+            }
+        }
+        let want = match opts.get("secrets") {
+            None => false,
+            Some(v) => v.as_bool().map_err(|t| {
+                fail(HostError::Invalid(format!(
+                    "instance::describe: `secrets` must be true or false, not {t}"
+                )))
+            })?,
+        };
+        let h = o()?;
+        let i = h.store().map_err(fail)?.instance(id).map_err(fail)?;
+        let mut m = describe(&h, &i)?;
+        if want {
+            let c = &i.config;
+            for v in [&c.root_password_hash, &c.user_data].into_iter().flatten() {
+                secrets.add(v);
+            }
+            let value = |v: &Option<String>| v.clone().map_or(Dynamic::UNIT, Dynamic::from);
+            let mut s = Map::new();
+            s.insert("root_password_hash".into(), value(&c.root_password_hash));
+            s.insert("user_data".into(), value(&c.user_data));
+            m.insert("secrets".into(), s.into());
+        }
+        Ok(m)
     });
     let o = open.clone();
     inst.set_native_fn("launch", move |opts: Map| -> R<String> {

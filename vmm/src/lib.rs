@@ -13,6 +13,8 @@
 //!   (port bus, 8250 UART, i8042, ACPI power, PCI, virtio-blk over
 //!   virtio-mmio and PCI) and [`machine`] (the VM, its vCPU threads and the
 //!   one-process-per-VM control socket).
+//! - [`private`] keeps files and sockets private: socket modes, peer
+//!   checks, narrowing modes the umask does not cover.
 
 pub mod arch;
 pub mod backend;
@@ -20,5 +22,6 @@ pub mod devices;
 pub mod host;
 pub mod image;
 pub mod machine;
+pub mod private;
 pub mod probe;
 pub mod vstate;

@@ -69,6 +69,11 @@ pub struct VmSpec {
     pub control_socket: PathBuf,
     /// A second socket on which the VMM reports events (QMP for QEMU).
     pub event_socket: PathBuf,
+    /// The only directory from which drydock's VMM attaches disks while
+    /// the VM runs (`attach-disk`): the host store's volumes. Without it,
+    /// `attach-disk` is refused.
+    #[serde(default)]
+    pub volumes_dir: Option<PathBuf>,
 }
 
 /// The program that runs a VM.

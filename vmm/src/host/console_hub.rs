@@ -7,7 +7,9 @@
 //! "from": "now"|"tail"|OFFSET}`. The reply is one JSON line (`{"ok": true,
 //! "boot": N, "offset": BYTES}` or `{"ok": false, "error": ...}`), then the
 //! raw console stream. A writer's bytes go to the guest. Readers keep
-//! streaming across guest reboots.
+//! streaming across guest reboots. Only the owner's account, root and the
+//! sharing group may connect (checked on the peer's credentials); the
+//! holder of the console is named by its account, `who` is only a label.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -131,16 +133,23 @@ impl ConsoleHub {
         }
     }
 
-    /// Accepts console clients until the listener closes.
+    /// Accepts console clients until the listener closes. A client whose
+    /// account may not use the console (see
+    /// [`drydock_runtime::access::check_peer`]) gets one refusal line
+    /// (`{"ok": false, "error": ...}`) and is disconnected.
     pub fn serve(self: Arc<Self>, listener: UnixListener) {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
+            let refused = |why: &str| json!({ "ok": false, "error": why }).to_string();
+            let Some(uid) = crate::private::admit("console", &stream, refused) else {
+                continue;
+            };
             let hub = self.clone();
-            std::thread::spawn(move || hub.client(stream));
+            std::thread::spawn(move || hub.client(stream, uid));
         }
     }
 
-    fn client(self: Arc<Self>, stream: UnixStream) {
+    fn client(self: Arc<Self>, stream: UnixStream, uid: u32) {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let mut line = String::new();
         let Ok(reader_stream) = stream.try_clone() else {
@@ -165,10 +174,15 @@ impl ConsoleHub {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let who = if hello.who.is_empty() {
-            format!("client {id}")
+        // The name a client gives is a label; the account is the peer's.
+        let account = drydock_runtime::identity::Identity::of_uid(uid).name;
+        let label = drydock_runtime::display::sanitize(&hello.who).into_owned();
+        let who = if label.is_empty() {
+            format!("{account} (client {id})")
+        } else if label == account || label.starts_with(&format!("{account} (")) {
+            label
         } else {
-            hello.who.clone()
+            format!("{label} (account {account})")
         };
         let writer = match hello.mode.as_str() {
             "read" => false,

@@ -146,6 +146,9 @@ impl Host {
                 "profile name {profile:?} must be letters, digits, `-` or `_`"
             )));
         }
+        // State written by older versions of drydock (no modes set: 0755
+        // directories, 0644 volumes) is tightened once.
+        crate::private::tighten_data_dir(data_dir);
         let host = Self {
             data_dir: data_dir.to_path_buf(),
             region: region.to_string(),

@@ -58,13 +58,43 @@ impl std::fmt::Display for InstanceState {
     }
 }
 
-/// Instance configuration delivered on the config disk.
+/// Instance configuration delivered on the config disk. Its own
+/// serialization (the host database) holds everything; listings show
+/// [`InstanceConfig::summary`], which leaves the secrets out.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct InstanceConfig {
     pub hostname: String,
     pub root_password_hash: Option<String>,
     pub authorized_keys: Vec<String>,
     pub user_data: Option<String>,
+}
+
+impl InstanceConfig {
+    /// What listings and descriptions show: the hostname and public keys,
+    /// whether a root password is set (`"set"` / `"not set"`, never its
+    /// hash), and the user-data's size and SHA-256 (never its text: it
+    /// often carries credentials).
+    pub fn summary(&self) -> serde_json::Value {
+        use sha2::Digest;
+        let user_data = self.user_data.as_ref().map(|u| {
+            let digest = sha2::Sha256::digest(u.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({ "bytes": u.len(), "sha256": hex })
+        });
+        serde_json::json!({
+            "hostname": self.hostname,
+            "root_password": if self.root_password_hash.is_some() { "set" } else { "not set" },
+            "authorized_keys": self.authorized_keys,
+            "user_data": user_data,
+        })
+    }
+}
+
+fn serialize_config_summary<S: serde::Serializer>(
+    config: &InstanceConfig,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    config.summary().serialize(serializer)
 }
 
 /// One instance as stored.
@@ -81,6 +111,9 @@ pub struct InstanceRecord {
     #[serde(skip)]
     pub supervisor_token: Option<String>,
     pub boots: u32,
+    /// Serialized as [`InstanceConfig::summary`]: no password hash, no
+    /// user-data.
+    #[serde(serialize_with = "serialize_config_summary")]
     pub config: InstanceConfig,
     pub created_at: i64,
     /// When the instance entered its current state (ms since the epoch).

@@ -4,6 +4,7 @@
 //! stop by the user, or an unexpected VMM exit. The VMM dies with it.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -347,6 +348,9 @@ fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
         let Ok(stream) = stream else { continue };
         let shared = shared.clone();
         std::thread::spawn(move || {
+            if crate::private::admit("control", &stream, |why| format!("error: {why}")).is_none() {
+                return;
+            }
             let mut line = String::new();
             let mut reader = BufReader::new(&stream);
             if reader.read_line(&mut line).is_err() {
@@ -388,6 +392,8 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     let id = &inst.id;
     let dir = data_dir.join("instances").join(id);
     std::fs::create_dir_all(dir.join("console")).map_err(|e| HostError::io("create", &dir, e))?;
+    // An instance directory of an older drydock may be open to others.
+    crate::private::tighten_tree(&dir);
     let itype = instance_type(&inst.instance_type).map_err(HostError::Invalid)?;
     let mut store = HostStore::open(data_dir)?;
     let image = store.image(&inst.image_id)?;
@@ -498,6 +504,8 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         disks,
         control_socket: control_socket.clone(),
         event_socket: event_socket.clone(),
+        // drydock's VMM attaches (while the VM runs) only files in here.
+        volumes_dir: Some(data_dir.join("volumes")),
     };
     let vmm_log = dir.join("vmm.log");
     let mut vmm_err =
@@ -577,7 +585,19 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         })
     };
     match QmpClient::connect(&control_socket, Duration::from_secs(20)) {
-        Ok(c) => *shared.control.lock().unwrap() = Some(c),
+        Ok(c) => {
+            *shared.control.lock().unwrap() = Some(c);
+            // QEMU creates its QMP sockets itself (with the umask's mode)
+            // and cannot check peers: only this account may connect. Its
+            // monitor serves one client at a time, and this supervisor
+            // holds both connections for the life of the VM.
+            for s in [&control_socket, &event_socket] {
+                if let Err(e) = std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o600))
+                {
+                    tracing::debug!("cannot narrow {}: {e}", s.display());
+                }
+            }
+        }
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -619,14 +639,19 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             }
         })
     };
-    let console_listener = UnixListener::bind(dir.join("console.sock"))
-        .map_err(|e| HostError::io("listen on", &dir, e))?;
+    // The console and control sockets: the owner, root and the sharing
+    // group, each connection checked against its peer's credentials.
+    let console_path = dir.join("console.sock");
+    let console_listener =
+        crate::private::listen(&console_path, crate::private::shared_socket_mode())
+            .map_err(|e| HostError::io("listen on", &console_path, e))?;
     {
         let hub = shared.console.clone();
         std::thread::spawn(move || hub.serve(console_listener));
     }
-    let listener = UnixListener::bind(dir.join("control.sock"))
-        .map_err(|e| HostError::io("listen on", &dir, e))?;
+    let control_path = dir.join("control.sock");
+    let listener = crate::private::listen(&control_path, crate::private::shared_socket_mode())
+        .map_err(|e| HostError::io("listen on", &control_path, e))?;
     {
         let shared = shared.clone();
         std::thread::spawn(move || serve_control(shared, listener));

@@ -222,10 +222,11 @@ fn stage_debian_kernel(
     progress(&format!("fetching {} {}", package.name, package.version));
     let kernel_tree = packages::fetch(package, cache)?;
     let (vmlinuz, release) = find_kernel(&kernel_tree)?;
-    std::fs::copy(&vmlinuz, staged.join("vmlinuz"))
-        .map_err(|e| ImageError::io("copy", &vmlinuz, e))?;
-    progress("extracting the uncompressed kernel (PVH boot)");
     let bz = std::fs::read(&vmlinuz).map_err(|e| ImageError::io("read", &vmlinuz, e))?;
+    // Written, not copied: a copy would keep the package's 0644.
+    std::fs::write(staged.join("vmlinuz"), &bz)
+        .map_err(|e| ImageError::io("write", &staged.join("vmlinuz"), e))?;
+    progress("extracting the uncompressed kernel (PVH boot)");
     match vmlinux::extract(&bz) {
         Ok(elf) => std::fs::write(staged.join("vmlinux"), elf)
             .map_err(|e| ImageError::io("write", &staged.join("vmlinux"), e))?,

@@ -116,6 +116,9 @@ pub fn fetch(pkg: &PackageVersion, cache: &Path) -> Result<PathBuf, ImageError> 
         Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree),
         "dpkg-deb -x",
     )?;
+    // dpkg-deb keeps the package's modes (0644, 0755): narrow them to the
+    // data directory's (the tree is read by drydock only).
+    crate::private::tighten_tree(&tree);
     std::fs::write(
         tree.join(".complete"),
         format!("{} {}\n", pkg.name, pkg.version),

@@ -58,6 +58,9 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
         .map_err(|e| ImageError::io("chmod", &tree.join("tmp"), e))?;
     let bb = tree.join("bin/busybox");
     std::fs::copy(busybox_bin, &bb).map_err(|e| ImageError::io("copy busybox to", &bb, e))?;
+    // The guest's mode, whatever the (private) package cache has.
+    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| ImageError::io("chmod", &bb, e))?;
     let list = Command::new(busybox_bin)
         .arg("--list-full")
         .output()

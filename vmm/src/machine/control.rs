@@ -12,10 +12,18 @@
 //! `reboot`, `send-break`, `attach-disk {path, serial, read_only}`,
 //! `detach-disk {serial}`. Events: `BOOT {number, cause}`, `RESET {cause}`
 //! (a boot after the first), `SHUTDOWN {guest, reason}` (the VM ended).
+//!
+//! Both sockets are 0600 and accept only this process's account and root
+//! (the VMM has no sharing group: only its supervisor drives it); another
+//! peer gets one QMP error line and is disconnected. `attach-disk` takes
+//! only a regular file of this account directly in the spec's
+//! `volumes_dir` (the host store's volumes), opened without following a
+//! symbolic link.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -69,7 +77,78 @@ fn event_json(e: &MachineEvent) -> Vec<Value> {
     }
 }
 
-fn execute(h: &MachineHandle, cmd: &str, args: &Value) -> Result<Value, String> {
+/// Opens a disk for `attach-disk`: a regular file owned by this process's
+/// account, directly in `volumes_dir`, opened without following a
+/// symbolic link (the file opened is the one checked).
+pub fn open_hotplug_disk(volumes_dir: Option<&Path>, disk: &MachineDisk) -> Result<File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refused = |why: String| format!("attach-disk refused: {why}");
+    let dir = volumes_dir.ok_or_else(|| {
+        refused("this VM has no volumes directory (`volumes_dir` in its spec)".into())
+    })?;
+    let dir = dir.canonicalize().map_err(|e| {
+        refused(format!(
+            "cannot resolve the volumes directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let outside = || {
+        refused(format!(
+            "{} is not a volume: only files directly in {} can be attached",
+            disk.path.display(),
+            dir.display()
+        ))
+    };
+    let name = disk.path.file_name().ok_or_else(outside)?;
+    let parent = disk
+        .path
+        .parent()
+        .filter(|p| disk.path.is_absolute() && !p.as_os_str().is_empty())
+        .ok_or_else(outside)?;
+    if parent.canonicalize().ok().as_deref() != Some(dir.as_path()) {
+        return Err(outside());
+    }
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!disk.read_only)
+        // No symbolic link, and no blocking on a FIFO put in its place
+        // (O_NONBLOCK has no effect on a regular file's reads and writes).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused(format!(
+                "{} is a symbolic link; volumes are regular files",
+                path.display()
+            )),
+            _ => refused(format!("cannot open {}: {e}", path.display())),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| refused(format!("cannot stat {}: {e}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(refused(format!("{} is not a regular file", path.display())));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(refused(format!(
+            "{} belongs to uid {}, not to this VMM's account (uid {me})",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    Ok(file)
+}
+
+/// What the control sockets act on.
+struct Control {
+    h: Arc<MachineHandle>,
+    volumes_dir: Option<PathBuf>,
+}
+
+fn execute(c: &Control, cmd: &str, args: &Value) -> Result<Value, String> {
+    let h = &c.h;
     match cmd {
         "qmp_capabilities" => Ok(json!({})),
         "status" => serde_json::to_value(h.status()).map_err(|e| e.to_string()),
@@ -90,7 +169,10 @@ fn execute(h: &MachineHandle, cmd: &str, args: &Value) -> Result<Value, String> 
         "attach-disk" => {
             let disk: MachineDisk = serde_json::from_value(args.clone())
                 .map_err(|e| format!("attach-disk needs path, serial, read_only: {e}"))?;
-            h.attach_disk(&disk).map(|slot| json!({ "slot": slot }))
+            let file = open_hotplug_disk(c.volumes_dir.as_deref(), &disk).inspect_err(|e| {
+                tracing::warn!("{e}");
+            })?;
+            h.attach_disk(&disk, file).map(|slot| json!({ "slot": slot }))
         }
         "detach-disk" => {
             let serial = args["serial"]
@@ -105,7 +187,12 @@ fn execute(h: &MachineHandle, cmd: &str, args: &Value) -> Result<Value, String> 
     }
 }
 
-fn session(h: Arc<MachineHandle>, stream: UnixStream) {
+fn session(c: Arc<Control>, stream: UnixStream) {
+    let refused = |why: &str| json!({"error": {"class": "GenericError", "desc": why}}).to_string();
+    if crate::private::admit("vmm control", &stream, refused).is_none() {
+        return;
+    }
+    let h = &c.h;
     let writer = Arc::new(Mutex::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -140,7 +227,7 @@ fn session(h: Arc<MachineHandle>, stream: UnixStream) {
         let reply = match serde_json::from_str::<Value>(&line) {
             Ok(msg) => {
                 let cmd = msg["execute"].as_str().unwrap_or_default().to_string();
-                match execute(&h, &cmd, &msg["arguments"]) {
+                match execute(&c, &cmd, &msg["arguments"]) {
                     Ok(v) => json!({ "return": v }),
                     Err(desc) => json!({"error": {"class": "GenericError", "desc": desc}}),
                 }
@@ -153,13 +240,12 @@ fn session(h: Arc<MachineHandle>, stream: UnixStream) {
     }
 }
 
-fn serve(h: Arc<MachineHandle>, path: &Path) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+fn serve(c: Arc<Control>, path: &Path) -> std::io::Result<()> {
+    let listener = crate::private::listen(path, 0o600)?;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let h = h.clone();
-            std::thread::spawn(move || session(h, stream));
+            let c = c.clone();
+            std::thread::spawn(move || session(c, stream));
         }
     });
     Ok(())
@@ -172,8 +258,12 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
     let mut machine =
         Machine::new(config, Box::new(std::io::stdout())).map_err(|e| e.to_string())?;
     let h = machine.handle();
+    let control = Arc::new(Control {
+        h: h.clone(),
+        volumes_dir: spec.volumes_dir.clone(),
+    });
     for socket in [&spec.control_socket, &spec.event_socket] {
-        serve(h.clone(), socket)
+        serve(control.clone(), socket)
             .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     }
     {

@@ -241,9 +241,10 @@ impl MachineHandle {
         }
     }
 
-    /// Puts a disk into the first empty hot-plug slot; the guest sees it
-    /// appear. Returns the slot.
-    pub fn attach_disk(&self, disk: &MachineDisk) -> Result<usize, String> {
+    /// Puts a disk, already opened as `file` (readable, and writable
+    /// unless `disk.read_only`), into the first empty hot-plug slot; the
+    /// guest sees it appear. Returns the slot.
+    pub fn attach_disk(&self, disk: &MachineDisk, file: std::fs::File) -> Result<usize, String> {
         let devices = self.devices.lock().unwrap();
         if devices
             .iter()
@@ -256,7 +257,7 @@ impl MachineHandle {
             let mut d = dev.lock().unwrap();
             if d.block().path().is_none() {
                 d.block()
-                    .insert(&disk.path, disk.read_only, &disk.serial)
+                    .insert_file(file, &disk.path, disk.read_only, &disk.serial)
                     .map_err(|e| format!("cannot open {}: {e}", disk.path.display()))?;
                 d.config_changed();
                 return Ok(slot);

@@ -62,6 +62,17 @@ impl Block {
             .read(true)
             .write(!read_only)
             .open(path)?;
+        Self::from_file(file, path, read_only, serial)
+    }
+
+    /// A device over a file already opened (readable, and writable unless
+    /// `read_only`) from `path`.
+    pub fn from_file(
+        file: File,
+        path: &Path,
+        read_only: bool,
+        serial: &str,
+    ) -> std::io::Result<Self> {
         let capacity_sectors = file.metadata()?.len() / SECTOR_SIZE;
         let mut id = [0u8; DEVICE_ID_LEN];
         let n = serial.len().min(DEVICE_ID_LEN);
@@ -92,6 +103,22 @@ impl Block {
     /// Puts a backing file into an empty slot (the caller then raises a
     /// configuration-change interrupt so the guest sees the new capacity).
     pub fn insert(&mut self, path: &Path, read_only: bool, serial: &str) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!(read_only || self.read_only))
+            .open(path)?;
+        self.insert_file(file, path, read_only, serial)
+    }
+
+    /// Puts a file already opened from `path` into an empty slot (opened
+    /// writable unless `read_only`).
+    pub fn insert_file(
+        &mut self,
+        file: File,
+        path: &Path,
+        read_only: bool,
+        serial: &str,
+    ) -> std::io::Result<()> {
         if let Some(p) = &self.path {
             return Err(std::io::Error::other(format!(
                 "the slot already holds {}",
@@ -99,7 +126,7 @@ impl Block {
             )));
         }
         let slot_read_only = self.read_only;
-        *self = Self::open(path, read_only || slot_read_only, serial)?;
+        *self = Self::from_file(file, path, read_only || slot_read_only, serial)?;
         Ok(())
     }
 
