@@ -64,8 +64,17 @@ pub enum Command {
     Runbooks,
     /// Check runbook files: syntax, metadata and parameter declarations
     Validate(ValidateArgs),
-    /// Interactive troubleshooting shell: evaluate Rhai with drydock's primitives
-    Repl,
+    /// Interactive troubleshooting shell: Rhai with drydock's primitives,
+    /// completion, consoles, runbooks and approvals (`:help` inside)
+    Repl {
+        /// Vi editing mode (default Emacs; also DRYDOCK_REPL_MODE=vi)
+        #[arg(long)]
+        vi: bool,
+        /// Evaluate this entry (Rhai or a `:command`) and exit; repeatable.
+        /// Without a terminal, entries are read from stdin
+        #[arg(short = 'c', long = "command", value_name = "ENTRY")]
+        command: Vec<String>,
+    },
     /// Build guest images, list them
     #[command(subcommand)]
     Image(ImageCommand),

@@ -130,10 +130,17 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Vmm { spec } => run_vmm(&spec),
         Command::VmmBench(args) => commands::vmm_bench::run(&ctx, args),
-        Command::Repl => {
+        Command::Repl { vi, command } => {
             let s = &ctx.settings;
-            drydock_repl::run(&s.data_dir, &s.region, &s.profile, &drydock_stdlib::install)?;
-            Ok(0)
+            Ok(drydock_repl::run(drydock_repl::ReplOptions {
+                data_dir: s.data_dir.clone(),
+                region: s.region.clone(),
+                profile: s.profile.clone(),
+                install: &drydock_stdlib::install,
+                executor: Some(ctx.executor.clone()),
+                vi,
+                commands: command,
+            })?)
         }
     }
 }

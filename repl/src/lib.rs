@@ -1,167 +1,191 @@
 //! drydock's interactive shell for troubleshooting: a reedline line editor
 //! over a Rhai engine with drydock's primitives. Variables and functions
-//! persist between entries; history is kept in the data directory.
+//! persist between entries; history is kept in the data directory (secrets
+//! masked); every entry is recorded in the journal as a REPL session.
+//!
+//! Beside Rhai, `:commands` reach consoles, runbooks, approvals and
+//! executions without leaving (see [`complete::COMMANDS`]). Completion
+//! knows functions (generated from the engine's metadata), resource ids of
+//! the region, runbooks and their parameters, and paths.
 
+mod commands;
+mod complete;
+mod functions;
 mod history;
+mod lexer;
+mod output;
+mod prompt;
+mod save;
+mod session;
+mod sigint;
 mod validator;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::time::Instant;
 
-use drydock_runtime::interrupt::Interrupt;
-use drydock_runtime::secrets::Secrets;
-use drydock_runtime::RunContext;
-use reedline::{DefaultPrompt, DefaultPromptSegment, FileBackedHistory, Reedline, Signal};
-use rhai::{Dynamic, Engine, Scope, AST};
+use drydock_runtime::{Executor, RunContext};
+use reedline::{
+    default_emacs_keybindings, default_vi_insert_keybindings, default_vi_normal_keybindings,
+    default_vi_visual_keybindings, ColumnarMenu, DefaultHinter, Emacs, FileBackedHistory, KeyCode,
+    KeyModifiers, MenuBuilder, Reedline, ReedlineEvent, ReedlineMenu, Signal, Vi,
+};
+use rhai::Engine;
 
+pub use commands::Repl;
+pub use complete::{ReplCompleter, Resource, RhaiHighlighter, Shared};
+pub use functions::{FnDoc, FunctionIndex};
+pub use save::runbook as save_runbook;
+pub use session::{with_focus_calls, Canceller, EvalError, ReplSession};
 pub use validator::RhaiValidator;
 
-const HELP: &str = "\
-Enter Rhai statements; variables and functions persist between entries.
-Primitives: shell(cmd), shell_result(cmd), read_file(p), write_file(p, s),
-append_file(p, s), file_exists(p), env(name), hostname(), now_unix(), sleep(seconds).
-Commands: :help, :quit (or Ctrl-D). An unfinished block continues on the next line.";
-
-/// An evaluation session: the engine, the variables and the functions
-/// defined so far.
-pub struct ReplSession {
-    engine: Engine,
-    /// Secret values seen in this session: masked in output and history.
-    secrets: Secrets,
-    scope: Scope<'static>,
-    functions: AST,
+/// How the REPL is started.
+pub struct ReplOptions<'a> {
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub profile: String,
+    /// Registers drydock's primitives into each engine.
+    pub install: &'a (dyn Fn(&mut Engine, &RunContext) + Sync),
+    /// Runs `:run` and lists runbooks; without it those commands say so.
+    pub executor: Option<Executor>,
+    /// Vi editing mode instead of Emacs (also `DRYDOCK_REPL_MODE=vi`).
+    pub vi: bool,
+    /// Entries given on the command line (`-c`): evaluated, then exit.
+    pub commands: Vec<String>,
 }
 
-impl ReplSession {
-    /// A session whose engine has the primitives `install` registers.
-    pub fn new(
-        data_dir: &Path,
-        region: &str,
-        profile: &str,
-        install: &dyn Fn(&mut Engine, &RunContext),
-    ) -> Self {
-        let mut engine = Engine::new();
-        let interrupt = Arc::new(Interrupt::never());
-        let secrets = Secrets::new();
-        let ctx = RunContext {
-            execution_id: "repl".into(),
-            data_dir: data_dir.to_path_buf(),
-            interrupt,
-            region: region.to_string(),
-            profile: profile.to_string(),
-            secrets: secrets.clone(),
-        };
-        install(&mut engine, &ctx);
-        drydock_runtime::secrets::install_primitives(
-            &mut engine,
-            data_dir.to_path_buf(),
-            secrets.clone(),
-        );
-        let s = secrets.clone();
-        engine.on_print(move |line| println!("{}", s.mask(line)));
-        Self {
-            engine,
-            secrets,
-            scope: Scope::new(),
-            functions: AST::empty(),
+/// Runs the REPL: interactive on a terminal, else entries from stdin (or
+/// `-c`). Returns the exit code: 0, or 1 when an entry failed without a
+/// terminal.
+pub fn run(opts: ReplOptions) -> std::io::Result<i32> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&opts.data_dir)?;
+    let interactive = opts.commands.is_empty() && std::io::stdin().is_terminal();
+    let vi =
+        opts.vi || std::env::var("DRYDOCK_REPL_MODE").is_ok_and(|m| m.eq_ignore_ascii_case("vi"));
+    let mut repl = Repl::new(&opts, interactive);
+    let _sig = sigint::Watcher::start(repl.canceller(), repl.running_execution(), interactive);
+    let code = if !opts.commands.is_empty() {
+        let mut code = 0;
+        for c in &opts.commands {
+            let r = repl.entry(c);
+            if !r.ok {
+                code = 1;
+            }
+            if r.quit {
+                break;
+            }
+        }
+        code
+    } else if interactive {
+        interactive_loop(&mut repl, vi, started)?;
+        0
+    } else {
+        script_loop(&mut repl)?
+    };
+    repl.finish();
+    Ok(code)
+}
+
+/// Entries from a non-terminal stdin: lines gathered until the validator
+/// says the entry is complete (as Enter would on a terminal).
+fn script_loop(repl: &mut Repl) -> std::io::Result<i32> {
+    let validator = RhaiValidator::default();
+    let mut code = 0;
+    let mut pending = String::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if pending.is_empty() && line.trim().is_empty() {
+            continue;
+        }
+        if !pending.is_empty() {
+            pending.push('\n');
+        }
+        pending.push_str(&line);
+        if pending.trim_start().starts_with(':') || validator.is_complete(&pending) {
+            let entry = std::mem::take(&mut pending);
+            let r = repl.entry(&entry);
+            if !r.ok {
+                code = 1;
+            }
+            if r.quit || r.interrupted {
+                return Ok(if r.interrupted { 130 } else { code });
+            }
         }
     }
-
-    /// Evaluates one entry; returns what to show (nothing for `()`), with
-    /// secrets masked.
-    pub fn eval(&mut self, input: &str) -> Result<Option<String>, String> {
-        history::register_secret_literals(input, &self.secrets);
-        self.eval_unmasked(input)
-            .map(|shown| shown.map(|s| self.secrets.mask(&s)))
-            .map_err(|e| self.secrets.mask(&e))
+    if !pending.trim().is_empty() {
+        let r = repl.entry(&pending);
+        if !r.ok {
+            code = 1;
+        }
     }
-
-    fn eval_unmasked(&mut self, input: &str) -> Result<Option<String>, String> {
-        let ast = self
-            .engine
-            .compile_with_scope(&self.scope, input)
-            .map_err(|e| format!("syntax error: {e}"))?;
-        let program = self.functions.merge(&ast);
-        let value: Dynamic = self
-            .engine
-            .eval_ast_with_scope(&mut self.scope, &program)
-            .map_err(|e| drydock_runtime::executor::describe_error(&e))?;
-        self.functions = self.functions.merge(&ast.clone_functions_only());
-        Ok((!value.is_unit()).then(|| value.to_string()))
-    }
+    Ok(code)
 }
 
-/// Runs the interactive loop; `where_` (region and profile) is shown in the prompt.
-pub fn run(
-    data_dir: &Path,
-    region: &str,
-    profile: &str,
-    install: &dyn Fn(&mut Engine, &RunContext),
-) -> std::io::Result<()> {
-    let where_ = format!("{region}/{profile}");
-    let mut session = ReplSession::new(data_dir, region, profile, install);
-    std::fs::create_dir_all(data_dir)?;
-    let history = FileBackedHistory::with_file(1000, data_dir.join("repl-history.txt"))
+fn interactive_loop(repl: &mut Repl, vi: bool, started: Instant) -> std::io::Result<()> {
+    let shared = repl.shared();
+    let history = FileBackedHistory::with_file(1000, repl.data_dir().join("repl-history.txt"))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let history = history::MaskedHistory::new(Box::new(history), session.secrets.clone());
+    let history = history::MaskedHistory::new(Box::new(history), repl.secrets());
+    let menu = ColumnarMenu::default()
+        .with_name("completion_menu")
+        .with_columns(1);
+    let tab = ReedlineEvent::UntilFound(vec![
+        ReedlineEvent::Menu("completion_menu".to_string()),
+        ReedlineEvent::MenuNext,
+    ]);
+    let edit_mode: Box<dyn reedline::EditMode> = if vi {
+        let mut insert = default_vi_insert_keybindings();
+        insert.add_binding(KeyModifiers::NONE, KeyCode::Tab, tab);
+        Box::new(Vi::new(
+            insert,
+            default_vi_normal_keybindings(),
+            default_vi_visual_keybindings(),
+        ))
+    } else {
+        let mut keys = default_emacs_keybindings();
+        keys.add_binding(KeyModifiers::NONE, KeyCode::Tab, tab);
+        Box::new(Emacs::new(keys))
+    };
     let mut editor = Reedline::create()
         .with_validator(Box::new(RhaiValidator::default()))
-        .with_history(Box::new(history));
-    let prompt = DefaultPrompt::new(
-        DefaultPromptSegment::Basic(format!("drydock {where_}")),
-        DefaultPromptSegment::Empty,
+        .with_history(Box::new(history))
+        .with_completer(Box::new(ReplCompleter {
+            shared: shared.clone(),
+        }))
+        .with_highlighter(Box::new(RhaiHighlighter {
+            shared: shared.clone(),
+        }))
+        .with_hinter(Box::new(
+            DefaultHinter::default().with_style(
+                nu_ansi_term::Style::new()
+                    .italic()
+                    .fg(nu_ansi_term::Color::DarkGray),
+            ),
+        ))
+        .with_menu(ReedlineMenu::EngineCompleter(Box::new(menu)))
+        .with_edit_mode(edit_mode);
+    let prompt = prompt::ReplPrompt { shared };
+    println!(
+        "drydock repl — :help for help, Tab completes, Ctrl-C stops an entry, Ctrl-D leaves (ready in {} ms)",
+        started.elapsed().as_millis()
     );
-    println!("drydock repl — :help for help, Ctrl-D to leave");
+    tracing::debug!("repl: ready in {:?}", started.elapsed());
     loop {
         match editor.read_line(&prompt) {
             Ok(Signal::Success(line)) => {
-                let line = line.trim();
-                match line {
-                    "" => {}
-                    ":quit" | ":q" | ":exit" => break,
-                    ":help" | ":h" => println!("{HELP}"),
-                    _ => match session.eval(line) {
-                        Ok(Some(shown)) => println!("{shown}"),
-                        Ok(None) => {}
-                        Err(e) => eprintln!("error: {e}"),
-                    },
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if repl.entry(&line).quit {
+                    break;
                 }
             }
             Ok(Signal::CtrlD) => break,
+            // Ctrl-C on the prompt clears the line; it never leaves.
             Ok(_) => continue,
             Err(e) => return Err(e),
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn variables_and_functions_persist_between_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = ReplSession::new(dir.path(), "region-a", "default", &drydock_stdlib::install);
-        assert_eq!(s.eval("let x = 40;").unwrap(), None);
-        assert_eq!(s.eval("fn add2(v) { v + 2 }").unwrap(), None);
-        assert_eq!(s.eval("add2(x)").unwrap(), Some("42".into()));
-        assert_eq!(s.eval("shell(\"echo hi\")").unwrap(), Some("hi\n".into()));
-        assert!(s.eval("nope()").unwrap_err().contains("nope"));
-    }
-
-    #[test]
-    fn secrets_are_masked_in_what_the_repl_shows() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = ReplSession::new(dir.path(), "region-a", "default", &drydock_stdlib::install);
-        assert_eq!(
-            s.eval(r#"let pw = secret("hunter2"); "user:" + pw"#)
-                .unwrap(),
-            Some("user:****".into())
-        );
-        assert!(!s
-            .eval(r#"throw "bad " + pw"#)
-            .unwrap_err()
-            .contains("hunter2"));
-    }
 }
