@@ -1,6 +1,6 @@
 //! `executions` and `executions show`.
 
-use drydock_runtime::journal::{ExecutionFilter, ExecutionRecord};
+use drydock_runtime::journal::{ExecutionFilter, ExecutionRecord, ReplSessionRecord};
 use drydock_runtime::ExecutionState;
 use serde_json::json;
 
@@ -21,6 +21,9 @@ fn state_text(e: &ExecutionRecord) -> String {
 /// `drydock executions [show EXEC]`.
 pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
     if let Some(crate::cli::ExecutionsCommand::Show { execution }) = args.show {
+        if execution.trim().starts_with("repl-") {
+            return show_repl(ctx, &execution);
+        }
         return show(ctx, &execution);
     }
     let state = args
@@ -41,11 +44,23 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
         print_json(&list);
         return Ok(0);
     }
-    if list.is_empty() {
+    // REPL sessions are their own kind: listed after the executions
+    // (unless the listing is filtered by state or runbook).
+    let sessions = if args.state.is_none() && filter.runbook.is_none() {
+        journal.repl_sessions(args.limit)?
+    } else {
+        Vec::new()
+    };
+    if list.is_empty() && sessions.is_empty() {
         println!(
             "no executions in {}; start one with `drydock run RUNBOOK`",
             journal.path().display()
         );
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("no executions");
+        print_repl_sessions(&sessions);
         return Ok(0);
     }
     let mut t = table(&[
@@ -68,6 +83,85 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
             took(e.started_at, e.ended_at),
             format!("{done}/{}", steps.len()),
             shown(&e.requested_by),
+        ]);
+    }
+    println!("{t}");
+    print_repl_sessions(&sessions);
+    Ok(0)
+}
+
+fn print_repl_sessions(sessions: &[ReplSessionRecord]) {
+    if sessions.is_empty() {
+        return;
+    }
+    let mut t = table(&[
+        "REPL SESSION",
+        "BY",
+        "WHERE",
+        "STARTED",
+        "DURATION",
+        "ENTRIES",
+    ]);
+    for s in sessions {
+        t.add_row(vec![
+            s.id.clone(),
+            shown(&s.started_by),
+            format!("{}@{}", shown(&s.profile), shown(&s.region)),
+            when(s.started_at),
+            match s.ended_at {
+                Some(_) => took(Some(s.started_at), s.ended_at),
+                None => "open".into(),
+            },
+            s.entries.to_string(),
+        ]);
+    }
+    println!("\n{t}");
+}
+
+/// `drydock executions show repl-…`: a REPL session and its entries.
+fn show_repl(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
+    let journal = ctx.executor.journal()?;
+    let Some(s) = journal.repl_session(prefix)? else {
+        return Err(CliError::usage(format!(
+            "no REPL session {}; `drydock executions` lists them",
+            shown(prefix.trim())
+        )));
+    };
+    let entries = journal.repl_entries(&s.id)?;
+    if ctx.json {
+        print_json(&json!({ "session": s, "entries": entries }));
+        return Ok(0);
+    }
+    println!("session    {}", s.id);
+    println!("kind       repl");
+    println!("by         {}", shown(&s.started_by));
+    println!("where      {}@{}", shown(&s.profile), shown(&s.region));
+    println!("started    {}", when(s.started_at));
+    println!(
+        "duration   {}",
+        match s.ended_at {
+            Some(_) => took(Some(s.started_at), s.ended_at),
+            None => "still open (or the REPL died)".into(),
+        }
+    );
+    if entries.is_empty() {
+        println!("no entries");
+        return Ok(0);
+    }
+    let mut t = table(&["#", "AT", "ENTRY", "RESULT", "OUTPUT / ERROR", "TOOK"]);
+    for e in &entries {
+        let detail = match (&e.error, &e.output) {
+            (Some(err), _) => err.clone(),
+            (None, Some(out)) => out.clone(),
+            _ => String::new(),
+        };
+        t.add_row(vec![
+            e.seq.to_string(),
+            when(e.at),
+            clip(&shown(&e.input), 70),
+            if e.ok { "ok".into() } else { "error".into() },
+            clip(&shown(&detail), 60),
+            format!("{} ms", e.duration_ms),
         ]);
     }
     println!("{t}");
