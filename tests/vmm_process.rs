@@ -289,14 +289,14 @@ except OSError:
     pass
 data = b""
 try:
-    while not data.endswith(b"\n"):
+    while b"\n" not in data:
         chunk = s.recv(4096)
         if not chunk:
             break
         data += chunk
 except OSError as e:
     print("READ-ERROR", e)
-print(data.decode(errors="replace").strip())
+print(data.split(b"\n")[0].decode(errors="replace").strip())
 "#;
     let out = Command::new("runuser")
         .args(["-u", user, "--", "/usr/bin/python3", "-c", script])

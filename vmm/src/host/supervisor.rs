@@ -288,7 +288,7 @@ impl Shared {
         let lock = VolumeLock::acquire(&vol.path, &vol.id)?;
         let reply = self.qmp(
             "attach-disk",
-            json!({ "path": vol.path, "serial": vol.id, "read_only": false }),
+            json!({ "path": absolute(&vol.path), "serial": vol.id, "read_only": false }),
         )?;
         let slot = reply["slot"].as_u64().unwrap_or_default() as u32;
         self.hotplugged
@@ -337,6 +337,12 @@ impl Shared {
         self.hotplugged.lock().unwrap().remove(vol_id);
         Ok(format!("detached {vol_id}"))
     }
+}
+
+/// `path` made absolute against the working directory (a relative
+/// `--data-dir`): drydock's VMM attaches only absolute paths.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn device_id(vol_id: &str) -> String {
@@ -505,7 +511,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         control_socket: control_socket.clone(),
         event_socket: event_socket.clone(),
         // drydock's VMM attaches (while the VM runs) only files in here.
-        volumes_dir: Some(data_dir.join("volumes")),
+        volumes_dir: Some(absolute(&data_dir.join("volumes"))),
     };
     let vmm_log = dir.join("vmm.log");
     let mut vmm_err =
