@@ -58,6 +58,11 @@ pub enum Command {
     },
     /// The long-running side: runs schedules, resumes what it started after a restart
     Serve(ServeArgs),
+    /// Change calendars: open by default (events are freezes) or closed (events are change windows)
+    Calendar {
+        #[command(subcommand)]
+        action: Option<CalendarCommand>,
+    },
     /// List executions, or show one
     Executions(ExecutionsArgs),
     /// List the runbooks drydock knows: bundled and from runbook directories
@@ -311,7 +316,7 @@ pub enum SchedulesCommand {
     /// Every schedule with its next run and last result (the default)
     List,
     /// Add (or replace) a schedule
-    Add(ScheduleAddArgs),
+    Add(Box<ScheduleAddArgs>),
     /// A schedule's definition and its recent slots (run, missed, skipped, and why)
     Show { name: String },
     /// Remove a schedule (its history stays)
@@ -324,6 +329,44 @@ pub enum SchedulesCommand {
     RunNow { name: String },
     /// Add or replace the schedules of a TOML file ([[schedule]] tables)
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CalendarCommand {
+    /// Every calendar and whether it is open now (the default)
+    List,
+    /// Add or redefine a calendar
+    Add {
+        name: String,
+        /// open: events are freezes; closed: events are change windows
+        #[arg(long, default_value = "open")]
+        default: String,
+        /// A scheduled run while it is closed: skip, or approval (waits for an override)
+        #[arg(long, default_value = "skip")]
+        on_closed: String,
+    },
+    /// Add an event (times in UTC unless they carry an offset)
+    Event {
+        name: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+        #[arg(long, default_value = "")]
+        summary: String,
+    },
+    /// Add the events of an iCalendar (.ics) file
+    Import { name: String, file: PathBuf },
+    /// A calendar and its events
+    Show { name: String },
+    /// open or closed (exit code 0 or 1), now or --at a time
+    State {
+        name: String,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Remove a calendar and its events
+    Remove { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -228,3 +228,160 @@ step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
     );
     assert_eq!(dd.count("log", "last"), 1);
 }
+
+fn iso(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[test]
+fn a_change_calendar_blocks_a_scheduled_run_or_gates_it_behind_an_override() {
+    let alice = common::os_users::os_user("ddalice", &["ddops"]);
+    let mut dd = Drydock::new();
+    dd.group = Some("ddops".into());
+    dd.open_to_other_users();
+    dd.write_runbook("log-line.rhai", LOG);
+    assert_code(
+        &dd.run(&["calendar", "add", "prod", "--default", "open"]),
+        0,
+    );
+    assert_code(
+        &dd.run(&[
+            "calendar",
+            "event",
+            "prod",
+            "--start",
+            &iso(-3600),
+            "--end",
+            &iso(3600),
+            "--summary",
+            "Release freeze",
+        ]),
+        0,
+    );
+    let out = dd.run(&["calendar", "state", "prod"]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stdout).contains("closed: change calendar prod is closed: Release freeze until")
+    );
+    assert_code(
+        &dd.run(&["calendar", "state", "prod", "--at", &iso(7200)]),
+        0,
+    );
+    // A runbook can ask too.
+    dd.write_runbook(
+        "ask.rhai",
+        r#"runbook(#{ name: "ask" }); [calendar::state("prod"), calendar::state("nope")]"#,
+    );
+    let out = dd.run(&["--json", "run", "ask"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], serde_json::json!(["closed", "closed"]));
+
+    // Skipped and recorded.
+    assert_code(
+        &dd.run(&[
+            "schedules",
+            "add",
+            "frozen",
+            "--runbook",
+            "log-line",
+            "--schedule",
+            &at_in(2),
+            "--calendar",
+            "prod",
+        ]),
+        0,
+    );
+    // Gated: the run waits for an override approval by someone else.
+    assert_code(
+        &dd.run(&[
+            "calendar",
+            "add",
+            "gated",
+            "--default",
+            "closed",
+            "--on-closed",
+            "approval",
+        ]),
+        0,
+    );
+    assert_code(
+        &dd.run(&[
+            "schedules",
+            "add",
+            "override",
+            "--runbook",
+            "log-line",
+            "--schedule",
+            &at_in(2),
+            "--calendar",
+            "gated",
+            "-p",
+            "line=overridden",
+        ]),
+        0,
+    );
+    let mut s = serve(&dd);
+    let mut id = String::new();
+    wait_for("the gated run to wait", Duration::from_secs(20), || {
+        let show = dd.json(&["schedules", "show", "override"]);
+        match show["slots"][0]["execution_id"].as_str() {
+            Some(e) => {
+                id = e.to_string();
+                dd.state(&id) == "WaitingForApproval"
+            }
+            None => false,
+        }
+    });
+    let frozen = dd.json(&["schedules", "show", "frozen"]);
+    assert_eq!(frozen["slots"][0]["state"], "skipped");
+    assert!(frozen["slots"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Release freeze"));
+    let pending = dd.json(&["approvals"]).to_string();
+    assert!(pending.contains("run override anyway?"), "{pending}");
+    assert_code(
+        &dd.run_as(&alice, &["approve", &id, "--comment", "hotfix"]),
+        0,
+    );
+    wait_for("the overridden run", Duration::from_secs(20), || {
+        dd.count("log", "overridden") == 1
+    });
+    s.kill().unwrap();
+    s.wait().unwrap();
+    assert_eq!(dd.count("log", "ran"), 0, "the frozen slot never ran");
+}
+
+#[test]
+fn an_icalendar_file_is_imported() {
+    let dd = Drydock::new();
+    let ics = dd.work().join("freezes.ics");
+    std::fs::write(
+        &ics,
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:a\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20261220T000000Z\r\nDTEND:20270102T000000Z\r\nSUMMARY:Year-end freeze\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    )
+    .unwrap();
+    assert_code(&dd.run(&["calendar", "add", "prod"]), 0);
+    assert_code(
+        &dd.run(&["calendar", "import", "prod", ics.to_str().unwrap()]),
+        0,
+    );
+    let show = dd.json(&["calendar", "show", "prod"]);
+    assert_eq!(show["events"][0]["summary"], "Year-end freeze");
+    assert_code(
+        &dd.run(&["calendar", "state", "prod", "--at", "2026-12-24T00:00:00Z"]),
+        1,
+    );
+    assert_code(
+        &dd.run(&["calendar", "state", "prod", "--at", "2027-01-03T00:00:00Z"]),
+        0,
+    );
+    std::fs::write(&ics, "garbage").unwrap();
+    assert_code(
+        &dd.run(&["calendar", "import", "prod", ics.to_str().unwrap()]),
+        2,
+    );
+}

@@ -1,6 +1,7 @@
 //! One module per group of commands; each returns the process exit code.
 
 pub mod approvals;
+pub mod calendar;
 pub mod console;
 pub mod executions;
 pub mod host;

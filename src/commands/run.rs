@@ -113,6 +113,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
     let opts = StartOptions {
         auto_approve: args.auto_approve,
         requester: Some(crate::config::actor(args.as_user.as_deref())?),
+        gate: None,
     };
     let id = match ctx.executor.create_execution(&runbook, &supplied, &opts) {
         Ok(id) => id,

@@ -199,7 +199,7 @@ pub fn validate(
     })
 }
 
-fn add(ctx: &Context, args: ScheduleAddArgs) -> Result<i32, CliError> {
+fn add(ctx: &Context, args: Box<ScheduleAddArgs>) -> Result<i32, CliError> {
     let supplied = super::run::params_from(&args.params, None)?;
     let spec = ScheduleSpec {
         name: args.name,
@@ -400,6 +400,7 @@ fn show(ctx: &Context, name: &str) -> Result<i32, CliError> {
 pub fn start_scheduled(
     ctx: &Context,
     s: &ScheduleRecord,
+    gate: Option<String>,
 ) -> Result<(String, std::process::Child), CliError> {
     let runbook = ctx.executor.catalog().find(&s.runbook)?;
     let supplied = s
@@ -408,10 +409,14 @@ pub fn start_scheduled(
         .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| (k.clone(), SuppliedValue::Json(v.clone())))
         .collect();
-    let id = match ctx
-        .executor
-        .create_execution(&runbook, &supplied, &Default::default())
-    {
+    let id = match ctx.executor.create_execution(
+        &runbook,
+        &supplied,
+        &drydock_runtime::StartOptions {
+            gate,
+            ..Default::default()
+        },
+    ) {
         Ok(id) => id,
         Err(StartError::Params(e)) => {
             return Err(CliError::usage(format!(
@@ -427,7 +432,7 @@ pub fn start_scheduled(
 
 fn run_now(ctx: &Context, name: &str) -> Result<i32, CliError> {
     let s = ctx.executor.journal()?.schedule(name)?;
-    let (id, child) = start_scheduled(ctx, &s)?;
+    let (id, child) = start_scheduled(ctx, &s, None)?;
     // The runner lives on without us.
     std::mem::forget(child);
     let mut journal = ctx.executor.journal()?;

@@ -9,6 +9,7 @@ use std::process::Child;
 use std::time::{Duration, SystemTime};
 
 use chrono::{TimeZone, Utc};
+use drydock_runtime::schedule::calendar::{state_of, CalendarState};
 use drydock_runtime::schedule::{plan, Clock, Decision, Facts, SystemClock};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -120,11 +121,22 @@ pub fn schedule_tick(
     let now = clock.now();
     let schedules = ctx.executor.journal()?.schedules()?;
     for s in schedules {
-        let calendar_closed = |_: chrono::DateTime<Utc>| {
-            s.calendar
-                .as_ref()
-                .map(|c| format!("change calendar {c} is not defined, so it counts as closed"))
+        // A closed calendar skips the slot, unless it asks for an override
+        // approval: then the run starts and waits for it first.
+        let journal = ctx.executor.journal()?;
+        let calendar = s
+            .calendar
+            .as_ref()
+            .and_then(|c| journal.calendar(c).ok().flatten());
+        let gated = calendar.as_ref().is_some_and(|c| c.on_closed == "approval");
+        let closed_at = |t: chrono::DateTime<Utc>| match &s.calendar {
+            Some(c) => match state_of(&journal, c, t) {
+                CalendarState::Open => None,
+                CalendarState::Closed(why) => Some(why),
+            },
+            None => None,
         };
+        let calendar_closed = |t: chrono::DateTime<Utc>| if gated { None } else { closed_at(t) };
         let facts = Facts {
             previous_running: previous_running(ctx, &s.name),
             calendar_closed: &calendar_closed,
@@ -154,7 +166,11 @@ pub fn schedule_tick(
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default();
             match &p.decision {
-                Decision::Start => match super::schedules::start_scheduled(ctx, &s) {
+                Decision::Start => match super::schedules::start_scheduled(
+                    ctx,
+                    &s,
+                    closed_at(p.slot).map(|why| format!("{why}; run {} anyway?", s.name)),
+                ) {
                     Ok((id, child)) => {
                         ctx.executor
                             .journal()?

@@ -36,8 +36,19 @@ fn decision_output(rec: &ApprovalRecord) -> serde_json::Value {
 impl Session {
     /// Runs `approve(#{ ... })`.
     pub fn approve(&self, opts: ApprovalOptions, pos: Position) -> RhaiResult {
+        self.approve_at(opts, pos, None)
+    }
+
+    /// An approval at a fixed journal path (the override gate a change
+    /// calendar puts before a scheduled run), or at the next call's path.
+    pub fn approve_at(
+        &self,
+        opts: ApprovalOptions,
+        pos: Position,
+        path: Option<String>,
+    ) -> RhaiResult {
         self.safe_point(pos)?;
-        let call = match self.lookup(APPROVAL_STEP, StepKind::Approval, None, pos)? {
+        let call = match self.lookup(APPROVAL_STEP, StepKind::Approval, path, pos)? {
             Lookup::Replay(v) => return Ok(v),
             Lookup::Run(call, _) => call,
         };

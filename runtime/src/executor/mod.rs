@@ -87,6 +87,9 @@ pub struct StartOptions {
     pub auto_approve: bool,
     /// Who requests the execution; this process's account when None.
     pub requester: Option<Identity>,
+    /// Ask this approval before the runbook runs (anyone but the
+    /// requester decides): a change calendar's override gate.
+    pub gate: Option<String>,
 }
 
 /// How an execution is run.
@@ -211,6 +214,7 @@ impl Executor {
             requester_uid: Some(requester.uid),
             region: self.region.clone(),
             profile: self.profile.clone(),
+            gate: opts.gate.clone(),
         })?)
     }
 
@@ -436,7 +440,20 @@ impl Executor {
                 let mut scope = Scope::new();
                 scope.push_constant("params", params);
                 scope.push_constant("execution_id", id.to_string());
-                let r = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
+                let gate = match &record.gate {
+                    Some(message) => session
+                        .approve_at(
+                            ApprovalOptions {
+                                message: message.clone(),
+                                ..ApprovalOptions::gate()
+                            },
+                            rhai::Position::NONE,
+                            Some("gate".into()),
+                        )
+                        .map(|_| ()),
+                    None => Ok(()),
+                };
+                let r = gate.and_then(|_| engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast));
                 let changed = session.changed();
                 if changed.is_none() && session.journal_broken().is_none() {
                     let cleanup_call = |f: &FnPtr| f.call::<Dynamic>(&engine, &ast, ());
@@ -651,6 +668,7 @@ impl Executor {
             self.data_dir.clone(),
             session.secrets.clone(),
         );
+        crate::schedule::calendar::install(&mut engine, self.data_dir.clone());
         engine.register_fn(
             "duration_secs",
             |ctx: NativeCallContext, d: Dynamic| -> Result<f64, Box<EvalAltResult>> {
@@ -762,6 +780,7 @@ impl Executor {
                         let opts = StartOptions {
                             auto_approve: session.auto_approve.is_some(),
                             requester: Some(session.requester.clone()),
+                            gate: None,
                         };
                         let (region, profile) = &session.location;
                         self.clone().with_location(region, profile).create_inner(

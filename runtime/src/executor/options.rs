@@ -186,6 +186,21 @@ fn unapproved(key: &str, v: &Dynamic) -> Result<Unapproved, String> {
 }
 
 impl ApprovalOptions {
+    /// The override approval a closed change calendar asks before a
+    /// scheduled run: anyone but the requester, one decision, one day.
+    pub fn gate() -> Self {
+        Self {
+            message: String::new(),
+            approvers: Vec::new(),
+            min_approvals: 1,
+            timeout: Duration::from_secs(86400),
+            on_reject: Unapproved::Abort,
+            on_timeout: Unapproved::Abort,
+            allow_self_approval: false,
+            auto_approve_allowed: false,
+        }
+    }
+
     /// Parses the map given to `approve`.
     pub fn from_map(map: &Map) -> Result<Self, String> {
         let mut o = Self {

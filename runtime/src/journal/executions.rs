@@ -24,6 +24,9 @@ pub struct NewExecution {
     /// resuming shell's settings.
     pub region: String,
     pub profile: String,
+    /// An approval asked before the runbook runs (a change calendar's
+    /// override), with this message.
+    pub gate: Option<String>,
 }
 
 /// One execution as stored.
@@ -56,6 +59,7 @@ pub struct ExecutionRecord {
     /// Where it acts (None for executions recorded before schema 3).
     pub region: Option<String>,
     pub profile: Option<String>,
+    pub gate: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -100,6 +104,7 @@ impl ExecutionRecord {
             requester_uid: row.get("requester_uid")?,
             region: row.get("region")?,
             profile: row.get("profile")?,
+            gate: row.get("gate")?,
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
             ended_at: row.get("ended_at")?,
@@ -122,8 +127,8 @@ impl Journal {
         let id = crate::ids::new_id("ex");
         self.conn.execute(
             "INSERT INTO executions (id, runbook, origin, source_sha256, params, state, parent_id,
-                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by, region, profile)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by, region, profile, gate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 id,
                 new.runbook,
@@ -140,6 +145,7 @@ impl Journal {
                 new.auto_approve_by,
                 new.region,
                 new.profile,
+                new.gate,
             ],
         )?;
         Ok(id)

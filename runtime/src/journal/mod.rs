@@ -6,6 +6,7 @@
 //! share the file (WAL mode, busy timeout).
 
 mod approvals;
+mod calendars;
 mod executions;
 mod parameters;
 mod repl;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 pub use approvals::{ApprovalRecord, ApprovalState, Decision, DecisionOutcome, NewApproval};
+pub use calendars::{CalendarEvent, CalendarRecord};
 pub use executions::{ExecutionFilter, ExecutionRecord, NewExecution};
 pub use parameters::{check_name as check_parameter_name, ParameterRecord, Selector};
 pub use repl::{ReplEntryRecord, ReplSessionRecord};
@@ -68,7 +70,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -94,7 +96,8 @@ CREATE TABLE IF NOT EXISTS executions (
     auto_approve_by  TEXT,
     region           TEXT,
     profile          TEXT,
-    runner_epoch     INTEGER NOT NULL DEFAULT 0
+    runner_epoch     INTEGER NOT NULL DEFAULT 0,
+    gate             TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -193,6 +196,21 @@ CREATE TABLE IF NOT EXISTS schedule_slots (
     recorded_at      INTEGER NOT NULL,
     PRIMARY KEY (schedule, slot_at)
 );
+CREATE TABLE IF NOT EXISTS calendars (
+    name             TEXT PRIMARY KEY,
+    default_state    TEXT NOT NULL,
+    on_closed        TEXT NOT NULL,
+    created_by       TEXT NOT NULL,
+    created_at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calendar_events (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    calendar         TEXT NOT NULL,
+    starts_at        INTEGER NOT NULL,
+    ends_at          INTEGER NOT NULL,
+    summary          TEXT NOT NULL,
+    created_at       INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS repl_sessions (
     id               TEXT PRIMARY KEY,
     started_by       TEXT NOT NULL,
@@ -258,6 +276,9 @@ impl Journal {
                 }
                 if (1..=2).contains(&version) {
                     c.execute_batch(MIGRATE_2_TO_3)?;
+                }
+                if (1..=5).contains(&version) {
+                    c.execute_batch("ALTER TABLE executions ADD COLUMN gate TEXT;")?;
                 }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;

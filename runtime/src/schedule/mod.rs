@@ -1,6 +1,7 @@
 //! Scheduled runbooks: when they run (expressions, time zones, windows)
 //! and the clock they are measured with.
 
+pub mod calendar;
 pub mod expr;
 pub mod scheduler;
 
