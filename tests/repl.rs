@@ -44,7 +44,7 @@ fn strip_ansi(b: &[u8]) -> String {
                     }
                 }
                 Some(']') => {
-                    while let Some(d) = chars.next() {
+                    for d in chars.by_ref() {
                         if d == '\x07' {
                             break;
                         }
