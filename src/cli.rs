@@ -58,6 +58,11 @@ pub enum Command {
     },
     /// The long-running side: runs schedules, resumes what it started after a restart
     Serve(ServeArgs),
+    /// Maintenance windows: a schedule, a duration and a cutoff, with tasks by priority
+    Windows {
+        #[command(subcommand)]
+        action: Option<WindowsCommand>,
+    },
     /// Change calendars: open by default (events are freezes) or closed (events are change windows)
     Calendar {
         #[command(subcommand)]
@@ -329,6 +334,46 @@ pub enum SchedulesCommand {
     RunNow { name: String },
     /// Add or replace the schedules of a TOML file ([[schedule]] tables)
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WindowsCommand {
+    /// Every window (the default)
+    List,
+    /// Add or redefine a window
+    Add {
+        name: String,
+        /// When it opens: cron(…), rate(…) or at(…)
+        #[arg(long)]
+        schedule: String,
+        /// How long it stays open
+        #[arg(long)]
+        duration: String,
+        /// No task starts in the last CUTOFF of the window
+        #[arg(long, default_value = "0s")]
+        cutoff: String,
+        /// IANA time zone [default: UTC]
+        #[arg(long)]
+        timezone: Option<String>,
+        /// At the end: finish (running tasks go on) or cancel
+        #[arg(long, default_value = "finish")]
+        at_end: String,
+    },
+    /// Register a task (lower priority runs first; equal priorities run together)
+    Task {
+        window: String,
+        task: String,
+        #[arg(long)]
+        runbook: String,
+        #[arg(short, long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        priority: i64,
+    },
+    /// A window, its tasks and its recent openings
+    Show { name: String },
+    /// Remove a window and its tasks
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]

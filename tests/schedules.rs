@@ -385,3 +385,118 @@ fn an_icalendar_file_is_imported() {
         2,
     );
 }
+
+#[test]
+fn a_maintenance_window_runs_tasks_by_priority_until_its_cutoff_and_cancels_at_its_end() {
+    let dd = Drydock::new();
+    dd.write_runbook("log-line.rhai", LOG);
+    dd.write_runbook(
+        "slow.rhai",
+        r#"runbook(#{ name: "slow", params: #{ secs: #{ type: "int" }, line: #{ type: "string" } } });
+step("slow", || { sleep(params.secs); append_file(`${env("WORK")}/log`, params.line + "\n"); });"#,
+    );
+    let at = at_in(2);
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "add",
+            "patch",
+            "--schedule",
+            &at,
+            "--duration",
+            "16s",
+            "--cutoff",
+            "6s",
+        ]),
+        0,
+    );
+    for (task, rb, prio, extra) in [
+        ("backup", "log-line", "1", "line=backup"),
+        ("patch-a", "log-line", "2", "line=patch-a"),
+        ("patch-b", "log-line", "2", "line=patch-b"),
+        ("long", "slow", "3", "secs=9"),
+        ("too-late", "log-line", "4", "line=too-late"),
+    ] {
+        let mut args = vec![
+            "windows",
+            "task",
+            "patch",
+            task,
+            "--runbook",
+            rb,
+            "--priority",
+            prio,
+            "-p",
+            extra,
+        ];
+        if rb == "slow" {
+            args.extend(["-p", "line=long"]);
+        }
+        assert_code(&dd.run(&args), 0);
+    }
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "add",
+            "short",
+            "--schedule",
+            &at,
+            "--duration",
+            "6s",
+            "--at-end",
+            "cancel",
+        ]),
+        0,
+    );
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "task",
+            "short",
+            "forever",
+            "--runbook",
+            "slow",
+            "-p",
+            "secs=600",
+            "-p",
+            "line=never",
+        ]),
+        0,
+    );
+    let mut s = serve(&dd);
+    wait_for("both windows to close", Duration::from_secs(45), || {
+        let p = dd.json(&["windows", "show", "patch"]);
+        let q = dd.json(&["windows", "show", "short"]);
+        p["runs"][0]["run"]["state"] == "closed" && q["runs"][0]["run"]["state"] == "closed"
+    });
+    s.kill().unwrap();
+    let out = s.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(dd.work().join("log")).unwrap_or_default();
+    let order: Vec<&str> = log.lines().collect();
+    assert_eq!(order.first(), Some(&"backup"), "{log}");
+    assert!(
+        order.iter().position(|l| *l == "long") > order.iter().position(|l| *l == "patch-a"),
+        "{log}"
+    );
+    assert!(!log.contains("too-late"), "cutoff: {log}");
+    let patch = dd.json(&["windows", "show", "patch"]);
+    let tasks = patch["runs"][0]["tasks"].to_string();
+    assert!(
+        tasks.contains("cutoff: no task starts in the last 6.0s"),
+        "{tasks}"
+    );
+    // The short window's task was cancelled at its end.
+    let short = dd.json(&["windows", "show", "short"]);
+    let id = short["runs"][0]["tasks"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the cancel", Duration::from_secs(15), || {
+        dd.state(&id) == "Cancelled"
+    });
+    assert!(
+        text(&out.stdout).contains("window short: ended; cancelling"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -12,6 +12,7 @@ pub mod schedules;
 pub mod serve;
 pub mod vmm_bench;
 pub mod volumes;
+pub mod windows;
 
 use std::time::Duration;
 

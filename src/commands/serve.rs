@@ -65,6 +65,10 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                     tracing::warn!("scheduler tick failed: {e}");
                     say(&format!("scheduler: {e}"));
                 }
+                if let Err(e) = super::windows::windows_tick(ctx, &clock, &mut children) {
+                    tracing::warn!("maintenance window tick failed: {e}");
+                    say(&format!("maintenance windows: {e}"));
+                }
                 children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
             }
             _ = term.recv() => break,

@@ -12,6 +12,7 @@ mod parameters;
 mod repl;
 mod schedules;
 mod steps;
+mod windows;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,7 @@ pub use parameters::{check_name as check_parameter_name, ParameterRecord, Select
 pub use repl::{ReplEntryRecord, ReplSessionRecord};
 pub use schedules::{MissedPolicy, ScheduleRecord, SlotRecord};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
+pub use windows::{WindowRecord, WindowRun, WindowTask, WindowTaskRun};
 
 /// Errors from the journal, named for what failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -210,6 +212,42 @@ CREATE TABLE IF NOT EXISTS calendar_events (
     ends_at          INTEGER NOT NULL,
     summary          TEXT NOT NULL,
     created_at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS windows (
+    name             TEXT PRIMARY KEY,
+    expression       TEXT NOT NULL,
+    timezone         TEXT NOT NULL,
+    duration_ms      INTEGER NOT NULL,
+    cutoff_ms        INTEGER NOT NULL,
+    cutoff_behavior  TEXT NOT NULL,
+    created_by       TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    last_slot_at     INTEGER
+);
+CREATE TABLE IF NOT EXISTS window_tasks (
+    window           TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    runbook          TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    PRIMARY KEY (window, name)
+);
+CREATE TABLE IF NOT EXISTS window_runs (
+    window           TEXT NOT NULL,
+    slot_at          INTEGER NOT NULL,
+    ends_at          INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    recorded_at      INTEGER NOT NULL,
+    PRIMARY KEY (window, slot_at)
+);
+CREATE TABLE IF NOT EXISTS window_task_runs (
+    window           TEXT NOT NULL,
+    slot_at          INTEGER NOT NULL,
+    task             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    execution_id     TEXT,
+    reason           TEXT,
+    PRIMARY KEY (window, slot_at, task)
 );
 CREATE TABLE IF NOT EXISTS repl_sessions (
     id               TEXT PRIMARY KEY,
