@@ -232,7 +232,7 @@ pub struct LaunchArgs {
     /// Instance type (see `drydock instance-types`)
     #[arg(long = "type", default_value = "m1.small")]
     pub instance_type: String,
-    /// Root password for console login (stored only as a SHA-512 crypt hash)
+    /// Root password for console login (stored only as a SHA-512 crypt hash): param:NAME, file:PATH, env:VAR or prompt keep it off the command line
     #[arg(long, env = "DRYDOCK_ROOT_PASSWORD", hide_env_values = true)]
     pub root_password: Option<String>,
     /// Public SSH key file to authorize for root (repeatable)

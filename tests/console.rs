@@ -17,7 +17,15 @@ fn a_runbook_logs_in_on_the_console_runs_commands_and_survives_a_reboot() {
     let _vm = vm_lock();
     let dd = Drydock::new();
     let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "s3cret"]);
+    // The root password comes from the parameter store, not the command line.
+    let mut put = dd
+        .command(&["param", "put", "console/root", "--secure"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), b"s3cret\n").unwrap();
+    assert!(put.wait().unwrap().success());
+    let id = dd.launch(R, &img, &["--root-password", "param:console/root"]);
     dd.write_runbook(
         "console-check.rhai",
         r#"

@@ -308,3 +308,57 @@ fn the_data_directory_is_private_to_its_owner() {
     assert_code(&dd.run(&["run", "touch"]), 0);
     assert_eq!(mode(&dd.work().join("made-by-runbook")), 0o600);
 }
+
+#[test]
+fn a_root_password_comes_from_the_store_a_file_or_a_prompt_not_the_command_line() {
+    let dd = Drydock::new();
+    let out = dd.run(&[
+        "instance",
+        "launch",
+        "--image",
+        "img-00000000",
+        "--root-password",
+        "param:nope",
+    ]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("no parameter named nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dd.run(&[
+        "instance",
+        "launch",
+        "--image",
+        "img-00000000",
+        "--root-password",
+        "file:/nonexistent/pw",
+    ]);
+    assert_code(&out, 2);
+    assert!(text(&out.stderr).contains("cannot read the value from /nonexistent/pw"));
+    // A literal still works, with a warning (the image does not exist, so
+    // nothing is launched here).
+    let out = dd.run(&[
+        "instance",
+        "launch",
+        "--image",
+        "img-00000000",
+        "--root-password",
+        "visible",
+    ]);
+    assert!(
+        text(&out.stderr).contains("visible to every local user in `ps`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dd
+        .command(&["instance", "launch", "--image", "img-00000000"])
+        .env("DRYDOCK_ROOT_PASSWORD", "from-env")
+        .output()
+        .unwrap();
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -329,7 +329,11 @@ fn show_instance(ctx: &Context, verb: &str, i: &InstanceRecord) {
 }
 
 fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord, CliError> {
-    let root_password_hash = match &args.root_password {
+    let password = match &args.root_password {
+        Some(text) => Some(super::params::secret_text(ctx, "--root-password", text)?),
+        None => None,
+    };
+    let root_password_hash = match &password {
         Some(p) => Some(
             sha_crypt::sha512_simple(
                 p,

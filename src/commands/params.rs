@@ -162,6 +162,41 @@ fn kind(secure: bool) -> &'static str {
     }
 }
 
+/// A secret given as `param:NAME[:VERSION|:LABEL]` (the parameter
+/// store), `file:PATH`, `env:VAR` or `prompt`; anything else is the value
+/// itself, with a warning that a command line is visible in `ps`.
+pub fn secret_text(ctx: &Context, what: &str, text: &str) -> Result<String, CliError> {
+    if let Some(reference) = text.strip_prefix("param:") {
+        let (name, which) = Selector::split(reference);
+        let journal = ctx.executor.journal()?;
+        return drydock_runtime::secrets::read_parameter(
+            &ctx.settings.data_dir,
+            &journal,
+            name,
+            &which,
+        )
+        .map(|(v, _)| v)
+        .map_err(|e| CliError::usage(format!("{what}: {e}")));
+    }
+    if let Some(path) = text.strip_prefix("file:") {
+        return read_secret_file(Path::new(path));
+    }
+    if let Some(var) = text.strip_prefix("env:") {
+        return std::env::var(var).map_err(|_| {
+            CliError::usage(format!("{what}: environment variable {var} is not set"))
+        });
+    }
+    if text == "prompt" {
+        return prompt_hidden(what);
+    }
+    if std::env::var("DRYDOCK_ROOT_PASSWORD").ok().as_deref() != Some(text) {
+        eprintln!(
+            "warning: {what} given on the command line is visible to every local user in `ps`; use param:NAME, file:PATH, env:VAR or prompt"
+        );
+    }
+    Ok(text.to_string())
+}
+
 /// A secret from a file: the whole file, without one trailing newline.
 pub fn read_secret_file(path: &Path) -> Result<String, CliError> {
     let mut text = std::fs::read_to_string(path).map_err(|e| {
