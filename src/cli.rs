@@ -124,6 +124,12 @@ pub enum Command {
     /// Create or delete a snapshot
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Tag an instance or volume: drydock tag RESOURCE-ID KEY=VALUE…
+    Tag(TagArgs),
+    /// Remove tags from an instance or volume: drydock untag RESOURCE-ID KEY…
+    Untag(UntagArgs),
+    /// Instances and volumes of the region with their tags, optionally only those matching tag:KEY=VALUE
+    Tags(TagsArgs),
     /// Runs one instance's VM (started by drydock itself)
     #[command(hide = true)]
     InstanceSupervisor { instance: String },
@@ -585,4 +591,27 @@ pub enum SnapshotCommand {
     Create { volume: String },
     /// Delete a snapshot
     Delete { snapshot: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// An instance (i-…) or volume (vol-…)
+    pub resource: String,
+    /// KEY=VALUE (an empty value is allowed: KEY=)
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UntagArgs {
+    /// An instance (i-…) or volume (vol-…)
+    pub resource: String,
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// tag:KEY=VALUE or tag:KEY
+    pub filter: Option<String>,
 }

@@ -278,7 +278,12 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
     let store = host.store()?;
     let region = (!args.all_regions).then(|| host.region().to_string());
     let list = store.instances(region.as_deref())?;
+    let tags = store.all_tags(drydock_vmm::host::TagKind::Instance)?;
     if ctx.json {
+        let list: Vec<_> = list
+            .iter()
+            .map(|i| drydock_vmm::host::tags::with_tags(i, tags.get(&i.id)))
+            .collect();
         print_json(&json!({ "region": region, "instances": list }));
         return Ok(0);
     }
@@ -294,7 +299,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let mut t = table(&[
-        "INSTANCE", "REGION", "TYPE", "IMAGE", "STATE", "REASON", "BOOTS", "LAUNCHED",
+        "INSTANCE", "REGION", "TYPE", "IMAGE", "STATE", "REASON", "BOOTS", "LAUNCHED", "TAGS",
     ]);
     for i in &list {
         t.add_row(vec![
@@ -306,6 +311,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
             i.state_reason.clone(),
             i.boots.to_string(),
             when(i.created_at),
+            super::volumes::tags_text(tags.get(&i.id)),
         ]);
     }
     match &region {

@@ -4,15 +4,19 @@ use serde_json::json;
 
 use super::host::{count_by_region, empty_hint, open_host};
 use super::{print_json, table, when, Context};
-use crate::cli::{SnapshotCommand, VolumeCommand};
+use crate::cli::{SnapshotCommand, TagArgs, TagsArgs, UntagArgs, VolumeCommand};
 use crate::failure::CliError;
+use drydock_vmm::host::tags::with_tags;
+use drydock_vmm::host::{TagKind, Tags};
 
 /// `drydock volumes`.
 pub fn volumes(ctx: &Context) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
     let store = host.store()?;
     let list = store.volumes(Some(host.region()))?;
+    let tags = store.all_tags(TagKind::Volume)?;
     if ctx.json {
+        let list: Vec<_> = list.iter().map(|v| with_tags(v, tags.get(&v.id))).collect();
         print_json(&json!({ "region": host.region(), "volumes": list }));
         return Ok(0);
     }
@@ -34,6 +38,7 @@ pub fn volumes(ctx: &Context) -> Result<i32, CliError> {
         "ATTACHED TO",
         "DELETE ON TERMINATION",
         "CREATED",
+        "TAGS",
     ]);
     for v in &list {
         let attached = match (&v.attached_to, v.attach_index) {
@@ -48,6 +53,7 @@ pub fn volumes(ctx: &Context) -> Result<i32, CliError> {
             attached,
             v.delete_on_termination.to_string(),
             when(v.created_at),
+            tags_text(tags.get(&v.id)),
         ]);
     }
     println!("region {}, profile {}\n{t}", host.region(), host.profile());
@@ -163,5 +169,110 @@ pub fn snapshot(ctx: &Context, cmd: SnapshotCommand) -> Result<i32, CliError> {
             }
         }
     }
+    Ok(0)
+}
+
+/// Tags as `k=v, k2=v2` for a table cell (`-` for none).
+pub fn tags_text(tags: Option<&Tags>) -> String {
+    match tags {
+        Some(t) if !t.is_empty() => t
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "-".into(),
+    }
+}
+
+fn tag_kind(id: &str) -> Result<TagKind, CliError> {
+    TagKind::of_id(id).ok_or_else(|| {
+        CliError::usage(format!(
+            "`{id}` is not an instance (i-…) or volume (vol-…) id; only those take tags"
+        ))
+    })
+}
+
+fn print_tags(ctx: &Context, id: &str, tags: &Tags) {
+    if ctx.json {
+        print_json(&json!({ "resource": id, "tags": tags }));
+    } else {
+        println!("{id}: {}", tags_text(Some(tags)));
+    }
+}
+
+/// `drydock tag RESOURCE-ID KEY=VALUE…`.
+pub fn tag(ctx: &Context, args: TagArgs) -> Result<i32, CliError> {
+    let kind = tag_kind(&args.resource)?;
+    let mut wanted = Tags::new();
+    for t in &args.tags {
+        let Some((k, v)) = t.split_once('=') else {
+            return Err(CliError::usage(format!(
+                "tag `{t}` must be KEY=VALUE (KEY= for an empty value)"
+            )));
+        };
+        wanted.insert(k.to_string(), v.to_string());
+    }
+    let host = open_host(ctx)?;
+    let tags = host.set_tags(kind, &args.resource, &wanted)?;
+    print_tags(ctx, &args.resource, &tags);
+    Ok(0)
+}
+
+/// `drydock untag RESOURCE-ID KEY…`.
+pub fn untag(ctx: &Context, args: UntagArgs) -> Result<i32, CliError> {
+    let kind = tag_kind(&args.resource)?;
+    let host = open_host(ctx)?;
+    let mut tags = host.tags(&args.resource)?;
+    for k in &args.keys {
+        tags = host.remove_tag(kind, &args.resource, k)?;
+    }
+    print_tags(ctx, &args.resource, &tags);
+    Ok(0)
+}
+
+/// `drydock tags [tag:KEY=VALUE]`.
+pub fn tags(ctx: &Context, args: TagsArgs) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let filter = args.filter.as_deref();
+    let instances = host.instances_tagged(filter)?;
+    let volumes = host.volumes_tagged(filter)?;
+    let store = host.store()?;
+    let it = store.all_tags(TagKind::Instance)?;
+    let vt = store.all_tags(TagKind::Volume)?;
+    let mut rows: Vec<(String, &str, Tags)> = Vec::new();
+    for i in &instances {
+        rows.push((
+            i.id.clone(),
+            "instance",
+            it.get(&i.id).cloned().unwrap_or_default(),
+        ));
+    }
+    for v in &volumes {
+        rows.push((
+            v.id.clone(),
+            "volume",
+            vt.get(&v.id).cloned().unwrap_or_default(),
+        ));
+    }
+    if filter.is_none() {
+        rows.retain(|r| !r.2.is_empty());
+    }
+    if ctx.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(id, kind, tags)| json!({ "resource": id, "kind": kind, "tags": tags }))
+            .collect();
+        print_json(&json!({ "region": host.region(), "resources": list }));
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no tagged resources in {}", host.region());
+        return Ok(0);
+    }
+    let mut t = table(&["RESOURCE", "KIND", "TAGS"]);
+    for (id, kind, tags) in &rows {
+        t.add_row(vec![id.clone(), kind.to_string(), tags_text(Some(tags))]);
+    }
+    println!("region {}, profile {}\n{t}", host.region(), host.profile());
     Ok(0)
 }

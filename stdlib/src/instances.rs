@@ -14,6 +14,10 @@
 //!
 //! Every call acts in the execution's region and profile.
 //!
+//! Tags: `instance::tag(id, #{ role: "web" })`, `instance::untag(id, "role")`,
+//! `instance::list()` / `instance::list(#{ tag: "role=web" })` (each as
+//! `describe` shows it, with `tags`); the same for volumes.
+//!
 //! `instance::describe(id)` shows the instance's configuration without its
 //! secrets: `config.root_password` is `"set"` or `"not set"` and
 //! `config.user_data` is `#{ bytes, sha256 }` (or `()`).
@@ -23,8 +27,8 @@
 
 use drydock_runtime::RunContext;
 use drydock_vmm::host::{
-    drydock_supervisor, Host, HostError, InstanceConfig, InstanceRecord, LaunchRequest,
-    VolumeRecord,
+    drydock_supervisor, Host, HostError, InstanceConfig, InstanceRecord, LaunchRequest, TagKind,
+    Tags, VolumeRecord,
 };
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
@@ -52,11 +56,55 @@ fn describe(host: &Host, i: &InstanceRecord) -> R<Map> {
         .map(|v| Dynamic::from(to_map(v)))
         .collect();
     m.insert("volumes".into(), vols.into());
+    m.insert("tags".into(), tags_map(host, &i.id)?.into());
     Ok(m)
 }
 
-fn volume_map(v: &VolumeRecord) -> Map {
-    to_map(v)
+fn tags_map(host: &Host, id: &str) -> R<Map> {
+    Ok(host
+        .tags(id)
+        .map_err(fail)?
+        .into_iter()
+        .map(|(k, v)| (k.into(), Dynamic::from(v)))
+        .collect())
+}
+
+fn tags_from(what: &str, map: &Map) -> R<Tags> {
+    map.iter()
+        .map(|(k, v)| {
+            let v = v.clone().into_string().map_err(|t| {
+                fail(HostError::Invalid(format!(
+                    "{what}: the value of tag `{k}` must be a string, not {t}"
+                )))
+            })?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+/// The `tag` filter of a listing's options (`#{ tag: "role=web" }`).
+fn list_filter(what: &str, opts: &Map) -> R<Option<String>> {
+    for key in opts.keys() {
+        if key.as_str() != "tag" {
+            return Err(fail(HostError::Invalid(format!(
+                "{what}: unknown option `{key}`; the only option is `tag` (\"KEY=VALUE\" or \"KEY\")"
+            ))));
+        }
+    }
+    match opts.get("tag") {
+        None => Ok(None),
+        Some(v) => v.clone().into_string().map(Some).map_err(|t| {
+            fail(HostError::Invalid(format!(
+                "{what}: `tag` must be a string \"KEY=VALUE\", not {t}"
+            )))
+        }),
+    }
+}
+
+fn volume_map(host: &Host, v: &VolumeRecord) -> R<Map> {
+    let mut m = to_map(v);
+    m.insert("tags".into(), tags_map(host, &v.id)?.into());
+    Ok(m)
 }
 
 /// Registers the `instance`, `volume`, `snapshot` and `image` modules.
@@ -170,6 +218,36 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         let rec = h.modify_type(id, t).map_err(fail)?;
         describe(&h, &rec)
     });
+    let o = open.clone();
+    inst.set_native_fn("list", move || -> R<Array> {
+        let h = o()?;
+        let list = h.instances_tagged(None).map_err(fail)?;
+        list.iter()
+            .map(|i| describe(&h, i).map(Dynamic::from))
+            .collect()
+    });
+    let o = open.clone();
+    inst.set_native_fn("list", move |opts: Map| -> R<Array> {
+        let filter = list_filter("instance::list", &opts)?;
+        let h = o()?;
+        let list = h.instances_tagged(filter.as_deref()).map_err(fail)?;
+        list.iter()
+            .map(|i| describe(&h, i).map(Dynamic::from))
+            .collect()
+    });
+    let o = open.clone();
+    inst.set_native_fn("tag", move |id: &str, tags: Map| -> R<Map> {
+        let tags = tags_from("instance::tag", &tags)?;
+        let h = o()?;
+        h.set_tags(TagKind::Instance, id, &tags).map_err(fail)?;
+        tags_map(&h, id)
+    });
+    let o = open.clone();
+    inst.set_native_fn("untag", move |id: &str, key: &str| -> R<Map> {
+        let h = o()?;
+        h.remove_tag(TagKind::Instance, id, key).map_err(fail)?;
+        tags_map(&h, id)
+    });
     engine.register_static_module("instance", inst.into());
 
     let mut vol = Module::new();
@@ -192,19 +270,27 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let o = open.clone();
     vol.set_native_fn("attach", move |v: &str, i: &str| -> R<Map> {
-        Ok(volume_map(&o()?.attach_volume(v, i, false).map_err(fail)?))
+        let h = o()?;
+        let rec = h.attach_volume(v, i, false).map_err(fail)?;
+        volume_map(&h, &rec)
     });
     let o = open.clone();
     vol.set_native_fn("attach_root", move |v: &str, i: &str| -> R<Map> {
-        Ok(volume_map(&o()?.attach_volume(v, i, true).map_err(fail)?))
+        let h = o()?;
+        let rec = h.attach_volume(v, i, true).map_err(fail)?;
+        volume_map(&h, &rec)
     });
     let o = open.clone();
     vol.set_native_fn("detach", move |v: &str| -> R<Map> {
-        Ok(volume_map(&o()?.detach_volume(v, false).map_err(fail)?))
+        let h = o()?;
+        let rec = h.detach_volume(v, false).map_err(fail)?;
+        volume_map(&h, &rec)
     });
     let o = open.clone();
     vol.set_native_fn("force_detach", move |v: &str| -> R<Map> {
-        Ok(volume_map(&o()?.detach_volume(v, true).map_err(fail)?))
+        let h = o()?;
+        let rec = h.detach_volume(v, true).map_err(fail)?;
+        volume_map(&h, &rec)
     });
     let o = open.clone();
     vol.set_native_fn("delete", move |v: &str| -> R<()> {
@@ -212,9 +298,31 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let o = open.clone();
     vol.set_native_fn("describe", move |v: &str| -> R<Map> {
-        Ok(volume_map(
-            &o()?.store().map_err(fail)?.volume(v).map_err(fail)?,
-        ))
+        let h = o()?;
+        let rec = h.store().map_err(fail)?.volume(v).map_err(fail)?;
+        volume_map(&h, &rec)
+    });
+    let o = open.clone();
+    vol.set_native_fn("list", move |opts: Map| -> R<Array> {
+        let filter = list_filter("volume::list", &opts)?;
+        let h = o()?;
+        let list = h.volumes_tagged(filter.as_deref()).map_err(fail)?;
+        list.iter()
+            .map(|v| volume_map(&h, v).map(Dynamic::from))
+            .collect()
+    });
+    let o = open.clone();
+    vol.set_native_fn("tag", move |id: &str, tags: Map| -> R<Map> {
+        let tags = tags_from("volume::tag", &tags)?;
+        let h = o()?;
+        h.set_tags(TagKind::Volume, id, &tags).map_err(fail)?;
+        tags_map(&h, id)
+    });
+    let o = open.clone();
+    vol.set_native_fn("untag", move |id: &str, key: &str| -> R<Map> {
+        let h = o()?;
+        h.remove_tag(TagKind::Volume, id, key).map_err(fail)?;
+        tags_map(&h, id)
     });
     engine.register_static_module("volume", vol.into());
 

@@ -10,6 +10,7 @@ pub mod extents;
 mod images;
 pub mod store;
 pub mod supervisor;
+pub mod tags;
 pub mod types;
 mod volumes;
 
@@ -19,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use store::{
-    HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState, SnapshotRecord,
-    VolumeKind, VolumeRecord,
+    parse_tag_filter, HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState,
+    SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
