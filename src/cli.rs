@@ -58,6 +58,11 @@ pub enum Command {
     },
     /// The long-running side: runs schedules, resumes what it started after a restart
     Serve(ServeArgs),
+    /// Access tokens for the web console and HTTP API; each acts as the account that created it
+    Tokens {
+        #[command(subcommand)]
+        action: Option<TokensCommand>,
+    },
     /// Maintenance windows: a schedule, a duration and a cutoff, with tasks by priority
     Windows {
         #[command(subcommand)]
@@ -457,6 +462,22 @@ pub struct ServeArgs {
     /// A schedules file (TOML) re-read whenever it changes [default: DATA_DIR/schedules.toml]
     #[arg(long)]
     pub schedules: Option<PathBuf>,
+    /// Where the web console and HTTP API listen (`off` for none; port 0 picks one)
+    #[arg(long, default_value = "127.0.0.1:8450")]
+    pub listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Your tokens (the default; root sees everyone's)
+    List,
+    /// A new token that acts as you in the web console and HTTP API (shown once)
+    Create {
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke a token by id
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

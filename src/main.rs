@@ -102,6 +102,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Serve(args) => commands::serve::run(&ctx, args),
         Command::Calendar { action } => commands::calendar::run(&ctx, action),
         Command::Windows { action } => commands::windows::run(&ctx, action),
+        Command::Tokens { action } => commands::tokens::run(&ctx, action),
         Command::Executions(args) => commands::executions::run(&ctx, args),
         Command::Runbooks => commands::runbooks::list(&ctx),
         Command::Validate(args) => commands::runbooks::validate(&ctx, args),

@@ -21,7 +21,7 @@ fn at_in(secs: u64) -> String {
 }
 
 fn serve(dd: &Drydock) -> Child {
-    dd.command(&["serve"])
+    dd.command(&["serve", "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

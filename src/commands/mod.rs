@@ -10,8 +10,10 @@ pub mod run;
 pub mod runbooks;
 pub mod schedules;
 pub mod serve;
+pub mod tokens;
 pub mod vmm_bench;
 pub mod volumes;
+pub mod web;
 pub mod windows;
 
 use std::time::Duration;

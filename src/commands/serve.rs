@@ -51,6 +51,45 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         ctx.settings.data_dir.display(),
         file.display()
     ));
+    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    if args.listen != "off" {
+        let addr: std::net::SocketAddr = args.listen.parse().map_err(|_| {
+            CliError::usage(format!(
+                "--listen `{}` is not ADDRESS:PORT (e.g. 127.0.0.1:8450) or off",
+                shown(&args.listen)
+            ))
+        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| CliError::failure(e.to_string()))?;
+        if !bound.ip().is_loopback() {
+            say(&format!(
+                "web console on {bound}, reachable from other machines: every request needs a token, and plain HTTP carries it in clear; put a TLS proxy in front"
+            ));
+        }
+        say(&format!(
+            "web console on http://{bound}/ (sign in with a token from `drydock tokens create`)"
+        ));
+        let state = super::web::WebState {
+            data_dir: ctx.settings.data_dir.clone(),
+            region: ctx.settings.region.clone(),
+            profile: ctx.settings.profile.clone(),
+        };
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = web_stopped.await;
+            };
+            if let Err(e) = axum::serve(listener, super::web::router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("web console stopped: {e}");
+            }
+        });
+    }
     let mut children: Vec<Child> = Vec::new();
     resume_orphans(ctx, &mut children);
     let mut file_seen: Option<SystemTime> = None;
@@ -75,6 +114,7 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
             _ = int.recv() => break,
         }
     }
+    let _ = stop_web.send(());
     say(&format!(
         "drydock serve: stopping; {} runs still going record their end in the journal and are resumed by the next serve if they stop",
         children.len()

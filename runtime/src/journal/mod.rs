@@ -12,6 +12,7 @@ mod parameters;
 mod repl;
 mod schedules;
 mod steps;
+mod tokens;
 mod windows;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use parameters::{check_name as check_parameter_name, ParameterRecord, Select
 pub use repl::{ReplEntryRecord, ReplSessionRecord};
 pub use schedules::{MissedPolicy, ScheduleRecord, SlotRecord};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
+pub use tokens::TokenRecord;
 pub use windows::{WindowRecord, WindowRun, WindowTask, WindowTaskRun};
 
 /// Errors from the journal, named for what failed.
@@ -72,7 +74,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -248,6 +250,14 @@ CREATE TABLE IF NOT EXISTS window_task_runs (
     execution_id     TEXT,
     reason           TEXT,
     PRIMARY KEY (window, slot_at, task)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id               TEXT PRIMARY KEY,
+    digest           TEXT NOT NULL UNIQUE,
+    account          TEXT NOT NULL,
+    uid              INTEGER NOT NULL,
+    label            TEXT NOT NULL,
+    created_at       INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS repl_sessions (
     id               TEXT PRIMARY KEY,

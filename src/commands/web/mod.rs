@@ -1,0 +1,194 @@
+//! The web console and HTTP API of `drydock serve` (axum). Every request
+//! acts as an OS account: the one a token was created by (`drydock
+//! tokens create`), sent as `Authorization: Bearer …` or the cookie the
+//! login form sets. Changes also need the `X-Drydock: 1` header, which a
+//! page of another site cannot send (no cross-site request forgery).
+
+mod api;
+
+use std::path::PathBuf;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use drydock_runtime::identity::Identity;
+use drydock_runtime::Journal;
+use serde::Deserialize;
+
+const PAGE: &str = include_str!("console.html");
+const COOKIE: &str = "drydock_token";
+
+/// What every request needs: where the state is.
+#[derive(Clone)]
+pub struct WebState {
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub profile: String,
+}
+
+impl WebState {
+    fn journal(&self) -> Result<Journal, ApiError> {
+        Journal::open(&self.data_dir).map_err(|e| ApiError::internal(e.to_string()))
+    }
+}
+
+/// An error as the API returns it: a status and a message.
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn internal(m: impl Into<String>) -> Self {
+        Self(StatusCode::INTERNAL_SERVER_ERROR, m.into())
+    }
+    fn bad(m: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, m.into())
+    }
+    fn not_found(m: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, m.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<drydock_runtime::JournalError> for ApiError {
+    fn from(e: drydock_runtime::JournalError) -> Self {
+        use drydock_runtime::JournalError as J;
+        match e {
+            J::UnknownExecution(_) => Self::not_found(e.to_string()),
+            J::Conflict(_) | J::AmbiguousExecution { .. } => {
+                Self(StatusCode::CONFLICT, e.to_string())
+            }
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+/// The account a request acts as.
+pub struct Caller(pub Identity);
+
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            return Some(t.trim().to_string());
+        }
+    }
+    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+    cookies.split(';').find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == COOKIE).then(|| v.to_string())
+    })
+}
+
+impl FromRequestParts<WebState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, ApiError> {
+        let unauthorized = || {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "sign in with a token from `drydock tokens create`".into(),
+            )
+        };
+        let token = token_of(&parts.headers).ok_or_else(unauthorized)?;
+        let (name, uid) = state
+            .journal()?
+            .token_account(&token)?
+            .ok_or_else(unauthorized)?;
+        if parts.method != axum::http::Method::GET
+            && parts.headers.get("x-drydock").and_then(|v| v.to_str().ok()) != Some("1")
+        {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "changes need the X-Drydock: 1 header".into(),
+            ));
+        }
+        Ok(Caller(Identity { uid, name }))
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim().to_string();
+    let known = state
+        .journal()
+        .ok()
+        .and_then(|j| j.token_account(&token).ok().flatten())
+        .is_some();
+    if !known
+        || !token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html("unknown token; <a href=\"/\">back</a>"),
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+async fn logout() -> Response {
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// The router of the web console and API.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/api/whoami", get(api::whoami))
+        .route("/api/executions", get(api::executions))
+        .route("/api/executions/{id}", get(api::execution))
+        .route("/api/executions/{id}/stream", get(api::stream))
+        .route("/api/executions/{id}/decision", post(api::decide))
+        .route("/api/approvals", get(api::approvals))
+        .route("/api/schedules", get(api::schedules))
+        .route("/api/windows", get(api::windows))
+        .route("/api/calendars", get(api::calendars))
+        .route("/api/instances", get(api::instances))
+        .route("/api/instances/{id}/console", get(api::console))
+        .with_state(state)
+}
