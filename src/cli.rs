@@ -304,6 +304,18 @@ pub struct RunArgs {
     /// Only your own account name is accepted: drydock acts as the OS account that runs it
     #[arg(long = "as", value_name = "NAME", hide = true)]
     pub as_user: Option<String>,
+    /// Run once per target, as a fleet: ids (comma-separated), tag:KEY=VALUE, tag:KEY or name:GLOB (the Name tag)
+    #[arg(long, value_name = "TARGETS")]
+    pub targets: Option<String>,
+    /// The parameter each target is given in [default: the runbook's first instance (or volume) parameter]
+    #[arg(long, requires = "targets")]
+    pub target_param: Option<String>,
+    /// At most this many targets at once: a number or a percentage of the targets [default: 1]
+    #[arg(long, requires = "targets")]
+    pub max_concurrency: Option<String>,
+    /// Stop starting targets once more than this many failed: a number or a percentage [default: 0]
+    #[arg(long, requires = "targets")]
+    pub max_errors: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -110,6 +110,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
     let runbook = ctx.executor.catalog().find(&args.runbook)?;
     let mut supplied = parse_params(&args)?;
     read_secrets(&runbook, &mut supplied, !args.params.is_empty())?;
+    if let Some(targets) = &args.targets {
+        return super::fleet::run(ctx, &args, &runbook, supplied, targets);
+    }
     let opts = StartOptions {
         auto_approve: args.auto_approve,
         requester: Some(crate::config::actor(args.as_user.as_deref())?),
@@ -142,7 +145,7 @@ pub fn resume(ctx: &Context, args: ResumeArgs) -> Result<i32, CliError> {
 }
 
 /// Runs an execution here, showing progress, and reports how it ended.
-fn follow(ctx: &Context, id: &str, opts: RunOptions) -> Result<i32, CliError> {
+pub fn follow(ctx: &Context, id: &str, opts: RunOptions) -> Result<i32, CliError> {
     if !ctx.json {
         let rec = ctx.executor.journal()?.execution(id)?;
         eprintln!(
@@ -219,7 +222,7 @@ pub fn start_background(
 }
 
 /// Starts an execution in the background and prints its id.
-fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
+pub fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
     let (child, log_path) = start_background(ctx, id)?;
     // The runner lives on without us; reap nothing.
     std::mem::forget(child);

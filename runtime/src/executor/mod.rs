@@ -4,6 +4,7 @@
 //! and records how it ended.
 
 mod approval;
+mod fleet;
 mod options;
 mod session;
 
@@ -15,6 +16,7 @@ use std::time::Instant;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Scope};
 use sha2::{Digest, Sha256};
 
+pub use fleet::FleetSpec;
 pub use options::{duration_value, ApprovalOptions, OnFailure, StepOptions, Unapproved};
 pub use session::describe_error;
 
@@ -345,6 +347,18 @@ impl Executor {
                 return Err(e.into());
             }
         };
+        if let Some(fleet) = &record.fleet {
+            let spec: FleetSpec = match serde_json::from_str(fleet) {
+                Ok(s) => s,
+                Err(e) => {
+                    journal.release_runner(id)?;
+                    return Err(RunError::Journal(crate::journal::JournalError::Conflict(
+                        format!("the fleet of {id} is not readable: {e}"),
+                    )));
+                }
+            };
+            return self.run_fleet(&record, &runbook, spec, journal, observer, depth);
+        }
         if opts.retry {
             journal.forget_cleanups(id)?;
         }

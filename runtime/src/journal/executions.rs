@@ -60,6 +60,8 @@ pub struct ExecutionRecord {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub gate: Option<String>,
+    /// A fleet's targets and limits (JSON), for a fleet's parent.
+    pub fleet: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -105,6 +107,7 @@ impl ExecutionRecord {
             region: row.get("region")?,
             profile: row.get("profile")?,
             gate: row.get("gate")?,
+            fleet: row.get("fleet")?,
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
             ended_at: row.get("ended_at")?,
@@ -149,6 +152,15 @@ impl Journal {
             ],
         )?;
         Ok(id)
+    }
+
+    /// Marks an execution as a fleet's parent.
+    pub fn set_fleet(&mut self, id: &str, spec: &str) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE executions SET fleet = ?2 WHERE id = ?1",
+            params![id, spec],
+        )?;
+        Ok(())
     }
 
     /// One execution by exact id.

@@ -74,7 +74,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -101,7 +101,8 @@ CREATE TABLE IF NOT EXISTS executions (
     region           TEXT,
     profile          TEXT,
     runner_epoch     INTEGER NOT NULL DEFAULT 0,
-    gate             TEXT
+    gate             TEXT,
+    fleet            TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -327,6 +328,9 @@ impl Journal {
                 }
                 if (1..=5).contains(&version) {
                     c.execute_batch("ALTER TABLE executions ADD COLUMN gate TEXT;")?;
+                }
+                if (1..=8).contains(&version) {
+                    c.execute_batch("ALTER TABLE executions ADD COLUMN fleet TEXT;")?;
                 }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
