@@ -467,6 +467,18 @@ pub struct ScheduleAddArgs {
     /// A change calendar that must be open
     #[arg(long)]
     pub calendar: Option<String>,
+    /// Run as a fleet over these targets (resolved at each run): ids, tag:KEY=VALUE or name:GLOB
+    #[arg(long)]
+    pub targets: Option<String>,
+    /// The fleet's target parameter
+    #[arg(long, requires = "targets")]
+    pub target_param: Option<String>,
+    /// The fleet's concurrency: a number or a percentage
+    #[arg(long, requires = "targets")]
+    pub max_concurrency: Option<String>,
+    /// The fleet's error threshold: a number or a percentage
+    #[arg(long, requires = "targets")]
+    pub max_errors: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -123,15 +123,48 @@ fn resolve_targets(ctx: &Context, spec: &str, volumes: bool) -> Result<Vec<Strin
     Ok(list)
 }
 
-/// Runs a fleet in the foreground (or detached) and reports its summary.
-pub fn run(
+/// How a fleet is asked for (the CLI's flags, a schedule's fields).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FleetRequest {
+    pub targets: String,
+    #[serde(default)]
+    pub target_param: Option<String>,
+    #[serde(default)]
+    pub max_concurrency: Option<String>,
+    #[serde(default)]
+    pub max_errors: Option<String>,
+}
+
+/// Checks a fleet request's counts without resolving targets (a
+/// schedule's targets are resolved at each run).
+pub fn check(req: &FleetRequest) -> Result<(), CliError> {
+    count(
+        "--max-concurrency",
+        req.max_concurrency.as_deref().unwrap_or("1"),
+        100,
+        true,
+    )?;
+    count(
+        "--max-errors",
+        req.max_errors.as_deref().unwrap_or("0"),
+        100,
+        false,
+    )?;
+    if req.targets.trim().is_empty() {
+        return Err(CliError::usage("--targets is empty"));
+    }
+    Ok(())
+}
+
+/// Resolves the targets and records the fleet's parent execution.
+pub fn create(
     ctx: &Context,
-    args: &RunArgs,
     runbook: &Runbook,
-    supplied: BTreeMap<String, SuppliedValue>,
-    targets: &str,
-) -> Result<i32, CliError> {
-    let target_param = match &args.target_param {
+    supplied: &BTreeMap<String, SuppliedValue>,
+    req: &FleetRequest,
+    opts: &StartOptions,
+) -> Result<(String, FleetSpec), CliError> {
+    let target_param = match &req.target_param {
         Some(p) => p.clone(),
         None => runbook
             .params
@@ -155,44 +188,62 @@ pub fn run(
         .params
         .iter()
         .any(|p| p.name == target_param && p.kind == ParamType::Resource(ResourceKind::Volume));
-    let targets = resolve_targets(ctx, targets, volumes)?;
+    let targets = resolve_targets(ctx, &req.targets, volumes)?;
     let n = targets.len();
     let spec = FleetSpec {
         max_concurrency: count(
             "--max-concurrency",
-            args.max_concurrency.as_deref().unwrap_or("1"),
+            req.max_concurrency.as_deref().unwrap_or("1"),
             n,
             true,
         )?,
         max_errors: count(
             "--max-errors",
-            args.max_errors.as_deref().unwrap_or("0"),
+            req.max_errors.as_deref().unwrap_or("0"),
             n,
             false,
         )?,
         targets,
         target_param,
     };
+    match ctx.executor.create_fleet(runbook, supplied, &spec, opts) {
+        Ok(id) => Ok((id, spec)),
+        Err(StartError::Params(errors)) => Err(CliError::usage(format!(
+            "fleet of `{}` was not started; its parameters are not valid:\n  {}",
+            runbook.name,
+            errors.to_string().replace('\n', "\n  ")
+        ))),
+        Err(StartError::Journal(e)) => Err(e.into()),
+    }
+}
+
+/// Runs a fleet in the foreground (or detached) and reports its summary.
+pub fn run(
+    ctx: &Context,
+    args: &RunArgs,
+    runbook: &Runbook,
+    supplied: BTreeMap<String, SuppliedValue>,
+    targets: &str,
+) -> Result<i32, CliError> {
+    let req = FleetRequest {
+        targets: targets.to_string(),
+        target_param: args.target_param.clone(),
+        max_concurrency: args.max_concurrency.clone(),
+        max_errors: args.max_errors.clone(),
+    };
     let opts = StartOptions {
         auto_approve: args.auto_approve,
         requester: Some(crate::config::actor(args.as_user.as_deref())?),
         gate: None,
     };
-    let id = match ctx.executor.create_fleet(runbook, &supplied, &spec, &opts) {
-        Ok(id) => id,
-        Err(StartError::Params(errors)) => {
-            return Err(CliError::usage(format!(
-                "fleet of `{}` was not started; its parameters are not valid:\n  {}",
-                runbook.name,
-                errors.to_string().replace('\n', "\n  ")
-            )))
-        }
-        Err(StartError::Journal(e)) => return Err(e.into()),
-    };
+    let (id, spec) = create(ctx, runbook, &supplied, &req, &opts)?;
     if !ctx.json {
         eprintln!(
-            "fleet {id}: {} over {n} targets, at most {} at once, stop after more than {} failed",
-            runbook.name, spec.max_concurrency, spec.max_errors
+            "fleet {id}: {} over {} targets, at most {} at once, stop after more than {} failed",
+            runbook.name,
+            spec.targets.len(),
+            spec.max_concurrency,
+            spec.max_errors
         );
     }
     if args.detach {

@@ -78,6 +78,9 @@ pub struct ScheduleSpec {
     pub calendar: Option<String>,
     #[serde(default)]
     pub paused: bool,
+    /// Run as a fleet (`targets`, `target_param`, `max_concurrency`, `max_errors`).
+    #[serde(default)]
+    pub fleet: Option<super::fleet::FleetRequest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,14 +150,43 @@ pub fn validate(
             )));
         }
     }
-    let params =
-        drydock_runtime::params::resolve_params(&runbook.params, &supplied).map_err(|e| {
+    if let Some(f) = &spec.fleet {
+        super::fleet::check(f)?;
+    }
+    // A fleet gives each target its parameter at each run: check the
+    // others with a stand-in id.
+    let mut checked = supplied.clone();
+    let mut stand_in = None;
+    if let Some(f) = &spec.fleet {
+        let target_param = f.target_param.clone().or_else(|| {
+            runbook
+                .params
+                .iter()
+                .find(|p| matches!(p.kind, ParamType::Resource(_)))
+                .map(|p| p.name.clone())
+        });
+        if let Some(p) = target_param.and_then(|tp| runbook.params.iter().find(|p| p.name == tp)) {
+            if let ParamType::Resource(kind) = p.kind {
+                let sample = match kind {
+                    drydock_runtime::params::ResourceKind::Volume => "vol-00000000",
+                    _ => "i-00000000",
+                };
+                checked.insert(p.name.clone(), SuppliedValue::Text(sample.into()));
+                stand_in = Some(p.name.clone());
+            }
+        }
+    }
+    let mut params =
+        drydock_runtime::params::resolve_params(&runbook.params, &checked).map_err(|e| {
             bad(format!(
                 "its parameters are not valid for runbook `{}`:\n  {}",
                 runbook.name,
                 e.to_string().replace('\n', "\n  ")
             ))
         })?;
+    if let Some(name) = &stand_in {
+        params.remove(name);
+    }
     let missed = match spec.missed.as_deref() {
         None => MissedPolicy::Skip,
         Some(m) => MissedPolicy::parse(m)
@@ -196,10 +228,15 @@ pub fn validate(
         created_at: drydock_runtime::journal::now_ms(),
         source: source.to_string(),
         last_slot_at: None,
+        fleet: spec
+            .fleet
+            .as_ref()
+            .map(|f| serde_json::to_value(f).unwrap_or_default()),
     })
 }
 
 fn add(ctx: &Context, args: Box<ScheduleAddArgs>) -> Result<i32, CliError> {
+    let args = *args;
     let supplied = super::run::params_from(&args.params, None)?;
     let spec = ScheduleSpec {
         name: args.name,
@@ -213,6 +250,12 @@ fn add(ctx: &Context, args: Box<ScheduleAddArgs>) -> Result<i32, CliError> {
         max_lateness: args.max_lateness,
         calendar: args.calendar,
         paused: false,
+        fleet: args.targets.map(|targets| super::fleet::FleetRequest {
+            targets,
+            target_param: args.target_param,
+            max_concurrency: args.max_concurrency,
+            max_errors: args.max_errors,
+        }),
     };
     let rec = validate(ctx, &spec, supplied, "cli")?;
     let mut journal = ctx.executor.journal()?;
@@ -403,12 +446,28 @@ pub fn start_scheduled(
     gate: Option<String>,
 ) -> Result<(String, std::process::Child), CliError> {
     let runbook = ctx.executor.catalog().find(&s.runbook)?;
-    let supplied = s
+    let supplied: BTreeMap<String, SuppliedValue> = s
         .params
         .iter()
         .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| (k.clone(), SuppliedValue::Json(v.clone())))
         .collect();
+    if let Some(f) = &s.fleet {
+        let req: super::fleet::FleetRequest = serde_json::from_value(f.clone()).map_err(|e| {
+            CliError::failure(format!(
+                "schedule {}: its fleet is not readable: {e}",
+                s.name
+            ))
+        })?;
+        if let Some(why) = gate {
+            return Err(CliError::usage(format!(
+                "{why} — a fleet does not wait for an override approval; the slot is skipped"
+            )));
+        }
+        let (id, _) = super::fleet::create(ctx, &runbook, &supplied, &req, &Default::default())?;
+        let (child, _log) = super::run::start_background(ctx, &id)?;
+        return Ok((id, child));
+    }
     let id = match ctx.executor.create_execution(
         &runbook,
         &supplied,

@@ -74,7 +74,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -190,7 +190,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     created_by       TEXT NOT NULL,
     created_at       INTEGER NOT NULL,
     source           TEXT NOT NULL,
-    last_slot_at     INTEGER
+    last_slot_at     INTEGER,
+    fleet            TEXT
 );
 CREATE TABLE IF NOT EXISTS schedule_slots (
     schedule         TEXT NOT NULL,
@@ -331,6 +332,11 @@ impl Journal {
                 }
                 if (1..=8).contains(&version) {
                     c.execute_batch("ALTER TABLE executions ADD COLUMN fleet TEXT;")?;
+                }
+                // Schedules exist from schema 5 on; older journals get the
+                // table, with the column, from the schema below.
+                if (5..=9).contains(&version) {
+                    c.execute_batch("ALTER TABLE schedules ADD COLUMN fleet TEXT;")?;
                 }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -58,6 +58,9 @@ pub struct ScheduleRecord {
     pub source: String,
     /// The latest slot handled (run, missed or skipped).
     pub last_slot_at: Option<i64>,
+    /// Run as a fleet: targets and limits (JSON), resolved at each run.
+    #[serde(default)]
+    pub fleet: Option<serde_json::Value>,
 }
 
 impl ScheduleRecord {
@@ -80,6 +83,9 @@ impl ScheduleRecord {
             created_at: row.get("created_at")?,
             source: row.get("source")?,
             last_slot_at: row.get("last_slot_at")?,
+            fleet: row
+                .get::<_, Option<String>>("fleet")?
+                .and_then(|f| serde_json::from_str(&f).ok()),
         })
     }
 }
@@ -102,11 +108,12 @@ impl Journal {
     pub fn put_schedule(&mut self, s: &ScheduleRecord) -> Result<(), JournalError> {
         self.conn.execute(
             "INSERT INTO schedules (name, runbook, expression, timezone, params, start_at, end_at,
-                paused, missed, max_lateness_ms, calendar, created_by, created_at, source, last_slot_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                paused, missed, max_lateness_ms, calendar, created_by, created_at, source, last_slot_at,
+                fleet)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT(name) DO UPDATE SET runbook = ?2, expression = ?3, timezone = ?4,
                 params = ?5, start_at = ?6, end_at = ?7, missed = ?9, max_lateness_ms = ?10,
-                calendar = ?11, source = ?14",
+                calendar = ?11, source = ?14, fleet = ?16",
             params![
                 s.name,
                 s.runbook,
@@ -123,6 +130,7 @@ impl Journal {
                 s.created_at,
                 s.source,
                 s.last_slot_at,
+                s.fleet.as_ref().map(|f| f.to_string()),
             ],
         )?;
         Ok(())

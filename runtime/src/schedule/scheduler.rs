@@ -220,6 +220,7 @@ mod tests {
             created_at: ms(t(created)),
             source: "cli".into(),
             last_slot_at: None,
+            fleet: None,
         }
     }
 
