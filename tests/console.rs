@@ -36,11 +36,19 @@ c.login("root", "s3cret");
 let kernel = c.run("uname -r");
 let missing = c.run("ls /nonexistent");
 let written = c.run("echo hello > /root/f && cat /root/f");
+let hash = c.run("echo a # not a comment of the sentinel");
+let quote = c.run("echo 'unbalanced");
+let backslash = c.run("echo trailing \\");
+// A second handle of the same execution is not refused as held by itself.
+let c2 = console::open(params.instance);
+let second = c2.run("echo from the second handle");
+c = c2;
 c.send_line("reboot");
 c.wait_for_boot("120s");
 c.login("root", "s3cret");
 let after = c.run("cat /root/f");
-#{ kernel: kernel, missing: missing.exit_code, written: written, after: after }
+#{ kernel: kernel, missing: missing.exit_code, written: written, after: after,
+   hash: hash, quote: quote, backslash: backslash, second: second }
 "#,
     );
     let out = dd.run(&[
@@ -63,6 +71,15 @@ let after = c.run("cat /root/f");
     );
     assert_ne!(o["missing"], 0);
     assert_eq!(o["written"]["stdout"], "hello\n");
+    assert_eq!(o["hash"]["stdout"], "a\n", "{o}");
+    assert_eq!(o["hash"]["exit_code"], 0);
+    assert_eq!(o["quote"]["exit_code"], 2, "{o}");
+    assert!(o["quote"]["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("cannot parse"));
+    assert_eq!(o["backslash"]["exit_code"], 2, "{o}");
+    assert_eq!(o["second"]["stdout"], "from the second handle\n", "{o}");
     assert_eq!(
         o["after"]["stdout"], "hello\n",
         "the file survived the reboot"

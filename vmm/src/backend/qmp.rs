@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// How long a reply may take.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest QMP message read (one JSON line).
+pub const MAX_MESSAGE_BYTES: u64 = 1 << 20;
+
 /// A connected QMP session.
 pub struct QmpClient {
     reader: BufReader<UnixStream>,
@@ -30,7 +36,11 @@ impl QmpClient {
                 Err(e) => return Err(e),
             }
         };
+        // Negotiation and replies are bounded in time; an events reader
+        // lifts the limit with `set_read_timeout(None)`.
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         let writer = stream.try_clone()?;
+        writer.set_write_timeout(Some(REPLY_TIMEOUT))?;
         let mut client = Self {
             reader: BufReader::new(stream),
             writer,
@@ -41,13 +51,29 @@ impl QmpClient {
         Ok(client)
     }
 
-    /// Reads one message (reply or event).
+    /// How long a read may wait (`None`: forever, for an events reader).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(timeout)
+    }
+
+    /// Reads one message (reply or event) of at most [`MAX_MESSAGE_BYTES`].
     pub fn read_message(&mut self) -> std::io::Result<Value> {
+        use std::io::Read;
         let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
+        if (&mut self.reader)
+            .take(MAX_MESSAGE_BYTES)
+            .read_line(&mut line)?
+            == 0
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "QMP connection closed",
+            ));
+        }
+        if !line.ends_with('\n') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("QMP message longer than {MAX_MESSAGE_BYTES} bytes"),
             ));
         }
         serde_json::from_str(&line)

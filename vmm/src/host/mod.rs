@@ -27,7 +27,17 @@ pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
 use crate::image::{BuiltImage, ImageError};
 
+use drydock_runtime::runner::RunnerIdentity;
 use store::{new_id, now_ms};
+
+/// `pid:token` as recorded for the command that owns an operation.
+fn parse_owner(text: &str) -> Option<RunnerIdentity> {
+    let (pid, token) = text.split_once(':')?;
+    Some(RunnerIdentity {
+        pid: pid.parse().ok()?,
+        token: token.to_string(),
+    })
+}
 
 /// Errors from the host, named for the failure.
 #[derive(Debug, thiserror::Error)]
@@ -304,33 +314,90 @@ impl Host {
     }
 
     /// Starts a stopped instance and waits until it runs.
+    ///
+    /// Safe to run again after a crash at any point, and against other
+    /// commands at once: the start is claimed in the host store (only one
+    /// command wins; a concurrent one is told another start is under way),
+    /// and a start whose command died is finished — its instance process
+    /// waited for if it runs, started again if it never did — saying so in
+    /// the log and the state reason.
     pub fn start(&self, id: &str) -> Result<InstanceRecord, HostError> {
+        let me = RunnerIdentity::current();
+        let me_text = format!("{}:{}", me.pid, me.token);
         let mut store = self.store()?;
         let i = store.instance(id)?;
         let i = self.in_region(id, &i.region.clone(), i)?;
         match i.state {
-            InstanceState::Stopped => {}
-            InstanceState::Running | InstanceState::Pending => return Ok(i),
+            InstanceState::Running => return Ok(i),
+            InstanceState::Stopped => {
+                if !store
+                    .attached(id)?
+                    .iter()
+                    .any(|v| v.attach_index == Some(0))
+                {
+                    return Err(HostError::Conflict(format!(
+                        "instance {id} has no root volume; attach one with `drydock volume attach VOLUME {id} --root`"
+                    )));
+                }
+                if !store.claim_start(id, &me_text)? {
+                    return Err(self.start_conflict(id));
+                }
+                drop(store);
+                self.spawn_supervisor(id)?;
+            }
+            InstanceState::Pending => {
+                let owner = store.op_owner(id)?;
+                let owner_alive = owner
+                    .as_deref()
+                    .and_then(parse_owner)
+                    .is_some_and(|o| o.is_alive());
+                if owner_alive {
+                    return Err(self.start_conflict(id));
+                }
+                // A start cut short: finish it.
+                let running = supervisor::instance_process_running(&self.instance_dir(id));
+                let found = if running {
+                    "found a start cut short whose instance process runs; waiting for it"
+                } else {
+                    "found a start cut short before its instance process ran; starting it again"
+                };
+                tracing::warn!(instance = id, "{found}");
+                if !store.take_over_start(
+                    id,
+                    owner.as_deref(),
+                    &me_text,
+                    &format!("starting ({found})"),
+                )? {
+                    return Err(self.start_conflict(id));
+                }
+                drop(store);
+                if !running {
+                    self.spawn_supervisor(id)?;
+                }
+            }
             other => {
                 return Err(HostError::Conflict(format!(
                     "instance {id} is {other}; only a stopped instance can be started"
                 )))
             }
         }
-        if !store
-            .attached(id)?
-            .iter()
-            .any(|v| v.attach_index == Some(0))
-        {
-            return Err(HostError::Conflict(format!(
-                "instance {id} has no root volume; attach one with `drydock volume attach VOLUME {id} --root`"
+        self.wait_for(id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
+        let rec = self.store()?.instance(id)?;
+        if rec.state != InstanceState::Running {
+            return Err(HostError::Vmm(format!(
+                "instance {id} did not start: it is {} ({}); see {}",
+                rec.state,
+                rec.state_reason,
+                self.instance_dir(id).join("supervisor.log").display()
             )));
         }
-        store.set_state(id, InstanceState::Pending, "starting")?;
-        drop(store);
-        self.spawn_supervisor(id)?;
-        self.wait_for(id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
-        self.store()?.instance(id)
+        Ok(rec)
+    }
+
+    fn start_conflict(&self, id: &str) -> HostError {
+        HostError::Conflict(format!(
+            "instance {id} is already being started by another command; wait for it (`drydock instances`)"
+        ))
     }
 
     /// Stops a running instance: the guest syncs and powers off (or, with

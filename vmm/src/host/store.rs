@@ -305,6 +305,19 @@ pub struct HostStore {
 
 pub(crate) use drydock_runtime::ids::now_ms;
 
+/// Adds a column that older host databases lack.
+fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let has: bool = c
+        .prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+        ))?
+        .exists([column])?;
+    if !has {
+        c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 pub use drydock_runtime::ids::new_id;
 
 impl HostStore {
@@ -313,7 +326,8 @@ impl HostStore {
         std::fs::create_dir_all(data_dir).map_err(|e| HostError::io("create", data_dir, e))?;
         let conn =
             drydock_runtime::sqlite::open_shared(&data_dir.join("host.sqlite3"), "FULL", |c| {
-                c.execute_batch(SCHEMA)
+                c.execute_batch(SCHEMA)?;
+                add_column(c, "instances", "op_owner", "TEXT")
             })?;
         Ok(Self { conn })
     }
@@ -810,5 +824,118 @@ impl HostStore {
         )?;
         let rows = stmt.query_map(params![kind.as_str(), key, value], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl HostStore {
+    /// Claims the start of a stopped instance for `owner` (`pid:token` of
+    /// the command): only one command wins; the others get `false`.
+    pub fn claim_start(&mut self, id: &str, owner: &str) -> Result<bool, HostError> {
+        let n = self.conn.execute(
+            "UPDATE instances SET state = 'pending', state_reason = 'starting', state_since = ?3,
+                 op_owner = ?2
+             WHERE id = ?1 AND state = 'stopped'",
+            params![id, owner, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Takes over a start left by `dead_owner` (a command that died in the
+    /// middle of it); `false` when someone else took it first.
+    pub fn take_over_start(
+        &mut self,
+        id: &str,
+        dead_owner: Option<&str>,
+        owner: &str,
+        reason: &str,
+    ) -> Result<bool, HostError> {
+        let n = self.conn.execute(
+            "UPDATE instances SET op_owner = ?3, state_reason = ?4
+             WHERE id = ?1 AND state = 'pending' AND op_owner IS ?2",
+            params![id, dead_owner, owner, reason],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Who started the instance's current operation (`pid:token`).
+    pub fn op_owner(&self, id: &str) -> Result<Option<String>, HostError> {
+        Ok(self
+            .conn
+            .query_row("SELECT op_owner FROM instances WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten())
+    }
+
+    /// Attaches a volume in one transaction: refused if it is attached to
+    /// another instance (or, as root, if the instance has a root). The
+    /// index is chosen in the same transaction, so parallel attaches never
+    /// share one. Attaching where it already is returns its index.
+    pub fn claim_attachment(
+        &mut self,
+        vol_id: &str,
+        instance: &str,
+        as_root: bool,
+    ) -> Result<u32, HostError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (attached_to, index): (Option<String>, Option<u32>) = tx.query_row(
+            "SELECT attached_to, attach_index FROM volumes WHERE id = ?1",
+            [vol_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        match attached_to.as_deref() {
+            Some(i) if i == instance && (index == Some(0)) == as_root => {
+                return Ok(index.unwrap_or_default());
+            }
+            Some(other) => {
+                return Err(HostError::Conflict(format!(
+                    "volume {vol_id} is attached to {other}; detach it first (`drydock volume detach {vol_id}`)"
+                )))
+            }
+            None => {}
+        }
+        let indexes: Vec<u32> = {
+            let mut stmt = tx.prepare(
+                "SELECT attach_index FROM volumes WHERE attached_to = ?1 AND attach_index IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([instance], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let index = if as_root {
+            if indexes.contains(&0) {
+                let root: String = tx.query_row(
+                    "SELECT id FROM volumes WHERE attached_to = ?1 AND attach_index = 0",
+                    [instance],
+                    |r| r.get(0),
+                )?;
+                return Err(HostError::Conflict(format!(
+                    "instance {instance} already has root volume {root}; detach it first"
+                )));
+            }
+            0
+        } else {
+            indexes
+                .iter()
+                .copied()
+                .filter(|i| *i < 100)
+                .max()
+                .unwrap_or(1)
+                + 1
+        };
+        tx.execute(
+            "UPDATE volumes SET attached_to = ?2, attach_index = ?3 WHERE id = ?1",
+            params![vol_id, instance, index],
+        )?;
+        if as_root {
+            tx.execute(
+                "UPDATE instances SET root_volume = ?2 WHERE id = ?1",
+                params![instance, vol_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(index)
     }
 }

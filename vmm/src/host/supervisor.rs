@@ -29,6 +29,16 @@ use crate::backend::{
 /// How long a graceful stop may take before the VMM is stopped hard.
 const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 
+/// How long the VMM has to end after it is told to stop before it is
+/// killed (SIGKILL): a stop never depends on the VMM answering.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+
+/// Control connections served at once; more are refused.
+const MAX_CONTROL_CLIENTS: usize = 32;
+
+/// The longest control command line accepted.
+const MAX_CONTROL_LINE: u64 = 4096;
+
 /// The supervisor process recorded for an instance.
 pub fn identity(i: &InstanceRecord) -> Option<RunnerIdentity> {
     Some(RunnerIdentity {
@@ -68,6 +78,37 @@ pub fn send_control(instance_dir: &Path, command: &str) -> Result<String, HostEr
     }
 }
 
+/// The lock an instance's supervisor holds for its whole life: at most one
+/// supervisor runs an instance, and a command can tell whether one runs.
+fn instance_lock_path(instance_dir: &Path) -> PathBuf {
+    instance_dir.join("supervisor.lock")
+}
+
+/// Takes the instance lock; `None` if another process holds it.
+fn lock_instance(instance_dir: &Path) -> Result<Option<std::fs::File>, HostError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(instance_dir).map_err(|e| HostError::io("create", instance_dir, e))?;
+    let path = instance_lock_path(instance_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| HostError::io("open", &path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Ok((rc == 0).then_some(file))
+}
+
+/// Whether an instance process (supervisor) runs the instance now.
+pub fn instance_process_running(instance_dir: &Path) -> bool {
+    match lock_instance(instance_dir) {
+        Ok(Some(_released_on_drop)) => false,
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
 /// Holds an exclusive lock on a volume file while a VM uses it, so no
 /// other VM (or drydock) can attach it at the same time.
 pub struct VolumeLock {
@@ -102,6 +143,10 @@ struct Shared {
     control: Mutex<Option<QmpClient>>,
     stop_reason: Mutex<Option<String>>,
     exited: AtomicBool,
+    /// The VMM process, and whether it has been reaped (its pid may then
+    /// belong to another process: never signalled after that).
+    vmm_pid: u32,
+    reaped: Mutex<bool>,
     guest_shutdown: AtomicBool,
     generation: DeviceGeneration,
     backend: Backend,
@@ -109,6 +154,8 @@ struct Shared {
     end_reason: Mutex<Option<String>>,
     /// Hot-plugged volumes: volume id -> (port slot, lock).
     hotplugged: Mutex<std::collections::HashMap<String, (u32, VolumeLock)>>,
+    /// Volumes the VM was started with (they cannot be hot-unplugged).
+    boot_volumes: std::collections::HashSet<String>,
     deleted_devices: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
 }
 
@@ -125,6 +172,39 @@ impl Shared {
         client
             .execute(command, args)
             .map_err(|e| HostError::Vmm(e.to_string()))
+    }
+
+    /// Kills the VMM process (SIGKILL) unless it has already ended.
+    fn kill_vmm(&self) {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if !*reaped {
+            tracing::warn!(pid = self.vmm_pid, "killing the VMM");
+            // SAFETY: kill(2) with a pid of our own unreaped child (checked
+            // under the lock that the reaper takes), so it cannot name
+            // another process.
+            unsafe {
+                libc::kill(self.vmm_pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Tells the VMM to quit and kills it if it has not ended within
+    /// [`QUIT_GRACE`] (a VMM that does not answer is still stopped).
+    fn quit_or_kill(self: &Arc<Self>) {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = me.vmm_quit() {
+                tracing::warn!("the VMM did not take the stop command: {e}");
+            }
+        });
+        let deadline = std::time::Instant::now() + QUIT_GRACE;
+        while std::time::Instant::now() < deadline {
+            if *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_vmm();
     }
 
     /// Ends the VMM at once.
@@ -179,18 +259,22 @@ impl Shared {
                     .get_or_insert_with(|| "stopped by user".into());
                 self.store()?
                     .set_state(&self.id, InstanceState::Stopping, "stopping")?;
-                // Sync, remount read-only, power off: a clean stop with no guest agent.
-                for key in [b's', b'u', b'o'] {
-                    self.sysrq(key)?;
-                }
+                // The deadline is armed before anything is asked of the
+                // guest: whatever the guest or the console do, the VMM ends.
                 let me = self.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(GRACEFUL_STOP);
                     if !me.exited.load(Ordering::SeqCst) {
                         tracing::warn!("guest did not power off in time; stopping the VMM");
-                        let _ = me.vmm_quit();
+                        me.quit_or_kill();
                     }
                 });
+                // Sync, remount read-only, power off: a clean stop with no guest agent.
+                for key in [b's', b'u', b'o'] {
+                    if let Err(e) = self.sysrq(key) {
+                        tracing::warn!("sysrq {}: {e}", key as char);
+                    }
+                }
                 Ok("stopping".into())
             }
             "stop-force" => {
@@ -200,7 +284,8 @@ impl Shared {
                     .get_or_insert_with(|| "stopped by user (forced)".into());
                 self.store()?
                     .set_state(&self.id, InstanceState::Stopping, "stopping (forced)")?;
-                self.vmm_quit()?;
+                let me = self.clone();
+                std::thread::spawn(move || me.quit_or_kill());
                 Ok("stopping".into())
             }
             "reboot" => {
@@ -246,6 +331,12 @@ impl Shared {
 
 impl Shared {
     fn hot_attach(&self, vol_id: &str) -> Result<String, HostError> {
+        // Asked again (a command re-run after a crash): already done.
+        if self.boot_volumes.contains(vol_id)
+            || self.hotplugged.lock().unwrap().contains_key(vol_id)
+        {
+            return Ok(format!("attached {vol_id} (it already was)"));
+        }
         if self.backend == Backend::Drydock {
             return self.drydock_attach(vol_id);
         }
@@ -301,10 +392,15 @@ impl Shared {
     fn hot_detach(&self, vol_id: &str) -> Result<String, HostError> {
         let dev = device_id(vol_id);
         if !self.hotplugged.lock().unwrap().contains_key(vol_id) {
-            return Err(HostError::Conflict(format!(
-                "volume {vol_id} was attached before {} started; stop the instance to detach it",
-                self.id
-            )));
+            if self.boot_volumes.contains(vol_id) {
+                return Err(HostError::Conflict(format!(
+                    "volume {vol_id} was attached before {} started; stop the instance to detach it",
+                    self.id
+                )));
+            }
+            // Not in this VM (detached already, by a command cut short
+            // before it recorded it, or never plugged): nothing to do.
+            return Ok(format!("detached {vol_id} (it was not in the VM)"));
         }
         if self.backend == Backend::Drydock {
             let reply = self.qmp("detach-disk", json!({ "serial": vol_id }))?;
@@ -339,6 +435,12 @@ impl Shared {
     }
 }
 
+fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
+    // SAFETY: siginfo_t is a plain C struct for which all zero bytes is a
+    // valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// `path` made absolute against the working directory (a relative
 /// `--data-dir`): drydock's VMM attaches only absolute paths.
 fn absolute(path: &Path) -> PathBuf {
@@ -350,31 +452,71 @@ fn device_id(vol_id: &str) -> String {
 }
 
 fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
+    let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CONTROL_CLIENTS {
+            clients.fetch_sub(1, Ordering::SeqCst);
+            let _ = (&stream).write_all(
+                format!("error: too many control connections ({MAX_CONTROL_CLIENTS}); try again\n")
+                    .as_bytes(),
+            );
+            continue;
+        }
         let shared = shared.clone();
+        let clients = clients.clone();
         std::thread::spawn(move || {
-            if crate::private::admit("control", &stream, |why| format!("error: {why}")).is_none() {
-                return;
-            }
-            let mut line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_err() {
-                return;
-            }
-            let reply = match shared.handle(line.trim()) {
-                Ok(r) => r,
-                Err(e) => format!("error: {e}"),
-            };
-            let _ = (&stream).write_all(format!("{reply}\n").as_bytes());
+            control_session(&shared, &stream);
+            clients.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
 
+fn control_session(shared: &Arc<Shared>, stream: &UnixStream) {
+    if crate::private::admit("control", stream, |why| format!("error: {why}")).is_none() {
+        return;
+    }
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream).take(MAX_CONTROL_LINE);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = if !line.ends_with('\n') {
+        format!("error: a control command is one line of at most {MAX_CONTROL_LINE} bytes")
+    } else {
+        match shared.handle(line.trim()) {
+            Ok(r) => r,
+            Err(e) => format!("error: {e}"),
+        }
+    };
+    let _ = (&*stream).write_all(format!("{reply}\n").as_bytes());
+}
+
 /// Runs instance `id` until its VM ends, then records why.
 pub fn supervise(data_dir: &Path, id: &str) -> Result<(), HostError> {
+    // Nothing is touched before the instance lock is held: a second
+    // supervisor (two starts at once) leaves the first one's VM, volumes
+    // and state alone.
+    let dir = data_dir.join("instances").join(id);
+    let Some(_instance_lock) = lock_instance(&dir)? else {
+        tracing::warn!(
+            instance = id,
+            "another instance process runs this instance; leaving"
+        );
+        return Err(HostError::Conflict(format!(
+            "instance {id} is already run by another instance process"
+        )));
+    };
     let mut store = HostStore::open(data_dir)?;
     let inst = store.instance(id)?;
+    if inst.state != InstanceState::Pending {
+        return Err(HostError::Conflict(format!(
+            "instance {id} is {}, not pending: nothing to start",
+            inst.state
+        )));
+    }
     let me = RunnerIdentity::current();
     store.set_supervisor(id, Some(me.pid), Some(&me.token))?;
     let result = run_vm(data_dir, &inst);
@@ -426,7 +568,9 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     }
     let mut disks = Vec::new();
     let mut locks = Vec::new();
+    let mut boot_volumes = std::collections::HashSet::new();
     for v in store.attached(id)? {
+        boot_volumes.insert(v.id.clone());
         if v.kind == VolumeKind::InstanceStore {
             // Created empty at every start.
             let _ = std::fs::remove_file(&v.path);
@@ -513,10 +657,20 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         // drydock's VMM attaches (while the VM runs) only files in here.
         volumes_dir: Some(absolute(&data_dir.join("volumes"))),
     };
+    // Appended to, never truncated: the log of a VMM that crashed is the
+    // evidence the next start must not erase.
     let vmm_log = dir.join("vmm.log");
-    let mut vmm_err =
-        std::fs::File::create(&vmm_log).map_err(|e| HostError::io("create", &vmm_log, e))?;
-    let _ = writeln!(vmm_err, "drydock: backend {}", backend.name());
+    let mut vmm_err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&vmm_log)
+        .map_err(|e| HostError::io("open", &vmm_log, e))?;
+    let _ = writeln!(
+        vmm_err,
+        "drydock: start at {}, backend {}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        backend.name()
+    );
     let mut cmd = match backend {
         Backend::Drydock => {
             let spec_path = dir.join("vm-spec.json");
@@ -566,11 +720,14 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         control: Mutex::new(None),
         stop_reason: Mutex::new(None),
         exited: AtomicBool::new(false),
+        vmm_pid: child.id(),
+        reaped: Mutex::new(false),
         guest_shutdown: AtomicBool::new(false),
         generation: itype.generation,
         backend,
         end_reason: Mutex::new(None),
         hotplugged: Mutex::new(std::collections::HashMap::new()),
+        boot_volumes,
         deleted_devices: (
             Mutex::new(std::collections::HashSet::new()),
             std::sync::Condvar::new(),
@@ -619,6 +776,8 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             let Ok(mut events) = QmpClient::connect(&event_socket, Duration::from_secs(20)) else {
                 return;
             };
+            // Events come whenever the VM does something: no read deadline.
+            let _ = events.set_read_timeout(None);
             while let Ok(msg) = events.read_message() {
                 match msg.get("event").and_then(|e| e.as_str()) {
                     Some("RESET") => {
@@ -664,7 +823,27 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     }
     HostStore::open(data_dir)?.set_state(id, InstanceState::Running, "")?;
 
-    let status = child.wait().map_err(|e| HostError::Vmm(e.to_string()))?;
+    let status = {
+        // Wait without reaping, then reap under the lock `kill_vmm` takes.
+        let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+        // SAFETY: waitid on our own child with WNOWAIT leaves it unreaped;
+        // `info` is a valid, writable siginfo_t.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        let mut reaped = shared.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if rc != 0 {
+            tracing::warn!("waitid: {}", std::io::Error::last_os_error());
+        }
+        let status = child.wait().map_err(|e| HostError::Vmm(e.to_string()))?;
+        *reaped = true;
+        status
+    };
     // The VMM's last events (why it ended) arrive before its socket closes.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while !event_reader.is_finished() && std::time::Instant::now() < deadline {

@@ -110,7 +110,7 @@ impl Host {
         self.check_region(vol_id, &vol.region)?;
         let inst = store.instance(instance_id)?;
         self.check_region(instance_id, &inst.region)?;
-        if let Some(other) = &vol.attached_to {
+        if let Some(other) = vol.attached_to.as_deref().filter(|o| *o != instance_id) {
             return Err(HostError::Conflict(format!(
                 "volume {vol_id} is attached to {other}; detach it first (`drydock volume detach {vol_id}`)"
             )));
@@ -134,41 +134,29 @@ impl Host {
                 )));
             }
         }
-        // A lock held by any VM means the file is in use, whatever the records say.
-        drop(supervisor::VolumeLock::acquire(&vol.path, vol_id)?);
-        let attached = store.attached(instance_id)?;
-        let index = if as_root {
-            if inst.state != InstanceState::Stopped {
-                return Err(HostError::Conflict(format!(
-                    "instance {instance_id} is {}; a root volume can only be attached to a stopped instance",
-                    inst.state
-                )));
-            }
-            if let Some(root) = attached.iter().find(|v| v.attach_index == Some(0)) {
-                return Err(HostError::Conflict(format!(
-                    "instance {instance_id} already has root volume {}; detach it first",
-                    root.id
-                )));
-            }
-            0
-        } else {
-            attached
-                .iter()
-                .filter_map(|v| v.attach_index)
-                .filter(|i| *i < 100)
-                .max()
-                .unwrap_or(1)
-                + 1
-        };
-        store.set_attachment(vol_id, Some(instance_id), Some(index))?;
-        if as_root {
-            store.set_root_volume(instance_id, vol_id)?;
-        } else if matches!(inst.state, InstanceState::Running | InstanceState::Pending) {
+        if as_root && inst.state != InstanceState::Stopped {
+            return Err(HostError::Conflict(format!(
+                "instance {instance_id} is {}; a root volume can only be attached to a stopped instance",
+                inst.state
+            )));
+        }
+        let again = vol.attached_to.as_deref() == Some(instance_id);
+        if !again {
+            // A lock held by any VM means the file is in use, whatever the records say.
+            drop(supervisor::VolumeLock::acquire(&vol.path, vol_id)?);
+        }
+        // Recorded first, in one transaction (one winner among parallel
+        // attaches), then plugged: a command cut between the two is
+        // finished by running it again (the VM's side is idempotent).
+        store.claim_attachment(vol_id, instance_id, as_root)?;
+        if !as_root && running {
             if let Err(e) = supervisor::send_control(
                 &self.instance_dir(instance_id),
                 &format!("attach {vol_id}"),
             ) {
-                store.set_attachment(vol_id, None, None)?;
+                if !again {
+                    store.set_attachment(vol_id, None, None)?;
+                }
                 return Err(e);
             }
         }
@@ -188,9 +176,9 @@ impl Host {
             )));
         }
         let Some(inst_id) = vol.attached_to.clone() else {
-            return Err(HostError::Conflict(format!(
-                "volume {vol_id} is not attached"
-            )));
+            // Already detached (perhaps by this very command, run again
+            // after a crash): the state asked for holds.
+            return Ok(vol);
         };
         let inst = store.instance(&inst_id)?;
         let running = inst.state.has_process();

@@ -34,6 +34,67 @@ use crate::backend::VmSpec;
 /// Hot-plug slots every VM gets.
 pub const HOTPLUG_SLOTS: u32 = 4;
 
+/// Sessions served at once on each socket (the supervisor holds one on
+/// each); more are refused.
+pub const MAX_SESSIONS: usize = 8;
+
+/// The longest command line read (one JSON message).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// How long a client may take to finish a line it has started.
+const PARTIAL_LINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One line from a session: a whole line (without its newline), the end of
+/// the connection, or an error (too long, stalled in the middle).
+enum Line {
+    Got(Vec<u8>),
+    Eof,
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes. An idle client may wait
+/// as long as it likes between lines; one that stops in the middle of a
+/// line for [`PARTIAL_LINE_TIMEOUT`] is cut off.
+fn next_line(reader: &mut BufReader<UnixStream>) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let mut partial_since: Option<std::time::Instant> = None;
+    loop {
+        let room = (MAX_LINE + 1).saturating_sub(buf.len()) as u64;
+        match reader.by_ref().take(room).read_until(b'\n', &mut buf) {
+            Ok(0) => return Ok(Line::Eof),
+            Ok(_) if buf.ends_with(b"\n") => {
+                buf.pop();
+                return Ok(Line::Got(buf));
+            }
+            Ok(_) if buf.len() > MAX_LINE => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a command longer than {MAX_LINE} bytes"),
+                ))
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if buf.is_empty() {
+                    continue;
+                }
+                let since = *partial_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= PARTIAL_LINE_TIMEOUT {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "a command line left unfinished",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The machine a [`VmSpec`] describes.
 pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
     Ok(MachineConfig {
@@ -219,8 +280,22 @@ fn session(c: Arc<Control>, stream: UnixStream) {
             }
         });
     }
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut reader = BufReader::new(stream);
+    loop {
+        let line = match next_line(&mut reader) {
+            Ok(Line::Got(line)) => line,
+            Ok(Line::Eof) => return,
+            Err(e) => {
+                tracing::warn!("control session ended: {e}");
+                let _ = send(
+                    &writer,
+                    &json!({"error": {"class": "GenericError", "desc": e.to_string()}}),
+                );
+                return;
+            }
+        };
+        let line = String::from_utf8_lossy(&line);
         if line.trim().is_empty() {
             continue;
         }
@@ -242,10 +317,24 @@ fn session(c: Arc<Control>, stream: UnixStream) {
 
 fn serve(c: Arc<Control>, path: &Path) -> std::io::Result<()> {
     let listener = crate::private::listen(path, 0o600)?;
+    let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            use std::sync::atomic::Ordering;
+            let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(10)));
+            if sessions.fetch_add(1, Ordering::SeqCst) >= MAX_SESSIONS {
+                sessions.fetch_sub(1, Ordering::SeqCst);
+                let refused = json!({"error": {"class": "GenericError",
+                    "desc": format!("too many sessions ({MAX_SESSIONS})")}});
+                let _ = (&stream).write_all(format!("{refused}\n").as_bytes());
+                continue;
+            }
             let c = c.clone();
-            std::thread::spawn(move || session(c, stream));
+            let sessions = sessions.clone();
+            std::thread::spawn(move || {
+                session(c, stream);
+                sessions.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     });
     Ok(())

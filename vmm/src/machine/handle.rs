@@ -2,6 +2,9 @@
 //! the vCPU threads and the control socket — status, pause/resume, stop,
 //! reboot, serial input and break, hot attach/detach of disks.
 
+/// The most console input queued for the guest (bytes).
+pub const MAX_INPUT_QUEUE: usize = 64 * 1024;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -36,6 +39,7 @@ pub struct MachineHandle {
     pub first_entry_unix_us: AtomicU64,
     pub(super) events: Mutex<Vec<mpsc::Sender<MachineEvent>>>,
     pub(super) input: Mutex<std::collections::VecDeque<u8>>,
+    // (bounded by MAX_INPUT_QUEUE)
     pub(super) input_ready: Condvar,
 }
 
@@ -179,10 +183,44 @@ impl MachineHandle {
         *self.paused.0.lock().unwrap()
     }
 
-    /// Queues bytes for the guest's serial input.
+    /// Queues bytes for the guest's serial input. The queue holds at most
+    /// [`MAX_INPUT_QUEUE`] bytes: beyond it the caller waits (the console
+    /// reader then stops reading stdin, and the pipe pushes back on the
+    /// supervisor, whose own queue is bounded) up to `wait`, and the bytes
+    /// that did not fit are dropped; returns how many were queued.
+    pub fn console_input_within(&self, bytes: &[u8], wait: Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        let mut queued = 0;
+        let mut q = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        while queued < bytes.len() {
+            let room = MAX_INPUT_QUEUE.saturating_sub(q.len());
+            if room == 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = self
+                    .input_ready
+                    .wait_timeout(q, left.min(Duration::from_millis(100)))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            let n = room.min(bytes.len() - queued);
+            q.extend(&bytes[queued..queued + n]);
+            queued += n;
+            self.input_ready.notify_all();
+        }
+        queued
+    }
+
+    /// Queues bytes for the guest's serial input, waiting while the queue
+    /// is full (see [`Self::console_input_within`]).
     pub fn console_input(&self, bytes: &[u8]) {
-        self.input.lock().unwrap().extend(bytes);
-        self.input_ready.notify_all();
+        let n = self.console_input_within(bytes, Duration::from_secs(3600));
+        if n < bytes.len() {
+            tracing::warn!("{} bytes of console input dropped", bytes.len() - n);
+        }
     }
 
     /// Sends a serial break (for magic SysRq), waiting for the FIFO to drain.

@@ -551,6 +551,8 @@ fn spawn_input_pump(h: Arc<MachineHandle>) -> Arc<AtomicBool> {
         let n = h.serial.lock().unwrap().enqueue_input(&chunk).unwrap_or(0);
         if n > 0 {
             h.input.lock().unwrap().drain(..n);
+            // Room again for a writer waiting on a full queue.
+            h.input_ready.notify_all();
         } else {
             std::thread::sleep(Duration::from_millis(2));
         }
