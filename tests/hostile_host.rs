@@ -295,6 +295,14 @@ fn parallel_starts_of_one_instance_start_one_vm_and_orphan_nothing() {
     assert_eq!(dd.instance(R, &id)["state"], "running");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(supervisors(&dd, &id), 1, "one instance process, no orphan");
+    // A snapshot of the running VM's root pauses it for the copy.
+    let root = dd.instance(R, &id)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap = dd.json(&["--region", R, "snapshot", "create", &root]);
+    assert!(snap["paused_ms"].is_u64(), "{snap}");
+
     // The instance-store volume of the running VM is intact (a losing
     // supervisor used to delete it).
     let store_file = dd

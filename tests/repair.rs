@@ -97,3 +97,118 @@ fn a_failed_fix_still_puts_the_root_volume_back() {
     );
     assert_eq!(v["attach_index"], 0, "as the root volume");
 }
+
+/// Crash safety of the host primitives: the runner of the whole repair is
+/// killed (SIGKILL) at random moments and resumed each time, as an
+/// operator would after a crash; the repair still completes and leaves
+/// every volume where it belongs. `REPAIR_KILL_SEED` replays a run.
+#[test]
+fn the_repair_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let (broken, rescue) = broken_and_rescue(&dd);
+    let root = dd.instance(R, &broken)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seed: u64 = std::env::var("REPAIR_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("REPAIR_KILL_SEED={seed}");
+    let mut rng = seed | 1;
+    let mut next = move || {
+        // xorshift64
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let p_instance = format!("instance={broken}");
+    let p_rescue = format!("rescue={rescue}");
+    let first = [
+        "--json",
+        "--region",
+        R,
+        "run",
+        "repair-root-volume",
+        "-p",
+        &p_instance,
+        "-p",
+        &p_rescue,
+        "-p",
+        "password=pw",
+        "-p",
+        "fix=echo repaired > root/REPAIRED",
+        "-p",
+        "verify=cat /root/REPAIRED",
+    ];
+    let mut child = dd.spawn(&first);
+    let mut execution = String::new();
+    let mut kills = 0;
+    let out = loop {
+        // Somewhere in the next 0.2 to 4 s (a whole repair takes 10 to 60
+        // s): kills in every part of it, often in the middle of a step.
+        let wait = std::time::Duration::from_millis(200 + next() % 3_800);
+        let deadline = std::time::Instant::now() + wait;
+        let mut finished = None;
+        while std::time::Instant::now() < deadline {
+            if let Some(_status) = child.try_wait().unwrap() {
+                finished = Some(());
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if finished.is_some() || kills >= 8 {
+            break common::wait_child(child);
+        }
+        if execution.is_empty() {
+            dd.wait_until("the execution to be recorded", || {
+                dd.json(&["executions"])
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            });
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+        if execution.is_empty() {
+            let list = dd.json(&["executions"]);
+            execution = list.as_array().unwrap()[0]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        let step = dd.show(&execution)["steps"]
+            .as_array()
+            .and_then(|s| s.last().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "killed after {wait:?} in step {:?} ({})",
+            step["name"], step["state"]
+        );
+        child = dd.spawn(&["--json", "--region", R, "resume", &execution]);
+    };
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"]["verified"], "repaired\n", "{v}");
+    let i = dd.instance(R, &broken);
+    assert_eq!(i["state"], "running");
+    assert_eq!(i["root_volume"], root.as_str());
+    let vols = dd.json(&["--region", R, "volumes"]);
+    let v = vols["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == root.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(v["attached_to"], broken.as_str());
+    assert_eq!(v["attach_index"], 0);
+    eprintln!("completed after {kills} kills");
+}

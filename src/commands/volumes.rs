@@ -145,14 +145,18 @@ pub fn snapshot(ctx: &Context, cmd: SnapshotCommand) -> Result<i32, CliError> {
     match cmd {
         SnapshotCommand::Create { volume } => {
             let start = std::time::Instant::now();
-            let (rec, copied) = host.create_snapshot(&volume)?;
+            let (rec, copied, paused) = host.create_snapshot(&volume)?;
+            let paused_ms = paused.map(|p| p.as_millis() as u64);
             if ctx.json {
                 print_json(
-                    &json!({ "snapshot": rec, "bytes_copied": copied, "ms": start.elapsed().as_millis() }),
+                    &json!({ "snapshot": rec, "bytes_copied": copied, "ms": start.elapsed().as_millis(), "paused_ms": paused_ms }),
                 );
             } else {
+                let paused = paused_ms
+                    .map(|ms| format!("; its VM paused {ms} ms for the copy"))
+                    .unwrap_or_default();
                 println!(
-                    "{} of {volume} in {} ({:.1} MiB of data copied in {} ms)",
+                    "{} of {volume} in {} ({:.1} MiB of data copied in {} ms{paused})",
                     rec.id,
                     rec.region,
                     copied as f64 / (1 << 20) as f64,

@@ -61,10 +61,16 @@ pub struct SharedPio<T: PioDevice>(pub std::sync::Arc<std::sync::Mutex<T>>);
 
 impl<T: PioDevice> PioDevice for SharedPio<T> {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
-        self.0.lock().unwrap().read(offset, data)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(offset, data)
     }
 
     fn write(&mut self, offset: u16, data: &[u8]) -> Option<BusAction> {
-        self.0.lock().unwrap().write(offset, data)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write(offset, data)
     }
 }

@@ -51,7 +51,13 @@ impl Host {
         let dir = self.images_dir();
         std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
         let template = dir.join(format!("{id}.root.raw"));
-        let copied = copy_allocated(&root.path, &template);
+        // --no-stop: the VM is paused for the copy (crash-consistent).
+        let copied = if was_running && no_stop {
+            self.paused_for(Some(instance_id), || copy_allocated(&root.path, &template))?
+                .0
+        } else {
+            copy_allocated(&root.path, &template)
+        };
         if was_running && !no_stop {
             self.start(instance_id)?;
         }

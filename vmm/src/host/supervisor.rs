@@ -33,6 +33,9 @@ const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 /// killed (SIGKILL): a stop never depends on the VMM answering.
 const QUIT_GRACE: Duration = Duration::from_secs(3);
 
+/// The longest a VM stays paused for a copy whose command died.
+const PAUSE_LIMIT: Duration = Duration::from_secs(600);
+
 /// Control connections served at once; more are refused.
 const MAX_CONTROL_CLIENTS: usize = 32;
 
@@ -143,6 +146,9 @@ struct Shared {
     control: Mutex<Option<QmpClient>>,
     stop_reason: Mutex<Option<String>>,
     exited: AtomicBool,
+    /// Counts pauses and resumes (a pause's watchdog acts only if nothing
+    /// happened since).
+    pauses: std::sync::atomic::AtomicU64,
     /// The VMM process, and whether it has been reaped (its pid may then
     /// belong to another process: never signalled after that).
     vmm_pid: u32,
@@ -205,6 +211,14 @@ impl Shared {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill_vmm();
+    }
+
+    /// Lets a paused VM run again.
+    fn vmm_resume(&self) -> Result<serde_json::Value, HostError> {
+        match self.backend {
+            Backend::Drydock => self.qmp("resume", json!({})),
+            Backend::Qemu(_) => self.qmp("cont", json!({})),
+        }
     }
 
     /// Ends the VMM at once.
@@ -317,6 +331,35 @@ impl Shared {
             "break" => {
                 self.vmm_break()?;
                 Ok("break sent".into())
+            }
+            "pause" => {
+                // A consistent point for a copy of the disks: the vCPUs
+                // (drydock) or the whole VM with its I/O drained (QEMU's
+                // stop). Resumed by `resume`, or after PAUSE_LIMIT if the
+                // command that paused died.
+                match self.backend {
+                    Backend::Drydock => self.qmp("pause", json!({}))?,
+                    Backend::Qemu(_) => self.qmp("stop", json!({}))?,
+                };
+                let generation = self.pauses.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::info!(instance = %self.id, "paused");
+                let me = self.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(PAUSE_LIMIT);
+                    if me.pauses.load(Ordering::SeqCst) == generation
+                        && !me.exited.load(Ordering::SeqCst)
+                    {
+                        tracing::warn!("paused for {PAUSE_LIMIT:?} without a resume; resuming");
+                        let _ = me.vmm_resume();
+                    }
+                });
+                Ok("paused".into())
+            }
+            "resume" => {
+                self.pauses.fetch_add(1, Ordering::SeqCst);
+                self.vmm_resume()?;
+                tracing::info!(instance = %self.id, "resumed");
+                Ok("resumed".into())
             }
             other => match other.split_once(' ') {
                 Some(("attach", vol)) => self.hot_attach(vol.trim()),
@@ -720,6 +763,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         control: Mutex::new(None),
         stop_reason: Mutex::new(None),
         exited: AtomicBool::new(false),
+        pauses: std::sync::atomic::AtomicU64::new(0),
         vmm_pid: child.id(),
         reaped: Mutex::new(false),
         guest_shutdown: AtomicBool::new(false),

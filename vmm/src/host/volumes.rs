@@ -234,9 +234,41 @@ impl Host {
         store.volume(vol_id)
     }
 
-    /// Snapshots a volume (crash-consistent if its instance runs).
-    /// Returns the snapshot and the bytes copied.
-    pub fn create_snapshot(&self, vol_id: &str) -> Result<(SnapshotRecord, u64), HostError> {
+    /// Runs `copy` with the VM of `instance` paused when it runs (a
+    /// crash-consistent point: no guest write lands in the middle of the
+    /// copy); returns how long the VM was paused. The VM is resumed
+    /// whatever the copy does (and by its supervisor after a while should
+    /// this command die).
+    pub(crate) fn paused_for<T>(
+        &self,
+        instance: Option<&str>,
+        copy: impl FnOnce() -> T,
+    ) -> Result<(T, Option<std::time::Duration>), HostError> {
+        let running = match instance {
+            Some(i) => self.store()?.instance(i)?.state.has_process(),
+            None => false,
+        };
+        let Some(instance) = instance.filter(|_| running) else {
+            return Ok((copy(), None));
+        };
+        let dir = self.instance_dir(instance);
+        supervisor::send_control(&dir, "pause")?;
+        let start = std::time::Instant::now();
+        let out = copy();
+        let paused = start.elapsed();
+        if let Err(e) = supervisor::send_control(&dir, "resume") {
+            tracing::error!(instance, "cannot resume after the copy: {e}");
+            return Err(e);
+        }
+        Ok((out, Some(paused)))
+    }
+
+    /// Snapshots a volume; the VM using it is paused during the copy.
+    /// Returns the snapshot, the bytes copied and how long the VM was paused.
+    pub fn create_snapshot(
+        &self,
+        vol_id: &str,
+    ) -> Result<(SnapshotRecord, u64, Option<std::time::Duration>), HostError> {
         let mut store = self.store()?;
         let vol = store.volume(vol_id)?;
         self.check_region(vol_id, &vol.region)?;
@@ -244,8 +276,10 @@ impl Host {
         std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
         let id = new_id("snap");
         let path = dir.join(format!("{id}.raw"));
-        let copied = copy_allocated(&vol.path, &path)
-            .map_err(|e| HostError::io("snapshot", &vol.path, e))?;
+        let (copied, paused) = self.paused_for(vol.attached_to.as_deref(), || {
+            copy_allocated(&vol.path, &path)
+        })?;
+        let copied = copied.map_err(|e| HostError::io("snapshot", &vol.path, e))?;
         let rec = SnapshotRecord {
             id,
             region: vol.region.clone(),
@@ -256,7 +290,7 @@ impl Host {
             created_at: now_ms(),
         };
         store.insert_snapshot(&rec)?;
-        Ok((rec, copied))
+        Ok((rec, copied, paused))
     }
 
     /// Deletes a snapshot.

@@ -259,7 +259,7 @@ fn session(c: Arc<Control>, stream: UnixStream) {
         Err(_) => return,
     }));
     let send = |w: &Arc<Mutex<UnixStream>>, v: &Value| {
-        let mut w = w.lock().unwrap();
+        let mut w = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.write_all(format!("{v}\n").as_bytes()).is_ok()
     };
     let greeting =

@@ -118,7 +118,10 @@ impl MachineHandle {
     /// Receives every event from now on.
     pub fn subscribe(&self) -> mpsc::Receiver<MachineEvent> {
         let (tx, rx) = mpsc::channel();
-        self.events.lock().unwrap().push(tx);
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
         rx
     }
 
@@ -132,7 +135,12 @@ impl MachineHandle {
 
     /// Kicks every vCPU out of KVM_RUN until they notice.
     pub(super) fn kick_all(&self) {
-        for t in self.vcpu_threads.lock().unwrap().iter() {
+        for t in self
+            .vcpu_threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             // The thread ids belong to vCPU threads of this boot, which are
             // joined only after `vcpu_threads` is cleared, and the signal
             // has a no-op handler installed.
@@ -159,7 +167,11 @@ impl MachineHandle {
 
     /// Pauses every vCPU; returns once they are parked (or after 5 s).
     pub fn pause(&self) -> Result<(), String> {
-        *self.paused.0.lock().unwrap() = true;
+        *self
+            .paused
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let running = self.running_vcpus.load(Ordering::SeqCst);
@@ -175,12 +187,20 @@ impl MachineHandle {
     }
 
     pub fn resume(&self) {
-        *self.paused.0.lock().unwrap() = false;
+        *self
+            .paused
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
         self.paused.1.notify_all();
     }
 
     pub fn is_paused(&self) -> bool {
-        *self.paused.0.lock().unwrap()
+        *self
+            .paused
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues bytes for the guest's serial input. The queue holds at most
@@ -252,7 +272,7 @@ impl MachineHandle {
             .iter()
             .enumerate()
             .map(|(slot, d)| {
-                let mut d = d.lock().unwrap();
+                let mut d = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 DiskStatus {
                     slot,
                     serial: d.block().serial(),
@@ -283,16 +303,24 @@ impl MachineHandle {
     /// unless `disk.read_only`), into the first empty hot-plug slot; the
     /// guest sees it appear. Returns the slot.
     pub fn attach_disk(&self, disk: &MachineDisk, file: std::fs::File) -> Result<usize, String> {
-        let devices = self.devices.lock().unwrap();
-        if devices
-            .iter()
-            .any(|d| d.lock().unwrap().block().serial() == disk.serial)
-        {
+        let devices = self
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if devices.iter().any(|d| {
+            d.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .block()
+                .serial()
+                == disk.serial
+        }) {
             return Err(format!("a disk with serial {} is attached", disk.serial));
         }
         let boot_disks = self.config.disks.len();
         for (slot, dev) in devices.iter().enumerate().skip(boot_disks) {
-            let mut d = dev.lock().unwrap();
+            let mut d = dev
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if d.block().path().is_none() {
                 d.block()
                     .insert_file(file, &disk.path, disk.read_only, &disk.serial)
@@ -309,9 +337,14 @@ impl MachineHandle {
 
     /// Takes the disk with `serial` away from the guest.
     pub fn detach_disk(&self, serial: &str) -> Result<Detached, String> {
-        let devices = self.devices.lock().unwrap();
+        let devices = self
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for dev in devices.iter() {
-            let mut d = dev.lock().unwrap();
+            let mut d = dev
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if d.block().path().is_some() && d.block().serial() == serial {
                 let path = d.block().path().map(Path::to_path_buf).unwrap_or_default();
                 let was_mounted = crate::host::extents::ext_fs_mounted(&path)

@@ -136,20 +136,31 @@ impl GuestMmio {
 impl MmioHandler for GuestMmio {
     fn read(&mut self, addr: u64, data: &mut [u8]) {
         if let Some((d, off)) = self.find(addr) {
-            return d.lock().unwrap().read(off, data);
+            return d
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .read(off, data);
         }
         match self.pci.find_bar(addr) {
-            Some((f, off)) => f.lock().unwrap().bar_read(off, data),
+            Some((f, off)) => f
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .bar_read(off, data),
             None => data.fill(0xff),
         }
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) {
         if let Some((d, off)) = self.find(addr) {
-            return d.lock().unwrap().write(off, data);
+            return d
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .write(off, data);
         }
         if let Some((f, off)) = self.pci.find_bar(addr) {
-            f.lock().unwrap().bar_write(off, data)
+            f.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .bar_write(off, data)
         }
     }
 }
@@ -356,7 +367,9 @@ impl Machine {
             }
         }
         let pci_ports = Arc::new(Mutex::new(PciConfigPorts::new(guest_mmio.pci.clone())));
-        *h.devices.lock().unwrap() = devices.clone();
+        *h.devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = devices.clone();
         let power = Arc::new(Mutex::new(PowerControl::default()));
         let i8042 = Arc::new(Mutex::new(I8042::default()));
 
@@ -388,12 +401,29 @@ impl Machine {
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
                     let _vm = vm2;
-                    let r = vcpu_loop(&h2, id, vcpu, &mut bus, &mut mmio);
+                    // A panic (a device bug a guest found) ends this boot
+                    // as an internal error with what panicked, instead of
+                    // leaving the guest running with a dead CPU.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        vcpu_loop(&h2, id, vcpu, &mut bus, &mut mmio)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
+                        tracing::error!("vCPU {id} panicked: {what}");
+                        Err(VmError::Setup(format!("panicked: {what}")))
+                    });
                     h2.running_vcpus.fetch_sub(1, Ordering::SeqCst);
                     let _ = tx.send(VcpuReport::Ended(id, r));
                 })
                 .map_err(|e| VmError::Setup(format!("cannot start a vCPU thread: {e}")))?;
-            h.vcpu_threads.lock().unwrap().push(t.as_pthread_t_compat());
+            h.vcpu_threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(t.as_pthread_t_compat());
             threads.push(t);
         }
         drop(tx);
@@ -433,16 +463,24 @@ impl Machine {
             }
             let _ = t.join();
         }
-        h.vcpu_threads.lock().unwrap().clear();
+        h.vcpu_threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         input.store(true, Ordering::SeqCst);
         h.input_ready.notify_all();
 
         // Disks carry over to the next boot.
-        let devices = std::mem::take(&mut *h.devices.lock().unwrap());
+        let devices = std::mem::take(
+            &mut *h
+                .devices
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         self.blocks = devices
             .into_iter()
             .map(|d| {
-                let mut d = d.lock().unwrap();
+                let mut d = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 std::mem::replace(d.block(), Block::empty_slot())
             })
             .collect();
@@ -503,7 +541,11 @@ fn vcpu_loop(
             return Ok(ExitReason::Interrupted);
         }
         {
-            let mut paused = h.paused.0.lock().unwrap();
+            let mut paused = h
+                .paused
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if *paused {
                 h.parked.fetch_add(1, Ordering::SeqCst);
                 while *paused {
@@ -535,7 +577,10 @@ fn spawn_input_pump(h: Arc<MachineHandle>) -> Arc<AtomicBool> {
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
     std::thread::spawn(move || loop {
-        let mut q = h.input.lock().unwrap();
+        let mut q = h
+            .input
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while q.is_empty() && !d.load(Ordering::SeqCst) {
             q = h
                 .input_ready
@@ -548,9 +593,17 @@ fn spawn_input_pump(h: Arc<MachineHandle>) -> Arc<AtomicBool> {
         }
         let chunk: Vec<u8> = q.iter().copied().take(64).collect();
         drop(q);
-        let n = h.serial.lock().unwrap().enqueue_input(&chunk).unwrap_or(0);
+        let n = h
+            .serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .enqueue_input(&chunk)
+            .unwrap_or(0);
         if n > 0 {
-            h.input.lock().unwrap().drain(..n);
+            h.input
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .drain(..n);
             // Room again for a writer waiting on a full queue.
             h.input_ready.notify_all();
         } else {

@@ -118,7 +118,11 @@ impl ConfigSpace {
                 let old = self.regs[15];
                 self.regs[15] = (old & !0xff) | (v & 0xff);
             }
-            _ if reg >= 0x40 => self.regs[(reg / 4) as usize] = v,
+            _ if reg >= 0x40 => {
+                if let Some(r) = self.regs.get_mut((reg / 4) as usize) {
+                    *r = v;
+                }
+            }
             _ => {}
         }
     }

@@ -26,11 +26,14 @@ impl PciBus {
     /// The function whose BAR0 covers `addr`, and the offset in it.
     pub fn find_bar(&self, addr: u64) -> Option<(Arc<Mutex<dyn PciFunction>>, u64)> {
         for f in &self.slots {
-            let mut g = f.lock().unwrap();
+            let mut g = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let cfg = g.config();
             if let Some((base, size)) = cfg.bar0() {
-                if cfg.memory_enabled() && addr >= base && addr < base + size {
-                    return Some((f.clone(), addr - base));
+                // The guest programs `base`: no `base + size` (it may wrap).
+                if let Some(offset) = addr.checked_sub(base).filter(|o| *o < size) {
+                    if cfg.memory_enabled() {
+                        return Some((f.clone(), offset));
+                    }
                 }
             }
         }
@@ -74,7 +77,11 @@ impl PioDevice for PciConfigPorts {
             return;
         }
         let v = match self.target() {
-            Some((f, reg)) => f.lock().unwrap().config().read(reg),
+            Some((f, reg)) => f
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .config()
+                .read(reg),
             None => 0xffff_ffff,
         };
         let bytes = v.to_le_bytes();

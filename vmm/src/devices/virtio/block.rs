@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
 /// Request types (virtio spec 5.2.6).
 pub const VIRTIO_BLK_T_IN: u32 = 0;
@@ -20,6 +20,30 @@ pub const VIRTIO_BLK_S_IOERR: u8 = 1;
 pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 
 pub const SECTOR_SIZE: u64 = 512;
+
+/// Guest data is copied through a buffer of at most this many bytes,
+/// whatever length a descriptor claims.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// Refuses a segment whose guest range is not all guest memory, before
+/// any of it is copied.
+fn check_guest_range<M: GuestMemory>(
+    mem: &M,
+    s: &Segment,
+    access: vm_memory::Permissions,
+) -> Result<(), u8> {
+    if s.len == 0 {
+        return Ok(());
+    }
+    s.addr
+        .checked_add(u64::from(s.len) - 1)
+        .ok_or(VIRTIO_BLK_S_IOERR)?;
+    if mem.check_range(s.addr, s.len as usize, access) {
+        Ok(())
+    } else {
+        Err(VIRTIO_BLK_S_IOERR)
+    }
+}
 /// Length of the device id returned by GET_ID.
 pub const DEVICE_ID_LEN: usize = 20;
 
@@ -226,7 +250,7 @@ impl Block {
             self.metrics.malformed += 1;
             return written;
         }
-        written + 1
+        written.saturating_add(1)
     }
 
     fn request<M: GuestMemory>(
@@ -237,6 +261,10 @@ impl Block {
         data: &[Segment],
     ) -> Result<u32, u8> {
         let total: u64 = data.iter().map(|s| u64::from(s.len)).sum();
+        // The used length is a u32 and counts the status byte too.
+        if total >= u64::from(u32::MAX) {
+            return Err(VIRTIO_BLK_S_IOERR);
+        }
         let in_range = |total: u64| {
             sector
                 .checked_mul(SECTOR_SIZE)
@@ -248,16 +276,21 @@ impl Block {
                 if !in_range(total) || data.iter().any(|s| !s.writable) {
                     return Err(VIRTIO_BLK_S_IOERR);
                 }
+                let file = self.file.as_ref().ok_or(VIRTIO_BLK_S_IOERR)?;
                 let mut offset = sector * SECTOR_SIZE;
+                let mut buf = vec![0u8; COPY_CHUNK.min(total as usize)];
                 for s in data {
-                    let mut buf = vec![0u8; s.len as usize];
-                    self.file
-                        .as_ref()
-                        .ok_or(VIRTIO_BLK_S_IOERR)?
-                        .read_exact_at(&mut buf, offset)
-                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
-                    mem.write_slice(&buf, s.addr)
-                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    check_guest_range(mem, s, vm_memory::Permissions::Write)?;
+                    let mut done = 0u64;
+                    while done < u64::from(s.len) {
+                        let n = (u64::from(s.len) - done).min(buf.len() as u64) as usize;
+                        file.read_exact_at(&mut buf[..n], offset + done)
+                            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                        let at = s.addr.checked_add(done).ok_or(VIRTIO_BLK_S_IOERR)?;
+                        mem.write_slice(&buf[..n], at)
+                            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                        done += n as u64;
+                    }
                     offset += u64::from(s.len);
                 }
                 self.metrics.reads += 1;
@@ -268,16 +301,21 @@ impl Block {
                 if self.read_only || !in_range(total) || data.iter().any(|s| s.writable) {
                     return Err(VIRTIO_BLK_S_IOERR);
                 }
+                let file = self.file.as_ref().ok_or(VIRTIO_BLK_S_IOERR)?;
                 let mut offset = sector * SECTOR_SIZE;
+                let mut buf = vec![0u8; COPY_CHUNK.min(total as usize)];
                 for s in data {
-                    let mut buf = vec![0u8; s.len as usize];
-                    mem.read_slice(&mut buf, s.addr)
-                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
-                    self.file
-                        .as_ref()
-                        .ok_or(VIRTIO_BLK_S_IOERR)?
-                        .write_all_at(&buf, offset)
-                        .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                    check_guest_range(mem, s, vm_memory::Permissions::Read)?;
+                    let mut done = 0u64;
+                    while done < u64::from(s.len) {
+                        let n = (u64::from(s.len) - done).min(buf.len() as u64) as usize;
+                        let at = s.addr.checked_add(done).ok_or(VIRTIO_BLK_S_IOERR)?;
+                        mem.read_slice(&mut buf[..n], at)
+                            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                        file.write_all_at(&buf[..n], offset + done)
+                            .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+                        done += n as u64;
+                    }
                     offset += u64::from(s.len);
                 }
                 self.metrics.writes += 1;
@@ -368,6 +406,49 @@ mod tests {
             used_len,
             notify,
         )
+    }
+
+    #[test]
+    fn a_huge_descriptor_outside_guest_memory_fails_without_allocating_it() {
+        let mut r = rig(false);
+        // A disk large enough that a 4 GiB request is in range.
+        let path = r._dir.path().join("big.raw");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+        r.block = Block::open(&path, false, "vol-big").unwrap();
+        for kind in [VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT] {
+            header(&r.mem, kind, 0);
+            r.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+            let start = std::time::Instant::now();
+            let (status, used, _) = send(
+                &mut r,
+                &[
+                    desc(HDR, 16, false),
+                    desc(0x8000_0000, u32::MAX - 15, kind == VIRTIO_BLK_T_IN),
+                    desc(STATUS, 1, true),
+                ],
+            );
+            // Refused (by the queue's chain walk or the device), never run.
+            assert_ne!(status, VIRTIO_BLK_S_OK);
+            assert!(used <= 1);
+            assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // Two segments whose lengths add up beyond a u32: refused, no
+        // truncated used length.
+        header(&r.mem, VIRTIO_BLK_T_IN, 0);
+        let (status, used, _) = send(
+            &mut r,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, u32::MAX / 2 + 1, true),
+                desc(DATA, u32::MAX / 2 + 1, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_ne!(status, VIRTIO_BLK_S_OK);
+        assert!(used <= 1);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct PciBlock {
     msix_config: u16,
     queue_vector: u16,
     msix: [MsixEntry; MSIX_VECTORS],
+    /// The Pending Bit Array: an interrupt of a masked vector (or while the
+    /// function is masked) waits here and is sent on unmask.
+    pending: [bool; MSIX_VECTORS],
     msix_cap: u8,
     pub interrupts: u64,
 }
@@ -108,6 +111,7 @@ impl PciBlock {
             msix_config: NO_VECTOR,
             queue_vector: NO_VECTOR,
             msix: [MsixEntry::default(); MSIX_VECTORS],
+            pending: [false; MSIX_VECTORS],
             msix_cap,
             interrupts: 0,
         }
@@ -131,12 +135,34 @@ impl PciBlock {
     fn interrupt(&mut self, vector: u16, isr_bit: u8) {
         self.isr |= isr_bit;
         let control = self.msix_control();
-        let enabled = control & 0x8000 != 0 && control & 0x4000 == 0;
-        if !enabled || vector == NO_VECTOR {
+        if control & 0x8000 == 0 || vector == NO_VECTOR {
             return;
         }
-        if let Some(e) = self.msix.get(vector as usize).copied() {
-            if !e.masked {
+        let function_masked = control & 0x4000 != 0;
+        let Some(e) = self.msix.get(vector as usize).copied() else {
+            return;
+        };
+        if e.masked || function_masked {
+            self.pending[vector as usize] = true;
+            return;
+        }
+        self.interrupts += 1;
+        (self.msi)(e.addr_lo, e.addr_hi, e.data);
+    }
+
+    /// Sends the interrupts the PBA holds for vectors no longer masked.
+    fn deliver_pending(&mut self) {
+        if !self.pending.iter().any(|p| *p) {
+            return;
+        }
+        let control = self.msix_control();
+        if control & 0x8000 == 0 || control & 0x4000 != 0 {
+            return;
+        }
+        for v in 0..MSIX_VECTORS {
+            let e = self.msix[v];
+            if self.pending[v] && !e.masked {
+                self.pending[v] = false;
                 self.interrupts += 1;
                 (self.msi)(e.addr_lo, e.addr_hi, e.data);
             }
@@ -284,6 +310,14 @@ impl PciFunction for PciBlock {
                 }
                 u64::from_le_bytes(b)
             }
+            o if (MSIX_PBA..MSIX_PBA + 8).contains(&o) => {
+                let bits = self
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |acc, (i, p)| acc | (u64::from(*p) << i));
+                bits >> ((o - MSIX_PBA) * 8)
+            }
             o if (MSIX_TABLE..MSIX_TABLE + 16 * MSIX_VECTORS as u64).contains(&o) => {
                 let e = self.msix[((o - MSIX_TABLE) / 16) as usize];
                 match (o - MSIX_TABLE) % 16 {
@@ -323,6 +357,9 @@ impl PciFunction for PciBlock {
             }
             _ => {}
         }
+        // An unmask (of the vector, or of the whole function in the
+        // config space before this access) delivers what was pending.
+        self.deliver_pending();
     }
 }
 
@@ -349,7 +386,11 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let s2 = sent.clone();
-        let msi: MsiSender = Arc::new(move |lo, hi, data| s2.lock().unwrap().push((lo, hi, data)));
+        let msi: MsiSender = Arc::new(move |lo, hi, data| {
+            s2.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((lo, hi, data))
+        });
         let blk = Arc::new(Mutex::new(PciBlock::new(
             Block::open(&disk, false, "vol-pci").unwrap(),
             mem,
@@ -387,11 +428,15 @@ mod tests {
         ports.write(4, &[0x06, 0]);
         let (f, off) = bus.find_bar(0xe000_0000 + DEVICE).expect("BAR0 decodes");
         let mut cap = [0u8; 8];
-        f.lock().unwrap().bar_read(off, &mut cap);
+        f.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bar_read(off, &mut cap);
         assert_eq!(u64::from_le_bytes(cap), 2048, "capacity in sectors");
 
         // MSI-X: program vector 0, enable, the config change sends it.
-        let mut b = blk.lock().unwrap();
+        let mut b = blk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         b.bar_write(MSIX_TABLE, &0xfee0_0000u32.to_le_bytes());
         b.bar_write(MSIX_TABLE + 8, &0x41u32.to_le_bytes());
         b.bar_write(COMMON + 0x10, &0u16.to_le_bytes());
@@ -400,11 +445,72 @@ mod tests {
         b.config()
             .write_bytes(u16::from(cap_at) + 2, &0x8000u16.to_le_bytes());
         b.config_changed();
-        assert_eq!(*sent.lock().unwrap(), vec![(0xfee0_0000, 0, 0x41)]);
+        assert_eq!(
+            *sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            vec![(0xfee0_0000, 0, 0x41)]
+        );
         let mut isr = [0u8];
         b.bar_read(ISR, &mut isr);
         assert_eq!(isr[0], 2, "configuration change, cleared by the read");
         b.bar_read(ISR, &mut isr);
         assert_eq!(isr[0], 0);
+
+        // A masked vector's interrupt is latched in the PBA, not lost, and
+        // sent when the vector is unmasked.
+        b.bar_write(MSIX_TABLE + 12, &1u32.to_le_bytes());
+        b.config_changed();
+        assert_eq!(sent.lock().unwrap().len(), 1, "masked: not sent");
+        let mut pba = [0u8; 8];
+        b.bar_read(MSIX_PBA, &mut pba);
+        assert_eq!(u64::from_le_bytes(pba), 1, "pending bit of vector 0");
+        b.bar_write(MSIX_TABLE + 12, &0u32.to_le_bytes());
+        assert_eq!(sent.lock().unwrap().len(), 2, "sent on unmask");
+        b.bar_read(MSIX_PBA, &mut pba);
+        assert_eq!(u64::from_le_bytes(pba), 0);
+        // The same with the whole function masked.
+        b.config()
+            .write_bytes(u16::from(cap_at) + 2, &0xc000u16.to_le_bytes());
+        b.config_changed();
+        assert_eq!(sent.lock().unwrap().len(), 2);
+        b.config()
+            .write_bytes(u16::from(cap_at) + 2, &0x8000u16.to_le_bytes());
+        b.bar_read(ISR, &mut isr);
+        b.bar_write(NOTIFY + 8, &[0]);
+        assert_eq!(
+            sent.lock().unwrap().len(),
+            3,
+            "sent once the function is unmasked"
+        );
+    }
+
+    #[test]
+    fn a_bar_programmed_at_the_top_of_the_address_space_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let msi: MsiSender = Arc::new(|_, _, _| {});
+        let blk = Arc::new(Mutex::new(PciBlock::new(
+            Block::open(&disk, false, "vol-pci").unwrap(),
+            mem,
+            msi,
+            0xe000_0000,
+        )));
+        let bus = PciBus {
+            slots: vec![blk.clone()],
+        };
+        let mut ports = PciConfigPorts::new(bus.clone());
+        ports.write(0, &0x8000_0010u32.to_le_bytes());
+        ports.write(4, &0xffff_ffffu32.to_le_bytes());
+        ports.write(0, &0x8000_0014u32.to_le_bytes());
+        ports.write(4, &0xffff_ffffu32.to_le_bytes());
+        ports.write(0, &0x8000_0004u32.to_le_bytes());
+        ports.write(4, &[0x06, 0]);
+        // Never panics; the top of the space decodes to the BAR's last bytes only.
+        assert!(bus.find_bar(u64::MAX).is_some());
+        assert!(bus.find_bar(0).is_none());
+        assert!(bus.find_bar(0xe000_0000).is_none());
     }
 }
