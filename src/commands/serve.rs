@@ -94,15 +94,25 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
     resume_orphans(ctx, &mut children);
     let mut file_seen: Option<SystemTime> = None;
     let clock = SystemClock;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut cache = DueCache::default();
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = tokio::time::sleep(wait) => {
                 reload_file(ctx, &file, &mut file_seen);
-                if let Err(e) = schedule_tick(ctx, &clock, &mut children) {
-                    tracing::warn!("scheduler tick failed: {e}");
-                    say(&format!("scheduler: {e}"));
+                wait = Duration::from_secs(1);
+                match schedule_tick(ctx, &clock, &mut children, &mut cache) {
+                    // Wake for the next due slot, at least once a second
+                    // (windows, file edits), at most 20 times a second.
+                    Ok(Some(next)) => {
+                        let until = (next - clock.now()).to_std().unwrap_or_default();
+                        wait = until.clamp(Duration::from_millis(50), Duration::from_secs(1));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("scheduler tick failed: {e}");
+                        say(&format!("scheduler: {e}"));
+                    }
                 }
                 if let Err(e) = super::windows::windows_tick(ctx, &clock, &mut children) {
                     tracing::warn!("maintenance window tick failed: {e}");
@@ -156,15 +166,77 @@ fn previous_running(ctx: &Context, name: &str) -> Option<String> {
     })
 }
 
-/// One pass over every schedule: claim due slots, start what runs.
+/// When each schedule next needs attention, kept between ticks so an
+/// idle tick costs one `data_version` read instead of a journal read and
+/// a plan per schedule. Any commit by another connection (a CLI change,
+/// this serve's own slot claims) invalidates it.
+#[derive(Default)]
+pub struct DueCache {
+    journal: Option<drydock_runtime::Journal>,
+    version: Option<i64>,
+    due: Vec<(
+        drydock_runtime::journal::ScheduleRecord,
+        Option<chrono::DateTime<Utc>>,
+    )>,
+}
+
+/// The first slot of `s` not handled yet (None when there is none).
+fn first_unhandled(s: &drydock_runtime::journal::ScheduleRecord) -> Option<chrono::DateTime<Utc>> {
+    let expr = drydock_runtime::schedule::ScheduleExpr::parse(&s.expression).ok()?;
+    let tz = drydock_runtime::schedule::parse_tz(&s.timezone).ok()?;
+    let anchor = Utc
+        .timestamp_millis_opt(s.start_at.unwrap_or(s.created_at))
+        .single()?;
+    let origin = s.created_at.max(s.start_at.unwrap_or(i64::MIN)) - 1;
+    let after = Utc
+        .timestamp_millis_opt(s.last_slot_at.unwrap_or(origin))
+        .single()?;
+    let next = expr.next_after(after, tz, anchor)?;
+    match s.end_at {
+        Some(end) if next.timestamp_millis() > end => None,
+        _ => Some(next),
+    }
+}
+
+/// One pass over the schedules that are due: claim their slots, start
+/// what runs. Returns when the next schedule is due.
 pub fn schedule_tick(
     ctx: &Context,
     clock: &dyn Clock,
     children: &mut Vec<Child>,
-) -> Result<(), CliError> {
+    cache: &mut DueCache,
+) -> Result<Option<chrono::DateTime<Utc>>, CliError> {
     let now = clock.now();
-    let schedules = ctx.executor.journal()?.schedules()?;
-    for s in schedules {
+    if cache.journal.is_none() {
+        cache.journal = Some(ctx.executor.journal()?);
+    }
+    let version = cache
+        .journal
+        .as_ref()
+        .map(|j| j.data_version())
+        .transpose()?;
+    if cache.version.is_none() || cache.version != version {
+        let list = ctx.executor.journal()?.schedules()?;
+        cache.due = list
+            .into_iter()
+            .map(|s| {
+                let due = first_unhandled(&s);
+                (s, due)
+            })
+            .collect();
+        cache.version = version;
+    }
+    let due_now: Vec<drydock_runtime::journal::ScheduleRecord> = cache
+        .due
+        .iter()
+        .filter(|(_, d)| d.is_some_and(|d| d <= now))
+        .map(|(s, _)| s.clone())
+        .collect();
+    if !due_now.is_empty() {
+        // Our own claims below change the journal: read it again next time.
+        cache.version = None;
+    }
+    for s in due_now {
         // A closed calendar skips the slot, unless it asks for an override
         // approval: then the run starts and waits for it first.
         let journal = ctx.executor.journal()?;
@@ -243,7 +315,7 @@ pub fn schedule_tick(
             }
         }
     }
-    Ok(())
+    Ok(cache.due.iter().filter_map(|(_, d)| *d).min())
 }
 
 /// Scheduled runs whose runner is gone (serve or the machine went down

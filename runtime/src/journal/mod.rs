@@ -420,6 +420,14 @@ impl Journal {
         }
     }
 
+    /// Changes whenever another connection commits (SQLite's
+    /// `data_version`): a cheap way to know cached reads are stale.
+    pub fn data_version(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
