@@ -85,9 +85,13 @@ impl PioDevice for PciConfigPorts {
             None => 0xffff_ffff,
         };
         let bytes = v.to_le_bytes();
-        let start = (offset - 4) as usize;
+        let start = usize::from(offset - 4);
         for (i, b) in data.iter_mut().enumerate() {
-            *b = bytes.get(start + i).copied().unwrap_or(0xff);
+            *b = start
+                .checked_add(i)
+                .and_then(|at| bytes.get(at))
+                .copied()
+                .unwrap_or(0xff);
         }
     }
 
@@ -102,11 +106,14 @@ impl PioDevice for PciConfigPorts {
             self.address = u32::from_le_bytes(v);
             return None;
         }
+        // The data port is 4 bytes wide: an offset beyond it (which the
+        // port bus does not send) is ignored, never added into a register.
+        let within = offset.checked_sub(4).filter(|o| *o < 4)?;
         if let Some((f, reg)) = self.target() {
             f.lock()
-                .unwrap()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .config()
-                .write_bytes(reg + (offset - 4), data);
+                .write_bytes(reg + within, data);
         }
         None
     }
