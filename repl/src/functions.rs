@@ -38,6 +38,36 @@ type Doc = (&'static str, &'static [&'static str], &'static str);
 
 const DOCS: &[Doc] = &[
     (
+        "instance::list",
+        &["#{ tag: \"KEY=VALUE\" }"],
+        "the region's instances (with their tags), optionally only those with a tag",
+    ),
+    (
+        "instance::tag",
+        &["id", "#{ KEY: VALUE }"],
+        "sets tags on an instance; returns all its tags",
+    ),
+    (
+        "instance::untag",
+        &["id", "key"],
+        "removes a tag from an instance; returns the tags left",
+    ),
+    (
+        "volume::list",
+        &["#{ tag: \"KEY=VALUE\" }"],
+        "the region's volumes (with their tags), optionally only those with a tag",
+    ),
+    (
+        "volume::tag",
+        &["id", "#{ KEY: VALUE }"],
+        "sets tags on a volume; returns all its tags",
+    ),
+    (
+        "volume::untag",
+        &["id", "key"],
+        "removes a tag from a volume; returns the tags left",
+    ),
+    (
         "instance::describe",
         &["id"],
         "an instance's record: state, type, image, root volume, attached volumes",
