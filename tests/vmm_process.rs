@@ -411,3 +411,131 @@ fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
         text(&out.stderr)
     );
 }
+
+/// The `Seccomp:`, `Seccomp_filters:` and `NoNewPrivs:` lines of each
+/// thread of `pid`, by thread name.
+fn thread_security(pid: u32) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        out.push((
+            comm.trim().to_string(),
+            field("Seccomp:"),
+            field("Seccomp_filters:"),
+            field("NoNewPrivs:"),
+        ));
+    }
+    out
+}
+
+/// Waits for `child` to end, at most `secs` seconds (then kills it).
+fn wait_for(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the VMM did not end within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Seccomp (issue 11): every thread of the VMM runs under its filter with
+/// no new privileges (vCPU threads under a second, narrower one); the
+/// operator can turn it off; and a system call outside the vCPU filter,
+/// made from a vCPU thread (`DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL`, a
+/// test-only hook), kills the whole VMM with SIGSYS, the exit status the
+/// supervisor records as the instance's end ("VMM exited unexpectedly
+/// (signal: 31 (SIGSYS))").
+#[test]
+fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut code = outb(0x3f8, b"boot\n");
+    code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp hlt
+    let run = |env: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &code);
+        let child = Command::new(common::bin())
+            .args(["vmm", "--spec"])
+            .arg(&spec)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (dir, child)
+    };
+    let running = |dir: &Path| {
+        let mut control = QmpClient::connect(&dir.join("control.sock"), Duration::from_secs(20))
+            .expect("the VMM opens its control socket");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while control.execute("status", json!({})).unwrap()["state"] != "running" {
+            assert!(Instant::now() < deadline, "the VM never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        control
+    };
+
+    // On by default.
+    let (dir, mut child) = run(&[]);
+    let mut control = running(dir.path());
+    let threads = thread_security(child.id());
+    assert!(
+        threads.iter().any(|t| t.0 == "vcpu0"),
+        "a vCPU thread: {threads:?}"
+    );
+    for (name, mode, filters, nnp) in &threads {
+        assert_eq!(
+            (mode.as_str(), nnp.as_str()),
+            ("2", "1"),
+            "{name}: {threads:?}"
+        );
+        // (KVM's own worker threads, e.g. kvm-nx-lpage-recovery, inherit
+        // whichever filters the thread that created them had.)
+        let want = match name.as_str() {
+            n if n.starts_with("vcpu") => "2",
+            "drydock" => "1",
+            _ => continue,
+        };
+        assert_eq!(filters, want, "{name}: {threads:?}");
+    }
+    control.execute("stop", json!({})).unwrap();
+    let status = wait_for(&mut child, 20);
+    assert_eq!(status.code(), Some(0));
+
+    // Off when the operator says so.
+    let (dir, mut child) = run(&[("DRYDOCK_VMM_SECCOMP", "off")]);
+    let mut control = running(dir.path());
+    let threads = thread_security(child.id());
+    assert!(threads.iter().all(|t| t.1 == "0"), "{threads:?}");
+    control.execute("stop", json!({})).unwrap();
+    assert_eq!(wait_for(&mut child, 20).code(), Some(0));
+
+    // A forbidden call from vCPU 0 ends the VMM at once, by SIGSYS.
+    let (_dir, mut child) = run(&[("DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL", "1")]);
+    let status = wait_for(&mut child, 20);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "{status}: {stderr}");
+    assert!(status.to_string().contains("SIGSYS"), "{status}");
+}

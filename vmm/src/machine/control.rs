@@ -115,7 +115,21 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
         hotplug_slots: HOTPLUG_SLOTS,
         generation: spec.generation,
         virtio_mmio_cmdline: spec.virtio_mmio_cmdline,
+        seccomp: seccomp_wanted(std::env::var("DRYDOCK_VMM_SECCOMP").ok().as_deref()),
+        test_hook_forbidden_syscall_in_vcpu: std::env::var(
+            "DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL",
+        )
+        .is_ok_and(|v| v == "1"),
     })
+}
+
+/// Seccomp is on unless `DRYDOCK_VMM_SECCOMP` says off (`0`, `off`,
+/// `false`, `no`): an operator's escape hatch while a filter misses a call.
+fn seccomp_wanted(env: Option<&str>) -> bool {
+    !matches!(
+        env.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "off" | "false" | "no")
+    )
 }
 
 fn event_json(e: &MachineEvent) -> Vec<Value> {
@@ -344,6 +358,7 @@ fn serve(c: Arc<Control>, path: &Path) -> std::io::Result<()> {
 /// stdin/stdout, control on the spec's sockets. Returns how it ended.
 pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
     let config = machine_config(spec)?;
+    let filter = config.seccomp;
     let mut machine =
         Machine::new(config, Box::new(std::io::stdout())).map_err(|e| e.to_string())?;
     let h = machine.handle();
@@ -367,6 +382,25 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
                 h.console_input(&buf[..n]);
             }
         });
+    }
+    // No core dumps: a VMM killed by its filter (SIGSYS) or a crash must
+    // not write the guest's memory to disk.
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the rlimit we pass and changes only this
+    // process's limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+        tracing::warn!("RLIMIT_CORE: {}", std::io::Error::last_os_error());
+    }
+    if filter {
+        // Every thread started so far (control, events, console input) and
+        // every later one: the VMM filter. vCPU threads add their own.
+        super::seccomp::install(super::seccomp::ThreadKind::Vmm)?;
+        tracing::info!("seccomp filters on (vmm, vcpu)");
+    } else {
+        tracing::warn!("seccomp filters off (DRYDOCK_VMM_SECCOMP)");
     }
     let end = machine.run().map_err(|e| e.to_string());
     // Let event subscribers see the end before the sockets go away.

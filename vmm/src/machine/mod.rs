@@ -10,6 +10,7 @@
 
 pub mod control;
 mod handle;
+pub mod seccomp;
 
 use handle::{kick_handler, kick_signal};
 pub use handle::{Detached, DiskStatus, MachineHandle, MachineStatus};
@@ -65,6 +66,18 @@ pub struct MachineConfig {
     /// kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`.
     #[serde(default)]
     pub virtio_mmio_cmdline: bool,
+    /// Seccomp filters per thread kind ([`seccomp`]): the VMM process's
+    /// filter before the first boot, the vCPU filter on each vCPU thread.
+    #[serde(default = "seccomp_on")]
+    pub seccomp: bool,
+    /// TEST HOOK ONLY: vCPU 0 makes a system call its filter forbids as
+    /// soon as its filter is on, so a test sees the VMM die of it.
+    #[serde(default)]
+    pub test_hook_forbidden_syscall_in_vcpu: bool,
+}
+
+fn seccomp_on() -> bool {
+    true
 }
 
 fn mmio_generation() -> DeviceGeneration {
@@ -396,11 +409,23 @@ impl Machine {
             let tx = tx.clone();
             let h2 = h.clone();
             let vm2 = vm.clone();
+            let filter = cfg.seccomp;
+            let forbidden_syscall_hook = cfg.test_hook_forbidden_syscall_in_vcpu && id == 0;
             h.running_vcpus.fetch_add(1, Ordering::SeqCst);
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
                     let _vm = vm2;
+                    if filter {
+                        if let Err(e) = seccomp::install(seccomp::ThreadKind::Vcpu) {
+                            h2.running_vcpus.fetch_sub(1, Ordering::SeqCst);
+                            let _ = tx.send(VcpuReport::Ended(id, Err(VmError::Setup(e))));
+                            return;
+                        }
+                    }
+                    if forbidden_syscall_hook {
+                        seccomp::test_hook_forbidden_syscall();
+                    }
                     // A panic (a device bug a guest found) ends this boot
                     // as an internal error with what panicked, instead of
                     // leaving the guest running with a dead CPU.
