@@ -68,10 +68,26 @@ fn buffer_size() -> usize {
     }
 }
 
-/// The account name of a uid, from the passwd database.
-pub fn user_name(uid: u32) -> Option<String> {
+/// Calls a `get*_r` lookup with a buffer that grows while the call asks
+/// for more room (`ERANGE`), up to `limit` bytes. `call` returns the
+/// errno-style code and, when found, the value read from the buffer.
+fn lookup<T>(limit: usize, mut call: impl FnMut(&mut [u8]) -> (i32, Option<T>)) -> Option<T> {
     let mut buf = vec![0u8; buffer_size()];
     loop {
+        match call(&mut buf) {
+            (libc::ERANGE, _) if buf.len() < limit => {
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+            }
+            (0, found) => return found,
+            _ => return None,
+        }
+    }
+}
+
+/// The passwd entry of a uid: its name and primary gid.
+fn passwd_of(uid: u32) -> Option<(String, u32)> {
+    lookup(1 << 20, |buf| {
         // SAFETY: zeroed passwd is a valid out-parameter for getpwuid_r.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -85,24 +101,24 @@ pub fn user_name(uid: u32) -> Option<String> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
         if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
+            return (rc, None);
         }
         // SAFETY: pw_name points into buf, NUL-terminated by getpwuid_r.
         let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
+        (0, Some((name.to_string_lossy().into_owned(), pwd.pw_gid)))
+    })
+}
+
+/// The account name of a uid, from the passwd database.
+pub fn user_name(uid: u32) -> Option<String> {
+    passwd_of(uid).map(|(name, _)| name)
 }
 
 /// The uid of an account name.
 pub fn user_id(name: &str) -> Option<u32> {
     let cname = CString::new(name).ok()?;
-    let mut buf = vec![0u8; buffer_size()];
-    loop {
+    lookup(1 << 20, |buf| {
         // SAFETY: zeroed passwd is a valid out-parameter for getpwnam_r.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -116,22 +132,14 @@ pub fn user_id(name: &str) -> Option<u32> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        return Some(pwd.pw_uid);
-    }
+        (rc, (rc == 0 && !result.is_null()).then_some(pwd.pw_uid))
+    })
 }
 
 /// The gid of a group name.
 pub fn group_id(name: &str) -> Option<u32> {
     let cname = CString::new(name).ok()?;
-    let mut buf = vec![0u8; buffer_size()];
-    loop {
+    lookup(1 << 22, |buf| {
         // SAFETY: zeroed group is a valid out-parameter for getgrnam_r.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
@@ -145,33 +153,12 @@ pub fn group_id(name: &str) -> Option<u32> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 22 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        return Some(grp.gr_gid);
-    }
+        (rc, (rc == 0 && !result.is_null()).then_some(grp.gr_gid))
+    })
 }
 
 fn primary_gid(uid: u32) -> Option<u32> {
-    let mut buf = vec![0u8; buffer_size()];
-    // SAFETY: zeroed passwd is a valid out-parameter for getpwuid_r.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and buf's length is passed.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(pwd.pw_gid)
+    passwd_of(uid).map(|(_, gid)| gid)
 }
 
 /// Every gid an account belongs to (primary first).

@@ -171,12 +171,10 @@ pub fn run(inv: &Invocation, interrupt: &Interrupt) -> Result<RawOutput, Command
     if let Some(dir) = &inv.cwd {
         cmd.current_dir(dir);
     }
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe, allocates nothing and touches no
-    // memory shared with the parent. A new session makes the child the leader
-    // of a new process group (pgid = its pid) with no controlling terminal, so
-    // the group can be signalled as a whole and nothing in it can stop on
-    // terminal I/O.
+    // A new session makes the child the leader of a new process group
+    // (pgid = its pid) with no controlling terminal, so the group can be
+    // signalled as a whole and nothing in it can stop on terminal I/O.
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which is async-signal-safe, allocates nothing and touches no memory shared with the parent.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() == -1 {
@@ -270,9 +268,8 @@ fn group_alive(pgid: libc::pid_t) -> bool {
 }
 
 fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: kill(2) with a negative pid signals the process group of the
-    // child we started (setsid made it the leader); the child is not reaped
-    // yet, so that group id still belongs to it. No memory is touched.
+    // The child is not reaped yet, so its group id still belongs to it.
+    // SAFETY: kill(2) with a negative pid signals the process group of the child we started (setsid made it the leader); no memory is touched.
     unsafe {
         libc::kill(-pgid, signal);
     }
