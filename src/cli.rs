@@ -482,6 +482,7 @@ pub struct ScheduleAddArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
     /// A schedules file (TOML) re-read whenever it changes [default: DATA_DIR/schedules.toml]
     #[arg(long)]
@@ -489,6 +490,15 @@ pub struct ServeArgs {
     /// Where the web console and HTTP API listen (`off` for none; port 0 picks one)
     #[arg(long, default_value = "127.0.0.1:8450")]
     pub listen: String,
+    #[command(subcommand)]
+    pub action: Option<ServeCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Ask the running serve of this data directory how it is doing (over
+    /// its Unix socket, DATA_DIR/serve.sock); exit 1 when none runs
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

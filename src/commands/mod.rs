@@ -11,6 +11,7 @@ pub mod run;
 pub mod runbooks;
 pub mod schedules;
 pub mod serve;
+pub mod serve_socket;
 pub mod tokens;
 pub mod vmm_bench;
 pub mod volumes;

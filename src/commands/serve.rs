@@ -6,24 +6,81 @@
 
 use std::path::PathBuf;
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::{TimeZone, Utc};
 use drydock_runtime::schedule::calendar::{state_of, CalendarState};
 use drydock_runtime::schedule::{plan, Clock, Decision, Facts, SystemClock};
+use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{shown, Context};
-use crate::cli::ServeArgs;
+use super::{serve_socket, shown, Context};
+use crate::cli::{ServeArgs, ServeCommand};
 use crate::failure::CliError;
 
-/// `drydock serve`.
+/// `drydock serve`, or `drydock serve status`.
 pub fn run(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
+    if let Some(ServeCommand::Status) = args.action {
+        return status(ctx);
+    }
+    // One serve per data directory, before anything is started.
+    let _lock = serve_socket::take_lock(&ctx.settings.data_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the service runtime: {e}")))?;
     rt.block_on(serve(ctx, args))
+}
+
+/// `drydock serve status`: what the running serve says of itself.
+fn status(ctx: &Context) -> Result<i32, CliError> {
+    let data_dir = &ctx.settings.data_dir;
+    let Some((code, v)) = serve_socket::get(data_dir, "/api/serve")? else {
+        if ctx.json {
+            println!("{}", serde_json::json!({ "running": false }));
+        } else {
+            println!(
+                "no drydock serve runs for {} (start one with `drydock serve`)",
+                data_dir.display()
+            );
+        }
+        return Ok(1);
+    };
+    if code != 200 {
+        return Err(CliError::failure(format!(
+            "the serve refused: {}",
+            v["error"].as_str().unwrap_or("no reason given")
+        )));
+    }
+    if ctx.json {
+        println!("{v}");
+        return Ok(0);
+    }
+    let text = |k: &str| v[k].as_str().map(shown).unwrap_or_else(|| "-".into());
+    let started = v["started_at"]
+        .as_i64()
+        .map(super::when)
+        .unwrap_or_default();
+    println!("drydock serve, pid {}, since {started}", v["pid"]);
+    println!("  data directory  {}", text("data_dir"));
+    println!("  region          {}", text("region"));
+    println!("  web console     {}", text("http"));
+    println!("  local socket    {}", text("socket"));
+    println!("  schedules       {}", v["schedules"]);
+    println!(
+        "  next slot       {}",
+        v["next_slot_at"]
+            .as_i64()
+            .map(super::when)
+            .unwrap_or_else(|| "none".into())
+    );
+    println!("  runs going      {}", v["runs_going"]);
+    println!("  you are         {}", text("caller"));
+    if v["stopping"].as_bool() == Some(true) {
+        println!("  stopping: no new work is started");
+    }
+    Ok(0)
 }
 
 fn say(line: &str) {
@@ -51,7 +108,23 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         ctx.settings.data_dir.display(),
         file.display()
     ));
-    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let started_at = drydock_runtime::journal::now_ms();
+    let socket = serve_socket::socket_path(&ctx.settings.data_dir);
+    let status = Arc::new(Mutex::new(json!({})));
+    let state = super::web::WebState {
+        data_dir: ctx.settings.data_dir.clone(),
+        region: ctx.settings.region.clone(),
+        profile: ctx.settings.profile.clone(),
+        serve: status.clone(),
+    };
+    let (stop_web, web_stopped) = tokio::sync::watch::channel(false);
+    let shutdown = move || {
+        let mut rx = web_stopped.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut http = None;
     if args.listen != "off" {
         let addr: std::net::SocketAddr = args.listen.parse().map_err(|_| {
             CliError::usage(format!(
@@ -73,23 +146,60 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         say(&format!(
             "web console on http://{bound}/ (sign in with a token from `drydock tokens create`)"
         ));
-        let state = super::web::WebState {
-            data_dir: ctx.settings.data_dir.clone(),
-            region: ctx.settings.region.clone(),
-            profile: ctx.settings.profile.clone(),
-        };
+        http = Some(format!("http://{bound}/"));
+        let router = super::web::router(state.clone());
+        let stopped = shutdown();
         tokio::spawn(async move {
-            let shutdown = async {
-                let _ = web_stopped.await;
-            };
-            if let Err(e) = axum::serve(listener, super::web::router(state))
-                .with_graceful_shutdown(shutdown)
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
                 .await
             {
                 tracing::error!("web console stopped: {e}");
             }
         });
     }
+    let unix = serve_socket::bind(&ctx.settings.data_dir)?;
+    say(&format!(
+        "local API on {} (for this account{})",
+        socket.display(),
+        match drydock_runtime::access::sharing().group {
+            Some(g) => format!(" and group {g}"),
+            None => String::new(),
+        }
+    ));
+    {
+        let router = super::web::router(state.clone())
+            .into_make_service_with_connect_info::<super::web::UnixPeer>();
+        let stopped = shutdown();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(unix, router)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!("local API stopped: {e}");
+            }
+        });
+    }
+    let report = |schedules: usize, next: Option<i64>, runs: usize, stopping: bool| {
+        if let Ok(mut s) = status.lock() {
+            *s = json!({
+                "running": true,
+                "pid": std::process::id(),
+                "started_at": started_at,
+                "account": drydock_runtime::identity::Identity::current().name,
+                "data_dir": ctx.settings.data_dir.display().to_string(),
+                "region": ctx.settings.region,
+                "http": http,
+                "socket": socket.display().to_string(),
+                "schedules_file": file.display().to_string(),
+                "schedules": schedules,
+                "next_slot_at": next,
+                "runs_going": runs,
+                "stopping": stopping,
+            });
+        }
+    };
+    report(0, None, 0, false);
     let mut children: Vec<Child> = Vec::new();
     resume_orphans(ctx, &mut children);
     let mut file_seen: Option<SystemTime> = None;
@@ -101,10 +211,12 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
             _ = tokio::time::sleep(wait) => {
                 reload_file(ctx, &file, &mut file_seen);
                 wait = Duration::from_secs(1);
+                let mut next_slot = None;
                 match schedule_tick(ctx, &clock, &mut children, &mut cache) {
                     // Wake for the next due slot, at least once a second
                     // (windows, file edits), at most 20 times a second.
                     Ok(Some(next)) => {
+                        next_slot = Some(next.timestamp_millis());
                         let until = (next - clock.now()).to_std().unwrap_or_default();
                         wait = until.clamp(Duration::from_millis(50), Duration::from_secs(1));
                     }
@@ -119,12 +231,14 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                     say(&format!("maintenance windows: {e}"));
                 }
                 children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+                report(cache.due.len(), next_slot, children.len(), false);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    let _ = stop_web.send(());
+    report(cache.due.len(), None, children.len(), true);
+    let _ = stop_web.send(true);
     say(&format!(
         "drydock serve: stopping; {} runs still going record their end in the journal and are resumed by the next serve if they stop",
         children.len()

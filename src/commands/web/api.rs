@@ -20,6 +20,18 @@ pub async fn whoami(Caller(me): Caller) -> ApiResult {
     Ok(Json(json!({ "account": me.name, "uid": me.uid })))
 }
 
+/// The serve itself: pid, since when, what it listens on, what it runs.
+/// `caller` is the account the request acts as.
+pub async fn serve(State(s): State<WebState>, Caller(me): Caller) -> ApiResult {
+    let mut status = s
+        .serve
+        .lock()
+        .map_err(|_| ApiError::internal("the serve status is unavailable"))?
+        .clone();
+    status["caller"] = json!(me.name);
+    Ok(Json(status))
+}
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     limit: Option<usize>,

@@ -1,18 +1,23 @@
 //! The web console and HTTP API of `drydock serve` (axum). Every request
-//! acts as an OS account: the one a token was created by (`drydock
-//! tokens create`), sent as `Authorization: Bearer …` or the cookie the
-//! login form sets. Changes also need the `X-Drydock: 1` header, which a
-//! page of another site cannot send (no cross-site request forgery).
+//! acts as an OS account: over TCP the one a token was created by
+//! (`drydock tokens create`), sent as `Authorization: Bearer …` or the
+//! cookie the login form sets; over the Unix socket the peer's account
+//! (SO_PEERCRED), which must be allowed on the data directory's sockets.
+//! Changes over TCP also need the `X-Drydock: 1` header, which a page of
+//! another site cannot send (no cross-site request forgery).
 
 mod api;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Form, Json, Router};
 use drydock_runtime::identity::Identity;
 use drydock_runtime::Journal;
@@ -27,6 +32,8 @@ pub struct WebState {
     pub data_dir: PathBuf,
     pub region: String,
     pub profile: String,
+    /// What the serve loop reports about itself (`/api/serve`).
+    pub serve: Arc<Mutex<serde_json::Value>>,
 }
 
 impl WebState {
@@ -72,6 +79,17 @@ impl From<drydock_runtime::JournalError> for ApiError {
 /// The account a request acts as.
 pub struct Caller(pub Identity);
 
+/// The peer of a connection to the Unix socket (its uid, or None when
+/// the kernel could not say).
+#[derive(Clone, Copy, Debug)]
+pub struct UnixPeer(Option<u32>);
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for UnixPeer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        UnixPeer(stream.io().peer_cred().ok().map(|c| c.uid()))
+    }
+}
+
 fn token_of(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -98,6 +116,25 @@ impl FromRequestParts<WebState> for Caller {
                 "sign in with a token from `drydock tokens create`".into(),
             )
         };
+        if let Some(ConnectInfo(UnixPeer(uid))) = parts.extensions.get::<ConnectInfo<UnixPeer>>() {
+            let Some(uid) = *uid else {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    "the socket peer's credentials could not be read".into(),
+                ));
+            };
+            if !drydock_runtime::access::peer_allowed(uid) {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{} may not use this serve: it belongs to {}",
+                        Identity::of_uid(uid).name,
+                        Identity::current().name
+                    ),
+                ));
+            }
+            return Ok(Caller(Identity::of_uid(uid)));
+        }
         let token = token_of(&parts.headers).ok_or_else(unauthorized)?;
         let (name, uid) = state
             .journal()?
@@ -180,6 +217,7 @@ pub fn router(state: WebState) -> Router {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/api/whoami", get(api::whoami))
+        .route("/api/serve", get(api::serve))
         .route("/api/executions", get(api::executions))
         .route("/api/executions/{id}", get(api::execution))
         .route("/api/executions/{id}/stream", get(api::stream))
