@@ -146,6 +146,17 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 executor: Some(ctx.executor.clone()),
                 vi,
                 commands: command,
+                serve_status: Some(
+                    &|| match commands::serve_socket::get(&s.data_dir, "/api/serve") {
+                        Ok(Some((200, v))) => Ok(Some(v)),
+                        Ok(Some((_, v))) => Err(format!(
+                            "the serve refused: {}",
+                            v["error"].as_str().unwrap_or("no reason given")
+                        )),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    },
+                ),
             })?)
         }
     }

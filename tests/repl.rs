@@ -397,6 +397,79 @@ fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     assert!(t.exited(10).is_some());
 }
 
+fn iso(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The prompt names the change calendars closed now; `:calendars` says
+/// why; `:serve` asks the running `drydock serve` over its socket.
+#[test]
+fn the_prompt_shows_a_closed_calendar_and_serve_answers_over_its_socket() {
+    let dd = Drydock::new();
+    assert_code(
+        &dd.run(&["calendar", "add", "prod", "--default", "open"]),
+        0,
+    );
+    assert_code(
+        &dd.run(&["calendar", "add", "staging", "--default", "open"]),
+        0,
+    );
+    let (start, end) = (iso(-3600), iso(3600));
+    assert_code(
+        &dd.run(&[
+            "calendar",
+            "event",
+            "prod",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--summary",
+            "Year-end freeze",
+        ]),
+        0,
+    );
+    let out = dd.run(&["repl", "-c", ":calendars", "-c", ":serve"]);
+    assert_code(&out, 0);
+    let o = text(&out.stdout);
+    let prod = o.lines().find(|l| l.contains("prod")).unwrap_or_default();
+    assert!(
+        prod.contains("closed") && prod.contains("Year-end freeze"),
+        "{o}"
+    );
+    let staging = o
+        .lines()
+        .find(|l| l.contains("staging"))
+        .unwrap_or_default();
+    assert!(staging.contains("open"), "{o}");
+    assert!(o.contains("no `drydock serve` runs"), "{o}");
+
+    let mut serve = dd
+        .command(&["serve", "--listen", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    dd.wait_until("serve to answer", || {
+        dd.run(&["serve", "status"]).status.code() == Some(0)
+    });
+    let mut t = Term::spawn(dd.command(&["repl"]));
+    t.wait_for("Ctrl-D leaves", 30);
+    t.line(":serve");
+    t.wait_for(&format!("drydock serve, pid {}", serve.id()), 10);
+    t.wait_for("you are      root", 10);
+    // The next prompt (from the background cache) names the closed
+    // calendar.
+    t.wait_for("{change calendar prod closed}", 15);
+    t.send("\x04");
+    assert!(t.exited(10).is_some());
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}
+
 /// One real guest: an instance id completes with its state, `:use`
 /// focuses it, `:console` attaches inside the REPL and Ctrl-] q returns
 /// to the prompt, and a long `expect` on the console stops on Ctrl-C.

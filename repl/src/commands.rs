@@ -40,6 +40,7 @@ pub struct Repl<'a> {
     journal: Option<(Journal, String)>,
     history: Vec<(String, bool)>,
     running: Running,
+    serve_status: Option<crate::service_commands::ServeStatus<'a>>,
 }
 
 fn clip(s: &str, n: usize) -> String {
@@ -65,7 +66,7 @@ fn when(ms: i64) -> String {
     }
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);
     t.set_header(header.iter().copied());
@@ -112,6 +113,7 @@ impl<'a> Repl<'a> {
             journal,
             history: Vec::new(),
             running: Arc::new(Mutex::new(None)),
+            serve_status: opts.serve_status,
         }
     }
 
@@ -259,6 +261,8 @@ impl<'a> Repl<'a> {
             ":executions" => self.executions().map(Flow::Show),
             ":show" => self.show_execution(rest).map(Flow::Show),
             ":instances" => self.instances().map(Flow::Show),
+            ":calendars" => crate::service_commands::calendars(&self.journal()?).map(Flow::Show),
+            ":serve" => crate::service_commands::serve(self.serve_status).map(Flow::Show),
             ":region" | ":profile" => self.location(cmd, rest).map(Flow::Show),
             ":history" => {
                 let n: usize = rest.parse().unwrap_or(50);

@@ -48,6 +48,8 @@ pub struct Shared {
     pub region: RwLock<String>,
     pub focus: RwLock<Option<String>>,
     pub profile: RwLock<String>,
+    /// Change calendars closed right now, with why (name, reason).
+    pub closed_calendars: RwLock<Vec<(String, String)>>,
     stop: AtomicBool,
     poke: (Mutex<bool>, Condvar),
 }
@@ -129,6 +131,23 @@ impl Shared {
                 }
             }
             self.approvals_waiting.store(n, Ordering::SeqCst);
+            let now = chrono::Utc::now();
+            let closed = journal
+                .calendars()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| {
+                    match drydock_runtime::schedule::calendar::state_of(&journal, &c.name, now) {
+                        drydock_runtime::schedule::calendar::CalendarState::Open => None,
+                        drydock_runtime::schedule::calendar::CalendarState::Closed(why) => {
+                            Some((c.name, why))
+                        }
+                    }
+                })
+                .collect();
+            if let Ok(mut c) = self.closed_calendars.write() {
+                *c = closed;
+            }
             let recent = journal
                 .executions(&ExecutionFilter {
                     limit: Some(50),
@@ -228,6 +247,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":executions", "recent executions"),
     (":show", "EXEC an execution's steps, approvals and output"),
     (":instances", "instances of the region"),
+    (
+        ":calendars",
+        "change calendars: open or closed now, and why",
+    ),
+    (
+        ":serve",
+        "the running `drydock serve`, asked over its socket",
+    ),
     (":region", "NAME act in another region"),
     (":profile", "NAME act as another profile"),
     (":history", "[N] the last entries of this session"),

@@ -16,6 +16,7 @@ mod lexer;
 mod output;
 mod prompt;
 mod save;
+mod service_commands;
 mod session;
 mod sigint;
 mod validator;
@@ -52,6 +53,8 @@ pub struct ReplOptions<'a> {
     pub vi: bool,
     /// Entries given on the command line (`-c`): evaluated, then exit.
     pub commands: Vec<String>,
+    /// Asks the running `drydock serve` for its status (`:serve`).
+    pub serve_status: Option<service_commands::ServeStatus<'a>>,
 }
 
 /// Runs the REPL: interactive on a terminal, else entries from stdin (or

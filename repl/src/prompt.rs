@@ -1,5 +1,6 @@
-//! The prompt: profile@region, the focused instance, and how many
-//! approvals wait for this user (read from the background cache).
+//! The prompt: profile@region, the focused instance, the change
+//! calendars closed now, and how many approvals wait for this user (read
+//! from the background cache).
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,16 @@ pub fn left(shared: &Shared) -> String {
     if let Ok(f) = shared.focus.read() {
         if let Some(f) = f.as_ref() {
             s.push_str(&format!(" [{f}]"));
+        }
+    }
+    if let Ok(closed) = shared.closed_calendars.read() {
+        if !closed.is_empty() {
+            let names: Vec<&str> = closed.iter().map(|(n, _)| n.as_str()).collect();
+            s.push_str(&format!(
+                " {{change calendar{} {} closed}}",
+                if names.len() == 1 { "" } else { "s" },
+                drydock_runtime::display::sanitize(&names.join(", "))
+            ));
         }
     }
     match shared.approvals_waiting.load(Ordering::SeqCst) {
