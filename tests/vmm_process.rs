@@ -12,7 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use drydock_vmm::backend::qmp::QmpClient;
+use drydock_vmm::machine::control::open_volume_for_attach;
 use serde_json::json;
 
 use common::text;
@@ -58,16 +61,24 @@ fn outb(port: u16, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn spec(dir: &Path, code: &[u8]) -> std::path::PathBuf {
+    spec_with(dir, code, json!({}))
+}
+
+/// [`spec`] with more fields (`extra` overrides).
+fn spec_with(dir: &Path, code: &[u8], extra: serde_json::Value) -> std::path::PathBuf {
     std::fs::write(dir.join("kernel"), tiny_elf(code)).unwrap();
     std::fs::write(dir.join("initrd"), vec![0u8; 4096]).unwrap();
     std::fs::write(dir.join("disk.raw"), vec![0u8; 1 << 20]).unwrap();
-    let spec = json!({
+    let mut spec = json!({
         "name": "tiny", "vcpus": 1, "memory_mib": 64, "generation": "mmio", "accel": "kvm",
         "kernel": dir.join("kernel"), "initramfs": dir.join("initrd"), "cmdline": "console=ttyS0",
         "disks": [{"path": dir.join("disk.raw"), "serial": "vol-tiny", "read_only": false}],
         "control_socket": dir.join("control.sock"), "event_socket": dir.join("events.sock"),
         "volumes_dir": dir.join("volumes"),
     });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
     std::fs::create_dir_all(dir.join("volumes")).unwrap();
     let path = dir.join("spec.json");
     std::fs::write(&path, spec.to_string()).unwrap();
@@ -177,12 +188,16 @@ fn the_control_socket_reports_pauses_reboots_and_stops_the_vm() {
     // Hot attach into an empty slot, then detach.
     let hot = dir.path().join("volumes").join("hot.raw");
     std::fs::write(&hot, vec![0u8; 1 << 20]).unwrap();
+    // The volume comes open with the command: the VMM opens nothing.
+    let file = open_volume_for_attach(&hot, false).unwrap();
     let slot = control
-        .execute(
+        .execute_with_fd(
             "attach-disk",
             json!({"path": hot, "serial": "vol-hot", "read_only": false}),
+            file.as_fd(),
         )
         .unwrap();
+    drop(file);
     assert_eq!(slot["slot"], 1);
     let s = control.execute("status", json!({})).unwrap();
     assert_eq!(s["disks"][1]["capacity_bytes"], 1 << 20);
@@ -335,8 +350,9 @@ fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
     let v: serde_json::Value =
         serde_json::from_str(&reply).unwrap_or_else(|e| panic!("not one QMP line ({e}): {reply}"));
     let desc = v["error"]["desc"].as_str().unwrap_or_default();
+    // (By uid: the VMM resolves no account names, that would open files.)
     assert!(
-        desc.contains("ddmallory may not use this socket"),
+        desc.contains(&format!("uid {} may not use this socket", mallory.uid)),
         "{reply}"
     );
     assert_eq!(
@@ -344,29 +360,48 @@ fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
         "running"
     );
 
-    // attach-disk takes only regular files of this account directly in
-    // the volumes directory.
+    // attach-disk takes the volume open (passed with the command), and
+    // only a regular file of this account that is the entry the path names
+    // directly in the volumes directory.
     let volumes = dir.path().join("volumes");
     let outside = dir.path().join("secret.raw");
     std::fs::write(&outside, vec![0u8; 1 << 20]).unwrap();
-    let attach = |c: &mut QmpClient, path: &Path| {
-        c.execute(
+    let attach_fd = |c: &mut QmpClient, path: &Path, file: &std::fs::File| {
+        c.execute_with_fd(
             "attach-disk",
             json!({"path": path, "serial": "vol-x", "read_only": false}),
+            file.as_fd(),
         )
         .map(|v| v.to_string())
         .map_err(|e| e.to_string())
     };
+    // Opened as a client would that follows links and opens anything.
+    let open_any = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .or_else(|_| std::fs::File::open(path))
+            .unwrap()
+    };
+    let attach = |c: &mut QmpClient, path: &Path| attach_fd(c, path, &open_any(path));
+    use std::os::unix::fs::OpenOptionsExt;
     let err = attach(&mut control, &outside).unwrap_err();
     assert!(
         err.contains("attach-disk refused") && err.contains("is not a volume"),
         "{err}"
     );
-    let err = attach(&mut control, &volumes.join("../secret.raw")).unwrap_err();
+    let err = attach_fd(
+        &mut control,
+        &volumes.join("../secret.raw"),
+        &open_any(&outside),
+    )
+    .unwrap_err();
     assert!(err.contains("is not a volume"), "{err}");
     let err = attach(&mut control, Path::new("/etc/shadow")).unwrap_err();
     assert!(err.contains("is not a volume"), "{err}");
-    let err = attach(&mut control, Path::new("relative.raw")).unwrap_err();
+    let err = attach_fd(&mut control, Path::new("relative.raw"), &open_any(&outside)).unwrap_err();
     assert!(err.contains("is not a volume"), "{err}");
     std::os::unix::fs::symlink(&outside, volumes.join("link.raw")).unwrap();
     let err = attach(&mut control, &volumes.join("link.raw")).unwrap_err();
@@ -389,7 +424,30 @@ fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
     );
     let ok = volumes.join("vol-ok.raw");
     std::fs::write(&ok, vec![0u8; 1 << 20]).unwrap();
-    let slot = attach(&mut control, &ok).unwrap();
+    // A volume's name with another file's descriptor.
+    let err = attach_fd(&mut control, &ok, &open_any(&outside)).unwrap_err();
+    assert!(err.contains("the descriptor passed is not"), "{err}");
+    // Read-only for a writable disk.
+    let err = attach_fd(&mut control, &ok, &std::fs::File::open(&ok).unwrap()).unwrap_err();
+    assert!(err.contains("passed open read-only"), "{err}");
+    // No descriptor at all: the VMM does not open the path itself.
+    let err = control
+        .execute(
+            "attach-disk",
+            json!({"path": ok, "serial": "vol-x", "read_only": false}),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was not passed open with the command"),
+        "{err}"
+    );
+    let slot = attach_fd(
+        &mut control,
+        &ok,
+        &open_volume_for_attach(&ok, false).unwrap(),
+    )
+    .unwrap();
     assert!(slot.contains("\"slot\":1"), "{slot}");
     let s = control.execute("status", json!({})).unwrap();
     assert_eq!(s["disks"][1]["capacity_bytes"], 1 << 20, "{s}");
@@ -455,7 +513,9 @@ fn wait_for(child: &mut std::process::Child, secs: u64) -> std::process::ExitSta
 
 /// Seccomp (issue 11): every thread of the VMM runs under its filter with
 /// no new privileges (vCPU threads under a second, narrower one); the
-/// operator can turn it off; and a system call outside the vCPU filter,
+/// spec's `seccomp` field turns it off (the host writes it; the operator's
+/// `DRYDOCK_VMM_SECCOMP=off` reaches the VMM through it, or as the default
+/// of a spec without the field, never against what a spec says); and a system call outside the vCPU filter,
 /// made from a vCPU thread (`DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL`, a
 /// test-only hook), kills the whole VMM with SIGSYS, the exit status the
 /// supervisor records as the instance's end ("VMM exited unexpectedly
@@ -465,9 +525,9 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
     use std::os::unix::process::ExitStatusExt;
     let mut code = outb(0x3f8, b"boot\n");
     code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp hlt
-    let run = |env: &[(&str, &str)]| {
+    let run_spec = |extra: serde_json::Value, env: &[(&str, &str)]| {
         let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), &code);
+        let spec = spec_with(dir.path(), &code, extra);
         let child = Command::new(common::bin())
             .args(["vmm", "--spec"])
             .arg(&spec)
@@ -480,6 +540,7 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
             .unwrap();
         (dir, child)
     };
+    let run = |env: &[(&str, &str)]| run_spec(json!({}), env);
     let running = |dir: &Path| {
         let mut control = QmpClient::connect(&dir.join("control.sock"), Duration::from_secs(20))
             .expect("the VMM opens its control socket");
@@ -518,13 +579,82 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
     let status = wait_for(&mut child, 20);
     assert_eq!(status.code(), Some(0));
 
-    // Off when the operator says so.
+    // Off when the spec says so: no filter on any thread, and no new
+    // privileges not asked for either.
+    let (dir, mut child) = run_spec(json!({"seccomp": false}), &[]);
+    let mut control = running(dir.path());
+    let threads = thread_security(child.id());
+    assert!(threads.iter().any(|t| t.0 == "vcpu0"), "{threads:?}");
+    assert!(
+        threads
+            .iter()
+            .all(|t| (t.1.as_str(), t.2.as_str()) == ("0", "0")),
+        "{threads:?}"
+    );
+    control.execute("stop", json!({})).unwrap();
+    assert_eq!(wait_for(&mut child, 20).code(), Some(0));
+
+    // The operator's switch is the default of a spec that does not say…
     let (dir, mut child) = run(&[("DRYDOCK_VMM_SECCOMP", "off")]);
     let mut control = running(dir.path());
     let threads = thread_security(child.id());
     assert!(threads.iter().all(|t| t.1 == "0"), "{threads:?}");
     control.execute("stop", json!({})).unwrap();
     assert_eq!(wait_for(&mut child, 20).code(), Some(0));
+
+    // …but never overrides a spec that says on.
+    let (dir, mut child) = run_spec(json!({"seccomp": true}), &[("DRYDOCK_VMM_SECCOMP", "off")]);
+    let mut control = running(dir.path());
+    let threads = thread_security(child.id());
+    assert!(
+        threads
+            .iter()
+            .filter(|t| t.0 == "drydock" || t.0.starts_with("vcpu"))
+            .all(|t| t.1 == "2"),
+        "{threads:?}"
+    );
+    control.execute("stop", json!({})).unwrap();
+    assert_eq!(wait_for(&mut child, 20).code(), Some(0));
+
+    // Opening a file by path from the main thread once the guest runs
+    // (`DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL=open`: the kernel file the
+    // VMM itself booted from): without the filter it works…
+    let hook = ("DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL", "open");
+    let (dir, mut child) = run_spec(json!({"seccomp": false}), &[hook]);
+    let mut control = running(dir.path());
+    control.execute("stop", json!({})).unwrap();
+    assert_eq!(wait_for(&mut child, 20).code(), Some(0));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("test hook: opened") && stderr.contains("after boot (no filter)"),
+        "{stderr}"
+    );
+    // …and under it the VMM dies of SIGSYS (the guest ran first).
+    let (_dir, mut child) = run(&[hook]);
+    let status = wait_for(&mut child, 20);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "{status}: {stderr}");
+    assert!(!stderr.contains("test hook: open"), "{stderr}");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "boot\n", "the guest ran before the open");
 
     // A forbidden call from vCPU 0 ends the VMM at once, by SIGSYS.
     let (_dir, mut child) = run(&[("DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL", "1")]);

@@ -74,6 +74,29 @@ pub struct VmSpec {
     /// `attach-disk` is refused.
     #[serde(default)]
     pub volumes_dir: Option<PathBuf>,
+    /// drydock's VMM runs under its seccomp filters (`vmm/src/machine/
+    /// seccomp.rs`). The host decides and writes it here
+    /// ([`seccomp_from_env`]: on unless the operator's
+    /// `DRYDOCK_VMM_SECCOMP` says off); a spec without the field (one
+    /// written by hand or by `drydock vmm-bench`) gets the same default in
+    /// the VMM process. QEMU ignores it.
+    #[serde(default = "seccomp_from_env")]
+    pub seccomp: bool,
+}
+
+/// Whether drydock's VMM should run under its seccomp filters: yes, unless
+/// `DRYDOCK_VMM_SECCOMP` says off (`0`, `off`, `false`, `no`) — the
+/// operator's escape hatch while a filter misses a call. The host copies
+/// the answer into the VM spec, where it can be seen.
+pub fn seccomp_from_env() -> bool {
+    seccomp_wanted(std::env::var("DRYDOCK_VMM_SECCOMP").ok().as_deref())
+}
+
+fn seccomp_wanted(env: Option<&str>) -> bool {
+    !matches!(
+        env.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "off" | "false" | "no")
+    )
 }
 
 /// The program that runs a VM.
@@ -183,10 +206,54 @@ fn measure_tsc_khz() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_is_a_visible_spec_field_on_unless_said_off() {
+        for (env, want) in [
+            (None, true),
+            (Some(""), true),
+            (Some("on"), true),
+            (Some("1"), true),
+            (Some("off"), false),
+            (Some(" OFF\n"), false),
+            (Some("0"), false),
+            (Some("false"), false),
+            (Some("no"), false),
+        ] {
+            assert_eq!(seccomp_wanted(env), want, "{env:?}");
+        }
+        let spec = VmSpec {
+            name: "i-1".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            generation: DeviceGeneration::Mmio,
+            accel: Accel::Kvm,
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            cmdline: String::new(),
+            virtio_mmio_cmdline: false,
+            disks: vec![],
+            control_socket: "/c".into(),
+            event_socket: "/e".into(),
+            volumes_dir: None,
+            seccomp: false,
+        };
+        let text = serde_json::to_string_pretty(&spec).unwrap();
+        assert!(text.contains("\"seccomp\": false"), "{text}");
+        let back: VmSpec = serde_json::from_str(&text).unwrap();
+        assert!(!back.seccomp);
+        // A spec that does not say: the VMM process's default.
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("seccomp");
+        let back: VmSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.seccomp, seccomp_from_env());
+    }
+
     #[test]
     fn the_host_tsc_frequency_is_plausible() {
-        let khz = super::host_tsc_khz().expect("x86_64 hosts have a TSC");
+        let khz = host_tsc_khz().expect("x86_64 hosts have a TSC");
         assert!((500_000..10_000_000).contains(&khz), "{khz} kHz");
-        assert!(super::tcg_clock_params().starts_with("tsc_early_khz="));
+        assert!(tcg_clock_params().starts_with("tsc_early_khz="));
     }
 }

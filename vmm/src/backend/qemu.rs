@@ -164,6 +164,7 @@ mod tests {
             control_socket: "/run/q.sock".into(),
             event_socket: "/run/e.sock".into(),
             volumes_dir: None,
+            seccomp: true,
         }
     }
 

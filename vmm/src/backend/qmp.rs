@@ -85,6 +85,33 @@ impl QmpClient {
     pub fn execute(&mut self, command: &str, arguments: Value) -> std::io::Result<Value> {
         let msg = json!({ "execute": command, "arguments": arguments });
         self.writer.write_all(format!("{msg}\n").as_bytes())?;
+        self.reply(command)
+    }
+
+    /// Runs a command with a file descriptor passed along (`SCM_RIGHTS`
+    /// on the command's first bytes, as QEMU's `getfd`): drydock's VMM
+    /// takes the volumes it hot-attaches this way, since it may open no
+    /// file itself.
+    pub fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> std::io::Result<Value> {
+        use std::os::fd::AsRawFd;
+        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+        let msg = json!({ "execute": command, "arguments": arguments });
+        let line = format!("{msg}\n");
+        let sent = self
+            .writer
+            .send_with_fd(line.as_bytes(), fd.as_raw_fd())
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        self.writer.write_all(&line.as_bytes()[sent..])?;
+        self.reply(command)
+    }
+
+    /// Reads until the reply to `command`, keeping events.
+    fn reply(&mut self, command: &str) -> std::io::Result<Value> {
         loop {
             let v = self.read_message()?;
             if v.get("event").is_some() {

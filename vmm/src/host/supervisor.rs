@@ -419,16 +419,37 @@ impl Shared {
     fn drydock_attach(&self, vol_id: &str) -> Result<String, HostError> {
         let vol = self.store()?.volume(vol_id)?;
         let lock = VolumeLock::acquire(&vol.path, &vol.id)?;
-        let reply = self.qmp(
-            "attach-disk",
-            json!({ "path": absolute(&vol.path), "serial": vol.id, "read_only": false }),
-        )?;
+        let reply = self.drydock_attach_disk(&absolute(&vol.path), &vol.id)?;
         let slot = reply["slot"].as_u64().unwrap_or_default() as u32;
         self.hotplugged
             .lock()
             .unwrap()
             .insert(vol.id.clone(), (slot, lock));
         Ok(format!("attached {}", vol.id))
+    }
+
+    /// drydock's VMM opens no file by path under its seccomp filter: the
+    /// supervisor opens the volume and passes it with `attach-disk`
+    /// (SCM_RIGHTS); the VMM checks it is that file of the volumes
+    /// directory.
+    fn drydock_attach_disk(
+        &self,
+        path: &Path,
+        serial: &str,
+    ) -> Result<serde_json::Value, HostError> {
+        let file = crate::machine::control::open_volume_for_attach(path, false)
+            .map_err(|e| HostError::io("open", path, e))?;
+        let mut guard = self.control.lock().unwrap();
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| HostError::Vmm("the VMM control connection is not ready".into()))?;
+        client
+            .execute_with_fd(
+                "attach-disk",
+                json!({ "path": path, "serial": serial, "read_only": false }),
+                std::os::fd::AsFd::as_fd(&file),
+            )
+            .map_err(|e| HostError::Vmm(e.to_string()))
     }
 
     fn hot_detach(&self, vol_id: &str) -> Result<String, HostError> {
@@ -698,6 +719,9 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
         event_socket: event_socket.clone(),
         // drydock's VMM attaches (while the VM runs) only files in here.
         volumes_dir: Some(absolute(&data_dir.join("volumes"))),
+        // The host decides (the operator's DRYDOCK_VMM_SECCOMP=off turns
+        // it off), and the spec file shows it.
+        seccomp: crate::backend::seccomp_from_env(),
     };
     // Appended to, never truncated: the log of a VMM that crashed is the
     // evidence the next start must not erase.

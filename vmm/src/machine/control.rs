@@ -15,16 +15,28 @@
 //!
 //! Both sockets are 0600 and accept only this process's account and root
 //! (the VMM has no sharing group: only its supervisor drives it); another
-//! peer gets one QMP error line and is disconnected. `attach-disk` takes
-//! only a regular file of this account directly in the spec's
-//! `volumes_dir` (the host store's volumes), opened without following a
-//! symbolic link.
+//! peer gets one QMP error line (naming it by uid: the VMM resolves no
+//! account names, which would open `/etc/passwd` and NSS modules) and is
+//! disconnected.
+//!
+//! The VMM opens no file by path once its seccomp filter is on, so
+//! `attach-disk` comes with the volume already open: its descriptor is
+//! passed with the command line (`SCM_RIGHTS`, as QEMU's `getfd`; see
+//! [`open_volume_for_attach`] and `QmpClient::execute_with_fd`). It is
+//! taken only if it is a regular file of this account that is the entry
+//! `path` names directly in the spec's `volumes_dir` (the host store's
+//! volumes), that entry not a symbolic link, and open for writing unless
+//! `read_only`.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use serde_json::{json, Value};
 
@@ -54,7 +66,7 @@ enum Line {
 /// Reads one line of at most [`MAX_LINE`] bytes. An idle client may wait
 /// as long as it likes between lines; one that stops in the middle of a
 /// line for [`PARTIAL_LINE_TIMEOUT`] is cut off.
-fn next_line(reader: &mut BufReader<UnixStream>) -> std::io::Result<Line> {
+fn next_line<R: Read>(reader: &mut BufReader<R>) -> std::io::Result<Line> {
     let mut buf = Vec::new();
     let mut partial_since: Option<std::time::Instant> = None;
     loop {
@@ -115,21 +127,30 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
         hotplug_slots: HOTPLUG_SLOTS,
         generation: spec.generation,
         virtio_mmio_cmdline: spec.virtio_mmio_cmdline,
-        seccomp: seccomp_wanted(std::env::var("DRYDOCK_VMM_SECCOMP").ok().as_deref()),
-        test_hook_forbidden_syscall_in_vcpu: std::env::var(
-            "DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL",
-        )
-        .is_ok_and(|v| v == "1"),
+        // The host's choice, in the spec (`DRYDOCK_VMM_SECCOMP` reaches
+        // this process only through it, or as the default of a spec that
+        // does not say).
+        seccomp: spec.seccomp,
+        test_hook_forbidden_syscall_in_vcpu: test_hook() == Some(TestHook::SyscallInVcpu),
+        test_hook_open_after_boot: test_hook() == Some(TestHook::OpenAfterBoot),
     })
 }
 
-/// Seccomp is on unless `DRYDOCK_VMM_SECCOMP` says off (`0`, `off`,
-/// `false`, `no`): an operator's escape hatch while a filter misses a call.
-fn seccomp_wanted(env: Option<&str>) -> bool {
-    !matches!(
-        env.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
-        Some("0" | "off" | "false" | "no")
-    )
+/// TEST HOOKS ONLY: `DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL=1` makes
+/// vCPU 0 call what its filter forbids; `=open` makes the main thread open
+/// a file by path once the guest runs.
+#[derive(Debug, PartialEq, Eq)]
+enum TestHook {
+    SyscallInVcpu,
+    OpenAfterBoot,
+}
+
+fn test_hook() -> Option<TestHook> {
+    match std::env::var("DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL").as_deref() {
+        Ok("1") => Some(TestHook::SyscallInVcpu),
+        Ok("open") => Some(TestHook::OpenAfterBoot),
+        _ => None,
+    }
 }
 
 fn event_json(e: &MachineEvent) -> Vec<Value> {
@@ -152,57 +173,126 @@ fn event_json(e: &MachineEvent) -> Vec<Value> {
     }
 }
 
-/// Opens a disk for `attach-disk`: a regular file owned by this process's
-/// account, directly in `volumes_dir`, opened without following a
-/// symbolic link (the file opened is the one checked).
-pub fn open_hotplug_disk(volumes_dir: Option<&Path>, disk: &MachineDisk) -> Result<File, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+/// The volumes directory of the spec, opened (as a path handle) before the
+/// filter goes on, so that a disk passed to `attach-disk` can be checked
+/// against the entry it claims to be without opening anything.
+pub struct VolumesDir {
+    path: PathBuf,
+    dir: File,
+}
+
+impl VolumesDir {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            dir,
+        })
+    }
+
+    /// lstat of `name` in the directory (`fstatat` with
+    /// `AT_SYMLINK_NOFOLLOW`): no open, no link followed.
+    fn entry(&self, name: &std::ffi::OsStr) -> std::io::Result<libc::stat> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the directory descriptor is open for the life of `self`,
+        // `name` is a NUL-terminated string and `st` is writable.
+        let rc = unsafe {
+            libc::fstatat(
+                self.dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+}
+
+/// Opens a volume for `attach-disk` on the client's side (the supervisor,
+/// or a test): readable, writable unless `read_only`, without following a
+/// symbolic link and without blocking on a FIFO put in its place
+/// (O_NONBLOCK has no effect on a regular file's reads and writes).
+pub fn open_volume_for_attach(path: &Path, read_only: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Checks a disk passed open for `attach-disk`: `file` must be the regular
+/// file `disk.path` names directly in `volumes_dir` (that entry not a
+/// symbolic link), belong to this process's account, and be open for
+/// writing unless the disk is read-only.
+pub fn check_hotplug_disk(
+    volumes: Option<&VolumesDir>,
+    disk: &MachineDisk,
+    file: File,
+) -> Result<File, String> {
+    use std::os::unix::fs::MetadataExt;
     let refused = |why: String| format!("attach-disk refused: {why}");
-    let dir = volumes_dir.ok_or_else(|| {
+    let volumes = volumes.ok_or_else(|| {
         refused("this VM has no volumes directory (`volumes_dir` in its spec)".into())
     })?;
-    let dir = dir.canonicalize().map_err(|e| {
-        refused(format!(
-            "cannot resolve the volumes directory {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let path = &disk.path;
     let outside = || {
         refused(format!(
             "{} is not a volume: only files directly in {} can be attached",
-            disk.path.display(),
-            dir.display()
+            path.display(),
+            volumes.path.display()
         ))
     };
-    let name = disk.path.file_name().ok_or_else(outside)?;
-    let parent = disk
-        .path
+    let name = path.file_name().ok_or_else(outside)?;
+    let parent = path
         .parent()
-        .filter(|p| disk.path.is_absolute() && !p.as_os_str().is_empty())
+        .filter(|p| path.is_absolute() && !p.as_os_str().is_empty())
         .ok_or_else(outside)?;
-    if parent.canonicalize().ok().as_deref() != Some(dir.as_path()) {
-        return Err(outside());
+    // The directory named is the volumes directory (the same inode: a
+    // path through a symbolic link to it is fine, `..` out of it is not).
+    let dir = volumes
+        .dir
+        .metadata()
+        .map_err(|e| refused(format!("the volumes directory: {e}")))?;
+    match std::fs::metadata(parent) {
+        Ok(p) if (p.dev(), p.ino()) == (dir.dev(), dir.ino()) => {}
+        _ => return Err(outside()),
     }
-    let path = dir.join(name);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(!disk.read_only)
-        // No symbolic link, and no blocking on a FIFO put in its place
-        // (O_NONBLOCK has no effect on a regular file's reads and writes).
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refused(format!(
+    let entry = volumes
+        .entry(name)
+        .map_err(|e| refused(format!("cannot stat {}: {e}", path.display())))?;
+    match entry.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {}
+        libc::S_IFLNK => {
+            return Err(refused(format!(
                 "{} is a symbolic link; volumes are regular files",
                 path.display()
-            )),
-            _ => refused(format!("cannot open {}: {e}", path.display())),
-        })?;
+            )))
+        }
+        _ => return Err(refused(format!("{} is not a regular file", path.display()))),
+    }
     let meta = file
         .metadata()
-        .map_err(|e| refused(format!("cannot stat {}: {e}", path.display())))?;
+        .map_err(|e| refused(format!("the descriptor passed for {}: {e}", path.display())))?;
     if !meta.file_type().is_file() {
         return Err(refused(format!("{} is not a regular file", path.display())));
+    }
+    if (meta.dev(), meta.ino()) != (entry.st_dev, entry.st_ino) {
+        return Err(refused(format!(
+            "the descriptor passed is not {}",
+            path.display()
+        )));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
@@ -213,16 +303,98 @@ pub fn open_hotplug_disk(volumes_dir: Option<&Path>, disk: &MachineDisk) -> Resu
             meta.uid()
         )));
     }
+    // SAFETY: F_GETFL on a descriptor this function owns; no pointers.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    let mode = flags & libc::O_ACCMODE;
+    let ok = match disk.read_only {
+        true => mode == libc::O_RDONLY || mode == libc::O_RDWR,
+        false => mode == libc::O_RDWR,
+    };
+    if flags < 0 || !ok {
+        return Err(refused(format!(
+            "{} was passed open {}; a {} disk needs it open for reading{}",
+            path.display(),
+            match mode {
+                libc::O_RDONLY => "read-only",
+                libc::O_WRONLY => "write-only",
+                _ => "in an unknown mode",
+            },
+            if disk.read_only {
+                "read-only"
+            } else {
+                "writable"
+            },
+            if disk.read_only { "" } else { " and writing" },
+        )));
+    }
     Ok(file)
+}
+
+/// Admits a peer of the control sockets: this process's account or root.
+/// A refusal names the peer by uid (resolving a name would open files).
+fn admit(stream: &UnixStream) -> bool {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    let why = match drydock_runtime::identity::peer_uid(stream.as_fd()) {
+        Ok(uid) if uid == me || uid == 0 => return true,
+        Ok(uid) => format!("uid {uid} may not use this socket: it belongs to uid {me}"),
+        Err(e) => format!("cannot read the peer's credentials: {e}"),
+    };
+    tracing::warn!(socket = "vmm control", "connection refused: {why}");
+    let line = json!({"error": {"class": "GenericError", "desc": why}}).to_string() + "\n";
+    let mut s = stream;
+    let _ = s.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+    let _ = s.write_all(line.as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    false
+}
+
+/// Descriptors a session keeps at most (received and not yet used).
+const MAX_PASSED_FDS: usize = 2;
+
+/// A session's socket read with `recvmsg`: the bytes, and the descriptors
+/// passed with them (`SCM_RIGHTS`), in the order they came.
+struct FdStream {
+    stream: UnixStream,
+    fds: VecDeque<File>,
+}
+
+impl Read for FdStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut fd = [-1; 1];
+        let mut iov = [libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        }];
+        // SAFETY: the iovec points at `buf`, writable for its length and
+        // borrowed for this call; any bytes may be written to it.
+        let (n, nfds) = unsafe { self.stream.recv_with_fds(&mut iov, &mut fd) }
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        if nfds == 1 {
+            // SAFETY: recvmsg just installed this descriptor in this
+            // process; nothing else owns it.
+            let file = unsafe { File::from_raw_fd(fd[0]) };
+            if self.fds.len() < MAX_PASSED_FDS {
+                self.fds.push_back(file);
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// What the control sockets act on.
 struct Control {
     h: Arc<MachineHandle>,
-    volumes_dir: Option<PathBuf>,
+    volumes_dir: Option<VolumesDir>,
 }
 
-fn execute(c: &Control, cmd: &str, args: &Value) -> Result<Value, String> {
+/// Runs one command; `fds` holds the descriptors passed with it.
+fn execute(
+    c: &Control,
+    cmd: &str,
+    args: &Value,
+    fds: &mut VecDeque<File>,
+) -> Result<Value, String> {
     let h = &c.h;
     match cmd {
         "qmp_capabilities" => Ok(json!({})),
@@ -244,9 +416,15 @@ fn execute(c: &Control, cmd: &str, args: &Value) -> Result<Value, String> {
         "attach-disk" => {
             let disk: MachineDisk = serde_json::from_value(args.clone())
                 .map_err(|e| format!("attach-disk needs path, serial, read_only: {e}"))?;
-            let file = open_hotplug_disk(c.volumes_dir.as_deref(), &disk).inspect_err(|e| {
-                tracing::warn!("{e}");
-            })?;
+            let file = fds.pop_front().ok_or_else(|| {
+                format!(
+                    "attach-disk refused: {} was not passed open with the command (SCM_RIGHTS); the VMM opens no file by path",
+                    disk.path.display()
+                )
+            });
+            let file = file
+                .and_then(|f| check_hotplug_disk(c.volumes_dir.as_ref(), &disk, f))
+                .inspect_err(|e| tracing::warn!("{e}"))?;
             h.attach_disk(&disk, file).map(|slot| json!({ "slot": slot }))
         }
         "detach-disk" => {
@@ -263,8 +441,7 @@ fn execute(c: &Control, cmd: &str, args: &Value) -> Result<Value, String> {
 }
 
 fn session(c: Arc<Control>, stream: UnixStream) {
-    let refused = |why: &str| json!({"error": {"class": "GenericError", "desc": why}}).to_string();
-    if crate::private::admit("vmm control", &stream, refused).is_none() {
+    if !admit(&stream) {
         return;
     }
     let h = &c.h;
@@ -295,7 +472,10 @@ fn session(c: Arc<Control>, stream: UnixStream) {
         });
     }
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(FdStream {
+        stream,
+        fds: VecDeque::new(),
+    });
     loop {
         let line = match next_line(&mut reader) {
             Ok(Line::Got(line)) => line,
@@ -316,13 +496,19 @@ fn session(c: Arc<Control>, stream: UnixStream) {
         let reply = match serde_json::from_str::<Value>(&line) {
             Ok(msg) => {
                 let cmd = msg["execute"].as_str().unwrap_or_default().to_string();
-                match execute(&c, &cmd, &msg["arguments"]) {
+                let r = execute(&c, &cmd, &msg["arguments"], &mut reader.get_mut().fds);
+                match r {
                     Ok(v) => json!({ "return": v }),
                     Err(desc) => json!({"error": {"class": "GenericError", "desc": desc}}),
                 }
             }
             Err(e) => json!({"error": {"class": "GenericError", "desc": format!("not JSON: {e}")}}),
         };
+        // Descriptors that came with a command that took none are closed
+        // (unless the next command, already read, brought its own).
+        if reader.buffer().is_empty() {
+            reader.get_mut().fds.clear();
+        }
         if !send(&writer, &reply) {
             return;
         }
@@ -362,9 +548,16 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
     let mut machine =
         Machine::new(config, Box::new(std::io::stdout())).map_err(|e| e.to_string())?;
     let h = machine.handle();
+    let volumes_dir = match &spec.volumes_dir {
+        Some(p) => Some(
+            VolumesDir::open(p)
+                .map_err(|e| format!("cannot open the volumes directory {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     let control = Arc::new(Control {
         h: h.clone(),
-        volumes_dir: spec.volumes_dir.clone(),
+        volumes_dir,
     });
     for socket in [&spec.control_socket, &spec.event_socket] {
         serve(control.clone(), socket)
@@ -395,18 +588,29 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
         tracing::warn!("RLIMIT_CORE: {}", std::io::Error::last_os_error());
     }
     if filter {
+        // glibc's malloc counts the CPUs the first time a new thread needs
+        // an arena of its own, by opening /sys/devices/system/cpu/online;
+        // under the filter that open kills the VMM. With the limit set
+        // here (glibc's own default: 8 arenas per CPU) it never asks.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        #[cfg(target_env = "gnu")]
+        // SAFETY: mallopt only sets a malloc tunable of this process.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, (8 * cpus).min(1024) as libc::c_int);
+        }
+        #[cfg(not(target_env = "gnu"))]
+        let _ = cpus;
         // Every thread started so far (control, events, console input) and
         // every later one: the VMM filter. vCPU threads add their own.
         super::seccomp::install(super::seccomp::ThreadKind::Vmm)?;
         tracing::info!("seccomp filters on (vmm, vcpu)");
     } else {
-        tracing::warn!("seccomp filters off (DRYDOCK_VMM_SECCOMP)");
+        tracing::warn!("seccomp filters off (\"seccomp\": false in the VM spec)");
     }
     let end = machine.run().map_err(|e| e.to_string());
-    // Let event subscribers see the end before the sockets go away.
+    // Let event subscribers see the end before the process goes. The
+    // socket files stay (the filter allows no unlink); whoever listens
+    // there next removes them first (`private::listen`).
     std::thread::sleep(std::time::Duration::from_millis(50));
-    for socket in [&spec.control_socket, &spec.event_socket] {
-        let _ = std::fs::remove_file(socket);
-    }
     end
 }

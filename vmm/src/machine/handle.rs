@@ -347,10 +347,7 @@ impl MachineHandle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if d.block().path().is_some() && d.block().serial() == serial {
                 let path = d.block().path().map(Path::to_path_buf).unwrap_or_default();
-                let was_mounted = crate::host::extents::ext_fs_mounted(&path)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false);
+                let was_mounted = d.block().ext_fs_mounted().unwrap_or(false);
                 d.block().eject();
                 d.config_changed();
                 return Ok(Detached {

@@ -8,6 +8,7 @@
 //! ([`control`]) uses while it runs: status, pause/resume, stop, reboot,
 //! break, attach/detach disk. Every boot is reported as an event.
 
+mod boot_files;
 pub mod control;
 mod handle;
 pub mod seccomp;
@@ -74,6 +75,10 @@ pub struct MachineConfig {
     /// soon as its filter is on, so a test sees the VMM die of it.
     #[serde(default)]
     pub test_hook_forbidden_syscall_in_vcpu: bool,
+    /// TEST HOOK ONLY: once vCPU 0 has entered the guest, the main thread
+    /// opens the kernel file by path again, which the VMM filter forbids.
+    #[serde(default)]
+    pub test_hook_open_after_boot: bool,
 }
 
 fn seccomp_on() -> bool {
@@ -216,10 +221,15 @@ pub struct Machine {
     handle: Arc<MachineHandle>,
     /// Disks between boots (boot disks, then slots).
     blocks: Vec<Block>,
+    /// `/dev/kvm`, kernel and initrd, opened once: every boot reads them
+    /// again through these descriptors, never by path.
+    files: boot_files::BootFiles,
 }
 
 impl Machine {
-    /// Checks the configuration and opens the disks.
+    /// Checks the configuration and opens everything the machine will use:
+    /// `/dev/kvm`, the kernel, the initrd and the disks (after this, the
+    /// machine opens no file by path; hot-attached disks come open).
     pub fn new(config: MachineConfig, console: ConsoleSink) -> Result<Self, MachineError> {
         if config.vcpus == 0 || config.vcpus > 32 {
             return Err(MachineError::Invalid(format!(
@@ -254,6 +264,7 @@ impl Machine {
         for _ in 0..config.hotplug_slots {
             blocks.push(Block::empty_slot());
         }
+        let files = boot_files::BootFiles::open(&config.kernel, config.initrd.as_deref())?;
         // The handler does nothing; it only exists so the signal
         // interrupts KVM_RUN instead of killing the process.
         vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler).map_err(
@@ -262,6 +273,7 @@ impl Machine {
         Ok(Self {
             handle: MachineHandle::new(config, console)?,
             blocks,
+            files,
         })
     }
 
@@ -306,12 +318,9 @@ impl Machine {
     fn boot_once(&mut self) -> Result<BootOutcome, MachineError> {
         let h = self.handle.clone();
         let cfg = &h.config;
-        let vm = Vm::new_for_linux((cfg.memory_mib as usize) << 20)?;
-        let (entry, setup_header) = boot::load_kernel(&vm.memory, &cfg.kernel)?;
-        let initrd = match &cfg.initrd {
-            Some(p) => Some(boot::load_initrd(&vm.memory, p)?),
-            None => None,
-        };
+        let vm = Vm::for_linux_with_kvm(self.files.kvm()?, (cfg.memory_mib as usize) << 20)?;
+        let (entry, setup_header) = self.files.load_kernel(&vm.memory)?;
+        let initrd = self.files.load_initrd(&vm.memory)?;
         let pci = cfg.generation == DeviceGeneration::Pci;
         let (in_dsdt, cmdline) =
             announce_mmio(self.mmio_layout(), &cfg.cmdline, cfg.virtio_mmio_cmdline);
@@ -453,6 +462,9 @@ impl Machine {
         }
         drop(tx);
         let input = spawn_input_pump(h.clone());
+        if cfg.test_hook_open_after_boot {
+            test_hook_open_after_boot(&h);
+        }
 
         // The first vCPU to end decides what happens to the machine. A kick
         // sent just before a vCPU thread re-enters KVM_RUN is lost, and an
@@ -593,6 +605,27 @@ fn vcpu_loop(
             Ok(ExitReason::Interrupted) => continue,
             other => return other,
         }
+    }
+}
+
+/// TEST HOOK ONLY (`MachineConfig::test_hook_open_after_boot`): waits
+/// until vCPU 0 has entered the guest, then opens the kernel by path from
+/// the main thread. Under the VMM filter the process dies of SIGSYS here;
+/// without it the open succeeds and is logged.
+fn test_hook_open_after_boot(h: &MachineHandle) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while h.first_entry_unix_us.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // (It entered KVM_RUN; give it time to run its first instructions.)
+    std::thread::sleep(Duration::from_millis(500));
+    match std::fs::File::open(&h.config.kernel) {
+        Ok(_) => tracing::warn!(
+            "test hook: opened {} after boot (no filter)",
+            h.config.kernel.display()
+        ),
+        Err(e) => tracing::warn!("test hook: open after boot failed: {e}"),
     }
 }
 

@@ -5,10 +5,14 @@
 //! (signal: 31 (SIGSYS))").
 //!
 //! - [`ThreadKind::Vmm`]: the main thread (it builds the VM at every boot:
-//!   KVM ioctls, guest memory, kernel and initrd files), the control socket
-//!   threads (hot attach opens volume files) and the console input threads.
-//!   Installed on every thread of the process at once (TSYNC) before the
-//!   first boot; threads started later inherit it. No exec, fork, ptrace,
+//!   KVM ioctls, guest memory, the kernel and initrd read again through the
+//!   descriptors opened at start), the control socket threads (a
+//!   hot-attached volume arrives open, passed over the socket) and the
+//!   console input threads. Installed on every thread of the process at
+//!   once (TSYNC) before the first boot; threads started later inherit it.
+//!   Only its own files: no open of any kind, no new sockets, no unlink;
+//!   `ioctl` of type KVMIO only, signals only to its own threads, `prctl`
+//!   only to name threads and set no-new-privileges. No exec, ptrace,
 //!   mount, namespaces, module loading, BPF, kexec, credentials changes.
 //! - [`ThreadKind::Vcpu`]: stacked on top of it at the start of each vCPU
 //!   thread: KVM ioctls only (`_IOC_TYPE == KVMIO`), read/write/pread/pwrite
@@ -69,53 +73,37 @@ const COMMON: &[i64] = &[
     libc::SYS_exit_group,
 ];
 
-/// What the main, control and console threads need besides [`COMMON`].
+/// What the main, control and console threads need besides [`COMMON`]
+/// (`ioctl`, `tgkill` and `prctl` are added with conditions in [`rules`]).
+///
+/// No `open`/`openat`/`creat`: everything the VMM reads or writes is open
+/// before the filter goes on (`/dev/kvm`, kernel, initrd, boot disks, the
+/// volumes directory as a path handle, the sockets, stdio) or arrives open
+/// (a hot-attached volume, passed with `attach-disk`). No `socket`,
+/// `bind`, `listen`, `connect`: the control sockets listen already. No
+/// `unlink`, `chmod`, `truncate`, `dup`, `pipe`, `readlink`, `access`.
+/// `statx`/`newfstatat` stay, to check a passed volume against its entry
+/// in the volumes directory (metadata only: nothing opened).
 const VMM: &[i64] = &[
-    // Building a VM at each boot, and signalling MSIs / kicking vCPUs.
-    libc::SYS_ioctl,
+    // Building a VM at each boot (irqfds), and kicking vCPUs.
     libc::SYS_eventfd2,
-    libc::SYS_tgkill,
-    libc::SYS_tkill,
     libc::SYS_rt_sigaction,
     // Threads.
     libc::SYS_clone,
     libc::SYS_clone3,
     libc::SYS_set_robust_list,
     libc::SYS_rseq,
-    libc::SYS_prctl,
     // vCPU threads stack their own filter (a filter can only narrow).
     libc::SYS_seccomp,
     libc::SYS_sched_getaffinity,
-    libc::SYS_prlimit64,
-    // Files: the kernel, initrd, disks and hot-attached volumes; logs.
-    libc::SYS_openat,
+    // Files already open: kernel and initrd read again at every boot.
     libc::SYS_lseek,
-    libc::SYS_newfstatat,
     libc::SYS_fstat,
     libc::SYS_statx,
-    libc::SYS_access,
-    libc::SYS_faccessat,
-    libc::SYS_faccessat2,
-    libc::SYS_readlink,
-    libc::SYS_readlinkat,
-    libc::SYS_getcwd,
-    libc::SYS_getdents64,
-    libc::SYS_unlink,
-    libc::SYS_unlinkat,
-    libc::SYS_chmod,
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
-    libc::SYS_ftruncate,
-    libc::SYS_dup,
-    libc::SYS_dup3,
-    libc::SYS_pipe2,
-    // The control and event sockets.
-    libc::SYS_socket,
-    libc::SYS_bind,
-    libc::SYS_listen,
+    libc::SYS_newfstatat,
+    // The control and event sockets (already listening).
     libc::SYS_accept,
     libc::SYS_accept4,
-    libc::SYS_connect,
     libc::SYS_getsockopt,
     libc::SYS_setsockopt,
     libc::SYS_getsockname,
@@ -123,14 +111,9 @@ const VMM: &[i64] = &[
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
     libc::SYS_sendto,
-    libc::SYS_sendmsg,
     libc::SYS_shutdown,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_wait,
-    libc::SYS_epoll_pwait,
     // Identity (peer checks) and time.
     libc::SYS_getuid,
     libc::SYS_geteuid,
@@ -141,32 +124,58 @@ const VMM: &[i64] = &[
     libc::SYS_sysinfo,
 ];
 
+/// `ioctl(fd, request)` with a request of type KVMIO only (`KVM_RUN`,
+/// `KVM_CREATE_VM`, `KVM_IRQFD`, `KVM_SIGNAL_MSI`, register reads on an
+/// internal error, …): no terminal, socket or file ioctls.
+fn kvm_ioctls_only() -> Result<Vec<SeccompRule>, String> {
+    let kvm_only = SeccompCondition::new(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(0xff00),
+        KVMIO << 8,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(vec![
+        SeccompRule::new(vec![kvm_only]).map_err(|e| e.to_string())?
+    ])
+}
+
+/// One rule per allowed value of argument `arg`.
+fn arg_in(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, String> {
+    values
+        .iter()
+        .map(|v| {
+            let c = SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *v)
+                .map_err(|e| e.to_string())?;
+            SeccompRule::new(vec![c]).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in COMMON {
         rules.insert(*nr, vec![]);
     }
-    match kind {
-        ThreadKind::Vmm => {
-            for nr in VMM {
-                rules.insert(*nr, vec![]);
-            }
+    rules.insert(libc::SYS_ioctl, kvm_ioctls_only()?);
+    if kind == ThreadKind::Vmm {
+        for nr in VMM {
+            rules.insert(*nr, vec![]);
         }
-        ThreadKind::Vcpu => {
-            // ioctl(fd, request): only requests of type KVMIO (KVM_RUN,
-            // KVM_SIGNAL_MSI, register reads on an internal error, …).
-            let kvm_only = SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::MaskedEq(0xff00),
-                KVMIO << 8,
-            )
-            .map_err(|e| e.to_string())?;
-            rules.insert(
-                libc::SYS_ioctl,
-                vec![SeccompRule::new(vec![kvm_only]).map_err(|e| e.to_string())?],
-            );
-        }
+        // Signals only to this process's own threads (kicks of vCPUs,
+        // abort): tgkill(pid, tid, sig) with pid = this process.
+        rules.insert(
+            libc::SYS_tgkill,
+            arg_in(0, &[u64::from(std::process::id())])?,
+        );
+        // Thread names, and no-new-privileges before a vCPU's filter.
+        rules.insert(
+            libc::SYS_prctl,
+            arg_in(
+                0,
+                &[libc::PR_SET_NAME as u64, libc::PR_SET_NO_NEW_PRIVS as u64],
+            )?,
+        );
     }
     Ok(rules)
 }
@@ -230,12 +239,41 @@ mod tests {
         let vmm = rules(ThreadKind::Vmm).unwrap();
         let vcpu = rules(ThreadKind::Vcpu).unwrap();
         assert!(vcpu.keys().all(|k| vmm.contains_key(k)));
-        for nr in [libc::SYS_openat, libc::SYS_socket, libc::SYS_clone3] {
+        for nr in [libc::SYS_accept4, libc::SYS_clone3, libc::SYS_tgkill] {
             assert!(vmm.contains_key(&nr) && !vcpu.contains_key(&nr));
         }
-        for nr in [libc::SYS_execve, libc::SYS_ptrace, libc::SYS_getppid] {
-            assert!(!vmm.contains_key(&nr));
+        // Nothing opened, created, removed or connected by path, no new
+        // sockets, no processes run or traced, by any thread.
+        for nr in [
+            libc::SYS_open,
+            libc::SYS_openat,
+            libc::SYS_openat2,
+            libc::SYS_creat,
+            libc::SYS_open_by_handle_at,
+            libc::SYS_unlink,
+            libc::SYS_unlinkat,
+            libc::SYS_rename,
+            libc::SYS_chmod,
+            libc::SYS_truncate,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_bind,
+            libc::SYS_sendmsg,
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_ptrace,
+            libc::SYS_kill,
+            libc::SYS_tkill,
+            libc::SYS_getppid,
+            libc::SYS_mount,
+        ] {
+            assert!(!vmm.contains_key(&nr), "{nr}");
         }
+        // ioctl, tgkill and prctl only with conditions.
+        assert_eq!(vmm[&libc::SYS_ioctl].len(), 1);
+        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 1);
+        assert_eq!(vmm[&libc::SYS_tgkill].len(), 1);
+        assert_eq!(vmm[&libc::SYS_prctl].len(), 2);
         assert!(!program(ThreadKind::Vmm).unwrap().is_empty());
         assert!(!program(ThreadKind::Vcpu).unwrap().is_empty());
     }

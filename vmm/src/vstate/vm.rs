@@ -21,7 +21,13 @@ pub struct Vm {
 impl Vm {
     /// Creates a VM with `mem_size` bytes of memory at address 0.
     pub fn new(mem_size: usize) -> Result<Self, VmError> {
-        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        Self::with_kvm(Kvm::new().map_err(VmError::OpenKvm)?, mem_size)
+    }
+
+    /// Creates a VM on `/dev/kvm` already open as `kvm` (a VMM under its
+    /// seccomp filter opens nothing, so each boot takes a copy of the
+    /// descriptor it opened at start).
+    pub fn with_kvm(kvm: Kvm, mem_size: usize) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(kvm_err("create VM"))?;
         fd.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(kvm_err("set TSS address"))?;
@@ -68,7 +74,12 @@ impl Vm {
     /// APICs) and PIT are created before any vCPU, and the identity-map
     /// page KVM needs is placed next to its TSS.
     pub fn new_for_linux(mem_size: usize) -> Result<Self, VmError> {
-        let vm = Self::new(mem_size)?;
+        Self::for_linux_with_kvm(Kvm::new().map_err(VmError::OpenKvm)?, mem_size)
+    }
+
+    /// [`Self::new_for_linux`] on `/dev/kvm` already open as `kvm`.
+    pub fn for_linux_with_kvm(kvm: Kvm, mem_size: usize) -> Result<Self, VmError> {
+        let vm = Self::with_kvm(kvm, mem_size)?;
         vm.fd
             .set_identity_map_address(crate::arch::layout::KVM_IDENTITY_MAP_START)
             .map_err(kvm_err("set identity map address"))?;

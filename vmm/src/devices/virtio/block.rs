@@ -163,6 +163,24 @@ impl Block {
         path
     }
 
+    /// Whether the ext2/3/4 file system on the disk says it is mounted
+    /// (journal recovery needed, or not marked clean), read through the
+    /// open file (the VMM opens nothing by path under its filter). `None`
+    /// for an empty slot or a disk without an ext file system.
+    pub fn ext_fs_mounted(&self) -> Option<bool> {
+        let file = self.file.as_ref()?;
+        let mut sb = [0u8; 1024];
+        file.read_exact_at(&mut sb, 1024).ok()?;
+        if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+            return None;
+        }
+        let state = u16::from_le_bytes([sb[0x3A], sb[0x3B]]);
+        let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
+        const VALID_FS: u16 = 0x1;
+        const INCOMPAT_RECOVER: u32 = 0x4;
+        Some(incompat & INCOMPAT_RECOVER != 0 || state & VALID_FS == 0)
+    }
+
     /// The backing file, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -406,6 +424,28 @@ mod tests {
             used_len,
             notify,
         )
+    }
+
+    #[test]
+    fn an_ext_superblock_says_mounted_through_the_open_file() {
+        use std::os::unix::fs::FileExt;
+        let r = rig(false);
+        assert_eq!(r.block.ext_fs_mounted(), None, "no file system");
+        assert_eq!(Block::empty_slot().ext_fs_mounted(), None);
+        let path = r._dir.path().join("disk.raw");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&0xEF53u16.to_le_bytes(), 1024 + 0x38)
+            .unwrap();
+        // Marked clean: not mounted.
+        f.write_all_at(&1u16.to_le_bytes(), 1024 + 0x3A).unwrap();
+        // The path is gone: the device reads its own open file.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(r.block.ext_fs_mounted(), Some(false));
+        f.write_all_at(&0u16.to_le_bytes(), 1024 + 0x3A).unwrap();
+        assert_eq!(r.block.ext_fs_mounted(), Some(true));
+        f.write_all_at(&1u16.to_le_bytes(), 1024 + 0x3A).unwrap();
+        f.write_all_at(&4u32.to_le_bytes(), 1024 + 0x60).unwrap();
+        assert_eq!(r.block.ext_fs_mounted(), Some(true), "journal to recover");
     }
 
     #[test]
