@@ -124,15 +124,21 @@ pub fn elf_release(elf: &[u8]) -> Option<String> {
     std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
 }
 
-/// The configuration embedded in an uncompressed kernel (`CONFIG_IKCONFIG`).
+/// The largest embedded configuration read (a distribution's `.config`
+/// is about 250 KiB): a gzip "bomb" between the markers stops here.
+pub const MAX_CONFIG: u64 = 4 << 20;
+
+/// The configuration embedded in an uncompressed kernel (`CONFIG_IKCONFIG`),
+/// if it inflates to valid text of at most [`MAX_CONFIG`] bytes.
 pub fn embedded_config(elf: &[u8]) -> Option<String> {
     let start = find(elf, IKCONFIG_START)? + IKCONFIG_START.len();
     let len = find(&elf[start..], IKCONFIG_END)?;
     let mut text = String::new();
     flate2::read::GzDecoder::new(&elf[start..start + len])
+        .take(MAX_CONFIG + 1)
         .read_to_string(&mut text)
         .ok()?;
-    Some(text)
+    (text.len() as u64 <= MAX_CONFIG).then_some(text)
 }
 
 #[cfg(test)]
@@ -198,5 +204,20 @@ mod tests {
         assert!(KernelFeatures::from_config(&config).virtio_mmio_cmdline);
         assert_eq!(elf_release(&elf).as_deref(), Some("6.1.7-tiny"));
         assert_eq!(embedded_config(b"no configuration"), None);
+    }
+
+    #[test]
+    fn an_embedded_configuration_bomb_is_refused() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let line = b"CONFIG_X=y\n".repeat(1 << 16);
+        for _ in 0..(MAX_CONFIG as usize / line.len() + 1) {
+            gz.write_all(&line).unwrap();
+        }
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 64 << 10, "{} bytes", gz.len());
+        let mut elf = b"\x7fELF IKCFG_ST".to_vec();
+        elf.extend(gz);
+        elf.extend(b"IKCFG_ED");
+        assert_eq!(embedded_config(&elf), None);
     }
 }
