@@ -3,6 +3,8 @@
 //! supervisor process (see [`supervisor`]) that outlives the command that
 //! started it.
 
+pub mod boot_config;
+pub mod boot_volume;
 mod config_disk;
 pub mod console_client;
 pub mod console_hub;

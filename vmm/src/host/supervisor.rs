@@ -163,6 +163,11 @@ struct Shared {
     /// Volumes the VM was started with (they cannot be hot-unplugged).
     boot_volumes: std::collections::HashSet<String>,
     deleted_devices: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
+    /// What this VMM boots, read from the root volume at the start.
+    boot_plan: super::boot_volume::BootPlan,
+    root_volume: PathBuf,
+    /// Set when a guest reset found other boot files on the root volume.
+    restart: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -253,6 +258,58 @@ impl Shared {
             .map_err(|e| HostError::Vmm(e.to_string()))?;
         std::thread::sleep(Duration::from_millis(150));
         Ok(())
+    }
+
+    /// At a guest reset the host reads the root volume again, as firmware
+    /// would. A boot that panicked before the root volume's init marks its
+    /// entry failed (the next boot tries the fallback first); when the
+    /// volume now says to boot other files than this VMM loaded (a new
+    /// initramfs, another entry, another APPEND), the VMM ends and the
+    /// instance process starts it again with them. Returns whether it
+    /// does; otherwise the guest's reset goes on in the same VMM.
+    fn reboot_from_volume(self: &Arc<Self>) -> bool {
+        use super::boot_volume;
+        if self.boot_plan.label.is_none() || self.stop_reason.lock().unwrap().is_some() {
+            return false;
+        }
+        // The last lines of the boot that ended reach the hub first.
+        std::thread::sleep(Duration::from_millis(100));
+        let console = String::from_utf8_lossy(&self.console.tail()).into_owned();
+        if boot_volume::failed_in_guest(&console) {
+            if let Err(e) = boot_volume::mark_failed(&self.dir, &self.boot_plan) {
+                tracing::warn!("cannot record the failed boot: {e}");
+            }
+        }
+        let image_dir = match self
+            .store()
+            .and_then(|s| s.instance(&self.id).and_then(|i| s.image(&i.image_id)))
+        {
+            Ok(image) => image.boot_dir,
+            Err(e) => {
+                tracing::warn!("cannot read the instance's image at reset: {e}");
+                return false;
+            }
+        };
+        let why = match boot_volume::plan(&self.data_dir, &self.dir, &image_dir, &self.root_volume)
+        {
+            Ok(next)
+                if next.kernel == self.boot_plan.kernel
+                    && next.initrd == self.boot_plan.initrd
+                    && next.append == self.boot_plan.append =>
+            {
+                return false
+            }
+            Ok(next) => format!(
+                "the root volume now boots entry `{}`",
+                next.label.unwrap_or_default()
+            ),
+            // The next start says why on the console and in the state.
+            Err(e) => format!("{e}"),
+        };
+        *self.restart.lock().unwrap() = Some(why);
+        let me = self.clone();
+        std::thread::spawn(move || me.quit_or_kill());
+        true
     }
 
     fn new_boot(&self) -> Result<(), HostError> {
@@ -474,18 +531,40 @@ impl Shared {
                 format!("detached {vol_id}")
             });
         }
-        self.qmp("device_del", json!({ "id": dev }))?;
+        // A detach whose command was cut short may still be under way in
+        // another thread here (the guest releasing the disk, or QEMU done
+        // with it and its event being handled): QEMU then says the device
+        // is not found or already being unplugged, and this call waits for
+        // that detach to finish instead of failing.
+        match self.qmp("device_del", json!({ "id": dev })) {
+            Ok(_) => {}
+            Err(e)
+                if e.to_string().contains("not found")
+                    || e.to_string().contains("process of unplug") =>
+            {
+                tracing::warn!(instance = %self.id, "{vol_id}: finishing a detach cut short");
+            }
+            Err(e) => return Err(e),
+        }
         let (set, cond) = &self.deleted_devices;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut deleted = set.lock().unwrap();
         while !deleted.contains(&dev) {
+            // Another thread (the detach cut short) took the guest's
+            // release and finished.
+            if !self.hotplugged.lock().unwrap().contains_key(vol_id) {
+                return Ok(format!("detached {vol_id} (a detach cut short finished)"));
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(HostError::Vmm(format!(
                     "the guest did not release {vol_id} within 20 s; it may still be using it"
                 )));
             }
-            deleted = cond.wait_timeout(deleted, left).unwrap().0;
+            deleted = cond
+                .wait_timeout(deleted, left.min(Duration::from_millis(100)))
+                .unwrap()
+                .0;
         }
         deleted.remove(&dev);
         drop(deleted);
@@ -582,7 +661,22 @@ pub fn supervise(data_dir: &Path, id: &str) -> Result<(), HostError> {
     }
     let me = RunnerIdentity::current();
     store.set_supervisor(id, Some(me.pid), Some(&me.token))?;
-    let result = run_vm(data_dir, &inst);
+    let result = loop {
+        match run_vm(data_dir, &inst) {
+            // The guest reset and its volume says to boot other files: a
+            // new VMM boots them (see `Shared::reboot_from_volume`).
+            Ok(Ended::Restart(why)) => {
+                tracing::info!(instance = id, "restarting the VMM: {why}");
+                HostStore::open(data_dir)?.set_state(
+                    id,
+                    InstanceState::Pending,
+                    &format!("rebooting: {why}"),
+                )?;
+            }
+            Ok(Ended::Stopped(reason)) => break Ok(reason),
+            Err(e) => break Err(e),
+        }
+    };
     let mut store = HostStore::open(data_dir)?;
     let reason = match &result {
         Ok(reason) => reason.clone(),
@@ -599,7 +693,31 @@ pub fn supervise(data_dir: &Path, id: &str) -> Result<(), HostError> {
     result.map(|_| ())
 }
 
-fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
+/// How one VMM run ended.
+enum Ended {
+    /// The instance stopped, for this reason.
+    Stopped(String),
+    /// A guest reset found other boot files on the root volume: run again.
+    Restart(String),
+}
+
+/// A start whose root volume cannot be booted ends as a real machine's
+/// would: the reason on this boot's console and in the state reason.
+fn boot_failed(
+    store: &mut HostStore,
+    dir: &Path,
+    id: &str,
+    e: &super::boot_volume::BootFailure,
+) -> Result<Ended, HostError> {
+    let boot = store.count_boot(id)?;
+    let path = console_log_path(dir, boot);
+    std::fs::write(&path, format!("drydock boot: {e}\r\n"))
+        .map_err(|err| HostError::io("write", &path, err))?;
+    tracing::warn!(instance = id, "boot failed: {e}");
+    Ok(Ended::Stopped(format!("boot failed: {e}")))
+}
+
+fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
     let id = &inst.id;
     let dir = data_dir.join("instances").join(id);
     std::fs::create_dir_all(dir.join("console")).map_err(|e| HostError::io("create", &dir, e))?;
@@ -657,6 +775,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             read_only: true,
         },
     );
+    // What the root volume says to boot, read at every start.
+    let root_path = store.volume(&inst.root_volume)?.path;
+    let boot_plan = match super::boot_volume::plan(data_dir, &dir, &image.boot_dir, &root_path) {
+        Ok(plan) => plan,
+        Err(e) => return boot_failed(&mut store, &dir, id, &e),
+    };
     let control_socket = dir.join("qmp.sock");
     let event_socket = dir.join("qmp-events.sock");
     for s in [
@@ -679,12 +803,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     } else {
         "t"
     };
+    // The platform's part; the boot entry's APPEND (`quiet
+    // cryptomgr.notests` in drydock's images) comes last.
     let mut cmdline = format!(
-        "console=ttyS0 root=serial:{} reboot={reboot} panic=-1 quiet sysrq_always_enabled",
+        "console=ttyS0 root=serial:{} reboot={reboot} panic=-1 sysrq_always_enabled",
         inst.root_volume
     );
-    // The kernel's crypto self-tests cost boot time and test nothing of ours.
-    cmdline.push_str(" cryptomgr.notests");
     if backend == Backend::Drydock {
         // drydock's i8042 has no keyboard or mouse behind it: a kernel that
         // probes it (one without ACPI) skips the mouse port and keyboard
@@ -698,22 +822,21 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     if accel == Accel::Tcg {
         cmdline = format!("{cmdline} {}", tcg_clock_params());
     }
+    if !boot_plan.append.is_empty() {
+        cmdline = format!("{cmdline} {}", boot_plan.append);
+    }
     let spec = VmSpec {
         name: id.clone(),
         vcpus: itype.vcpus,
         memory_mib: itype.memory_mib,
         generation: itype.generation,
         accel,
-        // The uncompressed ELF (PVH entry) when the image has it: no
-        // decompression at every boot.
-        kernel: Some(image.boot_dir.join("vmlinux"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| image.boot_dir.join("vmlinuz")),
-        initramfs: image.boot_dir.join("initramfs.cpio"),
+        // From the host's boot cache: the uncompressed ELF (PVH entry)
+        // of the volume's kernel when it has one, its initrd.
+        kernel: boot_plan.kernel.clone(),
+        initramfs: boot_plan.initrd.clone(),
         cmdline,
-        virtio_mmio_cmdline: crate::image::BuiltImage::open(&image.boot_dir)
-            .map(|built| built.manifest.features.virtio_mmio_on_cmdline())
-            .unwrap_or(false),
+        virtio_mmio_cmdline: boot_plan.virtio_mmio_cmdline,
         disks,
         control_socket: control_socket.clone(),
         event_socket: event_socket.clone(),
@@ -799,8 +922,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             Mutex::new(std::collections::HashSet::new()),
             std::sync::Condvar::new(),
         ),
+        boot_plan: boot_plan.clone(),
+        root_volume: root_path.clone(),
+        restart: Mutex::new(None),
     });
 
+    shared.console.output(boot_plan.console.as_bytes());
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let pump = {
         let shared = shared.clone();
@@ -848,6 +975,9 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
             while let Ok(msg) = events.read_message() {
                 match msg.get("event").and_then(|e| e.as_str()) {
                     Some("RESET") => {
+                        if shared.reboot_from_volume() {
+                            continue;
+                        }
                         if let Err(e) = shared.new_boot() {
                             tracing::error!("cannot start a new console log: {e}");
                         }
@@ -922,7 +1052,12 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
     let _ = std::fs::remove_file(dir.join("control.sock"));
     let _ = std::fs::remove_file(dir.join("console.sock"));
     let requested = shared.stop_reason.lock().unwrap().clone();
-    Ok(match requested {
+    if requested.is_none() {
+        if let Some(why) = shared.restart.lock().unwrap().take() {
+            return Ok(Ended::Restart(why));
+        }
+    }
+    Ok(Ended::Stopped(match requested {
         Some(reason) => reason,
         None if status.success() && shared.guest_shutdown.load(Ordering::SeqCst) => {
             "guest powered off".to_string()
@@ -936,5 +1071,5 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<String, HostError> {
                 vmm_log.display()
             )
         }
-    })
+    }))
 }

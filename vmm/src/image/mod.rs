@@ -1,7 +1,10 @@
 //! Guest images built from real Debian packages: the cloud kernel, an
 //! initramfs that loads the image's drivers and finds the root volume, and
-//! an ext4 root volume with busybox userland. Builds are cached by package
-//! versions and recipe.
+//! an ext4 root volume with busybox userland that holds what it boots —
+//! `/boot/vmlinuz-RELEASE`, `/boot/initrd.img-RELEASE` (and `.old`), the
+//! modules under `/lib/modules/RELEASE/`, `/boot/extlinux/extlinux.conf` —
+//! and the in-guest `update-initramfs` and `lsinitramfs`. Builds are
+//! cached by package versions and recipe.
 
 mod cpio;
 pub mod kernel;
@@ -17,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use cpio::{CpioWriter, EntryKind};
-pub use rootfs::make_ext4;
+pub use rootfs::{extlinux_conf, make_ext4, DEFAULT_APPEND};
 
 pub use kernel::KernelFeatures;
 use packages::PackageVersion;
@@ -54,8 +57,9 @@ pub const BUSYBOX: &str = "busybox-static";
 /// Drivers every default image carries: both device generations.
 pub const DEFAULT_DRIVERS: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk"];
 
-/// Bumped when the layout or guest scripts change meaning.
-const LAYOUT_VERSION: u32 = 3;
+/// Bumped when the layout or guest scripts change meaning (4: the root
+/// volume holds the kernel, modules, initramfs and boot configuration).
+const LAYOUT_VERSION: u32 = 4;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +98,10 @@ pub struct ImageManifest {
     /// What the kernel supports, from its build configuration.
     #[serde(default)]
     pub features: KernelFeatures,
+    /// The root volume holds what the instance boots (layout 4 on); an
+    /// image built before boots the host-side files of its build.
+    #[serde(default)]
+    pub boot_from_volume: bool,
 }
 
 /// A built image on disk.
@@ -152,6 +160,8 @@ fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRe
     ));
     h.update(INITRAMFS_INIT);
     h.update(include_str!("guest/rcS.sh"));
+    h.update(rootfs::UPDATE_INITRAMFS);
+    h.update(rootfs::LSINITRAMFS);
     short_hex(&h.finalize())
 }
 
@@ -211,6 +221,8 @@ struct StagedKernel {
     features: KernelFeatures,
     /// Driver modules by name (empty for a kernel of one's own).
     modules: std::collections::BTreeMap<String, PathBuf>,
+    /// Where they are (`lib/modules/RELEASE` of the package).
+    modules_dir: Option<PathBuf>,
 }
 
 fn stage_debian_kernel(
@@ -250,6 +262,7 @@ fn stage_debian_kernel(
         release,
         features,
         modules,
+        modules_dir: Some(modules_dir),
     })
 }
 
@@ -302,6 +315,7 @@ fn stage_own_kernel(
         release,
         features,
         modules: Default::default(),
+        modules_dir: None,
     })
 }
 
@@ -350,6 +364,37 @@ pub fn build(
     progress("building the root volume");
     let tree = work.path().join("root");
     rootfs::populate(&tree, &busybox_bin)?;
+    // The kernel as the image boots it: a bzImage (Debian's, or one of
+    // the operator's own) as vmlinuz, an ELF of one's own as vmlinux.
+    let (kernel_name, kernel_file) = if staged.join("vmlinuz").exists() {
+        ("vmlinuz", staged.join("vmlinuz"))
+    } else {
+        ("vmlinux", staged.join("vmlinux"))
+    };
+    let kernel_bytes =
+        std::fs::read(&kernel_file).map_err(|e| ImageError::io("read", &kernel_file, e))?;
+    let initramfs_path = staged.join("initramfs.cpio");
+    let initramfs_bytes =
+        std::fs::read(&initramfs_path).map_err(|e| ImageError::io("read", &initramfs_path, e))?;
+    let (module_files, modules_dep) = match &kernel.modules_dir {
+        Some(dir) => {
+            modules::for_volume(&kernel.modules, dir, &load_order).map_err(ImageError::Recipe)?
+        }
+        None => (Vec::new(), String::new()),
+    };
+    rootfs::install_boot(
+        &tree,
+        &rootfs::BootLayout {
+            release: &kernel.release,
+            kernel_name,
+            kernel: &kernel_bytes,
+            initramfs: &initramfs_bytes,
+            modules: module_files,
+            modules_dep,
+            drivers: &recipe.drivers,
+            init: INITRAMFS_INIT,
+        },
+    )?;
     rootfs::make_ext4(
         &tree,
         "root",
@@ -365,6 +410,7 @@ pub fn build(
         recipe: recipe.clone(),
         load_order,
         features: kernel.features,
+        boot_from_volume: true,
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     std::fs::write(staged.join("manifest.json"), text)

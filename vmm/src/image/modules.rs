@@ -82,6 +82,38 @@ pub fn load_order(
     Ok(order)
 }
 
+/// The modules of `load_order` as they go into the root volume: (path
+/// under /lib/modules/RELEASE, file in the package), and their
+/// `modules.dep` (modprobe's format: `path: dependency paths`).
+pub fn for_volume(
+    index: &BTreeMap<String, PathBuf>,
+    modules_dir: &Path,
+    load_order: &[String],
+) -> Result<(Vec<(PathBuf, PathBuf)>, String), String> {
+    let rel = |name: &str| -> Result<PathBuf, String> {
+        let file = index
+            .get(name)
+            .ok_or_else(|| format!("kernel module `{name}` is not in this kernel package"))?;
+        Ok(file
+            .strip_prefix(modules_dir)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| PathBuf::from(file.file_name().unwrap_or_default())))
+    };
+    let mut files = Vec::new();
+    let mut dep = String::new();
+    for name in load_order {
+        let path = rel(name)?;
+        let deps = depends(&index[name]).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let deps: Result<Vec<String>, String> = deps
+            .iter()
+            .map(|d| rel(d).map(|p| p.display().to_string()))
+            .collect();
+        dep.push_str(&format!("{}: {}\n", path.display(), deps?.join(" ")));
+        files.push((path, index[name].clone()));
+    }
+    Ok((files, dep))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,23 @@
 //! The guest's root file system: busybox userland, an init that reads the
-//! instance configuration and /etc/fstab, a login on the serial console;
-//! made into an ext4 volume with `mke2fs -d` (no root privileges needed).
+//! instance configuration and /etc/fstab, a login on the serial console,
+//! and what it boots — the kernel, its modules, the initramfs, the boot
+//! configuration and the tools that rebuild the initramfs; made into an
+//! ext4 volume with `mke2fs -d` (no root privileges needed).
 
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::ImageError;
 
 const RCS: &str = include_str!("guest/rcS.sh");
+/// In the guest: rebuilds the initramfs from /etc/initramfs/modules.
+pub(super) const UPDATE_INITRAMFS: &str = include_str!("guest/update-initramfs.sh");
+/// In the guest: lists what an initramfs holds.
+pub(super) const LSINITRAMFS: &str = include_str!("guest/lsinitramfs.sh");
+/// What the host passes on every kernel command line of drydock's own
+/// images besides the platform's part (console, root, reboot, panic).
+pub const DEFAULT_APPEND: &str = "quiet cryptomgr.notests";
 
 /// Run by mdev when a virtio disk appears or goes.
 const DISK_EVENT: &str = "#!/bin/sh
@@ -101,6 +110,105 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
         0o644,
     )?;
     write(&etc.join("drydock-disk-event"), DISK_EVENT, 0o755)?;
+    Ok(())
+}
+
+/// What an image boots, laid out in its root volume.
+pub struct BootLayout<'a> {
+    /// The kernel release (`uname -r`), in every file name.
+    pub release: &'a str,
+    /// `vmlinuz` (a bzImage) or `vmlinux` (an ELF).
+    pub kernel_name: &'a str,
+    pub kernel: &'a [u8],
+    /// The initramfs built for the image (the same as update-initramfs
+    /// builds in the guest).
+    pub initramfs: &'a [u8],
+    /// Modules as (path under /lib/modules/RELEASE, file to copy).
+    pub modules: Vec<(PathBuf, PathBuf)>,
+    /// `modules.dep` for them (modprobe's format).
+    pub modules_dep: String,
+    /// The drivers the initramfs loads (/etc/initramfs/modules).
+    pub drivers: &'a [String],
+    /// The initramfs's init script.
+    pub init: &'a str,
+}
+
+/// The boot configuration of a new image: the initramfs built with it is
+/// also the previous one, so the fallback entry exists from the start.
+pub fn extlinux_conf(kernel: &str, initrd: &str) -> String {
+    format!(
+        "# drydock boot configuration (extlinux.conf syntax), read by the host\n\
+         # at every start: DEFAULT boots; FALLBACK when the default's kernel or\n\
+         # initrd is missing or damaged, or it failed at the last boot.\n\
+         # update-initramfs keeps the initramfs it replaces as `previous`.\n\
+         DEFAULT linux\n\
+         FALLBACK previous\n\
+         LABEL linux\n    KERNEL {kernel}\n    INITRD {initrd}\n    APPEND {DEFAULT_APPEND}\n\
+         LABEL previous\n    KERNEL {kernel}\n    INITRD {initrd}.old\n    APPEND {DEFAULT_APPEND}\n"
+    )
+}
+
+/// Puts the kernel, its modules, the initramfs (current and previous),
+/// the boot configuration and the initramfs tools into the root tree.
+pub fn install_boot(tree: &Path, boot: &BootLayout<'_>) -> Result<(), ImageError> {
+    let release = boot.release;
+    let modules_root = tree.join("lib/modules").join(release);
+    for dir in [
+        tree.join("boot/extlinux"),
+        tree.join("etc/initramfs"),
+        tree.join("usr/share/drydock"),
+        modules_root.clone(),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| ImageError::io("create", &dir, e))?;
+    }
+    let bytes = |path: &Path, data: &[u8], mode: u32| {
+        std::fs::write(path, data).map_err(|e| ImageError::io("write", path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ImageError::io("chmod", path, e))
+    };
+    let kernel = format!("/boot/{}-{release}", boot.kernel_name);
+    let initrd = format!("/boot/initrd.img-{release}");
+    bytes(&tree.join(&kernel[1..]), boot.kernel, 0o644)?;
+    bytes(&tree.join(&initrd[1..]), boot.initramfs, 0o644)?;
+    bytes(
+        &tree.join(format!("{}.old", &initrd[1..])),
+        boot.initramfs,
+        0o644,
+    )?;
+    write(
+        &tree.join("boot/extlinux/extlinux.conf"),
+        &extlinux_conf(&kernel, &initrd),
+        0o644,
+    )?;
+    for (rel, from) in &boot.modules {
+        let to = modules_root.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| ImageError::io("create", parent, e))?;
+        }
+        let data = std::fs::read(from).map_err(|e| ImageError::io("read", from, e))?;
+        bytes(&to, &data, 0o644)?;
+    }
+    write(&modules_root.join("modules.dep"), &boot.modules_dep, 0o644)?;
+    let list: String = boot.drivers.iter().map(|d| format!("{d}\n")).collect();
+    write(
+        &tree.join("etc/initramfs/modules"),
+        &format!(
+            "# Drivers the initramfs loads (dependencies are added); run\n\
+             # update-initramfs after changing this list, then reboot.\n{list}"
+        ),
+        0o644,
+    )?;
+    write(
+        &tree.join("usr/share/drydock/initramfs-init"),
+        boot.init,
+        0o755,
+    )?;
+    write(
+        &tree.join("usr/sbin/update-initramfs"),
+        UPDATE_INITRAMFS,
+        0o755,
+    )?;
+    write(&tree.join("usr/sbin/lsinitramfs"), LSINITRAMFS, 0o755)?;
     Ok(())
 }
 

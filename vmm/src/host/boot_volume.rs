@@ -1,0 +1,702 @@
+//! Booting what the root volume holds: at every start the host reads the
+//! boot configuration ([`super::boot_config`]), the kernel and the initrd
+//! out of the ext4 root volume — a raw image file, read with `ext4-view`,
+//! without mounting it and without privileges — checks them, and keeps
+//! the files the VMM loads in a cache keyed by their content (SHA-256), so
+//! the uncompressed kernel (PVH entry) is extracted once per kernel, not
+//! at every start.
+//!
+//! The rule: the `DEFAULT` entry boots; when its kernel or initrd is
+//! missing, too large, or not what it says it is (a kernel that is neither
+//! a whole bzImage nor an ELF, an initrd that is not a cpio archive with an
+//! `/init`, or a compressed one), the `FALLBACK` entry boots instead, and
+//! the console says why. An entry whose last boot failed in the guest (a
+//! kernel panic before the root volume's init ran, seen on the console by
+//! the instance process) is tried after the other one at the next start.
+//! When no entry can be booted the start fails like a real machine's:
+//! the reason is on the console and in the instance's state reason.
+//!
+//! Everything read is hostile (the guest owns its volume): sizes are
+//! bounded before anything is read into memory, paths stay under /boot,
+//! and a damaged file system is an error, never a panic.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ext4_view::Ext4;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::boot_config::{BootConfig, BootEntry, CONFIG_PATH, MAX_CONFIG_BYTES};
+use crate::image::{kernel, vmlinux, KernelFeatures};
+
+/// The largest kernel read from a volume.
+pub const MAX_KERNEL_BYTES: u64 = 64 << 20;
+/// The largest initrd read from a volume.
+pub const MAX_INITRD_BYTES: u64 = 256 << 20;
+/// Boot files kept in the cache (kernels and initrds together); the least
+/// recently used go first.
+const CACHE_KEEP: usize = 48;
+
+/// Why a volume cannot be booted; the text is what the console and the
+/// state reason show.
+#[derive(Debug, thiserror::Error)]
+pub enum BootFailure {
+    #[error("unreadable file system on the root volume ({detail}); it is not ext4 or it is damaged: attach it to a rescue instance and run e2fsck")]
+    Unreadable { detail: String },
+    #[error("no boot configuration: {CONFIG_PATH} is not on the root volume ({detail}); write one (DEFAULT, LABEL, KERNEL, INITRD, APPEND) from a rescue instance")]
+    NoConfig { detail: String },
+    #[error("bad boot configuration: {0}")]
+    BadConfig(String),
+    #[error("no bootable entry in {CONFIG_PATH}: {}", .0.join("; "))]
+    NoBootableEntry(Vec<String>),
+    #[error("cannot keep boot files in {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What to boot, from the volume.
+#[derive(Debug, Clone)]
+pub struct VolumeBoot {
+    /// The entry booted.
+    pub label: String,
+    /// The kernel file the VMM loads (in the cache).
+    pub kernel: PathBuf,
+    /// The initrd file the VMM loads (in the cache).
+    pub initrd: PathBuf,
+    /// The entry's `APPEND`.
+    pub append: String,
+    /// Why entries before this one were not booted (for the console).
+    pub skipped: Vec<String>,
+    /// What the kernel says of itself (its embedded configuration), when
+    /// it carries one.
+    pub features: Option<KernelFeatures>,
+}
+
+/// What an instance process gives its VMM, decided at every start.
+#[derive(Debug, Clone)]
+pub struct BootPlan {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The guest's part of the kernel command line (the entry's `APPEND`).
+    pub append: String,
+    /// The kernel takes its virtio-mmio disks on the command line.
+    pub virtio_mmio_cmdline: bool,
+    /// The entry booted (none for an image that predates boot from the
+    /// volume).
+    pub label: Option<String>,
+    /// Lines for the console before the guest's own output.
+    pub console: String,
+}
+
+/// The file in an instance's directory naming the entry whose last boot
+/// failed in the guest.
+pub const FAILED_MARK: &str = "boot-failed";
+
+/// Decides what instance `instance_dir` boots: from its root volume
+/// `root` for images that put their boot files there, else (an image
+/// built before) the host-side files of the image's build in `boot_dir`.
+pub fn plan(
+    data_dir: &Path,
+    instance_dir: &Path,
+    boot_dir: &Path,
+    root: &Path,
+) -> Result<BootPlan, BootFailure> {
+    let manifest = crate::image::BuiltImage::open(boot_dir)
+        .ok()
+        .map(|b| b.manifest);
+    let image_features = manifest.as_ref().map(|m| m.features.clone());
+    if !manifest.as_ref().is_some_and(|m| m.boot_from_volume) {
+        let elf = boot_dir.join("vmlinux");
+        return Ok(BootPlan {
+            kernel: if elf.exists() {
+                elf
+            } else {
+                boot_dir.join("vmlinuz")
+            },
+            initrd: boot_dir.join("initramfs.cpio"),
+            append: crate::image::DEFAULT_APPEND.to_string(),
+            virtio_mmio_cmdline: image_features.is_some_and(|f| f.virtio_mmio_on_cmdline()),
+            label: None,
+            console: String::new(),
+        });
+    }
+    let how = if manifest.as_ref().is_some_and(|m| m.recipe.kernel.is_some()) {
+        KernelBoot::AsGiven
+    } else {
+        KernelBoot::PreferPvh
+    };
+    let failed = std::fs::read(instance_dir.join(FAILED_MARK))
+        .ok()
+        .and_then(|b| FailedMark::parse(&String::from_utf8_lossy(&b[..b.len().min(4096)])));
+    let boot = read_boot(root, &data_dir.join("boot-cache"), how, failed.as_ref())?;
+    let mut console = String::new();
+    for why in &boot.skipped {
+        console.push_str(&format!("drydock boot: {why}\r\n"));
+    }
+    console.push_str(&format!("drydock boot: booting entry `{}`\r\n", boot.label));
+    // What the kernel says of itself wins over what the image was built
+    // with (the guest may have installed another kernel).
+    let features = boot.features.clone().or(image_features);
+    Ok(BootPlan {
+        kernel: boot.kernel,
+        initrd: boot.initrd,
+        append: boot.append,
+        virtio_mmio_cmdline: features.is_some_and(|f| f.virtio_mmio_on_cmdline()),
+        label: Some(boot.label),
+        console,
+    })
+}
+
+/// How the kernel read from the volume is given to the VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelBoot {
+    /// A bzImage whose payload is an ELF with a PVH entry is booted as that
+    /// ELF (no decompression under emulation); anything else as given.
+    PreferPvh,
+    /// As given (a kernel of the operator's own, booted the way it was
+    /// built to be).
+    AsGiven,
+}
+
+/// An entry whose boot failed in the guest, with the files it booted: it
+/// is tried last for as long as its kernel and initrd are those files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedMark {
+    pub label: String,
+    /// Cache file names (content digests) of its kernel and initrd.
+    pub kernel: String,
+    pub initrd: String,
+}
+
+impl FailedMark {
+    fn parse(text: &str) -> Option<Self> {
+        let mut lines = text
+            .lines()
+            .map(|l| l.trim().chars().take(256).collect::<String>());
+        let (label, kernel, initrd) = (lines.next()?, lines.next()?, lines.next()?);
+        (!label.is_empty()).then_some(Self {
+            label,
+            kernel,
+            initrd,
+        })
+    }
+
+    fn matches(&self, label: &str, kernel: &Path, initrd: &Path) -> bool {
+        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        self.label == label
+            && name(kernel).as_deref() == Some(self.kernel.as_str())
+            && name(initrd).as_deref() == Some(self.initrd.as_str())
+    }
+}
+
+/// Records that the boot of `plan` failed in the guest (see
+/// [`failed_in_guest`]); the next boot tries the other entry first.
+pub fn mark_failed(instance_dir: &Path, plan: &BootPlan) -> std::io::Result<()> {
+    let Some(label) = &plan.label else {
+        return Ok(());
+    };
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    write_atomic(
+        &instance_dir.join(FAILED_MARK),
+        format!("{label}\n{}\n{}\n", name(&plan.kernel), name(&plan.initrd)).as_bytes(),
+    )
+}
+
+/// Whether a boot's console shows it failed before the root volume's init
+/// ran: a kernel panic (no working init, no root, a module that oopses in
+/// the initramfs) before the guest's `drydock: HOST is up` line.
+pub fn failed_in_guest(console: &str) -> bool {
+    match console.find("Kernel panic - not syncing") {
+        Some(at) => !(console[..at].contains("drydock: ") && console[..at].contains(" is up (")),
+        None => false,
+    }
+}
+
+/// Reads what to boot from the ext4 root volume `volume`. `failed` names
+/// an entry whose last boot failed in the guest: while its files are the
+/// same it is tried only when nothing else boots.
+pub fn read_boot(
+    volume: &Path,
+    cache: &Path,
+    how: KernelBoot,
+    failed: Option<&FailedMark>,
+) -> Result<VolumeBoot, BootFailure> {
+    let fs = Ext4::load_from_path(volume).map_err(|e| BootFailure::Unreadable {
+        detail: e.to_string(),
+    })?;
+    let text = read_file(&fs, CONFIG_PATH, MAX_CONFIG_BYTES).map_err(|e| match e {
+        ReadError::Missing(detail) => BootFailure::NoConfig { detail },
+        ReadError::Bad(detail) => BootFailure::BadConfig(format!("{CONFIG_PATH}: {detail}")),
+        ReadError::Io(detail) => BootFailure::Unreadable { detail },
+    })?;
+    let text = String::from_utf8(text)
+        .map_err(|_| BootFailure::BadConfig(format!("{CONFIG_PATH} is not UTF-8 text")))?;
+    let config = BootConfig::parse(&text).map_err(BootFailure::BadConfig)?;
+    let mut skipped = Vec::new();
+    let mut last_resort = None;
+    for entry in config.boot_order() {
+        match boot_entry(&fs, entry, cache, how) {
+            Ok((kernel, initrd, features)) => {
+                let boot = VolumeBoot {
+                    label: entry.label.clone(),
+                    kernel,
+                    initrd,
+                    append: entry.append.clone(),
+                    skipped: Vec::new(),
+                    features,
+                };
+                if failed.is_some_and(|f| f.matches(&entry.label, &boot.kernel, &boot.initrd)) {
+                    skipped.push(format!(
+                        "entry `{}` failed in the guest at its last boot (a kernel panic before the root volume's init; see the previous boot's console) and is unchanged",
+                        entry.label
+                    ));
+                    last_resort.get_or_insert(boot);
+                    continue;
+                }
+                prune(cache, &[&boot.kernel, &boot.initrd]);
+                return Ok(VolumeBoot { skipped, ..boot });
+            }
+            Err(EntryError::Unusable(why)) => {
+                skipped.push(format!("entry `{}`: {why}", entry.label))
+            }
+            Err(EntryError::Fatal(f)) => return Err(f),
+        }
+    }
+    match last_resort {
+        // Nothing else boots: the failed entry again, as a machine would.
+        Some(boot) => {
+            prune(cache, &[&boot.kernel, &boot.initrd]);
+            skipped.push(format!(
+                "booting `{}` again: no other entry boots",
+                boot.label
+            ));
+            Ok(VolumeBoot { skipped, ..boot })
+        }
+        None => Err(BootFailure::NoBootableEntry(skipped)),
+    }
+}
+
+enum ReadError {
+    Missing(String),
+    Bad(String),
+    Io(String),
+}
+
+/// Reads a regular file (symlinks followed inside the volume) of at most
+/// `max` bytes.
+fn read_file(fs: &Ext4, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+    use ext4_view::Ext4Error as E;
+    let classify = |e: E| match e {
+        E::NotFound => ReadError::Missing(format!("{path}: not found")),
+        E::NotADirectory | E::IsADirectory | E::IsASpecialFile | E::NotAbsolute => {
+            ReadError::Bad(format!("{path}: not a regular file ({e})"))
+        }
+        other => ReadError::Io(format!("{path}: {other}")),
+    };
+    let meta = fs.metadata(path).map_err(classify)?;
+    if meta.len() > max {
+        return Err(ReadError::Bad(format!(
+            "{path} is {} MiB, more than the {} MiB drydock reads",
+            meta.len() >> 20,
+            max >> 20
+        )));
+    }
+    fs.read(path).map_err(classify)
+}
+
+enum EntryError {
+    /// This entry cannot boot; another may.
+    Unusable(String),
+    /// Nothing can boot (the host cannot keep the files).
+    Fatal(BootFailure),
+}
+
+fn boot_entry(
+    fs: &Ext4,
+    entry: &BootEntry,
+    cache: &Path,
+    how: KernelBoot,
+) -> Result<(PathBuf, PathBuf, Option<KernelFeatures>), EntryError> {
+    let unusable = |why: String| EntryError::Unusable(why);
+    let read = |path: &str, max: u64| {
+        read_file(fs, path, max).map_err(|e| match e {
+            ReadError::Missing(d) | ReadError::Bad(d) | ReadError::Io(d) => unusable(d),
+        })
+    };
+    let kernel_path = entry
+        .kernel
+        .as_deref()
+        .ok_or_else(|| unusable("no KERNEL line".into()))?;
+    let initrd_path = entry.initrd.as_deref().ok_or_else(|| {
+        unusable("no INITRD line (drydock's guests boot through an initramfs)".into())
+    })?;
+    let kernel_bytes = read(kernel_path, MAX_KERNEL_BYTES)?;
+    check_kernel(&kernel_bytes).map_err(|why| unusable(format!("kernel {kernel_path}: {why}")))?;
+    let initrd_bytes = read(initrd_path, MAX_INITRD_BYTES)?;
+    check_initrd(&initrd_bytes).map_err(|why| unusable(format!("initrd {initrd_path}: {why}")))?;
+    let fatal = |path: &Path, source| {
+        EntryError::Fatal(BootFailure::Cache {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(cache).map_err(|e| fatal(cache, e))?;
+    let _ = crate::private::tighten(cache);
+    let (kernel, features) =
+        cached_kernel(cache, &kernel_bytes, how).map_err(|(p, e)| fatal(&p, e))?;
+    let initrd = cache.join(format!("initrd-{}", hex_digest(&initrd_bytes)));
+    if !initrd.exists() {
+        write_atomic(&initrd, &initrd_bytes).map_err(|e| fatal(&initrd, e))?;
+    }
+    Ok((kernel, initrd, features))
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the cache knows of a kernel, written last (its presence says the
+/// kernel file next to it is complete).
+#[derive(Serialize, Deserialize)]
+struct KernelInfo {
+    file: String,
+    features: Option<KernelFeatures>,
+}
+
+fn cached_kernel(
+    cache: &Path,
+    bytes: &[u8],
+    how: KernelBoot,
+) -> Result<(PathBuf, Option<KernelFeatures>), (PathBuf, std::io::Error)> {
+    let tag = match how {
+        KernelBoot::PreferPvh => "pvh",
+        KernelBoot::AsGiven => "given",
+    };
+    let key = format!("kernel-{}-{tag}", hex_digest(bytes));
+    let info_path = cache.join(format!("{key}.json"));
+    if let Ok(text) = std::fs::read(&info_path) {
+        if let Ok(info) = serde_json::from_slice::<KernelInfo>(&text) {
+            let file = cache.join(&info.file);
+            if file.exists() && !info.file.contains('/') {
+                touch(&info_path);
+                return Ok((file, info.features));
+            }
+        }
+    }
+    let elf = if bytes.starts_with(b"\x7fELF") {
+        None
+    } else {
+        vmlinux::extract(bytes).ok()
+    };
+    let features = elf
+        .as_deref()
+        .or(bytes.starts_with(b"\x7fELF").then_some(bytes))
+        .and_then(kernel::embedded_config)
+        .map(|c| KernelFeatures::from_config(&c));
+    let (file, data) = match (&elf, how) {
+        (Some(elf), KernelBoot::PreferPvh) if has_pvh_note(elf) => {
+            (format!("{key}.vmlinux"), &elf[..])
+        }
+        _ => (format!("{key}.boot"), bytes),
+    };
+    let path = cache.join(&file);
+    write_atomic(&path, data).map_err(|e| (path.clone(), e))?;
+    let info = serde_json::to_vec(&KernelInfo {
+        file,
+        features: features.clone(),
+    })
+    .expect("kernel info serializes");
+    write_atomic(&info_path, &info).map_err(|e| (info_path.clone(), e))?;
+    Ok((path, features))
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".part-").tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Keeps the cache bounded: the least recently used files beyond
+/// [`CACHE_KEEP`] go (a guest rewriting its initrd at every boot does not
+/// fill the host's disk). Files the VMM already opened stay readable.
+fn prune(cache: &Path, in_use: &[&Path]) {
+    for p in in_use {
+        touch(p);
+    }
+    let Ok(dir) = std::fs::read_dir(cache) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = dir
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= CACHE_KEEP {
+        return;
+    }
+    files.sort();
+    let excess = files.len() - CACHE_KEEP;
+    for (_, p) in files.into_iter().take(excess) {
+        if !in_use.contains(&p.as_path()) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A kernel the VMMs can load: a whole bzImage (its header's payload size
+/// fits the file) or an ELF.
+pub fn check_kernel(bytes: &[u8]) -> Result<(), String> {
+    if bytes.starts_with(b"\x7fELF") {
+        return if bytes.len() >= 64 && bytes[4] == 2 {
+            Ok(())
+        } else {
+            Err("a truncated or 32-bit ELF file".into())
+        };
+    }
+    if !kernel::is_bzimage(bytes) {
+        return Err("not a kernel (neither a bzImage nor an ELF vmlinux)".into());
+    }
+    // setup_sects at 0x1f1 (0 means 4), syssize (16-byte units) at 0x1f4.
+    let setup_sects = match bytes[0x1f1] {
+        0 => 4,
+        n => n as u64,
+    };
+    let syssize = u32::from_le_bytes([bytes[0x1f4], bytes[0x1f5], bytes[0x1f6], bytes[0x1f7]]);
+    let need = (setup_sects + 1) * 512 + syssize as u64 * 16;
+    if (bytes.len() as u64) < need {
+        return Err(format!(
+            "a truncated bzImage ({} bytes; its header says {need})",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+/// An initrd the kernel can unpack: a `newc` cpio archive holding `init`
+/// (walked entry by entry), or a compressed one (its magic number; the
+/// kernel checks the rest).
+pub fn check_initrd(bytes: &[u8]) -> Result<(), String> {
+    const COMPRESSED: &[(&[u8], &str)] = &[
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (&[0x02, 0x21, 0x4c, 0x18], "lz4"),
+        (b"BZh", "bzip2"),
+        (&[0x5d, 0, 0], "lzma"),
+    ];
+    let mut at = 0usize;
+    let mut has_init = false;
+    loop {
+        // Archives may follow each other, padded with zeros.
+        while at < bytes.len() && bytes[at] == 0 {
+            at += 1;
+        }
+        let rest = &bytes[at..];
+        if rest.is_empty() {
+            break;
+        }
+        if COMPRESSED.iter().any(|(m, _)| rest.starts_with(m)) {
+            return Ok(());
+        }
+        if !(rest.starts_with(b"070701") || rest.starts_with(b"070702")) {
+            return Err(if at == 0 {
+                "not an initramfs (neither a newc cpio archive nor a compressed one)".into()
+            } else {
+                format!("damaged cpio archive at byte {at}")
+            });
+        }
+        at = walk_cpio(bytes, at, &mut has_init)?;
+    }
+    if has_init {
+        Ok(())
+    } else {
+        Err("the cpio archive has no init (the kernel would panic)".into())
+    }
+}
+
+/// Walks one newc archive from `start` to just past its trailer.
+fn walk_cpio(bytes: &[u8], start: usize, has_init: &mut bool) -> Result<usize, String> {
+    let field = |at: usize, i: usize| -> Result<usize, String> {
+        let s = bytes
+            .get(at + 6 + i * 8..at + 14 + i * 8)
+            .ok_or_else(|| format!("truncated cpio header at byte {at}"))?;
+        let s = std::str::from_utf8(s).map_err(|_| format!("damaged cpio header at byte {at}"))?;
+        usize::from_str_radix(s, 16).map_err(|_| format!("damaged cpio header at byte {at}"))
+    };
+    let align = |n: usize| n.checked_add(3).map(|n| n & !3);
+    let mut at = start;
+    loop {
+        if !(bytes.get(at..at + 6) == Some(b"070701") || bytes.get(at..at + 6) == Some(b"070702")) {
+            return Err(format!("damaged cpio archive at byte {at}"));
+        }
+        let mode = field(at, 1)?;
+        let size = field(at, 6)?;
+        let name_len = field(at, 11)?;
+        let name_start = at + 110;
+        let name = bytes
+            .get(name_start..name_start.saturating_add(name_len))
+            .ok_or_else(|| format!("truncated cpio archive at byte {at}"))?;
+        let name = name.strip_suffix(&[0]).unwrap_or(name);
+        let data = align(name_start + name_len)
+            .ok_or_else(|| format!("damaged cpio header at byte {at}"))?;
+        let next = data
+            .checked_add(size)
+            .and_then(align)
+            .filter(|&n| n <= bytes.len() + 3)
+            .ok_or_else(|| format!("truncated cpio archive at byte {at}"))?;
+        if name == b"TRAILER!!!" {
+            return Ok(next.min(bytes.len()));
+        }
+        let name = name.strip_prefix(b"./").unwrap_or(name);
+        // A regular file or a symbolic link named init.
+        if name == b"init" && matches!(mode & 0o170000, 0o100000 | 0o120000) && size > 0 {
+            *has_init = true;
+        }
+        at = next;
+    }
+}
+
+/// Whether an ELF kernel carries a PVH entry (the `Xen` note of type
+/// `XEN_ELFNOTE_PHYS32_ENTRY`), read through its program headers.
+pub fn has_pvh_note(elf: &[u8]) -> bool {
+    const PT_NOTE: u32 = 4;
+    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    if !elf.starts_with(b"\x7fELF") || elf.get(4) != Some(&2) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    for i in 0..phnum as u64 {
+        let Some(ph) = phoff
+            .checked_add(i * phentsize as u64)
+            .and_then(|p| usize::try_from(p).ok())
+        else {
+            return false;
+        };
+        if u32_at(ph) != Some(PT_NOTE) {
+            continue;
+        }
+        let (Some(off), Some(size)) = (u64_at(ph + 8), u64_at(ph + 32)) else {
+            return false;
+        };
+        let (Ok(off), Ok(size)) = (usize::try_from(off), usize::try_from(size)) else {
+            continue;
+        };
+        let Some(notes) = off.checked_add(size).and_then(|end| elf.get(off..end)) else {
+            continue;
+        };
+        let mut n = 0usize;
+        while n + 12 <= notes.len() {
+            let rd = |o: usize| u32::from_le_bytes(notes[o..o + 4].try_into().expect("4 bytes"));
+            let (namesz, descsz, kind) = (rd(n) as usize, rd(n + 4) as usize, rd(n + 8));
+            let name_end = n + 12 + namesz;
+            if notes.get(n + 12..name_end) == Some(b"Xen\0") && kind == XEN_ELFNOTE_PHYS32_ENTRY {
+                return true;
+            }
+            let Some(next) = namesz
+                .checked_add(3)
+                .map(|v| v & !3)
+                .and_then(|v| descsz.checked_add(3).map(|d| v + (d & !3)))
+                .and_then(|v| v.checked_add(n + 12))
+            else {
+                break;
+            };
+            n = next;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{CpioWriter, EntryKind};
+
+    fn cpio(with_init: bool) -> Vec<u8> {
+        let mut w = CpioWriter::new(Vec::new());
+        w.add("bin", 0o755, EntryKind::Dir).unwrap();
+        if with_init {
+            w.add("init", 0o755, EntryKind::File(b"#!/bin/sh\n"))
+                .unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn initrds_are_checked_entry_by_entry() {
+        check_initrd(&cpio(true)).unwrap();
+        assert!(check_initrd(&cpio(false)).unwrap_err().contains("no init"));
+        let mut cut = cpio(true);
+        cut.truncate(200);
+        assert!(check_initrd(&cut).unwrap_err().contains("truncated"));
+        assert!(check_initrd(&[0u8; 4096]).unwrap_err().contains("no init"));
+        assert!(check_initrd(b"garbage")
+            .unwrap_err()
+            .contains("not an initramfs"));
+        check_initrd(&[0x1f, 0x8b, 8, 0]).unwrap();
+        // A header claiming a huge size does not overflow.
+        let mut huge = cpio(true);
+        huge[54..62].copy_from_slice(b"ffffffff");
+        assert!(check_initrd(&huge).is_err());
+    }
+
+    #[test]
+    fn a_panic_before_the_root_init_is_a_failed_boot() {
+        assert!(failed_in_guest(
+            "[    1.2] Kernel panic - not syncing: No working init found."
+        ));
+        assert!(!failed_in_guest(
+            "drydock: i-1 is up (6.1)\nlogin: \nKernel panic - not syncing: sysrq triggered crash"
+        ));
+        assert!(!failed_in_guest("drydock: i-1 is up (6.1)\nlogin:"));
+        let mark = FailedMark::parse("linux\nkernel-a\ninitrd-b\n").unwrap();
+        assert!(mark.matches("linux", Path::new("/c/kernel-a"), Path::new("/c/initrd-b")));
+        assert!(!mark.matches("linux", Path::new("/c/kernel-a"), Path::new("/c/initrd-c")));
+        assert!(FailedMark::parse("").is_none());
+    }
+
+    #[test]
+    fn kernels_must_be_whole() {
+        assert!(check_kernel(b"hello").unwrap_err().contains("not a kernel"));
+        let mut bz = vec![0u8; 4096];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x1f1] = 1;
+        bz[0x1f4..0x1f8].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(check_kernel(&bz).unwrap_err().contains("truncated bzImage"));
+        bz.resize(1024 + 16000, 0);
+        check_kernel(&bz).unwrap();
+        assert!(!has_pvh_note(&bz));
+        assert!(!has_pvh_note(b"\x7fELF\x02"));
+    }
+}
