@@ -194,21 +194,142 @@ fn the_repair_completes_when_its_runner_is_killed_at_random_points_and_resumed()
         );
         child = dd.spawn(&["--json", "--region", R, "resume", &execution]);
     };
-    assert_code(&out, 0);
+    assert_repaired(&dd, &out, &broken, &root);
+    eprintln!("completed after {kills} kills");
+}
+
+/// The repair ended well: verified, the instance runs on its own root.
+fn assert_repaired(dd: &Drydock, out: &std::process::Output, broken: &str, root: &str) {
+    if out.status.code() != Some(0) {
+        eprintln!(
+            "instances: {}\nvolumes: {}",
+            dd.json(&["--region", R, "instances"]),
+            dd.json(&["--region", R, "volumes"])
+        );
+        for i in dd.json(&["--region", R, "instances"])["instances"]
+            .as_array()
+            .unwrap()
+        {
+            let id = i["id"].as_str().unwrap();
+            let out = dd.run(&["--region", R, "console-output", id, "--tail", "60"]);
+            eprintln!("console of {id}:\n{}", common::text(&out.stdout));
+        }
+    }
+    assert_code(out, 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["output"]["verified"], "repaired\n", "{v}");
-    let i = dd.instance(R, &broken);
+    let i = dd.instance(R, broken);
     assert_eq!(i["state"], "running");
-    assert_eq!(i["root_volume"], root.as_str());
+    assert_eq!(i["root_volume"], root);
     let vols = dd.json(&["--region", R, "volumes"]);
     let v = vols["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["id"] == root.as_str())
+        .find(|v| v["id"] == root)
         .unwrap()
         .clone();
-    assert_eq!(v["attached_to"], broken.as_str());
+    assert_eq!(v["attached_to"], broken);
     assert_eq!(v["attach_index"], 0);
-    eprintln!("completed after {kills} kills");
+}
+
+/// Every host step of the repair killed while it runs, one after the
+/// other in one repair (the random kills above may miss a short step):
+/// the runner is SIGKILLed as soon as the journal shows the step running
+/// (plus a few ms, varied by the seed), then resumed. The steps the issue
+/// found broken — detach from the rescue instance, start — must be hit.
+#[test]
+fn every_host_step_of_the_repair_survives_a_kill_in_the_middle() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let (broken, rescue) = broken_and_rescue(&dd);
+    let root = dd.instance(R, &broken)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    eprintln!("seed {seed}");
+    let p_instance = format!("instance={broken}");
+    let p_rescue = format!("rescue={rescue}");
+    let mut child = dd.spawn(&[
+        "--json",
+        "--region",
+        R,
+        "run",
+        "repair-root-volume",
+        "-p",
+        &p_instance,
+        "-p",
+        &p_rescue,
+        "-p",
+        "password=pw",
+        "-p",
+        "fix=echo repaired > root/REPAIRED",
+        "-p",
+        "verify=cat /root/REPAIRED",
+    ]);
+    dd.wait_until("the execution to be recorded", || {
+        dd.json(&["executions"])
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let execution = dd.only_execution();
+    let journal = drydock_runtime::Journal::open(&dd.data_dir()).unwrap();
+    let targets = [
+        "stop the broken instance",
+        "detach the root volume",
+        "attach it to the rescue instance",
+        "detach from the rescue instance",
+        "attach back as root",
+        "start the repaired instance",
+    ];
+    let mut hit = Vec::new();
+    for (n, target) in targets.iter().enumerate() {
+        let position = |name: &str| targets.iter().position(|t| *t == name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stuck before {target}"
+            );
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let steps = journal.steps(&execution).unwrap_or_default();
+            let running = steps
+                .iter()
+                .rev()
+                .find(|s| s.state == drydock_runtime::state::StepState::Running);
+            if let Some(step) = running {
+                if step.name == *target {
+                    // A few ms into the step: before, during or just after
+                    // its host operation.
+                    std::thread::sleep(std::time::Duration::from_millis((seed >> (n * 4)) % 12));
+                    child.kill().unwrap();
+                    let _ = child.wait();
+                    eprintln!("killed in {target:?}");
+                    hit.push(*target);
+                    child = dd.spawn(&["--json", "--region", R, "resume", &execution]);
+                    break;
+                }
+                if position(&step.name).is_some_and(|p| p > n) {
+                    eprintln!("missed {target:?} (too short to catch)");
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    let out = common::wait_child(child);
+    assert_repaired(&dd, &out, &broken, &root);
+    for must in [
+        "stop the broken instance",
+        "detach from the rescue instance",
+        "start the repaired instance",
+    ] {
+        assert!(hit.contains(&must), "{must:?} was not hit: {hit:?}");
+    }
 }
