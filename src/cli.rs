@@ -103,6 +103,9 @@ pub enum Command {
     /// Launch, start, stop, reboot, terminate or modify an instance
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Put real faults into instances launched with --allow-faults (to practise recoveries and drills), list and revert them
+    #[command(subcommand)]
+    Fault(FaultCommand),
     /// What one boot of an instance printed on its serial console
     ConsoleOutput(ConsoleOutputArgs),
     /// Attach to an instance's serial console (Ctrl-] then q detaches)
@@ -258,6 +261,28 @@ pub struct LaunchArgs {
     /// Keep the root volume when the instance is terminated
     #[arg(long)]
     pub keep_root_volume: bool,
+    /// Allow `drydock fault` to break this instance (tags it allow-faults=true)
+    #[arg(long)]
+    pub allow_faults: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// The faults drydock can put into an instance, and what they look like
+    Kinds,
+    /// Put a fault into the root volume of a stopped instance
+    Inject {
+        instance: String,
+        /// One of `drydock fault kinds`
+        fault: String,
+    },
+    /// Undo a fault (by id or kind), or every fault of the instance (stopped)
+    Revert {
+        instance: String,
+        fault: Option<String>,
+    },
+    /// Faults put into this region's instances (or one instance's)
+    List { instance: Option<String> },
 }
 
 #[derive(Debug, Args)]

@@ -372,6 +372,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         },
         root_delete_on_termination: !args.keep_root_volume,
     };
+    let allow_faults = args.allow_faults;
     if !ctx.json {
         eprintln!(
             "launching a {} from {} in {}",
@@ -380,7 +381,16 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
             host.region()
         );
     }
-    Ok(host.launch(&req)?)
+    let rec = host.launch(&req)?;
+    if allow_faults {
+        let mut tags = drydock_vmm::host::store::Tags::new();
+        tags.insert(
+            drydock_vmm::host::faults::ALLOW_TAG.to_string(),
+            "true".to_string(),
+        );
+        host.set_tags(drydock_vmm::host::store::TagKind::Instance, &rec.id, &tags)?;
+    }
+    Ok(rec)
 }
 
 /// `drydock instance …`.

@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod calendar;
 pub mod console;
 pub mod executions;
+pub mod faults;
 pub mod fleet;
 pub mod host;
 pub mod params;

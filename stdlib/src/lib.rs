@@ -9,6 +9,7 @@
 
 pub mod console;
 pub mod expect;
+pub mod faults;
 pub mod files;
 pub mod host_env;
 pub mod instances;
@@ -26,6 +27,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     serial::install(engine, ctx);
     ssh::install(engine, ctx);
     instances::install(engine, ctx);
+    faults::install(engine, ctx);
     files::install(engine);
     host_env::install(engine);
 }

@@ -9,11 +9,13 @@ mod config_disk;
 pub mod console_client;
 pub mod console_hub;
 pub mod extents;
+pub mod faults;
 mod images;
 pub mod store;
 pub mod supervisor;
 pub mod tags;
 pub mod types;
+pub mod volume_files;
 mod volumes;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,76 @@
+//! Fault injection in Rhai (`fault::…`), for drills and recovery
+//! practice on instances launched with `--allow-faults`:
+//!
+//! ```rhai
+//! instance::stop(params.instance);
+//! let f = fault::inject(params.instance, "fstab-missing-disk");
+//! instance::start(params.instance);   // the boot stops at the fstab prompt
+//! // ... recover ...
+//! fault::revert(params.instance, f.id);   // or fault::revert(id) for all
+//! fault::list(params.instance);
+//! fault::kinds();
+//! ```
+//!
+//! Faults go into the root volume of a stopped instance; inside a step,
+//! what was injected lands in the journal as the step's output.
+
+use drydock_runtime::RunContext;
+use drydock_vmm::host::faults::CATALOG;
+use drydock_vmm::host::{drydock_supervisor, Host, HostError};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+fn fail(e: HostError) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(e.to_string().into(), Position::NONE).into()
+}
+
+fn to_dynamic<T: serde::Serialize>(v: &T) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+/// Registers the `fault` module.
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    let (data_dir, region, profile) = (
+        ctx.data_dir.clone(),
+        ctx.region.clone(),
+        ctx.profile.clone(),
+    );
+    let open = move || -> R<Host> {
+        Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir)).map_err(fail)
+    };
+    let mut m = Module::new();
+    let o = open.clone();
+    m.set_native_fn("inject", move |instance: &str, name: &str| -> R<Map> {
+        let rec = o()?.inject_fault(instance, name).map_err(fail)?;
+        Ok(to_dynamic(&rec).try_cast::<Map>().unwrap_or_default())
+    });
+    let o = open.clone();
+    m.set_native_fn("revert", move |instance: &str| -> R<Array> {
+        let done = o()?.revert_faults(instance, None).map_err(fail)?;
+        Ok(done.iter().map(to_dynamic).collect())
+    });
+    let o = open.clone();
+    m.set_native_fn("revert", move |instance: &str, which: &str| -> R<Array> {
+        let done = o()?.revert_faults(instance, Some(which)).map_err(fail)?;
+        Ok(done.iter().map(to_dynamic).collect())
+    });
+    let o = open.clone();
+    m.set_native_fn("list", move |instance: &str| -> R<Array> {
+        let list = o()?.faults(Some(instance)).map_err(fail)?;
+        Ok(list.iter().map(to_dynamic).collect())
+    });
+    m.set_native_fn("kinds", || -> R<Array> {
+        Ok(CATALOG
+            .iter()
+            .map(|k| {
+                let mut m = Map::new();
+                m.insert("name".into(), k.name.into());
+                m.insert("description".into(), k.description.into());
+                m.insert("symptom".into(), k.symptom.into());
+                Dynamic::from(m)
+            })
+            .collect())
+    });
+    engine.register_static_module("fault", m.into());
+}
