@@ -1,0 +1,110 @@
+//! Recovery runbooks on real broken guests (issue 13): a fault is put in,
+//! its symptom seen on the console, the matching bundled runbook run —
+//! with its approval given from another process by another account —
+//! and the instance logged into afterwards, the fix checked, the journal
+//! holding every step.
+
+mod common;
+
+use common::os_users::os_user;
+use common::{assert_code, text, vm_lock, wait_child, Drydock};
+use serde_json::Value;
+
+const R: &str = "region-a";
+
+#[test]
+fn a_boot_stuck_at_the_fstab_prompt_is_recovered_over_the_console() {
+    let _vm = vm_lock();
+    let alice = os_user("ddalice", &["ddops"]);
+    let mut dd = Drydock::new();
+    dd.group = Some("ddops".into());
+    dd.open_to_other_users();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
+    dd.wait_console(R, &id, "login:");
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]),
+        0,
+    );
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
+
+    let p_instance = format!("instance={id}");
+    let runner = dd
+        .command(&[
+            "--json",
+            "--region",
+            R,
+            "run",
+            "recover-boot-prompt",
+            "-p",
+            &p_instance,
+            "-p",
+            "password=env:DD_TEST_PW",
+            "-p",
+            "approvers=[\"ddalice\"]",
+        ])
+        .env("DD_TEST_PW", "pw")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exec = dd.only_execution_of("recover-boot-prompt");
+    dd.wait_for_approval(&exec);
+    // Nothing changed before the approval: still at the prompt.
+    let shown = dd.show(&exec);
+    let failed = shown["steps"][0]["output"]["failed"].as_str().unwrap_or("");
+    assert!(failed.contains("cannot mount"), "{shown}");
+    let out = dd.run_as(&alice, &["approve", &exec, "--comment", "go"]);
+    assert_code(&out, 0);
+    let out = wait_child(runner);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &v["output"];
+    assert_eq!(o["recovered"], true, "{v}");
+    assert_eq!(o["clean_reboot"], true, "{v}");
+    let commented = o["commented_out"].as_array().unwrap();
+    assert_eq!(commented.len(), 1, "{v}");
+    assert!(
+        commented[0]
+            .as_str()
+            .unwrap()
+            .contains("drydock-fault-data"),
+        "{v}"
+    );
+    // The journal has every step, the approval by alice, and no password.
+    let shown = dd.show(&exec);
+    let names: Vec<&str> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    for want in [
+        "find the prompt on the console",
+        "comment out the failing fstab lines in manual recovery",
+        "continue the boot and log in",
+        "reboot and check the boot is clean",
+    ] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    assert_eq!(shown["approvals"][0]["decisions"][0]["approver"], "ddalice");
+    assert!(!shown.to_string().contains("\"pw\""), "{shown}");
+
+    // Logged in afterwards: the backup is there, the line commented out.
+    let script = format!(
+        "let c = console::open(\"{id}\"); c.login(\"root\", \"pw\"); c.run(\"grep drydock-fault-data /etc/fstab; ls /etc/fstab.drydock-backup\", \"60s\").stdout"
+    );
+    let out = dd.run(&["--region", R, "repl", "-c", &script]);
+    assert_code(&out, 0);
+    let o = text(&out.stdout);
+    assert!(
+        o.contains(
+            "# drydock recover-boot-prompt: cannot mount, commented out: LABEL=drydock-fault-data"
+        ),
+        "{o}"
+    );
+    assert!(o.contains("/etc/fstab.drydock-backup"), "{o}");
+}
