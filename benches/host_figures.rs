@@ -1,6 +1,10 @@
 //! Host figures, printed side by side: boot to the login prompt per
-//! instance type (QEMU backend, accelerator chosen by probing), graceful
-//! stop, and a snapshot of a 4 GiB volume with 100 MiB written.
+//! instance type (QEMU backend, accelerator chosen by probing) at launch
+//! and at a later start (both boot what the root volume holds: the boot
+//! configuration, kernel and initrd read out of the ext4 volume at every
+//! start), what reading those boot files costs (first read, which
+//! extracts the PVH kernel, and a cached one), graceful stop, and a
+//! snapshot of a 4 GiB volume with 100 MiB written.
 //!
 //! Run with `cargo bench --bench host_figures` (needs QEMU and apt, like
 //! the tests: `scripts/setup` installs them).
@@ -70,17 +74,44 @@ fn main() {
         data: tempfile::tempdir().unwrap(),
         cache: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-images"),
     };
-    let image = b.drydock(&["image", "build"])["image"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let built = b.drydock(&["image", "build"]);
+    let image = built["image"]["id"].as_str().unwrap().to_string();
+    let root = PathBuf::from(built["image"]["boot_dir"].as_str().unwrap()).join("root.ext4");
     println!(
         "drydock host figures (accelerator: {:?}, median of 3)",
         drydock_vmm::backend::choose_accel()
     );
     println!("{:<52} {:>10}", "measure", "value");
+    let (mut cold, mut hot) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let cache = tempfile::tempdir().unwrap();
+        let read = || {
+            let start = Instant::now();
+            drydock_vmm::host::boot_volume::read_boot(
+                &root,
+                cache.path(),
+                drydock_vmm::host::boot_volume::KernelBoot::PreferPvh,
+                None,
+                &drydock_vmm::host::boot_volume::BootMemo::default(),
+            )
+            .unwrap();
+            start.elapsed()
+        };
+        cold.push(read());
+        hot.push(read());
+    }
+    println!(
+        "{:<52} {:>7.3} s",
+        "boot files from the root volume, first read",
+        median(cold).as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>7.3} s",
+        "boot files from the root volume, cached (read, hashed)",
+        median(hot).as_secs_f64()
+    );
     for itype in ["m1.small", "n2.small"] {
-        let (mut boots, mut stops) = (Vec::new(), Vec::new());
+        let (mut boots, mut starts, mut stops) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             let start = Instant::now();
             let id = b.drydock(&["instance", "launch", "--image", &image, "--type", itype])["id"]
@@ -92,12 +123,22 @@ fn main() {
             let start = Instant::now();
             b.drydock(&["instance", "stop", &id]);
             stops.push(start.elapsed());
+            let start = Instant::now();
+            b.drydock(&["instance", "start", &id]);
+            wait_for(&b.console(&id, 2), "login:");
+            starts.push(start.elapsed());
+            b.drydock(&["instance", "stop", &id]);
             b.drydock(&["instance", "terminate", &id]);
         }
         println!(
             "{:<52} {:>7.2} s",
             format!("launch to login prompt, {itype}"),
             median(boots).as_secs_f64()
+        );
+        println!(
+            "{:<52} {:>7.2} s",
+            format!("start (stopped) to login prompt, {itype}"),
+            median(starts).as_secs_f64()
         );
         println!(
             "{:<52} {:>7.2} s",

@@ -23,7 +23,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{assert_code, text, vm_lock, Drydock};
-use drydock_vmm::host::boot_volume::{read_boot, BootFailure, FailedMark, KernelBoot};
+use drydock_vmm::host::boot_volume::{
+    read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, MEMO_FILE,
+};
 use drydock_vmm::image::{make_ext4, CpioWriter, EntryKind};
 
 const R: &str = "region-a";
@@ -127,7 +129,14 @@ fn the_host_reads_the_same_bytes_as_debugfs() {
     let dir = tempfile::tempdir().unwrap();
     let vol = volume(dir.path(), &good_files());
     let cache = dir.path().join("cache");
-    let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, None).unwrap();
+    let boot = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     assert_eq!(boot.label, "linux");
     assert_eq!(boot.append, "quiet marker=default");
     assert!(boot.skipped.is_empty(), "{:?}", boot.skipped);
@@ -140,7 +149,14 @@ fn the_host_reads_the_same_bytes_as_debugfs() {
         debugfs_cat(&vol, "/boot/initrd.img-t")
     );
     // Content-addressed: the same files give the same cache entries.
-    let again = read_boot(&vol, &cache, KernelBoot::AsGiven, None).unwrap();
+    let again = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     assert_eq!((again.kernel, again.initrd), (boot.kernel, boot.initrd));
 }
 
@@ -155,7 +171,14 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     let release = manifest["kernel_release"].as_str().unwrap();
     let root = boot_dir.join("root.ext4");
     let cache = tempfile::tempdir().unwrap();
-    let given = read_boot(&root, cache.path(), KernelBoot::AsGiven, None).unwrap();
+    let given = read_boot(
+        &root,
+        cache.path(),
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     let vmlinuz = debugfs_cat(&root, &format!("/boot/vmlinuz-{release}"));
     assert_eq!(std::fs::read(&given.kernel).unwrap(), vmlinuz);
     let initrd = debugfs_cat(&root, &format!("/boot/initrd.img-{release}"));
@@ -167,21 +190,82 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     // Debian's kernel boots through its PVH entry: the ELF extracted from
     // the volume's bzImage is the one the image build extracted.
     let start = Instant::now();
-    let pvh = read_boot(&root, cache.path(), KernelBoot::PreferPvh, None).unwrap();
+    let pvh = read_boot(
+        &root,
+        cache.path(),
+        KernelBoot::PreferPvh,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     let first = start.elapsed();
     assert_eq!(
         std::fs::read(&pvh.kernel).unwrap(),
         std::fs::read(boot_dir.join("vmlinux")).unwrap()
     );
+    // Launched from the build, the volume's files are the build's own:
+    // with the build's memo nothing is read, hashed or extracted.
+    let seed = BootMemo::load(&boot_dir.join(MEMO_FILE));
+    assert_eq!(seed.len(), 4, "{seed:?}");
     let start = Instant::now();
-    let cached = read_boot(&root, cache.path(), KernelBoot::PreferPvh, None).unwrap();
+    let seeded = read_boot(&root, cache.path(), KernelBoot::PreferPvh, None, &seed).unwrap();
+    let with_memo = start.elapsed();
+    assert_eq!(seeded.kernel, boot_dir.join("vmlinux"));
+    assert_eq!(seeded.initrd, boot_dir.join("initramfs.cpio"));
+    let start = Instant::now();
+    let cached = read_boot(
+        &root,
+        cache.path(),
+        KernelBoot::PreferPvh,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     let hit = start.elapsed();
     assert_eq!(cached.kernel, pvh.kernel);
     assert_eq!(cached.append, "quiet cryptomgr.notests");
     println!(
-        "boot files from the root volume: first read {:.0} ms (extracts the ELF), cached {:.0} ms",
+        "boot files from the root volume: first read {:.0} ms (extracts the ELF), cached {:.0} ms (read and hashed), with the build's memo {:.0} ms",
         first.as_secs_f64() * 1000.0,
-        hit.as_secs_f64() * 1000.0
+        hit.as_secs_f64() * 1000.0,
+        with_memo.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+fn a_memo_is_used_only_while_the_files_are_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let vol = volume(dir.path(), &good_files());
+    // A memo saying the volume's files are these two host files.
+    let (k, i) = (dir.path().join("k"), dir.path().join("i"));
+    std::fs::write(&k, b"kernel").unwrap();
+    std::fs::write(&i, b"initrd").unwrap();
+    let memo = BootMemo::for_image(
+        &vol,
+        "/boot/vmlinuz-t",
+        &[(KernelBoot::AsGiven, k.clone())],
+        &["/boot/initrd.img-t"],
+        &i,
+    )
+    .unwrap();
+    let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, None, &memo).unwrap();
+    assert_eq!((&boot.kernel, &boot.initrd), (&k, &i));
+    // What was used is remembered for the next start.
+    assert_eq!(boot.memo.len(), 2);
+    // Another initrd in the volume (another size and time): read again.
+    let vol = volume(
+        dir.path(),
+        &with_files(
+            &good_files(),
+            &[("/boot/initrd.img-t", Some(initrd(2 << 20, 8)))],
+        ),
+    );
+    let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, None, &memo).unwrap();
+    assert_ne!(boot.initrd, i);
+    assert_eq!(
+        std::fs::read(&boot.initrd).unwrap(),
+        debugfs_cat(&vol, "/boot/initrd.img-t")
     );
 }
 
@@ -198,7 +282,14 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
             &[("/boot/extlinux/extlinux.conf", Some(conf.into_bytes()))],
         ),
     );
-    let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, None).unwrap();
+    let boot = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     assert_eq!(boot.label, "previous");
     assert_eq!(boot.append, "quiet marker=previous");
     assert!(
@@ -224,7 +315,14 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
             dir.path(),
             &with_files(&good_files(), &[("/boot/initrd.img-t", Some(bad))]),
         );
-        let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, None).unwrap();
+        let boot = read_boot(
+            &vol,
+            &cache,
+            KernelBoot::AsGiven,
+            None,
+            &BootMemo::default(),
+        )
+        .unwrap();
         assert_eq!(boot.label, "previous", "{why}");
         assert!(
             boot.skipped[0].contains("initrd /boot/initrd.img-t: ")
@@ -240,7 +338,14 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
         dir.path(),
         &with_files(&good_files(), &[("/boot/vmlinuz-t", Some(kernel))]),
     );
-    let err = read_boot(&vol, &cache, KernelBoot::AsGiven, None).unwrap_err();
+    let err = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, BootFailure::NoBootableEntry(_))
             && err
@@ -259,9 +364,15 @@ fn what_cannot_boot_is_named_with_the_fix() {
     let cache = dir.path().join("cache");
     let read = |files: &[(&'static str, Vec<u8>)]| {
         let vol = volume(dir.path(), files);
-        read_boot(&vol, &cache, KernelBoot::AsGiven, None)
-            .unwrap_err()
-            .to_string()
+        read_boot(
+            &vol,
+            &cache,
+            KernelBoot::AsGiven,
+            None,
+            &BootMemo::default(),
+        )
+        .unwrap_err()
+        .to_string()
     };
     let err = read(&with_files(
         &good_files(),
@@ -314,9 +425,15 @@ fn what_cannot_boot_is_named_with_the_fix() {
     // A volume that is not ext4 at all.
     let junk = dir.path().join("junk.raw");
     std::fs::write(&junk, noise(1 << 20, 9)).unwrap();
-    let err = read_boot(&junk, &cache, KernelBoot::AsGiven, None)
-        .unwrap_err()
-        .to_string();
+    let err = read_boot(
+        &junk,
+        &cache,
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.starts_with("unreadable file system on the root volume") && err.contains("e2fsck"),
         "{err}"
@@ -341,9 +458,15 @@ fn an_oversized_kernel_is_not_read() {
     drop(big);
     let vol = dir.path().join("root.ext4");
     make_ext4(&tree, "root", 64, &vol).unwrap();
-    let err = read_boot(&vol, &dir.path().join("cache"), KernelBoot::AsGiven, None)
-        .unwrap_err()
-        .to_string();
+    let err = read_boot(
+        &vol,
+        &dir.path().join("cache"),
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("/boot/vmlinuz-t is 65 MiB, more than the 64 MiB drydock reads"),
         "{err}"
@@ -355,14 +478,28 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let vol = volume(dir.path(), &good_files());
-    let first = read_boot(&vol, &cache, KernelBoot::AsGiven, None).unwrap();
+    let first = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        None,
+        &BootMemo::default(),
+    )
+    .unwrap();
     let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
     let mark = FailedMark {
         label: "linux".into(),
         kernel: name(&first.kernel),
         initrd: name(&first.initrd),
     };
-    let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, Some(&mark)).unwrap();
+    let boot = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        Some(&mark),
+        &BootMemo::default(),
+    )
+    .unwrap();
     assert_eq!(boot.label, "previous");
     assert!(
         boot.skipped[0].contains("entry `linux` failed in the guest at its last boot"),
@@ -378,9 +515,15 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
         ),
     );
     assert_eq!(
-        read_boot(&vol, &cache, KernelBoot::AsGiven, Some(&mark))
-            .unwrap()
-            .label,
+        read_boot(
+            &vol,
+            &cache,
+            KernelBoot::AsGiven,
+            Some(&mark),
+            &BootMemo::default()
+        )
+        .unwrap()
+        .label,
         "linux"
     );
     // No other entry: the failed one boots again, saying so.
@@ -392,7 +535,14 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
             &[("/boot/extlinux/extlinux.conf", Some(only))],
         ),
     );
-    let boot = read_boot(&vol, &cache, KernelBoot::AsGiven, Some(&mark)).unwrap();
+    let boot = read_boot(
+        &vol,
+        &cache,
+        KernelBoot::AsGiven,
+        Some(&mark),
+        &BootMemo::default(),
+    )
+    .unwrap();
     assert_eq!(boot.label, "linux");
     assert!(
         boot.skipped
@@ -501,6 +651,12 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         "bfv-update",
         &[
             ("before", "lsmod | grep -c '^virtio_pci '"),
+            // Built in the guest from the same module list, the
+            // initramfs holds what the host built.
+            (
+                "same",
+                "update-initramfs -n | grep -v '^update-initramfs:' | sort > /tmp/a && lsinitramfs | sort > /tmp/b && cmp /tmp/a /tmp/b && wc -l < /tmp/a",
+            ),
             ("listed", "lsinitramfs | grep -c virtio_pci"),
             (
                 "update",
@@ -511,6 +667,9 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         ],
     );
     assert_eq!(out["before"], "1\n", "{out}");
+    // bin, dev, etc, lib, lib/modules, newroot, proc, sys, the console,
+    // busybox, sh, 7 modules, the driver list, init.
+    assert_eq!(out["same"], "20\n", "{out}");
     assert_ne!(out["listed"], "0\n", "{out}");
     let drivers = out["drivers"].as_str().unwrap();
     assert!(
@@ -670,4 +829,51 @@ fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
     });
     assert!(panicked, "no boot between {first} and {n} shows the panic");
     assert_eq!(dd.instance(R, &id)["state"], "running");
+}
+
+#[test]
+fn an_instance_stopped_while_writing_starts_again_with_its_synced_data() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(
+        R,
+        &img,
+        &["--type", "m1.small", "--root-password", "hunter2"],
+    );
+    // Synced data, then metadata churn (directories made and removed:
+    // revoke records in the journal) still going when the VM is killed.
+    in_guest(
+        &dd,
+        &id,
+        "bfv-churn",
+        &[
+            ("kept", "echo kept-before-the-cut > /root/kept && sync && cat /root/kept"),
+            (
+                "churn",
+                "sh -c 'while :; do for i in 1 2 3 4 5 6 7 8; do mkdir -p /churn/$i/a/b; echo x > /churn/$i/a/b/f; done; rm -rf /churn; done' > /dev/null 2>&1 & echo started",
+            ),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let first = boots(&dd, &id);
+    assert_code(
+        &dd.run(&["--region", R, "instance", "stop", "--force", &id]),
+        0,
+    );
+    let root = root_volume_path(&dd, &id);
+    assert!(
+        drydock_vmm::host::journal_replay::needs_recovery(&root).unwrap(),
+        "a volume mounted read-write and cut off needs its journal replayed"
+    );
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    wait_login_of_boot(&dd, &id, first + 1);
+    let console = dd.console(R, &id, None);
+    assert!(
+        console.contains("drydock boot: replayed the root volume's journal")
+            && console.contains("drydock boot: booting entry `linux`"),
+        "{console}"
+    );
+    let out = in_guest(&dd, &id, "bfv-kept", &[("kept", "cat /root/kept")]);
+    assert_eq!(out["kept"].as_str().unwrap().trim(), "kept-before-the-cut");
 }

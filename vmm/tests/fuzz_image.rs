@@ -197,37 +197,6 @@ proptest! {
         }
     }
 
-    /// A well-formed payload after any prefix without a magic number is
-    /// found, whole.
-    #[test]
-    fn vmlinux_extract_finds_the_elf_after_any_prefix(
-        prefix in prop::collection::vec(any::<u8>(), 0..512),
-        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..2048), 1..6),
-        trailer in prop::collection::vec(any::<u8>(), 0..16),
-    ) {
-        prop_assume!(!prefix.windows(4).any(|w| w == LZ4_MAGIC));
-        let mut elf = ELF_MAGIC.to_vec();
-        let mut image = prefix.clone();
-        image.extend(LZ4_MAGIC);
-        for (i, c) in chunks.iter().enumerate() {
-            let mut raw = if i == 0 { ELF_MAGIC.to_vec() } else { Vec::new() };
-            raw.extend(c);
-            elf.extend(c);
-            image.extend(block_bytes(&raw));
-        }
-        // The trailer: the original size, then whatever follows. (A magic
-        // number across the prefix's end would be a candidate of its own,
-        // which fails and is skipped.)
-        image.extend((elf.len() as u32).to_le_bytes());
-        image.extend(&trailer);
-        let (r, total, _) = allocations(|| extract(&image));
-        match r {
-            Ok(got) => prop_assert!(got == elf, "{} bytes, not the {} expected", got.len(), elf.len()),
-            Err(e) => prop_assert!(false, "not found: {}", e),
-        }
-        prop_assert!(total <= extract_bound(image.len(), 256 << 20));
-    }
-
     /// The embedded configuration: any bytes, markers in any order, gzip
     /// streams (valid, truncated, large when inflated): no panic, text of
     /// at most MAX_CONFIG bytes, and no allocation beyond a few times that.
@@ -356,20 +325,63 @@ mod regressions {
     /// stops at the limit.
     #[test]
     fn an_lz4_bomb_stops_at_the_output_limit() {
+        // Full 8 MiB blocks of zeros (about 32 KiB each compressed).
         let mut first = ELF_MAGIC.to_vec();
-        first.resize(64 << 10, 0);
+        first.resize(BLOCK, 0);
         let mut image = LZ4_MAGIC.to_vec();
         image.extend(block_bytes(&first));
-        let zeros = block_bytes(&vec![0u8; 1 << 20]);
-        for _ in 0..64 {
+        let zeros = block_bytes(&vec![0u8; BLOCK]);
+        for _ in 0..16 {
             image.extend(&zeros);
         }
         let limits = ExtractLimits {
-            max_output: 8 << 20,
+            max_output: 40 << 20,
             ..Default::default()
         };
         let (r, total, _) = allocations(|| extract_within(&image, limits));
-        assert!(r.unwrap_err().contains("inflates past 8 MiB"));
-        assert!(total <= extract_bound(image.len(), 8 << 20), "{total}");
+        assert!(r.unwrap_err().contains("inflates past 40 MiB"));
+        assert!(total <= extract_bound(image.len(), 40 << 20), "{total}");
+    }
+}
+
+proptest! {
+    // Each case may compress and inflate a few 8 MiB blocks (unoptimised).
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A well-formed payload after any prefix without a magic number is
+    /// found, whole, whatever follows its trailer: every block but the
+    /// last holds 8 MiB, as in the legacy format, and the trailer (the
+    /// original size, then anything) is never taken for a block.
+    #[test]
+    fn vmlinux_extract_finds_the_elf_after_any_prefix(
+        prefix in prop::collection::vec(any::<u8>(), 0..512),
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..2048), 1..4),
+        trailer in prop::collection::vec(any::<u8>(), 0..16),
+    ) {
+        prop_assume!(!prefix.windows(4).any(|w| w == LZ4_MAGIC));
+        let mut elf: Vec<u8> = Vec::new();
+        let mut image = prefix.clone();
+        image.extend(LZ4_MAGIC);
+        for (i, c) in chunks.iter().enumerate() {
+            let mut raw = if i == 0 { ELF_MAGIC.to_vec() } else { Vec::new() };
+            raw.extend(c);
+            if i + 1 < chunks.len() {
+                // A full block: the chunk repeated to 8 MiB.
+                raw = raw.iter().copied().cycle().take(BLOCK).collect();
+            }
+            elf.extend(&raw);
+            image.extend(block_bytes(&raw));
+        }
+        // The trailer: the original size, then whatever follows. (A magic
+        // number across the prefix's end would be a candidate of its own,
+        // which fails and is skipped.)
+        image.extend((elf.len() as u32).to_le_bytes());
+        image.extend(&trailer);
+        let (r, total, _) = allocations(|| extract(&image));
+        match r {
+            Ok(got) => prop_assert!(got == elf, "{} bytes, not the {} expected", got.len(), elf.len()),
+            Err(e) => prop_assert!(false, "not found: {}", e),
+        }
+        prop_assert!(total <= extract_bound(image.len(), 256 << 20));
     }
 }

@@ -73,6 +73,8 @@ pub struct VolumeBoot {
     /// What the kernel says of itself (its embedded configuration), when
     /// it carries one.
     pub features: Option<KernelFeatures>,
+    /// What was read, for the next start.
+    pub memo: BootMemo,
 }
 
 /// What an instance process gives its VMM, decided at every start.
@@ -131,7 +133,21 @@ pub fn plan(
     let failed = std::fs::read(instance_dir.join(FAILED_MARK))
         .ok()
         .and_then(|b| FailedMark::parse(&String::from_utf8_lossy(&b[..b.len().min(4096)])));
-    let boot = read_boot(root, &data_dir.join("boot-cache"), how, failed.as_ref())?;
+    // The instance's memo over the image build's: the pristine files of
+    // a launched volume are the build's own, nothing to read or extract.
+    let mut memo = BootMemo::load(&boot_dir.join(MEMO_FILE));
+    memo.files
+        .extend(BootMemo::load(&instance_dir.join(MEMO_FILE)).files);
+    let boot = read_boot(
+        root,
+        &data_dir.join("boot-cache"),
+        how,
+        failed.as_ref(),
+        &memo,
+    )?;
+    if let Err(e) = boot.memo.save(&instance_dir.join(MEMO_FILE)) {
+        tracing::warn!("cannot keep what was read of the root volume: {e}");
+    }
     let mut console = String::new();
     for why in &boot.skipped {
         console.push_str(&format!("drydock boot: {why}\r\n"));
@@ -159,6 +175,15 @@ pub enum KernelBoot {
     /// As given (a kernel of the operator's own, booted the way it was
     /// built to be).
     AsGiven,
+}
+
+impl KernelBoot {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::PreferPvh => "kernel-pvh",
+            Self::AsGiven => "kernel-given",
+        }
+    }
 }
 
 /// An entry whose boot failed in the guest, with the files it booted: it
@@ -227,6 +252,7 @@ pub fn read_boot(
     cache: &Path,
     how: KernelBoot,
     failed: Option<&FailedMark>,
+    memo: &BootMemo,
 ) -> Result<VolumeBoot, BootFailure> {
     let fs = Ext4::load_from_path(volume).map_err(|e| BootFailure::Unreadable {
         detail: e.to_string(),
@@ -241,8 +267,9 @@ pub fn read_boot(
     let config = BootConfig::parse(&text).map_err(BootFailure::BadConfig)?;
     let mut skipped = Vec::new();
     let mut last_resort = None;
+    let mut used = BootMemo::default();
     for entry in config.boot_order() {
-        match boot_entry(&fs, entry, cache, how) {
+        match boot_entry(&fs, entry, cache, how, memo, &mut used) {
             Ok((kernel, initrd, features)) => {
                 let boot = VolumeBoot {
                     label: entry.label.clone(),
@@ -251,6 +278,7 @@ pub fn read_boot(
                     append: entry.append.clone(),
                     skipped: Vec::new(),
                     features,
+                    memo: BootMemo::default(),
                 };
                 if failed.is_some_and(|f| f.matches(&entry.label, &boot.kernel, &boot.initrd)) {
                     skipped.push(format!(
@@ -261,7 +289,11 @@ pub fn read_boot(
                     continue;
                 }
                 prune(cache, &[&boot.kernel, &boot.initrd]);
-                return Ok(VolumeBoot { skipped, ..boot });
+                return Ok(VolumeBoot {
+                    skipped,
+                    memo: used,
+                    ..boot
+                });
             }
             Err(EntryError::Unusable(why)) => {
                 skipped.push(format!("entry `{}`: {why}", entry.label))
@@ -277,7 +309,11 @@ pub fn read_boot(
                 "booting `{}` again: no other entry boots",
                 boot.label
             ));
-            Ok(VolumeBoot { skipped, ..boot })
+            Ok(VolumeBoot {
+                skipped,
+                memo: used,
+                ..boot
+            })
         }
         None => Err(BootFailure::NoBootableEntry(skipped)),
     }
@@ -289,18 +325,21 @@ enum ReadError {
     Io(String),
 }
 
-/// Reads a regular file (symlinks followed inside the volume) of at most
-/// `max` bytes.
-fn read_file(fs: &Ext4, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+fn classify(path: &str, e: ext4_view::Ext4Error) -> ReadError {
     use ext4_view::Ext4Error as E;
-    let classify = |e: E| match e {
+    match e {
         E::NotFound => ReadError::Missing(format!("{path}: not found")),
         E::NotADirectory | E::IsADirectory | E::IsASpecialFile | E::NotAbsolute => {
             ReadError::Bad(format!("{path}: not a regular file ({e})"))
         }
         other => ReadError::Io(format!("{path}: {other}")),
-    };
-    let meta = fs.metadata(path).map_err(classify)?;
+    }
+}
+
+/// Reads a regular file (symlinks followed inside the volume) of at most
+/// `max` bytes.
+fn read_file(fs: &Ext4, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+    let meta = fs.metadata(path).map_err(|e| classify(path, e))?;
     if meta.len() > max {
         return Err(ReadError::Bad(format!(
             "{path} is {} MiB, more than the {} MiB drydock reads",
@@ -308,7 +347,7 @@ fn read_file(fs: &Ext4, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
             max >> 20
         )));
     }
-    fs.read(path).map_err(classify)
+    fs.read(path).map_err(|e| classify(path, e))
 }
 
 enum EntryError {
@@ -318,17 +357,149 @@ enum EntryError {
     Fatal(BootFailure),
 }
 
+/// A file's identity on the volume: what says it has not changed since
+/// it was read (a guest that forges it fools only itself: the memo is the
+/// instance's own, or the image build's, whose files are the pristine ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    size: u64,
+    mtime: (i64, u32),
+    crtime: Option<(i64, u32)>,
+}
+
+/// What the host already read from a volume: (how, path) -> the file the
+/// VMM loads, while the volume's file keeps its [`FileStamp`]. A start
+/// then reads only the boot configuration and a few inodes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BootMemo {
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, MemoEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MemoEntry {
+    stamp: FileStamp,
+    file: PathBuf,
+    #[serde(default)]
+    features: Option<KernelFeatures>,
+}
+
+/// The largest memo file read.
+const MAX_MEMO_BYTES: u64 = 256 << 10;
+/// Where an instance keeps its memo, and an image build its seed.
+pub const MEMO_FILE: &str = "boot-memo.json";
+
+impl BootMemo {
+    /// Reads a memo file; a missing, oversized or damaged one is empty.
+    pub fn load(path: &Path) -> Self {
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() <= MAX_MEMO_BYTES => std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            _ => Self::default(),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        write_atomic(path, &serde_json::to_vec(self).expect("a memo serializes"))
+    }
+
+    /// How many files it knows.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    fn key(kind: &str, path: &str) -> String {
+        format!("{kind}:{path}")
+    }
+
+    fn hit(&self, key: &str, stamp: &FileStamp) -> Option<&MemoEntry> {
+        self.files
+            .get(key)
+            .filter(|e| e.stamp == *stamp && e.file.is_file())
+    }
+
+    /// The memo an image build leaves next to its files: the pristine
+    /// boot files of its root volume `root` are the build's own (the
+    /// kernel at `kernel_path` as each [`KernelBoot`] loads it, every
+    /// initrd path the build's `initrd`).
+    pub fn for_image(
+        root: &Path,
+        kernel_path: &str,
+        kernels: &[(KernelBoot, PathBuf)],
+        initrd_paths: &[&str],
+        initrd: &Path,
+    ) -> Result<Self, String> {
+        let fs = Ext4::load_from_path(root).map_err(|e| e.to_string())?;
+        let stamp_of = |p: &str| {
+            stamp(&fs, p, u64::MAX).map_err(|e| match e {
+                ReadError::Missing(d) | ReadError::Bad(d) | ReadError::Io(d) => d,
+            })
+        };
+        let mut memo = Self::default();
+        let kstamp = stamp_of(kernel_path)?;
+        for (how, file) in kernels {
+            memo.files.insert(
+                Self::key(how.tag(), kernel_path),
+                MemoEntry {
+                    stamp: kstamp,
+                    file: file.clone(),
+                    features: None,
+                },
+            );
+        }
+        for p in initrd_paths {
+            memo.files.insert(
+                Self::key("initrd", p),
+                MemoEntry {
+                    stamp: stamp_of(p)?,
+                    file: initrd.to_path_buf(),
+                    features: None,
+                },
+            );
+        }
+        Ok(memo)
+    }
+}
+
+fn stamp(fs: &Ext4, path: &str, max: u64) -> Result<FileStamp, ReadError> {
+    let meta = fs.metadata(path).map_err(|e| classify(path, e))?;
+    if meta.is_dir() || !meta.file_type().is_regular_file() {
+        return Err(ReadError::Bad(format!("{path}: not a regular file")));
+    }
+    if meta.len() > max {
+        return Err(ReadError::Bad(format!(
+            "{path} is {} MiB, more than the {} MiB drydock reads",
+            meta.len() >> 20,
+            max >> 20
+        )));
+    }
+    let t = |t: ext4_view::Timestamp| (t.seconds(), t.nanoseconds());
+    Ok(FileStamp {
+        size: meta.len(),
+        mtime: t(meta.modified()),
+        crtime: meta.created().map(t),
+    })
+}
+
+/// The kernel and initrd of `entry`, from the memo when their stamps are
+/// unchanged, else read, checked and cached (and noted in `used`).
 fn boot_entry(
     fs: &Ext4,
     entry: &BootEntry,
     cache: &Path,
     how: KernelBoot,
+    memo: &BootMemo,
+    used: &mut BootMemo,
 ) -> Result<(PathBuf, PathBuf, Option<KernelFeatures>), EntryError> {
     let unusable = |why: String| EntryError::Unusable(why);
-    let read = |path: &str, max: u64| {
-        read_file(fs, path, max).map_err(|e| match e {
-            ReadError::Missing(d) | ReadError::Bad(d) | ReadError::Io(d) => unusable(d),
-        })
+    let as_unusable = |e: ReadError| match e {
+        ReadError::Missing(d) | ReadError::Bad(d) | ReadError::Io(d) => unusable(d),
     };
     let kernel_path = entry
         .kernel
@@ -337,24 +508,60 @@ fn boot_entry(
     let initrd_path = entry.initrd.as_deref().ok_or_else(|| {
         unusable("no INITRD line (drydock's guests boot through an initramfs)".into())
     })?;
-    let kernel_bytes = read(kernel_path, MAX_KERNEL_BYTES)?;
-    check_kernel(&kernel_bytes).map_err(|why| unusable(format!("kernel {kernel_path}: {why}")))?;
-    let initrd_bytes = read(initrd_path, MAX_INITRD_BYTES)?;
-    check_initrd(&initrd_bytes).map_err(|why| unusable(format!("initrd {initrd_path}: {why}")))?;
     let fatal = |path: &Path, source| {
         EntryError::Fatal(BootFailure::Cache {
             path: path.to_path_buf(),
             source,
         })
     };
-    std::fs::create_dir_all(cache).map_err(|e| fatal(cache, e))?;
-    let _ = crate::private::tighten(cache);
-    let (kernel, features) =
-        cached_kernel(cache, &kernel_bytes, how).map_err(|(p, e)| fatal(&p, e))?;
-    let initrd = cache.join(format!("initrd-{}", hex_digest(&initrd_bytes)));
-    if !initrd.exists() {
-        write_atomic(&initrd, &initrd_bytes).map_err(|e| fatal(&initrd, e))?;
-    }
+    let ensure_cache = || -> Result<(), EntryError> {
+        std::fs::create_dir_all(cache).map_err(|e| fatal(cache, e))?;
+        let _ = crate::private::tighten(cache);
+        Ok(())
+    };
+
+    let kernel_key = BootMemo::key(how.tag(), kernel_path);
+    let kernel_stamp = stamp(fs, kernel_path, MAX_KERNEL_BYTES).map_err(as_unusable)?;
+    let (kernel, features) = match memo.hit(&kernel_key, &kernel_stamp) {
+        Some(e) => (e.file.clone(), e.features.clone()),
+        None => {
+            let bytes = read_file(fs, kernel_path, MAX_KERNEL_BYTES).map_err(as_unusable)?;
+            check_kernel(&bytes).map_err(|why| unusable(format!("kernel {kernel_path}: {why}")))?;
+            ensure_cache()?;
+            cached_kernel(cache, &bytes, how).map_err(|(p, e)| fatal(&p, e))?
+        }
+    };
+    let initrd_key = BootMemo::key("initrd", initrd_path);
+    let initrd_stamp = stamp(fs, initrd_path, MAX_INITRD_BYTES).map_err(as_unusable)?;
+    let initrd = match memo.hit(&initrd_key, &initrd_stamp) {
+        Some(e) => e.file.clone(),
+        None => {
+            let bytes = read_file(fs, initrd_path, MAX_INITRD_BYTES).map_err(as_unusable)?;
+            check_initrd(&bytes).map_err(|why| unusable(format!("initrd {initrd_path}: {why}")))?;
+            ensure_cache()?;
+            let file = cache.join(format!("initrd-{}", hex_digest(&bytes)));
+            if !file.exists() {
+                write_atomic(&file, &bytes).map_err(|e| fatal(&file, e))?;
+            }
+            file
+        }
+    };
+    used.files.insert(
+        kernel_key,
+        MemoEntry {
+            stamp: kernel_stamp,
+            file: kernel.clone(),
+            features: features.clone(),
+        },
+    );
+    used.files.insert(
+        initrd_key,
+        MemoEntry {
+            stamp: initrd_stamp,
+            file: initrd.clone(),
+            features: None,
+        },
+    );
     Ok((kernel, initrd, features))
 }
 
@@ -379,11 +586,7 @@ fn cached_kernel(
     bytes: &[u8],
     how: KernelBoot,
 ) -> Result<(PathBuf, Option<KernelFeatures>), (PathBuf, std::io::Error)> {
-    let tag = match how {
-        KernelBoot::PreferPvh => "pvh",
-        KernelBoot::AsGiven => "given",
-    };
-    let key = format!("kernel-{}-{tag}", hex_digest(bytes));
+    let key = format!("{}-{}", how.tag(), hex_digest(bytes));
     let info_path = cache.join(format!("{key}.json"));
     if let Ok(text) = std::fs::read(&info_path) {
         if let Ok(info) = serde_json::from_slice::<KernelInfo>(&text) {
@@ -440,7 +643,7 @@ fn touch(path: &Path) {
 /// [`CACHE_KEEP`] go (a guest rewriting its initrd at every boot does not
 /// fill the host's disk). Files the VMM already opened stay readable.
 fn prune(cache: &Path, in_use: &[&Path]) {
-    for p in in_use {
+    for p in in_use.iter().filter(|p| p.starts_with(cache)) {
         touch(p);
     }
     let Ok(dir) = std::fs::read_dir(cache) else {

@@ -58,8 +58,9 @@ pub const BUSYBOX: &str = "busybox-static";
 pub const DEFAULT_DRIVERS: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk"];
 
 /// Bumped when the layout or guest scripts change meaning (4: the root
-/// volume holds the kernel, modules, initramfs and boot configuration).
-const LAYOUT_VERSION: u32 = 4;
+/// volume holds the kernel, modules, initramfs and boot configuration; 5:
+/// the build leaves a memo of them, boot-memo.json).
+const LAYOUT_VERSION: u32 = 5;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,6 +402,7 @@ pub fn build(
         recipe.root_size_mib,
         &staged.join("root.ext4"),
     )?;
+    seed_boot_memo(&staged, &dir, kernel_name, &kernel.release)?;
 
     let manifest = ImageManifest {
         key,
@@ -424,6 +426,38 @@ pub fn build(
         manifest,
         cached: false,
     })
+}
+
+/// The boot files of a volume launched from this build are the build's
+/// own: a memo of their identity on the volume lets a start read nothing
+/// but the boot configuration and a few inodes (no kernel to read, hash
+/// or extract). `staged` becomes `dir`.
+fn seed_boot_memo(
+    staged: &Path,
+    dir: &Path,
+    kernel_name: &str,
+    release: &str,
+) -> Result<(), ImageError> {
+    use crate::host::boot_volume::{has_pvh_note, BootMemo, KernelBoot, MEMO_FILE};
+    let elf = staged.join("vmlinux");
+    let pvh =
+        kernel_name == "vmlinux" || std::fs::read(&elf).is_ok_and(|bytes| has_pvh_note(&bytes));
+    let pvh_file = if pvh { "vmlinux" } else { kernel_name };
+    let initrd = format!("/boot/initrd.img-{release}");
+    let old = format!("{initrd}.old");
+    let memo = BootMemo::for_image(
+        &staged.join("root.ext4"),
+        &format!("/boot/{kernel_name}-{release}"),
+        &[
+            (KernelBoot::AsGiven, dir.join(kernel_name)),
+            (KernelBoot::PreferPvh, dir.join(pvh_file)),
+        ],
+        &[&initrd, &old],
+        &dir.join("initramfs.cpio"),
+    )
+    .map_err(|e| ImageError::Recipe(format!("cannot read back the root volume just built: {e}")))?;
+    memo.save(&staged.join(MEMO_FILE))
+        .map_err(|e| ImageError::io("write", &staged.join(MEMO_FILE), e))
 }
 
 fn find_kernel(tree: &Path) -> Result<(PathBuf, String), ImageError> {

@@ -118,6 +118,12 @@ fn decompress_legacy(
         }
         out.extend_from_slice(&block[..n]);
         data = &data[4 + len..];
+        // Every block of the legacy format but the last holds exactly
+        // 8 MiB: a shorter one ends the stream (what follows is the
+        // trailer, the original size, which may look like a block).
+        if n < BLOCK_MAX {
+            break;
+        }
     }
     Ok((!out.is_empty()).then_some(out))
 }
@@ -168,24 +174,39 @@ mod tests {
 
     #[test]
     fn the_output_stops_at_the_limit() {
-        // An ELF header block, then blocks of zeros: 1 MiB each.
+        // An ELF header block, then blocks of zeros: 8 MiB each.
         let mut first = ELF_MAGIC.to_vec();
-        first.resize(1 << 20, 0);
+        first.resize(BLOCK_MAX, 0);
         let c = lz4_flex::block::compress(&first);
         let mut image = LZ4_LEGACY_MAGIC.to_vec();
         image.extend_from_slice(&(c.len() as u32).to_le_bytes());
         image.extend_from_slice(&c);
-        let zeros = lz4_flex::block::compress(&vec![0u8; 1 << 20]);
-        for _ in 0..8 {
+        let zeros = lz4_flex::block::compress(&vec![0u8; BLOCK_MAX]);
+        for _ in 0..2 {
             image.extend_from_slice(&(zeros.len() as u32).to_le_bytes());
             image.extend_from_slice(&zeros);
         }
         let limits = ExtractLimits {
-            max_output: 4 << 20,
+            max_output: 12 << 20,
             ..Default::default()
         };
         let e = extract_within(&image, limits).unwrap_err();
-        assert!(e.contains("inflates past 4 MiB"), "{e}");
-        assert_eq!(extract(&image).unwrap().len(), 9 << 20);
+        assert!(e.contains("inflates past 12 MiB"), "{e}");
+        assert_eq!(extract(&image).unwrap().len(), 3 * BLOCK_MAX);
+    }
+
+    #[test]
+    fn a_short_block_ends_the_stream() {
+        // The trailer (the original size) may look like a block: after a
+        // block shorter than 8 MiB it is not read as one.
+        let mut elf = ELF_MAGIC.to_vec();
+        elf.push(0);
+        let c = lz4_flex::block::compress(&elf);
+        let mut image = LZ4_LEGACY_MAGIC.to_vec();
+        image.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        image.extend_from_slice(&c);
+        image.extend_from_slice(&(elf.len() as u32).to_le_bytes());
+        image.extend_from_slice(&[0; 5]);
+        assert_eq!(extract(&image).unwrap(), elf);
     }
 }

@@ -600,6 +600,10 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
         }
         #[cfg(not(target_env = "gnu"))]
         let _ = cpus;
+        // A panic (caught on vCPU threads, a device bug a guest found) is
+        // reported without a backtrace: symbolising one opens the binary,
+        // which the filter forbids (RUST_BACKTRACE may be inherited).
+        std::panic::set_hook(Box::new(|info| eprintln!("drydock-vmm: {info}")));
         // Every thread started so far (control, events, console input) and
         // every later one: the VMM filter. vCPU threads add their own.
         super::seccomp::install(super::seccomp::ThreadKind::Vmm)?;

@@ -9,7 +9,7 @@
 #
 #   update-initramfs [-u] [-k VERSION] [-n]
 #     -k VERSION  the kernel release (default: the DEFAULT entry's)
-#     -n          build and check only; replace nothing
+#     -n          build, check and list only; replace nothing
 set -e
 conf=/boot/extlinux/extlinux.conf
 list=/etc/initramfs/modules
@@ -97,7 +97,8 @@ chmod 755 "$work/init"
 cpio -t < "$out.new" 2>/dev/null | grep -qx init || die "the new initramfs has no init; nothing replaced"
 say "built $out with drivers:${order:- none}"
 if [ "$dry" = 1 ]; then
-    say "-n: nothing replaced"
+    cpio -t < "$out.new" 2>/dev/null
+    say "-n: nothing replaced (above: what the new initramfs would hold)"
     exit 0
 fi
 [ -e "$out" ] && mv -f "$out" "$out.old"
