@@ -188,6 +188,13 @@ impl Host {
             .find(|v| v.attach_index == Some(0))
             .ok_or_else(|| HostError::Conflict(format!("instance {id} has no root volume")))?;
         let lock = VolumeLock::acquire(&root.path, &root.id)?;
+        // debugfs reads what is on disk, not what the journal holds: a
+        // volume stopped uncleanly is replayed first, as a mount would.
+        super::journal_replay::replay_if_needed(&root.path).map_err(|e| {
+            HostError::Conflict(format!(
+                "{e}; attach the volume to a rescue instance and run e2fsck on it"
+            ))
+        })?;
         Ok((i, root.path, lock))
     }
 

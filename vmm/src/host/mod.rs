@@ -11,6 +11,7 @@ pub mod console_hub;
 pub mod extents;
 pub mod faults;
 mod images;
+pub mod journal_replay;
 pub mod store;
 pub mod supervisor;
 pub mod tags;

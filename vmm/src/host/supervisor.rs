@@ -777,10 +777,26 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
     );
     // What the root volume says to boot, read at every start.
     let root_path = store.volume(&inst.root_volume)?.path;
-    let boot_plan = match super::boot_volume::plan(data_dir, &dir, &image.boot_dir, &root_path) {
+    // An unclean stop leaves a journal to replay before the host reads the
+    // boot files (the guest's kernel would replay it at mount anyway).
+    let replayed = match super::journal_replay::replay_if_needed(&root_path) {
+        Ok(replayed) => replayed,
+        Err(e) => {
+            tracing::warn!("{e}");
+            false
+        }
+    };
+    let mut boot_plan = match super::boot_volume::plan(data_dir, &dir, &image.boot_dir, &root_path)
+    {
         Ok(plan) => plan,
         Err(e) => return boot_failed(&mut store, &dir, id, &e),
     };
+    if replayed {
+        boot_plan.console.insert_str(
+            0,
+            "drydock boot: replayed the root volume's journal (its last stop was unclean)\r\n",
+        );
+    }
     let control_socket = dir.join("qmp.sock");
     let event_socket = dir.join("qmp-events.sock");
     for s in [
