@@ -106,6 +106,9 @@ pub enum Command {
     /// Put real faults into instances launched with --allow-faults (to practise recoveries and drills), list and revert them
     #[command(subcommand)]
     Fault(FaultCommand),
+    /// Disaster-recovery drills (the dr-drill runbook): their reports
+    #[command(subcommand)]
+    Drill(DrillCommand),
     /// What one boot of an instance printed on its serial console
     ConsoleOutput(ConsoleOutputArgs),
     /// Attach to an instance's serial console (Ctrl-] then q detaches)
@@ -283,6 +286,21 @@ pub enum FaultCommand {
     },
     /// Faults put into this region's instances (or one instance's)
     List { instance: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// A drill's verdict, RTO and RPO per instance against the targets, and its timeline
+    Report {
+        /// The dr-drill execution (any unique prefix)
+        execution: String,
+        /// Also write the report as a page with the timeline drawn (SVG inside)
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+        /// Also write the timeline alone as an SVG picture
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

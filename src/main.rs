@@ -127,6 +127,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Snapshots { action: Some(cmd) } => commands::volumes::snapshot(&ctx, cmd),
         Command::Snapshot(cmd) => commands::volumes::snapshot(&ctx, cmd),
         Command::Fault(cmd) => commands::faults::run(&ctx, cmd),
+        Command::Drill(cmd) => commands::drill::run(&ctx, cmd),
         Command::Tag(args) => commands::volumes::tag(&ctx, args),
         Command::Untag(args) => commands::volumes::untag(&ctx, args),
         Command::Tags(args) => commands::volumes::tags(&ctx, args),

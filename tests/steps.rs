@@ -230,6 +230,59 @@ try { run_runbook("child", #{ x: "no" }); } catch (e) { bad = `${e}`; }
 }
 
 #[test]
+fn a_child_runbook_can_run_in_another_region() {
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "where.rhai",
+        r#"
+runbook(#{ name: "where" });
+step("here", || instance::list().len())
+"#,
+    );
+    dd.write_runbook(
+        "parent.rhai",
+        r#"
+runbook(#{ name: "parent" });
+run_runbook("where", #{}, #{ region: "region-b" });
+run_runbook("where", #{});
+let errors = [];
+for opts in [#{ region: "Not A Region" }, #{ region: 3 }, #{ zone: "x" }] {
+    try { run_runbook("where", #{}, opts); errors.push("accepted"); } catch (e) { errors.push(`${e}`); }
+}
+errors
+"#,
+    );
+    let out = dd.run(&["--region", "region-a", "--json", "run", "parent"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<&str> = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        errors[0].contains("`region` must be a region name"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("`region` must be a string"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2].contains("unknown option `zone`; the only option is `region`"),
+        "{errors:?}"
+    );
+    let id = v["execution_id"].as_str().unwrap();
+    let children = dd.show(id)["children"].as_array().unwrap().clone();
+    let regions: Vec<&str> = children
+        .iter()
+        .map(|c| c["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["region-b", "region-a"]);
+}
+
+#[test]
 fn script_errors_point_at_the_line() {
     let dd = Drydock::new();
     dd.write_runbook(

@@ -36,7 +36,7 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    fn shape(self) -> (&'static str, &'static str) {
+    pub(crate) fn shape(self) -> (&'static str, &'static str) {
         match self {
             Self::Instance => (r"^i-[0-9a-f]{8,17}$", "an instance id like i-0abc1234"),
             Self::Volume => (r"^vol-[0-9a-f]{8,17}$", "a volume id like vol-0abc1234"),

@@ -3,6 +3,8 @@
 pub mod approvals;
 pub mod calendar;
 pub mod console;
+pub mod drill;
+pub mod drill_timeline;
 pub mod executions;
 pub mod faults;
 pub mod fleet;

@@ -22,4 +22,12 @@ pub fn install(engine: &mut Engine) {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
+    // Milliseconds, for measuring (a drill's RTO). Like any reading of the
+    // world, call it inside a step: its output is journaled and replayed.
+    engine.register_fn("now_ms", || -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    });
 }

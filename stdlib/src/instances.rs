@@ -18,6 +18,12 @@
 //! `instance::list()` / `instance::list(#{ tag: "role=web" })` (each as
 //! `describe` shows it, with `tags`); the same for volumes.
 //!
+//! `volume::attach(vol, id, #{ delete_on_termination: false })` and
+//! `volume::attach_root(vol, id, #{ delete_on_termination: true })` set the
+//! volume's DeleteOnTermination flag first, then attach (as EC2's block
+//! device mapping carries it with the attachment): a root volume lent to a
+//! rescue instance is not deleted with it.
+//!
 //! `instance::describe(id)` shows the instance's configuration without its
 //! secrets: `config.root_password` is `"set"` or `"not set"` and
 //! `config.user_data` is `#{ bytes, sha256 }` (or `()`).
@@ -96,6 +102,25 @@ fn list_filter(what: &str, opts: &Map) -> R<Option<String>> {
         Some(v) => v.clone().into_string().map(Some).map_err(|t| {
             fail(HostError::Invalid(format!(
                 "{what}: `tag` must be a string \"KEY=VALUE\", not {t}"
+            )))
+        }),
+    }
+}
+
+/// The `delete_on_termination` option of an attach (`#{ delete_on_termination: bool }`).
+fn attach_options(what: &str, opts: &Map) -> R<Option<bool>> {
+    for key in opts.keys() {
+        if key.as_str() != "delete_on_termination" {
+            return Err(fail(HostError::Invalid(format!(
+                "{what}: unknown option `{key}`; the only option is `delete_on_termination` (true or false)"
+            ))));
+        }
+    }
+    match opts.get("delete_on_termination") {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).map_err(|t| {
+            fail(HostError::Invalid(format!(
+                "{what}: `delete_on_termination` must be true or false, not {t}"
             )))
         }),
     }
@@ -280,6 +305,18 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         let rec = h.attach_volume(v, i, true).map_err(fail)?;
         volume_map(&h, &rec)
     });
+    for (name, as_root) in [("attach", false), ("attach_root", true)] {
+        let o = open.clone();
+        vol.set_native_fn(name, move |v: &str, i: &str, opts: Map| -> R<Map> {
+            let delete = attach_options(&format!("volume::{name}"), &opts)?;
+            let h = o()?;
+            if let Some(delete) = delete {
+                h.set_delete_on_termination(v, delete).map_err(fail)?;
+            }
+            let rec = h.attach_volume(v, i, as_root).map_err(fail)?;
+            volume_map(&h, &rec)
+        });
+    }
     let o = open.clone();
     vol.set_native_fn("detach", move |v: &str| -> R<Map> {
         let h = o()?;
@@ -334,9 +371,54 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     engine.register_static_module("snapshot", snap.into());
 
     let mut img = Module::new();
-    let o = open;
+    let o = open.clone();
     img.set_native_fn("create", move |i: &str, name: &str| -> R<String> {
         Ok(o()?.create_image(i, name, false).map_err(fail)?.id)
+    });
+    // `#{ no_stop: true }`: a running instance is paused for the copy
+    // (crash-consistent) instead of stopped.
+    let o = open.clone();
+    img.set_native_fn(
+        "create",
+        move |i: &str, name: &str, opts: Map| -> R<String> {
+            let mut no_stop = false;
+            for (key, value) in &opts {
+                match key.as_str() {
+                    "no_stop" => {
+                        no_stop = value.as_bool().map_err(|t| {
+                            fail(HostError::Invalid(format!(
+                                "image::create: `no_stop` must be true or false, not {t}"
+                            )))
+                        })?
+                    }
+                    other => {
+                        return Err(fail(HostError::Invalid(format!(
+                            "image::create: unknown option `{other}`; the only option is `no_stop`"
+                        ))))
+                    }
+                }
+            }
+            Ok(o()?.create_image(i, name, no_stop).map_err(fail)?.id)
+        },
+    );
+    let o = open.clone();
+    img.set_native_fn("copy", move |id: &str, region: &str| -> R<String> {
+        Ok(o()?.copy_image(id, region).map_err(fail)?.id)
+    });
+    let o = open.clone();
+    img.set_native_fn("deregister", move |id: &str| -> R<()> {
+        o()?.deregister_image(id).map_err(fail)
+    });
+    let o = open;
+    img.set_native_fn("describe", move |id: &str| -> R<Map> {
+        let h = o()?;
+        let i = h.store().map_err(fail)?.image(id).map_err(fail)?;
+        let mut m = Map::new();
+        m.insert("id".into(), i.id.clone().into());
+        m.insert("name".into(), i.name.clone().into());
+        m.insert("region".into(), i.region.clone().into());
+        m.insert("source".into(), i.source.clone().into());
+        Ok(m)
     });
     engine.register_static_module("image", img.into());
 }

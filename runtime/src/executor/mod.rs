@@ -35,6 +35,36 @@ use session::{
     CHANGED_MARK,
 };
 
+/// The options of `run_runbook(name, params, opts)`: only `region`, a
+/// region name.
+fn child_region(opts: &Map) -> Result<Option<String>, String> {
+    let mut region = None;
+    for (key, value) in opts {
+        match key.as_str() {
+            "region" => {
+                let r = value
+                    .clone()
+                    .into_string()
+                    .map_err(|t| format!("`region` must be a string, not {t}"))?;
+                let (shape, expected) = crate::params::ResourceKind::Region.shape();
+                if !regex::Regex::new(shape)
+                    .expect("resource shapes are valid regexes")
+                    .is_match(&r)
+                {
+                    return Err(format!("`region` must be {expected}, not {r:?}"));
+                }
+                region = Some(r);
+            }
+            other => {
+                return Err(format!(
+                    "unknown option `{other}`; the only option is `region`"
+                ))
+            }
+        }
+    }
+    Ok(region)
+}
+
 /// How deep child runbooks may nest.
 pub const MAX_NESTING: usize = 16;
 
@@ -655,6 +685,18 @@ impl Executor {
                 me.run_child(&s, &ctx, name, Map::new())
             },
         );
+        // A child in another region (a DR drill's restore side): options
+        // `#{ region: "region-b" }`.
+        let s = session.clone();
+        let me = self.clone();
+        engine.register_fn(
+            "run_runbook",
+            move |ctx: NativeCallContext, name: &str, params: Map, opts: Map| -> RhaiResult {
+                let region = child_region(&opts)
+                    .map_err(|e| located(&ctx, format!("run_runbook(\"{name}\"): {e}")))?;
+                me.run_child_in(&s, &ctx, name, params, region.as_deref())
+            },
+        );
         // Typed overloads replace Rhai's own blocking `sleep(INT)` / `sleep(FLOAT)`.
         let s = session.clone();
         engine.register_fn(
@@ -712,6 +754,18 @@ impl Executor {
         ctx: &NativeCallContext,
         name: &str,
         params: Map,
+    ) -> RhaiResult {
+        self.run_child_in(session, ctx, name, params, None)
+    }
+
+    /// [`Self::run_child`] in `region` (the parent's when `None`).
+    fn run_child_in(
+        &self,
+        session: &Arc<Session>,
+        ctx: &NativeCallContext,
+        name: &str,
+        params: Map,
+        region: Option<&str>,
     ) -> RhaiResult {
         let pos = ctx.call_position();
         session.safe_point(pos)?;
@@ -796,7 +850,8 @@ impl Executor {
                             requester: Some(session.requester.clone()),
                             gate: None,
                         };
-                        let (region, profile) = &session.location;
+                        let (own_region, profile) = &session.location;
+                        let region = region.unwrap_or(own_region);
                         self.clone().with_location(region, profile).create_inner(
                             &rb,
                             &supplied,
