@@ -634,6 +634,9 @@ pub enum ExecutionsCommand {
     Show {
         /// Execution id (a unique prefix is enough)
         execution: String,
+        /// Draw the steps on a time axis (width from COLUMNS, default 100); with --json, start/end offsets in ms
+        #[arg(long)]
+        timeline: bool,
     },
 }
 

@@ -8,6 +8,10 @@ use super::{clip, print_json, shown, table, took, when, Context};
 use crate::cli::ExecutionsArgs;
 use crate::failure::CliError;
 
+// `executions show --timeline` (src/commands/timeline.rs).
+#[path = "timeline.rs"]
+mod timeline;
+
 fn state_text(e: &ExecutionRecord) -> String {
     if !e.state.is_terminal() && e.state != ExecutionState::Pending && !e.has_live_runner() {
         format!("{} (runner gone: drydock resume {})", e.state, e.id)
@@ -20,7 +24,20 @@ fn state_text(e: &ExecutionRecord) -> String {
 
 /// `drydock executions [show EXEC]`.
 pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
-    if let Some(crate::cli::ExecutionsCommand::Show { execution }) = args.show {
+    if let Some(crate::cli::ExecutionsCommand::Show {
+        execution,
+        timeline,
+    }) = args.show
+    {
+        if timeline {
+            if execution.trim().starts_with("repl-") {
+                return Err(CliError::usage(format!(
+                    "{} is a REPL session, which has no steps to draw; drop --timeline to see its entries",
+                    shown(execution.trim())
+                )));
+            }
+            return timeline::show(ctx, &execution);
+        }
         if execution.trim().starts_with("repl-") {
             return show_repl(ctx, &execution);
         }
