@@ -106,6 +106,9 @@ pub enum Command {
     /// Put real faults into instances launched with --allow-faults (to practise recoveries and drills), list and revert them
     #[command(subcommand)]
     Fault(FaultCommand),
+    /// Driver volumes: kernel modules for another instance generation, from the Debian kernel package of the guest's kernel (no network in the guest)
+    #[command(subcommand)]
+    DriverVolume(DriverVolumeCommand),
     /// Disaster-recovery drills (the dr-drill runbook): their reports
     #[command(subcommand)]
     Drill(DrillCommand),
@@ -286,6 +289,19 @@ pub enum FaultCommand {
     },
     /// Faults put into this region's instances (or one instance's)
     List { instance: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriverVolumeCommand {
+    /// Build a driver volume in the region (prints its id)
+    Create {
+        /// The guest's kernel release (`uname -r` in the guest)
+        #[arg(long, value_name = "RELEASE")]
+        kernel: String,
+        /// Kernel modules to carry, comma-separated (their dependencies are added)
+        #[arg(long, value_delimiter = ',', required = true)]
+        drivers: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

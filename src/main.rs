@@ -58,7 +58,37 @@ fn run_vmm(spec_path: &std::path::Path) -> Result<i32, CliError> {
     })
 }
 
+/// Commands that only read and print: when their reader goes away
+/// (`drydock executions | head`) they end quietly, as Unix tools do, by
+/// SIGPIPE. Runners, servers, the REPL and the VMM keep Rust's default (the
+/// signal ignored, a write error instead) so a closed pipe never kills work.
+fn only_prints(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Executions(_)
+            | Command::Runbooks
+            | Command::Approvals
+            | Command::Images { action: None }
+            | Command::Instances(_)
+            | Command::ConsoleOutput(_)
+            | Command::Regions
+            | Command::HostInfo
+            | Command::InstanceTypes
+            | Command::Volumes { action: None }
+            | Command::Snapshots { action: None }
+            | Command::Tags(_)
+            | Command::Drill(_)
+    )
+}
+
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    if only_prints(&cli.command) {
+        // SAFETY: setting a signal's disposition to the default is
+        // async-signal-safe and done before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Command::Vmm { spec } = &cli.command {
         return run_vmm(spec);
     }
@@ -128,6 +158,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Snapshot(cmd) => commands::volumes::snapshot(&ctx, cmd),
         Command::Fault(cmd) => commands::faults::run(&ctx, cmd),
         Command::Drill(cmd) => commands::drill::run(&ctx, cmd),
+        Command::DriverVolume(cmd) => commands::drivers::run(&ctx, cmd),
         Command::Tag(args) => commands::volumes::tag(&ctx, args),
         Command::Untag(args) => commands::volumes::untag(&ctx, args),
         Command::Tags(args) => commands::volumes::tags(&ctx, args),

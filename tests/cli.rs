@@ -242,3 +242,49 @@ fn plural_resource_commands_take_actions_too() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    use std::os::unix::process::ExitStatusExt;
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "big.rhai",
+        "runbook(#{ name: \"big\" });\nlet s = \"\";\nfor i in 0..2000 { s += \"0123456789abcdef\"; }\ns\n",
+    );
+    // A listing whose reader is gone ends by SIGPIPE, quietly, as `ls | head` does.
+    let mut child = dd
+        .command(&["runbooks"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A run whose reader is gone still completes and is journaled; no panic.
+    let mut child = dd
+        .command(&["--json", "run", "big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(dd.state(&dd.only_execution()), "Success");
+}

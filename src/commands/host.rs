@@ -68,10 +68,7 @@ pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError>
             host.region()
         );
     }
-    // Builds may be shared between data directories (tests, several profiles).
-    let images_dir = std::env::var_os("DRYDOCK_IMAGE_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| ctx.settings.data_dir.join("images"));
+    let images_dir = image::images_dir(&ctx.settings.data_dir);
     std::fs::create_dir_all(&images_dir)?;
     let built = image::build(&images_dir, &recipe, &progress(ctx))?;
     let rec = host.register_image(&built, &args.name)?;

@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod console;
 pub mod drill;
 pub mod drill_timeline;
+pub mod drivers;
 pub mod executions;
 pub mod faults;
 pub mod fleet;
@@ -61,11 +62,13 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 /// Prints a value as pretty JSON on stdout.
+/// A reader that went away (`| head`) is not an error: the work is done
+/// and journaled either way.
 pub fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    );
+    use std::io::Write;
+    let text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Text from outside (names, comments, messages, guest output) with its

@@ -5,9 +5,11 @@
 //!   step timeouts and cancellation.
 //! - [`files`]: read and write files on the host (`read_file`,
 //!   `write_file` — atomic —, `append_file`, `file_exists`).
-//! - [`host_env`]: the environment (`env`, `hostname`, `now_unix`).
+//! - [`host_env`]: the environment (`env`, `hostname`, `now_unix`, `now_ms`).
+//! - [`drivers`]: driver volumes and what an instance type needs.
 
 pub mod console;
+pub mod drivers;
 pub mod expect;
 pub mod faults;
 pub mod files;
@@ -28,6 +30,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     ssh::install(engine, ctx);
     instances::install(engine, ctx);
     faults::install(engine, ctx);
+    drivers::install(engine, ctx);
     files::install(engine);
     host_env::install(engine);
 }

@@ -8,6 +8,7 @@ pub mod boot_volume;
 mod config_disk;
 pub mod console_client;
 pub mod console_hub;
+mod driver_volumes;
 pub mod extents;
 pub mod faults;
 mod images;

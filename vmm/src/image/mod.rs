@@ -7,6 +7,7 @@
 //! cached by package versions and recipe.
 
 mod cpio;
+pub mod driver_pack;
 pub mod kernel;
 mod modules;
 pub mod packages;
@@ -51,6 +52,15 @@ impl ImageError {
 }
 
 /// The kernel meta package the images follow.
+/// Where image builds (and their package cache, `packages/`) live for a
+/// data directory: `DRYDOCK_IMAGE_CACHE`, else DATA_DIR/images. Builds may
+/// be shared between data directories (tests, several profiles).
+pub fn images_dir(data_dir: &Path) -> PathBuf {
+    std::env::var_os("DRYDOCK_IMAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("images"))
+}
+
 pub const KERNEL_META: &str = "linux-image-cloud-amd64";
 /// Where busybox comes from.
 pub const BUSYBOX: &str = "busybox-static";

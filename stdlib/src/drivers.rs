@@ -1,0 +1,77 @@
+//! Drivers for instance-type migrations, in Rhai (module `drivers`):
+//!
+//! ```rhai
+//! drivers::needed("n2.small")                    // ["virtio_pci", "virtio_blk"]
+//! drivers::kernel_package("6.1.0-29-cloud-amd64") // "linux-image-…=VERSION", or an error naming the fix
+//! let vol = drivers::volume("6.1.0-29-cloud-amd64", ["virtio_pci"]);
+//! ```
+//!
+//! A driver volume holds the modules (and their dependencies) from the
+//! Debian kernel package of that release, with `install.sh`; attach it,
+//! mount it and run `sh install.sh` in the guest (or `sh install.sh ROOT`
+//! on a helper holding the root volume). Acts in the execution's region.
+
+use drydock_runtime::RunContext;
+use drydock_vmm::backend::DeviceGeneration;
+use drydock_vmm::host::{drydock_supervisor, instance_type, Host, HostError};
+use drydock_vmm::image;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, Position};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+fn fail(e: impl std::fmt::Display) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(e.to_string().into(), Position::NONE).into()
+}
+
+/// The drivers a guest needs to find its disks on an instance type.
+pub fn needed(type_name: &str) -> Result<Vec<&'static str>, String> {
+    let t = instance_type(type_name)?;
+    Ok(match t.generation {
+        DeviceGeneration::Mmio => vec!["virtio_mmio", "virtio_blk"],
+        DeviceGeneration::Pci => vec!["virtio_pci", "virtio_blk"],
+    })
+}
+
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    let (data_dir, region, profile) = (
+        ctx.data_dir.clone(),
+        ctx.region.clone(),
+        ctx.profile.clone(),
+    );
+    let mut m = Module::new();
+    m.set_native_fn("needed", |t: &str| -> R<Array> {
+        Ok(needed(t)
+            .map_err(fail)?
+            .into_iter()
+            .map(Dynamic::from)
+            .collect())
+    });
+    let dir = data_dir.clone();
+    m.set_native_fn("kernel_package", move |release: &str| -> R<String> {
+        let cache = image::images_dir(&dir).join("packages");
+        let p = image::driver_pack::kernel_package(release, &cache).map_err(fail)?;
+        Ok(format!("{}={}", p.name, p.version))
+    });
+    m.set_native_fn(
+        "volume",
+        move |release: &str, drivers: Array| -> R<String> {
+            let names: Vec<String> = drivers
+                .into_iter()
+                .map(|d| {
+                    d.into_string().map_err(|t| {
+                        fail(format!(
+                            "drivers::volume: driver names are strings, not {t}"
+                        ))
+                    })
+                })
+                .collect::<R<_>>()?;
+            let host = Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir))
+                .map_err(|e: HostError| fail(e))?;
+            let (vol, _) = host
+                .create_driver_volume(release, &names, &image::images_dir(&data_dir))
+                .map_err(fail)?;
+            Ok(vol.id)
+        },
+    );
+    engine.register_static_module("drivers", m.into());
+}

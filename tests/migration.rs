@@ -1,0 +1,255 @@
+//! Driver upgrades and instance-type migration on a real guest (seed 004):
+//! an image built with only virtio_mmio runs on m1; check-migration names
+//! what n2 needs; a migration without the driver does not boot on n2 and
+//! is rolled back to m1, running, with the reason; a rejected approval
+//! changes nothing; upgrade-drivers installs virtio_pci from a driver
+//! volume (no network in the guest) and rebuilds the initramfs; then the
+//! migration boots on n2 with virtio_pci loaded.
+
+mod common;
+
+use common::{assert_code, text, vm_lock, wait_child, Drydock};
+use serde_json::Value;
+
+const R: &str = "region-a";
+
+fn run_json(dd: &Drydock, args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["--region", R, "--json", "run"];
+    all.extend_from_slice(args);
+    let out = dd.command(&all).env("ROOT_PW", "hunter2").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!said.contains("hunter2"), "{said}");
+    (out.status.code().unwrap(), v, said)
+}
+
+fn in_guest(dd: &Drydock, id: &str, cmd: &str) -> String {
+    dd.write_runbook(
+        "look.rhai",
+        "runbook(#{ name: \"look\", params: #{ instance: #{ type: \"instance\" }, cmd: #{ type: \"string\" } } });\n\
+         let c = console::open(params.instance);\nc.wait_for_boot(\"180s\");\nc.login(\"root\", \"hunter2\");\nc.run(params.cmd, \"1m\").stdout\n",
+    );
+    let out = dd.run(&[
+        "--json",
+        "run",
+        "look",
+        "-p",
+        &format!("instance={id}"),
+        "-p",
+        &format!("cmd={cmd}"),
+    ]);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["output"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image_with(
+        R,
+        &["--name", "mmio-only", "--drivers", "virtio_mmio,virtio_blk"],
+    );
+    let id = dd.launch(
+        R,
+        &img,
+        &["--type", "m1.small", "--root-password", "hunter2"],
+    );
+    let pw = "password=env:ROOT_PW";
+    let inst = format!("instance={id}");
+
+    // 1. The pre-checks name what n2 needs.
+    let (code, v, said) = run_json(
+        &dd,
+        &[
+            "check-migration",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    let report = &v["output"];
+    assert_eq!(report["ready"], false, "{report}");
+    let failed: Vec<&str> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        ["virtio_pci module installed", "virtio_pci in the initramfs"],
+        "{report}"
+    );
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {report}"))
+            .clone()
+    };
+    assert_eq!(check("virtio_blk in the initramfs")["result"], "PASSED");
+    assert_eq!(check("driver package for the kernel")["result"], "PASSED");
+    assert!(check("virtio_pci in the initramfs")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("upgrade-drivers"));
+
+    // 2. Without ignore_checks the migration refuses before touching anything.
+    let (code, _, said) = run_json(
+        &dd,
+        &[
+            "migrate-instance-type",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+        ],
+    );
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("pre-checks failed"), "{said}");
+    assert_eq!(dd.instance(R, &id)["instance_type"], "m1.small");
+
+    // 3. Forced: n2 does not find the root disk; back on m1, running.
+    let (code, _, said) = run_json(
+        &dd,
+        &[
+            "migrate-instance-type",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+            "-p",
+            "ignore_checks=true",
+        ],
+    );
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("n2.small did not boot")
+            && said.contains("rolled back to m1.small")
+            && said.contains("virtio_pci"),
+        "{said}"
+    );
+    let after = dd.instance(R, &id);
+    assert_eq!(after["instance_type"], "m1.small");
+    assert_eq!(after["state"], "running");
+    let exec = dd.only_execution_of("migrate-instance-type");
+    let steps: Vec<String> = dd.show(&exec)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    for s in [
+        "backup image",
+        "set the type to n2.small",
+        "verify on the new type",
+        "set the type back to m1.small",
+        "verify on the old type",
+    ] {
+        assert!(steps.iter().any(|x| x == s), "no step {s}: {steps:?}");
+    }
+
+    // 4. A rejected approval changes nothing.
+    let child = dd
+        .command(&[
+            "--region",
+            R,
+            "run",
+            "migrate-instance-type",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+            "-p",
+            "ignore_checks=true",
+            "-p",
+            "approvers=[\"*\"]",
+        ])
+        .env("ROOT_PW", "hunter2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pre-checks and the backup come first: up to a few minutes.
+    let started = std::time::Instant::now();
+    let pending = loop {
+        let list = dd.json(&["approvals"]);
+        if let Some(a) = list.as_array().and_then(|a| a.first()) {
+            break a["execution_id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "the migration never asked for approval"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_code(&dd.run(&["approve", &pending, "--reject"]), 0);
+    let out = wait_child(child);
+    assert_code(&out, 3);
+    let after = dd.instance(R, &id);
+    assert_eq!(after["instance_type"], "m1.small");
+    assert_eq!(after["state"], "running");
+
+    // 5. The drivers, from a driver volume, over the console.
+    let (code, v, said) = run_json(
+        &dd,
+        &[
+            "upgrade-drivers",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    let up = &v["output"];
+    assert_eq!(up["installed"], serde_json::json!(["virtio_pci"]), "{up}");
+    assert!(up["backup"].as_str().unwrap().starts_with("img-"));
+    assert!(up["initramfs_modules"]
+        .as_str()
+        .unwrap()
+        .contains("virtio_pci"));
+    // The driver volume is gone.
+    let vols = dd.json(&["--region", R, "volumes"]);
+    assert!(
+        !vols.to_string().contains("drydock:drivers"),
+        "a driver volume was left: {vols}"
+    );
+
+    // 6. Now the migration boots on n2, with virtio_pci loaded.
+    let (code, v, said) = run_json(
+        &dd,
+        &[
+            "migrate-instance-type",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(v["output"]["result"], "migrated");
+    let after = dd.instance(R, &id);
+    assert_eq!(after["instance_type"], "n2.small");
+    assert_eq!(after["state"], "running");
+    let modules = in_guest(&dd, &id, "cut -d' ' -f1 /proc/modules");
+    assert!(modules.contains("virtio_pci"), "{modules}");
+}

@@ -1,0 +1,62 @@
+//! Driver volumes: a driver pack ([`crate::image::driver_pack`]) made into
+//! a volume of the region, tagged with what it holds, to attach to an
+//! instance (or to a helper instance holding its root volume) and install
+//! from. Built from the Debian kernel package matching the guest's kernel
+//! release, so the guest never needs a network.
+
+use std::path::Path;
+
+use super::store::{new_id, now_ms, TagKind, Tags, VolumeKind, VolumeRecord};
+use super::{Host, HostError};
+use crate::image::driver_pack::{self, DriverPack};
+
+/// Size of a driver volume: the modules are a few hundred KiB; ext4 needs
+/// room for its journal.
+const DRIVER_VOLUME_MIB: u64 = 16;
+
+impl Host {
+    /// Builds a driver volume for kernel `release` holding `drivers` and
+    /// their dependencies. `images_dir` is where image builds keep their
+    /// package cache (`images_dir/packages`).
+    pub fn create_driver_volume(
+        &self,
+        release: &str,
+        drivers: &[String],
+        images_dir: &Path,
+    ) -> Result<(VolumeRecord, DriverPack), HostError> {
+        let cache = images_dir.join("packages");
+        std::fs::create_dir_all(&cache).map_err(|e| HostError::io("create", &cache, e))?;
+        let tree = tempfile::tempdir()
+            .map_err(|e| HostError::io("create a temporary directory in", Path::new("/tmp"), e))?;
+        let pack = driver_pack::stage(&cache, release, drivers, tree.path())
+            .map_err(|e| HostError::Invalid(e.to_string()))?;
+        std::fs::create_dir_all(self.volumes_dir())
+            .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
+        let id = new_id("vol");
+        let path = self.volumes_dir().join(format!("{id}.raw"));
+        if let Err(e) = crate::image::make_ext4(tree.path(), "drivers", DRIVER_VOLUME_MIB, &path) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        let rec = VolumeRecord {
+            id: id.clone(),
+            region: self.region().to_string(),
+            size_mib: DRIVER_VOLUME_MIB,
+            kind: VolumeKind::Network,
+            path,
+            attached_to: None,
+            attach_index: None,
+            delete_on_termination: false,
+            created_at: now_ms(),
+        };
+        if let Err(e) = self.store()?.insert_volume(&rec) {
+            let _ = std::fs::remove_file(&rec.path);
+            return Err(e);
+        }
+        let mut tags = Tags::new();
+        tags.insert("drydock:drivers".into(), pack.drivers.join(","));
+        tags.insert("drydock:kernel".into(), pack.release.clone());
+        self.set_tags(TagKind::Volume, &id, &tags)?;
+        Ok((rec, pack))
+    }
+}
