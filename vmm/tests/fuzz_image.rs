@@ -346,7 +346,10 @@ mod regressions {
 
 proptest! {
     // Each case may compress and inflate a few 8 MiB blocks (unoptimised).
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    // 24 by default; scripts/fuzz's PROPTEST_CASES for long runs.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    ))]
 
     /// A well-formed payload after any prefix without a magic number is
     /// found, whole, whatever follows its trailer: every block but the
