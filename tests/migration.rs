@@ -253,3 +253,117 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     let modules = in_guest(&dd, &id, "cut -d' ' -f1 /proc/modules");
     assert!(modules.contains("virtio_pci"), "{modules}");
 }
+
+#[test]
+fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image_with(
+        R,
+        &["--name", "mmio-only", "--drivers", "virtio_mmio,virtio_blk"],
+    );
+    let id = dd.launch(
+        R,
+        &img,
+        &[
+            "--type",
+            "m1.small",
+            "--root-password",
+            "hunter2",
+            "--allow-faults",
+        ],
+    );
+    let pw = "password=env:ROOT_PW";
+    let inst = format!("instance={id}");
+    // The console password is lost.
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "inject", &id, "lost-password"]),
+        0,
+    );
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+
+    // Online it cannot be done, and says how it can.
+    let (code, _, said) = run_json(
+        &dd,
+        &[
+            "upgrade-drivers",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+        ],
+    );
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("allow_offline=true"), "{said}");
+
+    let (code, v, said) = run_json(
+        &dd,
+        &[
+            "upgrade-drivers",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+            "-p",
+            "allow_offline=true",
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    println!("upgrade-drivers offline: {} ms", v["duration_ms"]);
+    let up = &v["output"];
+    assert_eq!(up["offline"], true, "{up}");
+    assert!(up["backup"].as_str().unwrap().starts_with("img-"));
+    let output = up["install_output"].to_string();
+    assert!(
+        output.contains("update-initramfs: built") && output.contains("virtio_pci"),
+        "{up}"
+    );
+    // The helper and the driver volume are gone; the root is back.
+    let live: Vec<Value> = dd.json(&["--region", R, "instances"])["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] != "terminated")
+        .cloned()
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["id"], id.as_str());
+    assert_eq!(live[0]["state"], "running");
+    let vols = dd.json(&["--region", R, "volumes"]);
+    assert!(!vols.to_string().contains("drydock:drivers"), "{vols}");
+    let root = live[0]["root_volume"].as_str().unwrap();
+    let root_vol = vols["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == root)
+        .unwrap()
+        .clone();
+    assert_eq!(root_vol["attached_to"], id.as_str());
+    assert_eq!(root_vol["attach_index"], 0);
+
+    // With the password back, the migration boots on n2.
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    let (code, v, said) = run_json(
+        &dd,
+        &[
+            "migrate-instance-type",
+            "-p",
+            &inst,
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            pw,
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(v["output"]["result"], "migrated");
+    assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
+}

@@ -4,6 +4,7 @@
 //! drivers::needed("n2.small")                    // ["virtio_pci", "virtio_blk"]
 //! drivers::kernel_package("6.1.0-29-cloud-amd64") // "linux-image-…=VERSION", or an error naming the fix
 //! let vol = drivers::volume("6.1.0-29-cloud-amd64", ["virtio_pci"]);
+//! drivers::volume_kernel("vol-…")                // the release a (stopped) root volume boots
 //! ```
 //!
 //! A driver volume holds the modules (and their dependencies) from the
@@ -73,5 +74,14 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             Ok(vol.id)
         },
     );
+    let (dd, rg, pf) = (
+        ctx.data_dir.clone(),
+        ctx.region.clone(),
+        ctx.profile.clone(),
+    );
+    m.set_native_fn("volume_kernel", move |vol: &str| -> R<String> {
+        let host = Host::open(&dd, &rg, &pf, drydock_supervisor(&dd)).map_err(fail)?;
+        host.volume_kernel_release(vol).map_err(fail)
+    });
     engine.register_static_module("drivers", m.into());
 }

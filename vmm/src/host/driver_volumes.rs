@@ -60,3 +60,50 @@ impl Host {
         Ok((rec, pack))
     }
 }
+
+impl Host {
+    /// The kernel release a volume boots (its boot configuration's first
+    /// bootable entry, `/boot/vmlinuz-RELEASE`), read on the host — for an
+    /// instance nobody can log into. The volume must not be in use by a
+    /// running instance: its lock is held while it is read (an unclean
+    /// stop's journal is replayed first, as a mount would).
+    pub fn volume_kernel_release(&self, vol_id: &str) -> Result<String, HostError> {
+        use super::boot_config::{BootConfig, CONFIG_PATH, MAX_CONFIG_BYTES};
+        let vol = self.store()?.volume(vol_id)?;
+        if vol.region != self.region() {
+            return Err(HostError::NotFound(format!(
+                "`{vol_id}` is in {}, not in {} (use --region {})",
+                vol.region,
+                self.region(),
+                vol.region
+            )));
+        }
+        let _lock = super::supervisor::VolumeLock::acquire(&vol.path, &vol.id)?;
+        super::journal_replay::replay_if_needed(&vol.path).map_err(HostError::Conflict)?;
+        let unreadable = |e: String| {
+            HostError::Conflict(format!(
+                "cannot read the boot configuration of {vol_id} ({e}); attach it to a rescue instance and check {CONFIG_PATH}"
+            ))
+        };
+        let fs =
+            ext4_view::Ext4::load_from_path(&vol.path).map_err(|e| unreadable(e.to_string()))?;
+        let meta = fs
+            .metadata(CONFIG_PATH)
+            .map_err(|e| unreadable(e.to_string()))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(unreadable(format!("{CONFIG_PATH} is too large")));
+        }
+        let text = fs
+            .read_to_string(CONFIG_PATH)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let config = BootConfig::parse(&text).map_err(unreadable)?;
+        config
+            .boot_order()
+            .into_iter()
+            .filter_map(|e| e.kernel.as_deref())
+            .find_map(|k| k.strip_prefix("/boot/vmlinuz-"))
+            .map(str::to_string)
+            .filter(|r| driver_pack::check_release(r).is_ok())
+            .ok_or_else(|| unreadable("no entry boots a /boot/vmlinuz-RELEASE kernel".into()))
+    }
+}
