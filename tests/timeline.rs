@@ -1,7 +1,8 @@
 //! `drydock executions show ID --timeline`: an execution's steps drawn on
 //! a time axis from its journal (bars placed and sized by when each step
 //! ran), in text as wide as COLUMNS says, and as JSON with offsets in ms;
-//! a running step, and the steps a resume replayed.
+//! a running step, and the steps a resume replayed (after a step was cut
+//! off, and after the runner died waiting for an approval).
 
 mod common;
 
@@ -212,4 +213,34 @@ fn a_running_step_and_the_steps_a_resume_replayed() {
     assert!(j["timeline"]["resumed_at_ms"].as_i64().unwrap() > 0, "{j}");
     assert_eq!(j["timeline"]["steps"][0]["status"], "replayed", "{j}");
     assert_eq!(j["timeline"]["steps"][1]["attempts"], 2, "{j}");
+}
+
+const WAIT: &str = r#"
+runbook(#{ name: "wait" });
+step("before", || { sleep("100ms"); 1 });
+approve(#{ message: "go on?", allow_self_approval: true });
+step("after", || 2)
+"#;
+
+#[test]
+fn an_approval_decided_while_no_runner_was_alive_shows_the_replayed_steps() {
+    let dd = Drydock::new();
+    dd.write_runbook("wait.rhai", WAIT);
+    let mut child = dd.spawn(&["run", "wait"]);
+    let id = dd.only_execution();
+    dd.wait_for_approval(&id);
+    let out = timeline(&dd, &id, "100");
+    let o = text(&out.stdout);
+    assert!(row(&o, "approval ").contains("| waiting "), "{o}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_code(&dd.run(&["approve", &id, "--comment", "later"]), 0);
+    assert_code(&dd.run(&["resume", &id]), 0);
+    let out = timeline(&dd, &id, "100");
+    assert_code(&out, 0);
+    let o = text(&out.stdout);
+    assert!(o.contains("resumed 1 time(s)"), "{o}");
+    assert!(row(&o, "before ").contains("| replayed "), "{o}");
+    assert!(row(&o, "approval ").contains("| approved "), "{o}");
+    assert!(row(&o, "after ").contains("| ok "), "{o}");
 }

@@ -7,13 +7,17 @@
 //! The journal records every step's start and end, and every attempt's, but
 //! not when a resume replayed a step. A resume is seen where a step has an
 //! attempt that never ended followed by a later one (the runner died during
-//! it, a resume ran it again): the latest such restart is where the last run
-//! began, and the steps that had completed before it were replayed by it.
+//! it, a resume ran it again), or where an approval's call began after the
+//! approval had been asked (the runner died while it waited, a resume asked
+//! again): the latest such restart is where the last run began, and the
+//! steps that had completed before it were replayed by it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drydock_runtime::journal::{AttemptRecord, ExecutionRecord, StepKind, StepRecord};
+use drydock_runtime::journal::{
+    ApprovalRecord, AttemptRecord, ExecutionRecord, StepKind, StepRecord,
+};
 use drydock_runtime::StepState;
 use serde::Serialize;
 use serde_json::json;
@@ -115,6 +119,7 @@ pub fn build(
     exec: &ExecutionRecord,
     steps: &[StepRecord],
     attempts: &[AttemptRecord],
+    approvals: &[ApprovalRecord],
     now: i64,
     runner_alive: bool,
 ) -> Timeline {
@@ -155,6 +160,18 @@ pub fn build(
         for pair in list.windows(2) {
             if pair[0].ended_at.is_none() {
                 restart = restart.max(Some(pair[1].started_at));
+            }
+        }
+    }
+    // An approval asked before its call's row began: a later run entered
+    // the call again (the row's start is reset, the request is kept).
+    for a in approvals {
+        let call = steps
+            .iter()
+            .find(|s| s.kind == StepKind::Approval && s.path == a.path);
+        if let Some(s) = call {
+            if a.created_at < s.started_at {
+                restart = restart.max(Some(s.started_at));
             }
         }
     }
@@ -373,10 +390,12 @@ pub fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     let exec = journal.execution(&id)?;
     let steps = journal.steps(&id)?;
     let attempts = journal.attempts(&id)?;
+    let approvals = journal.approvals_of(&id)?;
     let t = build(
         &exec,
         &steps,
         &attempts,
+        &approvals,
         drydock_runtime::journal::now_ms(),
         exec.has_live_runner(),
     );
@@ -614,7 +633,7 @@ mod tests {
             attempt("2", 1, 2_000, None),
             attempt("2", 2, 7_000, Some(9_000)),
         ];
-        let t = build(&exec(2), &steps, &attempts, 10_000, false);
+        let t = build(&exec(2), &steps, &attempts, &[], 10_000, false);
         assert_eq!(t.duration_ms, 8_000);
         assert_eq!(t.resumes, 1);
         assert_eq!(t.resumed_at_ms, Some(6_000));
@@ -622,9 +641,54 @@ mod tests {
         assert_eq!(t.steps[1].status, Status::Ok);
         assert_eq!((t.steps[1].start_ms, t.steps[1].end_ms), (1_000, 8_000));
         // Claimed once: the same rows are not a resume.
-        let once = build(&exec(1), &steps, &attempts, 10_000, false);
+        let once = build(&exec(1), &steps, &attempts, &[], 10_000, false);
         assert_eq!(once.steps[0].status, Status::Ok);
         assert_eq!(once.resumed_at_ms, None);
+    }
+
+    #[test]
+    fn an_approval_asked_again_by_a_resume_marks_earlier_steps_replayed() {
+        let mut wait = step("2", "approval", StepState::Succeeded, 8_000, Some(8_500));
+        wait.kind = StepKind::Approval;
+        let steps = vec![
+            step("1", "first", StepState::Succeeded, 1_000, Some(2_000)),
+            wait,
+            step("3", "last", StepState::Succeeded, 8_500, Some(9_000)),
+        ];
+        let asked = ApprovalRecord {
+            execution_id: "ex-1".into(),
+            path: "2".into(),
+            message: "go?".into(),
+            approvers: vec![],
+            min_approvals: 1,
+            deadline_at: 100_000,
+            state: drydock_runtime::journal::ApprovalState::Approved,
+            created_at: 2_100,
+            resolved_at: Some(8_400),
+            source_sha256: String::new(),
+            allow_self: true,
+            auto_allowed: false,
+            decisions: vec![],
+        };
+        let t = build(
+            &exec(2),
+            &steps,
+            &[],
+            std::slice::from_ref(&asked),
+            10_000,
+            false,
+        );
+        assert_eq!(t.resumed_at_ms, Some(7_000));
+        let statuses: Vec<Status> = t.steps.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [Status::Replayed, Status::Approved, Status::Ok]);
+        // Asked when its call began (a run that was never cut off).
+        let fresh = ApprovalRecord {
+            created_at: 8_000,
+            ..asked
+        };
+        let t = build(&exec(2), &steps, &[], &[fresh], 10_000, false);
+        assert_eq!(t.resumed_at_ms, None);
+        assert_eq!(t.steps[0].status, Status::Ok);
     }
 
     #[test]
@@ -633,11 +697,11 @@ mod tests {
         e.state = drydock_runtime::ExecutionState::InProgress;
         e.ended_at = None;
         let steps = vec![step("1", "slow", StepState::Running, 1_000, None)];
-        let live = build(&e, &steps, &[], 5_000, true);
+        let live = build(&e, &steps, &[], &[], 5_000, true);
         assert_eq!(live.steps[0].status, Status::Running);
         assert_eq!(live.steps[0].end_ms, 4_000);
         assert_eq!(live.duration_ms, 4_000);
-        let dead = build(&e, &steps, &[], 5_000, false);
+        let dead = build(&e, &steps, &[], &[], 5_000, false);
         assert_eq!(dead.steps[0].status, Status::Interrupted);
         assert_eq!(dead.duration_ms, 0);
         let j = to_json(&live);
