@@ -354,6 +354,11 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
         .unwrap()
         .to_string();
     let started = Instant::now();
+    // A long line full of quotes goes over in pieces, intact.
+    let long = "ab'c".repeat(400);
+    let fix = format!(
+        "fix=echo \"fixing $RESCUE_DEVICE on $RESCUE_MOUNT\"\nx=\"{long}\"\necho \"length ${{#x}}\"\nls etc/fstab && exit 3"
+    );
     let out = runbook_run(
         &dd,
         &[
@@ -366,7 +371,7 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
             "-p",
             "password=env:DD_PW",
             "-p",
-            "fix=echo \"fixing $RESCUE_DEVICE on $RESCUE_MOUNT\"; ls etc/fstab && exit 3",
+            &fix,
         ],
     )
     .env("DD_PW", "pw")
@@ -412,6 +417,7 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
     assert!(fix_error.contains("fixing /dev/vd"), "{fix}");
     assert!(fix_error.contains(" on /mnt/rescue"), "{fix}");
     assert!(fix_error.contains("etc/fstab"), "{fix}");
+    assert!(fix_error.contains("length 1600"), "{fix}");
     assert!(by_name("attach it back as root (DeleteOnTermination restored)").is_none());
     let put_back = by_name("put the root volume back and restore the instance's state").unwrap();
     assert_eq!(put_back["state"], "succeeded", "{put_back}");
@@ -630,4 +636,166 @@ fn bad_input_is_refused_with_the_fix() {
     }
     // Nothing was launched or changed.
     assert!(instances(&dd).is_empty());
+}
+
+/// The other paths: a rescue instance given (used, not terminated), an
+/// instance that was stopped (stopped again at the end, after a verified
+/// boot), a snapshot first; then reset-access with only a key: the
+/// rescue instance gets a one-time password, the repaired instance is
+/// verified by its boot, and root's password is left as it was.
+#[test]
+fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw"]);
+    let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
+    dd.wait_console(R, &id, "login:");
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    let root = dd.instance(R, &id)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dd.wait_console(R, &rescue, "login:");
+
+    let started = Instant::now();
+    let out = runbook_run(
+        &dd,
+        &[
+            "--json",
+            "--region",
+            R,
+            "run",
+            "rescue-root-volume",
+            "-p",
+            &format!("instance={id}"),
+            "-p",
+            &format!("rescue={rescue}"),
+            "-p",
+            "password=env:DD_PW",
+            "-p",
+            "fix=echo \"fixed on $RESCUE_DEVICE\" > root/FIXED && cat root/FIXED",
+            "-p",
+            "verify=cat /root/FIXED",
+            "-p",
+            "backup=true",
+        ],
+    )
+    .env("DD_PW", "pw")
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    eprintln!(
+        "rescue-root-volume, given rescue, stopped instance, backup: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if out.status.code() != Some(0) {
+        dump(&dd);
+    }
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &v["output"];
+    assert_eq!(o["rescue"], rescue.as_str(), "{v}");
+    assert_eq!(o["rescue_launched"], false, "{v}");
+    assert_eq!(o["earlier_state"], "stopped", "{v}");
+    assert_eq!(o["stop"], "was stopped", "{v}");
+    let fixed_on = o["fixed_on"].as_str().unwrap();
+    assert!(fixed_on.starts_with("/dev/vd"), "{v}");
+    assert_eq!(o["verified"], format!("fixed on {fixed_on}\n"), "{v}");
+    let snap = o["backup_snapshot"].as_str().unwrap();
+    let snaps = dd.json(&["--region", R, "snapshots"]);
+    let s = snaps["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == snap)
+        .cloned()
+        .unwrap_or_else(|| panic!("{snap} in {snaps}"));
+    assert_eq!(s["volume_id"], root.as_str(), "{s}");
+    // Stopped again after its verified boot; the rescue instance runs on.
+    let i = dd.instance(R, &id);
+    assert_eq!(i["state"], "stopped", "{i}");
+    assert_eq!(i["boots"], 2, "{i}");
+    assert_eq!(dd.instance(R, &rescue)["state"], "running");
+    let vol = volume(&dd, &root);
+    assert_eq!(vol["attached_to"], id.as_str(), "{vol}");
+    assert_eq!(vol["attach_index"], 0, "{vol}");
+    assert_eq!(vol["delete_on_termination"], true, "{vol}");
+    assert_code(
+        &dd.run(&["--region", R, "instance", "terminate", &rescue]),
+        0,
+    );
+
+    // Only a key: no password is known or changed.
+    let started = Instant::now();
+    let p_key = format!("ssh_key={KEY}");
+    let out = runbook_run(
+        &dd,
+        &[
+            "--json",
+            "--region",
+            R,
+            "run",
+            "reset-access",
+            "-p",
+            &format!("instance={id}"),
+            "-p",
+            &p_key,
+        ],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    eprintln!(
+        "reset-access, key only, stopped instance: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if out.status.code() != Some(0) {
+        dump(&dd);
+    }
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &v["output"];
+    assert_eq!(o["password_reset"], false, "{v}");
+    assert_eq!(o["state"], "stopped", "{v}");
+    assert!(
+        o["verified"]
+            .as_str()
+            .unwrap()
+            .contains("login prompt reached"),
+        "{v}"
+    );
+    let fix_output = o["fix_output"].as_str().unwrap_or("");
+    assert!(!fix_output.contains("password set"), "{v}");
+    assert!(fix_output.contains("modes 700/600, owner uid 0"), "{v}");
+    assert_eq!(dd.instance(R, &id)["state"], "stopped");
+    // The rescue instance it launched is gone.
+    let child = dd.show(v["execution_id"].as_str().unwrap())["children"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = dd.show(&child);
+    let launched = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "launch a rescue instance")
+        .cloned()
+        .unwrap();
+    let new_rescue = launched["output"].as_str().unwrap();
+    assert_eq!(dd.instance(R, new_rescue)["state"], "terminated");
+
+    // The old password still works, and the key is there.
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    let out = console_run(
+        &dd,
+        &id,
+        "pw",
+        "cat /root/FIXED; stat -c %a /root/.ssh /root/.ssh/authorized_keys; cat /root/.ssh/authorized_keys",
+    );
+    assert_code(&out, 0);
+    let o = text(&out.stdout);
+    assert!(o.contains("fixed on /dev/vd"), "{o}");
+    assert!(o.contains("700\n600\n"), "{o}");
+    assert!(o.contains(KEY), "{o}");
 }
