@@ -108,3 +108,96 @@ fn a_boot_stuck_at_the_fstab_prompt_is_recovered_over_the_console() {
     );
     assert!(o.contains("/etc/fstab.drydock-backup"), "{o}");
 }
+
+#[test]
+fn a_missing_disk_driver_is_put_back_through_a_helper() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
+    dd.wait_console(R, &id, "login:");
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "inject", &id, "missing-driver"]),
+        0,
+    );
+    let faults = dd.json(&["--region", R, "fault", "list", &id]);
+    assert!(
+        faults
+            .to_string()
+            .contains("virtio_mmio removed from /boot/initrd.img-"),
+        "{faults}"
+    );
+    // Injected twice: refused; reverted and injected again: fine.
+    let again = dd.run(&["--region", R, "fault", "inject", &id, "missing-driver"]);
+    assert_code(&again, 2);
+    assert!(
+        text(&again.stderr).contains("already has missing-driver"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "inject", &id, "missing-driver"]),
+        0,
+    );
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.wait_console(
+        R,
+        &id,
+        "did not appear after 5s; the instance type may need a driver this image lacks",
+    );
+
+    let out = dd
+        .command(&[
+            "--json",
+            "--region",
+            R,
+            "run",
+            "upgrade-drivers",
+            "-p",
+            &format!("instance={id}"),
+            "-p",
+            "target_type=m1.small",
+            "-p",
+            "password=env:DD_TEST_PW",
+            "-p",
+            "allow_offline=true",
+        ])
+        .env("DD_TEST_PW", "pw")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"]["offline"], true, "{v}");
+    let steps: Vec<String> = dd.show(v["execution_id"].as_str().unwrap())["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    for s in [
+        "what the guest lacks",
+        "backup image",
+        "read the kernel release from the root volume",
+        "launch a helper instance",
+        "install on the helper",
+        "attach the root volume back",
+        "the instance boots",
+    ] {
+        assert!(steps.iter().any(|x| x == s), "no step {s}: {steps:?}");
+    }
+    // It boots and loads the driver again.
+    dd.write_runbook(
+        "mods.rhai",
+        "runbook(#{ name: \"mods\", params: #{ instance: #{ type: \"instance\" } } });\n\
+         let c = console::open(params.instance);\nc.wait_for_boot(\"180s\");\nc.login(\"root\", \"pw\");\n\
+         c.run(\"cut -d' ' -f1 /proc/modules; cat /etc/initramfs/modules\", \"1m\").stdout\n",
+    );
+    let out = dd.run(&["--json", "run", "mods", "-p", &format!("instance={id}")]);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = v["output"].as_str().unwrap();
+    assert!(seen.matches("virtio_mmio").count() >= 2, "{seen}");
+    assert!(!text(&out.stderr).contains("panicked"));
+}

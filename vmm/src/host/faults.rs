@@ -58,6 +58,11 @@ pub const CATALOG: &[FaultKind] = &[
         symptom: "has no /sbin/init",
     },
     FaultKind {
+        name: "missing-driver",
+        description: "the initramfs lacks the disk driver the instance's type needs (virtio_mmio on m1, virtio_pci on n2), and /etc/initramfs/modules no longer lists it",
+        symptom: "did not appear after 5s; the instance type may need a driver this image lacks",
+    },
+    FaultKind {
         name: "broken-shell-profile",
         description: "root's ~/.profile ends every login shell at once",
         symptom: "",
@@ -305,6 +310,47 @@ impl Host {
                 changes.push(Change::Rename("/sbin/init".into(), moved.into()));
                 detail = format!("/sbin/init moved to {moved}");
             }
+            "missing-driver" => {
+                let (initrd, bytes, driver) = self.default_initrd(&inst, &volume)?;
+                let module = format!("lib/modules/{driver}.ko");
+                let listed = |text: &[u8]| -> Vec<u8> {
+                    String::from_utf8_lossy(text)
+                        .lines()
+                        .filter(|l| l.trim() != driver)
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>()
+                        .into_bytes()
+                };
+                let found = std::cell::Cell::new(false);
+                let broken = crate::image::cpio::rewrite(&bytes, |name, data| {
+                    use crate::image::cpio::Rewrite;
+                    if name == module {
+                        found.set(true);
+                        Rewrite::Drop
+                    } else if name == "etc/drydock-drivers" {
+                        // The list the initramfs's init loads.
+                        Rewrite::Replace(listed(data))
+                    } else {
+                        Rewrite::Keep
+                    }
+                })
+                .map_err(|e| HostError::Conflict(format!("{initrd} on instance {id}'s root volume is not an initramfs drydock can change: {e}")))?;
+                if !found.get() {
+                    return Err(HostError::Conflict(format!(
+                        "{initrd} on instance {id}'s root volume does not hold {driver}: the driver is already missing"
+                    )));
+                }
+                let modules = "/etc/initramfs/modules";
+                undo.files
+                    .push((initrd.clone(), volume_files::previous(&volume, &initrd)?));
+                undo.files
+                    .push((modules.into(), volume_files::previous(&volume, modules)?));
+                changes.push(Change::Write(initrd.clone(), broken, 0o644));
+                if let Some(text) = volume_files::read(&volume, modules)? {
+                    changes.push(Change::Write(modules.into(), listed(&text), 0o644));
+                }
+                detail = format!("{driver} removed from {initrd} and from {modules}");
+            }
             "broken-shell-profile" => {
                 let profile = "/root/.profile";
                 undo.files
@@ -363,6 +409,40 @@ impl Host {
             }
         }
         Ok(rec)
+    }
+
+    /// The default boot entry's initrd on a root volume, its bytes, and
+    /// the disk driver the instance's type needs.
+    fn default_initrd(
+        &self,
+        inst: &super::store::InstanceRecord,
+        volume: &std::path::Path,
+    ) -> Result<(String, Vec<u8>, &'static str), HostError> {
+        use super::boot_config::{BootConfig, CONFIG_PATH};
+        let driver = match super::types::instance_type(&inst.instance_type)
+            .map_err(HostError::Invalid)?
+            .generation
+        {
+            crate::backend::DeviceGeneration::Mmio => "virtio_mmio",
+            crate::backend::DeviceGeneration::Pci => "virtio_pci",
+        };
+        let conf = volume_files::read(volume, CONFIG_PATH)?.ok_or_else(|| {
+            HostError::Conflict(format!(
+                "instance {}'s root volume has no {CONFIG_PATH}",
+                inst.id
+            ))
+        })?;
+        let config = BootConfig::parse(&String::from_utf8_lossy(&conf))
+            .map_err(|e| HostError::Conflict(format!("{CONFIG_PATH}: {e}")))?;
+        let initrd = config
+            .boot_order()
+            .first()
+            .and_then(|e| e.initrd.clone())
+            .ok_or_else(|| HostError::Conflict(format!("{CONFIG_PATH} has no INITRD to break")))?;
+        volume_files::check_path(&initrd)?;
+        let bytes = volume_files::read(volume, &initrd)?
+            .ok_or_else(|| HostError::Conflict(format!("{initrd} is not on the root volume")))?;
+        Ok((initrd, bytes, driver))
     }
 
     fn set_config(&self, id: &str, config: &InstanceConfig) -> Result<(), HostError> {

@@ -6,7 +6,7 @@
 //! and the in-guest `update-initramfs` and `lsinitramfs`. Builds are
 //! cached by package versions and recipe.
 
-mod cpio;
+pub mod cpio;
 pub mod driver_pack;
 pub mod kernel;
 mod modules;
