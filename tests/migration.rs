@@ -367,3 +367,108 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     assert_eq!(v["output"]["result"], "migrated");
     assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
 }
+
+#[test]
+fn when_neither_type_passes_the_root_is_restored_from_the_backup_after_approval() {
+    use common::os_users::os_user;
+    let _vm = vm_lock();
+    let alice = os_user("ddalice", &["ddops"]);
+    let mut dd = Drydock::new();
+    dd.group = Some("ddops".into());
+    dd.open_to_other_users();
+    let img = dd.image(R);
+    let id = dd.launch(
+        R,
+        &img,
+        &["--type", "m1.small", "--root-password", "hunter2"],
+    );
+    let old_root = dd.instance(R, &id)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The service check fails on any type: n2 fails, m1 fails too.
+    let child = dd
+        .command(&[
+            "--region",
+            R,
+            "--json",
+            "run",
+            "migrate-instance-type",
+            "-p",
+            &format!("instance={id}"),
+            "-p",
+            "target_type=n2.small",
+            "-p",
+            "password=env:ROOT_PW",
+            "-p",
+            "check=test -e /srv/app-ready",
+            "-p",
+            "approvers=[\"ddalice\"]",
+        ])
+        .env("ROOT_PW", "hunter2")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exec = dd.only_execution_of("migrate-instance-type");
+    // First approval: the switch.
+    let wait_pending = |n: usize| {
+        let started = std::time::Instant::now();
+        loop {
+            let mine = dd.show(&exec)["approvals"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            if mine >= n && !dd.json(&["approvals"]).as_array().unwrap().is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed().as_secs() < 400,
+                "approval {n} never asked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    };
+    wait_pending(1);
+    assert_code(&dd.run_as(&alice, &["approve", &exec]), 0);
+    // Second: the restore, asked after both types failed.
+    wait_pending(2);
+    let pending = dd.json(&["approvals"]);
+    let message = pending[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("boots neither on n2.small")
+            && message.contains("Restore its root volume from the backup image img-"),
+        "{message}"
+    );
+    assert_eq!(dd.instance(R, &id)["instance_type"], "m1.small");
+    assert_code(&dd.run_as(&alice, &["approve", &exec]), 0);
+    let out = wait_child(child);
+    assert_code(&out, 1);
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(said.contains("was restored from img-"), "{said}");
+    assert!(!said.contains("hunter2"));
+    // Restored: another root volume, the old one kept and detached, and the
+    // instance runs on its old type.
+    let after = dd.instance(R, &id);
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["instance_type"], "m1.small");
+    let new_root = after["root_volume"].as_str().unwrap();
+    assert_ne!(new_root, old_root);
+    let vols = dd.json(&["--region", R, "volumes"])["volumes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let old = vols.iter().find(|v| v["id"] == old_root.as_str()).unwrap();
+    assert!(old["attached_to"].is_null(), "{old}");
+    // Only the instance is left (the instance launched from the backup to
+    // take its volume is gone).
+    let live: Vec<Value> = dd.json(&["--region", R, "instances"])["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] != "terminated")
+        .cloned()
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+}
