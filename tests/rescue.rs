@@ -799,3 +799,134 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     assert!(o.contains("700\n600\n"), "{o}");
     assert!(o.contains(KEY), "{o}");
 }
+
+/// Crash safety: the runner of a rescue with a launched rescue instance
+/// and a secret for the fix is killed (SIGKILL) at random moments and
+/// resumed each time; the rescue completes, the secret reaches the fix
+/// intact, and nothing is left behind: one rescue instance was launched
+/// (a launch cut off finds its instance again) and it is terminated.
+/// `RESCUE_KILL_SEED` replays a run.
+#[test]
+fn a_rescue_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw"]);
+    dd.wait_console(R, &id, "login:");
+    let root = dd.instance(R, &id)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seed: u64 = std::env::var("RESCUE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("RESCUE_KILL_SEED={seed}");
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    const SECRET: &str = "s3cret with 'quotes' and $dollars";
+    let p_instance = format!("instance={id}");
+    let start = |args: &[&str]| {
+        runbook_run(&dd, args)
+            .env("DD_PW", "pw")
+            .env("DD_FIX_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start(&[
+        "--json",
+        "--region",
+        R,
+        "run",
+        "rescue-root-volume",
+        "-p",
+        &p_instance,
+        "-p",
+        "password=env:DD_PW",
+        "-p",
+        "fix_secret=env:DD_FIX_SECRET",
+        "-p",
+        "fix=printf '%s' \"$RESCUE_SECRET\" | sha256sum | cut -c1-64 > root/SECRET-SUM",
+        "-p",
+        "verify=cat /root/SECRET-SUM",
+    ]);
+    let execution = dd.only_execution_of("rescue-root-volume");
+    let mut kills = 0;
+    let out = loop {
+        // Somewhere in the next 0.3 to 6 s (a whole rescue takes 10 to
+        // 20 s here, its longest step, the fix, 4 to 8 s): kills in every
+        // part of it.
+        let wait = Duration::from_millis(300 + next() % 5_700);
+        let deadline = Instant::now() + wait;
+        let mut finished = false;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if finished || kills >= 10 {
+            break wait_child(child);
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+        let step = dd.show(&execution)["steps"]
+            .as_array()
+            .and_then(|s| s.last().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "killed after {wait:?} in step {:?} ({})",
+            step["name"], step["state"]
+        );
+        child = start(&["--json", "--region", R, "resume", &execution]);
+    };
+    eprintln!("completed after {kills} kills");
+    if out.status.code() != Some(0) {
+        eprintln!("{}", text(&out.stderr));
+        dump(&dd);
+    }
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sum = {
+        use std::io::Write;
+        let mut p = std::process::Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        p.stdin
+            .take()
+            .unwrap()
+            .write_all(SECRET.as_bytes())
+            .unwrap();
+        text(&p.wait_with_output().unwrap().stdout)[..64].to_string()
+    };
+    assert_eq!(v["output"]["verified"], format!("{sum}\n"), "{v}");
+    let i = dd.instance(R, &id);
+    assert_eq!(i["state"], "running", "{i}");
+    let vol = volume(&dd, &root);
+    assert_eq!(vol["attached_to"], id.as_str(), "{vol}");
+    assert_eq!(vol["attach_index"], 0, "{vol}");
+    assert_eq!(vol["delete_on_termination"], true, "{vol}");
+    let all = instances(&dd);
+    assert_eq!(all.len(), 2, "one rescue instance was launched: {all:?}");
+    for r in all.iter().filter(|r| r["id"] != id.as_str()) {
+        assert_eq!(r["state"], "terminated", "{r}");
+    }
+    assert!(!dd.show(&execution).to_string().contains("s3cret"));
+}
