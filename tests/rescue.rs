@@ -929,4 +929,7 @@ fn a_rescue_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
         assert_eq!(r["state"], "terminated", "{r}");
     }
     assert!(!dd.show(&execution).to_string().contains("s3cret"));
+    let mut holding = Vec::new();
+    files_holding(&dd.data_dir(), b"s3cret", &mut holding);
+    assert!(holding.is_empty(), "the secret is in {holding:?}");
 }
