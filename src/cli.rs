@@ -281,6 +281,8 @@ pub enum FaultCommand {
         instance: String,
         /// One of `drydock fault kinds`
         fault: String,
+        /// What the fault acts on, for the faults that take it (stop-service: the service's name)
+        target: Option<String>,
     },
     /// Undo a fault (by id or kind), or every fault of the instance (stopped)
     Revert {

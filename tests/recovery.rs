@@ -201,3 +201,87 @@ fn a_missing_disk_driver_is_put_back_through_a_helper() {
     assert!(seen.matches("virtio_mmio").count() >= 2, "{seen}");
     assert!(!text(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn a_disabled_service_is_started_again_over_the_console() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
+    dd.wait_console(R, &id, "drydock: service syslogd started");
+    dd.wait_console(R, &id, "login:");
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    // What the fault needs, and refusals that name the problem.
+    for (args, says) in [
+        (vec!["stop-service"], "needs the service's name"),
+        (vec!["stop-service", "nosuch"], "has no service nosuch"),
+        (vec!["stop-service", "Bad Name"], "is not a service name"),
+        (vec!["lost-password", "syslogd"], "takes no argument"),
+    ] {
+        let mut all = vec!["--region", R, "fault", "inject", &id];
+        all.extend(args.iter().copied());
+        let out = dd.run(&all);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_code(
+        &dd.run(&[
+            "--region",
+            R,
+            "fault",
+            "inject",
+            &id,
+            "stop-service",
+            "syslogd",
+        ]),
+        0,
+    );
+    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.wait_console(R, &id, "drydock: service syslogd is disabled");
+
+    let out = dd
+        .command(&[
+            "--json",
+            "--region",
+            R,
+            "run",
+            "start-service",
+            "-p",
+            &format!("instance={id}"),
+            "-p",
+            "service=syslogd",
+            "-p",
+            "password=env:DD_TEST_PW",
+        ])
+        .env("DD_TEST_PW", "pw")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &v["output"];
+    assert_eq!(o["before"]["status"], "stopped", "{o}");
+    assert_eq!(o["before"]["enabled"], false, "{o}");
+    assert_eq!(o["after"]["status"], "running", "{o}");
+    assert_eq!(o["after"]["enabled"], true, "{o}");
+    // And it starts by itself at the next boot.
+    let boots = dd.instance(R, &id)["boots"].as_u64().unwrap();
+    assert_code(&dd.run(&["--region", R, "instance", "reboot", &id]), 0);
+    let start = std::time::Instant::now();
+    loop {
+        let i = dd.instance(R, &id);
+        let console = dd.console(R, &id, None);
+        if i["boots"].as_u64().unwrap() > boots && console.contains("login:") {
+            assert!(
+                console.contains("drydock: service syslogd started"),
+                "{console}"
+            );
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 150, "no second boot: {console}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

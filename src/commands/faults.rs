@@ -54,9 +54,13 @@ pub fn run(ctx: &Context, cmd: FaultCommand) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        FaultCommand::Inject { instance, fault } => {
+        FaultCommand::Inject {
+            instance,
+            fault,
+            target,
+        } => {
             let host = open_host(ctx)?;
-            let rec = host.inject_fault(&instance, &fault)?;
+            let rec = host.inject_fault(&instance, &fault, target.as_deref())?;
             if ctx.json {
                 print_json(&rec);
             } else {

@@ -42,9 +42,20 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut m = Module::new();
     let o = open.clone();
     m.set_native_fn("inject", move |instance: &str, name: &str| -> R<Map> {
-        let rec = o()?.inject_fault(instance, name).map_err(fail)?;
+        let rec = o()?.inject_fault(instance, name, None).map_err(fail)?;
         Ok(to_dynamic(&rec).try_cast::<Map>().unwrap_or_default())
     });
+    // fault::inject(id, "stop-service", "syslogd")
+    let o = open.clone();
+    m.set_native_fn(
+        "inject",
+        move |instance: &str, name: &str, target: &str| -> R<Map> {
+            let rec = o()?
+                .inject_fault(instance, name, Some(target))
+                .map_err(fail)?;
+            Ok(to_dynamic(&rec).try_cast::<Map>().unwrap_or_default())
+        },
+    );
     let o = open.clone();
     m.set_native_fn("revert", move |instance: &str| -> R<Array> {
         let done = o()?.revert_faults(instance, None).map_err(fail)?;

@@ -132,8 +132,9 @@ impl Drydock {
     pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
         let start = Instant::now();
         while !cond() {
+            // Generous: CI shares 2 CPUs with emulated guests.
             assert!(
-                start.elapsed() < Duration::from_secs(20),
+                start.elapsed() < Duration::from_secs(90),
                 "timed out waiting for {what}"
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -63,6 +63,11 @@ pub const CATALOG: &[FaultKind] = &[
         symptom: "did not appear after 5s; the instance type may need a driver this image lacks",
     },
     FaultKind {
+        name: "stop-service",
+        description: "a guest service (give its name: stop-service syslogd) is disabled: not started at boot, `service NAME status` says stopped",
+        symptom: "drydock: service NAME is disabled",
+    },
+    FaultKind {
         name: "broken-shell-profile",
         description: "root's ~/.profile ends every login shell at once",
         symptom: "",
@@ -204,8 +209,28 @@ impl Host {
     }
 
     /// Puts the fault `name` into the stopped instance `id`.
-    pub fn inject_fault(&self, id: &str, name: &str) -> Result<FaultRecord, HostError> {
+    pub fn inject_fault(
+        &self,
+        id: &str,
+        name: &str,
+        arg: Option<&str>,
+    ) -> Result<FaultRecord, HostError> {
         let kind = kind(name)?;
+        match (kind.name, arg) {
+            ("stop-service", None) => {
+                return Err(HostError::Invalid(
+                    "stop-service needs the service's name (e.g. `drydock fault inject i-… stop-service syslogd`)".into(),
+                ))
+            }
+            ("stop-service", Some(service)) => check_service_name(service)?,
+            (other, Some(extra)) => {
+                return Err(HostError::Invalid(format!(
+                    "fault {other} takes no argument (got `{}`)",
+                    extra.escape_debug()
+                )))
+            }
+            (_, None) => {}
+        }
         let (inst, volume, _lock) = self.fault_target(id, "put")?;
         if let Some(active) = self
             .faults(Some(id))?
@@ -350,6 +375,35 @@ impl Host {
                     changes.push(Change::Write(modules.into(), listed(&text), 0o644));
                 }
                 detail = format!("{driver} removed from {initrd} and from {modules}");
+            }
+            "stop-service" => {
+                let service = arg.unwrap_or_default();
+                let script = volume_files::list(&volume, "/etc/init.d")?
+                    .into_iter()
+                    .find(|n| {
+                        n.len() == service.len() + 3
+                            && n.starts_with('S')
+                            && n[1..3].bytes().all(|b| b.is_ascii_digit())
+                            && &n[3..] == service
+                    })
+                    .map(|n| format!("/etc/init.d/{n}"))
+                    .ok_or_else(|| {
+                        HostError::Invalid(format!(
+                            "instance {id} has no service {service} (no /etc/init.d/S<NN>{service} on its root volume)"
+                        ))
+                    })?;
+                let bytes = volume_files::read(&volume, &script)?.unwrap_or_default();
+                let previous = volume_files::previous(&volume, &script)?;
+                if let volume_files::Previous::File { mode, .. } = &previous {
+                    if mode & 0o111 == 0 {
+                        return Err(HostError::Conflict(format!(
+                            "service {service} of instance {id} is already disabled ({script} is not executable)"
+                        )));
+                    }
+                }
+                undo.files.push((script.clone(), previous));
+                changes.push(Change::Write(script.clone(), bytes, 0o644));
+                detail = format!("service {service} disabled ({script} no longer executable)");
             }
             "broken-shell-profile" => {
                 let profile = "/root/.profile";
@@ -519,5 +573,22 @@ impl Host {
             done.push(f);
         }
         Ok(done)
+    }
+}
+
+/// A service name as the guest's scripts are named.
+fn check_service_name(name: &str) -> Result<(), HostError> {
+    if !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(HostError::Invalid(format!(
+            "`{}` is not a service name (lowercase letters, digits, - and _)",
+            name.escape_debug()
+        )))
     }
 }

@@ -93,6 +93,20 @@ fn debugfs(image: &Path, write: bool, commands: &[String]) -> Result<String, Hos
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The names in directory `dir` (not `.` and `..`), at most 4096; names
+/// that are not plain (see [`check_path`]) are left out.
+pub fn list(image: &Path, dir: &str) -> Result<Vec<String>, HostError> {
+    check_path(dir)?;
+    let out = debugfs(image, false, &[format!("ls -p {dir}")])?;
+    // One `/inode/mode/uid/gid/name/size/` line per entry.
+    Ok(out
+        .lines()
+        .filter_map(|l| l.strip_prefix('/')?.split('/').nth(4).map(str::to_string))
+        .filter(|n| n != "." && n != ".." && check_path(&format!("/{n}")).is_ok())
+        .take(4096)
+        .collect())
+}
+
 /// The mode of `path` (file type bits included), None when absent.
 pub fn mode(image: &Path, path: &str) -> Result<Option<u32>, HostError> {
     check_path(path)?;

@@ -69,8 +69,9 @@ pub const DEFAULT_DRIVERS: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk"
 
 /// Bumped when the layout or guest scripts change meaning (4: the root
 /// volume holds the kernel, modules, initramfs and boot configuration; 5:
-/// the build leaves a memo of them, boot-memo.json).
-const LAYOUT_VERSION: u32 = 5;
+/// the build leaves a memo of them, boot-memo.json; 6: services in
+/// /etc/init.d and the `service` command).
+const LAYOUT_VERSION: u32 = 6;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +174,8 @@ fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRe
     h.update(include_str!("guest/rcS.sh"));
     h.update(rootfs::UPDATE_INITRAMFS);
     h.update(rootfs::LSINITRAMFS);
+    h.update(rootfs::SERVICE);
+    h.update(rootfs::SYSLOGD);
     short_hex(&h.finalize())
 }
 

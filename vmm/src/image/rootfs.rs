@@ -11,6 +11,10 @@ use std::process::Command;
 use super::ImageError;
 
 const RCS: &str = include_str!("guest/rcS.sh");
+/// `service NAME status|start|stop|…` over /etc/init.d/S<NN><name>.
+pub(super) const SERVICE: &str = include_str!("guest/service.sh");
+/// The one service every image has: the system log.
+pub(super) const SYSLOGD: &str = include_str!("guest/syslogd.sh");
 /// In the guest: rebuilds the initramfs from /etc/initramfs/modules.
 pub(super) const UPDATE_INITRAMFS: &str = include_str!("guest/update-initramfs.sh");
 /// In the guest: lists what an initramfs holds.
@@ -36,6 +40,13 @@ ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
 ";
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), ImageError> {
+    // Never through an applet's symbolic link into busybox itself.
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        std::fs::remove_file(path).map_err(|e| ImageError::io("replace", path, e))?;
+    }
     std::fs::write(path, text).map_err(|e| ImageError::io("write", path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| ImageError::io("chmod", path, e))
@@ -110,6 +121,8 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
         0o644,
     )?;
     write(&etc.join("drydock-disk-event"), DISK_EVENT, 0o755)?;
+    write(&etc.join("init.d/S10syslogd"), SYSLOGD, 0o755)?;
+    write(&tree.join("usr/sbin/service"), SERVICE, 0o755)?;
     Ok(())
 }
 

@@ -66,6 +66,19 @@ grep -v '^[[:space:]]*#' /etc/fstab | while read -r dev mnt fstype opts rest; do
     fi
 done
 
+# Services: /etc/init.d/S<NN><name>, in order; not executable = disabled.
+for s in /etc/init.d/S[0-9][0-9]*; do
+    [ -e "$s" ] || continue
+    name="${s##*/S??}"
+    if [ ! -x "$s" ]; then
+        echo "drydock: service $name is disabled"
+    elif "$s" start > /dev/null 2>&1; then
+        echo "drydock: service $name started"
+    else
+        echo "drydock: service $name failed to start"
+    fi
+done
+
 disks=""
 for s in /sys/block/vd*/serial; do
     [ -e "$s" ] || continue
@@ -74,3 +87,4 @@ for s in /sys/block/vd*/serial; do
 done
 echo "drydock: disks:$disks"
 echo "drydock: $(hostname) is up ($(uname -r))"
+
