@@ -75,8 +75,13 @@ fn unknown_runbooks_commands_and_executions_are_usage_errors() {
     let dd = Drydock::new();
     let out = dd.run(&["run", "no-such-runbook"]);
     assert_code(&out, 2);
-    assert!(text(&out.stderr)
-        .contains("no runbook named `no-such-runbook`; known runbooks: clean-old-files"));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("no runbook named `no-such-runbook`; known runbooks: ")
+            && said.contains(" clean-old-files, ")
+            && said.contains("List them with `drydock runbooks`"),
+        "{said}"
+    );
     assert_code(&dd.run(&["frobnicate"]), 2);
     let out = dd.run(&["executions", "show", "ex-nope"]);
     assert_code(&out, 2);
