@@ -244,8 +244,40 @@ impl ExpectHandle {
         self.expect(pos, Dynamic::from_array(patterns), timeout)
     }
 
+    /// Reads and drops what the console shows until it has been quiet for
+    /// `quiet` (at most `limit`): prompts left in the buffer by an earlier
+    /// run (one cut off by a crash) must not be answered now.
+    fn settle(
+        &self,
+        pos: Position,
+        quiet: Duration,
+        limit: Duration,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let any = PatternSet::new(&[Pattern::Regex(r"[\s\S]".into())]).expect("valid");
+        let mut st = self.inner.lock().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            st.interrupt.check().map_err(|i| i.into_rhai(pos))?;
+            st.session.clear();
+            match st
+                .session
+                .expect(&any, quiet)
+                .map_err(|e| err(pos, format!("{}: {e}", st.session.describe())))?
+            {
+                Outcome::Matched(_) => continue,
+                Outcome::Timeout { .. } | Outcome::Eof { .. } => break,
+            }
+        }
+        st.session.clear();
+        Ok(())
+    }
+
     /// Logs in on a getty, whether the login prompt is already shown,
-    /// not yet shown, or a shell is already open.
+    /// not yet shown, or a shell is already open. What the console showed
+    /// before is dropped first (a stale `Password:` must not get the
+    /// password while the guest waits for a user name, where it echoes),
+    /// and the password is typed a moment after its prompt: busybox's
+    /// login prints `Password: ` before it turns echo off.
     pub fn login(
         &self,
         pos: Position,
@@ -253,6 +285,7 @@ impl ExpectHandle {
         password: &str,
         timeout: Duration,
     ) -> Result<(), Box<EvalAltResult>> {
+        self.settle(pos, Duration::from_millis(300), Duration::from_secs(3))?;
         self.send(pos, "\r")?;
         let prompts: Array = vec![
             "login: ".into(),
@@ -266,6 +299,7 @@ impl ExpectHandle {
             match m["index"].as_int().unwrap_or(-1) {
                 0 => self.send(pos, &format!("{user}\r"))?,
                 1 => {
+                    self.settle(pos, Duration::from_millis(800), Duration::from_secs(3))?;
                     self.send(pos, &format!("{password}\r"))?;
                     sent_password = true;
                 }
