@@ -285,3 +285,145 @@ fn a_disabled_service_is_started_again_over_the_console() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
+
+/// Runs `runbook` with `params` (the password from the environment) and
+/// returns its JSON result; it must succeed.
+fn run_ok(dd: &Drydock, runbook: &str, params: &[String]) -> Value {
+    let mut args = vec!["--json", "--region", R, "run", runbook];
+    for p in params {
+        args.push("-p");
+        args.push(p);
+    }
+    let out = dd.command(&args).env("DD_TEST_PW", "pw").output().unwrap();
+    assert_code(&out, 0);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        !said.contains("DD_TEST_PW=") && !said.contains("\"pw\""),
+        "{said}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Stops `id`, injects `fault`, starts it and waits for `symptom`.
+fn break_with(dd: &Drydock, id: &str, fault: &str, symptom: &str) {
+    assert_code(&dd.run(&["--region", R, "instance", "stop", id]), 0);
+    assert_code(&dd.run(&["--region", R, "fault", "inject", id, fault]), 0);
+    assert_code(&dd.run(&["--region", R, "instance", "start", id]), 0);
+    dd.wait_console(R, id, symptom);
+}
+
+#[test]
+fn the_other_faults_are_recovered_by_their_runbooks() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
+    dd.wait_console(R, &id, "login:");
+    let inst = format!("instance={id}");
+    let pw = "password=env:DD_TEST_PW".to_string();
+
+    // A mount option the file system rejects: the fstab prompt, answered.
+    break_with(
+        &dd,
+        &id,
+        "fstab-bad-option",
+        "Press S to skip mounting or M for manual recovery",
+    );
+    let v = run_ok(
+        &dd,
+        "recover-boot-prompt",
+        &[inst.clone(), pw.clone(), "reboot_check=false".into()],
+    );
+    let commented = v["output"]["commented_out"].to_string();
+    assert!(commented.contains("drydock-fault-no-such-option"), "{v}");
+
+    // /sbin/init gone: the boot stops before userspace; put back from a
+    // rescue instance the runbook launches.
+    break_with(&dd, &id, "bad-init", "has no /sbin/init");
+    let v = run_ok(
+        &dd,
+        "rescue-root-volume",
+        &[
+            inst.clone(),
+            pw.clone(),
+            "fix=mv sbin/init.drydock-fault sbin/init".into(),
+            "verify=test -e /sbin/init && echo init-back".into(),
+        ],
+    );
+    assert!(v["output"].to_string().contains("init-back"), "{v}");
+
+    // A shell profile that ends every login: the login shell dies at once.
+    break_with(&dd, &id, "broken-shell-profile", "login:");
+    let v = run_ok(
+        &dd,
+        "rescue-root-volume",
+        &[
+            inst.clone(),
+            pw.clone(),
+            "fix=rm -f root/.profile".into(),
+            "verify=echo profile-fine".into(),
+        ],
+    );
+    assert!(v["output"].to_string().contains("profile-fine"), "{v}");
+    assert_eq!(dd.instance(R, &id)["state"], "running");
+
+    // Lost SSH keys, on an instance whose settings set no password (so a
+    // reset is not undone at the next boot): a new key through reset-access.
+    let keygen = |name: &str| {
+        let file = dd.work().join(name);
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+            .arg(format!("{name}@host"))
+            .arg("-f")
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        file.with_extension("pub")
+    };
+    let key_file = keygen("old");
+    let keyed = dd.launch(
+        R,
+        &img,
+        &["--ssh-key", key_file.to_str().unwrap(), "--allow-faults"],
+    );
+    dd.wait_console(R, &keyed, "login:");
+    assert_code(&dd.run(&["--region", R, "instance", "stop", &keyed]), 0);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "inject", &keyed, "lost-ssh-key"]),
+        0,
+    );
+    let new_key = std::fs::read_to_string(keygen("new")).unwrap();
+    let new_key = new_key.trim();
+    let v = run_ok(
+        &dd,
+        "reset-access",
+        &[format!("instance={keyed}"), format!("ssh_key={new_key}")],
+    );
+    assert_eq!(v["state"], "Success", "{v}");
+    // Stopped before, stopped after; the key is on its root volume.
+    assert_eq!(dd.instance(R, &keyed)["state"], "stopped");
+    let root = dd.instance(R, &keyed)["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vols = dd.json(&["--region", R, "volumes"]);
+    let path = vols["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == root.as_str())
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dumped = std::process::Command::new("debugfs")
+        .args(["-R", "cat /root/.ssh/authorized_keys", &path])
+        .output()
+        .unwrap();
+    let keys = text(&dumped.stdout);
+    assert!(
+        keys.contains("new@host") && !keys.contains("old@host"),
+        "{keys}"
+    );
+}
