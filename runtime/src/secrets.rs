@@ -261,6 +261,56 @@ impl Secrets {
     }
 }
 
+/// Masks a stream written in pieces (a transcript fed as output
+/// arrives): a secret split across two pieces is masked too. It holds back
+/// at most the longest secret's length minus one byte until the next piece
+/// or [`StreamMask::finish`].
+#[derive(Debug, Default)]
+pub struct StreamMask {
+    carry: Vec<u8>,
+}
+
+impl StreamMask {
+    /// What may be written now, masked; the rest waits.
+    pub fn push(&mut self, secrets: &Secrets, chunk: &[u8]) -> Vec<u8> {
+        self.carry.extend_from_slice(chunk);
+        let values = secrets.values.read().unwrap_or_else(|e| e.into_inner());
+        let longest = values.iter().map(String::len).max().unwrap_or(0);
+        if longest == 0 {
+            return std::mem::take(&mut self.carry);
+        }
+        // Every occurrence that starts before `safe` ends inside the
+        // carry; one that starts later may still be completed.
+        let safe = self.carry.len().saturating_sub(longest - 1);
+        let mut out = Vec::with_capacity(self.carry.len());
+        let mut i = 0;
+        while i < safe {
+            // Longest first (the list is kept sorted so).
+            match values
+                .iter()
+                .find(|v| self.carry[i..].starts_with(v.as_bytes()))
+            {
+                Some(v) => {
+                    out.extend_from_slice(MASK.as_bytes());
+                    i += v.len();
+                }
+                None => {
+                    out.push(self.carry[i]);
+                    i += 1;
+                }
+            }
+        }
+        self.carry.drain(..i);
+        out
+    }
+
+    /// The rest at the end of the stream, masked.
+    pub fn finish(&mut self, secrets: &Secrets) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.carry);
+        secrets.mask_bytes(&rest).into_owned()
+    }
+}
+
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || needle.len() > hay.len() {
         return None;
@@ -342,6 +392,40 @@ pub fn install_primitives(engine: &mut rhai::Engine, data_dir: PathBuf, secrets:
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_secret_split_across_pieces_is_masked_in_a_stream() {
+        let secrets = Secrets::new();
+        secrets.add("hunter2-long");
+        let mut m = StreamMask::default();
+        let mut out = Vec::new();
+        for piece in [
+            &b"Password: hun"[..],
+            b"ter2",
+            b"-lo",
+            b"ng\r\n# ok",
+            b" done",
+        ] {
+            out.extend(m.push(&secrets, piece));
+        }
+        out.extend(m.finish(&secrets));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Password: ****\r\n# ok done"
+        );
+        // Without secrets nothing is held back.
+        let mut plain = StreamMask::default();
+        assert_eq!(plain.push(&Secrets::new(), b"abc"), b"abc");
+        // One byte at a time.
+        let mut m = StreamMask::default();
+        let mut out = Vec::new();
+        for b in b"x hunter2-long y hunter2-long" {
+            out.extend(m.push(&secrets, &[*b]));
+        }
+        out.extend(m.finish(&secrets));
+        assert_eq!(String::from_utf8(out).unwrap(), "x **** y ****");
+    }
+
     use super::*;
 
     #[test]

@@ -78,7 +78,20 @@ pub struct Expecter<T: Transport> {
     /// Secrets masked out of the transcript (what `login` and `send` of a
     /// secret sent, and anything the other side echoes back).
     masker: drydock_runtime::secrets::Secrets,
+    /// Holds back the tail of what was read until it cannot be the start
+    /// of a secret completed by the next read.
+    stream_mask: drydock_runtime::secrets::StreamMask,
     bytes_read: u64,
+}
+
+impl<T: Transport> Drop for Expecter<T> {
+    /// The transcript's held-back tail, masked.
+    fn drop(&mut self) {
+        if let Some(t) = &mut self.transcript {
+            let _ = t.write_all(&self.stream_mask.finish(&self.masker));
+            let _ = t.flush();
+        }
+    }
 }
 
 impl<T: Transport> Expecter<T> {
@@ -93,6 +106,7 @@ impl<T: Transport> Expecter<T> {
             eof: false,
             transcript: None,
             masker: drydock_runtime::secrets::Secrets::new(),
+            stream_mask: Default::default(),
             bytes_read: 0,
         }
     }
@@ -188,7 +202,7 @@ impl<T: Transport> Expecter<T> {
     fn absorb(&mut self, n: usize) -> io::Result<()> {
         self.bytes_read += n as u64;
         if let Some(t) = &mut self.transcript {
-            t.write_all(&self.masker.mask_bytes(&self.chunk[..n]))?;
+            t.write_all(&self.stream_mask.push(&self.masker, &self.chunk[..n]))?;
         }
         if self.opts.normalize {
             self.normalizer.push(&self.chunk[..n], &mut self.buf);
