@@ -17,6 +17,28 @@ struct Bench {
     cache: PathBuf,
 }
 
+impl Drop for Bench {
+    /// No guest outlives the bench (its data directory goes with it).
+    fn drop(&mut self) {
+        for region in ["region-a", "region-b"] {
+            let out = self
+                .command(&["--region", region, "instances"])
+                .output()
+                .ok();
+            let list: serde_json::Value = out
+                .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+                .unwrap_or_default();
+            for i in list["instances"].as_array().into_iter().flatten() {
+                if let Some(id) = i["id"].as_str().filter(|_| i["state"] != "terminated") {
+                    let _ = self
+                        .command(&["--region", region, "instance", "terminate", id])
+                        .output();
+                }
+            }
+        }
+    }
+}
+
 impl Bench {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
