@@ -245,8 +245,7 @@ impl ExpectHandle {
     }
 
     /// Reads and drops what the console shows until it has been quiet for
-    /// `quiet` (at most `limit`): prompts left in the buffer by an earlier
-    /// run (one cut off by a crash) must not be answered now.
+    /// `quiet` (at most `limit`).
     fn settle(
         &self,
         pos: Position,
@@ -273,11 +272,9 @@ impl ExpectHandle {
     }
 
     /// Logs in on a getty, whether the login prompt is already shown,
-    /// not yet shown, or a shell is already open. What the console showed
-    /// before is dropped first (a stale `Password:` must not get the
-    /// password while the guest waits for a user name, where it echoes),
-    /// and the password is typed a moment after its prompt: busybox's
-    /// login prints `Password: ` before it turns echo off.
+    /// not yet shown, or a shell is already open. The password is typed
+    /// once its prompt has been quiet for a moment: busybox's login prints
+    /// `Password: ` before it turns echo off.
     pub fn login(
         &self,
         pos: Position,
@@ -285,7 +282,6 @@ impl ExpectHandle {
         password: &str,
         timeout: Duration,
     ) -> Result<(), Box<EvalAltResult>> {
-        self.settle(pos, Duration::from_millis(300), Duration::from_secs(3))?;
         self.send(pos, "\r")?;
         let prompts: Array = vec![
             "login: ".into(),
