@@ -244,37 +244,8 @@ impl ExpectHandle {
         self.expect(pos, Dynamic::from_array(patterns), timeout)
     }
 
-    /// Reads and drops what the console shows until it has been quiet for
-    /// `quiet` (at most `limit`).
-    fn settle(
-        &self,
-        pos: Position,
-        quiet: Duration,
-        limit: Duration,
-    ) -> Result<(), Box<EvalAltResult>> {
-        let any = PatternSet::new(&[Pattern::Regex(r"[\s\S]".into())]).expect("valid");
-        let mut st = self.inner.lock().unwrap();
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            st.interrupt.check().map_err(|i| i.into_rhai(pos))?;
-            st.session.clear();
-            match st
-                .session
-                .expect(&any, quiet)
-                .map_err(|e| err(pos, format!("{}: {e}", st.session.describe())))?
-            {
-                Outcome::Matched(_) => continue,
-                Outcome::Timeout { .. } | Outcome::Eof { .. } => break,
-            }
-        }
-        st.session.clear();
-        Ok(())
-    }
-
     /// Logs in on a getty, whether the login prompt is already shown,
-    /// not yet shown, or a shell is already open. The password is typed
-    /// once its prompt has been quiet for a moment: busybox's login prints
-    /// `Password: ` before it turns echo off.
+    /// not yet shown, or a shell is already open.
     pub fn login(
         &self,
         pos: Position,
@@ -295,7 +266,6 @@ impl ExpectHandle {
             match m["index"].as_int().unwrap_or(-1) {
                 0 => self.send(pos, &format!("{user}\r"))?,
                 1 => {
-                    self.settle(pos, Duration::from_millis(800), Duration::from_secs(3))?;
                     self.send(pos, &format!("{password}\r"))?;
                     sent_password = true;
                 }
