@@ -464,7 +464,7 @@ step("slow", || { sleep(params.secs); append_file(`${env("WORK")}/log`, params.l
         0,
     );
     let mut s = serve(&dd);
-    wait_for("both windows to close", Duration::from_secs(45), || {
+    wait_for("both windows to close", Duration::from_secs(90), || {
         let p = dd.json(&["windows", "show", "patch"]);
         let q = dd.json(&["windows", "show", "short"]);
         p["runs"][0]["run"]["state"] == "closed" && q["runs"][0]["run"]["state"] == "closed"
