@@ -137,8 +137,59 @@ const DOCS: &[Doc] = &[
     ),
     (
         "image::create",
-        &["instance, name"],
-        "make an image of an instance; returns its id",
+        &["instance, name", "instance, name, #{ no_stop }"],
+        "make an image of an instance (no_stop: paused, not stopped); returns its id",
+    ),
+    (
+        "image::copy",
+        &["image, region"],
+        "copy an image to another region; returns the new id",
+    ),
+    ("image::deregister", &["image"], "remove an image"),
+    (
+        "image::describe",
+        &["image"],
+        "an image's id, name, region and source",
+    ),
+    (
+        "fault::inject",
+        &["instance, kind", "instance, kind, target"],
+        "put a fault into a stopped instance allowed to be broken",
+    ),
+    (
+        "fault::revert",
+        &["instance", "instance, fault-or-kind"],
+        "undo faults of a stopped instance (all, or one)",
+    ),
+    (
+        "fault::list",
+        &["instance"],
+        "the faults put into an instance",
+    ),
+    (
+        "fault::kinds",
+        &[""],
+        "the faults drydock can put in, with their symptoms",
+    ),
+    (
+        "drivers::needed",
+        &["instance_type"],
+        "the drivers a type's guests need to find their disks",
+    ),
+    (
+        "drivers::kernel_package",
+        &["release"],
+        "the Debian package holding a kernel release, or an error",
+    ),
+    (
+        "drivers::volume",
+        &["release, drivers"],
+        "build a driver volume for a kernel release; returns its id",
+    ),
+    (
+        "drivers::volume_kernel",
+        &["volume"],
+        "the kernel release a stopped root volume boots",
     ),
     (
         "console::open",
@@ -244,6 +295,7 @@ const DOCS: &[Doc] = &[
     ("env", &["name"], "an environment variable, or ()"),
     ("hostname", &[""], "this host's name"),
     ("now_unix", &[""], "seconds since the epoch"),
+    ("now_ms", &[""], "milliseconds since the epoch"),
     ("re", &["pattern"], "a regex pattern for expect"),
     (
         "secret",
