@@ -172,12 +172,18 @@ pub enum ImageCommand {
         /// Image a running instance as it is (crash-consistent)
         #[arg(long)]
         no_stop: bool,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
     },
     /// Copy an image to another region
     Copy {
         image: String,
         #[arg(long, value_name = "REGION")]
         to_region: String,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
     },
     /// Everything about one image
     Describe { image: String },
@@ -270,6 +276,12 @@ pub struct LaunchArgs {
     /// Allow `drydock fault` to break this instance (tags it allow-faults=true)
     #[arg(long)]
     pub allow_faults: bool,
+    /// Tag it at launch (repeatable); written with the instance's record
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Make the launch idempotent: a retry with the same token returns (and starts) the instance the first launch made
+    #[arg(long, value_name = "TOKEN")]
+    pub client_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -678,6 +690,12 @@ pub enum VolumeCommand {
         /// Format it ext4 with this label
         #[arg(long, value_name = "LABEL")]
         ext4: Option<String>,
+        /// Tag it at creation (repeatable)
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
     },
     /// Attach to an instance (stopped, or running for new-generation types)
     Attach {
@@ -707,7 +725,12 @@ pub enum VolumeCommand {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Snapshot a volume (only its allocated extents are copied)
-    Create { volume: String },
+    Create {
+        volume: String,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
+    },
     /// Delete a snapshot
     Delete { snapshot: String },
 }

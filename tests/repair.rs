@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_code, vm_lock, Drydock};
+use common::{assert_code, kill_seeds, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
@@ -101,25 +101,23 @@ fn a_failed_fix_still_puts_the_root_volume_back() {
 /// Crash safety of the host primitives: the runner of the whole repair is
 /// killed (SIGKILL) at random moments and resumed each time, as an
 /// operator would after a crash; the repair still completes and leaves
-/// every volume where it belongs. `REPAIR_KILL_SEED` replays a run.
+/// every volume where it belongs. Runs with a seed that once failed and a
+/// new random one; `REPAIR_KILL_SEED=A,B` replays runs.
 #[test]
 fn the_repair_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
     let _vm = vm_lock();
+    for seed in kill_seeds("REPAIR_KILL_SEED", &[1796204730994291234]) {
+        repair_killed_and_resumed(seed);
+    }
+}
+
+fn repair_killed_and_resumed(seed: u64) {
     let dd = Drydock::new();
     let (broken, rescue) = broken_and_rescue(&dd);
     let root = dd.instance(R, &broken)["root_volume"]
         .as_str()
         .unwrap()
         .to_string();
-    let seed: u64 = std::env::var("REPAIR_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
     eprintln!("REPAIR_KILL_SEED={seed}");
     let mut rng = seed | 1;
     let mut next = move || {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, text, vm_lock, wait_child, Drydock};
+use common::{assert_code, kill_seeds, text, vm_lock, wait_child, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -805,10 +805,18 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
 /// resumed each time; the rescue completes, the secret reaches the fix
 /// intact, and nothing is left behind: one rescue instance was launched
 /// (a launch cut off finds its instance again) and it is terminated.
-/// `RESCUE_KILL_SEED` replays a run.
+/// Runs with a seed that once left a second, untagged rescue instance
+/// running (a runner killed inside the launch step: issue 27) and a new
+/// random one; `RESCUE_KILL_SEED=A,B` replays runs.
 #[test]
 fn a_rescue_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
     let _vm = vm_lock();
+    for seed in kill_seeds("RESCUE_KILL_SEED", &[1796613500897556737]) {
+        rescue_killed_and_resumed(seed);
+    }
+}
+
+fn rescue_killed_and_resumed(seed: u64) {
     let dd = Drydock::new();
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--root-password", "pw"]);
@@ -817,15 +825,6 @@ fn a_rescue_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
         .as_str()
         .unwrap()
         .to_string();
-    let seed: u64 = std::env::var("RESCUE_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
     eprintln!("RESCUE_KILL_SEED={seed}");
     let mut rng = seed | 1;
     let mut next = move || {
@@ -927,7 +926,14 @@ fn a_rescue_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
     assert_eq!(all.len(), 2, "one rescue instance was launched: {all:?}");
     for r in all.iter().filter(|r| r["id"] != id.as_str()) {
         assert_eq!(r["state"], "terminated", "{r}");
+        assert_eq!(
+            r["tags"]["rescue-for"],
+            id.as_str(),
+            "tagged at launch: {r}"
+        );
     }
+    let listing = dd.json(&["--region", R, "instances"]);
+    assert_eq!(listing["leftovers"], serde_json::json!([]), "{listing}");
     assert!(!dd.show(&execution).to_string().contains("s3cret"));
     let mut holding = Vec::new();
     files_holding(&dd.data_dir(), b"s3cret", &mut holding);

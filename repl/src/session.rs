@@ -197,6 +197,7 @@ impl ReplSession {
             region: self.region.clone(),
             profile: self.profile.clone(),
             secrets: self.secrets.clone(),
+            call_sites: drydock_runtime::executor::CallSites::none(),
         };
         install(&mut engine, &ctx);
         drydock_runtime::secrets::install_primitives(

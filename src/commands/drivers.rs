@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, cmd: DriverVolumeCommand) -> Result<i32, CliError> {
         DriverVolumeCommand::Create { kernel, drivers } => {
             let host = open_host(ctx)?;
             let images_dir = image::images_dir(&ctx.settings.data_dir);
-            let (volume, pack) = host.create_driver_volume(&kernel, &drivers, &images_dir)?;
+            let (volume, pack) = host.create_driver_volume(&kernel, &drivers, &images_dir, None)?;
             if ctx.json {
                 print_json(&json!({ "volume": volume, "drivers": pack }));
             } else {

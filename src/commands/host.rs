@@ -3,8 +3,8 @@
 //! region it shows.
 
 use drydock_vmm::host::{
-    Host, HostStore, InstanceConfig, InstanceRecord, InstanceState, LaunchRequest, INSTANCE_TYPES,
-    REGIONS,
+    ClientToken, Host, HostStore, InstanceConfig, InstanceRecord, InstanceState, LaunchRequest,
+    INSTANCE_TYPES, REGIONS,
 };
 use drydock_vmm::image::{self, ImageRecipe};
 use serde_json::json;
@@ -156,13 +156,34 @@ pub fn image(ctx: &Context, cmd: ImageCommand) -> Result<i32, CliError> {
             instance,
             name,
             no_stop,
+            client_token,
         } => {
+            let token = client_token
+                .as_deref()
+                .map(ClientToken::given)
+                .transpose()?;
             if !ctx.json && !no_stop {
                 eprintln!("imaging {instance}: a running instance is stopped for a clean copy and started again");
             }
-            ("created", host.create_image(&instance, &name, no_stop)?)
+            (
+                "created",
+                host.create_image(&instance, &name, no_stop, token.as_ref())?,
+            )
         }
-        ImageCommand::Copy { image, to_region } => ("copied", host.copy_image(&image, &to_region)?),
+        ImageCommand::Copy {
+            image,
+            to_region,
+            client_token,
+        } => {
+            let token = client_token
+                .as_deref()
+                .map(ClientToken::given)
+                .transpose()?;
+            (
+                "copied",
+                host.copy_image(&image, &to_region, token.as_ref())?,
+            )
+        }
         ImageCommand::Describe { image } => {
             let rec = host.store()?.image(&image)?;
             let rec = host.in_region(&image, &rec.region.clone(), rec)?;
@@ -276,13 +297,18 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
     let region = (!args.all_regions).then(|| host.region().to_string());
     let list = store.instances(region.as_deref())?;
     let tags = store.all_tags(drydock_vmm::host::TagKind::Instance)?;
+    let leftovers =
+        super::leftovers::unreferenced(&ctx.executor.journal()?, &store, region.as_deref())?;
     if ctx.json {
         let list: Vec<_> = list
             .iter()
             .map(|i| drydock_vmm::host::tags::with_tags(i, tags.get(&i.id)))
             .collect();
-        print_json(&json!({ "region": region, "instances": list }));
+        print_json(&json!({ "region": region, "instances": list, "leftovers": leftovers }));
         return Ok(0);
+    }
+    if !leftovers.is_empty() {
+        eprint!("{}", super::leftovers::describe(&leftovers));
     }
     if list.is_empty() {
         println!(
@@ -358,6 +384,18 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         })?),
         None => None,
     };
+    let mut tags = super::volumes::parse_tags(&args.tags)?;
+    if args.allow_faults {
+        tags.insert(
+            drydock_vmm::host::faults::ALLOW_TAG.to_string(),
+            "true".to_string(),
+        );
+    }
+    let client_token = args
+        .client_token
+        .as_deref()
+        .map(ClientToken::given)
+        .transpose()?;
     let req = LaunchRequest {
         image_id: args.image,
         instance_type: args.instance_type,
@@ -368,8 +406,9 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
             user_data,
         },
         root_delete_on_termination: !args.keep_root_volume,
+        tags,
+        client_token,
     };
-    let allow_faults = args.allow_faults;
     if !ctx.json {
         eprintln!(
             "launching a {} from {} in {}",
@@ -378,16 +417,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
             host.region()
         );
     }
-    let rec = host.launch(&req)?;
-    if allow_faults {
-        let mut tags = drydock_vmm::host::store::Tags::new();
-        tags.insert(
-            drydock_vmm::host::faults::ALLOW_TAG.to_string(),
-            "true".to_string(),
-        );
-        host.set_tags(drydock_vmm::host::store::TagKind::Instance, &rec.id, &tags)?;
-    }
-    Ok(rec)
+    Ok(host.launch(&req)?)
 }
 
 /// `drydock instance …`.

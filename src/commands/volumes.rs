@@ -7,7 +7,7 @@ use super::{print_json, table, when, Context};
 use crate::cli::{SnapshotCommand, TagArgs, TagsArgs, UntagArgs, VolumeCommand};
 use crate::failure::CliError;
 use drydock_vmm::host::tags::with_tags;
-use drydock_vmm::host::{TagKind, Tags};
+use drydock_vmm::host::{ClientToken, TagKind, Tags};
 
 /// `drydock volumes`.
 pub fn volumes(ctx: &Context) -> Result<i32, CliError> {
@@ -68,10 +68,25 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> Result<i32, CliError> {
             size,
             snapshot,
             ext4,
-        } => (
-            "created",
-            host.create_volume(size, snapshot.as_deref(), ext4.as_deref())?,
-        ),
+            tags,
+            client_token,
+        } => {
+            let tags = parse_tags(&tags)?;
+            let token = client_token
+                .as_deref()
+                .map(ClientToken::given)
+                .transpose()?;
+            (
+                "created",
+                host.create_volume(
+                    size,
+                    snapshot.as_deref(),
+                    ext4.as_deref(),
+                    &tags,
+                    token.as_ref(),
+                )?,
+            )
+        }
         VolumeCommand::Attach {
             volume,
             instance,
@@ -143,9 +158,16 @@ pub fn snapshots(ctx: &Context) -> Result<i32, CliError> {
 pub fn snapshot(ctx: &Context, cmd: SnapshotCommand) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
     match cmd {
-        SnapshotCommand::Create { volume } => {
+        SnapshotCommand::Create {
+            volume,
+            client_token,
+        } => {
+            let token = client_token
+                .as_deref()
+                .map(ClientToken::given)
+                .transpose()?;
             let start = std::time::Instant::now();
-            let (rec, copied, paused) = host.create_snapshot(&volume)?;
+            let (rec, copied, paused) = host.create_snapshot(&volume, token.as_ref())?;
             let paused_ms = paused.map(|p| p.as_millis() as u64);
             if ctx.json {
                 print_json(
@@ -204,18 +226,25 @@ fn print_tags(ctx: &Context, id: &str, tags: &Tags) {
     }
 }
 
-/// `drydock tag RESOURCE-ID KEY=VALUE…`.
-pub fn tag(ctx: &Context, args: TagArgs) -> Result<i32, CliError> {
-    let kind = tag_kind(&args.resource)?;
+/// Tags given as `KEY=VALUE` words (`KEY=` for an empty value).
+pub(crate) fn parse_tags(words: &[String]) -> Result<Tags, CliError> {
     let mut wanted = Tags::new();
-    for t in &args.tags {
+    for t in words {
         let Some((k, v)) = t.split_once('=') else {
             return Err(CliError::usage(format!(
                 "tag `{t}` must be KEY=VALUE (KEY= for an empty value)"
             )));
         };
+        drydock_vmm::host::store::check_tag(k, v)?;
         wanted.insert(k.to_string(), v.to_string());
     }
+    Ok(wanted)
+}
+
+/// `drydock tag RESOURCE-ID KEY=VALUE…`.
+pub fn tag(ctx: &Context, args: TagArgs) -> Result<i32, CliError> {
+    let kind = tag_kind(&args.resource)?;
+    let wanted = parse_tags(&args.tags)?;
     let host = open_host(ctx)?;
     let tags = host.set_tags(kind, &args.resource, &wanted)?;
     print_tags(ctx, &args.resource, &tags);

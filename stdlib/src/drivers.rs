@@ -53,6 +53,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         let p = image::driver_pack::kernel_package(release, &cache).map_err(fail)?;
         Ok(format!("{}={}", p.name, p.version))
     });
+    let sites = ctx.call_sites.clone();
     m.set_native_fn(
         "volume",
         move |release: &str, drivers: Array| -> R<String> {
@@ -68,8 +69,15 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 .collect::<R<_>>()?;
             let host = Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir))
                 .map_err(|e: HostError| fail(e))?;
+            let token =
+                crate::instances::token_for("drivers::volume", &sites, "driver-volume", None)?;
             let (vol, _) = host
-                .create_driver_volume(release, &names, &image::images_dir(&data_dir))
+                .create_driver_volume(
+                    release,
+                    &names,
+                    &image::images_dir(&data_dir),
+                    token.as_ref(),
+                )
                 .map_err(fail)?;
             Ok(vol.id)
         },

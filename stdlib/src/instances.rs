@@ -31,10 +31,11 @@
 //! root_password_hash, user_data }`; both values are then masked (`****`)
 //! in everything the execution writes, like a secret parameter.
 
+use drydock_runtime::executor::CallSites;
 use drydock_runtime::RunContext;
 use drydock_vmm::host::{
-    drydock_supervisor, Host, HostError, InstanceConfig, InstanceRecord, LaunchRequest, TagKind,
-    Tags, VolumeRecord,
+    drydock_supervisor, ClientToken, Host, HostError, InstanceConfig, InstanceRecord,
+    LaunchRequest, TagKind, Tags, VolumeRecord,
 };
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
@@ -126,6 +127,59 @@ fn attach_options(what: &str, opts: &Map) -> R<Option<bool>> {
     }
 }
 
+/// The client token of a create call: `client_token` in its options when
+/// given, else the one derived from the execution, step and call
+/// ([`CallSites::next`]), so that a step run again after a crash gets what
+/// its first run created. None in the REPL.
+pub(crate) fn token_for(
+    what: &str,
+    sites: &CallSites,
+    kind: &str,
+    opts: Option<&Map>,
+) -> R<Option<ClientToken>> {
+    if let Some(v) = opts.and_then(|o| o.get("client_token")) {
+        let text = v.clone().into_string().map_err(|t| {
+            fail(HostError::Invalid(format!(
+                "{what}: `client_token` must be a string, not {t}"
+            )))
+        })?;
+        return ClientToken::given(&text)
+            .map(Some)
+            .map_err(|e| fail(HostError::Invalid(format!("{what}: {e}"))));
+    }
+    Ok(sites
+        .next(kind)
+        .map(|c| ClientToken::of_call(&c.token, &c.execution, &c.step_path)))
+}
+
+/// The keys an options map may have, or an error naming the unknown one.
+fn known_options(what: &str, opts: &Map, known: &[&str]) -> R<()> {
+    for key in opts.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(fail(HostError::Invalid(format!(
+                "{what}: unknown option `{key}`; the options are {}",
+                known.join(", ")
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// The `tags` option of a create call (`#{ tags: #{ Name: "x" } }`).
+fn tags_option(what: &str, opts: &Map) -> R<Tags> {
+    match opts.get("tags") {
+        None => Ok(Tags::new()),
+        Some(v) => {
+            let map = v.clone().try_cast::<Map>().ok_or_else(|| {
+                fail(HostError::Invalid(format!(
+                    "{what}: `tags` must be a map of strings (#{{ Name: \"web\" }})"
+                )))
+            })?;
+            tags_from(what, &map)
+        }
+    }
+}
+
 fn volume_map(host: &Host, v: &VolumeRecord) -> R<Map> {
     let mut m = to_map(v);
     m.insert("tags".into(), tags_map(host, &v.id)?.into());
@@ -185,7 +239,31 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         Ok(m)
     });
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     inst.set_native_fn("launch", move |opts: Map| -> R<String> {
+        known_options(
+            "instance::launch",
+            &opts,
+            &[
+                "image",
+                "type",
+                "hostname",
+                "root_password",
+                "user_data",
+                "tags",
+                "client_token",
+            ],
+        )?;
+        for (key, value) in &opts {
+            if !["tags", "client_token"].contains(&key.as_str()) && !value.is_string() {
+                return Err(fail(HostError::Invalid(format!(
+                    "instance::launch: `{key}` must be a string, not {}",
+                    value.type_name()
+                ))));
+            }
+        }
+        let tags = tags_option("instance::launch", &opts)?;
+        let client_token = token_for("instance::launch", &sites, "launch", Some(&opts))?;
         let get = |k: &str| opts.get(k).and_then(|v| v.clone().into_string().ok());
         let image = get("image")
             .ok_or_else(|| fail(HostError::Invalid("instance::launch needs `image`".into())))?;
@@ -213,6 +291,8 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 user_data: get("user_data"),
             },
             root_delete_on_termination: true,
+            tags,
+            client_token,
         };
         Ok(o()?.launch(&req).map_err(fail)?.id)
     });
@@ -277,19 +357,47 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
 
     let mut vol = Module::new();
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     vol.set_native_fn("create", move |opts: Map| -> R<String> {
-        let size = opts
-            .get("size_mib")
-            .and_then(|v| v.as_int().ok())
-            .map(|n| n.max(0) as u64);
-        let snap = opts
-            .get("snapshot")
-            .and_then(|v| v.clone().into_string().ok());
-        let label = opts
-            .get("ext4_label")
-            .and_then(|v| v.clone().into_string().ok());
+        const WHAT: &str = "volume::create";
+        known_options(
+            WHAT,
+            &opts,
+            &["size_mib", "snapshot", "ext4_label", "tags", "client_token"],
+        )?;
+        let size = match opts.get("size_mib") {
+            None => None,
+            Some(v) => match v.as_int() {
+                Ok(n) if n > 0 => Some(n as u64),
+                _ => {
+                    return Err(fail(HostError::Invalid(format!(
+                        "{WHAT}: `size_mib` must be a positive whole number of MiB, not {v}"
+                    ))))
+                }
+            },
+        };
+        let text = |k: &str| -> R<Option<String>> {
+            match opts.get(k) {
+                None => Ok(None),
+                Some(v) => v.clone().into_string().map(Some).map_err(|t| {
+                    fail(HostError::Invalid(format!(
+                        "{WHAT}: `{k}` must be a string, not {t}"
+                    )))
+                }),
+            }
+        };
+        let snap = text("snapshot")?;
+        let label = text("ext4_label")?;
+        let tags = tags_option(WHAT, &opts)?;
+        let token = token_for(WHAT, &sites, "volume", Some(&opts))?;
         Ok(o()?
-            .create_volume(size, snap.as_deref(), label.as_deref())
+            .create_volume(
+                size,
+                snap.as_deref(),
+                label.as_deref(),
+                &tags,
+                token.as_ref(),
+            )
             .map_err(fail)?
             .id)
     });
@@ -365,19 +473,27 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
 
     let mut snap = Module::new();
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     snap.set_native_fn("create", move |v: &str| -> R<String> {
-        Ok(o()?.create_snapshot(v).map_err(fail)?.0.id)
+        let token = token_for("snapshot::create", &sites, "snapshot", None)?;
+        Ok(o()?.create_snapshot(v, token.as_ref()).map_err(fail)?.0.id)
     });
     engine.register_static_module("snapshot", snap.into());
 
     let mut img = Module::new();
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     img.set_native_fn("create", move |i: &str, name: &str| -> R<String> {
-        Ok(o()?.create_image(i, name, false).map_err(fail)?.id)
+        let token = token_for("image::create", &sites, "image", None)?;
+        Ok(o()?
+            .create_image(i, name, false, token.as_ref())
+            .map_err(fail)?
+            .id)
     });
     // `#{ no_stop: true }`: a running instance is paused for the copy
     // (crash-consistent) instead of stopped.
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     img.set_native_fn(
         "create",
         move |i: &str, name: &str, opts: Map| -> R<String> {
@@ -391,19 +507,29 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                             )))
                         })?
                     }
+                    "client_token" => {}
                     other => {
                         return Err(fail(HostError::Invalid(format!(
-                            "image::create: unknown option `{other}`; the only option is `no_stop`"
+                            "image::create: unknown option `{other}`; the options are no_stop, client_token"
                         ))))
                     }
                 }
             }
-            Ok(o()?.create_image(i, name, no_stop).map_err(fail)?.id)
+            let token = token_for("image::create", &sites, "image", Some(&opts))?;
+            Ok(o()?
+                .create_image(i, name, no_stop, token.as_ref())
+                .map_err(fail)?
+                .id)
         },
     );
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     img.set_native_fn("copy", move |id: &str, region: &str| -> R<String> {
-        Ok(o()?.copy_image(id, region).map_err(fail)?.id)
+        let token = token_for("image::copy", &sites, "image-copy", None)?;
+        Ok(o()?
+            .copy_image(id, region, token.as_ref())
+            .map_err(fail)?
+            .id)
     });
     let o = open.clone();
     img.set_native_fn("deregister", move |id: &str| -> R<()> {

@@ -224,6 +224,29 @@ pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The seeds a random-kill test runs with: those in `var` (comma
+/// separated) when set, else `fixed` (seeds that once found a bug) and one
+/// new random seed. Each is printed, so a failure can be replayed.
+pub fn kill_seeds(var: &str, fixed: &[u64]) -> Vec<u64> {
+    if let Ok(list) = std::env::var(var) {
+        let seeds: Vec<u64> = list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        if !seeds.is_empty() {
+            return seeds;
+        }
+    }
+    let random = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut seeds = fixed.to_vec();
+    seeds.push(random);
+    eprintln!("{var}: seeds {seeds:?}");
+    seeds
+}
+
 /// Where image builds are cached across tests and test runs.
 pub fn image_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images")

@@ -4,6 +4,7 @@
 //! and records how it ended.
 
 mod approval;
+mod call_sites;
 mod fleet;
 mod options;
 mod session;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Scope};
 use sha2::{Digest, Sha256};
 
+pub use call_sites::{CallSites, CallToken};
 pub use fleet::FleetSpec;
 pub use options::{duration_value, ApprovalOptions, OnFailure, StepOptions, Unapproved};
 pub use session::describe_error;
@@ -82,6 +84,9 @@ pub struct RunContext {
     /// (transcripts, logs) mask them; primitives that obtain a secret
     /// register it.
     pub secrets: Secrets,
+    /// Names create calls so that they are idempotent across a crash of
+    /// the runner ([`CallSites::next`]).
+    pub call_sites: CallSites,
 }
 
 /// Registers primitives into an engine built for one execution.
@@ -741,6 +746,7 @@ impl Executor {
             region: region.to_string(),
             profile: profile.to_string(),
             secrets: session.secrets.clone(),
+            call_sites: session.call_sites.clone(),
         };
         for install in &self.installers {
             install(&mut engine, &rc);

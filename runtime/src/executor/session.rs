@@ -43,6 +43,8 @@ pub(crate) struct Session {
     /// Where the execution acts (its children act there too).
     pub location: (String, String),
     pub depth: usize,
+    /// Names the create calls of this execution (idempotency tokens).
+    pub call_sites: super::call_sites::CallSites,
     state: Mutex<SessionState>,
 }
 
@@ -110,6 +112,7 @@ impl Session {
         recorded: Vec<StepRecord>,
     ) -> Self {
         Self {
+            call_sites: super::call_sites::CallSites::for_execution(&exec_id),
             exec_id,
             journal,
             observer,
@@ -321,9 +324,18 @@ impl Session {
             let token = opts
                 .timeout
                 .map(|t| self.interrupt.push_deadline(Instant::now() + t));
+            // Attempts that ended before this one; an attempt cut off by a
+            // crash never ended, so its resumption gets the same generation
+            // (and its create calls find what the cut-off attempt created).
+            let generation = self
+                .journal()
+                .ended_attempts(&self.exec_id, &call.path, attempt);
+            let generation = self.journal_result(generation).unwrap_or(attempt - 1);
+            self.call_sites.enter(&call.path, generation);
             self.st().scopes.push((call.path.clone(), 0));
             let result = body();
             self.st().scopes.pop();
+            self.call_sites.leave();
             let timed_out = token.is_some_and(|t| self.interrupt.deadline_passed(t));
             if let Some(t) = token {
                 self.interrupt.pop_deadline(t);

@@ -210,6 +210,22 @@ impl Journal {
     }
 
     /// All attempts of all steps of an execution.
+    /// How many attempts of a step before `attempt` ended (an attempt whose
+    /// runner died never ends).
+    pub fn ended_attempts(
+        &self,
+        execution: &str,
+        path: &str,
+        attempt: u32,
+    ) -> Result<u32, JournalError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM attempts
+             WHERE execution_id = ?1 AND path = ?2 AND attempt < ?3 AND ended_at IS NOT NULL",
+            params![execution, path, attempt],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn attempts(&self, execution: &str) -> Result<Vec<AttemptRecord>, JournalError> {
         let mut stmt = self.conn.prepare(
             "SELECT path, attempt, started_at, ended_at, error FROM attempts

@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use super::store::{new_id, now_ms, TagKind, Tags, VolumeKind, VolumeRecord};
+use super::client_tokens::{ClientToken, CreatedKind, Creation};
+use super::store::{insert_volume, now_ms, TagKind, Tags, VolumeKind, VolumeRecord};
 use super::{Host, HostError};
 use crate::image::driver_pack::{self, DriverPack};
 
@@ -23,6 +24,7 @@ impl Host {
         release: &str,
         drivers: &[String],
         images_dir: &Path,
+        token: Option<&ClientToken>,
     ) -> Result<(VolumeRecord, DriverPack), HostError> {
         let cache = images_dir.join("packages");
         std::fs::create_dir_all(&cache).map_err(|e| HostError::io("create", &cache, e))?;
@@ -32,8 +34,26 @@ impl Host {
             .map_err(|e| HostError::Invalid(e.to_string()))?;
         std::fs::create_dir_all(self.volumes_dir())
             .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
-        let id = new_id("vol");
+        let mut drivers_sorted = drivers.to_vec();
+        drivers_sorted.sort();
+        let request = serde_json::json!({
+            "region": self.region(),
+            "kernel": release,
+            "drivers": drivers_sorted,
+        });
+        let mut store = self.store()?;
+        let id = match store.begin_creation(
+            token,
+            CreatedKind::Volume,
+            &request,
+            &serde_json::json!({}),
+        )? {
+            Creation::Done { id, .. } => return Ok((store.volume(&id)?, pack)),
+            c => c.id().to_string(),
+        };
         let path = self.volumes_dir().join(format!("{id}.raw"));
+        // What a call cut off half way left under this id.
+        let _ = std::fs::remove_file(&path);
         if let Err(e) = crate::image::make_ext4(tree.path(), "drivers", DRIVER_VOLUME_MIB, &path) {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
@@ -49,14 +69,15 @@ impl Host {
             delete_on_termination: false,
             created_at: now_ms(),
         };
-        if let Err(e) = self.store()?.insert_volume(&rec) {
-            let _ = std::fs::remove_file(&rec.path);
-            return Err(e);
-        }
         let mut tags = Tags::new();
         tags.insert("drydock:drivers".into(), pack.drivers.join(","));
         tags.insert("drydock:kernel".into(), pack.release.clone());
-        self.set_tags(TagKind::Volume, &id, &tags)?;
+        if let Err(e) = store.commit_creation(token, Some((TagKind::Volume, &id, &tags)), |tx| {
+            insert_volume(tx, &rec)
+        }) {
+            let _ = std::fs::remove_file(&rec.path);
+            return Err(e);
+        }
         Ok((rec, pack))
     }
 }

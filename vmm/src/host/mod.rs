@@ -5,6 +5,7 @@
 
 pub mod boot_config;
 pub mod boot_volume;
+pub mod client_tokens;
 mod config_disk;
 pub mod console_client;
 pub mod console_hub;
@@ -25,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use client_tokens::{ClientToken, CreatedKind, CreatedRecord};
 pub use store::{
     parse_tag_filter, HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState,
     SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
@@ -131,6 +133,11 @@ pub struct LaunchRequest {
     pub instance_type: String,
     pub config: InstanceConfig,
     pub root_delete_on_termination: bool,
+    /// Tags written with the instance's record, in the same transaction.
+    pub tags: Tags,
+    /// Makes the launch idempotent: a launch with a token used before
+    /// returns (and, if it was cut off, finishes) that launch's instance.
+    pub client_token: Option<ClientToken>,
 }
 
 /// The host, seen from one region.
@@ -259,9 +266,19 @@ impl Host {
     }
 
     /// Launches a new instance and waits until it runs.
+    ///
+    /// With a client token, safe to call again after a crash at any point:
+    /// the instance id and its root volume's id are recorded with the token
+    /// before anything is made, the instance's record, its root volume, its
+    /// tags and the token's completion are written in one transaction, and
+    /// a call with a token used before returns that instance — started if
+    /// the first call died before it ran (see [`Host::start`]).
     pub fn launch(&self, req: &LaunchRequest) -> Result<InstanceRecord, HostError> {
         let itype = instance_type(&req.instance_type).map_err(HostError::Invalid)?;
-        let store = self.store()?;
+        for (k, v) in &req.tags {
+            store::check_tag(k, v)?;
+        }
+        let mut store = self.store()?;
         let image = store.image(&req.image_id)?;
         let image = self.in_region(&req.image_id, &image.region.clone(), image)?;
         if !image.launchable_by(&self.profile) {
@@ -270,9 +287,40 @@ impl Host {
                 self.profile, image.id, image.owner, image.id, self.profile
             )));
         }
+        // What identifies the request (no secrets: whether a password is
+        // set, the user-data's digest).
+        let request = serde_json::json!({
+            "region": self.region,
+            "image": image.id,
+            "type": itype.name,
+            "config": req.config.summary(),
+            "root_delete_on_termination": req.root_delete_on_termination,
+            "tags": req.tags,
+        });
+        let root_candidate = new_id("vol");
+        let creation = store.begin_creation(
+            req.client_token.as_ref(),
+            client_tokens::CreatedKind::Instance,
+            &request,
+            &serde_json::json!({ "root_volume": root_candidate }),
+        )?;
         drop(store);
-        let id = new_id("i");
-        let vol_id = new_id("vol");
+        let (id, vol_id) = match creation {
+            client_tokens::Creation::Done { id, .. } => {
+                tracing::info!(instance = %id, "launch already made this instance (client token); making sure it runs");
+                return self.launched(&id);
+            }
+            client_tokens::Creation::Fresh { id } => (id, root_candidate),
+            client_tokens::Creation::Unfinished { id, detail } => {
+                let vol = detail
+                    .get("root_volume")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .unwrap_or(root_candidate);
+                tracing::warn!(instance = %id, "finishing a launch cut off before its instance was recorded");
+                (id, vol)
+            }
+        };
         std::fs::create_dir_all(self.volumes_dir())
             .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
         let vol_path = self.volumes_dir().join(format!("{vol_id}.raw"));
@@ -311,12 +359,50 @@ impl Host {
             delete_on_termination: req.root_delete_on_termination,
             created_at: now_ms(),
         };
-        let mut store = self.store()?;
-        store.insert_instance_with_root(&rec, &root)?;
-        drop(store);
+        // The launching command owns the start: one that dies before the
+        // instance process runs leaves it to be taken over (Host::start).
+        let me = RunnerIdentity::current();
+        let owner = format!("{}:{}", me.pid, me.token);
+        self.store()?.commit_creation(
+            req.client_token.as_ref(),
+            Some((TagKind::Instance, &id, &req.tags)),
+            |tx| {
+                store::insert_volume(tx, &root)?;
+                store::insert_instance(tx, &rec)?;
+                tx.execute(
+                    "UPDATE instances SET op_owner = ?2 WHERE id = ?1",
+                    rusqlite::params![id, owner],
+                )?;
+                Ok(())
+            },
+        )?;
         self.spawn_supervisor(&id)?;
         self.wait_for(&id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
-        self.store()?.instance(&id)
+        self.running_or_error(&id, " was launched but")
+    }
+
+    /// A launched instance, started if its launch was cut off before it ran.
+    fn launched(&self, id: &str) -> Result<InstanceRecord, HostError> {
+        let rec = self.store()?.instance(id)?;
+        match rec.state {
+            InstanceState::Pending | InstanceState::Stopped => self.start(id),
+            _ => Ok(rec),
+        }
+    }
+
+    /// The instance's record if it runs, else an error naming its state,
+    /// the reason and where its log is.
+    fn running_or_error(&self, id: &str, what: &str) -> Result<InstanceRecord, HostError> {
+        let rec = self.store()?.instance(id)?;
+        if rec.state != InstanceState::Running {
+            return Err(HostError::Vmm(format!(
+                "instance {id}{what} did not start: it is {} ({}); see {}",
+                rec.state,
+                rec.state_reason,
+                self.instance_dir(id).join("supervisor.log").display()
+            )));
+        }
+        Ok(rec)
     }
 
     /// Starts a stopped instance and waits until it runs.
@@ -388,16 +474,7 @@ impl Host {
             }
         }
         self.wait_for(id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
-        let rec = self.store()?.instance(id)?;
-        if rec.state != InstanceState::Running {
-            return Err(HostError::Vmm(format!(
-                "instance {id} did not start: it is {} ({}); see {}",
-                rec.state,
-                rec.state_reason,
-                self.instance_dir(id).join("supervisor.log").display()
-            )));
-        }
-        Ok(rec)
+        self.running_or_error(id, "")
     }
 
     fn start_conflict(&self, id: &str) -> HostError {

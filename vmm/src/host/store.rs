@@ -327,6 +327,7 @@ impl HostStore {
         let conn =
             drydock_runtime::sqlite::open_shared(&data_dir.join("host.sqlite3"), "FULL", |c| {
                 c.execute_batch(SCHEMA)?;
+                c.execute_batch(super::client_tokens::SCHEMA)?;
                 add_column(c, "instances", "op_owner", "TEXT")
             })?;
         Ok(Self { conn })
@@ -360,7 +361,7 @@ impl HostStore {
     }
 }
 
-fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(), HostError> {
+pub(crate) fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(), HostError> {
     {
         conn.execute(
             "INSERT INTO instances (id, region, instance_type, image_id, state, state_reason, root_volume, config, created_at)
@@ -466,7 +467,7 @@ impl HostStore {
     }
 }
 
-fn insert_volume(conn: &Connection, v: &VolumeRecord) -> Result<(), HostError> {
+pub(crate) fn insert_volume(conn: &Connection, v: &VolumeRecord) -> Result<(), HostError> {
     {
         conn.execute(
             "INSERT INTO volumes (id, region, size_mib, kind, path, attached_to, attach_index, delete_on_termination, created_at)
@@ -543,26 +544,7 @@ impl HostStore {
     }
 
     pub fn insert_image(&mut self, i: &ImageRecord) -> Result<(), HostError> {
-        self.conn.execute(
-            "INSERT INTO images (id, region, name, boot_dir, root_template, drivers, created_at,
-                owner, public, shared_with, owns_root, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                i.id,
-                i.region,
-                i.name,
-                i.boot_dir.to_string_lossy(),
-                i.root_template.to_string_lossy(),
-                serde_json::to_string(&i.drivers).unwrap_or_default(),
-                i.created_at,
-                i.owner,
-                i.public,
-                serde_json::to_string(&i.shared_with).unwrap_or_default(),
-                i.owns_root,
-                i.source
-            ],
-        )?;
-        Ok(())
+        insert_image(&self.conn, i)
     }
 
     pub fn set_root_volume(&mut self, instance: &str, volume: &str) -> Result<(), HostError> {
@@ -619,11 +601,7 @@ impl HostStore {
     }
 
     pub fn insert_snapshot(&mut self, s: &SnapshotRecord) -> Result<(), HostError> {
-        self.conn.execute(
-            "INSERT INTO snapshots (id, region, volume_id, size_mib, path, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![s.id, s.region, s.volume_id, s.size_mib as i64, s.path.to_string_lossy(), s.bytes as i64, s.created_at],
-        )?;
-        Ok(())
+        insert_snapshot(&self.conn, s)
     }
 
     pub fn delete_snapshot_row(&mut self, id: &str) -> Result<(), HostError> {
@@ -655,6 +633,37 @@ impl HostStore {
             .execute("DELETE FROM images WHERE id = ?1", [id])?;
         Ok(())
     }
+}
+
+pub(crate) fn insert_image(conn: &Connection, i: &ImageRecord) -> Result<(), HostError> {
+    conn.execute(
+        "INSERT INTO images (id, region, name, boot_dir, root_template, drivers, created_at,
+                owner, public, shared_with, owns_root, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            i.id,
+            i.region,
+            i.name,
+            i.boot_dir.to_string_lossy(),
+            i.root_template.to_string_lossy(),
+            serde_json::to_string(&i.drivers).unwrap_or_default(),
+            i.created_at,
+            i.owner,
+            i.public,
+            serde_json::to_string(&i.shared_with).unwrap_or_default(),
+            i.owns_root,
+            i.source
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn insert_snapshot(conn: &Connection, s: &SnapshotRecord) -> Result<(), HostError> {
+    conn.execute(
+            "INSERT INTO snapshots (id, region, volume_id, size_mib, path, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![s.id, s.region, s.volume_id, s.size_mib as i64, s.path.to_string_lossy(), s.bytes as i64, s.created_at],
+        )?;
+    Ok(())
 }
 
 /// What a tag is attached to.

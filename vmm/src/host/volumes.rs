@@ -2,8 +2,12 @@
 //! hot-plugged into a running new-generation one), detach, delete;
 //! snapshots that copy only allocated extents; volumes from snapshots.
 
+use super::client_tokens::{ClientToken, CreatedKind, Creation};
 use super::extents::{copy_allocated, ext_fs_mounted};
-use super::store::{new_id, now_ms, InstanceState, SnapshotRecord, VolumeKind, VolumeRecord};
+use super::store::{
+    insert_snapshot, insert_volume, now_ms, InstanceState, SnapshotRecord, TagKind, Tags,
+    VolumeKind, VolumeRecord,
+};
 use super::{supervisor, Host, HostError};
 use crate::backend::Backend;
 
@@ -12,18 +16,44 @@ const MAX_VOLUME_MIB: u64 = 1 << 20;
 
 impl Host {
     /// Creates a network volume: empty, formatted ext4 (`filesystem_label`),
-    /// or restored from a snapshot.
+    /// or restored from a snapshot; `tags` are written with its record.
+    /// With a client token, a call made again returns the volume the first
+    /// made (made again under the same id if that call died half way).
     pub fn create_volume(
         &self,
         size_mib: Option<u64>,
         snapshot: Option<&str>,
         filesystem_label: Option<&str>,
+        tags: &Tags,
+        token: Option<&ClientToken>,
     ) -> Result<VolumeRecord, HostError> {
         let mut store = self.store()?;
-        let id = new_id("vol");
+        let request = serde_json::json!({
+            "region": self.region(),
+            "size_mib": size_mib,
+            "snapshot": snapshot,
+            "ext4_label": filesystem_label,
+            "tags": tags,
+        });
+        let id = match store.begin_creation(
+            token,
+            CreatedKind::Volume,
+            &request,
+            &serde_json::json!({}),
+        )? {
+            Creation::Done { id, .. } => return store.volume(&id),
+            c => c.id().to_string(),
+        };
         std::fs::create_dir_all(self.volumes_dir())
             .map_err(|e| HostError::io("create", &self.volumes_dir(), e))?;
         let path = self.volumes_dir().join(format!("{id}.raw"));
+        // What a call cut off half way left under this id.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(HostError::io("remove the unfinished volume", &path, e))
+            }
+            _ => {}
+        }
         let size_mib = match snapshot {
             Some(snap_id) => {
                 let snap = store.snapshot(snap_id)?;
@@ -82,7 +112,9 @@ impl Host {
             delete_on_termination: false,
             created_at: now_ms(),
         };
-        store.insert_volume(&rec)?;
+        store.commit_creation(token, Some((TagKind::Volume, &rec.id, tags)), |tx| {
+            insert_volume(tx, &rec)
+        })?;
         Ok(rec)
     }
 
@@ -264,17 +296,29 @@ impl Host {
     }
 
     /// Snapshots a volume; the VM using it is paused during the copy.
-    /// Returns the snapshot, the bytes copied and how long the VM was paused.
+    /// Returns the snapshot, the bytes copied and how long the VM was paused
+    /// (nothing copied and no pause when a client token used before names
+    /// a snapshot already made).
     pub fn create_snapshot(
         &self,
         vol_id: &str,
+        token: Option<&ClientToken>,
     ) -> Result<(SnapshotRecord, u64, Option<std::time::Duration>), HostError> {
         let mut store = self.store()?;
         let vol = store.volume(vol_id)?;
         self.check_region(vol_id, &vol.region)?;
         let dir = self.data_dir.join("snapshots");
         std::fs::create_dir_all(&dir).map_err(|e| HostError::io("create", &dir, e))?;
-        let id = new_id("snap");
+        let request = serde_json::json!({ "volume": vol_id });
+        let id = match store.begin_creation(
+            token,
+            CreatedKind::Snapshot,
+            &request,
+            &serde_json::json!({}),
+        )? {
+            Creation::Done { id, .. } => return Ok((store.snapshot(&id)?, 0, None)),
+            c => c.id().to_string(),
+        };
         let path = dir.join(format!("{id}.raw"));
         let (copied, paused) = self.paused_for(vol.attached_to.as_deref(), || {
             copy_allocated(&vol.path, &path)
@@ -289,7 +333,7 @@ impl Host {
             bytes: copied,
             created_at: now_ms(),
         };
-        store.insert_snapshot(&rec)?;
+        store.commit_creation(token, None, |tx| insert_snapshot(tx, &rec))?;
         Ok((rec, copied, paused))
     }
 
