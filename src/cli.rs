@@ -118,6 +118,9 @@ pub enum Command {
     Console(ConsoleArgs),
     /// List regions and what each holds
     Regions,
+    /// The host after an outage: reconcile every region, restart instances, resume executions
+    #[command(subcommand)]
+    Host(HostCommand),
     /// What this machine's KVM is and which VMM backend instances get
     HostInfo,
     /// Instance types: vCPUs, memory, device generation
@@ -227,6 +230,18 @@ pub struct InstancesArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// After a host restart (power loss, crash): find instances whose process died, start those
+    /// launched with --after-host-failure start, record the outage in each interrupted
+    /// execution's journal and resume them in the background
+    Recover {
+        /// Only report and restart instances; leave interrupted executions for `drydock resume`
+        #[arg(long)]
+        no_resume: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
     /// Launch a new instance from an image
     Launch(LaunchArgs),
@@ -242,11 +257,18 @@ pub enum InstanceCommand {
     Reboot { instance: String },
     /// Terminate: stop, delete DeleteOnTermination volumes, detach the rest
     Terminate { instance: String },
-    /// Change the type of a stopped instance
+    /// Change the type of a stopped instance, or what a host outage leaves it as
     Modify {
         instance: String,
-        #[arg(long = "type", value_name = "TYPE")]
-        instance_type: String,
+        #[arg(
+            long = "type",
+            value_name = "TYPE",
+            required_unless_present = "after_host_failure"
+        )]
+        instance_type: Option<String>,
+        /// stop (stays stopped after a host outage, as EC2) or start (started again by `drydock host recover`)
+        #[arg(long, value_name = "stop|start")]
+        after_host_failure: Option<String>,
     },
 }
 
@@ -276,6 +298,9 @@ pub struct LaunchArgs {
     /// Allow `drydock fault` to break this instance (tags it allow-faults=true)
     #[arg(long)]
     pub allow_faults: bool,
+    /// What a host outage leaves it as: stop (default, as EC2) or start (started again by `drydock host recover`)
+    #[arg(long, value_name = "stop|start", default_value = "stop")]
+    pub after_host_failure: String,
     /// Tag it at launch (repeatable); written with the instance's record
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,

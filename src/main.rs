@@ -147,6 +147,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Instance(cmd) => commands::host::instance(&ctx, cmd),
         Command::ConsoleOutput(args) => commands::host::console_output(&ctx, args),
         Command::Regions => commands::host::regions(&ctx),
+        Command::Host(cli::HostCommand::Recover { no_resume }) => {
+            commands::recover::run(&ctx, no_resume)
+        }
         Command::Console(args) => commands::console::attach(&ctx, args),
         Command::HostInfo => commands::host::host_info(&ctx),
         Command::InstanceTypes => commands::host::instance_types(&ctx),

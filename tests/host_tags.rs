@@ -28,6 +28,7 @@ fn stopped_instance(dd: &Drydock, id: &str, region: &str) {
             config: InstanceConfig::default(),
             created_at: 0,
             state_since: 0,
+            after_host_failure: Default::default(),
         })
         .unwrap();
 }

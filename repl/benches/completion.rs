@@ -36,6 +36,7 @@ fn main() {
             },
             created_at: 0,
             state_since: 0,
+            after_host_failure: Default::default(),
         };
         store.insert_instance(&rec).expect("insert");
     }

@@ -74,10 +74,15 @@ const DOCS: &[Doc] = &[
     ),
     (
         "instance::launch",
-        &["#{ image, type, root_password, user_data, hostname }"],
-        "launch an instance from an image; returns its id",
+        &["#{ image, type, root_password, user_data, hostname, tags, client_token }"],
+        "launch an instance from an image; returns its id (idempotent within a runbook step)",
     ),
     ("instance::start", &["id"], "start a stopped instance"),
+    (
+        "instance::ensure_running",
+        &["id", "id, #{ boot_timeout, after_outage_only }"],
+        "start the instance unless it runs (after a host outage); with boot_timeout, wait for its login prompt",
+    ),
     (
         "instance::stop",
         &["id"],
@@ -101,8 +106,8 @@ const DOCS: &[Doc] = &[
     ),
     (
         "volume::create",
-        &["#{ size_mib, ext4_label, snapshot }"],
-        "create a volume; returns its id",
+        &["#{ size_mib, ext4_label, snapshot, tags, client_token }"],
+        "create a volume; returns its id (idempotent within a runbook step)",
     ),
     (
         "volume::attach",

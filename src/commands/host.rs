@@ -3,8 +3,8 @@
 //! region it shows.
 
 use drydock_vmm::host::{
-    ClientToken, Host, HostStore, InstanceConfig, InstanceRecord, InstanceState, LaunchRequest,
-    INSTANCE_TYPES, REGIONS,
+    AfterHostFailure, ClientToken, Host, HostStore, InstanceConfig, InstanceRecord, InstanceState,
+    LaunchRequest, INSTANCE_TYPES, REGIONS,
 };
 use drydock_vmm::image::{self, ImageRecipe};
 use serde_json::json;
@@ -408,6 +408,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         root_delete_on_termination: !args.keep_root_volume,
         tags,
         client_token,
+        after_host_failure: AfterHostFailure::parse(&args.after_host_failure)?,
     };
     if !ctx.json {
         eprintln!(
@@ -432,7 +433,25 @@ pub fn instance(ctx: &Context, cmd: InstanceCommand) -> Result<i32, CliError> {
         InstanceCommand::Modify {
             instance,
             instance_type,
-        } => ("modified", host.modify_type(&instance, &instance_type)?),
+            after_host_failure,
+        } => {
+            let policy = after_host_failure
+                .as_deref()
+                .map(AfterHostFailure::parse)
+                .transpose()?;
+            let mut rec = None;
+            if let Some(t) = &instance_type {
+                rec = Some(host.modify_type(&instance, t)?);
+            }
+            if let Some(p) = policy {
+                rec = Some(host.set_after_host_failure(&instance, p)?);
+            }
+            let rec = match rec {
+                Some(r) => r,
+                None => host.store()?.instance(&instance)?,
+            };
+            ("modified", rec)
+        }
     };
     show_instance(ctx, verb, &rec);
     Ok(0)

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod host;
 pub mod leftovers;
 pub mod params;
+pub mod recover;
 pub mod run;
 pub mod runbooks;
 pub mod schedules;

@@ -201,7 +201,21 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
     };
     report(0, None, 0, false);
     let mut children: Vec<Child> = Vec::new();
-    resume_orphans(ctx, &mut children);
+    // After a host outage: instances, and every execution cut off (not
+    // only scheduled ones).
+    match super::recover::recover(ctx, true, &|m| say(m)) {
+        Ok((r, runners)) => {
+            children.extend(runners);
+            if !r.instances.is_empty() || !r.executions.is_empty() {
+                say(&format!(
+                    "host recovery: {} instance(s) found stopped, {} execution(s) resumed",
+                    r.instances.len(),
+                    r.executions.len()
+                ));
+            }
+        }
+        Err(e) => say(&format!("host recovery failed: {e}")),
+    }
     let mut file_seen: Option<SystemTime> = None;
     let clock = SystemClock;
     let mut cache = DueCache::default();
@@ -430,38 +444,4 @@ pub fn schedule_tick(
         }
     }
     Ok(cache.due.iter().filter_map(|(_, d)| *d).min())
-}
-
-/// Scheduled runs whose runner is gone (serve or the machine went down
-/// while they ran) are resumed.
-fn resume_orphans(ctx: &Context, children: &mut Vec<Child>) {
-    let Ok(journal) = ctx.executor.journal() else {
-        return;
-    };
-    let Ok(schedules) = journal.schedules() else {
-        return;
-    };
-    for s in schedules {
-        for slot in journal.slots(&s.name, 20).unwrap_or_default() {
-            let Some(id) = slot.execution_id else {
-                continue;
-            };
-            let Ok(e) = journal.execution(&id) else {
-                continue;
-            };
-            if e.state.is_terminal() || e.has_live_runner() {
-                continue;
-            }
-            match super::run::start_background(ctx, &id) {
-                Ok((child, _)) => {
-                    children.push(child);
-                    say(&format!(
-                        "{}: resumed {id}, whose runner had stopped",
-                        shown(&s.name)
-                    ));
-                }
-                Err(err) => say(&format!("{}: cannot resume {id}: {err}", shown(&s.name))),
-            }
-        }
-    }
 }

@@ -293,6 +293,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             root_delete_on_termination: true,
             tags,
             client_token,
+            after_host_failure: Default::default(),
         };
         Ok(o()?.launch(&req).map_err(fail)?.id)
     });
@@ -317,6 +318,90 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             describe(&h, &rec)
         });
     }
+    // Preconditions after a crash or a host outage: a step that needs an
+    // instance running says so, and a resumed step starts it again.
+    let o = open.clone();
+    let interrupt = ctx.interrupt.clone();
+    let ensure = move |id: &str, opts: &Map| -> R<Map> {
+        known_options(
+            "instance::ensure_running",
+            opts,
+            &["boot_timeout", "after_outage_only"],
+        )?;
+        let after_outage_only = match opts.get("after_outage_only") {
+            None => false,
+            Some(v) => v.as_bool().map_err(|t| {
+                fail(HostError::Invalid(format!(
+                    "instance::ensure_running: `after_outage_only` must be true or false, not {t}"
+                )))
+            })?,
+        };
+        let boot_timeout = match opts.get("boot_timeout") {
+            None => None,
+            Some(d) => Some(
+                drydock_runtime::executor::duration_value("boot_timeout", d).map_err(|e| {
+                    fail(HostError::Invalid(format!("instance::ensure_running: {e}")))
+                })?,
+            ),
+        };
+        let h = o()?;
+        let before = h.store().map_err(fail)?.instance(id).map_err(fail)?;
+        // `after_outage_only`: start only an instance whose process was
+        // found gone (a host outage or a crash), not one a person stopped.
+        let outage = before.state == drydock_vmm::host::InstanceState::Stopped
+            && before.state_reason == drydock_vmm::host::RECONCILE_REASON;
+        let started = before.state != drydock_vmm::host::InstanceState::Running
+            && (!after_outage_only || outage);
+        let rec = if started {
+            tracing::info!(instance = id, state = %before.state, "ensure_running: starting it");
+            h.start(id).map_err(fail)?
+        } else {
+            before
+        };
+        if let (true, Some(limit)) = (started, boot_timeout) {
+            let deadline = std::time::Instant::now() + limit;
+            let mut offset = 0u64;
+            let mut seen = Vec::new();
+            loop {
+                let (_, next, bytes) =
+                    h.console_since(id, Some(rec.boots), offset).map_err(fail)?;
+                offset = next;
+                seen.extend_from_slice(&bytes);
+                if seen.windows(7).any(|w| w == b"login: ") {
+                    break;
+                }
+                if seen.len() > 64 * 1024 {
+                    seen.drain(..seen.len() - 64);
+                }
+                let now = h.store().map_err(fail)?.instance(id).map_err(fail)?;
+                if now.state != drydock_vmm::host::InstanceState::Running {
+                    return Err(fail(HostError::Conflict(format!(
+                        "instance::ensure_running: {id} stopped while booting: {} ({})",
+                        now.state, now.state_reason
+                    ))));
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(fail(HostError::Vmm(format!(
+                        "instance::ensure_running: {id} was started but showed no login prompt within {}; see `drydock console-output {id}`",
+                        drydock_runtime::duration::format_duration(limit)
+                    ))));
+                }
+                interrupt
+                    .sleep(std::time::Duration::from_millis(200))
+                    .map_err(|i| i.into_rhai(Position::NONE))?;
+            }
+        }
+        let mut m = describe(&h, &rec)?;
+        m.insert("started".into(), started.into());
+        Ok(m)
+    };
+    let e = ensure.clone();
+    inst.set_native_fn("ensure_running", move |id: &str| -> R<Map> {
+        e(id, &Map::new())
+    });
+    inst.set_native_fn("ensure_running", move |id: &str, opts: Map| -> R<Map> {
+        ensure(id, &opts)
+    });
     let o = open.clone();
     inst.set_native_fn("modify_type", move |id: &str, t: &str| -> R<Map> {
         let h = o()?;

@@ -319,3 +319,81 @@ impl Drydock {
         }
     }
 }
+
+impl Drydock {
+    /// Runs `cmd` as root on an instance's serial console (waiting for its
+    /// boot first) through the REPL; the password travels in the
+    /// environment, never on a command line.
+    pub fn console_run(&self, region: &str, id: &str, password: &str, cmd: &str) -> Output {
+        let script = format!(
+            "let c = console::open(\"{id}\"); c.wait_for_boot(\"180s\"); c.login(\"root\", secret(env(\"DD_LOGIN_PW\"))); c.run(\"{cmd}\", \"60s\").stdout"
+        );
+        self.command(&["--region", region, "repl", "-c", &script])
+            .env("DD_LOGIN_PW", password)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The pids of every process of this drydock: runners, supervisors,
+    /// VMMs (anything whose command line names the data directory).
+    pub fn processes(&self) -> Vec<u32> {
+        let needle = self.data_dir().display().to_string();
+        let me = std::process::id();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// A power loss: every process of this drydock stopped at the same
+    /// instant (SIGSTOP to all, then SIGKILL to all), as if the host went
+    /// down. Returns how many processes died.
+    pub fn power_loss(&self) -> usize {
+        let pids = self.processes();
+        let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        if list.is_empty() {
+            return 0;
+        }
+        for sig in ["-STOP", "-KILL"] {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .args(&list)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let start = Instant::now();
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}/cmdline")).exists() && !is_zombie(*p))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "processes outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pids.len()
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

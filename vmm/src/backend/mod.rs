@@ -47,6 +47,18 @@ pub struct DiskSpec {
     /// The virtio serial: the volume id, so the guest can find it by name.
     pub serial: String,
     pub read_only: bool,
+    /// QEMU new generation: the hot-plug port a data disk is plugged into
+    /// at start (so that it can be unplugged while the VM runs, like one
+    /// hot-plugged later), and its device id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug: Option<HotplugPlace>,
+}
+
+/// Where a disk sits on a hot-plug port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotplugPlace {
+    pub port: String,
+    pub device_id: String,
 }
 
 /// Everything needed to start one virtual machine.

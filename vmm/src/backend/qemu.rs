@@ -126,16 +126,35 @@ pub fn command(spec: &VmSpec) -> Command {
     }
     for (i, disk) in spec.disks.iter().enumerate() {
         let ro = if disk.read_only { ",read-only=on" } else { "" };
-        cmd.arg("-blockdev").arg(format!(
-            "driver=file,node-name=file{i},filename={},locking=off{ro}",
-            disk.path.display()
-        ));
-        cmd.arg("-blockdev")
-            .arg(format!("driver=raw,node-name=disk{i},file=file{i}{ro}"));
-        cmd.arg("-device").arg(format!(
-            "{blk},drive=disk{i},serial={},id=dev{i}",
-            disk.serial
-        ));
+        match &disk.hotplug {
+            // On a hot-plug port, named as a disk hot-plugged later
+            // ([`hotplug_commands`]): unpluggable while the VM runs.
+            Some(place) if spec.generation == DeviceGeneration::Pci => {
+                cmd.arg("-blockdev").arg(format!(
+                    "driver=raw,node-name=node-{},file.driver=file,file.filename={},file.locking=off{ro}",
+                    place.device_id,
+                    disk.path.display()
+                ));
+                cmd.arg("-device").arg(format!(
+                    "{blk},drive=node-{id},serial={},id={id},bus={}",
+                    disk.serial,
+                    place.port,
+                    id = place.device_id
+                ));
+            }
+            _ => {
+                cmd.arg("-blockdev").arg(format!(
+                    "driver=file,node-name=file{i},filename={},locking=off{ro}",
+                    disk.path.display()
+                ));
+                cmd.arg("-blockdev")
+                    .arg(format!("driver=raw,node-name=disk{i},file=file{i}{ro}"));
+                cmd.arg("-device").arg(format!(
+                    "{blk},drive=disk{i},serial={},id=dev{i}",
+                    disk.serial
+                ));
+            }
+        }
     }
     cmd
 }
@@ -160,6 +179,7 @@ mod tests {
                 path: "/v.raw".into(),
                 serial: "vol-1".into(),
                 read_only: true,
+                hotplug: None,
             }],
             control_socket: "/run/q.sock".into(),
             event_socket: "/run/e.sock".into(),
@@ -174,6 +194,28 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn a_data_disk_on_a_hotplug_port_is_named_as_a_hotplugged_one() {
+        let mut spec = spec(DeviceGeneration::Pci);
+        spec.disks[0].hotplug = Some(crate::backend::HotplugPlace {
+            port: hotplug_port(1),
+            device_id: "disk-vol-1".into(),
+        });
+        let a = args(&spec);
+        assert!(
+            a.contains(
+                "driver=raw,node-name=node-disk-vol-1,file.driver=file,file.filename=/v.raw"
+            ),
+            "{a}"
+        );
+        assert!(
+            a.contains(
+                "virtio-blk-pci,drive=node-disk-vol-1,serial=vol-1,id=disk-vol-1,bus=hotplug1"
+            ),
+            "{a}"
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 pub use client_tokens::{ClientToken, CreatedKind, CreatedRecord};
 pub use store::{
-    parse_tag_filter, HostStore, ImageRecord, InstanceConfig, InstanceRecord, InstanceState,
-    SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
+    parse_tag_filter, AfterHostFailure, HostStore, ImageRecord, InstanceConfig, InstanceRecord,
+    InstanceState, SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
@@ -135,10 +135,16 @@ pub struct LaunchRequest {
     pub root_delete_on_termination: bool,
     /// Tags written with the instance's record, in the same transaction.
     pub tags: Tags,
+    /// What a host outage leaves the instance as.
+    pub after_host_failure: AfterHostFailure,
     /// Makes the launch idempotent: a launch with a token used before
     /// returns (and, if it was cut off, finishes) that launch's instance.
     pub client_token: Option<ClientToken>,
 }
+
+/// The state reason of an instance whose process was found gone (a crash
+/// of its VMM, or the host went down).
+pub const RECONCILE_REASON: &str = "instance process exited unexpectedly (found by reconcile)";
 
 /// The host, seen from one region.
 pub struct Host {
@@ -218,7 +224,7 @@ impl Host {
             let starting =
                 i.supervisor_pid.is_none() && now_ms() - i.state_since.max(i.created_at) < 30_000;
             if !alive && !starting {
-                let reason = "instance process exited unexpectedly (found by reconcile)";
+                let reason = RECONCILE_REASON;
                 store.set_state(&i.id, InstanceState::Stopped, reason)?;
                 store.set_supervisor(&i.id, None, None)?;
                 fixed.push(i.id);
@@ -347,6 +353,7 @@ impl Host {
             config,
             created_at: now_ms(),
             state_since: now_ms(),
+            after_host_failure: req.after_host_failure,
         };
         let root = VolumeRecord {
             id: vol_id,
@@ -567,6 +574,19 @@ impl Host {
             )));
         }
         store.set_instance_type(id, t.name)?;
+        store.instance(id)
+    }
+
+    /// Sets what a host outage leaves the instance as.
+    pub fn set_after_host_failure(
+        &self,
+        id: &str,
+        policy: AfterHostFailure,
+    ) -> Result<InstanceRecord, HostError> {
+        let mut store = self.store()?;
+        let i = store.instance(id)?;
+        self.in_region(id, &i.region.clone(), ())?;
+        store.set_after_host_failure(id, policy)?;
         store.instance(id)
     }
 

@@ -58,6 +58,38 @@ impl std::fmt::Display for InstanceState {
     }
 }
 
+/// What becomes of an instance that was running when its host went down
+/// (`--after-host-failure`): EC2 without automatic recovery leaves it
+/// stopped; `start` has `drydock host recover` (and `drydock serve` on
+/// start) start it again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterHostFailure {
+    #[default]
+    Stop,
+    Start,
+}
+
+impl AfterHostFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+        }
+    }
+
+    /// `stop` or `start`.
+    pub fn parse(s: &str) -> Result<Self, HostError> {
+        match s {
+            "stop" => Ok(Self::Stop),
+            "start" => Ok(Self::Start),
+            other => Err(HostError::Invalid(format!(
+                "after-host-failure must be `stop` or `start`, not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Instance configuration delivered on the config disk. Its own
 /// serialization (the host database) holds everything; listings show
 /// [`InstanceConfig::summary`], which leaves the secrets out.
@@ -118,6 +150,8 @@ pub struct InstanceRecord {
     pub created_at: i64,
     /// When the instance entered its current state (ms since the epoch).
     pub state_since: i64,
+    /// What a host outage leaves it as.
+    pub after_host_failure: AfterHostFailure,
 }
 
 impl InstanceRecord {
@@ -138,6 +172,10 @@ impl InstanceRecord {
             config: serde_json::from_str(&config).unwrap_or_default(),
             created_at: r.get("created_at")?,
             state_since: r.get("state_since")?,
+            after_host_failure: match r.get::<_, String>("after_host_failure")?.as_str() {
+                "start" => AfterHostFailure::Start,
+                _ => AfterHostFailure::Stop,
+            },
         })
     }
 }
@@ -328,7 +366,13 @@ impl HostStore {
             drydock_runtime::sqlite::open_shared(&data_dir.join("host.sqlite3"), "FULL", |c| {
                 c.execute_batch(SCHEMA)?;
                 c.execute_batch(super::client_tokens::SCHEMA)?;
-                add_column(c, "instances", "op_owner", "TEXT")
+                add_column(c, "instances", "op_owner", "TEXT")?;
+                add_column(
+                    c,
+                    "instances",
+                    "after_host_failure",
+                    "TEXT NOT NULL DEFAULT 'stop'",
+                )
             })?;
         Ok(Self { conn })
     }
@@ -364,8 +408,8 @@ impl HostStore {
 pub(crate) fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(), HostError> {
     {
         conn.execute(
-            "INSERT INTO instances (id, region, instance_type, image_id, state, state_reason, root_volume, config, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO instances (id, region, instance_type, image_id, state, state_reason, root_volume, config, created_at, after_host_failure)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 i.id,
                 i.region,
@@ -375,7 +419,8 @@ pub(crate) fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(
                 i.state_reason,
                 i.root_volume,
                 serde_json::to_string(&i.config).unwrap_or_default(),
-                i.created_at
+                i.created_at,
+                i.after_host_failure.as_str()
             ],
         )?;
         Ok(())
@@ -420,6 +465,18 @@ impl HostStore {
             .query_row("SELECT boots FROM instances WHERE id = ?1", [id], |r| {
                 r.get(0)
             })?)
+    }
+
+    pub fn set_after_host_failure(
+        &mut self,
+        id: &str,
+        policy: AfterHostFailure,
+    ) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE instances SET after_host_failure = ?2 WHERE id = ?1",
+            params![id, policy.as_str()],
+        )?;
+        Ok(())
     }
 
     pub fn set_instance_type(&mut self, id: &str, instance_type: &str) -> Result<(), HostError> {

@@ -462,6 +462,7 @@ impl Shared {
             path: vol.path.clone(),
             serial: vol.id.clone(),
             read_only: false,
+            hotplug: None,
         };
         for (cmd, args) in
             qemu::hotplug_commands(&disk, &device_id(&vol.id), &qemu::hotplug_port(slot))
@@ -747,11 +748,17 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
             created_at: now_ms(),
         })?;
     }
+    // Chosen before the disks: on QEMU's new generation, data volumes go
+    // onto hot-plug ports at start, so that they can be detached while the
+    // instance runs (after a restart, as if hot-plugged).
+    let backend = choose_backend().map_err(HostError::Invalid)?;
+    let ports_at_start =
+        matches!(backend, Backend::Qemu(_)) && itype.generation == DeviceGeneration::Pci;
     let mut disks = Vec::new();
     let mut locks = Vec::new();
     let mut boot_volumes = std::collections::HashSet::new();
+    let mut plugged_at_start = std::collections::HashMap::new();
     for v in store.attached(id)? {
-        boot_volumes.insert(v.id.clone());
         if v.kind == VolumeKind::InstanceStore {
             // Created empty at every start.
             let _ = std::fs::remove_file(&v.path);
@@ -760,11 +767,29 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
             f.set_len(v.size_mib << 20)
                 .map_err(|e| HostError::io("size", &v.path, e))?;
         }
-        locks.push(VolumeLock::acquire(&v.path, &v.id)?);
+        let lock = VolumeLock::acquire(&v.path, &v.id)?;
+        let slot = (ports_at_start && v.kind == VolumeKind::Network && v.attach_index != Some(0))
+            .then_some(plugged_at_start.len() as u32)
+            .filter(|s| *s < qemu::HOTPLUG_SLOTS);
+        let hotplug = match slot {
+            Some(slot) => {
+                plugged_at_start.insert(v.id.clone(), (slot, lock));
+                Some(crate::backend::HotplugPlace {
+                    port: qemu::hotplug_port(slot),
+                    device_id: device_id(&v.id),
+                })
+            }
+            None => {
+                boot_volumes.insert(v.id.clone());
+                locks.push(lock);
+                None
+            }
+        };
         disks.push(DiskSpec {
             path: v.path.clone(),
             serial: v.id.clone(),
             read_only: false,
+            hotplug,
         });
     }
     disks.insert(
@@ -773,6 +798,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
             path: config_disk,
             serial: "cidata".into(),
             read_only: true,
+            hotplug: None,
         },
     );
     // What the root volume says to boot, read at every start.
@@ -807,7 +833,6 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
     ] {
         let _ = std::fs::remove_file(s);
     }
-    let backend = choose_backend().map_err(HostError::Invalid)?;
     let accel = match backend {
         Backend::Drydock => Accel::Kvm,
         Backend::Qemu(accel) => accel,
@@ -932,7 +957,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
         generation: itype.generation,
         backend,
         end_reason: Mutex::new(None),
-        hotplugged: Mutex::new(std::collections::HashMap::new()),
+        hotplugged: Mutex::new(plugged_at_start),
         boot_volumes,
         deleted_devices: (
             Mutex::new(std::collections::HashSet::new()),
