@@ -111,8 +111,11 @@ pub fn run(ctx: &Context, cmd: Option<CalendarCommand>) -> Result<i32, CliError>
             }
         }
         Some(CalendarCommand::Import { name, file }) => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+            let text = drydock_runtime::input_file::read_to_string(
+                &file,
+                drydock_runtime::input_file::InputKind::Calendar,
+            )
+            .map_err(|e| CliError::usage(e.to_string()))?;
             let events =
                 read_ics(&text).map_err(|e| CliError::usage(format!("{}: {e}", file.display())))?;
             for (s, e, summary) in &events {

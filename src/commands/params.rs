@@ -199,12 +199,11 @@ pub fn secret_text(ctx: &Context, what: &str, text: &str) -> Result<String, CliE
 
 /// A secret from a file: the whole file, without one trailing newline.
 pub fn read_secret_file(path: &Path) -> Result<String, CliError> {
-    let mut text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::usage(format!(
-            "cannot read the value from {}: {e}",
-            path.display()
-        ))
-    })?;
+    let mut text = drydock_runtime::input_file::read_to_string(
+        path,
+        drydock_runtime::input_file::InputKind::Value,
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

@@ -281,8 +281,11 @@ fn add(ctx: &Context, args: Box<ScheduleAddArgs>) -> Result<i32, CliError> {
 /// Imports (adds or replaces) the schedules of a TOML file:
 /// `[[schedule]] name = … runbook = … schedule = … [schedule.params] …`.
 pub fn import_file(ctx: &Context, path: &Path) -> Result<usize, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let text = drydock_runtime::input_file::read_to_string(
+        path,
+        drydock_runtime::input_file::InputKind::Schedules,
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
     let file: ScheduleFile = toml::from_str(&text).map_err(|e| {
         CliError::usage(format!(
             "{} is not a valid schedules file: {e}",
