@@ -312,14 +312,21 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
         eprint!("{}", super::leftovers::describe(&leftovers));
     }
     if list.is_empty() {
-        println!(
-            "{}",
-            empty_hint(
-                "instances",
-                host.region(),
-                &count_by_region(&store, "instances")?
-            )
-        );
+        if args.all_regions {
+            println!(
+                "no instances in any region ({}); launch one with `drydock instance launch --image IMAGE`",
+                REGIONS.join(", ")
+            );
+        } else {
+            println!(
+                "{}",
+                empty_hint(
+                    "instances",
+                    host.region(),
+                    &count_by_region(&store, "instances")?
+                )
+            );
+        }
         return Ok(0);
     }
     let mut t = table(&[

@@ -140,13 +140,17 @@ pub fn run(ctx: &Context, cmd: ParamCommand) -> Result<i32, CliError> {
             label,
         } => {
             journal.label_parameter(&name, version, &label)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "name": name, "version": version, "label": label }));
+            } else {
                 println!("{name}: label {label} is on version {version}");
             }
         }
         ParamCommand::Delete { name } => {
             let n = journal.delete_parameter(&name)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "name": name, "deleted": true, "versions": n }));
+            } else {
                 println!("{name}: deleted ({n} versions)");
             }
         }

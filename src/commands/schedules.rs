@@ -23,21 +23,29 @@ pub fn run(ctx: &Context, cmd: Option<SchedulesCommand>) -> Result<i32, CliError
         Some(SchedulesCommand::Show { name }) => show(ctx, &name),
         Some(SchedulesCommand::Remove { name }) => {
             ctx.executor.journal()?.remove_schedule(&name)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "schedule": name, "removed": true }));
+            } else {
                 println!("schedule {name} removed (its history stays in the journal)");
             }
             Ok(0)
         }
         Some(SchedulesCommand::Pause { name }) => {
-            ctx.executor.journal()?.set_schedule_paused(&name, true)?;
-            if !ctx.json {
+            let mut journal = ctx.executor.journal()?;
+            journal.set_schedule_paused(&name, true)?;
+            if ctx.json {
+                print_json(&journal.schedule(&name)?);
+            } else {
                 println!("schedule {name} paused; its slots are skipped until `drydock schedules resume {name}`");
             }
             Ok(0)
         }
         Some(SchedulesCommand::Resume { name }) => {
-            ctx.executor.journal()?.set_schedule_paused(&name, false)?;
-            if !ctx.json {
+            let mut journal = ctx.executor.journal()?;
+            journal.set_schedule_paused(&name, false)?;
+            if ctx.json {
+                print_json(&journal.schedule(&name)?);
+            } else {
                 println!("schedule {name} resumed");
             }
             Ok(0)
