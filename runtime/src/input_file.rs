@@ -75,7 +75,7 @@ impl InputKind {
             InputKind::Calendar => "calendar file",
             InputKind::SshKey => "--ssh-key",
             InputKind::UserData => "--user-data",
-            InputKind::Value => "value file",
+            InputKind::Value => "the value from",
             InputKind::SecretKey => "key file",
             InputKind::Config => "config file",
             InputKind::VmSpec => "VM spec",
@@ -138,8 +138,8 @@ impl InputFileError {
                 "not a regular file (it is {found}); name a regular file (copy what you mean to give into one)"
             ),
             Problem::TooLarge { size, limit } => format!(
-                "the file is {size} bytes; a {} may be at most {limit} bytes (is this the file you meant?)",
-                self.kind.what()
+                "the file is {size} bytes; drydock reads at most {limit} bytes for the {} (is this the file you meant?)",
+                self.kind.what().trim_start_matches("the ")
             ),
             Problem::NotText => {
                 "not UTF-8 text; save it as UTF-8 (is this the file you meant?)".to_string()
