@@ -52,17 +52,13 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
 }
 
 fn load_config(path: &Path, explicit: bool) -> Result<ConfigFile, CliError> {
-    match std::fs::read_to_string(path) {
+    use drydock_runtime::input_file::{read_to_string, InputKind};
+    match read_to_string(path, InputKind::Config) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             CliError::usage(format!("config file {} is not valid: {e}", path.display()))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            Ok(ConfigFile::default())
-        }
-        Err(e) => Err(CliError::usage(format!(
-            "cannot read config file {}: {e}",
-            path.display()
-        ))),
+        Err(e) if e.is_not_found() && !explicit => Ok(ConfigFile::default()),
+        Err(e) => Err(CliError::usage(e.to_string())),
     }
 }
 

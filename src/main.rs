@@ -41,9 +41,11 @@ fn main() {
 /// The VMM process: reads the VM spec, runs the VM, exits 0 when the guest
 /// powered off or the VMM was stopped, 1 when KVM failed.
 fn run_vmm(spec_path: &std::path::Path) -> Result<i32, CliError> {
-    let text = std::fs::read_to_string(spec_path).map_err(|e| {
-        CliError::usage(format!("cannot read VM spec {}: {e}", spec_path.display()))
-    })?;
+    let text = drydock_runtime::input_file::read_to_string(
+        spec_path,
+        drydock_runtime::input_file::InputKind::VmSpec,
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
     let spec: drydock_vmm::backend::VmSpec = serde_json::from_str(&text).map_err(|e| {
         CliError::usage(format!("VM spec {} is not valid: {e}", spec_path.display()))
     })?;
@@ -111,6 +113,10 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             settings.data_dir.display()
         ))
     })?;
+    // State left by older versions of drydock (0755 directories, 0644
+    // journals and logs) is tightened by the first command of any kind,
+    // not only by host commands (once: a mark file records it).
+    drydock_vmm::private::tighten_data_dir(&settings.data_dir);
     let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
     let executor = Executor::new(settings.data_dir.clone(), catalog)
         .with_location(&settings.region, &settings.profile)

@@ -270,11 +270,16 @@ print(`hash: ${full.secrets.root_password_hash}`);
         assert!(std::fs::metadata(s).unwrap().file_type().is_socket());
         assert_eq!(mode(s), 0o660, "{}", s.display());
     }
+    // Both backends (drydock's VMM and QEMU) listen on these two paths of
+    // the instance directory while the instance runs (the supervisor
+    // names them in its VM spec / QEMU command line): each must be there,
+    // a socket, 0600.
     for s in ["qmp.sock", "qmp-events.sock"] {
         let p = idir.join(s);
-        if p.exists() {
-            assert_eq!(mode(&p), 0o600, "{}", p.display());
-        }
+        let meta = std::fs::symlink_metadata(&p)
+            .unwrap_or_else(|e| panic!("{} of a running instance: {e}", p.display()));
+        assert!(meta.file_type().is_socket(), "{}", p.display());
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
 
     // An account outside the group reads nothing: not the journal, not the

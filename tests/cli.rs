@@ -293,3 +293,169 @@ fn a_reader_that_goes_away_is_not_a_crash() {
     );
     assert_eq!(dd.state(&dd.only_execution()), "Success");
 }
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// "Older data directories are tightened by the first command": any
+/// command, not only host commands.
+#[test]
+fn any_command_tightens_a_data_directory_left_by_an_older_drydock() {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    for command in [&["param", "list"][..], &["executions"], &["runbooks"]] {
+        let dd = Drydock::new();
+        assert_code(&dd.run(&["param", "list"]), 0);
+        let data = dd.data_dir();
+        // As an older drydock left it: no mark, open modes.
+        let _ = std::fs::remove_file(data.join(".modes-tightened-v1"));
+        let journal = data.join("journal.sqlite3");
+        let logs = data.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join("ex-old.log");
+        std::fs::write(&log, "old\n").unwrap();
+        set(&data, 0o755);
+        set(&journal, 0o644);
+        set(&logs, 0o755);
+        set(&log, 0o644);
+        assert_code(&dd.run(command), 0);
+        assert_eq!(mode_of(&data), 0o700, "{command:?}");
+        assert_eq!(mode_of(&journal), 0o600, "{command:?}");
+        assert_eq!(mode_of(&logs), 0o700, "{command:?}");
+        assert_eq!(mode_of(&log), 0o600, "{command:?}");
+    }
+}
+
+/// Every command that changes something prints the resulting object
+/// with `--json` (they printed nothing).
+#[test]
+fn json_prints_the_resulting_object_for_every_change() {
+    let dd = Drydock::new();
+    let ics = dd.work().join("holidays.ics");
+    std::fs::write(
+        &ics,
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:1\r\nDTSTART:20301224T000000Z\r\nDTEND:20301227T000000Z\r\nSUMMARY:Holidays\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    )
+    .unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = dd.run(&full);
+        assert_code(&out, 0);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {:?}", text(&out.stdout)))
+    };
+    let v = json(&["calendar", "add", "prod", "--default", "open"]);
+    assert_eq!(v["name"], "prod", "{v}");
+    assert_eq!(v["default_state"], "open", "{v}");
+    let v = json(&["calendar", "import", "prod", ics.to_str().unwrap()]);
+    assert_eq!(v["imported"], 1, "{v}");
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(1), "{v}");
+    let v = json(&["calendar", "remove", "prod"]);
+    assert_eq!(
+        (&v["calendar"], &v["removed"]),
+        (&"prod".into(), &true.into())
+    );
+
+    let v = json(&[
+        "windows",
+        "add",
+        "nightly",
+        "--schedule",
+        "cron(0 2 * * ? *)",
+        "--duration",
+        "4h",
+        "--cutoff",
+        "1h",
+    ]);
+    assert_eq!(v["name"], "nightly", "{v}");
+    let v = json(&[
+        "windows",
+        "task",
+        "nightly",
+        "tidy",
+        "--runbook",
+        "clean-old-files",
+        "-p",
+        "dir=/tmp",
+    ]);
+    assert_eq!(
+        (&v["name"], &v["runbook"]),
+        (&"tidy".into(), &"clean-old-files".into()),
+        "{v}"
+    );
+    let v = json(&["windows", "remove", "nightly"]);
+    assert_eq!(v["removed"], true, "{v}");
+
+    assert_code(
+        &dd.run(&[
+            "schedules",
+            "add",
+            "poll",
+            "--runbook",
+            "clean-old-files",
+            "--schedule",
+            "rate(1 hour)",
+            "-p",
+            "dir=/tmp",
+        ]),
+        0,
+    );
+    let v = json(&["schedules", "pause", "poll"]);
+    assert_eq!(
+        (&v["name"], &v["paused"]),
+        (&"poll".into(), &true.into()),
+        "{v}"
+    );
+    let v = json(&["schedules", "resume", "poll"]);
+    assert_eq!(v["paused"], false, "{v}");
+    let v = json(&["schedules", "remove", "poll"]);
+    assert_eq!(v["removed"], true, "{v}");
+
+    assert_code(&dd.run(&["param", "put", "app/port", "--value", "80"]), 0);
+    assert_code(&dd.run(&["param", "put", "app/port", "--value", "81"]), 0);
+    let v = json(&["param", "label", "app/port", "2", "prod"]);
+    assert_eq!(
+        (&v["version"], &v["label"]),
+        (&2.into(), &"prod".into()),
+        "{v}"
+    );
+    let v = json(&["param", "delete", "app/port"]);
+    assert_eq!(
+        (&v["deleted"], &v["versions"]),
+        (&true.into(), &2.into()),
+        "{v}"
+    );
+}
+
+#[test]
+fn all_regions_with_nothing_anywhere_says_so_and_volume_list_takes_no_argument() {
+    let dd = Drydock::new();
+    let out = dd.run(&["instances", "--all-regions"]);
+    assert_code(&out, 0);
+    let o = text(&out.stdout);
+    assert!(o.contains("no instances in any region"), "{o}");
+    assert!(!o.contains("no instances in region-a"), "{o}");
+
+    assert_code(&dd.run(&["volume", "create", "--size", "8"]), 0);
+    dd.write_runbook(
+        "vols.rhai",
+        "runbook(#{ name: \"vols\" });\nstep(\"count\", || volume::list().len() + instance::list().len() * 100)",
+    );
+    let out = dd.run(&["--json", "run", "vols"]);
+    assert_code(&out, 0);
+    let id = dd.only_execution();
+    let shown = dd.show(&id).to_string();
+    assert!(
+        shown.contains("\"output\":1") || shown.contains("\"output\": 1"),
+        "{shown}"
+    );
+}

@@ -291,3 +291,102 @@ step("after", || append_file(`${env("WORK")}/log`, "after\n"));"#,
     let steps = dd.show(&id)["steps"].to_string();
     assert!(!steps.contains("waited"), "{steps}");
 }
+
+/// Runs drydock and kills it after `limit`: a command that hangs on a FIFO
+/// or reads /dev/zero fails the test instead of wedging it.
+fn run_within(dd: &Drydock, args: &[&str], limit: Duration) -> std::process::Output {
+    let child = dd.spawn(args);
+    let pid = child.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < limit {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // SAFETY: kill(2) on our own child's pid, not yet waited for.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        })
+    };
+    let out = wait_child(child);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        !watchdog.join().unwrap(),
+        "{args:?} did not end within {limit:?} (killed)"
+    );
+    out
+}
+
+#[test]
+fn every_file_a_user_names_must_be_a_regular_file_and_is_refused_at_once() {
+    let dd = Drydock::new();
+    dd.write_runbook("good.rhai", r#"runbook(#{ name: "good" }); "fine""#);
+    let work = dd.work();
+    let zero = work.join("zero.rhai");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let fifo = work.join("fifo.rhai");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let dir = work.join("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    let big_key = work.join("big.pub");
+    std::fs::write(&big_key, vec![b'k'; 70_000]).unwrap();
+    for bad in [&zero, &fifo, &dir] {
+        let f = bad.to_str().unwrap();
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["validate", f],
+            vec!["--json", "validate", f],
+            vec!["run", f],
+            vec!["run", "good", "--params-file", f],
+            vec!["schedules", "import", f],
+            vec!["calendar", "import", "holidays", f],
+            vec!["param", "put", "p", "--value-file", f],
+            vec!["--config", f, "runbooks"],
+            vec!["instance", "launch", "--image", "img-0", "--ssh-key", f],
+            vec!["instance", "launch", "--image", "img-0", "--user-data", f],
+            vec!["image", "build", "--name", "k", "--kernel", f],
+        ];
+        for args in cases {
+            let out = run_within(&dd, &args, Duration::from_secs(20));
+            assert_code(&out, 2);
+            let said = text(&out.stdout) + &text(&out.stderr);
+            assert!(
+                said.contains("not a regular file") && said.contains(f),
+                "{args:?}: {said}"
+            );
+        }
+    }
+    // A size limit per kind, named in the error.
+    let out = run_within(
+        &dd,
+        &[
+            "instance",
+            "launch",
+            "--image",
+            "img-0",
+            "--ssh-key",
+            big_key.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("at most 65536 bytes"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The regular file next to them still validates.
+    let out = dd.run(&[
+        "validate",
+        dd.dir.path().join("runbooks/good.rhai").to_str().unwrap(),
+    ]);
+    assert_code(&out, 0);
+}

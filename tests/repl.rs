@@ -519,3 +519,65 @@ fn console_to_a_real_guest_and_back() {
     let out = dd.run(&["--region", "region-a", "instance", "terminate", &id]);
     assert_code(&out, 0);
 }
+
+/// The README's "Rhai with every primitive above": `calendar::state` and
+/// `calendar::reason` work in the REPL and `:help` lists the module;
+/// `run_runbook`, `approve` and `cleanup` answer with why they exist only
+/// in runbooks and what to use instead, not "Function not found".
+#[test]
+fn calendar_functions_work_and_runbook_only_functions_say_why() {
+    let dd = Drydock::new();
+    assert_code(
+        &dd.run(&["calendar", "add", "prod", "--default", "open"]),
+        0,
+    );
+    let (start, end) = (iso(-3600), iso(3600));
+    assert_code(
+        &dd.run(&[
+            "calendar",
+            "event",
+            "prod",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--summary",
+            "Freeze",
+        ]),
+        0,
+    );
+    let out = dd.run(&[
+        "repl",
+        "-c",
+        "calendar::state(\"prod\") + \"/\" + calendar::reason(\"prod\")",
+        "-c",
+        ":help",
+        "-c",
+        ":help calendar",
+    ]);
+    assert_code(&out, 0);
+    let o = text(&out.stdout);
+    assert!(o.starts_with("closed/") && o.contains("Freeze"), "{o}");
+    let modules = o.lines().find(|l| l.starts_with("modules:")).unwrap_or("");
+    assert!(modules.contains("calendar"), "{o}");
+    assert!(o.contains("calendar::state(name)"), "{o}");
+    for (entry, says) in [
+        (
+            "run_runbook(\"clean-old-files\")",
+            "run_runbook exists only in runbooks",
+        ),
+        ("run_runbook(\"clean-old-files\", #{})", ":run NAME"),
+        (
+            "approve(#{ message: \"ok?\" })",
+            "approve exists only in runbooks",
+        ),
+        ("approve()", "`drydock approve`"),
+        ("cleanup(\"c\", || 1)", "cleanup exists only in runbooks"),
+    ] {
+        let out = dd.run(&["repl", "-c", entry]);
+        assert_code(&out, 1);
+        let e = text(&out.stderr);
+        assert!(e.contains(says), "{entry}: {e}");
+        assert!(!e.contains("not found"), "{entry}: {e}");
+    }
+}

@@ -82,26 +82,67 @@ fn dump(dd: &Drydock) {
 }
 
 /// Every file of the data directory but guest disks and images: the
-/// journal, transcripts, console logs, logs, host state.
+/// journal, transcripts, console logs, logs, host state. A directory or
+/// file that cannot be read fails the test (only one removed while the
+/// walk runs is passed over): "in no file" must mean every file was read.
 fn files_holding(dir: &std::path::Path, needle: &[u8], found: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return,
+        Err(e) => panic!(
+            "files_holding cannot read the directory {}: {e}",
+            dir.display()
+        ),
     };
-    for e in entries.flatten() {
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("files_holding: an entry of {}: {e}", dir.display()));
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if p.is_dir() {
+        let meta = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("files_holding cannot stat {}: {e}", p.display()),
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
             if name != "volumes" && name != "images" && name != "snapshots" {
                 files_holding(&p, needle, found);
             }
-        } else if p.metadata().is_ok_and(|m| m.len() < 64 << 20) && !name.ends_with(".raw") {
-            if let Ok(data) = std::fs::read(&p) {
-                if data.windows(needle.len()).any(|w| w == needle) {
-                    found.push(p.display().to_string());
+        } else if !ft.is_file() || name.ends_with(".raw") {
+            // Sockets, FIFOs, links; guest disks (instance storage).
+        } else if meta.len() >= 64 << 20 {
+            eprintln!(
+                "files_holding: {} is {} bytes, not searched",
+                p.display(),
+                meta.len()
+            );
+        } else {
+            match std::fs::read(&p) {
+                Ok(data) => {
+                    if data.windows(needle.len()).any(|w| w == needle) {
+                        found.push(p.display().to_string());
+                    }
                 }
+                Err(e) if gone(&e) => {}
+                Err(e) => panic!("files_holding cannot read {}: {e}", p.display()),
             }
         }
     }
+}
+
+/// Proves `files_holding` reads the data directory: a canary planted in a
+/// file below it is found there (and only there), then removed.
+fn files_holding_finds_a_canary(data_dir: &std::path::Path) {
+    let canary = b"files-holding-canary-7f3a9c";
+    let dir = data_dir.join("canary");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("canary.txt");
+    std::fs::write(&file, [&b"before "[..], canary, b" after"].concat()).unwrap();
+    let mut found = Vec::new();
+    files_holding(data_dir, canary, &mut found);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(found, vec![file.display().to_string()], "the canary");
 }
 
 /// Watches every process's command line (what `ps` shows) for `needle`
@@ -309,6 +350,7 @@ fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
     ] {
         assert!(!body.contains(NEW_PW), "the password is in {what}: {body}");
     }
+    files_holding_finds_a_canary(&dd.data_dir());
     let mut holding = Vec::new();
     files_holding(&dd.data_dir(), NEW_PW.as_bytes(), &mut holding);
     for f in &holding {
@@ -935,6 +977,7 @@ fn rescue_killed_and_resumed(seed: u64) {
     let listing = dd.json(&["--region", R, "instances"]);
     assert_eq!(listing["leftovers"], serde_json::json!([]), "{listing}");
     assert!(!dd.show(&execution).to_string().contains("s3cret"));
+    files_holding_finds_a_canary(&dd.data_dir());
     let mut holding = Vec::new();
     files_holding(&dd.data_dir(), b"s3cret", &mut holding);
     assert!(holding.is_empty(), "the secret is in {holding:?}");

@@ -301,6 +301,31 @@ const DOCS: &[Doc] = &[
     ("hostname", &[""], "this host's name"),
     ("now_unix", &[""], "seconds since the epoch"),
     ("now_ms", &[""], "milliseconds since the epoch"),
+    (
+        "calendar::state",
+        &["name"],
+        "\"open\" or \"closed\": a change calendar's state now",
+    ),
+    (
+        "calendar::reason",
+        &["name"],
+        "why a change calendar is closed now (empty when open)",
+    ),
+    (
+        "run_runbook",
+        &["name", "name, params", "name, params, options"],
+        "runbooks only (a child execution belongs to a step): in the REPL use `:run NAME k=v`",
+    ),
+    (
+        "approve",
+        &["", "#{ … }"],
+        "runbooks only (an approval belongs to an execution): `:save` the steps as a runbook and `:run` it",
+    ),
+    (
+        "cleanup",
+        &["name, f", "name, options, f"],
+        "runbooks only (a cleanup runs when its execution ends)",
+    ),
     ("re", &["pattern"], "a regex pattern for expect"),
     (
         "secret",

@@ -159,6 +159,47 @@ fn located(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(message.into(), ctx.call_position()).into()
 }
 
+/// Why `run_runbook`, `approve` and `cleanup` exist only in runbooks, and
+/// what to do in the REPL instead (the README says the same).
+pub const RUN_RUNBOOK_ONLY: &str = "run_runbook exists only in runbooks: a child execution is journaled under its parent execution's step, and a REPL entry is not a step of an execution. Here, `:run NAME key=value …` starts the runbook as an execution of its own";
+pub const APPROVE_ONLY: &str = "approve exists only in runbooks: an approval belongs to an execution (who asked, at which step, who may decide, what a resume replays), and a REPL session is none. To have a second person agree before a risky step, `:save` the steps as a runbook with approve(#{ … }) before that step and `:run` it; the other person answers with `drydock approve`";
+pub const CLEANUP_ONLY: &str = "cleanup exists only in runbooks: a cleanup runs when its execution ends, and a REPL session has no end the journal runs it at. Run its statements yourself when you are done, or put them in a runbook";
+
+/// `run_runbook`, `approve` and `cleanup` answer with why they exist only
+/// in runbooks (instead of Rhai's "Function not found").
+fn register_runbook_only(engine: &mut Engine) {
+    fn refuse(ctx: &NativeCallContext, why: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        Err(located(ctx, why.to_string()))
+    }
+    engine.register_fn("run_runbook", |ctx: NativeCallContext, _n: Dynamic| {
+        refuse(&ctx, RUN_RUNBOOK_ONLY)
+    });
+    engine.register_fn(
+        "run_runbook",
+        |ctx: NativeCallContext, _n: Dynamic, _p: Dynamic| refuse(&ctx, RUN_RUNBOOK_ONLY),
+    );
+    engine.register_fn(
+        "run_runbook",
+        |ctx: NativeCallContext, _n: Dynamic, _p: Dynamic, _o: Dynamic| {
+            refuse(&ctx, RUN_RUNBOOK_ONLY)
+        },
+    );
+    engine.register_fn("approve", |ctx: NativeCallContext| {
+        refuse(&ctx, APPROVE_ONLY)
+    });
+    engine.register_fn("approve", |ctx: NativeCallContext, _o: Dynamic| {
+        refuse(&ctx, APPROVE_ONLY)
+    });
+    engine.register_fn(
+        "cleanup",
+        |ctx: NativeCallContext, _n: Dynamic, _f: Dynamic| refuse(&ctx, CLEANUP_ONLY),
+    );
+    engine.register_fn(
+        "cleanup",
+        |ctx: NativeCallContext, _n: Dynamic, _o: Dynamic, _f: Dynamic| refuse(&ctx, CLEANUP_ONLY),
+    );
+}
+
 impl ReplSession {
     /// A session whose engine has the primitives `install` registers.
     pub fn new(data_dir: &Path, region: &str, profile: &str, install: Installer) -> Self {
@@ -257,6 +298,9 @@ impl ReplSession {
              f: FnPtr|
              -> Result<Dynamic, Box<EvalAltResult>> { f.call_within_context(&ctx, ()) },
         );
+        // `calendar::state(name)` / `calendar::reason(name)`, as in a runbook.
+        drydock_runtime::schedule::calendar::install(&mut engine, self.data_dir.clone());
+        register_runbook_only(&mut engine);
         let focus = self.focus.clone();
         engine.register_fn(
             "target",

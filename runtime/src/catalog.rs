@@ -153,37 +153,25 @@ impl Catalog {
 }
 
 fn load_file(path: &Path) -> Result<Runbook, CatalogError> {
-    let path = fs::canonicalize(path).map_err(|source| CatalogError::Read {
+    // Read by the name the user gave (errors name it, not what a link
+    // points to), recorded by its canonical path.
+    let source = read_bounded(path).map_err(|source| CatalogError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let source = read_bounded(&path).map_err(|source| CatalogError::Read {
-        path: path.clone(),
+    let path = fs::canonicalize(path).map_err(|source| CatalogError::Read {
+        path: path.to_path_buf(),
         source,
     })?;
     Ok(Runbook::parse(source, RunbookOrigin::File(path))?)
 }
 
-/// Reads a runbook file, at most one byte more than a runbook may hold
-/// (so a huge file is refused by size, not read whole).
+/// Reads a runbook file through the shared reader: a regular file only
+/// (a FIFO named *.rhai must not hang the catalog), refused by size when
+/// larger than a runbook may be.
 fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking open: a FIFO named *.rhai must not hang the catalog.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut text = String::new();
-    file.take(crate::runbook::MAX_SOURCE as u64 + 1)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    crate::input_file::read_to_string(path, crate::input_file::InputKind::Runbook)
+        .map_err(crate::input_file::InputFileError::into_io)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod duration;
 pub mod executor;
 pub mod identity;
 pub mod ids;
+pub mod input_file;
 pub mod interrupt;
 pub mod journal;
 pub mod observer;

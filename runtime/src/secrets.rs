@@ -88,7 +88,9 @@ impl SecretKey {
                 bytes.extend_from_slice(&key);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut f = std::fs::File::open(&path).map_err(key_err)?;
+                let (mut f, _) =
+                    crate::input_file::open(&path, crate::input_file::InputKind::SecretKey)
+                        .map_err(|e| key_err(e.into_io()))?;
                 let mode = f.metadata().map_err(key_err)?.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
                     return Err(SecretError::KeyExposed { path, mode });

@@ -82,14 +82,18 @@ pub fn run(ctx: &Context, cmd: Option<CalendarCommand>) -> Result<i32, CliError>
                 ));
             }
             drydock_runtime::journal::check_parameter_name(&name).map_err(CliError::usage)?;
-            journal.put_calendar(&CalendarRecord {
+            let record = CalendarRecord {
                 name: name.clone(),
                 default_state: default,
                 on_closed,
                 created_by: drydock_runtime::identity::Identity::current().name,
                 created_at: drydock_runtime::journal::now_ms(),
-            })?;
-            if !ctx.json {
+            };
+            journal.put_calendar(&record)?;
+            if ctx.json {
+                // As stored (an update keeps the first creation's time).
+                print_json(&journal.calendar(&name)?.unwrap_or(record));
+            } else {
                 println!("change calendar {name} saved");
             }
         }
@@ -111,14 +115,20 @@ pub fn run(ctx: &Context, cmd: Option<CalendarCommand>) -> Result<i32, CliError>
             }
         }
         Some(CalendarCommand::Import { name, file }) => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+            let text = drydock_runtime::input_file::read_to_string(
+                &file,
+                drydock_runtime::input_file::InputKind::Calendar,
+            )
+            .map_err(|e| CliError::usage(e.to_string()))?;
             let events =
                 read_ics(&text).map_err(|e| CliError::usage(format!("{}: {e}", file.display())))?;
+            let mut ids = Vec::new();
             for (s, e, summary) in &events {
-                journal.add_calendar_event(&name, *s, *e, summary)?;
+                ids.push(journal.add_calendar_event(&name, *s, *e, summary)?);
             }
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "calendar": name, "imported": ids.len(), "events": ids }));
+            } else {
                 println!(
                     "{name}: {} events imported from {}",
                     events.len(),
@@ -174,7 +184,9 @@ pub fn run(ctx: &Context, cmd: Option<CalendarCommand>) -> Result<i32, CliError>
         }
         Some(CalendarCommand::Remove { name }) => {
             journal.remove_calendar(&name)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "calendar": name, "removed": true }));
+            } else {
                 println!("change calendar {name} removed");
             }
         }

@@ -44,12 +44,13 @@ pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError>
         recipe.drivers = args.drivers;
     }
     if let Some(kernel) = args.kernel {
-        if !kernel.is_file() {
-            return Err(CliError::usage(format!(
-                "--kernel {}: no such file; give a bzImage or vmlinux (scripts/minimal-kernel builds one)",
-                kernel.display()
-            )));
-        }
+        // Only a regular file of a kernel's size: the image build reads it.
+        drydock_runtime::input_file::open(&kernel, drydock_runtime::input_file::InputKind::Kernel)
+            .map_err(|e| {
+                CliError::usage(format!(
+                    "{e}; give a bzImage or vmlinux (scripts/minimal-kernel builds one)"
+                ))
+            })?;
         // A kernel of one's own has its drivers built in: no modules.
         recipe.drivers.clear();
         recipe.kernel = Some(std::path::absolute(&kernel).unwrap_or(kernel));
@@ -311,14 +312,21 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
         eprint!("{}", super::leftovers::describe(&leftovers));
     }
     if list.is_empty() {
-        println!(
-            "{}",
-            empty_hint(
-                "instances",
-                host.region(),
-                &count_by_region(&store, "instances")?
-            )
-        );
+        if args.all_regions {
+            println!(
+                "no instances in any region ({}); launch one with `drydock instance launch --image IMAGE`",
+                REGIONS.join(", ")
+            );
+        } else {
+            println!(
+                "{}",
+                empty_hint(
+                    "instances",
+                    host.region(),
+                    &count_by_region(&store, "instances")?
+                )
+            );
+        }
         return Ok(0);
     }
     let mut t = table(&[
@@ -374,14 +382,21 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
     };
     let mut authorized_keys = Vec::new();
     for f in &args.ssh_keys {
-        let key = std::fs::read_to_string(f)
-            .map_err(|e| CliError::usage(format!("cannot read --ssh-key {}: {e}", f.display())))?;
+        let key = drydock_runtime::input_file::read_to_string(
+            f,
+            drydock_runtime::input_file::InputKind::SshKey,
+        )
+        .map_err(|e| CliError::usage(e.to_string()))?;
         authorized_keys.push(key.trim().to_string());
     }
     let user_data = match &args.user_data {
-        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
-            CliError::usage(format!("cannot read --user-data {}: {e}", f.display()))
-        })?),
+        Some(f) => Some(
+            drydock_runtime::input_file::read_to_string(
+                f,
+                drydock_runtime::input_file::InputKind::UserData,
+            )
+            .map_err(|e| CliError::usage(e.to_string()))?,
+        ),
         None => None,
     };
     let mut tags = super::volumes::parse_tags(&args.tags)?;

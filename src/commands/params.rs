@@ -140,13 +140,17 @@ pub fn run(ctx: &Context, cmd: ParamCommand) -> Result<i32, CliError> {
             label,
         } => {
             journal.label_parameter(&name, version, &label)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "name": name, "version": version, "label": label }));
+            } else {
                 println!("{name}: label {label} is on version {version}");
             }
         }
         ParamCommand::Delete { name } => {
             let n = journal.delete_parameter(&name)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "name": name, "deleted": true, "versions": n }));
+            } else {
                 println!("{name}: deleted ({n} versions)");
             }
         }
@@ -199,12 +203,11 @@ pub fn secret_text(ctx: &Context, what: &str, text: &str) -> Result<String, CliE
 
 /// A secret from a file: the whole file, without one trailing newline.
 pub fn read_secret_file(path: &Path) -> Result<String, CliError> {
-    let mut text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::usage(format!(
-            "cannot read the value from {}: {e}",
-            path.display()
-        ))
-    })?;
+    let mut text = drydock_runtime::input_file::read_to_string(
+        path,
+        drydock_runtime::input_file::InputKind::Value,
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

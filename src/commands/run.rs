@@ -24,9 +24,11 @@ pub fn params_from(
 ) -> Result<BTreeMap<String, SuppliedValue>, CliError> {
     let mut supplied = BTreeMap::new();
     if let Some(file) = params_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            CliError::usage(format!("cannot read --params-file {}: {e}", file.display()))
-        })?;
+        let text = drydock_runtime::input_file::read_to_string(
+            file,
+            drydock_runtime::input_file::InputKind::ParamsFile,
+        )
+        .map_err(|e| CliError::usage(e.to_string()))?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             CliError::usage(format!(
                 "--params-file {} is not valid JSON: {e}",

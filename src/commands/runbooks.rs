@@ -97,11 +97,14 @@ pub fn validate(ctx: &Context, args: ValidateArgs) -> Result<i32, CliError> {
     let mut results = Vec::new();
     let mut bad = 0;
     for file in &args.files {
-        let result = std::fs::read_to_string(file)
-            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
-            .and_then(|src| {
-                Runbook::parse(src, RunbookOrigin::File(file.clone())).map_err(|e| e.to_string())
-            });
+        let result = drydock_runtime::input_file::read_to_string(
+            file,
+            drydock_runtime::input_file::InputKind::Runbook,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|src| {
+            Runbook::parse(src, RunbookOrigin::File(file.clone())).map_err(|e| e.to_string())
+        });
         if result.is_err() {
             bad += 1;
         }

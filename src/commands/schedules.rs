@@ -23,21 +23,29 @@ pub fn run(ctx: &Context, cmd: Option<SchedulesCommand>) -> Result<i32, CliError
         Some(SchedulesCommand::Show { name }) => show(ctx, &name),
         Some(SchedulesCommand::Remove { name }) => {
             ctx.executor.journal()?.remove_schedule(&name)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "schedule": name, "removed": true }));
+            } else {
                 println!("schedule {name} removed (its history stays in the journal)");
             }
             Ok(0)
         }
         Some(SchedulesCommand::Pause { name }) => {
-            ctx.executor.journal()?.set_schedule_paused(&name, true)?;
-            if !ctx.json {
+            let mut journal = ctx.executor.journal()?;
+            journal.set_schedule_paused(&name, true)?;
+            if ctx.json {
+                print_json(&journal.schedule(&name)?);
+            } else {
                 println!("schedule {name} paused; its slots are skipped until `drydock schedules resume {name}`");
             }
             Ok(0)
         }
         Some(SchedulesCommand::Resume { name }) => {
-            ctx.executor.journal()?.set_schedule_paused(&name, false)?;
-            if !ctx.json {
+            let mut journal = ctx.executor.journal()?;
+            journal.set_schedule_paused(&name, false)?;
+            if ctx.json {
+                print_json(&journal.schedule(&name)?);
+            } else {
                 println!("schedule {name} resumed");
             }
             Ok(0)
@@ -281,8 +289,11 @@ fn add(ctx: &Context, args: Box<ScheduleAddArgs>) -> Result<i32, CliError> {
 /// Imports (adds or replaces) the schedules of a TOML file:
 /// `[[schedule]] name = … runbook = … schedule = … [schedule.params] …`.
 pub fn import_file(ctx: &Context, path: &Path) -> Result<usize, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let text = drydock_runtime::input_file::read_to_string(
+        path,
+        drydock_runtime::input_file::InputKind::Schedules,
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
     let file: ScheduleFile = toml::from_str(&text).map_err(|e| {
         CliError::usage(format!(
             "{} is not a valid schedules file: {e}",

@@ -90,8 +90,20 @@ pub fn bind(data_dir: &Path) -> Result<tokio::net::UnixListener, CliError> {
             )))
         }
     }
-    tokio::net::UnixListener::bind(&path)
-        .map_err(|e| CliError::failure(format!("cannot listen on {}: {e}", path.display())))
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| CliError::failure(format!("cannot listen on {}: {e}", path.display())))?;
+    // The umask leaves a socket at 0700 (0770): set the documented mode,
+    // 0600 (0660 with a sharing group). Connecting needs write permission,
+    // so until this chmod it is at least as private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = drydock_vmm::private::shared_socket_mode();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        CliError::failure(format!(
+            "cannot set the mode of {} to {mode:o}: {e}; check that this account owns the data directory",
+            path.display()
+        ))
+    })?;
+    Ok(listener)
 }
 
 /// The largest answer the client reads (a status or a list of executions).

@@ -88,7 +88,7 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
                 ));
             }
             drydock_runtime::journal::check_parameter_name(&name).map_err(CliError::usage)?;
-            journal.put_window(&WindowRecord {
+            let record = WindowRecord {
                 name: name.clone(),
                 expression: schedule,
                 timezone: tz,
@@ -98,8 +98,12 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
                 created_by: drydock_runtime::identity::Identity::current().name,
                 created_at: drydock_runtime::journal::now_ms(),
                 last_slot_at: None,
-            })?;
-            if !ctx.json {
+            };
+            journal.put_window(&record)?;
+            if ctx.json {
+                // As stored (an update keeps what the journal keeps).
+                print_json(&journal.window(&name)?);
+            } else {
                 println!("maintenance window {name} saved; register tasks with `drydock windows task {name} TASK --runbook …`");
             }
         }
@@ -121,14 +125,17 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
                         e.to_string().replace('\n', "\n  ")
                     ))
                 })?;
-            journal.put_window_task(&WindowTask {
+            let record = WindowTask {
                 window: window.clone(),
                 name: task.clone(),
                 runbook: rb.name.clone(),
                 params: resolved,
                 priority,
-            })?;
-            if !ctx.json {
+            };
+            journal.put_window_task(&record)?;
+            if ctx.json {
+                print_json(&record);
+            } else {
                 println!("{window}: task {task} ({}) at priority {priority}", rb.name);
             }
         }
@@ -181,7 +188,9 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
         }
         Some(WindowsCommand::Remove { name }) => {
             journal.remove_window(&name)?;
-            if !ctx.json {
+            if ctx.json {
+                print_json(&json!({ "window": name, "removed": true }));
+            } else {
                 println!("maintenance window {name} removed");
             }
         }

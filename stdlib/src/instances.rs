@@ -533,6 +533,15 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         volume_map(&h, &rec)
     });
     let o = open.clone();
+    // `volume::list()`: every volume of the region, as `instance::list()`.
+    vol.set_native_fn("list", move || -> R<Array> {
+        let h = o()?;
+        let list = h.volumes_tagged(None).map_err(fail)?;
+        list.iter()
+            .map(|v| volume_map(&h, v).map(Dynamic::from))
+            .collect()
+    });
+    let o = open.clone();
     vol.set_native_fn("list", move |opts: Map| -> R<Array> {
         let filter = list_filter("volume::list", &opts)?;
         let h = o()?;

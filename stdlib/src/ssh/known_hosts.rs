@@ -202,10 +202,13 @@ pub fn append(path: &Path, name: &str, key_type: &str, blob: &[u8]) -> std::io::
             .mode(0o700)
             .create(dir)?;
     }
-    let existing = match std::fs::read(path) {
+    let existing = match drydock_runtime::input_file::read(
+        path,
+        drydock_runtime::input_file::InputKind::KnownHosts,
+    ) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e.into_io()),
     };
     let mut line = String::new();
     if !existing.is_empty() && !existing.ends_with(b"\n") {

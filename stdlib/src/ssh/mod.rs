@@ -283,15 +283,13 @@ pub fn connect(
 
     // What known_hosts says about this host, before talking to it.
     let name = known_hosts::host_name(host, port);
-    let text = match std::fs::read_to_string(&opts.known_hosts) {
+    let text = match drydock_runtime::input_file::read_to_string(
+        &opts.known_hosts,
+        drydock_runtime::input_file::InputKind::KnownHosts,
+    ) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(failed(format!(
-                "cannot read known hosts file {}: {e}",
-                opts.known_hosts.display()
-            )))
-        }
+        Err(e) if e.is_not_found() => String::new(),
+        Err(e) => return Err(failed(e.to_string())),
     };
     let entries =
         if opts.host_key == HostKeyPolicy::Strict || opts.host_key == HostKeyPolicy::AcceptNew {
