@@ -244,3 +244,58 @@ step("launch and fail", #{ attempts: 2, backoff: "1s" }, || {
     let list = dd.json(&["--region", R, "instances"]);
     assert_eq!(list["leftovers"], serde_json::json!([]), "{list}");
 }
+
+/// fault::inject in a step whose runner is killed after the injection:
+/// the resumed step injects it again whole (the first is reverted from its
+/// recorded undo), not "already has disk-full".
+#[test]
+fn a_fault_injected_by_a_step_cut_off_is_injected_once() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--allow-faults"]);
+    let out = dd.run(&["--region", R, "instance", "stop", &id]);
+    assert_code(&out, 0);
+    dd.write_runbook(
+        "break-it.rhai",
+        r#"
+runbook(#{
+    name: "break-it",
+    description: "injects a fault in a step, then waits",
+    params: #{ instance: #{ type: "string" } },
+});
+step("inject", || {
+    let f = fault::inject(params.instance, "disk-full");
+    print(`injected ${f.id}`);
+    sleep(3);
+    f.id
+})
+"#,
+    );
+    let p = format!("instance={id}");
+    let mut child = dd.spawn(&["--region", R, "run", "break-it", "-p", &p]);
+    let ex = dd.only_execution_of("break-it");
+    dd.wait_until("the fault was injected", || {
+        dd.show(&ex)["events"]
+            .to_string()
+            .contains("injected fault-")
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+    let out = dd.run(&["--json", "--region", R, "resume", &ex]);
+    assert_code(&out, 0);
+    let faults = dd.json(&["--region", R, "fault", "list", &id]);
+    let list = faults
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| faults["faults"].as_array().cloned().unwrap_or_default());
+    let active: Vec<&Value> = list.iter().filter(|f| f["reverted_at"].is_null()).collect();
+    assert_eq!(active.len(), 1, "one fault in effect: {faults}");
+    assert_eq!(
+        list.len(),
+        2,
+        "the first, reverted, and the second: {faults}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], active[0]["id"], "{v}");
+}

@@ -60,7 +60,7 @@ pub fn run(ctx: &Context, cmd: FaultCommand) -> Result<i32, CliError> {
             target,
         } => {
             let host = open_host(ctx)?;
-            let rec = host.inject_fault(&instance, &fault, target.as_deref())?;
+            let rec = host.inject_fault(&instance, &fault, target.as_deref(), None)?;
             if ctx.json {
                 print_json(&rec);
             } else {

@@ -41,17 +41,23 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     };
     let mut m = Module::new();
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     m.set_native_fn("inject", move |instance: &str, name: &str| -> R<Map> {
-        let rec = o()?.inject_fault(instance, name, None).map_err(fail)?;
+        let token = sites.next("fault").map(|c| c.token);
+        let rec = o()?
+            .inject_fault(instance, name, None, token.as_deref())
+            .map_err(fail)?;
         Ok(to_dynamic(&rec).try_cast::<Map>().unwrap_or_default())
     });
     // fault::inject(id, "stop-service", "syslogd")
     let o = open.clone();
+    let sites = ctx.call_sites.clone();
     m.set_native_fn(
         "inject",
         move |instance: &str, name: &str, target: &str| -> R<Map> {
+            let token = sites.next("fault").map(|c| c.token);
             let rec = o()?
-                .inject_fault(instance, name, Some(target))
+                .inject_fault(instance, name, Some(target), token.as_deref())
                 .map_err(fail)?;
             Ok(to_dynamic(&rec).try_cast::<Map>().unwrap_or_default())
         },

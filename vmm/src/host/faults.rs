@@ -6,7 +6,7 @@
 //! instances tagged `allow-faults=true` (set by `--allow-faults` at
 //! launch) can be broken: a drill never breaks the wrong machine.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::store::{new_id, now_ms, InstanceConfig};
@@ -144,6 +144,7 @@ impl Host {
     fn faults_table(&self) -> Result<super::store::HostStore, HostError> {
         let store = self.store()?;
         store.conn.execute_batch(SCHEMA)?;
+        super::store::add_column(&store.conn, "faults", "client_token", "TEXT")?;
         Ok(store)
     }
 
@@ -209,13 +210,35 @@ impl Host {
     }
 
     /// Puts the fault `name` into the stopped instance `id`.
+    ///
+    /// With a client token (a runbook step's, see
+    /// [`super::client_tokens`]), a call made again after its runner died
+    /// — perhaps half way through changing the volume — reverts what the
+    /// first call put in (its undo was recorded before anything changed)
+    /// and injects again: one fault, whole, never "already injected".
     pub fn inject_fault(
         &self,
         id: &str,
         name: &str,
         arg: Option<&str>,
+        token: Option<&str>,
     ) -> Result<FaultRecord, HostError> {
         let kind = kind(name)?;
+        if let Some(t) = token {
+            let earlier: Option<String> = self
+                .faults_table()?
+                .conn
+                .query_row(
+                    "SELECT id FROM faults WHERE client_token = ?1 AND instance = ?2 AND reverted_at IS NULL",
+                    params![t, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(earlier) = earlier {
+                tracing::warn!(instance = id, fault = %earlier, "the same call injected this fault before (cut off?): reverting it to inject it whole");
+                self.revert_faults(id, Some(&earlier))?;
+            }
+        }
         match (kind.name, arg) {
             ("stop-service", None) => {
                 return Err(HostError::Invalid(
@@ -431,8 +454,8 @@ impl Host {
         let undo_json =
             serde_json::to_string(&rec.undo).map_err(|e| HostError::Vmm(e.to_string()))?;
         self.faults_table()?.conn.execute(
-            "INSERT INTO faults (id, instance, fault, detail, undo, injected_by, injected_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO faults (id, instance, fault, detail, undo, injected_by, injected_at, client_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 rec.id,
                 rec.instance,
@@ -440,7 +463,8 @@ impl Host {
                 rec.detail,
                 undo_json,
                 rec.injected_by,
-                rec.injected_at
+                rec.injected_at,
+                token
             ],
         )?;
         tracing::info!(

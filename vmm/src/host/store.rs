@@ -344,7 +344,12 @@ pub struct HostStore {
 pub(crate) use drydock_runtime::ids::now_ms;
 
 /// Adds a column that older host databases lack.
-fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+pub(crate) fn add_column(
+    c: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> rusqlite::Result<()> {
     let has: bool = c
         .prepare(&format!(
             "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
