@@ -20,10 +20,21 @@ pub struct ConfigFile {
     /// group-readable and -writable, and its sockets accept the group).
     pub group: Option<String>,
     /// Accounts (names or `@group`) that may use `--auto-approve` on any
-    /// runbook; root always may.
+    /// runbook; root always may. Honoured only from a config file the
+    /// caller cannot use to grant themselves rights: see [`trusted_admins`].
     #[serde(default)]
     pub admins: Vec<String>,
+    /// The account that owns a shared data directory (group mode): its
+    /// files and runbooks are trusted like the caller's own.
+    pub owner: Option<String>,
+    /// Bundled runbooks that a user runbook of the same name may replace
+    /// (otherwise two runbooks of one name are refused).
+    #[serde(default)]
+    pub override_bundled: Vec<String>,
 }
+
+/// The system-wide config, consulted for `admins` only (root-owned).
+pub const SYSTEM_CONFIG: &str = "/etc/drydock/config.toml";
 
 /// Settings after every source is applied.
 #[derive(Debug)]
@@ -36,6 +47,12 @@ pub struct Settings {
     pub group: Option<String>,
     /// Admin accounts besides root.
     pub admins: Vec<String>,
+    /// The shared data directory's owner (uid), from `owner`.
+    pub owner: Option<u32>,
+    /// Bundled runbooks a user runbook may replace.
+    pub override_bundled: Vec<String>,
+    /// Why admins listed in a config file were not honoured, if they were not.
+    pub ignored_admins: Option<String>,
 }
 
 fn home() -> PathBuf {
@@ -60,6 +77,61 @@ fn load_config(path: &Path, explicit: bool) -> Result<ConfigFile, CliError> {
         Err(e) if e.is_not_found() && !explicit => Ok(ConfigFile::default()),
         Err(e) => Err(CliError::usage(e.to_string())),
     }
+}
+
+/// Who may grant admin rights: `admins` count only from a config file
+/// owned by root, or by the data directory's owner, that nobody else can
+/// write. A caller's own config (`--config /tmp/mine.toml`) cannot make
+/// them an admin of a data directory they do not own. Returns the admins
+/// honoured, and why others were not.
+fn trusted_admins(
+    config_path: &Path,
+    listed: Vec<String>,
+    data_dir: &Path,
+) -> (Vec<String>, Option<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut admins = Vec::new();
+    let mut ignored = None;
+    // The data directory's owner: the caller for a directory not made yet.
+    let dir_owner = std::fs::metadata(data_dir)
+        .map(|m| m.uid())
+        .unwrap_or_else(|_| drydock_runtime::identity::Identity::current().uid);
+    let trusted_file = |p: &Path, owners: &[u32]| -> Result<(), String> {
+        let m = std::fs::metadata(p).map_err(|e| e.to_string())?;
+        if !owners.contains(&m.uid()) {
+            return Err(format!(
+                "{} belongs to {}, not to root or the data directory's owner",
+                p.display(),
+                drydock_runtime::identity::Identity::of_uid(m.uid()).name
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is writable by others (mode {:04o})",
+                p.display(),
+                m.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    if !listed.is_empty() {
+        match trusted_file(config_path, &[0, dir_owner]) {
+            Ok(()) => admins.extend(listed),
+            Err(why) => {
+                ignored = Some(format!(
+                    "`admins` in {} were ignored: {why}; admins come from {SYSTEM_CONFIG} (owned by root) or the data directory owner's config",
+                    config_path.display()
+                ))
+            }
+        }
+    }
+    let system = Path::new(SYSTEM_CONFIG);
+    if system != config_path && system.exists() {
+        if let (Ok(()), Ok(c)) = (trusted_file(system, &[0]), load_config(system, false)) {
+            admins.extend(c.admins);
+        }
+    }
+    (admins, ignored)
 }
 
 /// Resolves the settings from flags, environment and config file.
@@ -112,13 +184,26 @@ pub fn resolve(
             )));
         }
     }
+    let owner = match &config.owner {
+        None => None,
+        Some(name) => Some(drydock_runtime::identity::user_id(name).ok_or_else(|| {
+            CliError::usage(format!(
+                "`owner = {name:?}` in {}: no such account",
+                config_path.display()
+            ))
+        })?),
+    };
+    let (admins, ignored_admins) = trusted_admins(&config_path, config.admins, &data_dir);
     Ok(Settings {
         data_dir,
         runbook_dirs,
         region,
         profile,
         group,
-        admins: config.admins,
+        admins,
+        owner,
+        override_bundled: config.override_bundled,
+        ignored_admins,
     })
 }
 

@@ -105,6 +105,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         &settings.data_dir,
         drydock_runtime::access::Sharing {
             group: settings.group.clone(),
+            owner: settings.owner,
         },
     )
     .map_err(|e| {
@@ -117,7 +118,16 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
     // journals and logs) is tightened by the first command of any kind,
     // not only by host commands (once: a mark file records it).
     drydock_vmm::private::tighten_data_dir(&settings.data_dir);
-    let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone());
+    if let Some(why) = &settings.ignored_admins {
+        eprintln!("drydock: {why}");
+    }
+    // Runbook files run only when written by the caller, root or the
+    // shared data directory's owner (runtime/src/provenance.rs).
+    let catalog = Catalog::new(drydock_runbooks::bundled(), settings.runbook_dirs.clone())
+        .with_trust(drydock_runtime::provenance::Trust::for_caller(
+            settings.owner,
+        ))
+        .with_overrides(settings.override_bundled.clone());
     let executor = Executor::new(settings.data_dir.clone(), catalog)
         .with_location(&settings.region, &settings.profile)
         .with_admins(settings.admins.clone())

@@ -18,6 +18,9 @@ use crate::identity::{group_id, Identity};
 pub struct Sharing {
     /// The group whose members share the data directory.
     pub group: Option<String>,
+    /// The account that owns a shared data directory (`owner` in the
+    /// config), trusted besides the caller and root.
+    pub owner: Option<u32>,
 }
 
 static SHARING: OnceLock<Sharing> = OnceLock::new();
@@ -70,6 +73,72 @@ pub fn init(data_dir: &Path, sharing: Sharing) -> std::io::Result<()> {
         }
         if meta.permissions().mode() & 0o7777 != dir_mode {
             std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(dir_mode))?;
+        }
+    }
+    check_data_dir(data_dir, gid)
+}
+
+/// Refuses a data directory another account could have planted or can
+/// change behind the caller's back: one owned by someone other than the
+/// caller, root or (in group mode) the configured `owner`, or writable by
+/// others (or, without a sharing group, by its group); and a journal, host
+/// database, key or runbook directory in it that others may write. It
+/// never loosens anything; the caller's own older state was tightened
+/// above.
+fn check_data_dir(data_dir: &Path, gid: Option<u32>) -> std::io::Result<()> {
+    let me = Identity::current();
+    let owner = sharing().owner;
+    let refuse = |msg: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            msg,
+        ))
+    };
+    let trusted = |uid: u32| uid == me.uid || uid == 0 || Some(uid) == owner;
+    let meta = std::fs::symlink_metadata(data_dir)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if !trusted(meta.uid()) {
+        return refuse(format!(
+            "it belongs to {} (mode {mode:04o}), not to you: its owner decides what is in it (runbooks, the journal your parameters go to).              Use a data directory of your own (--data-dir), or, to share one, set `group` and the directory's owner (`owner = \"{}\"` in the config)",
+            Identity::of_uid(meta.uid()).name,
+            Identity::of_uid(meta.uid()).name,
+        ));
+    }
+    let forbidden = if gid.is_some() { 0o002 } else { 0o022 };
+    if mode & forbidden != 0 {
+        return refuse(format!(
+            "it is writable by {} (mode {mode:04o}): anyone who can write it can plant runbooks or read what you store. Fix: chmod {} {}",
+            if mode & 0o002 != 0 { "everyone" } else { "its group" },
+            if gid.is_some() { "o-w" } else { "go-w" },
+            data_dir.display()
+        ));
+    }
+    for name in [
+        "journal.sqlite3",
+        "host.sqlite3",
+        "keys",
+        "keys/secrets.key",
+        "runbooks",
+    ] {
+        let p = data_dir.join(name);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let mode = m.permissions().mode() & 0o7777;
+        if m.file_type().is_symlink() {
+            return refuse(format!(
+                "{} is a symbolic link; drydock keeps its state in plain files. Remove it (or use another data directory)",
+                p.display()
+            ));
+        }
+        if mode & forbidden != 0 {
+            return refuse(format!(
+                "{} is writable by {} (mode {mode:04o}); anyone who can write it can change what drydock runs or stores. Fix: chmod {} {}",
+                p.display(),
+                if mode & 0o002 != 0 { "everyone" } else { "its group" },
+                if gid.is_some() { "o-w" } else { "go-w" },
+                p.display()
+            ));
         }
     }
     Ok(())

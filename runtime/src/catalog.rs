@@ -18,6 +18,9 @@ pub enum CatalogError {
     },
     #[error("{0}")]
     Invalid(#[from] RunbookError),
+    /// A file another account could have written, or a name two runbooks claim.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// The runbooks drydock knows about.
@@ -25,6 +28,11 @@ pub enum CatalogError {
 pub struct Catalog {
     bundled: Vec<(String, String)>,
     dirs: Vec<PathBuf>,
+    /// Whose runbook files may run.
+    trust: crate::provenance::Trust,
+    /// Names of bundled runbooks a user runbook may replace (the config's
+    /// `override_bundled`); any other same-named pair is refused.
+    overrides: Vec<String>,
 }
 
 /// A runbook as listed, valid or not.
@@ -39,7 +47,44 @@ pub struct CatalogEntry {
 impl Catalog {
     /// A catalog of bundled runbooks (file name, source) and user directories.
     pub fn new(bundled: Vec<(String, String)>, dirs: Vec<PathBuf>) -> Self {
-        Self { bundled, dirs }
+        Self {
+            bundled,
+            dirs,
+            trust: crate::provenance::Trust::default(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Whose files may run (the caller and root by default).
+    pub fn with_trust(mut self, trust: crate::provenance::Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Bundled runbooks that a user runbook of the same name replaces.
+    pub fn with_overrides(mut self, names: Vec<String>) -> Self {
+        self.overrides = names;
+        self
+    }
+
+    /// The runbook directory a file is in (its top for the ownership
+    /// check), else the directory holding it.
+    fn top_of(&self, canonical: &Path) -> PathBuf {
+        for d in &self.dirs {
+            if let Ok(c) = fs::canonicalize(d) {
+                if canonical.starts_with(&c) {
+                    return c;
+                }
+            }
+        }
+        canonical
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    fn load_file(&self, path: &Path) -> Result<Runbook, CatalogError> {
+        load_file(path, |canonical| self.top_of(canonical), &self.trust)
     }
 
     /// The user directories searched, in order.
@@ -67,7 +112,7 @@ impl Catalog {
     pub fn entries(&self) -> Vec<CatalogEntry> {
         let mut entries: Vec<CatalogEntry> = Vec::new();
         for path in self.user_files() {
-            let runbook = load_file(&path).map_err(|e| match e {
+            let runbook = self.load_file(&path).map_err(|e| match e {
                 CatalogError::Invalid(e) => e,
                 other => RunbookError {
                     origin: path.display().to_string(),
@@ -104,9 +149,34 @@ impl Catalog {
     pub fn find(&self, name_or_path: &str) -> Result<Runbook, CatalogError> {
         let as_path = Path::new(name_or_path);
         if name_or_path.ends_with(".rhai") || name_or_path.contains('/') {
-            return load_file(as_path);
+            return self.load_file(as_path);
         }
-        for entry in self.entries() {
+        let entries = self.entries();
+        // A user runbook never silently takes a bundled one's place.
+        for bundled in entries.iter().filter(|e| e.shadowed) {
+            let Ok(b) = &bundled.runbook else { continue };
+            let stem = match &bundled.origin {
+                RunbookOrigin::Bundled(f) => f.strip_suffix(".rhai").unwrap_or(f).to_string(),
+                RunbookOrigin::File(_) => continue,
+            };
+            if (b.name == name_or_path || stem == name_or_path)
+                && !self.overrides.iter().any(|o| o == &b.name)
+            {
+                let user = entries
+                    .iter()
+                    .find(|e| {
+                        matches!(e.origin, RunbookOrigin::File(_))
+                            && e.runbook.as_ref().is_ok_and(|u| u.name == b.name)
+                    })
+                    .map(|e| e.origin.to_string())
+                    .unwrap_or_default();
+                return Err(CatalogError::Untrusted(format!(
+                    "two runbooks are named `{}`: {user} and the bundled {}; drydock does not let one silently replace the other.                      Rename yours (its `name` and file), run it by path, or pin it in the config: override_bundled = [\"{}\"]",
+                    b.name, bundled.origin, b.name
+                )));
+            }
+        }
+        for entry in entries {
             let stem_matches = match &entry.origin {
                 RunbookOrigin::File(p) => p.file_stem().is_some_and(|s| s == name_or_path),
                 RunbookOrigin::Bundled(f) => f.strip_suffix(".rhai") == Some(name_or_path),
@@ -148,30 +218,60 @@ impl Catalog {
                 RunbookOrigin::Bundled(file.to_string()),
             )?);
         }
-        load_file(Path::new(origin))
+        self.load_file(Path::new(origin))
     }
 }
 
-fn load_file(path: &Path) -> Result<Runbook, CatalogError> {
+/// Loads a runbook file through the shared reader (a regular file only: a
+/// FIFO named *.rhai must not hang the catalog; refused by size when
+/// larger than a runbook may be), after checking who could have written it
+/// and the directories above it up to `top` ([`crate::provenance`]).
+fn load_file(
+    path: &Path,
+    top: impl Fn(&Path) -> PathBuf,
+    trust: &crate::provenance::Trust,
+) -> Result<Runbook, CatalogError> {
+    use crate::input_file::{open, InputFileError, InputKind};
+    use std::io::Read;
+    let read_err = |source: std::io::Error| CatalogError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     // Read by the name the user gave (errors name it, not what a link
     // points to), recorded by its canonical path.
-    let source = read_bounded(path).map_err(|source| CatalogError::Read {
-        path: path.to_path_buf(),
-        source,
+    let (file, _) =
+        open(path, InputKind::Runbook).map_err(|e| read_err(InputFileError::into_io(e)))?;
+    let limit = InputKind::Runbook.limit();
+    let canonical = fs::canonicalize(path).map_err(read_err)?;
+    let (uid, mode) = crate::provenance::check(&file, path, &canonical, &top(&canonical), trust)
+        .map_err(CatalogError::Untrusted)?;
+    let mut bytes = Vec::new();
+    (&file)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than a runbook may be ({limit} bytes)"),
+        )));
+    }
+    let source = String::from_utf8(bytes).map_err(|_| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
     })?;
-    let path = fs::canonicalize(path).map_err(|source| CatalogError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(Runbook::parse(source, RunbookOrigin::File(path))?)
-}
-
-/// Reads a runbook file through the shared reader: a regular file only
-/// (a FIFO named *.rhai must not hang the catalog), refused by size when
-/// larger than a runbook may be.
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    crate::input_file::read_to_string(path, crate::input_file::InputKind::Runbook)
-        .map_err(crate::input_file::InputFileError::into_io)
+    let sha256 = crate::provenance::sha256_hex(&source);
+    let mut runbook = Runbook::parse(source, RunbookOrigin::File(canonical.clone()))?;
+    runbook.provenance = Some(crate::provenance::Provenance {
+        path: canonical,
+        owner_uid: uid,
+        owner: crate::identity::user_name(uid).unwrap_or_else(|| format!("uid {uid}")),
+        mode: mode & 0o7777,
+        sha256,
+    });
+    Ok(runbook)
 }
 
 #[cfg(test)]
@@ -179,7 +279,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_runbooks_shadow_bundled_ones_and_unknown_names_list_known() {
+    fn a_user_runbook_never_silently_shadows_a_bundled_one_and_unknown_names_list_known() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("mine.rhai"),
@@ -193,7 +293,17 @@ mod tests {
             )],
             vec![dir.path().to_path_buf()],
         );
-        assert_eq!(cat.find("hello").unwrap().description, "user");
+        // Two runbooks of one name: refused, naming both, unless pinned.
+        let err = cat.find("hello").unwrap_err().to_string();
+        assert!(
+            err.contains("two runbooks are named `hello`")
+                && err.contains("mine.rhai")
+                && err.contains("<bundled>/hello.rhai")
+                && err.contains("override_bundled"),
+            "{err}"
+        );
+        let pinned = cat.clone().with_overrides(vec!["hello".into()]);
+        assert_eq!(pinned.find("hello").unwrap().description, "user");
         let entries = cat.entries();
         assert!(entries.iter().any(|e| e.shadowed));
         let err = cat.find("nope").unwrap_err().to_string();

@@ -41,6 +41,8 @@ pub struct Runbook {
     pub params: Vec<ParamSpec>,
     pub source: String,
     pub origin: RunbookOrigin,
+    /// For a file: who owns it and what it held when it was loaded.
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 /// A problem with a runbook's source or its metadata, located in the file.
@@ -153,6 +155,7 @@ impl Runbook {
             params,
             source: String::new(),
             origin: origin.clone(),
+            provenance: None,
         })
     }
 

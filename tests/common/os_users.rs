@@ -76,13 +76,16 @@ impl Drydock {
     /// temporary directory is private to root by default).
     pub fn open_to_other_users(&self) {
         use std::os::unix::fs::PermissionsExt;
-        for p in [
-            self.dir.path().to_path_buf(),
-            self.dir.path().join("runbooks"),
-            self.dir.path().join("work"),
-        ] {
+        for p in [self.dir.path().to_path_buf(), self.dir.path().join("work")] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
         }
+        // Readable by all, writable only by its owner: drydock runs no
+        // runbook from a directory others can write.
+        std::fs::set_permissions(
+            self.dir.path().join("runbooks"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
 
     /// The drydock command run as another account (`runuser` sets its

@@ -1,0 +1,204 @@
+//! Trust boundaries, second pass (issue 19), each found by a review with
+//! real local accounts and reproduced here with them: a runbook planted in
+//! a shared runbook directory, a planted data directory, an admin made by
+//! one's own config file.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::os_users::{os_group, os_user, OsUser};
+use common::*;
+
+const PLANTED: &str = r#"
+runbook(#{ name: "tick", description: "planted" });
+write_file(`${env("WORK")}/planted-ran`, "the planted code ran as the caller");
+"#;
+
+const GATED: &str = r#"
+runbook(#{ name: "gated", params: #{ timeout: #{ type: "duration", default_value: "2s" } } });
+approve(#{ message: "go?", approvers: ["ddtbob"], timeout: params.timeout }).decision
+"#;
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn shared() -> (Drydock, OsUser) {
+    os_group("ddtrust");
+    let alice = os_user("ddtalice", &["ddtrust"]);
+    let _bob = os_user("ddtbob", &["ddtrust"]);
+    let mut dd = Drydock::new();
+    dd.group = Some("ddtrust".into());
+    dd.open_to_other_users();
+    // The owner sets up the shared data directory.
+    assert_code(&dd.run(&["runbooks"]), 0);
+    (dd, alice)
+}
+
+/// A member of the sharing group plants runbooks in the shared data
+/// directory's runbook directory — one named like a bundled runbook, one
+/// new — and the owner runs them by name: both are refused, naming the
+/// file, its owner and mode and the fix; nothing of them runs.
+#[test]
+fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
+    let (dd, alice) = shared();
+    let runbooks = dd.data_dir().join("runbooks");
+    let as_alice = |script: &str| {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", &alice.name, "--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let planted_clean = PLANTED.replace("\"tick\"", "\"clean-old-files\"");
+    std::fs::write(dd.work().join("tick.src"), PLANTED).unwrap();
+    std::fs::write(dd.work().join("clean.src"), planted_clean).unwrap();
+    chmod(&dd.work().join("tick.src"), 0o644);
+    chmod(&dd.work().join("clean.src"), 0o644);
+    as_alice(&format!(
+        "umask 022; mkdir -p {r} && cp {w}/tick.src {r}/tick.rhai && cp {w}/clean.src {r}/clean-old-files.rhai",
+        r = runbooks.display(),
+        w = dd.work().display()
+    ));
+    let out = dd.run(&["run", "tick"]);
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tick.rhai") && err.contains("ddtalice") && err.contains("owned by"),
+        "{err}"
+    );
+    let out = dd.run(&[
+        "run",
+        "clean-old-files",
+        "-p",
+        "dir=/nonexistent",
+        "-p",
+        "older_than_days=1",
+    ]);
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.contains("ddtalice"), "{err}");
+    assert!(
+        !dd.work().join("planted-ran").exists(),
+        "the planted code ran"
+    );
+    // The owner's own file in a directory the group cannot write runs.
+    let mine = dd.dir.path().join("runbooks").join("tick.rhai");
+    std::fs::write(&mine, PLANTED.replace("planted", "mine")).unwrap();
+    chmod(&mine, 0o644);
+    // (The planted directory still names a second `tick`: run by path.)
+    let out = dd.run(&["run", mine.to_str().unwrap()]);
+    assert_code(&out, 0);
+    // A file of one's own that the group may write is refused too.
+    chmod(&mine, 0o664);
+    let out = dd.run(&["run", mine.to_str().unwrap()]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("chmod go-w"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Another account pre-creates a data directory open to everyone, with a
+/// journal anyone may write; the victim's drydock refuses to use it.
+#[test]
+fn a_data_directory_planted_by_another_account_is_refused() {
+    os_group("ddtrust");
+    let alice = os_user("ddtalice", &["ddtrust"]);
+    let dd = Drydock::new();
+    chmod(dd.dir.path(), 0o777);
+    let planted = dd.dir.path().join("planted");
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            &alice.name,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "mkdir -m 0777 {p} && touch {p}/journal.sqlite3 && chmod 0666 {p}/journal.sqlite3",
+                p = planted.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = std::process::Command::new(bin())
+        .args(["--data-dir", planted.to_str().unwrap(), "runbooks"])
+        .env_remove("DRYDOCK_GROUP")
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ddtalice") && err.contains("not to you"),
+        "{err}"
+    );
+    // Nothing was loosened or written there.
+    assert_eq!(
+        std::fs::metadata(planted.join("journal.sqlite3"))
+            .unwrap()
+            .len(),
+        0
+    );
+    // One's own directory left open to everyone is refused with the fix.
+    let mine = dd.dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("journal.sqlite3"), b"").unwrap();
+    chmod(&mine.join("journal.sqlite3"), 0o666);
+    let out = std::process::Command::new(bin())
+        .args(["--data-dir", mine.to_str().unwrap(), "runbooks"])
+        .env_remove("DRYDOCK_GROUP")
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("journal.sqlite3") && err.contains("chmod"),
+        "{err}"
+    );
+}
+
+/// A member's own config file names them an admin: their --auto-approve
+/// still does not settle an approval that does not allow it, and drydock
+/// says why the admins were ignored.
+#[test]
+fn a_config_of_ones_own_does_not_make_one_an_admin() {
+    let (dd, alice) = shared();
+    dd.write_runbook("gated.rhai", GATED);
+    let config = dd.work().join("alice.toml");
+    std::fs::write(&config, "admins = [\"ddtalice\"]\n").unwrap();
+    std::os::unix::fs::chown(&config, Some(alice.uid), None).unwrap();
+    chmod(&config, 0o600);
+    let out = dd.run_as(
+        &alice,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "gated",
+            "--auto-approve",
+        ],
+    );
+    assert_code(&out, 4);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`admins` in") && err.contains("ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--auto-approve by ddtalice does not apply"),
+        "{err}"
+    );
+    let id = dd.only_execution_of("gated");
+    let show = dd.show(&id);
+    assert!(
+        show["approvals"][0]["decisions"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "{show}"
+    );
+}
