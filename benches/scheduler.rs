@@ -34,6 +34,8 @@ fn record(i: usize, expr: &str, runbook: &str) -> ScheduleRecord {
         source: "bench".into(),
         last_slot_at: None,
         fleet: None,
+        runbook_sha256: None,
+        created_by_uid: None,
     }
 }
 

@@ -453,6 +453,8 @@ pub enum SchedulesCommand {
     Resume { name: String },
     /// Run a schedule's runbook now, in the background
     RunNow { name: String },
+    /// Approve a schedule's runbook as it is now, after it changed (its slots are skipped until then); its runs are then requested by you
+    Update { name: String },
     /// Add or replace the schedules of a TOML file ([[schedule]] tables)
     Import { file: PathBuf },
 }

@@ -202,3 +202,106 @@ fn a_config_of_ones_own_does_not_make_one_an_admin() {
         "{show}"
     );
 }
+
+const SCHEDULED: &str = r#"
+runbook(#{ name: "nightly-change", params: #{ approvers: #{ type: "list", default_value: [] } } });
+append_file(`${env("WORK")}/ran`, "version 1\n");
+if !params.approvers.is_empty() {
+    approve(#{ message: "apply the change?", approvers: params.approvers, timeout: "1m" });
+}
+"#;
+
+/// A schedule of a runbook file fires that file (not whatever answers to
+/// its name), only while its code is the one approved when the schedule
+/// was added; a scheduled run is requested by whoever added the schedule
+/// (run by the account that starts it), who therefore cannot approve it.
+#[test]
+fn a_schedule_runs_only_its_approved_code_requested_by_whoever_added_it() {
+    let (dd, alice) = shared();
+    let bob = os_user("ddtbob", &["ddtrust"]);
+    // A runbook installed by the owner (root) where only root can write.
+    let dir = dd.dir.path().join("installed");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o755);
+    let file = dir.join("nightly-change.rhai");
+    std::fs::write(&file, SCHEDULED).unwrap();
+    chmod(&file, 0o644);
+    chmod(&dd.work(), 0o777);
+    let f = file.to_str().unwrap();
+    // Alice schedules it by path.
+    let out = dd.run_as(
+        &alice,
+        &[
+            "schedules",
+            "add",
+            "nightly",
+            "--runbook",
+            f,
+            "--schedule",
+            "cron(0 3 * * ? *)",
+            "-p",
+            "approvers=ddtalice,ddtbob",
+        ],
+    );
+    assert_code(&out, 0);
+    let shown = dd.json(&["schedules", "show", "nightly"]);
+    assert!(shown.to_string().contains(f), "stored by path: {shown}");
+    // Root starts the slot, as serve would: requested by alice, run by root.
+    let out = dd.run(&["--json", "schedules", "run-now", "nightly"]);
+    assert_code(&out, 0);
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dd.wait_for_approval(&id);
+    let show = dd.show(&id);
+    assert_eq!(show["execution"]["requested_by"], "ddtalice", "{show}");
+    assert_eq!(show["execution"]["run_by"], "root", "{show}");
+    assert_eq!(show["execution"]["runbook_owner"], "root", "{show}");
+    let text_show = text(&dd.run(&["executions", "show", &id]).stdout);
+    assert!(
+        text_show.contains("requested by ddtalice, run by root"),
+        "{text_show}"
+    );
+    // Alice added the schedule: she cannot approve its run.
+    let out = dd.run_as(&alice, &["approve", &id]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("separation of duties"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_code(&dd.run_as(&bob, &["approve", &id]), 0);
+    dd.wait_until("the run ends", || dd.state(&id) == "Success");
+
+    // The next run is bob's: let him append to the record of runs.
+    chmod(&dd.work().join("ran"), 0o666);
+    // The file changes: the next slot is refused (skipped by serve) until
+    // someone approves the change.
+    std::fs::write(&file, SCHEDULED.replace("version 1", "version 2")).unwrap();
+    let out = dd.run(&["schedules", "run-now", "nightly"]);
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("changed since the schedule was approved")
+            && err.contains("schedules update nightly"),
+        "{err}"
+    );
+    assert_code(&dd.run_as(&bob, &["schedules", "update", "nightly"]), 0);
+    let out = dd.run_as(&bob, &["--json", "schedules", "run-now", "nightly"]);
+    assert_code(&out, 0);
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dd.wait_for_approval(&id);
+    let show = dd.show(&id);
+    assert_eq!(
+        show["execution"]["requested_by"], "ddtbob",
+        "the approver of the change requests its runs: {show}"
+    );
+    assert_code(&dd.run_as(&alice, &["approve", &id]), 0);
+    dd.wait_until("the run ends", || dd.state(&id) == "Success");
+    let ran = std::fs::read_to_string(dd.work().join("ran")).unwrap();
+    assert_eq!(ran, "version 1\nversion 2\n");
+}

@@ -207,11 +207,23 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
         return Ok(0);
     }
     println!("execution  {}", exec.id);
-    println!("runbook    {} ({})", exec.runbook, exec.origin);
+    println!("runbook    {} ({})", exec.runbook, shown(&exec.origin));
+    println!(
+        "code       sha256:{}{}",
+        exec.source_sha256,
+        match &exec.runbook_owner {
+            Some(o) => format!(", file owned by {}", shown(o)),
+            None => String::new(),
+        }
+    );
     println!("state      {}", state_text(&exec));
     println!(
-        "by         {}{}",
+        "by         requested by {}{}{}",
         shown(&exec.requested_by),
+        match &exec.run_by {
+            Some(r) => format!(", run by {}", shown(r)),
+            None => String::new(),
+        },
         match &exec.auto_approve_by {
             Some(by) => format!(" (--auto-approve asked by {})", shown(by)),
             None => String::new(),

@@ -51,6 +51,7 @@ pub fn run(ctx: &Context, cmd: Option<SchedulesCommand>) -> Result<i32, CliError
             Ok(0)
         }
         Some(SchedulesCommand::RunNow { name }) => run_now(ctx, &name),
+        Some(SchedulesCommand::Update { name }) => update(ctx, &name),
         Some(SchedulesCommand::Import { file }) => {
             let n = import_file(ctx, &file)?;
             if ctx.json {
@@ -220,9 +221,17 @@ pub fn validate(
             return Err(bad("its end is not after its start".into()));
         }
     }
+    // A runbook given by path is fired from that file (by name, another
+    // runbook could answer); its code is pinned by SHA-256 either way.
+    let by_path = spec.runbook.ends_with(".rhai") || spec.runbook.contains('/');
+    let runbook_ref = match (&runbook.origin, by_path) {
+        (drydock_runtime::RunbookOrigin::File(p), true) => p.display().to_string(),
+        _ => runbook.name.clone(),
+    };
+    let me = drydock_runtime::identity::Identity::current();
     Ok(ScheduleRecord {
         name: spec.name.clone(),
-        runbook: runbook.name.clone(),
+        runbook: runbook_ref,
         expression: spec.schedule.trim().to_string(),
         timezone: tz_name,
         params,
@@ -232,8 +241,10 @@ pub fn validate(
         missed,
         max_lateness_ms: max_lateness.as_millis() as i64,
         calendar: spec.calendar.clone(),
-        created_by: drydock_runtime::identity::Identity::current().name,
+        created_by: me.name.clone(),
         created_at: drydock_runtime::journal::now_ms(),
+        runbook_sha256: Some(drydock_runtime::executor::source_digest(&runbook.source)),
+        created_by_uid: Some(me.uid),
         source: source.to_string(),
         last_slot_at: None,
         fleet: spec
@@ -457,6 +468,26 @@ pub fn start_scheduled(
     gate: Option<String>,
 ) -> Result<(String, std::process::Child), CliError> {
     let runbook = ctx.executor.catalog().find(&s.runbook)?;
+    let digest = drydock_runtime::executor::source_digest(&runbook.source);
+    if let Some(pinned) = &s.runbook_sha256 {
+        if *pinned != digest {
+            return Err(CliError::usage(format!(
+                "schedule {}: runbook `{}` changed since the schedule was approved (sha256:{} then, sha256:{} now), so the slot is skipped; \
+                 read the change, then approve it with `drydock schedules update {}`",
+                s.name,
+                s.runbook,
+                &pinned[..12.min(pinned.len())],
+                &digest[..12],
+                s.name
+            )));
+        }
+    }
+    // Requested by whoever added (or last changed) the schedule: they do
+    // not approve their own change because serve runs it.
+    let requester = drydock_runtime::identity::Identity {
+        uid: s.created_by_uid.unwrap_or(u32::MAX),
+        name: s.created_by.clone(),
+    };
     let supplied: BTreeMap<String, SuppliedValue> = s
         .params
         .iter()
@@ -475,7 +506,11 @@ pub fn start_scheduled(
                 "{why} — a fleet does not wait for an override approval; the slot is skipped"
             )));
         }
-        let (id, _) = super::fleet::create(ctx, &runbook, &supplied, &req, &Default::default())?;
+        let opts = drydock_runtime::StartOptions {
+            requester: Some(requester),
+            ..Default::default()
+        };
+        let (id, _) = super::fleet::create(ctx, &runbook, &supplied, &req, &opts)?;
         let (child, _log) = super::run::start_background(ctx, &id)?;
         return Ok((id, child));
     }
@@ -484,6 +519,7 @@ pub fn start_scheduled(
         &supplied,
         &drydock_runtime::StartOptions {
             gate,
+            requester: Some(requester),
             ..Default::default()
         },
     ) {
@@ -498,6 +534,36 @@ pub fn start_scheduled(
     };
     let (child, _log) = super::run::start_background(ctx, &id)?;
     Ok((id, child))
+}
+
+/// `drydock schedules update NAME`: pins the runbook's code as it is now.
+fn update(ctx: &Context, name: &str) -> Result<i32, CliError> {
+    let mut journal = ctx.executor.journal()?;
+    let s = journal.schedule(name)?;
+    let runbook = ctx.executor.catalog().find(&s.runbook)?;
+    let digest = drydock_runtime::executor::source_digest(&runbook.source);
+    let me = drydock_runtime::identity::Identity::current();
+    journal.pin_schedule_runbook(name, &digest, &me)?;
+    let before = s.runbook_sha256.clone().unwrap_or_default();
+    if ctx.json {
+        print_json(&json!({
+            "schedule": name, "runbook": s.runbook, "sha256": digest,
+            "previous_sha256": before, "requested_by": me.name,
+        }));
+    } else {
+        let changed = if before == digest {
+            "unchanged"
+        } else {
+            "approved as changed"
+        };
+        println!(
+            "{name}: runbook {} sha256:{} {changed}; its runs are requested by {}",
+            s.runbook,
+            &digest[..12],
+            me.name
+        );
+    }
+    Ok(0)
 }
 
 fn run_now(ctx: &Context, name: &str) -> Result<i32, CliError> {

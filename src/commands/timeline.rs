@@ -591,6 +591,8 @@ mod tests {
             profile: None,
             gate: None,
             fleet: None,
+            run_by: None,
+            runbook_owner: None,
             created_at: 1_000,
             started_at: Some(1_000),
             ended_at: Some(9_000),

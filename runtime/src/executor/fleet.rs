@@ -114,6 +114,8 @@ impl Executor {
             region: self.region.clone(),
             profile: self.profile.clone(),
             gate: None,
+            run_by: super::run_by(&requester),
+            runbook_owner: runbook.provenance.as_ref().map(|p| p.owner.clone()),
         })?;
         journal.set_fleet(&id, &serde_json::to_string(spec).unwrap_or_default())?;
         Ok(id)

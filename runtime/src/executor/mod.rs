@@ -67,6 +67,12 @@ fn child_region(opts: &Map) -> Result<Option<String>, String> {
     Ok(region)
 }
 
+/// The account of this process, when it runs on someone else's behalf.
+pub(crate) fn run_by(requester: &Identity) -> Option<String> {
+    let me = Identity::current();
+    (me.uid != requester.uid || me.name != requester.name).then_some(me.name)
+}
+
 /// How deep child runbooks may nest.
 pub const MAX_NESTING: usize = 16;
 
@@ -252,6 +258,8 @@ impl Executor {
             region: self.region.clone(),
             profile: self.profile.clone(),
             gate: opts.gate.clone(),
+            run_by: run_by(&requester),
+            runbook_owner: runbook.provenance.as_ref().map(|p| p.owner.clone()),
         })?)
     }
 

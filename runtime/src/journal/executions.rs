@@ -27,6 +27,11 @@ pub struct NewExecution {
     /// An approval asked before the runbook runs (a change calendar's
     /// override), with this message.
     pub gate: Option<String>,
+    /// The account whose process creates it (`drydock serve`'s for a
+    /// scheduled run), when not the requester's.
+    pub run_by: Option<String>,
+    /// Who owns the runbook file (None for a bundled runbook).
+    pub runbook_owner: Option<String>,
 }
 
 /// One execution as stored.
@@ -62,6 +67,11 @@ pub struct ExecutionRecord {
     pub gate: Option<String>,
     /// A fleet's targets and limits (JSON), for a fleet's parent.
     pub fleet: Option<String>,
+    /// The account that runs it on the requester's behalf (a scheduled
+    /// run: `drydock serve`'s), when not the requester.
+    pub run_by: Option<String>,
+    /// Who owned the runbook file when the execution was created.
+    pub runbook_owner: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
@@ -103,6 +113,8 @@ impl ExecutionRecord {
             output: json_or_null(row.get("output")?),
             error: row.get("error")?,
             requested_by: row.get("requested_by")?,
+            run_by: row.get("run_by")?,
+            runbook_owner: row.get("runbook_owner")?,
             requester_uid: row.get("requester_uid")?,
             region: row.get("region")?,
             profile: row.get("profile")?,
@@ -130,8 +142,9 @@ impl Journal {
         let id = crate::ids::new_id("ex");
         self.conn.execute(
             "INSERT INTO executions (id, runbook, origin, source_sha256, params, state, parent_id,
-                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by, region, profile, gate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by, region, profile, gate,
+                run_by, runbook_owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 id,
                 new.runbook,
@@ -149,6 +162,8 @@ impl Journal {
                 new.region,
                 new.profile,
                 new.gate,
+                new.run_by,
+                new.runbook_owner,
             ],
         )?;
         Ok(id)

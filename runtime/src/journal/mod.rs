@@ -74,7 +74,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -102,7 +102,9 @@ CREATE TABLE IF NOT EXISTS executions (
     profile          TEXT,
     runner_epoch     INTEGER NOT NULL DEFAULT 0,
     gate             TEXT,
-    fleet            TEXT
+    fleet            TEXT,
+    run_by           TEXT,
+    runbook_owner    TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -191,7 +193,9 @@ CREATE TABLE IF NOT EXISTS schedules (
     created_at       INTEGER NOT NULL,
     source           TEXT NOT NULL,
     last_slot_at     INTEGER,
-    fleet            TEXT
+    fleet            TEXT,
+    runbook_sha256   TEXT,
+    created_by_uid   INTEGER
 );
 CREATE TABLE IF NOT EXISTS schedule_slots (
     schedule         TEXT NOT NULL,
@@ -337,6 +341,20 @@ impl Journal {
                 // table, with the column, from the schema below.
                 if (5..=9).contains(&version) {
                     c.execute_batch("ALTER TABLE schedules ADD COLUMN fleet TEXT;")?;
+                }
+                // Schema 11: who runs an execution besides who asked for it,
+                // the runbook file's owner; a schedule's pinned runbook.
+                if (1..=10).contains(&version) {
+                    c.execute_batch(
+                        "ALTER TABLE executions ADD COLUMN run_by TEXT;
+                         ALTER TABLE executions ADD COLUMN runbook_owner TEXT;",
+                    )?;
+                }
+                if (5..=10).contains(&version) {
+                    c.execute_batch(
+                        "ALTER TABLE schedules ADD COLUMN runbook_sha256 TEXT;
+                         ALTER TABLE schedules ADD COLUMN created_by_uid INTEGER;",
+                    )?;
                 }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;

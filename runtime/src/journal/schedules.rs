@@ -61,6 +61,14 @@ pub struct ScheduleRecord {
     /// Run as a fleet: targets and limits (JSON), resolved at each run.
     #[serde(default)]
     pub fleet: Option<serde_json::Value>,
+    /// The SHA-256 of the runbook's source when the schedule was added or
+    /// last approved (`schedules update`): a slot runs only that code.
+    #[serde(default)]
+    pub runbook_sha256: Option<String>,
+    /// The account that added or last changed it: scheduled runs are
+    /// requested by it (separation of duties applies to it).
+    #[serde(default)]
+    pub created_by_uid: Option<u32>,
 }
 
 impl ScheduleRecord {
@@ -86,6 +94,8 @@ impl ScheduleRecord {
             fleet: row
                 .get::<_, Option<String>>("fleet")?
                 .and_then(|f| serde_json::from_str(&f).ok()),
+            runbook_sha256: row.get("runbook_sha256")?,
+            created_by_uid: row.get("created_by_uid")?,
         })
     }
 }
@@ -109,11 +119,12 @@ impl Journal {
         self.conn.execute(
             "INSERT INTO schedules (name, runbook, expression, timezone, params, start_at, end_at,
                 paused, missed, max_lateness_ms, calendar, created_by, created_at, source, last_slot_at,
-                fleet)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                fleet, runbook_sha256, created_by_uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT(name) DO UPDATE SET runbook = ?2, expression = ?3, timezone = ?4,
                 params = ?5, start_at = ?6, end_at = ?7, missed = ?9, max_lateness_ms = ?10,
-                calendar = ?11, source = ?14, fleet = ?16",
+                calendar = ?11, source = ?14, fleet = ?16, runbook_sha256 = ?17,
+                created_by = ?12, created_by_uid = ?18",
             params![
                 s.name,
                 s.runbook,
@@ -131,8 +142,31 @@ impl Journal {
                 s.source,
                 s.last_slot_at,
                 s.fleet.as_ref().map(|f| f.to_string()),
+                s.runbook_sha256,
+                s.created_by_uid,
             ],
         )?;
+        Ok(())
+    }
+
+    /// Approves a schedule's runbook as it is now: its slots run code of
+    /// this SHA-256, requested by `by`.
+    pub fn pin_schedule_runbook(
+        &mut self,
+        name: &str,
+        sha256: &str,
+        by: &crate::identity::Identity,
+    ) -> Result<(), JournalError> {
+        let n = self.conn.execute(
+            "UPDATE schedules SET runbook_sha256 = ?2, created_by = ?3, created_by_uid = ?4 WHERE name = ?1",
+            params![name, sha256, by.name, by.uid],
+        )?;
+        if n == 0 {
+            return Err(JournalError::Conflict(format!(
+                "no schedule named {}; list them with `drydock schedules`",
+                crate::display::sanitize(name)
+            )));
+        }
         Ok(())
     }
 

@@ -221,6 +221,8 @@ mod tests {
             source: "cli".into(),
             last_slot_at: None,
             fleet: None,
+            runbook_sha256: None,
+            created_by_uid: None,
         }
     }
 
