@@ -590,6 +590,9 @@ pub struct ServeArgs {
     /// Where the web console and HTTP API listen (`off` for none; port 0 picks one)
     #[arg(long, default_value = "127.0.0.1:8450")]
     pub listen: String,
+    /// Allow --listen on an address other machines can reach (plain HTTP carries tokens in clear: put a TLS proxy in front)
+    #[arg(long)]
+    pub listen_public: bool,
     #[command(subcommand)]
     pub action: Option<ServeCommand>,
 }

@@ -305,3 +305,66 @@ fn a_schedule_runs_only_its_approved_code_requested_by_whoever_added_it() {
     let ran = std::fs::read_to_string(dd.work().join("ran")).unwrap();
     assert_eq!(ran, "version 1\nversion 2\n");
 }
+
+const SHOWS: &str = r#"
+runbook(#{ name: "shows", params: #{ dir: #{ type: "string" } } });
+params.dir
+"#;
+
+/// `-p dir=param:NAME` for a parameter that is not a secret passes the
+/// parameter store's value, never the text `param:NAME`; a SecureString
+/// there is refused (it would be journaled in clear).
+#[test]
+fn a_param_reference_is_resolved_or_refused_never_passed_literally() {
+    let dd = Drydock::new();
+    dd.write_runbook("shows.rhai", SHOWS);
+    let put = |name: &str, value: &str, secure: bool| {
+        let mut args = vec!["param", "put", name];
+        if secure {
+            args.push("--secure");
+        }
+        let mut c = dd.command(&args);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        assert_code(&wait_child(child), 0);
+    };
+    put("app/logdir", "/var/log/app", false);
+    put("app/token", "s3cret-token-value", true);
+    let out = dd.run(&["--json", "run", "shows", "-p", "dir=param:app/logdir"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], "/var/log/app", "{v}");
+    let out = dd.run(&["run", "shows", "-p", "dir=param:app/token"]);
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SecureString") && err.contains("secret"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-token-value"));
+    let out = dd.run(&["run", "shows", "-p", "dir=param:no/such"]);
+    assert_code(&out, 2);
+}
+
+/// The web console on an address other machines reach needs
+/// --listen-public (plain HTTP carries tokens in clear).
+#[test]
+fn listening_beyond_loopback_needs_listen_public() {
+    let dd = Drydock::new();
+    let out = dd.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--listen-public") && err.contains("TLS"),
+        "{err}"
+    );
+}

@@ -132,6 +132,13 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                 shown(&args.listen)
             ))
         })?;
+        // Checked before binding: a public address needs --listen-public.
+        if !addr.ip().is_loopback() && !args.listen_public {
+            return Err(CliError::usage(format!(
+                "--listen {addr} is reachable from other machines, and the web console speaks plain HTTP: every token would cross the network in clear. \
+                 Listen on 127.0.0.1 and put a TLS proxy in front, or pass --listen-public if that proxy (or a trusted network) is already there"
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;

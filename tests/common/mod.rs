@@ -70,6 +70,9 @@ impl Drydock {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("WORK", self.work())
             .env("USER", "tester")
+            // The console password test guests are launched with, for
+            // secret parameters given as `password=env:DD_PW`.
+            .env("DD_PW", "pw")
             .env_remove("DRYDOCK_GROUP")
             .arg("--data-dir")
             .arg(self.data_dir())

@@ -242,7 +242,8 @@ impl Executor {
         opts: &StartOptions,
         parent: Option<(String, String)>,
     ) -> Result<String, StartError> {
-        let params = resolve_params(&runbook.params, supplied)?;
+        let resolved = self.resolve_plain_refs(runbook, supplied)?;
+        let params = resolve_params(&runbook.params, &resolved)?;
         let params = self.seal_secrets(runbook, params)?;
         let mut journal = self.journal()?;
         let requester = opts.requester.clone().unwrap_or_else(Identity::current);
@@ -261,6 +262,57 @@ impl Executor {
             run_by: run_by(&requester),
             runbook_owner: runbook.provenance.as_ref().map(|p| p.owner.clone()),
         })?)
+    }
+
+    /// A `param:NAME[:VERSION|:LABEL]` given for a parameter that is not a
+    /// secret is the parameter store's value (a String parameter), never
+    /// the text `param:…`; a SecureString there is refused (the runbook
+    /// must declare the parameter `secret` to receive it).
+    fn resolve_plain_refs(
+        &self,
+        runbook: &Runbook,
+        supplied: &BTreeMap<String, SuppliedValue>,
+    ) -> Result<BTreeMap<String, SuppliedValue>, StartError> {
+        use crate::journal::Selector;
+        use crate::params::{ParamError, ParamType};
+        let mut out = supplied.clone();
+        let mut errors = Vec::new();
+        for spec in &runbook.params {
+            if spec.kind == ParamType::Secret {
+                continue;
+            }
+            let text = match supplied.get(&spec.name) {
+                Some(SuppliedValue::Text(t)) => t.clone(),
+                Some(SuppliedValue::Json(serde_json::Value::String(t))) => t.clone(),
+                _ => continue,
+            };
+            let Some(reference) = text.strip_prefix("param:") else {
+                continue;
+            };
+            let (name, which) = Selector::split(reference);
+            let journal = self.journal()?;
+            match journal.parameter(name, &which) {
+                Ok(rec) if rec.secure => errors.push(ParamError {
+                    param: spec.name.clone(),
+                    message: format!(
+                        "param:{reference} is a SecureString, and `{}` is not a secret parameter of runbook `{}`: its value would be journaled and shown in clear. Declare the parameter `type: \"secret\"`, or store a String parameter",
+                        spec.name, runbook.name
+                    ),
+                }),
+                Ok(rec) => {
+                    out.insert(spec.name.clone(), SuppliedValue::Text(rec.value));
+                }
+                Err(e) => errors.push(ParamError {
+                    param: spec.name.clone(),
+                    message: format!("param:{reference}: {e}"),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(StartError::Params(ParamErrors(errors)))
+        }
     }
 
     /// Replaces each secret parameter's value by a sealed copy, or by a
