@@ -368,3 +368,76 @@ fn listening_beyond_loopback_needs_listen_public() {
         "{err}"
     );
 }
+
+/// clean-old-files lists a directory owned by another account, waits for
+/// the approval; meanwhile that account swaps the directory for a symlink
+/// to a directory of the runner's holding files of the same names. After
+/// the approval nothing there is deleted, no report is written there, and
+/// the execution fails saying the directory was replaced.
+#[test]
+fn a_directory_swapped_during_the_approval_deletes_nothing() {
+    let (dd, alice) = shared();
+    let bob = os_user("ddtbob", &["ddtrust"]);
+    let logs = dd.work().join("logs");
+    let victim = dd.work().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86400);
+    for n in ["a.log", "b.log"] {
+        let f = victim.join(n);
+        std::fs::write(&f, "precious\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let as_alice = |script: &str| {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", &alice.name, "--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    as_alice(&format!(
+        "mkdir {l} && touch -d '30 days ago' {l}/a.log {l}/b.log",
+        l = logs.display()
+    ));
+    let child = dd.spawn(&[
+        "run",
+        "clean-old-files",
+        "-p",
+        &format!("dir={}", logs.display()),
+        "-p",
+        "approvers=ddtbob",
+    ]);
+    let id = dd.only_execution_of("clean-old-files");
+    dd.wait_for_approval(&id);
+    // The swap, by the directory's owner, while the approval waits.
+    as_alice(&format!(
+        "mv {l} {l}.moved && ln -s {v} {l}",
+        l = logs.display(),
+        v = victim.display()
+    ));
+    assert_code(&dd.run_as(&bob, &["approve", &id]), 0);
+    let out = wait_child(child);
+    assert_code(&out, 1);
+    let show = dd.show(&id);
+    assert!(
+        show["execution"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no longer the directory that was listed"),
+        "{show}"
+    );
+    for n in ["a.log", "b.log"] {
+        assert_eq!(
+            std::fs::read_to_string(victim.join(n)).unwrap(),
+            "precious\n",
+            "{n} in the runner's directory was deleted"
+        );
+    }
+    assert!(!victim.join(".drydock-clean-report").exists());
+    // Alice's moved files were not touched either: nothing was deleted.
+    assert!(dd.work().join("logs.moved/a.log").exists());
+}

@@ -212,6 +212,31 @@ const DOCS: &[Doc] = &[
         "an SSH connection (host key checked first)",
     ),
     (
+        "dir::open",
+        &["path", "path, #{ expect: handle.id }"],
+        "open a directory (no symlink followed) for work a swapped path cannot redirect",
+    ),
+    (
+        "DirHandle.list",
+        &[""],
+        "#{ entries: [#{ name, kind, size, mtime, ino }], skipped: [names not UTF-8] }",
+    ),
+    (
+        "DirHandle.remove",
+        &["name", "name, #{ ino }"],
+        "remove a regular file of the directory (still that inode), never a link",
+    ),
+    (
+        "DirHandle.write",
+        &["name, text"],
+        "write a file of the directory (0600), never through a link",
+    ),
+    (
+        "glob_match",
+        &["pattern, name"],
+        "whether a name matches a shell glob (fnmatch)",
+    ),
+    (
         "ExpectSession.expect",
         &["patterns", "patterns, timeout"],
         "wait for the leftmost match: #{ index, before, matched, captures }",

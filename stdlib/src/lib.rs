@@ -9,6 +9,7 @@
 //! - [`drivers`]: driver volumes and what an instance type needs.
 
 pub mod console;
+pub mod dirs;
 pub mod drivers;
 pub mod expect;
 pub mod faults;
@@ -32,5 +33,6 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     faults::install(engine, ctx);
     drivers::install(engine, ctx);
     files::install(engine);
+    dirs::install(engine);
     host_env::install(engine);
 }
