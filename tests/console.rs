@@ -94,6 +94,54 @@ let after = c.run("cat /root/f");
         t.contains("--- sent") && t.contains("login:"),
         "the transcript keeps what was read and sent"
     );
+
+    // The runbook logged out when it ended: the next person on the
+    // console finds a login prompt, not a root shell.
+    let repl = |script: &str| {
+        let out = dd
+            .command(&["--region", R, "repl", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        text(&out.stdout)
+    };
+    let at = repl(&format!(
+        "let c = console::open(\"{id}\"); c.drain(); c.send(\"\\r\"); c.expect([\"login: \", re(\"[#$] $\")], \"60s\").index"
+    ));
+    assert_eq!(at.trim(), "0", "the console was left at: {at}");
+    // A password prompt someone else caused (a user name typed, then
+    // left): a login does not answer it with the password.
+    repl(&format!(
+        "let c = console::open(\"{id}\"); c.drain(); c.send(\"\\r\"); c.expect([\"login: \"], \"60s\"); c.send(\"root\\r\"); c.expect([\"Password: \"], \"60s\").index"
+    ));
+    dd.write_runbook(
+        "again.rhai",
+        r#"
+runbook(#{ name: "again", params: #{ instance: #{ type: "instance" } } });
+let c = console::open(params.instance);
+c.login("root", "s3cret");
+c.run("echo logged-in-again").stdout
+"#,
+    );
+    let out = dd.run(&["--json", "run", "again", "-p", &format!("instance={id}")]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], "logged-in-again\n", "{v}");
+    // No password in any console log.
+    let logs = dd.data_dir().join("instances").join(&id).join("console");
+    for e in std::fs::read_dir(&logs).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        if let Some(at) = bytes.windows(6).position(|w| w == b"s3cret") {
+            let from = at.saturating_sub(300);
+            panic!(
+                "the password is in {}: …{}…",
+                p.display(),
+                String::from_utf8_lossy(&bytes[from..(at + 100).min(bytes.len())]).escape_debug()
+            );
+        }
+    }
 }
 
 #[test]

@@ -237,6 +237,16 @@ const DOCS: &[Doc] = &[
         "whether a name matches a shell glob (fnmatch)",
     ),
     (
+        "ExpectSession.drain",
+        &[""],
+        "drop what the console shows until it is quiet (old prompts are not answered)",
+    ),
+    (
+        "ExpectSession.logout",
+        &[""],
+        "leave the shell login opened (also done when the handle goes)",
+    ),
+    (
         "ExpectSession.expect",
         &["patterns", "patterns, timeout"],
         "wait for the leftmost match: #{ index, before, matched, captures }",

@@ -62,6 +62,56 @@ struct HandleState {
     /// still in the console's tail.
     nonce: u32,
     default_timeout: Duration,
+    /// `login` reached a shell through this handle: when the handle goes
+    /// (the step or runbook that held it ended), the shell is left, so the
+    /// next person on the console finds a login prompt, not a root shell.
+    logged_in: bool,
+    /// For an instance's console: its id. Several handles of one process
+    /// share the console's shell; the last one to go logs out.
+    instance: Option<String>,
+}
+
+/// Per instance console: how many handles of this process are open, and
+/// whether one of them logged in.
+static CONSOLE_USERS: Mutex<Option<std::collections::HashMap<String, (usize, bool)>>> =
+    Mutex::new(None);
+
+fn console_users<T>(
+    f: impl FnOnce(&mut std::collections::HashMap<String, (usize, bool)>) -> T,
+) -> T {
+    let mut g = CONSOLE_USERS.lock().unwrap_or_else(|p| p.into_inner());
+    f(g.get_or_insert_with(Default::default))
+}
+
+impl Drop for HandleState {
+    fn drop(&mut self) {
+        let logged_in = match &self.instance {
+            None => self.logged_in,
+            Some(id) => console_users(|m| {
+                let last = match m.get_mut(id) {
+                    Some(e) => {
+                        e.0 = e.0.saturating_sub(1);
+                        e.0 == 0
+                    }
+                    None => true,
+                };
+                if last {
+                    m.remove(id).is_some_and(|e| e.1) || self.logged_in
+                } else {
+                    false
+                }
+            }),
+        };
+        if logged_in {
+            // Ctrl-C stops a command left running (a step that timed out),
+            // then the shell is left. Best effort: the console may be gone.
+            let _ = self.session.send(b"\x03");
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = self.session.send(b"exit\r");
+            std::thread::sleep(Duration::from_millis(100));
+            tracing::debug!("console: logged out as the handle ended");
+        }
+    }
 }
 
 /// A number that differs between console handles (time and process based).
@@ -143,6 +193,8 @@ impl ExpectHandle {
                 seq: 0,
                 nonce: session_nonce(),
                 default_timeout: Duration::from_secs(60),
+                logged_in: false,
+                instance: None,
             })),
         }
     }
@@ -244,8 +296,37 @@ impl ExpectHandle {
         self.expect(pos, Dynamic::from_array(patterns), timeout)
     }
 
-    /// Logs in on a getty, whether the login prompt is already shown,
-    /// not yet shown, or a shell is already open.
+    /// Waits until the console has been quiet for `quiet` (at most
+    /// `limit`): after `Password: ` busybox's login turns echo off only a
+    /// moment later, and a password typed before that would be echoed to
+    /// the console (and its log) in clear.
+    fn wait_quiet(
+        &self,
+        pos: Position,
+        quiet: Duration,
+        limit: Duration,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let start = Instant::now();
+        let any: Array = vec![Dynamic::from(regex_map(r"(?s).+")), TIMEOUT.into()];
+        while start.elapsed() < limit {
+            let m = self.expect(pos, Dynamic::from_array(any.clone()), quiet)?;
+            if m["index"].as_int().unwrap_or(-1) == 1 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs in on a getty, whether the login prompt is already shown, not
+    /// yet shown, or a shell is already open.
+    ///
+    /// Only prompts that follow its own input are answered: what the
+    /// console showed before (the prompts of a run cut off by a crash,
+    /// someone else's typing) is dropped, and `Password: ` is answered
+    /// only right after this call typed the user name — a password prompt
+    /// it did not cause gets an empty answer (which fails it and brings a
+    /// fresh login prompt), never the password. The password is typed
+    /// once the console has been quiet for a moment (echo off).
     pub fn login(
         &self,
         pos: Position,
@@ -253,6 +334,11 @@ impl ExpectHandle {
         password: &str,
         timeout: Duration,
     ) -> Result<(), Box<EvalAltResult>> {
+        // Drop what the console shows until it is quiet (the tail a new
+        // connection starts with, a getty being respawned), then ask for a
+        // fresh prompt.
+        self.wait_quiet(pos, Duration::from_millis(700), Duration::from_secs(30))?;
+        self.inner.lock().unwrap().session.clear();
         self.send(pos, "\r")?;
         let prompts: Array = vec![
             "login: ".into(),
@@ -260,16 +346,31 @@ impl ExpectHandle {
             Dynamic::from(regex_map(r"[#$] $")),
             "Login incorrect".into(),
         ];
+        let mut sent_user = false;
         let mut sent_password = false;
-        for _ in 0..6 {
+        for _ in 0..10 {
             let m = self.expect_one(pos, prompts.clone(), timeout)?;
             match m["index"].as_int().unwrap_or(-1) {
-                0 => self.send(pos, &format!("{user}\r"))?,
-                1 => {
+                0 => {
+                    self.send(pos, &format!("{user}\r"))?;
+                    sent_user = true;
+                    sent_password = false;
+                }
+                1 if sent_user && !sent_password => {
+                    self.wait_quiet(pos, Duration::from_millis(500), Duration::from_secs(10))?;
                     self.send(pos, &format!("{password}\r"))?;
                     sent_password = true;
                 }
-                2 => return Ok(()),
+                // A password prompt this call did not cause.
+                1 => self.send(pos, "\r")?,
+                2 => {
+                    let mut st = self.inner.lock().unwrap();
+                    st.logged_in = true;
+                    if let Some(id) = &st.instance {
+                        console_users(|m| m.entry(id.clone()).or_insert((1, false)).1 = true);
+                    }
+                    return Ok(());
+                }
                 _ if sent_password => {
                     return Err(err(
                         pos,
@@ -285,6 +386,29 @@ impl ExpectHandle {
             pos,
             format!("login as {user} did not reach a shell prompt"),
         ))
+    }
+
+    /// Leaves the shell `login` opened (the console shows a login prompt
+    /// again); nothing when this handle did not log in.
+    pub fn logout(&self, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        let was = {
+            let mut st = self.inner.lock().unwrap();
+            let shared = match &st.instance {
+                Some(id) => console_users(|m| {
+                    m.get_mut(id)
+                        .map(|e| std::mem::replace(&mut e.1, false))
+                        .unwrap_or(false)
+                }),
+                None => false,
+            };
+            std::mem::replace(&mut st.logged_in, false) || shared
+        };
+        if was {
+            self.send(pos, "\x03")?;
+            self.send(pos, "exit\r")?;
+            self.expect_one(pos, vec!["login: ".into()], Duration::from_secs(60))?;
+        }
+        Ok(())
     }
 
     /// Runs a shell command and returns #{ stdout, exit_code }. The end is
@@ -428,7 +552,10 @@ fn open_console(
         let path: PathBuf = transcripts.join(format!("{}-{}.log", ctx.execution_id, inst.id));
         let _ = session.record_transcript(&path, &ctx.secrets);
     }
-    Ok(ExpectHandle::new(session, ctx.interrupt.clone()))
+    let handle = ExpectHandle::new(session, ctx.interrupt.clone());
+    handle.inner.lock().unwrap().instance = Some(inst.id.clone());
+    console_users(|m| m.entry(inst.id.clone()).or_insert((0, false)).0 += 1);
+    Ok(handle)
 }
 
 /// Registers the `console` module and the methods of expect sessions.
@@ -511,6 +638,18 @@ pub fn register_session_methods(engine: &mut Engine) {
             s.login(ctx.call_position(), user, password, t)
         },
     );
+    engine.register_fn(
+        "drain",
+        |ctx: NativeCallContext, s: &mut ExpectHandle| -> Result<(), Box<EvalAltResult>> {
+            let pos = ctx.call_position();
+            s.wait_quiet(pos, Duration::from_millis(700), Duration::from_secs(30))?;
+            s.inner.lock().unwrap().session.clear();
+            Ok(())
+        },
+    );
+    engine.register_fn("logout", |ctx: NativeCallContext, s: &mut ExpectHandle| {
+        s.logout(ctx.call_position())
+    });
     engine.register_fn(
         "run",
         |ctx: NativeCallContext, s: &mut ExpectHandle, cmd: &str| {
