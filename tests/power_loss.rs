@@ -224,3 +224,200 @@ fn rescue_through_outages(seed: u64) {
     // Only the instance's root volume is left (the rescue's went with it).
     assert_eq!(vols["volumes"].as_array().unwrap().len(), 1, "{vols}");
 }
+
+/// Runs a bundled runbook (detached) and cuts the power `outages` times at
+/// random moments within `window_ms` of its start or of the last recovery,
+/// each followed by `drydock host recover`; returns the execution shown
+/// once it ended, and how many outages hit it while it ran.
+fn through_outages(
+    dd: &Drydock,
+    runbook: &str,
+    params: &[&str],
+    outages: usize,
+    window_ms: u64,
+    next: &mut dyn FnMut() -> u64,
+) -> (Value, usize) {
+    let mut args = vec!["--region", R, "run", runbook, "--detach"];
+    for p in params {
+        args.push("-p");
+        args.push(p);
+    }
+    let out = dd
+        .command(&args)
+        .env("DD_PW", "pw")
+        .env("DRYDOCK_BIN", bin())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let execution = dd.only_execution_of(runbook);
+    let mut cut = 0;
+    while cut < outages {
+        let wait = Duration::from_millis(200 + next() % window_ms);
+        std::thread::sleep(wait);
+        let state = dd.state(&execution);
+        if state != "InProgress" {
+            break;
+        }
+        let step = dd.show(&execution)["steps"]
+            .as_array()
+            .and_then(|s| s.last().cloned())
+            .unwrap_or_default();
+        dd.power_loss();
+        cut += 1;
+        eprintln!(
+            "{runbook}: power loss after {wait:?} in step {:?} ({})",
+            step["name"], step["state"]
+        );
+        let r = recover(dd, &[]);
+        assert!(
+            r["executions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["id"] == execution.as_str() && e["outcome"] == "resumed"),
+            "{r}"
+        );
+    }
+    let start = Instant::now();
+    while dd.state(&execution) == "InProgress" {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{runbook} still running 5 minutes after the last recovery"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let shown = dd.show(&execution);
+    assert_eq!(
+        shown["execution"]["state"], "Success",
+        "{runbook} after {cut} outages: {shown}"
+    );
+    (shown, cut)
+}
+
+/// Nothing orphaned: no leftovers, every instance but `keep` terminated,
+/// every volume attached to a live instance (`id`'s root as its root), no
+/// image but `images`.
+fn nothing_orphaned(dd: &Drydock, id: &str, keep: &[&str], images: &[&str]) {
+    let listing = dd.json(&["--region", R, "instances"]);
+    assert_eq!(listing["leftovers"], serde_json::json!([]), "{listing}");
+    for i in instances(dd) {
+        let iid = i["id"].as_str().unwrap();
+        if iid != id && !keep.contains(&iid) {
+            assert_eq!(i["state"], "terminated", "a stray instance: {i}");
+        }
+    }
+    let me = dd.instance(R, id);
+    assert_eq!(me["state"], "running", "{me}");
+    let vols = dd.json(&["--region", R, "volumes"]);
+    for v in vols["volumes"].as_array().unwrap() {
+        let to = v["attached_to"].as_str().unwrap_or("");
+        assert!(to == id || keep.contains(&to), "a stray volume: {v}");
+        if v["id"] == me["root_volume"] {
+            assert_eq!(v["attach_index"], 0, "{v}");
+        }
+    }
+    let imgs = dd.json(&["--region", R, "images"]);
+    for i in imgs["images"].as_array().unwrap() {
+        let iid = i["id"].as_str().unwrap();
+        assert!(images.contains(&iid), "an image left over: {i}");
+    }
+    let snaps = dd.json(&["--region", R, "snapshots"]);
+    assert_eq!(
+        snaps["snapshots"].as_array().map_or(0, |s| s.len()),
+        0,
+        "{snaps}"
+    );
+}
+
+/// One guest through three bundled runbooks, each cut off by a power loss
+/// at a random moment (seeded; `POWER_LOSS_SEED=S` replays): a full disk
+/// freed (free-disk-space), the n2 drivers installed over the console
+/// (upgrade-drivers, online: driver volume attached, reboot) and the move
+/// to n2.small (migrate-instance-type: check-migration, backup image,
+/// stop, type, start, verify). Each ends Success with nothing orphaned.
+#[test]
+fn free_disk_space_upgrade_drivers_and_migration_survive_power_losses() {
+    let _vm = vm_lock();
+    for seed in kill_seeds("POWER_LOSS_SEED", &[]) {
+        eprintln!("POWER_LOSS_SEED={seed}");
+        let mut rng = seed | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let dd = Drydock::new();
+        let base = dd.image(R);
+        let mmio = dd.image_with(
+            R,
+            &["--name", "mmio-only", "--drivers", "virtio_mmio,virtio_blk"],
+        );
+        let id = dd.launch(
+            R,
+            &mmio,
+            &[
+                "--type",
+                "m1.small",
+                "--root-password",
+                "pw",
+                "--allow-faults",
+            ],
+        );
+        dd.wait_console(R, &id, "login:");
+        assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+        assert_code(
+            &dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]),
+            0,
+        );
+        assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+        dd.wait_console(R, &id, "login:");
+        let inst = format!("instance={id}");
+        let pw = "password=env:DD_PW";
+
+        let (shown, _) = through_outages(&dd, "free-disk-space", &[&inst, pw], 1, 3_000, &mut next);
+        assert!(
+            shown["execution"]["output"]["after_percent"]
+                .as_i64()
+                .unwrap()
+                < 90,
+            "{shown}"
+        );
+        nothing_orphaned(&dd, &id, &[], &[&base, &mmio]);
+
+        let n2 = "target_type=n2.small";
+        let (shown, _) = through_outages(
+            &dd,
+            "upgrade-drivers",
+            &[&inst, pw, n2],
+            1,
+            12_000,
+            &mut next,
+        );
+        let backup = shown["execution"]["output"]["backup"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        nothing_orphaned(&dd, &id, &[], &[&base, &mmio, &backup]);
+
+        let (shown, _) = through_outages(
+            &dd,
+            "migrate-instance-type",
+            &[&inst, pw, n2],
+            1,
+            10_000,
+            &mut next,
+        );
+        assert_eq!(
+            shown["execution"]["output"]["result"], "migrated",
+            "{shown}"
+        );
+        let moved = shown["execution"]["output"]["backup"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
+        nothing_orphaned(&dd, &id, &[], &[&base, &mmio, &backup, &moved]);
+    }
+}

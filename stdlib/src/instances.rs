@@ -390,6 +390,26 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                     .sleep(std::time::Duration::from_millis(200))
                     .map_err(|i| i.into_rhai(Position::NONE))?;
             }
+            // The boot goes on printing for a moment after the first login
+            // prompt (services, disks announced); a login typed into that
+            // answered a prompt already gone and had its password refused
+            // (found by the power-loss soak). Done when the console has
+            // been quiet for 1.5 s (at most 20 s more).
+            let settle = std::time::Instant::now();
+            let mut quiet_since = std::time::Instant::now();
+            while quiet_since.elapsed() < std::time::Duration::from_millis(1500)
+                && settle.elapsed() < std::time::Duration::from_secs(20)
+            {
+                interrupt
+                    .sleep(std::time::Duration::from_millis(250))
+                    .map_err(|i| i.into_rhai(Position::NONE))?;
+                let (_, next, bytes) =
+                    h.console_since(id, Some(rec.boots), offset).map_err(fail)?;
+                offset = next;
+                if !bytes.is_empty() {
+                    quiet_since = std::time::Instant::now();
+                }
+            }
         }
         let mut m = describe(&h, &rec)?;
         m.insert("started".into(), started.into());
