@@ -154,6 +154,68 @@ impl SecretKey {
     }
 }
 
+/// What a parameter store value is sealed for: its name and its version,
+/// so a ciphertext copied over another version of the same name (or
+/// another name) does not open. Values sealed before versions were bound
+/// (`{PREFIX}` without [`VERSIONED`]) open with the name alone until
+/// [`reseal_legacy_parameters`] binds them.
+pub fn parameter_context(name: &str, version: i64) -> String {
+    format!("parameter {name} version {version}")
+}
+
+/// Marks a parameter value sealed for its name and version.
+pub const VERSIONED: &str = "v2:";
+
+/// Seals a parameter store value for `name` at `version`.
+pub fn seal_parameter(
+    key: &SecretKey,
+    name: &str,
+    version: i64,
+    plain: &str,
+) -> Result<String, SecretError> {
+    Ok(format!(
+        "{VERSIONED}{}",
+        key.seal(&parameter_context(name, version), plain)?
+    ))
+}
+
+/// Opens a parameter store value (bound to its version, or a legacy one
+/// bound to its name only).
+pub fn open_parameter(
+    key: &SecretKey,
+    name: &str,
+    version: i64,
+    stored: &str,
+) -> Result<String, SecretError> {
+    match stored.strip_prefix(VERSIONED) {
+        Some(sealed) => key.open(&parameter_context(name, version), sealed),
+        None => key.open(name, stored),
+    }
+}
+
+/// Seals every parameter value stored before versions were bound again,
+/// bound to its version. Returns how many were resealed.
+pub fn reseal_legacy_parameters(
+    key: &SecretKey,
+    journal: &mut crate::journal::Journal,
+) -> Result<usize, String> {
+    let mut n = 0;
+    for (name, version, stored) in journal
+        .legacy_sealed_parameters()
+        .map_err(|e| e.to_string())?
+    {
+        let plain = key
+            .open(&name, &stored)
+            .map_err(|e| format!("parameter {name} version {version}: {e}"))?;
+        let sealed = seal_parameter(key, &name, version, &plain).map_err(|e| e.to_string())?;
+        journal
+            .replace_sealed_value(&name, version, &stored, &sealed)
+            .map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The secret values seen so far; shared by everything that writes text
 /// out of one execution or REPL session.
 #[derive(Debug, Default, Clone)]
@@ -354,7 +416,7 @@ pub fn read_parameter(
         return Ok((rec.value, false));
     }
     SecretKey::load_or_create(data_dir)
-        .and_then(|k| k.open(&rec.name, &rec.value))
+        .and_then(|k| open_parameter(&k, &rec.name, rec.version, &rec.value))
         .map(|v| (v, true))
         .map_err(|e| format!("parameter {}: {e}", rec.name))
 }
@@ -429,6 +491,34 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_parameter_value_opens_only_as_the_version_it_was_sealed_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::load_or_create(dir.path()).unwrap();
+        let v1 = seal_parameter(&key, "db/pass", 1, "old").unwrap();
+        let v2 = seal_parameter(&key, "db/pass", 2, "new").unwrap();
+        assert_eq!(open_parameter(&key, "db/pass", 1, &v1).unwrap(), "old");
+        assert_eq!(open_parameter(&key, "db/pass", 2, &v2).unwrap(), "new");
+        // Version 1's ciphertext copied over version 2 (or another name).
+        assert!(open_parameter(&key, "db/pass", 2, &v1).is_err());
+        assert!(open_parameter(&key, "db/other", 1, &v1).is_err());
+        // A legacy value (bound to the name only) is resealed for its version.
+        let mut j = crate::journal::Journal::open(dir.path()).unwrap();
+        let legacy = key.seal("api/token", "t0k").unwrap();
+        j.put_parameter("api/token", &legacy, true, "", "root")
+            .unwrap();
+        assert_eq!(reseal_legacy_parameters(&key, &mut j).unwrap(), 1);
+        let rec = j
+            .parameter("api/token", &crate::journal::Selector::Latest)
+            .unwrap();
+        assert!(rec.value.starts_with(VERSIONED), "{}", rec.value);
+        assert_eq!(
+            open_parameter(&key, "api/token", 1, &rec.value).unwrap(),
+            "t0k"
+        );
+        assert_eq!(reseal_legacy_parameters(&key, &mut j).unwrap(), 0);
+    }
 
     #[test]
     fn sealed_values_open_only_with_their_context_and_key() {

@@ -16,6 +16,17 @@ use crate::failure::CliError;
 pub fn run(ctx: &Context, cmd: ParamCommand) -> Result<i32, CliError> {
     let data_dir = &ctx.settings.data_dir;
     let mut journal = ctx.executor.journal()?;
+    // Values sealed by an older drydock (bound to their name only) are
+    // sealed again for their version by whoever holds the key.
+    if SecretKey::path(data_dir).exists() {
+        if let Ok(key) = SecretKey::load_or_create(data_dir) {
+            match drydock_runtime::secrets::reseal_legacy_parameters(&key, &mut journal) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("resealed {n} parameter values for their versions"),
+                Err(e) => tracing::warn!("cannot reseal older parameter values: {e}"),
+            }
+        }
+    }
     match cmd {
         ParamCommand::Put {
             name,
@@ -38,15 +49,19 @@ pub fn run(ctx: &Context, cmd: ParamCommand) -> Result<i32, CliError> {
             if value.is_empty() {
                 return Err(CliError::usage("the value is empty; nothing was stored"));
             }
-            let stored = if secure {
-                SecretKey::load_or_create(data_dir)
-                    .and_then(|k| k.seal(&name, &value))
-                    .map_err(|e| CliError::failure(e.to_string()))?
-            } else {
-                value
-            };
             let me = drydock_runtime::identity::Identity::current();
-            let version = journal.put_parameter(&name, &stored, secure, &description, &me.name)?;
+            let version = if secure {
+                // Sealed for its name and the version it gets: a ciphertext
+                // copied over another version does not open.
+                let key = SecretKey::load_or_create(data_dir)
+                    .map_err(|e| CliError::failure(e.to_string()))?;
+                journal.put_sealed_parameter(&name, &description, &me.name, |version| {
+                    drydock_runtime::secrets::seal_parameter(&key, &name, version, &value)
+                        .map_err(|e| e.to_string())
+                })?
+            } else {
+                journal.put_parameter(&name, &value, secure, &description, &me.name)?
+            };
             if ctx.json {
                 print_json(&json!({ "name": name, "version": version, "secure": secure }));
             } else {

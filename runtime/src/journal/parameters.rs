@@ -149,6 +149,75 @@ impl Journal {
         Ok(version)
     }
 
+    /// Stores a new version of a secure parameter whose value is sealed
+    /// for the version it gets (`seal(version)`), in the same transaction.
+    pub fn put_sealed_parameter(
+        &mut self,
+        name: &str,
+        description: &str,
+        by: &str,
+        seal: impl FnOnce(i64) -> Result<String, String>,
+    ) -> Result<i64, JournalError> {
+        check_name(name).map_err(JournalError::Conflict)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<(i64, bool, bool, String)> = tx
+            .query_row(
+                "SELECT version, secure, deleted, description FROM parameters WHERE name = ?1
+                 ORDER BY version DESC LIMIT 1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let version = match &last {
+            Some((_, false, false, _)) => {
+                return Err(JournalError::Conflict(format!(
+                    "parameter {name} is plain; a new version must be too (delete it first to change its type)"
+                )))
+            }
+            Some((v, _, _, _)) => v + 1,
+            None => 1,
+        };
+        let description = match (&last, description.is_empty()) {
+            (Some((_, _, false, d)), true) => d.clone(),
+            _ => description.to_string(),
+        };
+        let stored = seal(version).map_err(JournalError::Conflict)?;
+        tx.execute(
+            "INSERT INTO parameters (name, version, secure, value, description, labels, created_by, created_at)
+             VALUES (?1, ?2, 1, ?3, ?4, '[]', ?5, ?6)",
+            params![name, version, stored, description, by, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Secure values sealed before versions were bound: (name, version, value).
+    pub fn legacy_sealed_parameters(&self) -> Result<Vec<(String, i64, String)>, JournalError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, version, value FROM parameters
+             WHERE secure = 1 AND deleted = 0 AND value NOT LIKE 'v2:%' AND value != ''",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces one stored value, if it is still `old`.
+    pub fn replace_sealed_value(
+        &mut self,
+        name: &str,
+        version: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE parameters SET value = ?4 WHERE name = ?1 AND version = ?2 AND value = ?3",
+            params![name, version, old, new],
+        )?;
+        Ok(())
+    }
+
     /// One version of a parameter.
     pub fn parameter(&self, name: &str, which: &Selector) -> Result<ParameterRecord, JournalError> {
         let rec = match which {
