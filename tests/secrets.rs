@@ -134,7 +134,19 @@ runbook(#{ name: "uses-secret", params: #{ password: #{ type: "secret" } } });
 step("check", || { write_file(`${env("WORK")}/got`, params.password); "checked" });
 print(`the password is ${params.password}`);
 let echoed = step("echo", || `output ${params.password}`);
-step("fail", || shell(`echo "${params.password}" >&2; exit 3`));
+step("fail", || shell(`echo "$PW" >&2; exit 3`, #{ env: #{ PW: params.password } }));
+"#;
+
+/// A secret on a command line (visible to every local user in `ps`) is
+/// refused, with the fix; derived forms of it are masked too.
+const IN_ARGV: &str = r#"
+runbook(#{ name: "in-argv", params: #{ password: #{ type: "secret" } } });
+let refused = [];
+try { shell(`echo ${params.password}`); } catch (e) { refused.push(`${e}`); }
+try { exec(["echo", params.password.sub_string(2, 8)]); } catch (e) { refused.push(`${e}`); }
+print(`upper ${params.password.to_upper()} piece ${params.password.sub_string(1, 9)}`);
+let via_env = shell(`printf '%s' "$PW" | wc -c`, #{ env: #{ PW: params.password } });
+#{ refused: refused, via_env: via_env }
 "#;
 
 fn assert_never_shown(dd: &Drydock, out: &std::process::Output, value: &str) -> String {
@@ -187,6 +199,37 @@ fn a_secret_parameter_by_reference_is_used_and_never_shown() {
     let out = dd.run(&["resume", &id, "--retry"]);
     assert_code(&out, 1);
     assert!(!text(&out.stderr).contains(SECRET));
+}
+
+#[test]
+fn a_secret_on_a_command_line_is_refused_and_its_derived_forms_are_masked() {
+    let dd = Drydock::new();
+    dd.write_runbook("in-argv.rhai", IN_ARGV);
+    let out = dd
+        .command(&["--json", "run", "in-argv", "-p", "password=env:APP_PW"])
+        .env("APP_PW", SECRET)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = v["output"]["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 2, "{v}");
+    for r in refused {
+        let r = r.as_str().unwrap();
+        assert!(
+            r.contains("holds a secret value") && r.contains("env:"),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        v["output"]["via_env"].as_str().unwrap().trim(),
+        SECRET.len().to_string()
+    );
+    let id = assert_never_shown(&dd, &out, SECRET);
+    let shown = dd.show(&id).to_string();
+    for derived in [SECRET.to_uppercase(), SECRET[1..9].to_string()] {
+        assert!(!shown.contains(&derived), "{derived} shown: {shown}");
+    }
 }
 
 #[test]

@@ -33,6 +33,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use drydock_runtime::interrupt::{Interrupt, Interruption};
+use drydock_runtime::secrets::Secrets;
 use drydock_runtime::RunContext;
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
@@ -771,6 +772,28 @@ fn prepare_exec(argv: &Array, opts: Option<&Map>) -> Result<Prepared, String> {
     Ok(Prepared { inv, shown, opts })
 }
 
+/// Refuses a command whose command line holds a secret value (or a form
+/// of one, see [`Secrets`]): every local user can read a command line in
+/// `ps` and /proc while it runs.
+fn no_secret_in_argv(p: Prepared, secrets: &Secrets) -> Result<Prepared, String> {
+    let words = std::iter::once(&p.inv.program).chain(p.inv.args.iter());
+    for (i, w) in words.enumerate() {
+        if secrets.contains_secret(&w.to_string_lossy()) {
+            let which = if i == 0 {
+                "its program name".to_string()
+            } else {
+                format!("its argument {i}")
+            };
+            return Err(format!(
+                "{} was not run: {which} holds a secret value, and every local user can read a command line (`ps`, /proc) while it runs. \
+                 Pass the secret in the environment (`#{{ env: #{{ PASSWORD: value }} }}`, then \"$PASSWORD\" in the shell) or on standard input (`#{{ stdin: value }}`)",
+                secrets.mask(&p.shown)
+            ));
+        }
+    }
+    Ok(p)
+}
+
 /// Runs and returns stdout, or fails when the command did not exit with 0.
 fn checked(
     ctx: &NativeCallContext,
@@ -799,50 +822,90 @@ fn unchecked(
 /// Registers `shell`, `shell_result`, `exec`, `exec_result` and `shell_quote`.
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn("shell", move |ctx: NativeCallContext, script: &str| {
-        checked(&ctx, &i, prepare_shell(script, None))
+        checked(
+            &ctx,
+            &i,
+            prepare_shell(script, None).and_then(|p| no_secret_in_argv(p, &sec)),
+        )
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn(
         "shell",
         move |ctx: NativeCallContext, script: &str, opts: Map| {
-            checked(&ctx, &i, prepare_shell(script, Some(&opts)))
+            checked(
+                &ctx,
+                &i,
+                prepare_shell(script, Some(&opts)).and_then(|p| no_secret_in_argv(p, &sec)),
+            )
         },
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn(
         "shell_result",
         move |ctx: NativeCallContext, script: &str| {
-            unchecked(&ctx, &i, prepare_shell(script, None))
+            unchecked(
+                &ctx,
+                &i,
+                prepare_shell(script, None).and_then(|p| no_secret_in_argv(p, &sec)),
+            )
         },
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn(
         "shell_result",
         move |ctx: NativeCallContext, script: &str, opts: Map| {
-            unchecked(&ctx, &i, prepare_shell(script, Some(&opts)))
+            unchecked(
+                &ctx,
+                &i,
+                prepare_shell(script, Some(&opts)).and_then(|p| no_secret_in_argv(p, &sec)),
+            )
         },
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn("exec", move |ctx: NativeCallContext, argv: Array| {
-        checked(&ctx, &i, prepare_exec(&argv, None))
+        checked(
+            &ctx,
+            &i,
+            prepare_exec(&argv, None).and_then(|p| no_secret_in_argv(p, &sec)),
+        )
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn(
         "exec",
         move |ctx: NativeCallContext, argv: Array, opts: Map| {
-            checked(&ctx, &i, prepare_exec(&argv, Some(&opts)))
+            checked(
+                &ctx,
+                &i,
+                prepare_exec(&argv, Some(&opts)).and_then(|p| no_secret_in_argv(p, &sec)),
+            )
         },
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn("exec_result", move |ctx: NativeCallContext, argv: Array| {
-        unchecked(&ctx, &i, prepare_exec(&argv, None))
+        unchecked(
+            &ctx,
+            &i,
+            prepare_exec(&argv, None).and_then(|p| no_secret_in_argv(p, &sec)),
+        )
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
+    let sec = ctx.secrets.clone();
     engine.register_fn(
         "exec_result",
         move |ctx: NativeCallContext, argv: Array, opts: Map| {
-            unchecked(&ctx, &i, prepare_exec(&argv, Some(&opts)))
+            unchecked(
+                &ctx,
+                &i,
+                prepare_exec(&argv, Some(&opts)).and_then(|p| no_secret_in_argv(p, &sec)),
+            )
         },
     );
     engine.register_fn(
