@@ -225,3 +225,95 @@ fn readers_see_the_same_bytes_and_a_second_writer_is_refused() {
     assert!(String::from_utf8_lossy(&told).contains("console taken over by operator two"));
     drop(taker);
 }
+
+/// Logins under CPU load, and with their runner killed at many points of
+/// the login and resumed: every run reaches the shell, and no console log
+/// holds the password (busybox's login prints `Password:` before it turns
+/// echo off; a password typed too early would be echoed in clear).
+#[test]
+fn logins_under_load_and_cut_off_at_any_point_never_echo_the_password() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", "pw-Zq81x"]);
+    dd.wait_console(R, &id, "login:");
+    dd.write_runbook(
+        "logins.rhai",
+        r#"
+runbook(#{ name: "logins", params: #{ instance: #{ type: "instance" }, password: #{ type: "secret" } } });
+let out = [];
+for n in 0..3 {
+    out.push(step(`login ${n}`, || {
+        let c = console::open(params.instance);
+        c.login("root", params.password);
+        c.run("echo in").stdout
+    }));
+}
+out
+"#,
+    );
+    // Two busy loops: the guest and the runner compete for the CPUs.
+    let hogs: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let p_instance = format!("instance={id}");
+    let run = |args: &[&str]| {
+        dd.command(args)
+            .env("LOGIN_PW", "pw-Zq81x")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = run(&[
+        "--json",
+        "--region",
+        R,
+        "run",
+        "logins",
+        "-p",
+        &p_instance,
+        "-p",
+        "password=env:LOGIN_PW",
+    ]);
+    let ex = dd.only_execution_of("logins");
+    // Killed at points spread over the logins (a login takes 1–3 s here).
+    for (n, ms) in [150u64, 400, 700, 1100, 1600, 2300, 900].iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(*ms));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        eprintln!("kill {n} after {ms} ms");
+        child = run(&["--json", "--region", R, "resume", &ex]);
+    }
+    let out = child.wait_with_output().unwrap();
+    for mut h in hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["output"],
+        serde_json::json!(["in\n", "in\n", "in\n"]),
+        "{v}"
+    );
+    let logs = dd.data_dir().join("instances").join(&id).join("console");
+    for e in std::fs::read_dir(&logs).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"pw-Zq81x"),
+            "the password is in {}",
+            p.display()
+        );
+    }
+}
