@@ -282,8 +282,9 @@ pub fn windows_tick(
                     }
                     match start_task(ctx, task) {
                         Ok((id, child)) => {
-                            journal.set_window_task_execution(&w.name, run.slot_at, &name, &id)?;
+                            // Tracked (and reaped) even if recording it fails.
                             children.push(child);
+                            journal.set_window_task_execution(&w.name, run.slot_at, &name, &id)?;
                             say(&format!(
                                 "window {}: task {} started {id}",
                                 shown(&w.name),
