@@ -547,3 +547,82 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
     );
     assert_code(&dd.run(&["executions"]), 0);
 }
+
+/// Issue 19: a maintenance window's task ran as requested by the serve
+/// account, so whoever added it approved their own change. A task carries
+/// whoever added (or last changed) it; the execution the window starts is
+/// requested by them and run by serve's account; they cannot approve it.
+#[test]
+fn a_window_task_is_requested_by_whoever_added_it() {
+    let (dd, alice) = shared();
+    let bob = os_user("ddtbob", &["ddtrust"]);
+    dd.write_runbook("nightly-change.rhai", SCHEDULED);
+    chmod(&dd.work(), 0o777);
+    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "add",
+            "patch",
+            "--schedule",
+            &at,
+            "--duration",
+            "2m",
+            "--cutoff",
+            "10s",
+        ]),
+        0,
+    );
+    let out = dd.run_as(
+        &alice,
+        &[
+            "windows",
+            "task",
+            "patch",
+            "change",
+            "--runbook",
+            "nightly-change",
+            "-p",
+            "approvers=ddtalice,ddtbob",
+        ],
+    );
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("requested by ddtalice"),
+        "{}",
+        text(&out.stdout)
+    );
+    let shown = text(&dd.run(&["windows", "show", "patch"]).stdout);
+    assert!(shown.contains("ddtalice"), "{shown}");
+    let mut serve = dd
+        .command(&["serve", "--listen", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    dd.wait_until("the window starts its task", || {
+        id = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0]["execution_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        !id.is_empty()
+    });
+    dd.wait_for_approval(&id);
+    let show = dd.show(&id);
+    assert_eq!(show["execution"]["requested_by"], "ddtalice", "{show}");
+    assert_eq!(show["execution"]["run_by"], "root", "{show}");
+    let out = dd.run_as(&alice, &["approve", &id]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("separation of duties"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_code(&dd.run_as(&bob, &["approve", &id]), 0);
+    dd.wait_until("the run ends", || dd.state(&id) == "Success");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -238,6 +238,8 @@ CREATE TABLE IF NOT EXISTS window_tasks (
     runbook          TEXT NOT NULL,
     params           TEXT NOT NULL,
     priority         INTEGER NOT NULL,
+    created_by       TEXT,
+    created_by_uid   INTEGER,
     PRIMARY KEY (window, name)
 );
 CREATE TABLE IF NOT EXISTS window_runs (
@@ -369,6 +371,14 @@ impl Journal {
                     c.execute(
                         "UPDATE tokens SET expires_at = ?1 WHERE expires_at IS NULL",
                         [now_ms() + tokens::TOKEN_LIFETIME_DEFAULT.as_millis() as i64],
+                    )?;
+                }
+                // Schema 12: a window task's executions are requested by
+                // whoever added or last changed it (windows from schema 7).
+                if (7..=11).contains(&version) {
+                    c.execute_batch(
+                        "ALTER TABLE window_tasks ADD COLUMN created_by TEXT;
+                         ALTER TABLE window_tasks ADD COLUMN created_by_uid INTEGER;",
                     )?;
                 }
                 c.execute_batch(SCHEMA)?;
