@@ -308,8 +308,8 @@ pub fn reap(children: &mut Vec<Child>) {
         // The runners tracked above were already reaped through their
         // Child: what is left ended after that check or is untracked.
         if let Some(i) = children.iter().position(|c| c.id() == pid as u32) {
-            let _ = children[i].try_wait();
-            children.swap_remove(i);
+            // It has ended: wait() returns at once and reaps it.
+            let _ = children.swap_remove(i).wait();
             continue;
         }
         let mut status = 0;
