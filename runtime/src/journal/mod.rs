@@ -607,7 +607,9 @@ mod tests {
                 "INSERT INTO tokens (id, digest, account, uid, label, created_at)
                     VALUES ('tok-old', 'd', 'alice', 1001, '', 1);
                  ALTER TABLE tokens DROP COLUMN expires_at;
-                 ALTER TABLE tokens DROP COLUMN last_used_at;",
+                 ALTER TABLE tokens DROP COLUMN last_used_at;
+                 ALTER TABLE window_tasks DROP COLUMN created_by;
+                 ALTER TABLE window_tasks DROP COLUMN created_by_uid;",
             )
             .unwrap();
             c.pragma_update(None, "user_version", 11).unwrap();
