@@ -612,6 +612,9 @@ pub enum TokensCommand {
     Create {
         #[arg(long, default_value = "")]
         label: String,
+        /// How long it is accepted (e.g. 30d, 12h; at most 366d); there is no "never"
+        #[arg(long, value_name = "DURATION", default_value = "90d")]
+        expires: String,
     },
     /// Revoke a token by id
     Revoke { id: String },

@@ -500,3 +500,82 @@ step("slow", || { sleep(params.secs); append_file(`${env("WORK")}/log`, params.l
         text(&out.stdout)
     );
 }
+
+/// The children of `pid` that are zombies (state Z in /proc/PID/stat).
+fn zombies_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so split after ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (Some(state), Some(ppid)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if state == "Z" && ppid.parse() == Ok(pid) {
+            out.push(head.split_whitespace().next().unwrap().parse().unwrap());
+        }
+    }
+    out
+}
+
+/// Issue 19: serve left `<defunct>` runners. Quick scheduled runs end
+/// while serve sleeps between ticks; each is reaped when it ends, and a
+/// zombie child of serve is never seen for more than a moment.
+#[test]
+fn serve_reaps_every_runner_it_started() {
+    let dd = Drydock::new();
+    // Ends a moment after serve started it, well before serve's next tick.
+    dd.write_runbook(
+        "brief.rhai",
+        r#"runbook(#{ name: "brief" });
+step("log", || { append_file(`${env("WORK")}/log`, "ran\n"); sleep(0.2); });"#,
+    );
+    for (i, secs) in [(1, 2), (2, 4), (3, 6)] {
+        let name = format!("quick-{i}");
+        assert_code(
+            &dd.run(&[
+                "schedules",
+                "add",
+                &name,
+                "--runbook",
+                "brief",
+                "--schedule",
+                &at_in(secs),
+            ]),
+            0,
+        );
+    }
+    let mut s = serve(&dd);
+    let pid = s.id();
+    // Sampled every 20 ms: how long each zombie child of serve lasted.
+    let mut seen: std::collections::HashMap<u32, Instant> = Default::default();
+    let mut longest = Duration::ZERO;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(25) {
+        let now = zombies_of(pid);
+        for z in &now {
+            let first = *seen.entry(*z).or_insert_with(Instant::now);
+            longest = longest.max(first.elapsed());
+        }
+        if dd.count("log", "ran") == 3 && start.elapsed() > Duration::from_secs(9) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(dd.count("log", "ran"), 3, "the three runs ran");
+    std::thread::sleep(Duration::from_millis(500));
+    let left = zombies_of(pid);
+    s.kill().unwrap();
+    s.wait().unwrap();
+    assert!(left.is_empty(), "zombie children of serve: {left:?}");
+    assert!(
+        longest < Duration::from_millis(300),
+        "a runner stayed <defunct> for {longest:?} ({} zombies seen)",
+        seen.len()
+    );
+}

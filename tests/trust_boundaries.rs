@@ -441,3 +441,188 @@ fn a_directory_swapped_during_the_approval_deletes_nothing() {
     // Alice's moved files were not touched either: nothing was deleted.
     assert!(dd.work().join("logs.moved/a.log").exists());
 }
+
+/// A GET to serve's local API over DATA_DIR/serve.sock: (status line, body).
+fn local_api_get(dd: &Drydock, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(dd.data_dir().join("serve.sock")).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: drydock\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+const LOGS: &str = r#"
+runbook(#{ name: "logs" });
+step("log", || append_file(`${env("WORK")}/log`, "ran\n"));
+"#;
+
+/// Issue 19: once, in group mode, serve's API answered "database disk
+/// image is malformed" after another account read the journal. Serve's
+/// own opening of the journal dropped the locks its open connections held
+/// (POSIX locks go with any close of the file), so the other account's
+/// process, closing last, deleted the -wal and -shm files serve still
+/// used: serve went on with a deleted wal-index (stale reads, a schedule
+/// added afterwards never ran, and at worst a malformed journal). Now
+/// serve's files stay live and it sees what is added after.
+#[test]
+fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
+    let (dd, alice) = shared();
+    dd.write_runbook("logs.rhai", LOGS);
+    chmod(&dd.work(), 0o777);
+    assert_code(&dd.run(&["run", "logs"]), 0);
+    let mut serve = dd
+        .command(&["serve", "--listen", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    dd.wait_until("serve answers", || {
+        dd.run(&["serve", "status"]).status.code() == Some(0)
+    });
+    // A few ticks: serve opens the journal again and again.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Another account reads the journal with sqlite3 and closes it (the
+    // sqlite3 package: scripts/setup installs it).
+    let out = std::process::Command::new("runuser")
+        .args(["-u", &alice.name, "--", "sqlite3"])
+        .arg(dd.data_dir().join("journal.sqlite3"))
+        .arg("SELECT COUNT(*) FROM executions;")
+        .output()
+        .expect("sqlite3 (scripts/setup installs it)");
+    assert!(out.status.success(), "sqlite3: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1");
+    let deleted: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", serve.id()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.contains("journal.sqlite3") && p.ends_with("(deleted)"))
+        .collect();
+    // Then a schedule is added and serve must see it.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    assert_code(
+        &dd.run(&[
+            "schedules",
+            "add",
+            "soon",
+            "--runbook",
+            "logs",
+            "--schedule",
+            &at,
+        ]),
+        0,
+    );
+    let start = std::time::Instant::now();
+    while dd.count("log", "ran") < 2 && start.elapsed() < std::time::Duration::from_secs(12) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ran = dd.count("log", "ran");
+    let (status, body) = local_api_get(&dd, "/api/executions");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        deleted.is_empty(),
+        "serve holds deleted journal files after another account's read: {deleted:?}"
+    );
+    assert_eq!(ran, 2, "serve never ran the schedule added after the read");
+    assert!(status.contains("200"), "{status}: {body}");
+    let scheduled = dd.json(&["schedules", "show", "soon"])["slots"][0]["execution_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !scheduled.is_empty() && body.contains(&scheduled),
+        "serve's API does not list {scheduled}: {body}"
+    );
+    assert_code(&dd.run(&["executions"]), 0);
+}
+
+/// Issue 19: a maintenance window's task ran as requested by the serve
+/// account, so whoever added it approved their own change. A task carries
+/// whoever added (or last changed) it; the execution the window starts is
+/// requested by them and run by serve's account; they cannot approve it.
+#[test]
+fn a_window_task_is_requested_by_whoever_added_it() {
+    let (dd, alice) = shared();
+    let bob = os_user("ddtbob", &["ddtrust"]);
+    dd.write_runbook("nightly-change.rhai", SCHEDULED);
+    chmod(&dd.work(), 0o777);
+    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "add",
+            "patch",
+            "--schedule",
+            &at,
+            "--duration",
+            "2m",
+            "--cutoff",
+            "10s",
+        ]),
+        0,
+    );
+    let out = dd.run_as(
+        &alice,
+        &[
+            "windows",
+            "task",
+            "patch",
+            "change",
+            "--runbook",
+            "nightly-change",
+            "-p",
+            "approvers=ddtalice,ddtbob",
+        ],
+    );
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("requested by ddtalice"),
+        "{}",
+        text(&out.stdout)
+    );
+    let shown = text(&dd.run(&["windows", "show", "patch"]).stdout);
+    assert!(shown.contains("ddtalice"), "{shown}");
+    let mut serve = dd
+        .command(&["serve", "--listen", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    dd.wait_until("the window starts its task", || {
+        id = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0]["execution_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        !id.is_empty()
+    });
+    dd.wait_for_approval(&id);
+    let show = dd.show(&id);
+    assert_eq!(show["execution"]["requested_by"], "ddtalice", "{show}");
+    assert_eq!(show["execution"]["run_by"], "root", "{show}");
+    let out = dd.run_as(&alice, &["approve", &id]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("separation of duties"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_code(&dd.run_as(&bob, &["approve", &id]), 0);
+    dd.wait_until("the run ends", || dd.state(&id) == "Success");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -320,3 +320,90 @@ fn the_api_needs_a_token_and_changes_need_the_anti_forgery_header() {
         401
     );
 }
+
+/// Issue 19: tokens never expired. A token lives 90 days unless
+/// `--expires` says otherwise (at most a year, never "never"); each use is
+/// recorded; once expired the API and the sign-in form refuse it with 401
+/// and a message naming the expiry and the fix; `tokens` shows both.
+#[test]
+fn a_token_expires_and_its_last_use_is_recorded() {
+    let dd = Drydock::new();
+    for bad in ["never", "400d", "0s", "soon"] {
+        let out = dd.run(&["tokens", "create", "--expires", bad]);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains("--expires"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(
+        text(&dd.run(&["tokens", "create", "--expires", "never"]).stderr)
+            .contains("tokens always expire")
+    );
+    // The default: 90 days.
+    let made = dd.json(&["tokens", "create", "--label", "default"]);
+    let days = (made["expires_at"].as_i64().unwrap() - chrono::Utc::now().timestamp_millis())
+        as f64
+        / 86_400_000.0;
+    assert!((89.9..=90.1).contains(&days), "{made}");
+    let (_serve, url) = serve(&dd);
+    let made = dd.json(&["tokens", "create", "--label", "short", "--expires", "4s"]);
+    let token = made["token"].as_str().unwrap().to_string();
+    let id = made["id"].as_str().unwrap().to_string();
+    let listed = |id: &str| {
+        dd.json(&["tokens"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert!(listed(&id)["last_used_at"].is_null());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| {
+        let mut r = agent
+            .get(&format!("{url}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    assert_eq!(get("api/whoami").0, 200);
+    let t = listed(&id);
+    assert!(t["last_used_at"].as_i64().is_some(), "{t}");
+    assert_eq!(t["expired"], false);
+    let table = text(&dd.run(&["tokens"]).stdout);
+    assert!(
+        table.contains("EXPIRES") && table.contains("LAST USED"),
+        "{table}"
+    );
+    std::thread::sleep(Duration::from_millis(4500));
+    let (code, body) = get("api/executions");
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains(&format!("token {id} expired at")) && body.contains("tokens create"),
+        "{body}"
+    );
+    // The sign-in form refuses it too.
+    let mut r = agent
+        .post(&format!("{url}login"))
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!("token={token}"))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+        .contains("expired at"));
+    assert_eq!(listed(&id)["expired"], true);
+    assert!(text(&dd.run(&["tokens"]).stdout).contains("expired "));
+}

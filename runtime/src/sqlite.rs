@@ -49,10 +49,20 @@ pub fn open_shared(
     // SQLite creates its files 0644 & ~umask and gives the -wal and -shm
     // files the database file's mode: create it first with 0666 & ~umask,
     // so a sharing group (umask 007) can write it and others never read it.
+    //
+    // Only when it does not exist yet (O_EXCL): opening and closing an
+    // existing database file here would drop every POSIX lock this process
+    // holds on it (fcntl locks belong to the process, and any close of the
+    // file releases them), including the SHARED lock each open WAL-mode
+    // connection keeps. Another process closing its connection then
+    // believes it is the last one, checkpoints and deletes the -wal and
+    // -shm files, and this process's connections go on with the deleted
+    // wal-index while others use new files: stale reads, a serve that
+    // never sees a new schedule, "database disk image is malformed".
     {
         use std::os::unix::fs::OpenOptionsExt;
         let _ = std::fs::OpenOptions::new()
-            .create(true)
+            .create_new(true)
             .append(true)
             .mode(0o666)
             .open(path);

@@ -90,6 +90,9 @@ fn say(line: &str) {
 async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| CliError::failure(format!("cannot watch SIGTERM: {e}")))?;
+    // A child that ends is reaped at once, not left <defunct>.
+    let mut chld = signal(SignalKind::child())
+        .map_err(|e| CliError::failure(format!("cannot watch SIGCHLD: {e}")))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| CliError::failure(format!("cannot watch SIGINT: {e}")))?;
     let file = args
@@ -226,12 +229,12 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
     let mut file_seen: Option<SystemTime> = None;
     let clock = SystemClock;
     let mut cache = DueCache::default();
-    let mut wait = Duration::ZERO;
+    let mut wake = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {
+            _ = tokio::time::sleep_until(wake) => {
                 reload_file(ctx, &file, &mut file_seen);
-                wait = Duration::from_secs(1);
+                let mut wait = Duration::from_secs(1);
                 let mut next_slot = None;
                 match schedule_tick(ctx, &clock, &mut children, &mut cache) {
                     // Wake for the next due slot, at least once a second
@@ -251,9 +254,11 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                     tracing::warn!("maintenance window tick failed: {e}");
                     say(&format!("maintenance windows: {e}"));
                 }
-                children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+                reap(&mut children);
                 report(cache.due.len(), next_slot, children.len(), false);
+                wake = tokio::time::Instant::now() + wait;
             }
+            _ = chld.recv() => reap(&mut children),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -264,11 +269,54 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         "drydock serve: stopping; {} runs still going record their end in the journal and are resumed by the next serve if they stop",
         children.len()
     ));
-    // Runners live in process groups of their own and finish their work.
+    // Runners live in process groups of their own and finish their work
+    // (init adopts them when this process ends); the ones that ended are
+    // reaped now.
+    reap(&mut children);
     for c in children {
         std::mem::forget(c);
     }
     Ok(0)
+}
+
+/// Reaps every child of this process that has ended: the runners it
+/// tracks (dropped from `children`), and the ones it does not (an
+/// instance's supervisor started by host recovery, a runner whose start
+/// could not be recorded), which would otherwise stay `<defunct>` for as
+/// long as serve runs.
+pub fn reap(children: &mut Vec<Child>) {
+    children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    loop {
+        // SAFETY: siginfo_t is plain data for which all zeroes is valid;
+        // waitid only writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with WNOWAIT only reports an ended child (it is
+        // left waitable); `info` is a valid siginfo_t we own.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid filled `info` (or left it zeroed: pid 0).
+        let pid = unsafe { info.si_pid() };
+        if rc != 0 || pid <= 0 {
+            return;
+        }
+        // The runners tracked above were already reaped through their
+        // Child: what is left ended after that check or is untracked.
+        if let Some(i) = children.iter().position(|c| c.id() == pid as u32) {
+            // It has ended: wait() returns at once and reaps it.
+            let _ = children.swap_remove(i).wait();
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on a pid that is our own ended child, with a
+        // valid pointer for its status.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
 }
 
 /// Re-imports the schedules file when it changed (a bad file is reported
@@ -345,11 +393,16 @@ pub fn schedule_tick(
     if cache.journal.is_none() {
         cache.journal = Some(ctx.executor.journal()?);
     }
-    let version = cache
-        .journal
-        .as_ref()
-        .map(|j| j.data_version())
-        .transpose()?;
+    let version = match cache.journal.as_ref().map(|j| j.data_version()).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            // A connection that failed is not trusted again: the next tick
+            // opens a fresh one (and reads every schedule again).
+            cache.journal = None;
+            cache.version = None;
+            return Err(e.into());
+        }
+    };
     if cache.version.is_none() || cache.version != version {
         let list = ctx.executor.journal()?.schedules()?;
         cache.due = list
@@ -423,10 +476,11 @@ pub fn schedule_tick(
                     closed_at(p.slot).map(|why| format!("{why}; run {} anyway?", s.name)),
                 ) {
                     Ok((id, child)) => {
+                        // Tracked (and reaped) even if recording it fails.
+                        children.push(child);
                         ctx.executor
                             .journal()?
                             .set_slot_execution(&s.name, slot_ms, &id)?;
-                        children.push(child);
                         say(&format!("{}: slot {slot} started {id}", shown(&s.name)));
                     }
                     Err(e) => {

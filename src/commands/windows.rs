@@ -125,18 +125,25 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
                         e.to_string().replace('\n', "\n  ")
                     ))
                 })?;
+            // Whoever adds or changes a task requests its executions.
+            let me = drydock_runtime::identity::Identity::current();
             let record = WindowTask {
                 window: window.clone(),
                 name: task.clone(),
                 runbook: rb.name.clone(),
                 params: resolved,
                 priority,
+                created_by: Some(me.name.clone()),
+                created_by_uid: Some(me.uid),
             };
             journal.put_window_task(&record)?;
             if ctx.json {
                 print_json(&record);
             } else {
-                println!("{window}: task {task} ({}) at priority {priority}", rb.name);
+                println!(
+                    "{window}: task {task} ({}) at priority {priority}; its runs are requested by {}",
+                    rb.name, me.name
+                );
             }
         }
         Some(WindowsCommand::Show { name }) => {
@@ -160,12 +167,13 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
                 fmt_ms(w.cutoff_ms),
                 w.cutoff_behavior
             );
-            let mut t = table(&["PRIORITY", "TASK", "RUNBOOK"]);
+            let mut t = table(&["PRIORITY", "TASK", "RUNBOOK", "REQUESTED BY"]);
             for task in &tasks {
                 t.add_row(vec![
                     task.priority.to_string(),
                     shown(&task.name),
                     shown(&task.runbook),
+                    shown(task.created_by.as_deref().unwrap_or(&w.created_by)),
                 ]);
             }
             println!("{t}");
@@ -280,10 +288,11 @@ pub fn windows_tick(
                     )? {
                         continue;
                     }
-                    match start_task(ctx, task) {
+                    match start_task(ctx, &w, task) {
                         Ok((id, child)) => {
-                            journal.set_window_task_execution(&w.name, run.slot_at, &name, &id)?;
+                            // Tracked (and reaped) even if recording it fails.
                             children.push(child);
+                            journal.set_window_task_execution(&w.name, run.slot_at, &name, &id)?;
                             say(&format!(
                                 "window {}: task {} started {id}",
                                 shown(&w.name),
@@ -330,7 +339,21 @@ pub fn windows_tick(
     Ok(())
 }
 
-fn start_task(ctx: &Context, task: &WindowTask) -> Result<(String, Child), CliError> {
+/// Starts a window's task, requested by whoever added or last changed it
+/// (for a task of an older journal, the window's creator): serve runs it,
+/// but that person does not approve their own change.
+fn start_task(
+    ctx: &Context,
+    w: &WindowRecord,
+    task: &WindowTask,
+) -> Result<(String, Child), CliError> {
+    let requester = drydock_runtime::identity::Identity {
+        uid: task.created_by_uid.unwrap_or(u32::MAX),
+        name: task
+            .created_by
+            .clone()
+            .unwrap_or_else(|| w.created_by.clone()),
+    };
     let runbook = ctx.executor.catalog().find(&task.runbook)?;
     let supplied = task
         .params
@@ -340,7 +363,14 @@ fn start_task(ctx: &Context, task: &WindowTask) -> Result<(String, Child), CliEr
         .collect();
     let id = ctx
         .executor
-        .create_execution(&runbook, &supplied, &Default::default())
+        .create_execution(
+            &runbook,
+            &supplied,
+            &drydock_runtime::StartOptions {
+                requester: Some(requester),
+                ..Default::default()
+            },
+        )
         .map_err(|e| CliError::usage(e.to_string()))?;
     let (child, _) = super::run::start_background(ctx, &id)?;
     Ok((id, child))

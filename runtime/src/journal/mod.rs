@@ -26,7 +26,7 @@ pub use parameters::{check_name as check_parameter_name, ParameterRecord, Select
 pub use repl::{ReplEntryRecord, ReplSessionRecord};
 pub use schedules::{MissedPolicy, ScheduleRecord, SlotRecord};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
-pub use tokens::TokenRecord;
+pub use tokens::{TokenAuth, TokenRecord, TOKEN_LIFETIME_DEFAULT, TOKEN_LIFETIME_MAX};
 pub use windows::{WindowRecord, WindowRun, WindowTask, WindowTaskRun};
 
 /// Errors from the journal, named for what failed.
@@ -74,7 +74,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -238,6 +238,8 @@ CREATE TABLE IF NOT EXISTS window_tasks (
     runbook          TEXT NOT NULL,
     params           TEXT NOT NULL,
     priority         INTEGER NOT NULL,
+    created_by       TEXT,
+    created_by_uid   INTEGER,
     PRIMARY KEY (window, name)
 );
 CREATE TABLE IF NOT EXISTS window_runs (
@@ -263,7 +265,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     account          TEXT NOT NULL,
     uid              INTEGER NOT NULL,
     label            TEXT NOT NULL,
-    created_at       INTEGER NOT NULL
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER,
+    last_used_at     INTEGER
 );
 CREATE TABLE IF NOT EXISTS repl_sessions (
     id               TEXT PRIMARY KEY,
@@ -354,6 +358,27 @@ impl Journal {
                     c.execute_batch(
                         "ALTER TABLE schedules ADD COLUMN runbook_sha256 TEXT;
                          ALTER TABLE schedules ADD COLUMN created_by_uid INTEGER;",
+                    )?;
+                }
+                // Schema 12: tokens expire and record their last use. Tokens
+                // of an older drydock (which never expired) get the default
+                // lifetime from the upgrade on, not a lockout.
+                if (8..=11).contains(&version) {
+                    c.execute_batch(
+                        "ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+                         ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;",
+                    )?;
+                    c.execute(
+                        "UPDATE tokens SET expires_at = ?1 WHERE expires_at IS NULL",
+                        [now_ms() + tokens::TOKEN_LIFETIME_DEFAULT.as_millis() as i64],
+                    )?;
+                }
+                // Schema 12: a window task's executions are requested by
+                // whoever added or last changed it (windows from schema 7).
+                if (7..=11).contains(&version) {
+                    c.execute_batch(
+                        "ALTER TABLE window_tasks ADD COLUMN created_by TEXT;
+                         ALTER TABLE window_tasks ADD COLUMN created_by_uid INTEGER;",
                     )?;
                 }
                 c.execute_batch(SCHEMA)?;
@@ -569,5 +594,30 @@ mod tests {
         drop(j);
         // Opening again is a no-op.
         Journal::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn tokens_of_a_schema_11_journal_get_an_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        // A schema 11 journal: today's, without the columns of 12.
+        drop(Journal::open(dir.path()).unwrap());
+        {
+            let c = Connection::open(dir.path().join("journal.sqlite3")).unwrap();
+            c.execute_batch(
+                "INSERT INTO tokens (id, digest, account, uid, label, created_at)
+                    VALUES ('tok-old', 'd', 'alice', 1001, '', 1);
+                 ALTER TABLE tokens DROP COLUMN expires_at;
+                 ALTER TABLE tokens DROP COLUMN last_used_at;
+                 ALTER TABLE window_tasks DROP COLUMN created_by;
+                 ALTER TABLE window_tasks DROP COLUMN created_by_uid;",
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 11).unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        let t = &j.tokens(None).unwrap()[0];
+        let days = (t.expires_at.unwrap() - now_ms()) / 86_400_000;
+        assert!((89..=90).contains(&days), "{t:?}");
+        assert!(!t.expired && t.last_used_at.is_none());
     }
 }

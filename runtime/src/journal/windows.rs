@@ -32,6 +32,12 @@ pub struct WindowTask {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Lower runs first; equal priorities run in parallel.
     pub priority: i64,
+    /// Who added or last changed the task: its executions are requested
+    /// by them (None for a task of an older journal: the window's creator).
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub created_by_uid: Option<u32>,
 }
 
 /// One opening of a window and what its tasks did.
@@ -129,15 +135,18 @@ impl Journal {
     pub fn put_window_task(&mut self, t: &WindowTask) -> Result<(), JournalError> {
         self.window(&t.window)?;
         self.conn.execute(
-            "INSERT INTO window_tasks (window, name, runbook, params, priority)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(window, name) DO UPDATE SET runbook = ?3, params = ?4, priority = ?5",
+            "INSERT INTO window_tasks (window, name, runbook, params, priority, created_by, created_by_uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(window, name) DO UPDATE SET runbook = ?3, params = ?4, priority = ?5,
+                 created_by = ?6, created_by_uid = ?7",
             params![
                 t.window,
                 t.name,
                 t.runbook,
                 serde_json::Value::Object(t.params.clone()).to_string(),
-                t.priority
+                t.priority,
+                t.created_by,
+                t.created_by_uid
             ],
         )?;
         Ok(())
@@ -157,6 +166,8 @@ impl Journal {
                     runbook: r.get("runbook")?,
                     params: serde_json::from_str(&params).unwrap_or_default(),
                     priority: r.get("priority")?,
+                    created_by: r.get("created_by")?,
+                    created_by_uid: r.get("created_by_uid")?,
                 })
             })?
             .collect::<Result<_, _>>()?;

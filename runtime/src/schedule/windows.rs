@@ -150,6 +150,8 @@ mod tests {
             runbook: "rb".into(),
             params: Default::default(),
             priority,
+            created_by: Some("alice".into()),
+            created_by_uid: Some(1001),
         }
     }
 

@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Form, Json, Router};
 use drydock_runtime::identity::Identity;
+use drydock_runtime::journal::TokenAuth;
 use drydock_runtime::Journal;
 use serde::Deserialize;
 
@@ -136,10 +137,13 @@ impl FromRequestParts<WebState> for Caller {
             return Ok(Caller(Identity::of_uid(uid)));
         }
         let token = token_of(&parts.headers).ok_or_else(unauthorized)?;
-        let (name, uid) = state
-            .journal()?
-            .token_account(&token)?
-            .ok_or_else(unauthorized)?;
+        let (name, uid) = match state.journal()?.authenticate_token(&token)? {
+            TokenAuth::Valid { account, uid } => (account, uid),
+            TokenAuth::Expired { id, expired_at } => {
+                return Err(ApiError(StatusCode::UNAUTHORIZED, expired(&id, expired_at)))
+            }
+            TokenAuth::Unknown => return Err(unauthorized()),
+        };
         if parts.method != axum::http::Method::GET
             && parts.headers.get("x-drydock").and_then(|v| v.to_str().ok()) != Some("1")
         {
@@ -157,21 +161,39 @@ struct LoginForm {
     token: String,
 }
 
+/// The refusal of an expired token: which one, since when, and the fix.
+fn expired(id: &str, expired_at: i64) -> String {
+    format!(
+        "token {id} expired at {}; create a new one with `drydock tokens create --expires 90d` (and revoke this one with `drydock tokens revoke {id}`)",
+        drydock_runtime::display::timestamp(expired_at)
+    )
+}
+
 async fn login(State(state): State<WebState>, Form(form): Form<LoginForm>) -> Response {
     let token = form.token.trim().to_string();
-    let known = state
+    let auth = state
         .journal()
         .ok()
-        .and_then(|j| j.token_account(&token).ok().flatten())
-        .is_some();
-    if !known
+        .and_then(|j| j.authenticate_token(&token).ok())
+        .unwrap_or(TokenAuth::Unknown);
+    if let TokenAuth::Expired { id, expired_at } = &auth {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(format!(
+                "{}; <a href=\"/\">back</a>",
+                expired(id, *expired_at).replace('<', "&lt;")
+            )),
+        )
+            .into_response();
+    }
+    if !matches!(auth, TokenAuth::Valid { .. })
         || !token
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return (
             StatusCode::UNAUTHORIZED,
-            Html("unknown token; <a href=\"/\">back</a>"),
+            Html("unknown token; <a href=\"/\">back</a>".to_string()),
         )
             .into_response();
     }
