@@ -362,7 +362,9 @@ fn without_a_terminal_from_stdin_and_dash_c() {
 const GATED: &str = r#"
 runbook(#{ name: "gated", params: #{} });
 step("before", || 1);
-let d = approve(#{ message: "Restart the web tier?", approvers: ["ddalice"] });
+// The message carries a terminal escape (an OSC that retitles the
+// window): the REPL shows it escaped, never obeys it.
+let d = approve(#{ message: "Restart the web tier?\x1b]0;pwned\x07", approvers: ["ddalice"] });
 step("after", || 2);
 d.decision
 "#;
@@ -382,6 +384,14 @@ fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     t.wait_for("Ctrl-D leaves", 30);
     t.line(":approvals");
     t.wait_for("may decide", 10);
+    t.line(&format!(":show {id}"));
+    t.wait_for("approval pending", 10);
+    let raw = t.out.lock().unwrap().clone();
+    assert!(
+        !raw.windows(9).any(|w| w == b"\x1b]0;pwned"),
+        "the runbook's escape reached the terminal"
+    );
+    assert!(t.screen().contains("\\x1b]0;pwned"), "{}", t.screen());
     // The next prompt counts what waits for this account.
     t.wait_for("(1 approval waits for you)", 15);
     t.line(&format!(":approve {id} looks fine"));

@@ -43,8 +43,15 @@ pub struct Repl<'a> {
     serve_status: Option<crate::service_commands::ServeStatus<'a>>,
 }
 
+/// Text from the journal (runbook messages, comments, guest output,
+/// account names) as a terminal may show it: control characters escaped
+/// (`\x1b` would drive the terminal, `\n` forge a line), as the CLI does.
+fn shown(s: &str) -> String {
+    drydock_runtime::display::sanitize(s).into_owned()
+}
+
 fn clip(s: &str, n: usize) -> String {
-    let one: String = s.replace(['\n', '\r'], " ");
+    let one = shown(s);
     if one.chars().count() > n {
         format!("{}…", one.chars().take(n - 1).collect::<String>())
     } else {
@@ -504,10 +511,10 @@ impl<'a> Repl<'a> {
                 .map_err(|e| e.to_string())?;
             rows.push(vec![
                 a.execution_id.clone(),
-                exec.runbook.clone(),
+                shown(&exec.runbook),
                 clip(&a.message, 50),
                 format!("{}/{}", a.approvals(), a.min_approvals),
-                exec.requested_by.clone(),
+                shown(&exec.requested_by),
                 may_decide(a, &me, &exec.requested_by),
             ]);
         }
@@ -579,10 +586,10 @@ impl<'a> Repl<'a> {
                     .map(|e| {
                         vec![
                             e.id.clone(),
-                            e.runbook.clone(),
+                            shown(&e.runbook),
                             e.state.to_string(),
                             when(e.created_at),
-                            e.requested_by.clone(),
+                            shown(&e.requested_by),
                         ]
                     })
                     .collect(),
@@ -623,7 +630,10 @@ impl<'a> Repl<'a> {
             let entries = journal.repl_entries(&s.id).map_err(|e| e.to_string())?;
             let mut out = format!(
                 "session {} by {} in {}@{}\n",
-                s.id, s.started_by, s.profile, s.region
+                s.id,
+                shown(&s.started_by),
+                s.profile,
+                s.region
             );
             for e in entries {
                 out.push_str(&format!(
@@ -643,13 +653,17 @@ impl<'a> Repl<'a> {
         let steps = journal.steps(&id).map_err(|e| e.to_string())?;
         let mut out = format!(
             "execution {}\nrunbook   {}\nstate     {}\nby        {}\nparams    {}\n",
-            exec.id, exec.runbook, exec.state, exec.requested_by, exec.params
+            exec.id,
+            shown(&exec.runbook),
+            exec.state,
+            shown(&exec.requested_by),
+            shown(&exec.params.to_string())
         );
         if let Some(e) = &exec.error {
-            out.push_str(&format!("error     {e}\n"));
+            out.push_str(&format!("error     {}\n", shown(e)));
         }
         if !exec.output.is_null() {
-            out.push_str(&format!("output    {}\n", exec.output));
+            out.push_str(&format!("output    {}\n", shown(&exec.output.to_string())));
         }
         if !steps.is_empty() {
             out.push_str(&table(
@@ -658,7 +672,7 @@ impl<'a> Repl<'a> {
                     .iter()
                     .map(|s| {
                         vec![
-                            s.name.clone(),
+                            shown(&s.name),
                             s.state.to_string(),
                             s.attempts.to_string(),
                             clip(&s.error.clone().unwrap_or_else(|| s.output.to_string()), 60),
@@ -672,16 +686,16 @@ impl<'a> Repl<'a> {
             out.push_str(&format!(
                 "approval {}: \"{}\" ({}/{})\n",
                 a.state.as_str(),
-                a.message,
+                shown(&a.message),
                 a.approvals(),
                 a.min_approvals
             ));
             for d in &a.decisions {
                 out.push_str(&format!(
                     "  {} {} {}\n",
-                    d.approver,
+                    shown(&d.approver),
                     if d.approve { "approved" } else { "rejected" },
-                    d.comment
+                    shown(&d.comment)
                 ));
             }
         }

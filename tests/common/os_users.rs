@@ -86,6 +86,15 @@ impl Drydock {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
+        // The data directory is this test's (its owner), as a shared one is
+        // set up by its owner before others use it: drydock refuses one
+        // owned by another account.
+        let out = self.run(&["runbooks"]);
+        assert!(
+            out.status.success(),
+            "setting up the data directory: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The drydock command run as another account (`runuser` sets its
