@@ -121,7 +121,8 @@ fn kernels_that_cannot_be_used_are_refused_with_the_fix() {
     let out = build(&["--kernel", "/nonexistent/bzImage"]);
     assert_code(&out, 2);
     assert!(
-        text(&out.stderr).contains("--kernel /nonexistent/bzImage: no such file"),
+        text(&out.stderr).contains("--kernel /nonexistent/bzImage: No such file")
+            && text(&out.stderr).contains("scripts/minimal-kernel"),
         "{}",
         text(&out.stderr)
     );

@@ -626,3 +626,65 @@ fn a_window_task_is_requested_by_whoever_added_it() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+/// A window runs only the code approved when its task was added: a
+/// runbook changed since is skipped at the window, with the reason.
+#[test]
+fn a_window_task_whose_runbook_changed_is_skipped() {
+    let dd = Drydock::new();
+    dd.write_runbook("nightly-change.rhai", SCHEDULED);
+    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "add",
+            "patch",
+            "--schedule",
+            &at,
+            "--duration",
+            "2m",
+            "--cutoff",
+            "10s",
+        ]),
+        0,
+    );
+    assert_code(
+        &dd.run(&[
+            "windows",
+            "task",
+            "patch",
+            "change",
+            "--runbook",
+            "nightly-change",
+        ]),
+        0,
+    );
+    dd.write_runbook(
+        "nightly-change.rhai",
+        &SCHEDULED.replace("version 1", "changed after approval"),
+    );
+    let mut serve = dd
+        .command(&["serve", "--listen", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut task = serde_json::Value::Null;
+    dd.wait_until("the window handles its task", || {
+        task = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0].clone();
+        task["state"] == "skipped" || !task["execution_id"].is_null()
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(task["state"], "skipped", "{task}");
+    assert!(
+        task["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("changed since the task was added"),
+        "{task}"
+    );
+    assert!(!dd.work().join("ran").exists(), "the changed code ran");
+}

@@ -101,13 +101,17 @@ pub fn recover(
         limit: None,
     })?;
     for e in all {
-        // Pending executions never had a runner (a window or a schedule
-        // starts them); children are resumed by their parents.
-        if !matches!(
-            e.state,
-            ExecutionState::InProgress | ExecutionState::WaitingForApproval
-        ) || e.has_live_runner()
-        {
+        // Children are resumed by their parents. A Pending execution is
+        // one whose runner never started (a serve killed between recording
+        // a slot's execution and starting it); one created in the last
+        // seconds may be about to start, and is left to its starter (a
+        // second runner would be refused by the claim anyway).
+        let cut_off = match e.state {
+            ExecutionState::InProgress | ExecutionState::WaitingForApproval => true,
+            ExecutionState::Pending => drydock_runtime::journal::now_ms() - e.created_at > 10_000,
+            _ => false,
+        };
+        if !cut_off || e.has_live_runner() {
             continue;
         }
         let stopped = if stopped_ids.is_empty() {

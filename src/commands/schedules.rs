@@ -462,10 +462,16 @@ fn show(ctx: &Context, name: &str) -> Result<i32, CliError> {
 }
 
 /// Starts a schedule's runbook now, in the background.
+///
+/// `recorded(id)` runs once the execution is in the journal and before its
+/// runner starts: the slot names its execution before anything can run
+/// (a serve killed in between leaves a slot that points at a Pending
+/// execution, never a runner nobody recorded).
 pub fn start_scheduled(
     ctx: &Context,
     s: &ScheduleRecord,
     gate: Option<String>,
+    recorded: &mut dyn FnMut(&str) -> Result<(), CliError>,
 ) -> Result<(String, std::process::Child), CliError> {
     let runbook = ctx.executor.catalog().find(&s.runbook)?;
     let digest = drydock_runtime::executor::source_digest(&runbook.source);
@@ -511,6 +517,7 @@ pub fn start_scheduled(
             ..Default::default()
         };
         let (id, _) = super::fleet::create(ctx, &runbook, &supplied, &req, &opts)?;
+        recorded(&id)?;
         let (child, _log) = super::run::start_background(ctx, &id)?;
         return Ok((id, child));
     }
@@ -532,6 +539,7 @@ pub fn start_scheduled(
         }
         Err(StartError::Journal(e)) => return Err(e.into()),
     };
+    recorded(&id)?;
     let (child, _log) = super::run::start_background(ctx, &id)?;
     Ok((id, child))
 }
@@ -568,13 +576,15 @@ fn update(ctx: &Context, name: &str) -> Result<i32, CliError> {
 
 fn run_now(ctx: &Context, name: &str) -> Result<i32, CliError> {
     let s = ctx.executor.journal()?.schedule(name)?;
-    let (id, child) = start_scheduled(ctx, &s, None)?;
+    let (id, child) = start_scheduled(ctx, &s, None, &mut |id| {
+        let mut journal = ctx.executor.journal()?;
+        let slot = drydock_runtime::journal::now_ms();
+        journal.claim_slot(name, slot, "started", Some("run-now"), false)?;
+        journal.set_slot_execution(name, slot, id)?;
+        Ok(())
+    })?;
     // The runner lives on without us.
     std::mem::forget(child);
-    let mut journal = ctx.executor.journal()?;
-    let slot = drydock_runtime::journal::now_ms();
-    journal.claim_slot(name, slot, "started", Some("run-now"), false)?;
-    journal.set_slot_execution(name, slot, &id)?;
     if ctx.json {
         print_json(&json!({ "execution_id": id }));
     } else {

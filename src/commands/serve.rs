@@ -474,13 +474,16 @@ pub fn schedule_tick(
                     ctx,
                     &s,
                     closed_at(p.slot).map(|why| format!("{why}; run {} anyway?", s.name)),
-                ) {
-                    Ok((id, child)) => {
-                        // Tracked (and reaped) even if recording it fails.
-                        children.push(child);
+                    // The slot names its execution before the runner starts.
+                    &mut |id| {
                         ctx.executor
                             .journal()?
-                            .set_slot_execution(&s.name, slot_ms, &id)?;
+                            .set_slot_execution(&s.name, slot_ms, id)?;
+                        Ok(())
+                    },
+                ) {
+                    Ok((id, child)) => {
+                        children.push(child);
                         say(&format!("{}: slot {slot} started {id}", shown(&s.name)));
                     }
                     Err(e) => {

@@ -135,6 +135,8 @@ pub fn run(ctx: &Context, cmd: Option<WindowsCommand>) -> Result<i32, CliError> 
                 priority,
                 created_by: Some(me.name.clone()),
                 created_by_uid: Some(me.uid),
+                // The code approved with the task: a window runs only it.
+                runbook_sha256: Some(drydock_runtime::executor::source_digest(&rb.source)),
             };
             journal.put_window_task(&record)?;
             if ctx.json {
@@ -288,22 +290,33 @@ pub fn windows_tick(
                     )? {
                         continue;
                     }
-                    match start_task(ctx, &w, task) {
+                    // The run names its execution before the runner starts.
+                    let started = start_task(ctx, &w, task, &mut |id| {
+                        journal.set_window_task_execution(&w.name, run.slot_at, &name, id)?;
+                        Ok(())
+                    });
+                    match started {
                         Ok((id, child)) => {
-                            // Tracked (and reaped) even if recording it fails.
                             children.push(child);
-                            journal.set_window_task_execution(&w.name, run.slot_at, &name, &id)?;
                             say(&format!(
                                 "window {}: task {} started {id}",
                                 shown(&w.name),
                                 shown(&name)
                             ));
                         }
-                        Err(e) => say(&format!(
-                            "window {}: task {} could not start: {e}",
-                            shown(&w.name),
-                            shown(&name)
-                        )),
+                        Err(e) => {
+                            journal.set_window_task_skipped(
+                                &w.name,
+                                run.slot_at,
+                                &name,
+                                &e.to_string(),
+                            )?;
+                            say(&format!(
+                                "window {}: task {} could not start: {e}",
+                                shown(&w.name),
+                                shown(&name)
+                            ))
+                        }
                     }
                 }
                 WindowAction::Skip(name, why) => {
@@ -346,6 +359,7 @@ fn start_task(
     ctx: &Context,
     w: &WindowRecord,
     task: &WindowTask,
+    recorded: &mut dyn FnMut(&str) -> Result<(), CliError>,
 ) -> Result<(String, Child), CliError> {
     let requester = drydock_runtime::identity::Identity {
         uid: task.created_by_uid.unwrap_or(u32::MAX),
@@ -355,6 +369,23 @@ fn start_task(
             .unwrap_or_else(|| w.created_by.clone()),
     };
     let runbook = ctx.executor.catalog().find(&task.runbook)?;
+    let digest = drydock_runtime::executor::source_digest(&runbook.source);
+    if let Some(pinned) = &task.runbook_sha256 {
+        if *pinned != digest {
+            return Err(CliError::usage(format!(
+                "task {} of window {}: runbook `{}` changed since the task was added (sha256:{} then, sha256:{} now), so it is skipped; \
+                 read the change, then approve it by adding the task again (`drydock windows task {} {} --runbook {} …`)",
+                task.name,
+                w.name,
+                task.runbook,
+                &pinned[..12.min(pinned.len())],
+                &digest[..12],
+                w.name,
+                task.name,
+                task.runbook
+            )));
+        }
+    }
     let supplied = task
         .params
         .iter()
@@ -372,6 +403,7 @@ fn start_task(
             },
         )
         .map_err(|e| CliError::usage(e.to_string()))?;
+    recorded(&id)?;
     let (child, _) = super::run::start_background(ctx, &id)?;
     Ok((id, child))
 }

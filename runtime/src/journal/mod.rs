@@ -240,6 +240,7 @@ CREATE TABLE IF NOT EXISTS window_tasks (
     priority         INTEGER NOT NULL,
     created_by       TEXT,
     created_by_uid   INTEGER,
+    runbook_sha256   TEXT,
     PRIMARY KEY (window, name)
 );
 CREATE TABLE IF NOT EXISTS window_runs (
@@ -378,7 +379,8 @@ impl Journal {
                 if (7..=11).contains(&version) {
                     c.execute_batch(
                         "ALTER TABLE window_tasks ADD COLUMN created_by TEXT;
-                         ALTER TABLE window_tasks ADD COLUMN created_by_uid INTEGER;",
+                         ALTER TABLE window_tasks ADD COLUMN created_by_uid INTEGER;
+                         ALTER TABLE window_tasks ADD COLUMN runbook_sha256 TEXT;",
                     )?;
                 }
                 c.execute_batch(SCHEMA)?;
@@ -609,7 +611,8 @@ mod tests {
                  ALTER TABLE tokens DROP COLUMN expires_at;
                  ALTER TABLE tokens DROP COLUMN last_used_at;
                  ALTER TABLE window_tasks DROP COLUMN created_by;
-                 ALTER TABLE window_tasks DROP COLUMN created_by_uid;",
+                 ALTER TABLE window_tasks DROP COLUMN created_by_uid;
+                 ALTER TABLE window_tasks DROP COLUMN runbook_sha256;",
             )
             .unwrap();
             c.pragma_update(None, "user_version", 11).unwrap();

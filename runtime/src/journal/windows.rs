@@ -38,6 +38,10 @@ pub struct WindowTask {
     pub created_by: Option<String>,
     #[serde(default)]
     pub created_by_uid: Option<u32>,
+    /// The SHA-256 of the runbook's source when the task was added or last
+    /// changed: a window runs only that code.
+    #[serde(default)]
+    pub runbook_sha256: Option<String>,
 }
 
 /// One opening of a window and what its tasks did.
@@ -135,10 +139,10 @@ impl Journal {
     pub fn put_window_task(&mut self, t: &WindowTask) -> Result<(), JournalError> {
         self.window(&t.window)?;
         self.conn.execute(
-            "INSERT INTO window_tasks (window, name, runbook, params, priority, created_by, created_by_uid)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO window_tasks (window, name, runbook, params, priority, created_by, created_by_uid, runbook_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(window, name) DO UPDATE SET runbook = ?3, params = ?4, priority = ?5,
-                 created_by = ?6, created_by_uid = ?7",
+                 created_by = ?6, created_by_uid = ?7, runbook_sha256 = ?8",
             params![
                 t.window,
                 t.name,
@@ -146,7 +150,8 @@ impl Journal {
                 serde_json::Value::Object(t.params.clone()).to_string(),
                 t.priority,
                 t.created_by,
-                t.created_by_uid
+                t.created_by_uid,
+                t.runbook_sha256
             ],
         )?;
         Ok(())
@@ -168,6 +173,7 @@ impl Journal {
                     priority: r.get("priority")?,
                     created_by: r.get("created_by")?,
                     created_by_uid: r.get("created_by_uid")?,
+                    runbook_sha256: r.get("runbook_sha256")?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -259,6 +265,24 @@ impl Journal {
             params![window, slot_at, task, state, execution, reason],
         )?;
         Ok(n == 1)
+    }
+
+    /// A task that was to start but could not (its runbook changed since
+    /// it was approved, its parameters no longer fit): recorded skipped,
+    /// with the reason.
+    pub fn set_window_task_skipped(
+        &mut self,
+        window: &str,
+        slot_at: i64,
+        task: &str,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE window_task_runs SET state = 'skipped', reason = ?4
+             WHERE window = ?1 AND slot_at = ?2 AND task = ?3",
+            params![window, slot_at, task, reason],
+        )?;
+        Ok(())
     }
 
     /// Sets the execution a started task runs as.

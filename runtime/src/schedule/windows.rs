@@ -152,6 +152,7 @@ mod tests {
             priority,
             created_by: Some("alice".into()),
             created_by_uid: Some(1001),
+            runbook_sha256: None,
         }
     }
 
