@@ -109,6 +109,33 @@ impl Journal {
         description: &str,
         by: &str,
     ) -> Result<i64, JournalError> {
+        self.put_version(name, secure, description, by, |_| {
+            Ok(stored_value.to_string())
+        })
+    }
+
+    /// Stores a new version of a secure parameter whose value is sealed
+    /// for the version it gets (`seal(version)`), in the same transaction.
+    pub fn put_sealed_parameter(
+        &mut self,
+        name: &str,
+        description: &str,
+        by: &str,
+        seal: impl FnOnce(i64) -> Result<String, String>,
+    ) -> Result<i64, JournalError> {
+        self.put_version(name, true, description, by, seal)
+    }
+
+    /// One new version: its number chosen and its value made (`value`) in
+    /// one transaction.
+    fn put_version(
+        &mut self,
+        name: &str,
+        secure: bool,
+        description: &str,
+        by: &str,
+        value: impl FnOnce(i64) -> Result<String, String>,
+    ) -> Result<i64, JournalError> {
         check_name(name).map_err(JournalError::Conflict)?;
         let tx = self
             .conn
@@ -140,54 +167,11 @@ impl Journal {
             (Some((_, _, false, d)), true) => d.clone(),
             _ => description.to_string(),
         };
+        let stored = value(version).map_err(JournalError::Conflict)?;
         tx.execute(
             "INSERT INTO parameters (name, version, secure, value, description, labels, created_by, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, '[]', ?6, ?7)",
-            params![name, version, secure, stored_value, description, by, now_ms()],
-        )?;
-        tx.commit()?;
-        Ok(version)
-    }
-
-    /// Stores a new version of a secure parameter whose value is sealed
-    /// for the version it gets (`seal(version)`), in the same transaction.
-    pub fn put_sealed_parameter(
-        &mut self,
-        name: &str,
-        description: &str,
-        by: &str,
-        seal: impl FnOnce(i64) -> Result<String, String>,
-    ) -> Result<i64, JournalError> {
-        check_name(name).map_err(JournalError::Conflict)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last: Option<(i64, bool, bool, String)> = tx
-            .query_row(
-                "SELECT version, secure, deleted, description FROM parameters WHERE name = ?1
-                 ORDER BY version DESC LIMIT 1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let version = match &last {
-            Some((_, false, false, _)) => {
-                return Err(JournalError::Conflict(format!(
-                    "parameter {name} is plain; a new version must be too (delete it first to change its type)"
-                )))
-            }
-            Some((v, _, _, _)) => v + 1,
-            None => 1,
-        };
-        let description = match (&last, description.is_empty()) {
-            (Some((_, _, false, d)), true) => d.clone(),
-            _ => description.to_string(),
-        };
-        let stored = seal(version).map_err(JournalError::Conflict)?;
-        tx.execute(
-            "INSERT INTO parameters (name, version, secure, value, description, labels, created_by, created_at)
-             VALUES (?1, ?2, 1, ?3, ?4, '[]', ?5, ?6)",
-            params![name, version, stored, description, by, now_ms()],
+            params![name, version, secure, stored, description, by, now_ms()],
         )?;
         tx.commit()?;
         Ok(version)
