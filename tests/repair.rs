@@ -23,6 +23,14 @@ fn a_root_volume_is_repaired_through_a_rescue_instance() {
     let _vm = vm_lock();
     let dd = Drydock::new();
     let (broken, rescue) = broken_and_rescue(&dd);
+    // As the README's example: the password from the parameter store.
+    let mut put = dd
+        .command(&["param", "put", "rescue/root", "--secure"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), b"pw\n").unwrap();
+    assert!(put.wait().unwrap().success());
     let out = dd.run(&[
         "--json",
         "--region",
@@ -34,7 +42,7 @@ fn a_root_volume_is_repaired_through_a_rescue_instance() {
         "-p",
         &format!("rescue={rescue}"),
         "-p",
-        "password=env:DD_PW",
+        "password=param:rescue/root",
         "-p",
         "fix=echo repaired > root/REPAIRED",
         "-p",
