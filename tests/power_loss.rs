@@ -109,13 +109,7 @@ fn a_rescue_survives_power_losses_at_random_moments() {
 
 fn rescue_through_outages(seed: u64) {
     eprintln!("POWER_LOSS_SEED={seed}");
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(seed);
     let dd = Drydock::new();
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--root-password", "pw"]);
@@ -341,13 +335,7 @@ fn free_disk_space_upgrade_drivers_and_migration_survive_power_losses() {
     let _vm = vm_lock();
     for seed in kill_seeds("POWER_LOSS_SEED", &[]) {
         eprintln!("POWER_LOSS_SEED={seed}");
-        let mut rng = seed | 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(seed);
         let dd = Drydock::new();
         let base = dd.image(R);
         let mmio = dd.image_with(

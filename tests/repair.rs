@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_code, kill_seeds, vm_lock, Drydock};
+use common::{assert_code, kill_seeds, vm_lock, xorshift, Drydock};
 
 const R: &str = "region-a";
 
@@ -127,14 +127,7 @@ fn repair_killed_and_resumed(seed: u64) {
         .unwrap()
         .to_string();
     eprintln!("REPAIR_KILL_SEED={seed}");
-    let mut rng = seed | 1;
-    let mut next = move || {
-        // xorshift64
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(seed);
     let p_instance = format!("instance={broken}");
     let p_rescue = format!("rescue={rescue}");
     let first = [

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, kill_seeds, text, vm_lock, wait_child, Drydock};
+use common::{assert_code, kill_seeds, text, vm_lock, wait_child, xorshift, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -868,13 +868,7 @@ fn rescue_killed_and_resumed(seed: u64) {
         .unwrap()
         .to_string();
     eprintln!("RESCUE_KILL_SEED={seed}");
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(seed);
     const SECRET: &str = "s3cret with 'quotes' and $dollars";
     let p_instance = format!("instance={id}");
     let start = |args: &[&str]| {

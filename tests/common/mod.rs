@@ -227,6 +227,18 @@ pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A xorshift64 generator from `seed`: the moments of a random-kill test,
+/// the same for the same seed.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut rng = seed | 1;
+    move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    }
+}
+
 /// The seeds a random-kill test runs with: those in `var` (comma
 /// separated) when set, else `fixed` (seeds that once found a bug) and one
 /// new random seed. Each is printed, so a failure can be replayed.
