@@ -147,15 +147,6 @@ pub fn check(
     Ok((uid, mode))
 }
 
-/// The SHA-256 of a runbook's source, in hex.
-pub fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

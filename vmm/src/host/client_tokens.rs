@@ -139,14 +139,6 @@ pub struct CreatedRecord {
     pub created_at: i64,
 }
 
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl HostStore {
     /// Starts a create call of `kind` whose parameters are `request` (no
     /// secrets in it: only its SHA-256 is kept). `detail` is recorded for a
@@ -163,7 +155,7 @@ impl HostStore {
                 id: new_id(kind.id_prefix()),
             });
         };
-        let request_sha = sha256_hex(&request.to_string());
+        let request_sha = drydock_runtime::executor::source_digest(&request.to_string());
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
