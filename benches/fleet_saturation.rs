@@ -110,7 +110,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "fleet run: start, console login + command, stop per target, all at once ({cores} CPUs, accelerator {:?})",
-        drydock_vmm::backend::choose_accel()
+        drydock_host::backend::choose_accel()
     );
     println!(
         "{:>6} {:>10} {:>16} {:>16} {:>10}",

@@ -79,7 +79,7 @@ fn main() {
     let root = PathBuf::from(built["image"]["boot_dir"].as_str().unwrap()).join("root.ext4");
     println!(
         "drydock host figures (accelerator: {:?}, median of 3)",
-        drydock_vmm::backend::choose_accel()
+        drydock_host::backend::choose_accel()
     );
     println!("{:<52} {:>10}", "measure", "value");
     let (mut cold, mut hot) = (Vec::new(), Vec::new());
@@ -87,12 +87,12 @@ fn main() {
         let cache = tempfile::tempdir().unwrap();
         let read = || {
             let start = Instant::now();
-            drydock_vmm::host::boot_volume::read_boot(
+            drydock_images::boot_volume::read_boot(
                 &root,
                 cache.path(),
-                drydock_vmm::host::boot_volume::KernelBoot::PreferPvh,
+                drydock_images::boot_volume::KernelBoot::PreferPvh,
                 None,
-                &drydock_vmm::host::boot_volume::BootMemo::default(),
+                &drydock_images::boot_volume::BootMemo::default(),
             )
             .unwrap();
             start.elapsed()

@@ -153,7 +153,7 @@ fn main() {
         .to_string();
     println!(
         "recovery runbooks end to end on a broken m1.small (2 CPUs, accelerator {:?})",
-        drydock_vmm::backend::choose_accel()
+        drydock_host::backend::choose_accel()
     );
     println!(
         "{:<24} {:<26} {:>11} {:>11}",

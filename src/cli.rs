@@ -150,17 +150,10 @@ pub enum Command {
     /// Runs one instance's VM (started by drydock itself)
     #[command(hide = true)]
     InstanceSupervisor { instance: String },
-    /// Runs one VM in drydock's own KVM VMM from a JSON VM spec (started
-    /// by the instance supervisor; console on stdin/stdout)
     /// Benchmarks drydock's VMM against QEMU microvm (boot to init,
     /// memory beyond guest RAM, start to first instruction)
     #[command(hide = true)]
     VmmBench(crate::commands::vmm_bench::VmmBenchArgs),
-    #[command(hide = true)]
-    Vmm {
-        #[arg(long)]
-        spec: std::path::PathBuf,
-    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,8 +69,8 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-impl From<drydock_vmm::host::HostError> for CliError {
-    fn from(e: drydock_vmm::host::HostError) -> Self {
+impl From<drydock_host::HostError> for CliError {
+    fn from(e: drydock_host::HostError) -> Self {
         if e.is_usage() {
             Self::usage(e.to_string())
         } else {
@@ -79,8 +79,8 @@ impl From<drydock_vmm::host::HostError> for CliError {
     }
 }
 
-impl From<drydock_vmm::image::ImageError> for CliError {
-    fn from(e: drydock_vmm::image::ImageError) -> Self {
+impl From<drydock_images::ImageError> for CliError {
+    fn from(e: drydock_images::ImageError) -> Self {
         Self::failure(e.to_string())
     }
 }

@@ -38,26 +38,20 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The VMM process: reads the VM spec, runs the VM, exits 0 when the guest
-/// powered off or the VMM was stopped, 1 when KVM failed.
-fn run_vmm(spec_path: &std::path::Path) -> Result<i32, CliError> {
-    let text = drydock_runtime::input_file::read_to_string(
-        spec_path,
-        drydock_runtime::input_file::InputKind::VmSpec,
-    )
-    .map_err(|e| CliError::usage(e.to_string()))?;
-    let spec: drydock_vmm::backend::VmSpec = serde_json::from_str(&text).map_err(|e| {
-        CliError::usage(format!("VM spec {} is not valid: {e}", spec_path.display()))
-    })?;
-    let end = drydock_vmm::machine::control::run_vmm_process(&spec).map_err(CliError::failure)?;
-    eprintln!(
-        "drydock-vmm: {}",
-        serde_json::to_string(&end).unwrap_or_default()
-    );
-    Ok(match end {
-        drydock_vmm::machine::MachineEnd::InternalError { .. } => 1,
-        _ => 0,
-    })
+/// The programs instance processes start to run VMs: `DRYDOCK_VMM`, else
+/// `drydock-vmm` beside this program (where `cargo build` and an install
+/// put it).
+pub(crate) fn vmm_programs() -> drydock_host::backend::VmmPrograms {
+    let drydock_vmm = std::env::var_os("DRYDOCK_VMM")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("drydock-vmm")))
+        })
+        .unwrap_or_else(|| "drydock-vmm".into());
+    drydock_host::backend::VmmPrograms { drydock_vmm }
 }
 
 /// Commands that only read and print: when their reader goes away
@@ -91,9 +85,6 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if let Command::Vmm { spec } = &cli.command {
-        return run_vmm(spec);
-    }
     let settings = config::resolve(
         cli.data_dir,
         cli.runbook_dirs,
@@ -117,7 +108,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
     // State left by older versions of drydock (0755 directories, 0644
     // journals and logs) is tightened by the first command of any kind,
     // not only by host commands (once: a mark file records it).
-    drydock_vmm::private::tighten_data_dir(&settings.data_dir);
+    drydock_runtime::private::tighten_data_dir(&settings.data_dir);
     if let Some(why) = &settings.ignored_admins {
         eprintln!("drydock: {why}");
     }
@@ -182,11 +173,10 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Untag(args) => commands::volumes::untag(&ctx, args),
         Command::Tags(args) => commands::volumes::tags(&ctx, args),
         Command::InstanceSupervisor { instance } => {
-            drydock_vmm::host::supervisor::supervise(&ctx.settings.data_dir, &instance)
+            drydock_host::supervisor::supervise(&ctx.settings.data_dir, &instance, &vmm_programs())
                 .map_err(|e| CliError::failure(e.to_string()))?;
             Ok(0)
         }
-        Command::Vmm { spec } => run_vmm(&spec),
         Command::VmmBench(args) => commands::vmm_bench::run(&ctx, args),
         Command::Repl { vi, command } => {
             let s = &ctx.settings;

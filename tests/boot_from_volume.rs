@@ -23,10 +23,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{assert_code, text, vm_lock, Drydock};
-use drydock_vmm::host::boot_volume::{
+use drydock_images::boot_volume::{
     read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, MEMO_FILE,
 };
-use drydock_vmm::image::{make_ext4, CpioWriter, EntryKind};
+use drydock_images::{make_ext4, CpioWriter, EntryKind};
 
 const R: &str = "region-a";
 
@@ -863,7 +863,7 @@ fn an_instance_stopped_while_writing_starts_again_with_its_synced_data() {
     );
     let root = root_volume_path(&dd, &id);
     assert!(
-        drydock_vmm::host::journal_replay::needs_recovery(&root).unwrap(),
+        drydock_host::journal_replay::needs_recovery(&root).unwrap(),
         "a volume mounted read-write and cut off needs its journal replayed"
     );
     assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);

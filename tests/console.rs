@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{assert_code, text, vm_lock, Drydock};
-use drydock_vmm::host::console_client::{connect, ConsoleStart};
+use drydock_host::console_client::{connect, ConsoleStart};
 
 const R: &str = "region-a";
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_code, text, Drydock};
-use drydock_vmm::host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
+use drydock_host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
 use serde_json::Value;
 
 fn stopped_instance(dd: &Drydock, id: &str, region: &str) {

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::{assert_code, text, vm_lock, Drydock};
-use drydock_vmm::host::console_client::{connect, ConsoleStart};
+use drydock_host::console_client::{connect, ConsoleStart};
 
 const R: &str = "region-a";
 
@@ -108,7 +108,7 @@ fn a_console_reader_that_never_reads_blocks_neither_the_guest_nor_a_stop() {
 }
 
 fn stopped_record(dd: &Drydock, id: &str) {
-    use drydock_vmm::host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
+    use drydock_host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
     let mut store = HostStore::open(&dd.data_dir()).unwrap();
     store
         .insert_instance(&InstanceRecord {

@@ -1,4 +1,4 @@
-//! drydock's VMM process (`drydock vmm --spec`) on this machine's /dev/kvm,
+//! drydock's VMM process (`drydock-vmm --spec`) on this machine's /dev/kvm,
 //! with a tiny 64-bit "kernel" assembled here instead of Linux (which this
 //! machine's software-nested KVM cannot run; the nested lab boots Linux):
 //! the 64-bit boot protocol entry, serial output through the machine's
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::AsFd;
 
-use drydock_vmm::backend::qmp::QmpClient;
+use drydock_host::backend::qmp::QmpClient;
 use drydock_vmm::machine::control::open_volume_for_attach;
 use serde_json::json;
 
@@ -86,8 +86,8 @@ fn spec_with(dir: &Path, code: &[u8], extra: serde_json::Value) -> std::path::Pa
 }
 
 fn vmm(spec: &Path) -> std::process::Child {
-    Command::new(common::bin())
-        .args(["vmm", "--spec"])
+    Command::new(common::vmm_bin())
+        .arg("--spec")
         .arg(spec)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -241,12 +241,32 @@ fn the_control_socket_reports_pauses_reboots_and_stops_the_vm() {
 
 #[test]
 fn a_spec_that_cannot_be_read_is_a_usage_error() {
+    let out = Command::new(common::vmm_bin())
+        .args(["--spec", "/nonexistent/spec.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot open the VM spec /nonexistent/spec.json"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No spec, an unknown flag: usage errors naming the fix.
+    for args in [&[][..], &["--spce", "x"][..]] {
+        let out = Command::new(common::vmm_bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("drydock-vmm"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // The drydock CLI no longer runs VMs itself.
     let out = Command::new(common::bin())
         .args(["vmm", "--spec", "/nonexistent/spec.json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("cannot read VM spec /nonexistent/spec.json"));
 }
 
 #[test]
@@ -528,8 +548,8 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
     let run_spec = |extra: serde_json::Value, env: &[(&str, &str)]| {
         let dir = tempfile::tempdir().unwrap();
         let spec = spec_with(dir.path(), &code, extra);
-        let child = Command::new(common::bin())
-            .args(["vmm", "--spec"])
+        let child = Command::new(common::vmm_bin())
+            .arg("--spec")
             .arg(&spec)
             .envs(env.iter().copied())
             .current_dir(dir.path())
@@ -541,12 +561,20 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
         (dir, child)
     };
     let run = |env: &[(&str, &str)]| run_spec(json!({}), env);
-    let running = |dir: &Path| {
+    // Running, with its vCPU thread started and named (the state turns
+    // "running" as the threads are being spawned).
+    let running = |dir: &Path, pid: u32| {
         let mut control = QmpClient::connect(&dir.join("control.sock"), Duration::from_secs(20))
             .expect("the VMM opens its control socket");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while control.execute("status", json!({})).unwrap()["state"] != "running" {
-            assert!(Instant::now() < deadline, "the VM never ran");
+        while control.execute("status", json!({})).unwrap()["state"] != "running"
+            || !thread_security(pid).iter().any(|t| t.0 == "vcpu0")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the VM never ran: {:?}",
+                thread_security(pid)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         control
@@ -554,7 +582,7 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
 
     // On by default.
     let (dir, mut child) = run(&[]);
-    let mut control = running(dir.path());
+    let mut control = running(dir.path(), child.id());
     let threads = thread_security(child.id());
     assert!(
         threads.iter().any(|t| t.0 == "vcpu0"),
@@ -570,7 +598,7 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
         // whichever filters the thread that created them had.)
         let want = match name.as_str() {
             n if n.starts_with("vcpu") => "2",
-            "drydock" => "1",
+            "drydock-vmm" => "1",
             _ => continue,
         };
         assert_eq!(filters, want, "{name}: {threads:?}");
@@ -582,7 +610,7 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
     // Off when the spec says so: no filter on any thread, and no new
     // privileges not asked for either.
     let (dir, mut child) = run_spec(json!({"seccomp": false}), &[]);
-    let mut control = running(dir.path());
+    let mut control = running(dir.path(), child.id());
     let threads = thread_security(child.id());
     assert!(threads.iter().any(|t| t.0 == "vcpu0"), "{threads:?}");
     assert!(
@@ -596,7 +624,7 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
 
     // The operator's switch is the default of a spec that does not say…
     let (dir, mut child) = run(&[("DRYDOCK_VMM_SECCOMP", "off")]);
-    let mut control = running(dir.path());
+    let mut control = running(dir.path(), child.id());
     let threads = thread_security(child.id());
     assert!(threads.iter().all(|t| t.1 == "0"), "{threads:?}");
     control.execute("stop", json!({})).unwrap();
@@ -604,12 +632,12 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
 
     // …but never overrides a spec that says on.
     let (dir, mut child) = run_spec(json!({"seccomp": true}), &[("DRYDOCK_VMM_SECCOMP", "off")]);
-    let mut control = running(dir.path());
+    let mut control = running(dir.path(), child.id());
     let threads = thread_security(child.id());
     assert!(
         threads
             .iter()
-            .filter(|t| t.0 == "drydock" || t.0.starts_with("vcpu"))
+            .filter(|t| t.0 == "drydock-vmm" || t.0.starts_with("vcpu"))
             .all(|t| t.1 == "2"),
         "{threads:?}"
     );
@@ -621,7 +649,7 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
     // VMM itself booted from): without the filter it works…
     let hook = ("DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL", "open");
     let (dir, mut child) = run_spec(json!({"seccomp": false}), &[hook]);
-    let mut control = running(dir.path());
+    let mut control = running(dir.path(), child.id());
     control.execute("stop", json!({})).unwrap();
     assert_eq!(wait_for(&mut child, 20).code(), Some(0));
     let mut stderr = String::new();
@@ -668,4 +696,34 @@ fn the_vmm_runs_under_seccomp_and_a_forbidden_syscall_from_a_vcpu_kills_it() {
         .unwrap();
     assert_eq!(status.signal(), Some(libc::SIGSYS), "{status}: {stderr}");
     assert!(status.to_string().contains("SIGSYS"), "{status}");
+}
+
+/// The process that runs an untrusted guest links none of the runbook
+/// engine, SQLite, the async runtime, HTTP or SSH: their symbols are not
+/// in the `drydock-vmm` binary (the `drydock` binary, which has them all,
+/// shows the check finds them).
+#[test]
+fn the_vmm_binary_links_no_runbook_engine_database_async_runtime_http_or_ssh() {
+    // Legacy Rust mangling names each symbol's crate: `_ZN` + length + name.
+    let mangled = |krate: &str| format!("_ZN{}{krate}", krate.len()).into_bytes();
+    let has = |bytes: &[u8], krate: &str| {
+        let needle = mangled(krate);
+        bytes.windows(needle.len()).any(|w| w == needle.as_slice())
+    };
+    let vmm = std::fs::read(common::vmm_bin()).unwrap();
+    let cli = std::fs::read(common::bin()).unwrap();
+    assert!(has(&vmm, "drydock_vmm") && has(&vmm, "kvm_ioctls"));
+    for krate in [
+        "rhai",
+        "rusqlite",
+        "tokio",
+        "axum",
+        "hyper",
+        "ssh2",
+        "drydock_runtime",
+        "drydock_host",
+    ] {
+        assert!(has(&cli, krate), "the check cannot see {krate} in drydock");
+        assert!(!has(&vmm, krate), "drydock-vmm links {krate}");
+    }
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use drydock_host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
 use drydock_repl::{ReplCompleter, ReplSession, RhaiHighlighter, Shared};
-use drydock_vmm::host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
 use reedline::{Completer, Highlighter};
 
 fn main() {

@@ -324,12 +324,12 @@ impl<'a> Repl<'a> {
         out
     }
 
-    fn host(&self) -> Result<drydock_vmm::host::Host, String> {
-        drydock_vmm::host::Host::open(
+    fn host(&self) -> Result<drydock_host::Host, String> {
+        drydock_host::Host::open(
             &self.data_dir,
             self.session.region(),
             self.session.profile(),
-            drydock_vmm::host::drydock_supervisor(&self.data_dir),
+            drydock_host::drydock_supervisor(&self.data_dir),
         )
         .map_err(|e| e.to_string())
     }
@@ -366,7 +366,7 @@ impl<'a> Repl<'a> {
     }
 
     fn console(&mut self, arg: &str) -> Result<String, String> {
-        use drydock_vmm::host::console_client::{connect, run_terminal, ConsoleStart, Detached};
+        use drydock_host::console_client::{connect, run_terminal, ConsoleStart, Detached};
         let (id, read_only) = match arg.split_whitespace().collect::<Vec<_>>()[..] {
             [] => (None, false),
             ["--read-only"] => (None, true),
@@ -703,8 +703,7 @@ impl<'a> Repl<'a> {
     }
 
     fn instances(&self) -> Result<String, String> {
-        let store =
-            drydock_vmm::host::HostStore::open(&self.data_dir).map_err(|e| e.to_string())?;
+        let store = drydock_host::HostStore::open(&self.data_dir).map_err(|e| e.to_string())?;
         let list = store
             .instances(Some(self.session.region()))
             .map_err(|e| e.to_string())?;
@@ -737,7 +736,7 @@ impl<'a> Repl<'a> {
             ));
         }
         let (region, profile) = if cmd == ":region" {
-            drydock_vmm::host::check_region(name).map_err(|e| e.to_string())?;
+            drydock_host::check_region(name).map_err(|e| e.to_string())?;
             (name.to_string(), self.session.profile().to_string())
         } else {
             if !name

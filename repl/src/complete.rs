@@ -74,7 +74,7 @@ impl Shared {
     /// Refreshes everything once.
     pub fn refresh(&self, data_dir: &Path, executor: Option<&Executor>) {
         let region = self.region.read().map(|r| r.clone()).unwrap_or_default();
-        match drydock_vmm::host::HostStore::open(data_dir) {
+        match drydock_host::HostStore::open(data_dir) {
             Ok(store) => {
                 let mut list = Vec::new();
                 for i in store.instances(Some(&region)).unwrap_or_default() {
@@ -359,7 +359,7 @@ impl ReplCompleter {
             ":console" | ":use" if words.len() == 1 => self.resources(word, span, Some("i-")),
             ":approve" | ":reject" | ":show" if words.len() == 1 => self.executions(word, span),
             ":save" if words.len() == 1 => paths(word, span),
-            ":region" if words.len() == 1 => drydock_vmm::host::REGIONS
+            ":region" if words.len() == 1 => drydock_host::REGIONS
                 .iter()
                 .filter(|r| r.starts_with(word))
                 .map(|r| sugg(r.to_string(), None, span, false))

@@ -27,6 +27,7 @@ pub mod interrupt;
 pub mod journal;
 pub mod observer;
 pub mod params;
+pub mod private;
 pub mod provenance;
 pub mod runbook;
 pub mod runner;

@@ -1,10 +1,10 @@
 //! `drydock console`: the instance's serial console in this terminal.
 //! Raw mode on a terminal; Ctrl-] then `q` detaches, `b` sends a break,
 //! `s` then a key sends that magic SysRq key. The session itself is
-//! [`drydock_vmm::host::console_client::run_terminal`], shared with the
+//! [`drydock_host::console_client::run_terminal`], shared with the
 //! REPL's `:console`.
 
-use drydock_vmm::host::console_client::{connect, run_terminal, ConsoleStart, Detached};
+use drydock_host::console_client::{connect, run_terminal, ConsoleStart, Detached};
 
 use super::host::open_host;
 use super::Context;

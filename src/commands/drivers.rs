@@ -2,7 +2,6 @@
 //! instance needs for another device generation, built on the host from
 //! the Debian kernel package of the guest's kernel.
 
-use drydock_vmm::image;
 use serde_json::json;
 
 use super::host::open_host;
@@ -15,7 +14,7 @@ pub fn run(ctx: &Context, cmd: DriverVolumeCommand) -> Result<i32, CliError> {
     match cmd {
         DriverVolumeCommand::Create { kernel, drivers } => {
             let host = open_host(ctx)?;
-            let images_dir = image::images_dir(&ctx.settings.data_dir);
+            let images_dir = drydock_images::images_dir(&ctx.settings.data_dir);
             let (volume, pack) = host.create_driver_volume(&kernel, &drivers, &images_dir, None)?;
             if ctx.json {
                 print_json(&json!({ "volume": volume, "drivers": pack }));

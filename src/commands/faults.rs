@@ -1,7 +1,7 @@
 //! `drydock fault …`: put real faults into instances allowed to be broken
 //! (launched with `--allow-faults`), list them, and revert them.
 
-use drydock_vmm::host::faults::{FaultRecord, CATALOG};
+use drydock_host::faults::{FaultRecord, CATALOG};
 use serde_json::json;
 
 use super::host::open_host;

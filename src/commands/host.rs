@@ -2,11 +2,11 @@
 //! `regions`, `instance-types`: the embedded host. Every listing names the
 //! region it shows.
 
-use drydock_vmm::host::{
+use drydock_host::{
     AfterHostFailure, ClientToken, Host, HostStore, InstanceConfig, InstanceRecord, InstanceState,
     LaunchRequest, INSTANCE_TYPES, REGIONS,
 };
-use drydock_vmm::image::{self, ImageRecipe};
+use drydock_images::ImageRecipe;
 use serde_json::json;
 
 use super::{print_json, table, when, Context};
@@ -21,7 +21,7 @@ pub fn open_host(ctx: &Context) -> Result<Host, CliError> {
         &s.data_dir,
         &s.region,
         &s.profile,
-        drydock_vmm::host::drydock_supervisor(&s.data_dir),
+        drydock_host::drydock_supervisor(&s.data_dir),
     )?)
 }
 
@@ -69,9 +69,9 @@ pub fn image_build(ctx: &Context, args: ImageBuildArgs) -> Result<i32, CliError>
             host.region()
         );
     }
-    let images_dir = image::images_dir(&ctx.settings.data_dir);
+    let images_dir = drydock_images::images_dir(&ctx.settings.data_dir);
     std::fs::create_dir_all(&images_dir)?;
-    let built = image::build(&images_dir, &recipe, &progress(ctx))?;
+    let built = drydock_images::build(&images_dir, &recipe, &progress(ctx))?;
     let rec = host.register_image(&built, &args.name)?;
     if ctx.json {
         print_json(&json!({ "image": rec, "manifest": built.manifest, "cached": built.cached }));
@@ -138,7 +138,7 @@ pub fn images(ctx: &Context) -> Result<i32, CliError> {
     Ok(0)
 }
 
-fn launch_text(i: &drydock_vmm::host::ImageRecord) -> String {
+fn launch_text(i: &drydock_host::ImageRecord) -> String {
     if i.public {
         "public".to_string()
     } else if i.shared_with.is_empty() {
@@ -297,13 +297,13 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
     let store = host.store()?;
     let region = (!args.all_regions).then(|| host.region().to_string());
     let list = store.instances(region.as_deref())?;
-    let tags = store.all_tags(drydock_vmm::host::TagKind::Instance)?;
+    let tags = store.all_tags(drydock_host::TagKind::Instance)?;
     let leftovers =
         super::leftovers::unreferenced(&ctx.executor.journal()?, &store, region.as_deref())?;
     if ctx.json {
         let list: Vec<_> = list
             .iter()
-            .map(|i| drydock_vmm::host::tags::with_tags(i, tags.get(&i.id)))
+            .map(|i| drydock_host::tags::with_tags(i, tags.get(&i.id)))
             .collect();
         print_json(&json!({ "region": region, "instances": list, "leftovers": leftovers }));
         return Ok(0);
@@ -402,7 +402,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
     let mut tags = super::volumes::parse_tags(&args.tags)?;
     if args.allow_faults {
         tags.insert(
-            drydock_vmm::host::faults::ALLOW_TAG.to_string(),
+            drydock_host::faults::ALLOW_TAG.to_string(),
             "true".to_string(),
         );
     }
@@ -501,7 +501,7 @@ pub fn console_output(ctx: &Context, args: ConsoleOutputArgs) -> Result<i32, Cli
 /// The machine's KVM, whether drydock's own VMM runs here, and the backend
 /// each device generation gets.
 pub fn host_info(ctx: &Context) -> Result<i32, CliError> {
-    use drydock_vmm::backend::{choose_backend, DeviceGeneration};
+    use drydock_host::backend::{choose_backend, DeviceGeneration};
     let kvm = drydock_vmm::probe::probe_kvm();
     let test_guest = drydock_vmm::probe::test_guest_halts();
     let backend = |_generation: DeviceGeneration| match choose_backend() {

@@ -7,8 +7,8 @@
 //! journaled by a version without idempotent creates) and nobody will
 //! clean it up.
 
+use drydock_host::{CreatedKind, CreatedRecord, HostStore, InstanceState};
 use drydock_runtime::Journal;
-use drydock_vmm::host::{CreatedKind, CreatedRecord, HostStore, InstanceState};
 use serde::Serialize;
 
 use crate::failure::CliError;

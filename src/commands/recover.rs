@@ -11,11 +11,11 @@
 //! in the background. Their runbooks re-establish what they need
 //! (`instance::ensure_running`, a fresh console login) on the way.
 
-use drydock_runtime::journal::ExecutionFilter;
-use drydock_runtime::ExecutionState;
-use drydock_vmm::host::{
+use drydock_host::{
     drydock_supervisor, AfterHostFailure, Host, InstanceState, RECONCILE_REASON, REGIONS,
 };
+use drydock_runtime::journal::ExecutionFilter;
+use drydock_runtime::ExecutionState;
 use serde::Serialize;
 use serde_json::json;
 
@@ -144,7 +144,7 @@ pub fn recover(
             outcome,
         });
     }
-    let store = drydock_vmm::host::HostStore::open(&s.data_dir)?;
+    let store = drydock_host::HostStore::open(&s.data_dir)?;
     report.leftovers = super::leftovers::unreferenced(&journal, &store, None)?;
     Ok((report, runners))
 }

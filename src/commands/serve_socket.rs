@@ -96,7 +96,7 @@ pub fn bind(data_dir: &Path) -> Result<tokio::net::UnixListener, CliError> {
     // 0600 (0660 with a sharing group). Connecting needs write permission,
     // so until this chmod it is at least as private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = drydock_vmm::private::shared_socket_mode();
+    let mode = drydock_runtime::private::shared_socket_mode();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
         CliError::failure(format!(
             "cannot set the mode of {} to {mode:o}: {e}; check that this account owns the data directory",

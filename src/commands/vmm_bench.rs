@@ -120,11 +120,11 @@ fn drydock_run(args: &VmmBenchArgs, dir: &Path) -> Result<Sample, String> {
     });
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = crate::vmm_programs().drydock_vmm;
     let start_us = unix_us();
     let start = Instant::now();
     let mut child = Command::new(exe)
-        .args(["vmm", "--spec"])
+        .arg("--spec")
         .arg(&spec_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -135,7 +135,7 @@ fn drydock_run(args: &VmmBenchArgs, dir: &Path) -> Result<Sample, String> {
         let seen = wait_marker(&mut child, Duration::from_secs(120))?;
         let overhead = overhead_kib(child.id(), u64::from(args.memory_mib) << 20)?;
         let mut qmp =
-            drydock_vmm::backend::qmp::QmpClient::connect(&control, Duration::from_secs(5))
+            drydock_host::backend::qmp::QmpClient::connect(&control, Duration::from_secs(5))
                 .map_err(|e| e.to_string())?;
         let status = qmp
             .execute("status", json!({}))

@@ -6,8 +6,8 @@ use super::host::{count_by_region, empty_hint, open_host};
 use super::{print_json, table, when, Context};
 use crate::cli::{SnapshotCommand, TagArgs, TagsArgs, UntagArgs, VolumeCommand};
 use crate::failure::CliError;
-use drydock_vmm::host::tags::with_tags;
-use drydock_vmm::host::{ClientToken, TagKind, Tags};
+use drydock_host::tags::with_tags;
+use drydock_host::{ClientToken, TagKind, Tags};
 
 /// `drydock volumes`.
 pub fn volumes(ctx: &Context) -> Result<i32, CliError> {
@@ -235,7 +235,7 @@ pub(crate) fn parse_tags(words: &[String]) -> Result<Tags, CliError> {
                 "tag `{t}` must be KEY=VALUE (KEY= for an empty value)"
             )));
         };
-        drydock_vmm::host::store::check_tag(k, v)?;
+        drydock_host::store::check_tag(k, v)?;
         wanted.insert(k.to_string(), v.to_string());
     }
     Ok(wanted)

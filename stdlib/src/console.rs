@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use drydock_host::console_client::{connect, ConsoleStart};
+use drydock_host::HostStore;
 use drydock_runtime::interrupt::Interrupt;
 use drydock_runtime::RunContext;
-use drydock_vmm::host::console_client::{connect, ConsoleStart};
-use drydock_vmm::host::HostStore;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext, Position};
 
 use crate::expect::{ExpectOptions, Expecter, FdTransport, Outcome, Pattern, PatternSet};

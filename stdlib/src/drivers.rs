@@ -12,10 +12,9 @@
 //! mount it and run `sh install.sh` in the guest (or `sh install.sh ROOT`
 //! on a helper holding the root volume). Acts in the execution's region.
 
+use drydock_host::backend::DeviceGeneration;
+use drydock_host::{drydock_supervisor, instance_type, Host, HostError};
 use drydock_runtime::RunContext;
-use drydock_vmm::backend::DeviceGeneration;
-use drydock_vmm::host::{drydock_supervisor, instance_type, Host, HostError};
-use drydock_vmm::image;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, Position};
 
 type R<T> = Result<T, Box<EvalAltResult>>;
@@ -49,8 +48,8 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let dir = data_dir.clone();
     m.set_native_fn("kernel_package", move |release: &str| -> R<String> {
-        let cache = image::images_dir(&dir).join("packages");
-        let p = image::driver_pack::kernel_package(release, &cache).map_err(fail)?;
+        let cache = drydock_images::images_dir(&dir).join("packages");
+        let p = drydock_images::driver_pack::kernel_package(release, &cache).map_err(fail)?;
         Ok(format!("{}={}", p.name, p.version))
     });
     let sites = ctx.call_sites.clone();
@@ -75,7 +74,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 .create_driver_volume(
                     release,
                     &names,
-                    &image::images_dir(&data_dir),
+                    &drydock_images::images_dir(&data_dir),
                     token.as_ref(),
                 )
                 .map_err(fail)?;

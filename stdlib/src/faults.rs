@@ -14,9 +14,9 @@
 //! Faults go into the root volume of a stopped instance; inside a step,
 //! what was injected lands in the journal as the step's output.
 
+use drydock_host::faults::CATALOG;
+use drydock_host::{drydock_supervisor, Host, HostError};
 use drydock_runtime::RunContext;
-use drydock_vmm::host::faults::CATALOG;
-use drydock_vmm::host::{drydock_supervisor, Host, HostError};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
 type R<T> = Result<T, Box<EvalAltResult>>;

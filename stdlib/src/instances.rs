@@ -31,12 +31,12 @@
 //! root_password_hash, user_data }`; both values are then masked (`****`)
 //! in everything the execution writes, like a secret parameter.
 
-use drydock_runtime::executor::CallSites;
-use drydock_runtime::RunContext;
-use drydock_vmm::host::{
+use drydock_host::{
     drydock_supervisor, ClientToken, Host, HostError, InstanceConfig, InstanceRecord,
     LaunchRequest, TagKind, Tags, VolumeRecord,
 };
+use drydock_runtime::executor::CallSites;
+use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
 type R<T> = Result<T, Box<EvalAltResult>>;
@@ -348,10 +348,10 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         let before = h.store().map_err(fail)?.instance(id).map_err(fail)?;
         // `after_outage_only`: start only an instance whose process was
         // found gone (a host outage or a crash), not one a person stopped.
-        let outage = before.state == drydock_vmm::host::InstanceState::Stopped
-            && before.state_reason == drydock_vmm::host::RECONCILE_REASON;
-        let started = before.state != drydock_vmm::host::InstanceState::Running
-            && (!after_outage_only || outage);
+        let outage = before.state == drydock_host::InstanceState::Stopped
+            && before.state_reason == drydock_host::RECONCILE_REASON;
+        let started =
+            before.state != drydock_host::InstanceState::Running && (!after_outage_only || outage);
         let rec = if started {
             tracing::info!(instance = id, state = %before.state, "ensure_running: starting it");
             h.start(id).map_err(fail)?
@@ -374,7 +374,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                     seen.drain(..seen.len() - 64);
                 }
                 let now = h.store().map_err(fail)?.instance(id).map_err(fail)?;
-                if now.state != drydock_vmm::host::InstanceState::Running {
+                if now.state != drydock_host::InstanceState::Running {
                     return Err(fail(HostError::Conflict(format!(
                         "instance::ensure_running: {id} stopped while booting: {} ({})",
                         now.state, now.state_reason

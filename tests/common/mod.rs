@@ -35,6 +35,26 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_drydock")
 }
 
+/// drydock's VMM binary, built beside `drydock` by `cargo build
+/// --workspace --all-targets` (scripts/setup; with the workspace's tests
+/// in the build, it has the test hooks the VMM's seccomp tests use).
+pub fn vmm_bin() -> std::path::PathBuf {
+    let path = std::path::Path::new(bin()).with_file_name("drydock-vmm");
+    let version = Command::new(&path).arg("--version").output();
+    match version {
+        Ok(out) if text(&out.stdout).contains("(test hooks)") => path,
+        Ok(out) => panic!(
+            "{} was built without its test hooks ({}): run `cargo build --workspace --all-targets` (scripts/setup does)",
+            path.display(),
+            text(&out.stdout).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run {} ({e}): run `cargo build --workspace --all-targets` (scripts/setup does)",
+            path.display()
+        ),
+    }
+}
+
 impl Drydock {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();

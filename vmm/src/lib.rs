@@ -1,27 +1,22 @@
-//! drydock's embedded host: guest images built from Debian packages,
-//! instances run by a VMM backend, volumes, images and regions.
+//! drydock's own KVM VMM — only the VMM: it runs one guest described by a
+//! [`spec::VmSpec`] and knows nothing of instances, volumes or runbooks
+//! (those are the host's, `drydock-host`). The `drydock-vmm` binary
+//! (`src/main.rs`) is this crate as a process.
 //!
-//! - [`image`] builds guest images (kernel, initramfs, root volume), on
-//!   Debian's cloud kernel or a kernel of one's own.
-//! - [`host`] is the control plane: instances, volumes, images, regions,
-//!   and the supervisor process that runs each instance.
-//! - [`backend`] describes a VM ([`backend::VmSpec`]), chooses drydock's
-//!   own VMM or QEMU by probing, and builds QEMU's command line.
+//! - [`spec`] what a VM is made of (disks, device generation, sockets);
+//!   written by the host, read by the VMM.
+//! - [`arch`] x86_64 layout, kernel loading, ACPI and MP tables, CPUID,
+//!   registers.
+//! - [`vstate`] the KVM VM, its memory and vCPUs.
+//! - [`devices`] port bus, 8250 UART, i8042, ACPI power, PCI, virtio-blk
+//!   over virtio-mmio and virtio-pci.
+//! - [`machine`] the VM with its vCPU threads, the control socket and its
+//!   protocol, and the seccomp filters.
 //! - [`probe`] tells which kind of KVM this machine has.
-//! - drydock's own KVM VMM: [`arch`] (layout, kernel loading, ACPI and MP
-//!   tables, CPUID, registers), [`vstate`] (VM, memory, vCPUs), [`devices`]
-//!   (port bus, 8250 UART, i8042, ACPI power, PCI, virtio-blk over
-//!   virtio-mmio and PCI) and [`machine`] (the VM, its vCPU threads and the
-//!   one-process-per-VM control socket).
-//! - [`private`] keeps files and sockets private: socket modes, peer
-//!   checks, narrowing modes the umask does not cover.
 
 pub mod arch;
-pub mod backend;
 pub mod devices;
-pub mod host;
-pub mod image;
 pub mod machine;
-pub mod private;
 pub mod probe;
+pub mod spec;
 pub mod vstate;

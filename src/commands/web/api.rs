@@ -232,12 +232,12 @@ pub struct RegionQuery {
     tail: Option<usize>,
 }
 
-fn host(s: &WebState, region: Option<&str>) -> Result<drydock_vmm::host::Host, ApiError> {
-    drydock_vmm::host::Host::open(
+fn host(s: &WebState, region: Option<&str>) -> Result<drydock_host::Host, ApiError> {
+    drydock_host::Host::open(
         &s.data_dir,
         region.unwrap_or(&s.region),
         &s.profile,
-        drydock_vmm::host::drydock_supervisor(&s.data_dir),
+        drydock_host::drydock_supervisor(&s.data_dir),
     )
     .map_err(|e| ApiError::bad(e.to_string()))
 }

@@ -41,7 +41,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use serde_json::{json, Value};
 
 use super::{Machine, MachineConfig, MachineDisk, MachineEnd, MachineEvent, MachineHandle};
-use crate::backend::VmSpec;
+use crate::spec::VmSpec;
 
 /// Hot-plug slots every VM gets.
 pub const HOTPLUG_SLOTS: u32 = 4;
@@ -136,9 +136,11 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
     })
 }
 
-/// TEST HOOKS ONLY: `DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL=1` makes
-/// vCPU 0 call what its filter forbids; `=open` makes the main thread open
-/// a file by path once the guest runs.
+/// TEST HOOKS ONLY, and only in a VMM built with the `test-hooks` feature
+/// (the workspace's tests turn it on; a release build never reads the
+/// variable): `DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL=1` makes vCPU 0 call
+/// what its filter forbids; `=open` makes the main thread open a file by
+/// path once the guest runs.
 #[derive(Debug, PartialEq, Eq)]
 enum TestHook {
     SyscallInVcpu,
@@ -146,6 +148,9 @@ enum TestHook {
 }
 
 fn test_hook() -> Option<TestHook> {
+    if !cfg!(feature = "test-hooks") {
+        return None;
+    }
     match std::env::var("DRYDOCK_VMM_TEST_HOOK_FORBIDDEN_SYSCALL").as_deref() {
         Ok("1") => Some(TestHook::SyscallInVcpu),
         Ok("open") => Some(TestHook::OpenAfterBoot),
@@ -335,7 +340,7 @@ pub fn check_hotplug_disk(
 fn admit(stream: &UnixStream) -> bool {
     // SAFETY: getuid has no preconditions and cannot fail.
     let me = unsafe { libc::getuid() };
-    let why = match drydock_runtime::identity::peer_uid(stream.as_fd()) {
+    let why = match super::socket::peer_uid(stream.as_fd()) {
         Ok(uid) if uid == me || uid == 0 => return true,
         Ok(uid) => format!("uid {uid} may not use this socket: it belongs to uid {me}"),
         Err(e) => format!("cannot read the peer's credentials: {e}"),
@@ -516,7 +521,7 @@ fn session(c: Arc<Control>, stream: UnixStream) {
 }
 
 fn serve(c: Arc<Control>, path: &Path) -> std::io::Result<()> {
-    let listener = crate::private::listen(path, 0o600)?;
+    let listener = super::socket::listen(path, 0o600)?;
     let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -614,7 +619,7 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
     let end = machine.run().map_err(|e| e.to_string());
     // Let event subscribers see the end before the process goes. The
     // socket files stay (the filter allows no unlink); whoever listens
-    // there next removes them first (`private::listen`).
+    // there next removes them first (`socket::listen`).
     std::thread::sleep(std::time::Duration::from_millis(50));
     end
 }

@@ -12,6 +12,7 @@ mod boot_files;
 pub mod control;
 mod handle;
 pub mod seccomp;
+pub mod socket;
 
 use handle::{kick_handler, kick_signal};
 pub use handle::{Detached, DiskStatus, MachineHandle, MachineStatus};
@@ -26,7 +27,6 @@ use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::{acpi, boot, layout, mptable, regs};
-use crate::backend::DeviceGeneration;
 use crate::devices::bus::{PioBus, SharedPio};
 use crate::devices::legacy::i8042::{I8042, I8042_BASE};
 use crate::devices::legacy::power::{PowerControl, POWER_BASE, POWER_LEN};
@@ -36,6 +36,7 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{MmioBlock, MMIO_WINDOW};
 use crate::devices::virtio::pci::{PciBlock, BAR0_SIZE};
 use crate::devices::virtio::BlockDevice;
+use crate::spec::DeviceGeneration;
 use crate::vstate::vcpu::{ExitReason, MmioHandler, Vcpu};
 use crate::vstate::vm::Vm;
 use crate::vstate::VmError;

@@ -118,7 +118,7 @@ pub fn fetch(pkg: &PackageVersion, cache: &Path) -> Result<PathBuf, ImageError> 
     )?;
     // dpkg-deb keeps the package's modes (0644, 0755): narrow them to the
     // data directory's (the tree is read by drydock only).
-    crate::private::tighten_tree(&tree);
+    drydock_runtime::private::tighten_tree(&tree);
     std::fs::write(
         tree.join(".complete"),
         format!("{} {}\n", pkg.name, pkg.version),

@@ -267,7 +267,7 @@ impl ConsoleHub {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let refused = |why: &str| json!({ "ok": false, "error": why }).to_string();
-            let Some(uid) = crate::private::admit("console", &stream, refused) else {
+            let Some(uid) = drydock_runtime::private::admit("console", &stream, refused) else {
                 continue;
             };
             if self.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CONSOLE_CLIENTS {

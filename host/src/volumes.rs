@@ -89,7 +89,7 @@ impl Host {
                         let tree = tempfile::tempdir().map_err(|e| {
                             HostError::io("create a temporary directory for", &path, e)
                         })?;
-                        crate::image::make_ext4(tree.path(), label, size, &path)?;
+                        drydock_images::make_ext4(tree.path(), label, size, &path)?;
                     }
                     None => {
                         let f = std::fs::File::create(&path)

@@ -1,5 +1,5 @@
 //! Property tests of what drydock reads from untrusted kernel files when it
-//! builds an image (`vmm/src/image/kernel.rs`, `vmm/src/image/vmlinux.rs`):
+//! builds an image (`images/src/kernel.rs`, `images/src/vmlinux.rs`):
 //! the ELF kernel inside an LZ4 bzImage (legacy frames, any number of magic
 //! numbers, bombs), the configuration a kernel carries (gzip between
 //! `IKCFG_ST` and `IKCFG_ED`), the release in a bzImage header or an ELF
@@ -13,10 +13,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
 
-use drydock_vmm::image::kernel::{
+use drydock_images::kernel::{
     bzimage_release, elf_release, embedded_config, is_bzimage, KernelFeatures, MAX_CONFIG,
 };
-use drydock_vmm::image::vmlinux::{extract, extract_within, ExtractLimits};
+use drydock_images::vmlinux::{extract, extract_within, ExtractLimits};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------

@@ -34,6 +34,6 @@ pub fn write_config_disk(instance: &InstanceRecord, out: &Path) -> Result<(), Ho
         put("user-data", script)?;
     }
     let tmp = out.with_extension("tmp");
-    crate::image::make_ext4(tree.path(), "cidata", 4, &tmp)?;
+    drydock_images::make_ext4(tree.path(), "cidata", 4, &tmp)?;
     std::fs::rename(&tmp, out).map_err(|e| HostError::io("move into place", out, e))
 }

@@ -370,8 +370,8 @@ impl Host {
                         .into_bytes()
                 };
                 let found = std::cell::Cell::new(false);
-                let broken = crate::image::cpio::rewrite(&bytes, |name, data| {
-                    use crate::image::cpio::Rewrite;
+                let broken = drydock_images::cpio::rewrite(&bytes, |name, data| {
+                    use drydock_images::cpio::Rewrite;
                     if name == module {
                         found.set(true);
                         Rewrite::Drop
@@ -496,7 +496,7 @@ impl Host {
         inst: &super::store::InstanceRecord,
         volume: &std::path::Path,
     ) -> Result<(String, Vec<u8>, &'static str), HostError> {
-        use super::boot_config::{BootConfig, CONFIG_PATH};
+        use drydock_images::boot_config::{BootConfig, CONFIG_PATH};
         let driver = match super::types::instance_type(&inst.instance_type)
             .map_err(HostError::Invalid)?
             .generation

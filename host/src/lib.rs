@@ -3,8 +3,8 @@
 //! supervisor process (see [`supervisor`]) that outlives the command that
 //! started it.
 
-pub mod boot_config;
-pub mod boot_volume;
+pub mod backend;
+pub mod boot_plan;
 pub mod client_tokens;
 mod config_disk;
 pub mod console_client;
@@ -33,7 +33,7 @@ pub use store::{
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
-use crate::image::{BuiltImage, ImageError};
+use drydock_images::{BuiltImage, ImageError};
 
 use drydock_runtime::runner::RunnerIdentity;
 use store::{new_id, now_ms};
@@ -178,7 +178,7 @@ impl Host {
         }
         // State written by older versions of drydock (no modes set: 0755
         // directories, 0644 volumes) is tightened once.
-        crate::private::tighten_data_dir(data_dir);
+        drydock_runtime::private::tighten_data_dir(data_dir);
         let host = Self {
             data_dir: data_dir.to_path_buf(),
             region: region.to_string(),

@@ -24,6 +24,7 @@ use super::{instance_type, HostError};
 use crate::backend::qmp::QmpClient;
 use crate::backend::{
     choose_backend, qemu, tcg_clock_params, Accel, Backend, DeviceGeneration, DiskSpec, VmSpec,
+    VmmPrograms,
 };
 
 /// How long a graceful stop may take before the VMM is stopped hard.
@@ -164,7 +165,7 @@ struct Shared {
     boot_volumes: std::collections::HashSet<String>,
     deleted_devices: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     /// What this VMM boots, read from the root volume at the start.
-    boot_plan: super::boot_volume::BootPlan,
+    boot_plan: crate::boot_plan::BootPlan,
     root_volume: PathBuf,
     /// Set when a guest reset found other boot files on the root volume.
     restart: Mutex<Option<String>>,
@@ -268,15 +269,15 @@ impl Shared {
     /// instance process starts it again with them. Returns whether it
     /// does; otherwise the guest's reset goes on in the same VMM.
     fn reboot_from_volume(self: &Arc<Self>) -> bool {
-        use super::boot_volume;
+        use crate::boot_plan;
         if self.boot_plan.label.is_none() || self.stop_reason.lock().unwrap().is_some() {
             return false;
         }
         // The last lines of the boot that ended reach the hub first.
         std::thread::sleep(Duration::from_millis(100));
         let console = String::from_utf8_lossy(&self.console.tail()).into_owned();
-        if boot_volume::failed_in_guest(&console) {
-            if let Err(e) = boot_volume::mark_failed(&self.dir, &self.boot_plan) {
+        if boot_plan::failed_in_guest(&console) {
+            if let Err(e) = boot_plan::mark_failed(&self.dir, &self.boot_plan) {
                 tracing::warn!("cannot record the failed boot: {e}");
             }
         }
@@ -290,8 +291,7 @@ impl Shared {
                 return false;
             }
         };
-        let why = match boot_volume::plan(&self.data_dir, &self.dir, &image_dir, &self.root_volume)
-        {
+        let why = match boot_plan::plan(&self.data_dir, &self.dir, &image_dir, &self.root_volume) {
             Ok(next)
                 if next.kernel == self.boot_plan.kernel
                     && next.initrd == self.boot_plan.initrd
@@ -495,7 +495,7 @@ impl Shared {
         path: &Path,
         serial: &str,
     ) -> Result<serde_json::Value, HostError> {
-        let file = crate::machine::control::open_volume_for_attach(path, false)
+        let file = drydock_vmm::machine::control::open_volume_for_attach(path, false)
             .map_err(|e| HostError::io("open", path, e))?;
         let mut guard = self.control.lock().unwrap();
         let client = guard
@@ -618,7 +618,7 @@ fn serve_control(shared: Arc<Shared>, listener: UnixListener) {
 }
 
 fn control_session(shared: &Arc<Shared>, stream: &UnixStream) {
-    if crate::private::admit("control", stream, |why| format!("error: {why}")).is_none() {
+    if drydock_runtime::private::admit("control", stream, |why| format!("error: {why}")).is_none() {
         return;
     }
     let mut line = String::new();
@@ -638,7 +638,7 @@ fn control_session(shared: &Arc<Shared>, stream: &UnixStream) {
 }
 
 /// Runs instance `id` until its VM ends, then records why.
-pub fn supervise(data_dir: &Path, id: &str) -> Result<(), HostError> {
+pub fn supervise(data_dir: &Path, id: &str, programs: &VmmPrograms) -> Result<(), HostError> {
     // Nothing is touched before the instance lock is held: a second
     // supervisor (two starts at once) leaves the first one's VM, volumes
     // and state alone.
@@ -663,7 +663,7 @@ pub fn supervise(data_dir: &Path, id: &str) -> Result<(), HostError> {
     let me = RunnerIdentity::current();
     store.set_supervisor(id, Some(me.pid), Some(&me.token))?;
     let result = loop {
-        match run_vm(data_dir, &inst) {
+        match run_vm(data_dir, &inst, programs) {
             // The guest reset and its volume says to boot other files: a
             // new VMM boots them (see `Shared::reboot_from_volume`).
             Ok(Ended::Restart(why)) => {
@@ -708,7 +708,7 @@ fn boot_failed(
     store: &mut HostStore,
     dir: &Path,
     id: &str,
-    e: &super::boot_volume::BootFailure,
+    e: &drydock_images::boot_volume::BootFailure,
 ) -> Result<Ended, HostError> {
     let boot = store.count_boot(id)?;
     let path = console_log_path(dir, boot);
@@ -718,12 +718,16 @@ fn boot_failed(
     Ok(Ended::Stopped(format!("boot failed: {e}")))
 }
 
-fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
+fn run_vm(
+    data_dir: &Path,
+    inst: &InstanceRecord,
+    programs: &VmmPrograms,
+) -> Result<Ended, HostError> {
     let id = &inst.id;
     let dir = data_dir.join("instances").join(id);
     std::fs::create_dir_all(dir.join("console")).map_err(|e| HostError::io("create", &dir, e))?;
     // An instance directory of an older drydock may be open to others.
-    crate::private::tighten_tree(&dir);
+    drydock_runtime::private::tighten_tree(&dir);
     let itype = instance_type(&inst.instance_type).map_err(HostError::Invalid)?;
     let mut store = HostStore::open(data_dir)?;
     let image = store.image(&inst.image_id)?;
@@ -812,8 +816,7 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
             false
         }
     };
-    let mut boot_plan = match super::boot_volume::plan(data_dir, &dir, &image.boot_dir, &root_path)
-    {
+    let mut boot_plan = match crate::boot_plan::plan(data_dir, &dir, &image.boot_dir, &root_path) {
         Ok(plan) => plan,
         Err(e) => return boot_failed(&mut store, &dir, id, &e),
     };
@@ -906,10 +909,16 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
             let spec_path = dir.join("vm-spec.json");
             let text = serde_json::to_vec_pretty(&spec).expect("a VM spec serializes");
             std::fs::write(&spec_path, text).map_err(|e| HostError::io("write", &spec_path, e))?;
-            let exe = std::env::current_exe()
-                .map_err(|e| HostError::Vmm(format!("cannot find the drydock binary: {e}")))?;
+            let exe = &programs.drydock_vmm;
+            if !exe.is_file() {
+                return Err(HostError::Vmm(format!(
+                    "drydock's VMM {} is missing: build it (`cargo build`, which builds \
+                     drydock-vmm beside drydock) or name it with DRYDOCK_VMM",
+                    exe.display()
+                )));
+            }
             let mut cmd = std::process::Command::new(exe);
-            cmd.arg("vmm").arg("--spec").arg(&spec_path);
+            cmd.arg("--spec").arg(&spec_path);
             cmd
         }
         Backend::Qemu(_) => qemu::command(&spec),
@@ -1045,16 +1054,21 @@ fn run_vm(data_dir: &Path, inst: &InstanceRecord) -> Result<Ended, HostError> {
     // The console and control sockets: the owner, root and the sharing
     // group, each connection checked against its peer's credentials.
     let console_path = dir.join("console.sock");
-    let console_listener =
-        crate::private::listen(&console_path, crate::private::shared_socket_mode())
-            .map_err(|e| HostError::io("listen on", &console_path, e))?;
+    let console_listener = drydock_runtime::private::listen(
+        &console_path,
+        drydock_runtime::private::shared_socket_mode(),
+    )
+    .map_err(|e| HostError::io("listen on", &console_path, e))?;
     {
         let hub = shared.console.clone();
         std::thread::spawn(move || hub.serve(console_listener));
     }
     let control_path = dir.join("control.sock");
-    let listener = crate::private::listen(&control_path, crate::private::shared_socket_mode())
-        .map_err(|e| HostError::io("listen on", &control_path, e))?;
+    let listener = drydock_runtime::private::listen(
+        &control_path,
+        drydock_runtime::private::shared_socket_mode(),
+    )
+    .map_err(|e| HostError::io("listen on", &control_path, e))?;
     {
         let shared = shared.clone();
         std::thread::spawn(move || serve_control(shared, listener));

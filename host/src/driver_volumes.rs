@@ -1,4 +1,4 @@
-//! Driver volumes: a driver pack ([`crate::image::driver_pack`]) made into
+//! Driver volumes: a driver pack ([`drydock_images::driver_pack`]) made into
 //! a volume of the region, tagged with what it holds, to attach to an
 //! instance (or to a helper instance holding its root volume) and install
 //! from. Built from the Debian kernel package matching the guest's kernel
@@ -9,7 +9,7 @@ use std::path::Path;
 use super::client_tokens::{ClientToken, CreatedKind, Creation};
 use super::store::{insert_volume, now_ms, TagKind, Tags, VolumeKind, VolumeRecord};
 use super::{Host, HostError};
-use crate::image::driver_pack::{self, DriverPack};
+use drydock_images::driver_pack::{self, DriverPack};
 
 /// Size of a driver volume: the modules are a few hundred KiB; ext4 needs
 /// room for its journal.
@@ -54,7 +54,8 @@ impl Host {
         let path = self.volumes_dir().join(format!("{id}.raw"));
         // What a call cut off half way left under this id.
         let _ = std::fs::remove_file(&path);
-        if let Err(e) = crate::image::make_ext4(tree.path(), "drivers", DRIVER_VOLUME_MIB, &path) {
+        if let Err(e) = drydock_images::make_ext4(tree.path(), "drivers", DRIVER_VOLUME_MIB, &path)
+        {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
@@ -89,7 +90,7 @@ impl Host {
     /// running instance: its lock is held while it is read (an unclean
     /// stop's journal is replayed first, as a mount would).
     pub fn volume_kernel_release(&self, vol_id: &str) -> Result<String, HostError> {
-        use super::boot_config::{BootConfig, CONFIG_PATH, MAX_CONFIG_BYTES};
+        use drydock_images::boot_config::{BootConfig, CONFIG_PATH, MAX_CONFIG_BYTES};
         let vol = self.store()?.volume(vol_id)?;
         if vol.region != self.region() {
             return Err(HostError::NotFound(format!(

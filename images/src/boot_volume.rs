@@ -27,8 +27,8 @@ use ext4_view::Ext4;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::boot_config::{BootConfig, BootEntry, CONFIG_PATH, MAX_CONFIG_BYTES};
-use crate::image::{kernel, vmlinux, KernelFeatures};
+use crate::boot_config::{BootConfig, BootEntry, CONFIG_PATH, MAX_CONFIG_BYTES};
+use crate::{kernel, vmlinux, KernelFeatures};
 
 /// The largest kernel read from a volume.
 pub const MAX_KERNEL_BYTES: u64 = 64 << 20;
@@ -77,95 +77,6 @@ pub struct VolumeBoot {
     pub memo: BootMemo,
 }
 
-/// What an instance process gives its VMM, decided at every start.
-#[derive(Debug, Clone)]
-pub struct BootPlan {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    /// The guest's part of the kernel command line (the entry's `APPEND`).
-    pub append: String,
-    /// The kernel takes its virtio-mmio disks on the command line.
-    pub virtio_mmio_cmdline: bool,
-    /// The entry booted (none for an image that predates boot from the
-    /// volume).
-    pub label: Option<String>,
-    /// Lines for the console before the guest's own output.
-    pub console: String,
-}
-
-/// The file in an instance's directory naming the entry whose last boot
-/// failed in the guest.
-pub const FAILED_MARK: &str = "boot-failed";
-
-/// Decides what instance `instance_dir` boots: from its root volume
-/// `root` for images that put their boot files there, else (an image
-/// built before) the host-side files of the image's build in `boot_dir`.
-pub fn plan(
-    data_dir: &Path,
-    instance_dir: &Path,
-    boot_dir: &Path,
-    root: &Path,
-) -> Result<BootPlan, BootFailure> {
-    let manifest = crate::image::BuiltImage::open(boot_dir)
-        .ok()
-        .map(|b| b.manifest);
-    let image_features = manifest.as_ref().map(|m| m.features.clone());
-    if !manifest.as_ref().is_some_and(|m| m.boot_from_volume) {
-        let elf = boot_dir.join("vmlinux");
-        return Ok(BootPlan {
-            kernel: if elf.exists() {
-                elf
-            } else {
-                boot_dir.join("vmlinuz")
-            },
-            initrd: boot_dir.join("initramfs.cpio"),
-            append: crate::image::DEFAULT_APPEND.to_string(),
-            virtio_mmio_cmdline: image_features.is_some_and(|f| f.virtio_mmio_on_cmdline()),
-            label: None,
-            console: String::new(),
-        });
-    }
-    let how = if manifest.as_ref().is_some_and(|m| m.recipe.kernel.is_some()) {
-        KernelBoot::AsGiven
-    } else {
-        KernelBoot::PreferPvh
-    };
-    let failed = std::fs::read(instance_dir.join(FAILED_MARK))
-        .ok()
-        .and_then(|b| FailedMark::parse(&String::from_utf8_lossy(&b[..b.len().min(4096)])));
-    // The instance's memo over the image build's: the pristine files of
-    // a launched volume are the build's own, nothing to read or extract.
-    let mut memo = BootMemo::load(&boot_dir.join(MEMO_FILE));
-    memo.files
-        .extend(BootMemo::load(&instance_dir.join(MEMO_FILE)).files);
-    let boot = read_boot(
-        root,
-        &data_dir.join("boot-cache"),
-        how,
-        failed.as_ref(),
-        &memo,
-    )?;
-    if let Err(e) = boot.memo.save(&instance_dir.join(MEMO_FILE)) {
-        tracing::warn!("cannot keep what was read of the root volume: {e}");
-    }
-    let mut console = String::new();
-    for why in &boot.skipped {
-        console.push_str(&format!("drydock boot: {why}\r\n"));
-    }
-    console.push_str(&format!("drydock boot: booting entry `{}`\r\n", boot.label));
-    // What the kernel says of itself wins over what the image was built
-    // with (the guest may have installed another kernel).
-    let features = boot.features.clone().or(image_features);
-    Ok(BootPlan {
-        kernel: boot.kernel,
-        initrd: boot.initrd,
-        append: boot.append,
-        virtio_mmio_cmdline: features.is_some_and(|f| f.virtio_mmio_on_cmdline()),
-        label: Some(boot.label),
-        console,
-    })
-}
-
 /// How the kernel read from the volume is given to the VMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelBoot {
@@ -197,7 +108,8 @@ pub struct FailedMark {
 }
 
 impl FailedMark {
-    fn parse(text: &str) -> Option<Self> {
+    /// Reads a mark as [`FailedMark::save`] left it (bounded, lenient).
+    pub fn parse(text: &str) -> Option<Self> {
         let mut lines = text
             .lines()
             .map(|l| l.trim().chars().take(256).collect::<String>());
@@ -209,38 +121,35 @@ impl FailedMark {
         })
     }
 
+    /// The mark of entry `label` booted with these kernel and initrd
+    /// files (cache files, named by their content digests).
+    pub fn new(label: &str, kernel: &Path, initrd: &Path) -> Self {
+        let name = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        Self {
+            label: label.to_string(),
+            kernel: name(kernel),
+            initrd: name(initrd),
+        }
+    }
+
+    /// Writes the mark to `path` (atomically: a crash leaves the old mark
+    /// or the new one).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        write_atomic(
+            path,
+            format!("{}\n{}\n{}\n", self.label, self.kernel, self.initrd).as_bytes(),
+        )
+    }
+
     fn matches(&self, label: &str, kernel: &Path, initrd: &Path) -> bool {
         let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
         self.label == label
             && name(kernel).as_deref() == Some(self.kernel.as_str())
             && name(initrd).as_deref() == Some(self.initrd.as_str())
-    }
-}
-
-/// Records that the boot of `plan` failed in the guest (see
-/// [`failed_in_guest`]); the next boot tries the other entry first.
-pub fn mark_failed(instance_dir: &Path, plan: &BootPlan) -> std::io::Result<()> {
-    let Some(label) = &plan.label else {
-        return Ok(());
-    };
-    let name = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    write_atomic(
-        &instance_dir.join(FAILED_MARK),
-        format!("{label}\n{}\n{}\n", name(&plan.kernel), name(&plan.initrd)).as_bytes(),
-    )
-}
-
-/// Whether a boot's console shows it failed before the root volume's init
-/// ran: a kernel panic (no working init, no root, a module that oopses in
-/// the initramfs) before the guest's `drydock: HOST is up` line.
-pub fn failed_in_guest(console: &str) -> bool {
-    match console.find("Kernel panic - not syncing") {
-        Some(at) => !(console[..at].contains("drydock: ") && console[..at].contains(" is up (")),
-        None => false,
     }
 }
 
@@ -390,6 +299,11 @@ const MAX_MEMO_BYTES: u64 = 256 << 10;
 pub const MEMO_FILE: &str = "boot-memo.json";
 
 impl BootMemo {
+    /// Adds `other`'s entries, replacing this memo's for the same files.
+    pub fn extend(&mut self, other: BootMemo) {
+        self.files.extend(other.files);
+    }
+
     /// Reads a memo file; a missing, oversized or damaged one is empty.
     pub fn load(path: &Path) -> Self {
         match std::fs::metadata(path) {
@@ -516,7 +430,7 @@ fn boot_entry(
     };
     let ensure_cache = || -> Result<(), EntryError> {
         std::fs::create_dir_all(cache).map_err(|e| fatal(cache, e))?;
-        let _ = crate::private::tighten(cache);
+        let _ = drydock_runtime::private::tighten(cache);
         Ok(())
     };
 
@@ -844,7 +758,7 @@ pub fn has_pvh_note(elf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{CpioWriter, EntryKind};
+    use crate::{CpioWriter, EntryKind};
 
     fn cpio(with_init: bool) -> Vec<u8> {
         let mut w = CpioWriter::new(Vec::new());
@@ -875,18 +789,16 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_before_the_root_init_is_a_failed_boot() {
-        assert!(failed_in_guest(
-            "[    1.2] Kernel panic - not syncing: No working init found."
-        ));
-        assert!(!failed_in_guest(
-            "drydock: i-1 is up (6.1)\nlogin: \nKernel panic - not syncing: sysrq triggered crash"
-        ));
-        assert!(!failed_in_guest("drydock: i-1 is up (6.1)\nlogin:"));
+    fn a_failed_mark_reads_back_and_matches_only_its_files() {
         let mark = FailedMark::parse("linux\nkernel-a\ninitrd-b\n").unwrap();
         assert!(mark.matches("linux", Path::new("/c/kernel-a"), Path::new("/c/initrd-b")));
         assert!(!mark.matches("linux", Path::new("/c/kernel-a"), Path::new("/c/initrd-c")));
         assert!(FailedMark::parse("").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let m = FailedMark::new("linux", Path::new("/c/kernel-a"), Path::new("/c/initrd-b"));
+        m.save(&dir.path().join("mark")).unwrap();
+        let back = std::fs::read_to_string(dir.path().join("mark")).unwrap();
+        assert_eq!(FailedMark::parse(&back), Some(mark));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Who may reach the host's files and sockets.
 //!
-//! The process umask (set by `drydock_runtime::access::init`) makes what
+//! The process umask (set by `crate::access::init`) makes what
 //! drydock creates private: directories 0700, files 0600, or 2770 / 0660
 //! with a sharing group. This module covers what the umask does not:
 //! sockets get an explicit mode, connections are checked against the
@@ -16,7 +16,7 @@ use std::path::Path;
 /// The permission bits drydock's files may never have: anything for
 /// "others", and, without a sharing group, anything for the group.
 pub fn forbidden_bits() -> u32 {
-    match drydock_runtime::access::sharing().group {
+    match crate::access::sharing().group {
         Some(_) => 0o007,
         None => 0o077,
     }
@@ -24,7 +24,7 @@ pub fn forbidden_bits() -> u32 {
 
 /// The mode of a socket that members of the sharing group may use.
 pub fn shared_socket_mode() -> u32 {
-    match drydock_runtime::access::sharing().group {
+    match crate::access::sharing().group {
         Some(_) => 0o660,
         None => 0o600,
     }
@@ -58,7 +58,7 @@ pub fn listen(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
 }
 
 /// Checks the peer of an accepted connection with
-/// [`drydock_runtime::access::check_peer`]. A refused peer is logged and
+/// [`crate::access::check_peer`]. A refused peer is logged and
 /// told why with `refusal` (one line in the socket's protocol); the
 /// connection is then closed.
 pub fn admit(
@@ -66,7 +66,7 @@ pub fn admit(
     stream: &UnixStream,
     refusal: impl FnOnce(&str) -> String,
 ) -> Option<u32> {
-    match drydock_runtime::access::check_peer(stream) {
+    match crate::access::check_peer(stream) {
         Ok(uid) => Some(uid),
         Err(why) => {
             tracing::warn!(socket, "connection refused: {why}");

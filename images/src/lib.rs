@@ -6,6 +6,8 @@
 //! and the in-guest `update-initramfs` and `lsinitramfs`. Builds are
 //! cached by package versions and recipe.
 
+pub mod boot_config;
+pub mod boot_volume;
 pub mod cpio;
 pub mod driver_pack;
 pub mod kernel;
@@ -311,7 +313,7 @@ fn stage_own_kernel(
             let features = KernelFeatures::from_config(&config);
             if let Some(why) = features.unusable() {
                 return Err(ImageError::Recipe(format!(
-                    "kernel {release} ({}) cannot boot as an instance: {why}; see vmm/src/image/guest/minimal-kernel.config",
+                    "kernel {release} ({}) cannot boot as an instance: {why}; see images/src/guest/minimal-kernel.config",
                     path.display()
                 )));
             }
@@ -451,7 +453,7 @@ fn seed_boot_memo(
     kernel_name: &str,
     release: &str,
 ) -> Result<(), ImageError> {
-    use crate::host::boot_volume::{has_pvh_note, BootMemo, KernelBoot, MEMO_FILE};
+    use crate::boot_volume::{has_pvh_note, BootMemo, KernelBoot, MEMO_FILE};
     let elf = staged.join("vmlinux");
     let pvh =
         kernel_name == "vmlinux" || std::fs::read(&elf).is_ok_and(|bytes| has_pvh_note(&bytes));

@@ -111,7 +111,7 @@ mod tests {
         let img = dir.path().join("fs.ext4");
         let tree = dir.path().join("tree");
         std::fs::create_dir(&tree).unwrap();
-        crate::image::make_ext4(&tree, "data", 8, &img).unwrap();
+        drydock_images::make_ext4(&tree, "data", 8, &img).unwrap();
         assert_eq!(ext_fs_mounted(&img).unwrap(), Some(false));
         let raw = dir.path().join("raw");
         File::create(&raw).unwrap().set_len(1 << 20).unwrap();
