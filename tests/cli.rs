@@ -151,16 +151,36 @@ fn the_bundled_demo_runbook_finds_asks_deletes_and_verifies() {
 }
 
 #[test]
-fn the_rhai_in_the_readme_is_valid() {
+fn the_rhai_in_the_readme_and_docs_is_valid() {
     let dd = Drydock::new();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let blocks: Vec<&str> = readme
-        .split("```rhai\n")
-        .skip(1)
+    // README.md and every markdown file under docs/.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "md") {
+                files.push(path);
+            }
+        }
+    }
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let blocks: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| t.split("```rhai\n").skip(1))
         .map(|b| &b[..b.find("```").unwrap()])
         .collect();
-    assert!(blocks.len() >= 2, "README has rhai examples");
+    assert!(
+        blocks.len() >= 5,
+        "the docs have rhai examples: {}",
+        blocks.len()
+    );
     for (i, block) in blocks.iter().enumerate() {
         // Snippets without metadata are checked for syntax under a minimal header.
         let source = if block.contains("runbook(#{") {
@@ -172,8 +192,14 @@ fn the_rhai_in_the_readme_is_valid() {
         let out = dd.run(&["validate", file.to_str().unwrap()]);
         assert_code(&out, 0);
     }
-    let full = blocks.iter().find(|b| b.contains("runbook(#{")).unwrap();
-    assert!(full.contains("name: \"restart-service\""));
+    for name in ["my-runbook", "restart-service"] {
+        assert!(
+            blocks
+                .iter()
+                .any(|b| b.contains(&format!("name: \"{name}\""))),
+            "the docs show runbook {name} whole"
+        );
+    }
 }
 
 #[test]

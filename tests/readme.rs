@@ -214,14 +214,24 @@ fn skip_reason(line: &str) -> Option<&'static str> {
         .map(|(_, why)| *why)
 }
 
-/// The reader's own files the examples name.
+/// The first block of `lang` in the README that contains `marker`.
+fn readme_block(lang: &str, marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    readme
+        .split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("the README shows a {lang} block with {marker}"))
+        .to_string()
+}
+
+/// The reader's own files the examples name: `my.rhai` and `p.json` as
+/// the README shows them.
 fn write_readers_files(dir: &Path) {
-    std::fs::write(
-        dir.join("my.rhai"),
-        "runbook(#{ name: \"my-runbook\", description: \"the README's own\",\n    params: #{ greeting: #{ type: \"string\", default_value: \"hello\" } } });\nstep(\"greet\", || params.greeting);\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("p.json"), "{\"greeting\": \"hi\"}\n").unwrap();
+    std::fs::write(dir.join("my.rhai"), readme_block("rhai", "my-runbook")).unwrap();
+    std::fs::write(dir.join("p.json"), readme_block("json", "greeting")).unwrap();
     std::fs::write(
         dir.join("schedules.toml"),
         "[[schedule]]\nname = \"from-file\"\nrunbook = \"clean-old-files\"\nschedule = \"rate(1 day)\"\n[schedule.params]\ndir = \"/var/tmp\"\n",

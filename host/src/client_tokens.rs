@@ -18,15 +18,6 @@ use serde::Serialize;
 use super::store::{new_id, now_ms, HostStore, TagKind, Tags};
 use super::HostError;
 
-pub(crate) const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS client_tokens (
-    token TEXT PRIMARY KEY, kind TEXT NOT NULL, resource TEXT NOT NULL,
-    request_sha256 TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}',
-    execution TEXT, step_path TEXT, created_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS client_tokens_resource ON client_tokens (resource);
-"#;
-
 /// Longest client token accepted (EC2 allows 64; a derived token names an
 /// execution, a step path and a call, so a little more).
 pub const MAX_TOKEN: usize = 256;

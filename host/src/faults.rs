@@ -115,12 +115,6 @@ pub struct FaultRecord {
     pub undo: Undo,
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS faults (
-    id TEXT PRIMARY KEY, instance TEXT NOT NULL, fault TEXT NOT NULL, detail TEXT NOT NULL,
-    undo TEXT NOT NULL, injected_by TEXT NOT NULL, injected_at INTEGER NOT NULL,
-    reverted_at INTEGER
-)";
-
 fn from_row(r: &rusqlite::Row) -> rusqlite::Result<FaultRecord> {
     let undo: String = r.get("undo")?;
     Ok(FaultRecord {
@@ -141,16 +135,9 @@ const BAD_OPTION_LINE: &str = "LABEL=cidata /mnt/config ext4 ro,drydock-fault-no
 const FILL_FILE: &str = "/var/drydock-fault-fill";
 
 impl Host {
-    fn faults_table(&self) -> Result<super::store::HostStore, HostError> {
-        let store = self.store()?;
-        store.conn.execute_batch(SCHEMA)?;
-        super::store::add_column(&store.conn, "faults", "client_token", "TEXT")?;
-        Ok(store)
-    }
-
     /// The faults of one instance (or all of this region's), newest last.
     pub fn faults(&self, instance: Option<&str>) -> Result<Vec<FaultRecord>, HostError> {
-        let store = self.faults_table()?;
+        let store = self.store()?;
         let mut stmt = store.conn.prepare(
             "SELECT * FROM faults WHERE (?1 IS NULL OR instance = ?1) ORDER BY injected_at, id",
         )?;
@@ -226,7 +213,7 @@ impl Host {
         let kind = kind(name)?;
         if let Some(t) = token {
             let earlier: Option<String> = self
-                .faults_table()?
+                .store()?
                 .conn
                 .query_row(
                     "SELECT id FROM faults WHERE client_token = ?1 AND instance = ?2 AND reverted_at IS NULL",
@@ -453,7 +440,7 @@ impl Host {
         };
         let undo_json =
             serde_json::to_string(&rec.undo).map_err(|e| HostError::Vmm(e.to_string()))?;
-        self.faults_table()?.conn.execute(
+        self.store()?.conn.execute(
             "INSERT INTO faults (id, instance, fault, detail, undo, injected_by, injected_at, client_token)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -588,7 +575,7 @@ impl Host {
                 self.set_config(id, config)?;
             }
             let at = now_ms();
-            self.faults_table()?.conn.execute(
+            self.store()?.conn.execute(
                 "UPDATE faults SET reverted_at = ?1 WHERE id = ?2",
                 params![at, f.id],
             )?;
