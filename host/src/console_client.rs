@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::HostError;
+use crate::supervisor::ControlCommand;
 
 /// Where a new console connection starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,9 +213,7 @@ pub fn run_terminal(
         for &b in &buf[..n] {
             if sysrq_next {
                 sysrq_next = false;
-                if let Err(e) =
-                    super::supervisor::send_control(dir, &format!("sysrq {}", b as char))
-                {
+                if let Err(e) = super::supervisor::send_control(dir, &ControlCommand::Sysrq(b)) {
                     tracing::warn!("console: cannot send SysRq: {e}");
                 }
                 continue;
@@ -224,7 +223,8 @@ pub fn run_terminal(
                 match b {
                     b'q' | b'.' => break 'input Detached::ByUser,
                     b'b' => {
-                        if let Err(e) = super::supervisor::send_control(dir, "break") {
+                        if let Err(e) = super::supervisor::send_control(dir, &ControlCommand::Break)
+                        {
                             tracing::warn!("console: cannot send a break: {e}");
                         }
                     }

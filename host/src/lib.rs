@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use supervisor::ControlCommand;
 
 pub use client_tokens::{ClientToken, CreatedKind, CreatedRecord};
 pub use store::{
@@ -506,8 +507,12 @@ impl Host {
                 )))
             }
         }
-        let command = if force { "stop-force" } else { "stop" };
-        supervisor::send_control(&self.instance_dir(id), command)?;
+        let command = if force {
+            ControlCommand::StopForce
+        } else {
+            ControlCommand::Stop
+        };
+        supervisor::send_control(&self.instance_dir(id), &command)?;
         self.wait_for(id, STOP_TIMEOUT, |i| i.state == InstanceState::Stopped)?;
         self.store()?.instance(id)
     }
@@ -525,7 +530,7 @@ impl Host {
         }
         let boots = i.boots;
         drop(store);
-        supervisor::send_control(&self.instance_dir(id), "reboot")?;
+        supervisor::send_control(&self.instance_dir(id), &ControlCommand::Reboot)?;
         self.wait_for(id, START_TIMEOUT, |i| {
             i.boots > boots || i.state != InstanceState::Running
         })?;
@@ -607,7 +612,9 @@ impl Host {
         // The latest lines of a running instance come from the in-memory
         // tail its process keeps; everything else from the boot's log file.
         if let (None, Some(n), true) = (boot, tail, i.state == InstanceState::Running) {
-            if let Ok(reply) = supervisor::send_control(&self.instance_dir(id), "tail") {
+            if let Ok(reply) =
+                supervisor::send_control(&self.instance_dir(id), &ControlCommand::Tail)
+            {
                 if let Ok(text) = serde_json::from_str::<String>(&reply) {
                     return Ok(last_lines(&text, n));
                 }

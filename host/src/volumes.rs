@@ -10,6 +10,7 @@ use super::store::{
 };
 use super::{supervisor, Host, HostError};
 use crate::backend::Backend;
+use crate::supervisor::ControlCommand;
 
 /// Largest volume drydock creates (sparse files cost only what is written).
 const MAX_VOLUME_MIB: u64 = 1 << 20;
@@ -157,8 +158,9 @@ impl Host {
             let itype = super::instance_type(&inst.instance_type).map_err(HostError::Invalid)?;
             // drydock's own VMM gives old-generation guests empty disk
             // slots; QEMU's microvm has no hot-plug.
-            let hot_slots = supervisor::send_control(&self.instance_dir(instance_id), "status")
-                .is_ok_and(|status| status.contains(Backend::Drydock.name()));
+            let hot_slots =
+                supervisor::send_control(&self.instance_dir(instance_id), &ControlCommand::Status)
+                    .is_ok_and(|status| status.contains(Backend::Drydock.name()));
             if itype.generation != crate::backend::DeviceGeneration::Pci && !hot_slots {
                 return Err(HostError::Conflict(format!(
                     "instance {instance_id} is of an old-generation type ({}, virtio-mmio) running on QEMU, whose disks cannot change while it runs; stop it, attach, start — or use a new-generation type",
@@ -184,7 +186,7 @@ impl Host {
         if !as_root && running {
             if let Err(e) = supervisor::send_control(
                 &self.instance_dir(instance_id),
-                &format!("attach {vol_id}"),
+                &ControlCommand::Attach(vol_id.to_string()),
             ) {
                 if !again {
                     store.set_attachment(vol_id, None, None)?;
@@ -229,7 +231,10 @@ impl Host {
                     "the file system on {vol_id} is mounted in {inst_id}; unmount it in the guest first, or detach with --force (data not yet written may be lost)"
                 )));
             }
-            supervisor::send_control(&self.instance_dir(&inst_id), &format!("detach {vol_id}"))?;
+            supervisor::send_control(
+                &self.instance_dir(&inst_id),
+                &ControlCommand::Detach(vol_id.to_string()),
+            )?;
         }
         store.set_attachment(vol_id, None, None)?;
         store.volume(vol_id)
@@ -284,11 +289,11 @@ impl Host {
             return Ok((copy(), None));
         };
         let dir = self.instance_dir(instance);
-        supervisor::send_control(&dir, "pause")?;
+        supervisor::send_control(&dir, &ControlCommand::Pause)?;
         let start = std::time::Instant::now();
         let out = copy();
         let paused = start.elapsed();
-        if let Err(e) = supervisor::send_control(&dir, "resume") {
+        if let Err(e) = supervisor::send_control(&dir, &ControlCommand::Resume) {
             tracing::error!(instance, "cannot resume after the copy: {e}");
             return Err(e);
         }
