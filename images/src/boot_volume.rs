@@ -651,46 +651,23 @@ pub fn check_initrd(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Walks one newc archive from `start` to just past its trailer.
+/// Walks one newc archive from `start` to just past its trailer (read
+/// with [`crate::cpio::entries`], the one cpio reader).
 fn walk_cpio(bytes: &[u8], start: usize, has_init: &mut bool) -> Result<usize, String> {
-    let field = |at: usize, i: usize| -> Result<usize, String> {
-        let s = bytes
-            .get(at + 6 + i * 8..at + 14 + i * 8)
-            .ok_or_else(|| format!("truncated cpio header at byte {at}"))?;
-        let s = std::str::from_utf8(s).map_err(|_| format!("damaged cpio header at byte {at}"))?;
-        usize::from_str_radix(s, 16).map_err(|_| format!("damaged cpio header at byte {at}"))
-    };
-    let align = |n: usize| n.checked_add(3).map(|n| n & !3);
-    let mut at = start;
-    loop {
-        if !(bytes.get(at..at + 6) == Some(b"070701") || bytes.get(at..at + 6) == Some(b"070702")) {
-            return Err(format!("damaged cpio archive at byte {at}"));
+    for entry in crate::cpio::entries(bytes, start) {
+        let e = entry?;
+        if e.is_trailer() {
+            return Ok(e.next);
         }
-        let mode = field(at, 1)?;
-        let size = field(at, 6)?;
-        let name_len = field(at, 11)?;
-        let name_start = at + 110;
-        let name = bytes
-            .get(name_start..name_start.saturating_add(name_len))
-            .ok_or_else(|| format!("truncated cpio archive at byte {at}"))?;
-        let name = name.strip_suffix(&[0]).unwrap_or(name);
-        let data = align(name_start + name_len)
-            .ok_or_else(|| format!("damaged cpio header at byte {at}"))?;
-        let next = data
-            .checked_add(size)
-            .and_then(align)
-            .filter(|&n| n <= bytes.len() + 3)
-            .ok_or_else(|| format!("truncated cpio archive at byte {at}"))?;
-        if name == b"TRAILER!!!" {
-            return Ok(next.min(bytes.len()));
-        }
-        let name = name.strip_prefix(b"./").unwrap_or(name);
+        let name = e.name.strip_prefix(b"./").unwrap_or(e.name);
         // A regular file or a symbolic link named init.
-        if name == b"init" && matches!(mode & 0o170000, 0o100000 | 0o120000) && size > 0 {
+        if name == b"init" && (e.is_file() || e.is_symlink()) && !e.data.is_empty() {
             *has_init = true;
         }
-        at = next;
     }
+    Err(format!(
+        "truncated cpio archive at byte {start} (no trailer)"
+    ))
 }
 
 /// Whether an ELF kernel carries a PVH entry (the `Xen` note of type

@@ -1,4 +1,7 @@
-//! A writer for the `newc` cpio format the kernel unpacks as an initramfs.
+//! The `newc` cpio format the kernel unpacks as an initramfs: a writer
+//! ([`CpioWriter`]), the one reader of archives drydock did not write
+//! ([`entries`]: initramfs files read off a guest's volume, which the
+//! guest controls) and a [`rewrite`] built on it.
 
 use std::io::{self, Write};
 
@@ -115,72 +118,161 @@ pub enum Rewrite {
     Replace(Vec<u8>),
 }
 
-/// Copies a `newc` archive (untrusted: an initramfs read off a guest's
-/// volume), dropping or replacing entries as `decide` says (given each
-/// entry's path and data). Every header
-/// field and length is checked against what is there; a damaged archive
-/// is an error, never a panic.
-pub fn rewrite(archive: &[u8], decide: impl Fn(&str, &[u8]) -> Rewrite) -> Result<Vec<u8>, String> {
-    if archive.len() > MAX_REWRITE {
-        return Err(format!("the archive is over {} MiB", MAX_REWRITE >> 20));
+/// The fixed part of a `newc` header.
+pub const HEADER_LEN: usize = 110;
+
+/// One entry of a `newc` archive, as read (every offset checked).
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    /// Where its header starts.
+    pub at: usize,
+    /// Its 110-byte header.
+    pub header: &'a [u8],
+    /// File type and permission bits.
+    pub mode: u32,
+    /// Its path, without the terminating NUL.
+    pub name: &'a [u8],
+    /// Where its data starts (after the name and its padding).
+    pub data_start: usize,
+    pub data: &'a [u8],
+    /// Where the next header starts (at most the archive's length).
+    pub next: usize,
+}
+
+impl Entry<'_> {
+    /// The entry that ends an archive.
+    pub fn is_trailer(&self) -> bool {
+        self.name == b"TRAILER!!!"
     }
-    const HEADER: usize = 110;
-    let pad4 = |n: usize| n.div_ceil(4) * 4;
-    let field = |h: &[u8], i: usize| -> Result<usize, String> {
-        let hex =
-            std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).map_err(|_| "a header is not ASCII")?;
-        usize::from_str_radix(hex, 16).map_err(|_| format!("a header field is not hex: {hex:?}"))
-    };
-    let mut out = Vec::with_capacity(archive.len());
-    let mut at = 0;
-    loop {
-        let h = archive
-            .get(at..at + HEADER)
-            .ok_or_else(|| format!("the archive ends inside a header at byte {at}"))?;
-        if &h[..6] != b"070701" && &h[..6] != b"070702" {
+
+    /// A regular file (`S_IFREG`).
+    pub fn is_file(&self) -> bool {
+        self.mode & 0o170000 == 0o100000
+    }
+
+    /// A symbolic link (`S_IFLNK`).
+    pub fn is_symlink(&self) -> bool {
+        self.mode & 0o170000 == 0o120000
+    }
+}
+
+/// Reads the entries of the archive that starts at `start` of `bytes`, up
+/// to and including its trailer. Untrusted input: every field is checked
+/// against what is there; a damaged archive yields one error (and then
+/// nothing), never a panic or a read out of bounds.
+pub fn entries(bytes: &[u8], start: usize) -> Entries<'_> {
+    Entries {
+        bytes,
+        at: start,
+        done: false,
+    }
+}
+
+/// The iterator of [`entries`].
+pub struct Entries<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    done: bool,
+}
+
+impl<'a> Entries<'a> {
+    fn read(&self) -> Result<Entry<'a>, String> {
+        let (bytes, at) = (self.bytes, self.at);
+        let truncated = || format!("truncated cpio archive at byte {at}");
+        let header = bytes
+            .get(at..at.checked_add(HEADER_LEN).ok_or_else(truncated)?)
+            .ok_or_else(truncated)?;
+        if &header[..6] != b"070701" && &header[..6] != b"070702" {
             return Err(format!(
                 "no newc header at byte {at} (not a cpio archive, or compressed)"
             ));
         }
-        let (mode, size, name_len) = (field(h, 1)?, field(h, 6)?, field(h, 11)?);
-        let name_end = at + HEADER + name_len;
-        let data_start = pad4(name_end);
-        let data_end = data_start
-            .checked_add(size)
-            .ok_or("an entry's size overflows")?;
-        let next = pad4(data_end);
-        if name_len == 0 || data_end > archive.len() {
-            return Err(format!(
-                "an entry at byte {at} runs past the end of the archive"
-            ));
+        let field = |i: usize| -> Result<usize, String> {
+            std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i])
+                .ok()
+                .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("damaged cpio header at byte {at}"))
+        };
+        let (mode, size, name_len) = (field(1)?, field(6)?, field(11)?);
+        if name_len == 0 {
+            return Err(format!("damaged cpio header at byte {at} (an empty name)"));
         }
-        let name = std::str::from_utf8(&archive[at + HEADER..name_end - 1])
-            .map_err(|_| format!("an entry name at byte {at} is not UTF-8"))?;
-        let end = next.min(archive.len());
-        if name == "TRAILER!!!" {
-            out.extend_from_slice(&archive[at..end]);
+        let align = |n: usize| n.checked_add(3).map(|n| n & !3);
+        let name_start = at + HEADER_LEN;
+        let name_end = name_start.checked_add(name_len).ok_or_else(truncated)?;
+        let name = bytes.get(name_start..name_end).ok_or_else(truncated)?;
+        let name = name.strip_suffix(&[0]).unwrap_or(name);
+        let data_start = align(name_end).ok_or_else(truncated)?;
+        let data_end = data_start.checked_add(size).ok_or_else(truncated)?;
+        let data = bytes.get(data_start..data_end).ok_or_else(truncated)?;
+        let next = align(data_end).ok_or_else(truncated)?.min(bytes.len());
+        Ok(Entry {
+            at,
+            header,
+            mode: mode as u32,
+            name,
+            data_start,
+            data,
+            next,
+        })
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<Entry<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let entry = self.read();
+        match &entry {
+            Ok(e) if !e.is_trailer() && e.next > self.at => self.at = e.next,
+            _ => self.done = true,
+        }
+        Some(entry)
+    }
+}
+
+/// Copies a `newc` archive (untrusted: an initramfs read off a guest's
+/// volume), dropping or replacing entries as `decide` says (given each
+/// entry's path and data). Read with [`entries`]; a damaged archive is an
+/// error, never a panic.
+pub fn rewrite(archive: &[u8], decide: impl Fn(&str, &[u8]) -> Rewrite) -> Result<Vec<u8>, String> {
+    if archive.len() > MAX_REWRITE {
+        return Err(format!("the archive is over {} MiB", MAX_REWRITE >> 20));
+    }
+    let pad4 = |n: usize| n.div_ceil(4) * 4;
+    // Room for the trailer's padding: keeping everything never reallocates.
+    let mut out = Vec::with_capacity(archive.len() + 512);
+    for entry in entries(archive, 0) {
+        let e = entry?;
+        if e.is_trailer() {
+            out.extend_from_slice(&archive[e.at..e.next]);
             let pad = (512 - out.len() % 512) % 512;
             out.extend(std::iter::repeat_n(0u8, pad));
             return Ok(out);
         }
-        match decide(name, &archive[data_start..data_end]) {
-            Rewrite::Keep => out.extend_from_slice(&archive[at..end]),
+        let name = std::str::from_utf8(e.name)
+            .map_err(|_| format!("an entry name at byte {} is not UTF-8", e.at))?;
+        match decide(name, e.data) {
+            Rewrite::Keep => out.extend_from_slice(&archive[e.at..e.next]),
             Rewrite::Drop => {}
             Rewrite::Replace(data) => {
-                if mode & 0o170000 != 0o100000 {
+                if !e.is_file() {
                     return Err(format!("{name} is not a regular file"));
                 }
-                let mut header = h.to_vec();
+                let mut header = e.header.to_vec();
                 header[6 + 8 * 6..14 + 8 * 6]
                     .copy_from_slice(format!("{:08x}", data.len()).as_bytes());
                 out.extend_from_slice(&header);
-                out.extend_from_slice(&archive[at + HEADER..data_start]);
+                out.extend_from_slice(&archive[e.at + HEADER_LEN..e.data_start]);
                 out.extend_from_slice(&data);
                 out.extend(std::iter::repeat_n(0u8, pad4(out.len()) - out.len()));
             }
         }
-        at = next;
     }
+    Err("the archive has no trailer".into())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //!   written by the host, read by the VMM.
 //! - [`arch`] x86_64 layout, kernel loading, ACPI and MP tables, CPUID,
 //!   registers.
-//! - [`vstate`] the KVM VM, its memory and vCPUs.
+//! - [`vstate`] the KVM VM, its memory and vCPUs; [`error`] the error
+//!   both it and [`arch`] report.
 //! - [`devices`] port bus, 8250 UART, i8042, ACPI power, PCI, virtio-blk
 //!   over virtio-mmio and virtio-pci.
 //! - [`machine`] the VM with its vCPU threads, the control socket and its
@@ -16,6 +17,7 @@
 
 pub mod arch;
 pub mod devices;
+pub mod error;
 pub mod machine;
 pub mod probe;
 pub mod spec;

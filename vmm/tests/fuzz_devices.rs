@@ -687,7 +687,8 @@ proptest! {
     ) {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let path = write_file("kernel", &image);
-        let (loaded, largest) = largest_allocation(|| load_kernel(&mem, &path));
+        let file = std::fs::File::open(&path).unwrap();
+        let (loaded, largest) = largest_allocation(|| load_kernel(&mem, &file, &path));
         prop_assert!(largest <= ALLOC_LIMIT, "allocated {largest} bytes");
         let header = loaded.ok().and_then(|(_, h)| h);
         let cmdline = if long_cmdline { cmdline.repeat(100) } else { cmdline };
@@ -758,7 +759,8 @@ fn initrds_of_any_size_fit_or_are_refused() {
                 TestCaseError::fail(format!("set_len({size}) within {max} failed: {e}"))
             })?;
             drop(f);
-            let (r, largest) = largest_allocation(|| load_initrd(&mem, &path));
+            let file = std::fs::File::open(&path).unwrap();
+            let (r, largest) = largest_allocation(|| load_initrd(&mem, &file, &path));
             prop_assert!(largest <= ALLOC_LIMIT, "allocated {largest} bytes");
             exercised.set(exercised.get() + 1);
             if size > u64::from(u32::MAX) {

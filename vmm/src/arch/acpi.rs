@@ -8,7 +8,7 @@ use acpi_tables::{aml, fadt, gas, madt, rsdp::Rsdp, sdt::Sdt, xsdt::XSDT, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::*;
-use crate::vstate::VmError;
+use crate::error::VmError;
 
 const OEM_ID: [u8; 6] = *b"DRYDCK";
 const OEM_TABLE_ID: [u8; 8] = *b"DRYDOCKV";

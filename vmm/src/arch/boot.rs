@@ -4,6 +4,7 @@
 //! e820 memory map and the ACPI RSDP address.
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
@@ -57,25 +58,27 @@ const KERNEL_MIN_ALIGNMENT_BYTES: u32 = 0x0100_0000;
 /// The 64-bit entry of a bzImage is 0x200 bytes into its protected-mode part.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
-/// Loads the kernel: an ELF first (the faster boot: nothing to decompress),
-/// else a bzImage.
+/// Loads the kernel from `kernel` (an open file, read from its start; a
+/// duplicate descriptor, so the caller's offset does not matter and a VMM
+/// under its seccomp filter can load it again at every boot): an ELF first
+/// (the faster boot: nothing to decompress), else a bzImage. `name` is for
+/// errors. The one kernel loader: production and the fuzzer run it.
 pub fn load_kernel(
     mem: &GuestMemoryMmap,
-    path: &Path,
+    kernel: &File,
+    name: &Path,
 ) -> Result<(KernelEntry, Option<loader::bootparam::setup_header>), BootError> {
-    let open = || {
-        File::open(path).map_err(|source| BootError::Open {
-            path: path.display().to_string(),
+    let from_start = || {
+        let err = |source: std::io::Error| BootError::Open {
+            path: name.display().to_string(),
             source,
-        })
+        };
+        let mut f = kernel.try_clone().map_err(err)?;
+        f.seek(SeekFrom::Start(0)).map_err(err)?;
+        Ok::<_, BootError>(f)
     };
-    let elf = loader::Elf::load(
-        mem,
-        None,
-        &mut open()?,
-        Some(GuestAddress(HIGH_MEMORY_START)),
-    );
-    match elf {
+    let high = Some(GuestAddress(HIGH_MEMORY_START));
+    match loader::Elf::load(mem, None, &mut from_start()?, high) {
         Ok(r) => Ok((
             KernelEntry {
                 entry: r.kernel_load,
@@ -84,17 +87,14 @@ pub fn load_kernel(
             None,
         )),
         Err(elf_err) => {
-            let bz = loader::BzImage::load(
-                mem,
-                None,
-                &mut open()?,
-                Some(GuestAddress(HIGH_MEMORY_START)),
-            )
-            .map_err(|bz_err| BootError::Kernel {
-                path: path.display().to_string(),
-                elf: elf_err.to_string(),
-                bz: bz_err.to_string(),
-            })?;
+            let bz =
+                loader::BzImage::load(mem, None, &mut from_start()?, high).map_err(|bz_err| {
+                    BootError::Kernel {
+                        path: name.display().to_string(),
+                        elf: elf_err.to_string(),
+                        bz: bz_err.to_string(),
+                    }
+                })?;
             Ok((
                 KernelEntry {
                     entry: r_entry(bz.kernel_load),
@@ -115,14 +115,21 @@ fn low_memory_end(mem: &GuestMemoryMmap) -> u64 {
     mem.last_addr().raw_value().min(MMIO_GAP_START - 1) + 1
 }
 
-/// Places the initrd at the top of low memory (page aligned); returns
-/// its address and size.
-pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path) -> Result<(u64, u64), BootError> {
+/// Places the initrd (the open file `initrd`, read from its start) at the
+/// top of low memory (page aligned); returns its address and size. `name`
+/// is for errors.
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    initrd: &File,
+    name: &Path,
+) -> Result<(u64, u64), BootError> {
     let err = |detail: String| BootError::Initrd {
-        path: path.display().to_string(),
+        path: name.display().to_string(),
         detail,
     };
-    let mut file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut file = initrd.try_clone().map_err(|e| err(e.to_string()))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| err(e.to_string()))?;
     let size = file.metadata().map_err(|e| err(e.to_string()))?.len();
     let top = low_memory_end(mem);
     let addr = top
@@ -203,7 +210,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let initrd = dir.path().join("initrd");
         std::fs::write(&initrd, vec![7u8; 10_000]).unwrap();
-        let (addr, size) = load_initrd(&mem, &initrd).unwrap();
+        let (addr, size) = load_initrd(&mem, &File::open(&initrd).unwrap(), &initrd).unwrap();
         assert_eq!(size, 10_000);
         assert_eq!(addr % 4096, 0);
         assert!(addr + size <= 64 << 20);
@@ -227,7 +234,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk");
         std::fs::write(&junk, vec![0u8; 8192]).unwrap();
-        let err = load_kernel(&mem, &junk).unwrap_err().to_string();
+        let err = load_kernel(&mem, &File::open(&junk).unwrap(), &junk)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("neither an ELF vmlinux nor a bzImage"),
             "{err}"

@@ -12,7 +12,7 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{APIC_START, EBDA_START, IOAPIC_START, LAST_DEVICE_IRQ};
-use crate::vstate::VmError;
+use crate::error::VmError;
 
 const FLOATING_POINTER_LEN: usize = 16;
 const HEADER_LEN: usize = 44;

@@ -7,7 +7,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::*;
-use crate::vstate::{kvm_err, VmError};
+use crate::error::{kvm_err, VmError};
 
 const X86_CR0_PE: u64 = 0x1;
 const X86_CR0_PG: u64 = 0x8000_0000;

@@ -3,24 +3,18 @@
 //! same process, which by then may not open anything by path).
 //!
 //! The loading itself is [`crate::arch::boot`]'s (ELF first, else bzImage;
-//! the initrd at the top of low memory), on these descriptors instead of
-//! paths.
+//! the initrd at the top of low memory), on these descriptors.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kvm_ioctls::Kvm;
-use linux_loader::loader::{self, KernelLoader};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use linux_loader::loader;
+use vm_memory::GuestMemoryMmap;
 
-use crate::arch::boot::{BootError, KernelEntry, KernelFormat};
-use crate::arch::layout::{HIGH_MEMORY_START, MMIO_GAP_START};
+use crate::arch::boot::{self, BootError, KernelEntry};
 use crate::vstate::VmError;
-
-/// The 64-bit entry of a bzImage is 0x200 bytes into its protected-mode part.
-const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
 /// `/dev/kvm`, the kernel and the initrd, open.
 pub(super) struct BootFiles {
@@ -65,83 +59,26 @@ impl BootFiles {
         Ok(unsafe { Kvm::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) })
     }
 
-    /// The kernel file from its start (a duplicate descriptor, so the
-    /// loader may seek and read as it likes).
-    fn kernel_from_start(&self) -> Result<File, BootError> {
-        let err = |source: std::io::Error| BootError::Open {
-            path: self.kernel_path.display().to_string(),
-            source,
-        };
-        let mut f = self.kernel.try_clone().map_err(err)?;
-        f.seek(SeekFrom::Start(0)).map_err(err)?;
-        Ok(f)
-    }
-
-    /// Loads the kernel: an ELF first (nothing to decompress), else a
-    /// bzImage — as [`crate::arch::boot::load_kernel`] does from a path.
+    /// Loads the kernel (ELF first, else bzImage) with
+    /// [`crate::arch::boot::load_kernel`], from the descriptor opened at
+    /// start.
     pub(super) fn load_kernel(
         &self,
         mem: &GuestMemoryMmap,
     ) -> Result<(KernelEntry, Option<loader::bootparam::setup_header>), BootError> {
-        let high = Some(GuestAddress(HIGH_MEMORY_START));
-        let elf = loader::Elf::load(mem, None, &mut self.kernel_from_start()?, high);
-        match elf {
-            Ok(r) => Ok((
-                KernelEntry {
-                    entry: r.kernel_load,
-                    format: KernelFormat::Elf,
-                },
-                None,
-            )),
-            Err(elf_err) => {
-                let bz = loader::BzImage::load(mem, None, &mut self.kernel_from_start()?, high)
-                    .map_err(|bz_err| BootError::Kernel {
-                        path: self.kernel_path.display().to_string(),
-                        elf: elf_err.to_string(),
-                        bz: bz_err.to_string(),
-                    })?;
-                Ok((
-                    KernelEntry {
-                        entry: bz.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
-                        format: KernelFormat::BzImage,
-                    },
-                    bz.setup_header,
-                ))
-            }
-        }
+        boot::load_kernel(mem, &self.kernel, &self.kernel_path)
     }
 
-    /// Places the initrd at the top of low memory (page aligned); returns
-    /// its address and size — as [`crate::arch::boot::load_initrd`].
+    /// Places the initrd at the top of low memory with
+    /// [`crate::arch::boot::load_initrd`]; returns its address and size.
     pub(super) fn load_initrd(
         &self,
         mem: &GuestMemoryMmap,
     ) -> Result<Option<(u64, u64)>, BootError> {
-        let Some((file, path)) = &self.initrd else {
-            return Ok(None);
-        };
-        let err = |detail: String| BootError::Initrd {
-            path: path.display().to_string(),
-            detail,
-        };
-        let mut file = file.try_clone().map_err(|e| err(e.to_string()))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| err(e.to_string()))?;
-        let size = file.metadata().map_err(|e| err(e.to_string()))?.len();
-        let top = mem.last_addr().raw_value().min(MMIO_GAP_START - 1) + 1;
-        let addr = top
-            .checked_sub(size)
-            .filter(|a| *a > HIGH_MEMORY_START)
-            .ok_or_else(|| err(format!("{size} bytes do not fit in guest memory")))?
-            & !0xfff;
-        vm_memory::Bytes::read_exact_volatile_from(
-            mem,
-            GuestAddress(addr),
-            &mut file,
-            size as usize,
-        )
-        .map_err(|e| err(e.to_string()))?;
-        Ok(Some((addr, size)))
+        match &self.initrd {
+            Some((file, path)) => boot::load_initrd(mem, file, path).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The raw descriptor of `/dev/kvm` (for tests).
@@ -154,6 +91,7 @@ impl BootFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::GuestAddress;
 
     /// The same bytes land in guest memory at every boot, from the files
     /// opened once, even after the paths are gone.
