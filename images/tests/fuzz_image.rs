@@ -1,9 +1,11 @@
-//! Property tests of what drydock reads from untrusted kernel files when it
-//! builds an image (`images/src/kernel.rs`, `images/src/vmlinux.rs`):
-//! the ELF kernel inside an LZ4 bzImage (legacy frames, any number of magic
-//! numbers, bombs), the configuration a kernel carries (gzip between
-//! `IKCFG_ST` and `IKCFG_ED`), the release in a bzImage header or an ELF
-//! banner, and the features read from a `.config`. Nothing may panic, and
+//! Property tests of what drydock reads from untrusted files: kernels
+//! (`images/src/kernel.rs`, `images/src/vmlinux.rs`): the ELF kernel inside
+//! an LZ4 bzImage (legacy frames, any number of magic numbers, bombs), the
+//! configuration a kernel carries (gzip between `IKCFG_ST` and
+//! `IKCFG_ED`), the release in a bzImage header or an ELF banner, and the
+//! features read from a `.config`; and what a guest leaves on its root
+//! volume: initramfs archives (`images/src/cpio.rs`, the one cpio reader)
+//! and the boot configuration (`images/src/boot_config.rs`). Nothing may panic, and
 //! the bytes allocated per case are bounded by what the file could
 //! legitimately hold: a counting global allocator sums every allocation.
 //!
@@ -446,6 +448,41 @@ proptest! {
             let (_, _, largest) = allocations(|| rewrite(input, |_, _| Rewrite::Keep));
             prop_assert!(largest <= input.len() + 512 + 256, "{} for {} bytes", largest, input.len());
             let _ = drydock_images::boot_volume::check_initrd(input);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The boot configuration a guest writes on its root volume
+// (/boot/extlinux/extlinux.conf, up to MAX_CONFIG_BYTES).
+
+proptest! {
+    /// Any text, and any mix of the keywords with hostile values: parsing
+    /// ends in a configuration within the limits or an error, never a
+    /// panic; every entry's names and command line are bounded, and the
+    /// boot order names only entries the file has.
+    #[test]
+    fn the_boot_configuration_parser_bounds_whatever_the_guest_wrote(
+        noise in "\\PC{0,400}",
+        lines in prop::collection::vec(
+            (prop::sample::select(vec!["DEFAULT", "LABEL", "KERNEL", "LINUX", "INITRD", "APPEND", "TIMEOUT", "PROMPT", "MENU", "default", "  label", "#"]),
+             prop_oneof!["[ -~]{0,300}", "(/boot/|boot/|/|\\.\\./|/boot/\\.\\./)[a-z./-]{0,40}"]),
+            0..60),
+    ) {
+        use drydock_images::boot_config::{BootConfig, MAX_APPEND, MAX_ENTRIES};
+        let structured: String = lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        for text in [noise.as_str(), structured.as_str()] {
+            if let Ok(config) = BootConfig::parse(text) {
+                let order = config.boot_order();
+                prop_assert!(order.len() <= MAX_ENTRIES);
+                for e in order {
+                    prop_assert!(e.append.len() <= MAX_APPEND);
+                    prop_assert!(config.entry(&e.label).is_some());
+                    for path in [&e.kernel, &e.initrd].into_iter().flatten() {
+                        prop_assert!(path.starts_with("/boot/") && !path.contains("/../"), "{}", path);
+                    }
+                }
+            }
         }
     }
 }
