@@ -395,7 +395,15 @@ pub struct RunArgs {
     /// Only your own account name is accepted: drydock acts as the OS account that runs it
     #[arg(long = "as", value_name = "NAME", hide = true)]
     pub as_user: Option<String>,
-    /// Run once per target, as a fleet: ids (comma-separated), tag:KEY=VALUE, tag:KEY or name:GLOB (the Name tag)
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Running one runbook over many instances or volumes, as a fleet
+/// (`run`, `schedules add`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FleetArgs {
+    /// Run once per target, as a fleet: ids (comma-separated), tag:KEY=VALUE, tag:KEY or name:GLOB (the Name tag); a schedule resolves them at each run
     #[arg(long, value_name = "TARGETS")]
     pub targets: Option<String>,
     /// The parameter each target is given in [default: the runbook's first instance (or volume) parameter]
@@ -560,18 +568,8 @@ pub struct ScheduleAddArgs {
     /// A change calendar that must be open
     #[arg(long)]
     pub calendar: Option<String>,
-    /// Run as a fleet over these targets (resolved at each run): ids, tag:KEY=VALUE or name:GLOB
-    #[arg(long)]
-    pub targets: Option<String>,
-    /// The fleet's target parameter
-    #[arg(long, requires = "targets")]
-    pub target_param: Option<String>,
-    /// The fleet's concurrency: a number or a percentage
-    #[arg(long, requires = "targets")]
-    pub max_concurrency: Option<String>,
-    /// The fleet's error threshold: a number or a percentage
-    #[arg(long, requires = "targets")]
-    pub max_errors: Option<String>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]

@@ -220,7 +220,11 @@ mod tests {
         }
     }
 
-    fn approval(approvers: &[&str], allow_self: bool, decided_by: &[(&str, bool)]) -> ApprovalRecord {
+    fn approval(
+        approvers: &[&str],
+        allow_self: bool,
+        decided_by: &[(&str, bool)],
+    ) -> ApprovalRecord {
         ApprovalRecord {
             execution_id: "ex-1".into(),
             path: "2".into(),
@@ -264,7 +268,10 @@ mod tests {
     #[test]
     fn anyone_but_the_requester_by_default() {
         let a = approval(&[], false, &[]);
-        assert_eq!(YourPart::of(&a, &who("alice", 1001), "bob"), YourPart::MayDecide);
+        assert_eq!(
+            YourPart::of(&a, &who("alice", 1001), "bob"),
+            YourPart::MayDecide
+        );
         let own = YourPart::of(&a, &who("bob", 1002), "bob");
         assert!(matches!(own, YourPart::OwnRequest { .. }), "{own:?}");
         assert!(!own.may_approve());
@@ -284,14 +291,20 @@ mod tests {
             .why_not()
             .unwrap()
             .contains("mallory is not an approver of this request"));
-        assert_eq!(YourPart::of(&a, &who("alice", 1001), "bob").label(), "may decide");
+        assert_eq!(
+            YourPart::of(&a, &who("alice", 1001), "bob").label(),
+            "may decide"
+        );
         let carol = YourPart::of(&a, &who("carol", 1004), "bob");
         assert_eq!(carol, YourPart::Decided { approved: true });
         assert!(!carol.may_approve());
         assert!(carol.why_not().unwrap().contains("already approved"));
         // A listed requester still may not approve their own request.
         let a = approval(&["bob", "alice"], false, &[]);
-        assert_eq!(YourPart::of(&a, &who("bob", 1002), "bob").label(), "your request");
+        assert_eq!(
+            YourPart::of(&a, &who("bob", 1002), "bob").label(),
+            "your request"
+        );
     }
 
     #[test]
@@ -314,7 +327,10 @@ mod tests {
         );
         assert!(!partial.waits_for_resume());
         let done = d(ApprovalState::Approved, 2, &[], false);
-        assert_eq!(done.summary(), "ex-1: approved by alice\\x1b[2J (2 of 2 needed)");
+        assert_eq!(
+            done.summary(),
+            "ex-1: approved by alice\\x1b[2J (2 of 2 needed)"
+        );
         assert!(done.waits_for_resume());
         assert!(!d(ApprovalState::Approved, 2, &[], true).waits_for_resume());
         assert_eq!(
@@ -368,9 +384,18 @@ mod tests {
         assert_eq!(d.execution_id, id);
         assert_eq!(d.outcome.state, ApprovalState::Approved);
         assert!(!d.runner_alive && d.waits_for_resume());
-        assert_eq!(d.summary(), format!("{id}: approved by alice (1 of 1 needed)"));
+        assert_eq!(
+            d.summary(),
+            format!("{id}: approved by alice (1 of 1 needed)")
+        );
         assert!(list(&j, &alice).unwrap().is_empty());
         let a = &j.approvals_of(&id).unwrap()[0];
-        assert_eq!((a.decisions[0].approver.as_str(), a.decisions[0].comment.as_str()), ("alice", "fine"));
+        assert_eq!(
+            (
+                a.decisions[0].approver.as_str(),
+                a.decisions[0].comment.as_str()
+            ),
+            ("alice", "fine")
+        );
     }
 }

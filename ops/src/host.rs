@@ -46,13 +46,19 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(e.is_usage() && e.to_string().contains("unknown region"), "{e}");
+        assert!(
+            e.is_usage() && e.to_string().contains("unknown region"),
+            "{e}"
+        );
         let e = open(&HostOptions {
             profile: "a/b",
             ..opts
         })
         .err()
         .unwrap();
-        assert!(e.is_usage() && e.to_string().contains("profile name"), "{e}");
+        assert!(
+            e.is_usage() && e.to_string().contains("profile name"),
+            "{e}"
+        );
     }
 }

@@ -152,11 +152,24 @@ mod tests {
         assert!(!view.runner_alive && !view.ended());
         assert!(view.steps.is_empty() && view.failed_attempts().next().is_none());
         let json = serde_json::to_value(&view).unwrap();
-        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         keys.sort();
         assert_eq!(
             keys,
-            ["approvals", "attempts", "children", "events", "execution", "runner_alive", "steps"]
+            [
+                "approvals",
+                "attempts",
+                "children",
+                "events",
+                "execution",
+                "runner_alive",
+                "steps"
+            ]
         );
         assert_eq!(view.timeline(0).execution, id);
         assert!(matches!(
@@ -169,8 +182,11 @@ mod tests {
     fn repl_sessions_are_their_own_kind() {
         let (_dir, mut j) = journal();
         assert!(is_repl_session(" repl-12ab") && !is_repl_session("ex-12ab"));
-        let id = j.start_repl_session("alice", "region-a", "default").unwrap();
-        j.add_repl_entry(&id, "1 + 1", true, Some("2"), None, 3).unwrap();
+        let id = j
+            .start_repl_session("alice", "region-a", "default")
+            .unwrap();
+        j.add_repl_entry(&id, "1 + 1", true, Some("2"), None, 3)
+            .unwrap();
         j.add_repl_entry(&id, "boom", false, Some("x"), Some("bad"), 1)
             .unwrap();
         let v = ReplSessionView::load(&j, &id).unwrap();
