@@ -33,7 +33,7 @@ pub fn calendars(journal: &Journal) -> Result<String, String> {
             ]
         })
         .collect();
-    Ok(crate::commands::table(
+    Ok(crate::render::table(
         &["CALENDAR", "NOW", "DEFAULT", "WHEN CLOSED", "WHY"],
         rows,
     ))
