@@ -781,3 +781,86 @@ pub struct TagsArgs {
     /// tag:KEY=VALUE or tag:KEY
     pub filter: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("drydock").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_fleet_flags_are_the_same_for_run_and_schedules() {
+        let flags = [
+            "--targets",
+            "tag:role=web",
+            "--target-param",
+            "instance",
+            "--max-concurrency",
+            "25%",
+            "--max-errors",
+            "1",
+        ];
+        let expect = |f: &FleetArgs| {
+            assert_eq!(f.targets.as_deref(), Some("tag:role=web"));
+            assert_eq!(f.target_param.as_deref(), Some("instance"));
+            assert_eq!(f.max_concurrency.as_deref(), Some("25%"));
+            assert_eq!(f.max_errors.as_deref(), Some("1"));
+        };
+        let run = parse(&[&["run", "rb"][..], &flags].concat()).unwrap();
+        let Command::Run(args) = run.command else {
+            panic!("not a run: {run:?}")
+        };
+        expect(&args.fleet);
+        let add = parse(
+            &[
+                &[
+                    "schedules",
+                    "add",
+                    "s",
+                    "--runbook",
+                    "rb",
+                    "--schedule",
+                    "rate(1 hours)",
+                ][..],
+                &flags,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let Command::Schedules {
+            action: Some(SchedulesCommand::Add(args)),
+        } = add.command
+        else {
+            panic!("not a schedules add: {add:?}")
+        };
+        expect(&args.fleet);
+        // The counts mean nothing without targets, in both.
+        for cmd in [
+            &["run", "rb"][..],
+            &[
+                "schedules",
+                "add",
+                "s",
+                "--runbook",
+                "rb",
+                "--schedule",
+                "rate(1 hours)",
+            ],
+        ] {
+            let e = parse(&[cmd, &["--max-errors", "1"]].concat()).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{e}"
+            );
+        }
+        let plain = parse(&["run", "rb"]).unwrap();
+        let Command::Run(args) = plain.command else {
+            panic!()
+        };
+        assert!(args.fleet.targets.is_none());
+    }
+}
