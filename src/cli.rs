@@ -395,7 +395,15 @@ pub struct RunArgs {
     /// Only your own account name is accepted: drydock acts as the OS account that runs it
     #[arg(long = "as", value_name = "NAME", hide = true)]
     pub as_user: Option<String>,
-    /// Run once per target, as a fleet: ids (comma-separated), tag:KEY=VALUE, tag:KEY or name:GLOB (the Name tag)
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Running one runbook over many instances or volumes, as a fleet
+/// (`run`, `schedules add`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FleetArgs {
+    /// Run once per target, as a fleet: ids (comma-separated), tag:KEY=VALUE, tag:KEY or name:GLOB (the Name tag); a schedule resolves them at each run
     #[arg(long, value_name = "TARGETS")]
     pub targets: Option<String>,
     /// The parameter each target is given in [default: the runbook's first instance (or volume) parameter]
@@ -560,18 +568,8 @@ pub struct ScheduleAddArgs {
     /// A change calendar that must be open
     #[arg(long)]
     pub calendar: Option<String>,
-    /// Run as a fleet over these targets (resolved at each run): ids, tag:KEY=VALUE or name:GLOB
-    #[arg(long)]
-    pub targets: Option<String>,
-    /// The fleet's target parameter
-    #[arg(long, requires = "targets")]
-    pub target_param: Option<String>,
-    /// The fleet's concurrency: a number or a percentage
-    #[arg(long, requires = "targets")]
-    pub max_concurrency: Option<String>,
-    /// The fleet's error threshold: a number or a percentage
-    #[arg(long, requires = "targets")]
-    pub max_errors: Option<String>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -782,4 +780,87 @@ pub struct UntagArgs {
 pub struct TagsArgs {
     /// tag:KEY=VALUE or tag:KEY
     pub filter: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("drydock").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_fleet_flags_are_the_same_for_run_and_schedules() {
+        let flags = [
+            "--targets",
+            "tag:role=web",
+            "--target-param",
+            "instance",
+            "--max-concurrency",
+            "25%",
+            "--max-errors",
+            "1",
+        ];
+        let expect = |f: &FleetArgs| {
+            assert_eq!(f.targets.as_deref(), Some("tag:role=web"));
+            assert_eq!(f.target_param.as_deref(), Some("instance"));
+            assert_eq!(f.max_concurrency.as_deref(), Some("25%"));
+            assert_eq!(f.max_errors.as_deref(), Some("1"));
+        };
+        let run = parse(&[&["run", "rb"][..], &flags].concat()).unwrap();
+        let Command::Run(args) = run.command else {
+            panic!("not a run: {run:?}")
+        };
+        expect(&args.fleet);
+        let add = parse(
+            &[
+                &[
+                    "schedules",
+                    "add",
+                    "s",
+                    "--runbook",
+                    "rb",
+                    "--schedule",
+                    "rate(1 hours)",
+                ][..],
+                &flags,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let Command::Schedules {
+            action: Some(SchedulesCommand::Add(args)),
+        } = add.command
+        else {
+            panic!("not a schedules add: {add:?}")
+        };
+        expect(&args.fleet);
+        // The counts mean nothing without targets, in both.
+        for cmd in [
+            &["run", "rb"][..],
+            &[
+                "schedules",
+                "add",
+                "s",
+                "--runbook",
+                "rb",
+                "--schedule",
+                "rate(1 hours)",
+            ],
+        ] {
+            let e = parse(&[cmd, &["--max-errors", "1"]].concat()).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{e}"
+            );
+        }
+        let plain = parse(&["run", "rb"]).unwrap();
+        let Command::Run(args) = plain.command else {
+            panic!()
+        };
+        assert!(args.fleet.targets.is_none());
+    }
 }

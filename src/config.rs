@@ -216,10 +216,10 @@ pub fn actor(claimed: Option<&str>) -> Result<drydock_runtime::identity::Identit
     match claimed {
         Some(name) if name.trim() != me.name => Err(CliError::usage(format!(
             "--as {:?}: you are {} (uid {}); drydock acts as the account that runs it and cannot take a name on trust. Run the command as that user (e.g. `sudo -u {} drydock …`), or drop --as",
-            drydock_runtime::display::sanitize(name),
+            drydock_ops::display::shown(name),
             me.name,
             me.uid,
-            drydock_runtime::display::sanitize(name.trim()),
+            drydock_ops::display::shown(name.trim()),
         ))),
         _ => Ok(me),
     }

@@ -84,3 +84,14 @@ impl From<drydock_images::ImageError> for CliError {
         Self::failure(e.to_string())
     }
 }
+
+impl From<drydock_ops::OpsError> for CliError {
+    fn from(e: drydock_ops::OpsError) -> Self {
+        use drydock_ops::OpsError as O;
+        match e {
+            O::Usage(m) => Self::usage(m),
+            O::Journal(j) => j.into(),
+            O::Host(h) => h.into(),
+        }
+    }
+}

@@ -12,7 +12,7 @@ use drydock_runtime::journal::{ApprovalRecord, ApprovalState, StepKind};
 use drydock_runtime::observer::{ExecutionOutcome, Observer, StepEvent, StepOutcome};
 use drydock_runtime::StepState;
 
-use crate::commands::shown;
+use drydock_ops::display::{shown, shown_lines};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shows progress on stderr (stdout stays free for results and `--json`).
@@ -36,11 +36,11 @@ fn symbol(state: StepState) -> &'static str {
 fn label(step: &StepEvent) -> String {
     let indent = "  ".repeat(step.depth + 1);
     let what = match step.kind {
-        StepKind::Step => step.name.clone(),
+        StepKind::Step => shown(&step.name),
         StepKind::Approval => "approval".to_string(),
-        StepKind::Runbook => format!("runbook: {}", step.name),
-        StepKind::Cleanup => format!("cleanup: {}", step.name),
-        StepKind::Compensation => format!("compensation: {}", step.name),
+        StepKind::Runbook => format!("runbook: {}", shown(&step.name)),
+        StepKind::Cleanup => format!("cleanup: {}", shown(&step.name)),
+        StepKind::Compensation => format!("compensation: {}", shown(&step.name)),
     };
     format!("{indent}[{}] {what}", step.path)
 }
@@ -87,7 +87,10 @@ impl Observer for Progress {
     fn execution_started(&self, id: &str, runbook: &str, resumed: bool, depth: usize) {
         let indent = "  ".repeat(depth);
         let verb = if resumed { "resuming" } else { "running" };
-        self.line(&format!("{indent}{verb} {runbook} as execution {id}"));
+        self.line(&format!(
+            "{indent}{verb} {} as execution {id}",
+            shown(runbook)
+        ));
     }
 
     fn note(&self, _id: &str, message: &str) {
@@ -117,9 +120,10 @@ impl Observer for Progress {
     fn step_retrying(&self, step: &StepEvent, error: &str, delay: Duration) {
         self.stop_bar(step);
         self.line(&format!(
-            "{} attempt {} failed: {error}; retrying in {}",
+            "{} attempt {} failed: {}; retrying in {}",
             label(step),
             step.attempt,
+            shown_lines(error),
             format_duration(delay)
         ));
     }
@@ -133,7 +137,11 @@ impl Observer for Progress {
             format_duration(outcome.duration)
         );
         if let (Some(e), true) = (&outcome.error, outcome.state != StepState::Succeeded) {
-            text.push_str(&format!("\n{}    {e}", "  ".repeat(step.depth)));
+            text.push_str(&format!(
+                "\n{}    {}",
+                "  ".repeat(step.depth),
+                shown_lines(e)
+            ));
         }
         self.line(&text);
     }
@@ -192,14 +200,14 @@ impl Observer for Progress {
         let mut text = format!(
             "{indent}execution {} ({}) ended {} in {} — {} steps run, {} replayed",
             outcome.execution_id,
-            outcome.runbook,
+            shown(&outcome.runbook),
             outcome.state,
             format_duration(Duration::from_millis(outcome.duration_ms)),
             outcome.steps_run,
             outcome.steps_replayed
         );
         if let Some(e) = &outcome.error {
-            text.push_str(&format!("\n{indent}  error: {e}"));
+            text.push_str(&format!("\n{indent}  error: {}", shown_lines(e)));
         }
         self.line(&text);
     }

@@ -6,15 +6,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drydock_runtime::identity::Identity;
-use drydock_runtime::journal::{ApprovalRecord, ApprovalState, ExecutionFilter};
+use drydock_runtime::journal::{ApprovalRecord, ExecutionFilter};
 use drydock_runtime::observer::{ExecutionOutcome, Observer, StepEvent, StepOutcome};
 use drydock_runtime::secrets::Secrets;
 use drydock_runtime::{Executor, Journal, RunContext, StartError, StartOptions, SuppliedValue};
 use drydock_runtime::{RunOptions, StepState};
 use rhai::Engine;
 
+use drydock_ops::approvals::{self, DecideOptions};
+use drydock_ops::display::{clip, shown, shown_lines};
+use drydock_ops::executions::{is_repl_session, step_detail, ExecutionView, ReplSessionView};
+
 use crate::complete::{Shared, COMMANDS};
 use crate::functions::FunctionIndex;
+use crate::render::{table, when};
 use crate::session::ReplSession;
 use crate::sigint::Running;
 use crate::ReplOptions;
@@ -41,46 +46,6 @@ pub struct Repl<'a> {
     history: Vec<(String, bool)>,
     running: Running,
     serve_status: Option<crate::service_commands::ServeStatus<'a>>,
-}
-
-/// Text from the journal (runbook messages, comments, guest output,
-/// account names) as a terminal may show it: control characters escaped
-/// (`\x1b` would drive the terminal, `\n` forge a line), as the CLI does.
-fn shown(s: &str) -> String {
-    drydock_runtime::display::sanitize(s).into_owned()
-}
-
-fn clip(s: &str, n: usize) -> String {
-    let one = shown(s);
-    if one.chars().count() > n {
-        format!("{}…", one.chars().take(n - 1).collect::<String>())
-    } else {
-        one
-    }
-}
-
-fn when(ms: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(ms);
-    let ago = (now - ms).max(0) / 1000;
-    match ago {
-        0..=59 => format!("{ago}s ago"),
-        60..=3599 => format!("{}m ago", ago / 60),
-        3600..=86399 => format!("{}h ago", ago / 3600),
-        _ => format!("{}d ago", ago / 86400),
-    }
-}
-
-pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::NOTHING);
-    t.set_header(header.iter().copied());
-    for r in rows {
-        t.add_row(r);
-    }
-    t.to_string()
 }
 
 impl<'a> Repl<'a> {
@@ -209,15 +174,20 @@ impl<'a> Repl<'a> {
             }
         };
         let took = start.elapsed();
+        // A value may hold what a guest or a file said: shown with its
+        // lines, never its escape sequences. (A command's own output
+        // escapes the outside text it shows.)
+        let value = !input.starts_with(':');
         match (&shown, &error) {
             (Some(s), _) if !s.is_empty() => {
+                let s = if value { shown_lines(s) } else { s.clone() };
                 if s.ends_with('\n') {
                     print!("{s}");
                 } else {
                     println!("{s}");
                 }
             }
-            (_, Some(e)) => eprintln!("error: {e}"),
+            (_, Some(e)) => eprintln!("error: {}", shown_lines(e)),
             _ => {}
         }
         let masked = self.session.secrets().mask(input);
@@ -325,12 +295,11 @@ impl<'a> Repl<'a> {
     }
 
     fn host(&self) -> Result<drydock_host::Host, String> {
-        drydock_host::Host::open(
-            &self.data_dir,
-            self.session.region(),
-            self.session.profile(),
-            drydock_host::drydock_supervisor(&self.data_dir),
-        )
+        drydock_ops::host::open(&drydock_ops::host::HostOptions {
+            data_dir: &self.data_dir,
+            region: self.session.region(),
+            profile: self.session.profile(),
+        })
         .map_err(|e| e.to_string())
     }
 
@@ -457,7 +426,7 @@ impl<'a> Repl<'a> {
         };
         eprintln!(
             "{id}: {} in {} (Ctrl-C cancels it)",
-            runbook.name,
+            shown(&runbook.name),
             self.session.region()
         );
         if let Ok(mut r) = self.running.lock() {
@@ -478,7 +447,7 @@ impl<'a> Repl<'a> {
             outcome.steps_replayed
         );
         if let Some(e) = &outcome.error {
-            out.push_str(&format!("\n  error: {e}"));
+            out.push_str(&format!("\n  error: {}", shown(e)));
         }
         if !outcome.output.is_null() {
             out.push_str(&format!(
@@ -500,24 +469,23 @@ impl<'a> Repl<'a> {
     fn approvals(&self) -> Result<String, String> {
         let journal = self.journal()?;
         let me = Identity::current();
-        let pending = journal.pending_approvals().map_err(|e| e.to_string())?;
+        let pending = approvals::list(&journal, &me).map_err(|e| e.to_string())?;
         if pending.is_empty() {
             return Ok("no pending approvals".into());
         }
-        let mut rows = Vec::new();
-        for a in &pending {
-            let exec = journal
-                .execution(&a.execution_id)
-                .map_err(|e| e.to_string())?;
-            rows.push(vec![
-                a.execution_id.clone(),
-                shown(&exec.runbook),
-                clip(&a.message, 50),
-                format!("{}/{}", a.approvals(), a.min_approvals),
-                shown(&exec.requested_by),
-                may_decide(a, &me, &exec.requested_by),
-            ]);
-        }
+        let rows = pending
+            .iter()
+            .map(|p| {
+                vec![
+                    p.approval.execution_id.clone(),
+                    shown(&p.execution.runbook),
+                    clip(&p.approval.message, 50),
+                    format!("{}/{}", p.approval.approvals(), p.approval.min_approvals),
+                    shown(&p.execution.requested_by),
+                    p.you.label().to_string(),
+                ]
+            })
+            .collect();
         Ok(format!(
             "{}\nyou are {}; decide with `:approve EXEC [comment]` or `:reject EXEC [comment]`",
             table(
@@ -531,7 +499,7 @@ impl<'a> Repl<'a> {
                 ],
                 rows
             ),
-            me.name
+            shown(&me.name)
         ))
     }
 
@@ -546,27 +514,27 @@ impl<'a> Repl<'a> {
                 if approve { "approve" } else { "reject" }
             ));
         }
-        if comment.chars().count() > 2000 {
-            return Err("a comment is limited to 2000 characters".into());
-        }
         let mut journal = self.journal()?;
-        let id = journal.resolve_execution(exec).map_err(|e| e.to_string())?;
         let me = Identity::current();
-        let outcome = journal
-            .decide(&id, &me, approve, comment, false)
-            .map_err(|e| e.to_string())?;
+        let decided = approvals::decide(
+            &mut journal,
+            &DecideOptions {
+                execution: exec,
+                approve,
+                comment,
+                who: &me,
+            },
+        )
+        .map_err(|e| e.to_string())?;
         self.shared.poke();
-        Ok(match outcome.state {
-            ApprovalState::Approved => format!(
-                "{id}: approved by {} ({} of {} needed)",
-                me.name, outcome.approvals, outcome.required
-            ),
-            ApprovalState::Rejected => format!("{id}: rejected by {}", me.name),
-            _ => format!(
-                "{id}: {} approved; {} of {} approvals, waiting for more",
-                me.name, outcome.approvals, outcome.required
-            ),
-        })
+        let mut out = decided.summary();
+        if decided.waits_for_resume() {
+            let id = &decided.execution_id;
+            out.push_str(&format!(
+                "\nno runner is active for {id}; the decision is kept and applied by `drydock resume {id}`"
+            ));
+        }
+        Ok(out)
     }
 
     fn executions(&self) -> Result<String, String> {
@@ -605,8 +573,8 @@ impl<'a> Repl<'a> {
                     .map(|s| {
                         vec![
                             s.id.clone(),
-                            s.started_by.clone(),
-                            format!("{}@{}", s.profile, s.region),
+                            shown(&s.started_by),
+                            format!("{}@{}", shown(&s.profile), shown(&s.region)),
                             when(s.started_at),
                             s.entries.to_string(),
                         ]
@@ -622,20 +590,17 @@ impl<'a> Repl<'a> {
             return Err("usage: :show EXEC (or a repl-… session)".into());
         }
         let journal = self.journal()?;
-        if prefix.starts_with("repl-") {
-            let s = journal
-                .repl_session(prefix)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no REPL session {prefix}"))?;
-            let entries = journal.repl_entries(&s.id).map_err(|e| e.to_string())?;
+        if is_repl_session(prefix) {
+            let view = ReplSessionView::load(&journal, prefix).map_err(|e| e.to_string())?;
+            let s = &view.session;
             let mut out = format!(
                 "session {} by {} in {}@{}\n",
                 s.id,
                 shown(&s.started_by),
-                s.profile,
-                s.region
+                shown(&s.profile),
+                shown(&s.region)
             );
-            for e in entries {
+            for e in &view.entries {
                 out.push_str(&format!(
                     "{:>4} {} {} ({} ms)\n",
                     e.seq,
@@ -646,16 +611,13 @@ impl<'a> Repl<'a> {
             }
             return Ok(out);
         }
-        let id = journal
-            .resolve_execution(prefix)
-            .map_err(|e| e.to_string())?;
-        let exec = journal.execution(&id).map_err(|e| e.to_string())?;
-        let steps = journal.steps(&id).map_err(|e| e.to_string())?;
+        let view = ExecutionView::load(&journal, prefix).map_err(|e| e.to_string())?;
+        let exec = &view.execution;
         let mut out = format!(
             "execution {}\nrunbook   {}\nstate     {}\nby        {}\nparams    {}\n",
             exec.id,
             shown(&exec.runbook),
-            exec.state,
+            drydock_ops::executions::state_text(exec),
             shown(&exec.requested_by),
             shown(&exec.params.to_string())
         );
@@ -665,24 +627,24 @@ impl<'a> Repl<'a> {
         if !exec.output.is_null() {
             out.push_str(&format!("output    {}\n", shown(&exec.output.to_string())));
         }
-        if !steps.is_empty() {
+        if !view.steps.is_empty() {
             out.push_str(&table(
                 &["STEP", "STATE", "ATTEMPTS", "OUTPUT / ERROR"],
-                steps
+                view.steps
                     .iter()
                     .map(|s| {
                         vec![
                             shown(&s.name),
                             s.state.to_string(),
                             s.attempts.to_string(),
-                            clip(&s.error.clone().unwrap_or_else(|| s.output.to_string()), 60),
+                            clip(&step_detail(s), 60),
                         ]
                     })
                     .collect(),
             ));
             out.push('\n');
         }
-        for a in journal.approvals_of(&id).map_err(|e| e.to_string())? {
+        for a in &view.approvals {
             out.push_str(&format!(
                 "approval {}: \"{}\" ({}/{})\n",
                 a.state.as_str(),
@@ -787,17 +749,6 @@ impl<'a> Repl<'a> {
     }
 }
 
-fn may_decide(a: &ApprovalRecord, me: &Identity, requester: &str) -> String {
-    if a.decisions.iter().any(|d| d.approver == me.name) {
-        return "decided".into();
-    }
-    match a.may_decide(me, requester, true) {
-        Ok(()) => "may decide".into(),
-        Err(_) if me.name == requester => "your request".into(),
-        Err(_) => "not an approver".into(),
-    }
-}
-
 /// Words, with "double quoted" words kept together.
 fn split_words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -856,16 +807,17 @@ impl Observer for InlineProgress {
     fn step_started(&self, s: &StepEvent) {
         let indent = "  ".repeat(s.depth + 1);
         if s.attempt > 1 {
-            eprintln!("{indent}▸ {} (attempt {})", s.name, s.attempt);
+            eprintln!("{indent}▸ {} (attempt {})", shown(&s.name), s.attempt);
         } else {
-            eprintln!("{indent}▸ {}", s.name);
+            eprintln!("{indent}▸ {}", shown(&s.name));
         }
     }
     fn step_retrying(&self, s: &StepEvent, error: &str, delay: Duration) {
         eprintln!(
-            "{}  ↻ {}: {error}; again in {:.1}s",
+            "{}  ↻ {}: {}; again in {:.1}s",
             "  ".repeat(s.depth + 1),
-            s.name,
+            shown(&s.name),
+            shown(error),
             delay.as_secs_f64()
         );
     }
@@ -873,29 +825,33 @@ impl Observer for InlineProgress {
         let indent = "  ".repeat(s.depth + 1);
         match (&o.state, &o.error) {
             (StepState::Succeeded, _) => {
-                eprintln!("{indent}✓ {} ({:.1}s)", s.name, o.duration.as_secs_f64())
+                eprintln!(
+                    "{indent}✓ {} ({:.1}s)",
+                    shown(&s.name),
+                    o.duration.as_secs_f64()
+                )
             }
-            (state, Some(e)) => eprintln!("{indent}✗ {} {state}: {e}", s.name),
-            (state, None) => eprintln!("{indent}· {} {state}", s.name),
+            (state, Some(e)) => eprintln!("{indent}✗ {} {state}: {}", shown(&s.name), shown(e)),
+            (state, None) => eprintln!("{indent}· {} {state}", shown(&s.name)),
         }
     }
     fn step_replayed(&self, s: &StepEvent, state: StepState) {
         eprintln!(
             "{}= {} ({state}, replayed)",
             "  ".repeat(s.depth + 1),
-            s.name
+            shown(&s.name)
         );
     }
     fn approval_waiting(&self, s: &StepEvent, a: &ApprovalRecord) {
         let who = if a.approvers.is_empty() {
             "anyone but you".to_string()
         } else {
-            a.approvers.join(", ")
+            shown(&a.approvers.join(", "))
         };
         eprintln!(
             "{}⏸ waiting for approval: \"{}\" (approvers: {who}); another account decides with `drydock approve {}` or `:approve {}`",
             "  ".repeat(s.depth + 1),
-            a.message,
+            shown(&a.message),
             s.execution_id,
             s.execution_id
         );
@@ -908,10 +864,10 @@ impl Observer for InlineProgress {
         );
     }
     fn printed(&self, _id: &str, line: &str) {
-        eprintln!("  | {line}");
+        eprintln!("  | {}", shown(line));
     }
     fn note(&self, _id: &str, message: &str) {
-        eprintln!("  note: {message}");
+        eprintln!("  note: {}", shown(message));
     }
     fn execution_finished(&self, _o: &ExecutionOutcome, _depth: usize) {}
 }

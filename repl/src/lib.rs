@@ -15,6 +15,7 @@ mod history;
 mod lexer;
 mod output;
 mod prompt;
+mod render;
 mod save;
 mod service_commands;
 mod session;

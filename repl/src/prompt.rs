@@ -32,7 +32,7 @@ pub fn left(shared: &Shared) -> String {
             s.push_str(&format!(
                 " {{change calendar{} {} closed}}",
                 if names.len() == 1 { "" } else { "s" },
-                drydock_runtime::display::sanitize(&names.join(", "))
+                drydock_ops::display::shown(&names.join(", "))
             ));
         }
     }

@@ -2,7 +2,7 @@
 //! which change calendars are closed, and how the running `drydock serve`
 //! is (asked over its Unix socket by the caller's function).
 
-use drydock_runtime::display::sanitize;
+use drydock_ops::display::shown;
 use drydock_runtime::schedule::calendar::{state_of, CalendarState};
 use drydock_runtime::Journal;
 use serde_json::Value;
@@ -25,15 +25,15 @@ pub fn calendars(journal: &Journal) -> Result<String, String> {
                 CalendarState::Closed(why) => ("closed".to_string(), why),
             };
             vec![
-                sanitize(&c.name).into_owned(),
+                shown(&c.name),
                 state,
                 format!("{} by default", c.default_state),
                 c.on_closed,
-                sanitize(&why).into_owned(),
+                shown(&why),
             ]
         })
         .collect();
-    Ok(crate::commands::table(
+    Ok(crate::render::table(
         &["CALENDAR", "NOW", "DEFAULT", "WHEN CLOSED", "WHY"],
         rows,
     ))
@@ -47,11 +47,7 @@ pub fn serve(status: Option<ServeStatus>) -> Result<String, String> {
     let Some(v) = ask()? else {
         return Ok("no `drydock serve` runs for this data directory".into());
     };
-    let text = |k: &str| {
-        v[k].as_str()
-            .map(|s| sanitize(s).into_owned())
-            .unwrap_or_else(|| "-".into())
-    };
+    let text = |k: &str| v[k].as_str().map(shown).unwrap_or_else(|| "-".into());
     let next = v["next_slot_at"]
         .as_i64()
         .map(drydock_runtime::display::timestamp)

@@ -135,7 +135,10 @@ impl Timeline {
                 r##"<g class="step" data-state="{}"><text x="8" y="{:.1}" fill="#222">{}</text><rect x="{x1:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="3" fill="{}"><title>{} — {} {}</title></rect></g>"##,
                 escape(&b.state),
                 y + 15.0,
-                escape(&clip(&format!("[{}] {}", b.lane, b.label), 52)),
+                escape(&drydock_ops::display::clip(
+                    &format!("[{}] {}", b.lane, b.label),
+                    52
+                )),
                 y + 4.0,
                 x2 - x1,
                 ROW_H - 8.0,
@@ -169,14 +172,6 @@ impl Timeline {
         }
         s.push_str("</svg>\n");
         s
-    }
-}
-
-fn clip(text: &str, n: usize) -> String {
-    if text.chars().count() <= n {
-        text.to_string()
-    } else {
-        text.chars().take(n - 1).collect::<String>() + "…"
     }
 }
 

@@ -1,8 +1,11 @@
 //! `executions` and `executions show`.
 
-use drydock_runtime::journal::{ExecutionFilter, ExecutionRecord, ReplSessionRecord};
+use drydock_ops::executions::{
+    approvers_text, entry_detail, is_repl_session, state_text, step_detail, ExecutionView,
+    ReplSessionView,
+};
+use drydock_runtime::journal::{ExecutionFilter, ReplSessionRecord};
 use drydock_runtime::ExecutionState;
-use serde_json::json;
 
 use super::{clip, print_json, shown, table, took, when, Context};
 use crate::cli::ExecutionsArgs;
@@ -12,16 +15,6 @@ use crate::failure::CliError;
 #[path = "timeline.rs"]
 mod timeline;
 
-fn state_text(e: &ExecutionRecord) -> String {
-    if !e.state.is_terminal() && e.state != ExecutionState::Pending && !e.has_live_runner() {
-        format!("{} (runner gone: drydock resume {})", e.state, e.id)
-    } else if e.cancel_requested && !e.state.is_terminal() {
-        format!("{} (cancelling)", e.state)
-    } else {
-        e.state.to_string()
-    }
-}
-
 /// `drydock executions [show EXEC]`.
 pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
     if let Some(crate::cli::ExecutionsCommand::Show {
@@ -30,7 +23,7 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
     }) = args.show
     {
         if timeline {
-            if execution.trim().starts_with("repl-") {
+            if is_repl_session(&execution) {
                 return Err(CliError::usage(format!(
                     "{} is a REPL session, which has no steps to draw; drop --timeline to see its entries",
                     shown(execution.trim())
@@ -38,7 +31,7 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
             }
             return timeline::show(ctx, &execution);
         }
-        if execution.trim().starts_with("repl-") {
+        if is_repl_session(&execution) {
             return show_repl(ctx, &execution);
         }
         return show(ctx, &execution);
@@ -94,7 +87,7 @@ pub fn run(ctx: &Context, args: ExecutionsArgs) -> Result<i32, CliError> {
         let done = steps.iter().filter(|s| s.state.is_replayable()).count();
         t.add_row(vec![
             e.id.clone(),
-            e.runbook.clone(),
+            shown(&e.runbook),
             state_text(e),
             when(e.created_at),
             took(e.started_at, e.ended_at),
@@ -138,17 +131,12 @@ fn print_repl_sessions(sessions: &[ReplSessionRecord]) {
 /// `drydock executions show repl-…`: a REPL session and its entries.
 fn show_repl(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     let journal = ctx.executor.journal()?;
-    let Some(s) = journal.repl_session(prefix)? else {
-        return Err(CliError::usage(format!(
-            "no REPL session {}; `drydock executions` lists them",
-            shown(prefix.trim())
-        )));
-    };
-    let entries = journal.repl_entries(&s.id)?;
+    let view = ReplSessionView::load(&journal, prefix)?;
     if ctx.json {
-        print_json(&json!({ "session": s, "entries": entries }));
+        print_json(&view);
         return Ok(0);
     }
+    let (s, entries) = (&view.session, &view.entries);
     println!("session    {}", s.id);
     println!("kind       repl");
     println!("by         {}", shown(&s.started_by));
@@ -166,18 +154,13 @@ fn show_repl(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
         return Ok(0);
     }
     let mut t = table(&["#", "AT", "ENTRY", "RESULT", "OUTPUT / ERROR", "TOOK"]);
-    for e in &entries {
-        let detail = match (&e.error, &e.output) {
-            (Some(err), _) => err.clone(),
-            (None, Some(out)) => out.clone(),
-            _ => String::new(),
-        };
+    for e in entries {
         t.add_row(vec![
             e.seq.to_string(),
             when(e.at),
-            clip(&shown(&e.input), 70),
+            clip(&e.input, 70),
             if e.ok { "ok".into() } else { "error".into() },
-            clip(&shown(&detail), 60),
+            clip(&entry_detail(e), 60),
             format!("{} ms", e.duration_ms),
         ]);
     }
@@ -187,27 +170,18 @@ fn show_repl(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
 
 fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     let journal = ctx.executor.journal()?;
-    let id = journal.resolve_execution(prefix)?;
-    let exec = journal.execution(&id)?;
-    let steps = journal.steps(&id)?;
-    let attempts = journal.attempts(&id)?;
-    let approvals = journal.approvals_of(&id)?;
-    let events = journal.events(&id)?;
-    let children = journal.children(&id)?;
+    let view = ExecutionView::load(&journal, prefix)?;
     if ctx.json {
-        print_json(&json!({
-            "execution": exec,
-            "runner_alive": exec.has_live_runner(),
-            "steps": steps,
-            "attempts": attempts,
-            "approvals": approvals,
-            "events": events,
-            "children": children,
-        }));
+        print_json(&view);
         return Ok(0);
     }
+    let exec = &view.execution;
     println!("execution  {}", exec.id);
-    println!("runbook    {} ({})", exec.runbook, shown(&exec.origin));
+    println!(
+        "runbook    {} ({})",
+        shown(&exec.runbook),
+        shown(&exec.origin)
+    );
     println!(
         "code       sha256:{}{}",
         exec.source_sha256,
@@ -216,7 +190,7 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             None => String::new(),
         }
     );
-    println!("state      {}", state_text(&exec));
+    println!("state      {}", state_text(exec));
     println!(
         "by         requested by {}{}{}",
         shown(&exec.requested_by),
@@ -231,20 +205,20 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
     );
     println!("created    {}", when(exec.created_at));
     println!("duration   {}", took(exec.started_at, exec.ended_at));
-    println!("params     {}", exec.params);
+    println!("params     {}", shown(&exec.params.to_string()));
     if let Some(parent) = &exec.parent_id {
         println!(
             "parent     {parent} (step {})",
-            exec.parent_step.as_deref().unwrap_or("?")
+            shown(exec.parent_step.as_deref().unwrap_or("?"))
         );
     }
     if !exec.output.is_null() {
-        println!("output     {}", exec.output);
+        println!("output     {}", shown(&exec.output.to_string()));
     }
     if let Some(e) = &exec.error {
         println!("error      {}", shown(e));
     }
-    if !steps.is_empty() {
+    if !view.steps.is_empty() {
         let mut t = table(&[
             "PATH",
             "STEP",
@@ -254,25 +228,21 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             "DURATION",
             "OUTPUT / ERROR",
         ]);
-        for s in &steps {
-            let detail = match &s.error {
-                Some(e) => e.clone(),
-                None => s.output.to_string(),
-            };
+        for s in &view.steps {
             t.add_row(vec![
                 s.path.clone(),
-                s.name.clone(),
+                shown(&s.name),
                 s.kind.as_str().to_string(),
                 s.state.to_string(),
                 s.attempts.to_string(),
                 took(Some(s.started_at), s.ended_at.or(Some(s.started_at))),
-                clip(&detail, 70),
+                clip(&step_detail(s), 70),
             ]);
         }
         println!("{t}");
     }
-    let failed: Vec<_> = attempts.iter().filter(|a| a.error.is_some()).collect();
-    if !failed.is_empty() {
+    let mut failed = view.failed_attempts().peekable();
+    if failed.peek().is_some() {
         println!("failed attempts:");
         for a in failed {
             println!(
@@ -284,7 +254,7 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             );
         }
     }
-    for a in &approvals {
+    for a in &view.approvals {
         println!(
             "approval [{}] {}: \"{}\" ({}/{} approvals; approvers: {})",
             a.path,
@@ -292,11 +262,7 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             shown(&a.message),
             a.approvals(),
             a.min_approvals,
-            if a.approvers.is_empty() {
-                "anyone".into()
-            } else {
-                shown(&a.approvers.join(", "))
-            }
+            shown(&approvers_text(a))
         );
         for d in &a.decisions {
             let verb = if d.approve { "approved" } else { "rejected" };
@@ -313,12 +279,12 @@ fn show(ctx: &Context, prefix: &str) -> Result<i32, CliError> {
             );
         }
     }
-    for c in &children {
-        println!("child      {} {} {}", c.id, c.runbook, c.state);
+    for c in &view.children {
+        println!("child      {} {} {}", c.id, shown(&c.runbook), c.state);
     }
-    if !events.is_empty() {
+    if !view.events.is_empty() {
         println!("printed:");
-        for e in &events {
+        for e in &view.events {
             println!("  {} {}", when(e.at), shown(&e.message));
         }
     }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use drydock_runtime::executor::FleetSpec;
 use drydock_runtime::params::{ParamType, ResourceKind};
-use drydock_runtime::{RunOptions, Runbook, StartError, StartOptions, SuppliedValue};
+use drydock_runtime::{Runbook, StartError, StartOptions, SuppliedValue};
 
 use super::Context;
-use crate::cli::RunArgs;
+use crate::cli::FleetArgs;
 use crate::failure::CliError;
 
 /// A count given as `N` or `P%` of `total` (at least 1 for a percentage
@@ -123,7 +123,8 @@ fn resolve_targets(ctx: &Context, spec: &str, volumes: bool) -> Result<Vec<Strin
     Ok(list)
 }
 
-/// How a fleet is asked for (the CLI's flags, a schedule's fields).
+/// How a fleet is asked for (the CLI's flags, [`FleetArgs`], or a
+/// schedule's fields).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FleetRequest {
     pub targets: String,
@@ -133,6 +134,18 @@ pub struct FleetRequest {
     pub max_concurrency: Option<String>,
     #[serde(default)]
     pub max_errors: Option<String>,
+}
+
+impl FleetRequest {
+    /// The fleet the flags ask for: none without `--targets`.
+    pub fn from_args(args: FleetArgs) -> Option<Self> {
+        Some(Self {
+            targets: args.targets?,
+            target_param: args.target_param,
+            max_concurrency: args.max_concurrency,
+            max_errors: args.max_errors,
+        })
+    }
 }
 
 /// Checks a fleet request's counts without resolving targets (a
@@ -215,39 +228,4 @@ pub fn create(
         ))),
         Err(StartError::Journal(e)) => Err(e.into()),
     }
-}
-
-/// Runs a fleet in the foreground (or detached) and reports its summary.
-pub fn run(
-    ctx: &Context,
-    args: &RunArgs,
-    runbook: &Runbook,
-    supplied: BTreeMap<String, SuppliedValue>,
-    targets: &str,
-) -> Result<i32, CliError> {
-    let req = FleetRequest {
-        targets: targets.to_string(),
-        target_param: args.target_param.clone(),
-        max_concurrency: args.max_concurrency.clone(),
-        max_errors: args.max_errors.clone(),
-    };
-    let opts = StartOptions {
-        auto_approve: args.auto_approve,
-        requester: Some(crate::config::actor(args.as_user.as_deref())?),
-        gate: None,
-    };
-    let (id, spec) = create(ctx, runbook, &supplied, &req, &opts)?;
-    if !ctx.json {
-        eprintln!(
-            "fleet {id}: {} over {} targets, at most {} at once, stop after more than {} failed",
-            runbook.name,
-            spec.targets.len(),
-            spec.max_concurrency,
-            spec.max_errors
-        );
-    }
-    if args.detach {
-        return super::run::detach(ctx, &id);
-    }
-    super::run::follow(ctx, &id, RunOptions::default())
 }

@@ -15,14 +15,14 @@ use crate::cli::{
 };
 use crate::failure::CliError;
 
+/// The host of the configured region and profile.
 pub fn open_host(ctx: &Context) -> Result<Host, CliError> {
     let s = &ctx.settings;
-    Ok(Host::open(
-        &s.data_dir,
-        &s.region,
-        &s.profile,
-        drydock_host::drydock_supervisor(&s.data_dir),
-    )?)
+    Ok(drydock_ops::host::open(&drydock_ops::host::HostOptions {
+        data_dir: &s.data_dir,
+        region: &s.region,
+        profile: &s.profile,
+    })?)
 }
 
 fn progress(ctx: &Context) -> impl Fn(&str) + '_ {

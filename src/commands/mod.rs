@@ -31,6 +31,10 @@ use drydock_runtime::Executor;
 
 use crate::config::Settings;
 
+/// Text from outside shown escaped, and clipped for a table cell: the
+/// operations layer's display functions, the same in every front end.
+pub use drydock_ops::display::{clip, shown, shown_path};
+
 /// What every command works with.
 pub struct Context {
     pub settings: Settings,
@@ -71,21 +75,4 @@ pub fn print_json(value: &impl serde::Serialize) {
     let text =
         serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     let _ = writeln!(std::io::stdout().lock(), "{text}");
-}
-
-/// Text from outside (names, comments, messages, guest output) with its
-/// control characters escaped, so it cannot forge lines on a terminal.
-pub fn shown(text: &str) -> String {
-    drydock_runtime::display::sanitize(text).into_owned()
-}
-
-/// Cuts text to `n` characters for a table cell.
-pub fn clip(text: &str, n: usize) -> String {
-    let one_line = shown(&text.replace('\n', " "));
-    if one_line.chars().count() <= n {
-        one_line
-    } else {
-        let cut: String = one_line.chars().take(n.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
 }

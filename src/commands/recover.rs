@@ -11,9 +11,7 @@
 //! in the background. Their runbooks re-establish what they need
 //! (`instance::ensure_running`, a fresh console login) on the way.
 
-use drydock_host::{
-    drydock_supervisor, AfterHostFailure, Host, InstanceState, RECONCILE_REASON, REGIONS,
-};
+use drydock_host::{AfterHostFailure, InstanceState, RECONCILE_REASON, REGIONS};
 use drydock_runtime::journal::ExecutionFilter;
 use drydock_runtime::ExecutionState;
 use serde::Serialize;
@@ -64,12 +62,11 @@ pub fn recover(
     let mut stopped_ids = Vec::new();
     for region in REGIONS {
         // Opening a region reconciles it.
-        let host = Host::open(
-            &s.data_dir,
+        let host = drydock_ops::host::open(&drydock_ops::host::HostOptions {
+            data_dir: &s.data_dir,
             region,
-            &s.profile,
-            drydock_supervisor(&s.data_dir),
-        )?;
+            profile: &s.profile,
+        })?;
         for i in host.store()?.instances(Some(region))? {
             if i.state != InstanceState::Stopped || i.state_reason != RECONCILE_REASON {
                 continue;

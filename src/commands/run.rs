@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drydock_runtime::observer::{ExecutionOutcome, Observer, QuietObserver};
-use drydock_runtime::{ExecutionState, RunOptions, StartError, StartOptions, SuppliedValue};
+use drydock_runtime::{
+    ExecutionState, RunOptions, Runbook, StartError, StartOptions, SuppliedValue,
+};
 
+use super::fleet::FleetRequest;
 use super::{print_json, Context};
 use crate::cli::{CancelArgs, ResumeArgs, RunArgs};
 use crate::failure::CliError;
@@ -112,8 +115,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
     let runbook = ctx.executor.catalog().find(&args.runbook)?;
     let mut supplied = parse_params(&args)?;
     read_secrets(&runbook, &mut supplied, !args.params.is_empty())?;
-    if let Some(targets) = &args.targets {
-        return super::fleet::run(ctx, &args, &runbook, supplied, targets);
+    if let Some(req) = FleetRequest::from_args(args.fleet.clone()) {
+        return run_fleet(ctx, &args, &runbook, supplied, &req);
     }
     let opts = StartOptions {
         auto_approve: args.auto_approve,
@@ -131,6 +134,36 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
         }
         Err(StartError::Journal(e)) => return Err(e.into()),
     };
+    if args.detach {
+        return detach(ctx, &id);
+    }
+    follow(ctx, &id, RunOptions::default())
+}
+
+/// `drydock run --targets …`: the fleet in the foreground (or detached),
+/// then its summary.
+fn run_fleet(
+    ctx: &Context,
+    args: &RunArgs,
+    runbook: &Runbook,
+    supplied: BTreeMap<String, SuppliedValue>,
+    req: &FleetRequest,
+) -> Result<i32, CliError> {
+    let opts = StartOptions {
+        auto_approve: args.auto_approve,
+        requester: Some(crate::config::actor(args.as_user.as_deref())?),
+        gate: None,
+    };
+    let (id, spec) = super::fleet::create(ctx, runbook, &supplied, req, &opts)?;
+    if !ctx.json {
+        eprintln!(
+            "fleet {id}: {} over {} targets, at most {} at once, stop after more than {} failed",
+            runbook.name,
+            spec.targets.len(),
+            spec.max_concurrency,
+            spec.max_errors
+        );
+    }
     if args.detach {
         return detach(ctx, &id);
     }

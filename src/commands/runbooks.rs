@@ -3,7 +3,7 @@
 use drydock_runtime::{Runbook, RunbookOrigin};
 use serde_json::json;
 
-use super::{clip, print_json, table, Context};
+use super::{clip, print_json, shown, shown_path, table, Context};
 use crate::cli::ValidateArgs;
 use crate::failure::CliError;
 
@@ -63,11 +63,11 @@ pub fn list(ctx: &Context) -> Result<i32, CliError> {
                 "bundled (hidden by a user runbook)".to_string()
             }
             RunbookOrigin::Bundled(_) => "bundled".to_string(),
-            RunbookOrigin::File(p) => p.display().to_string(),
+            RunbookOrigin::File(p) => shown_path(p),
         };
         match &e.runbook {
             Ok(rb) => t.add_row(vec![
-                rb.name.clone(),
+                shown(&rb.name),
                 clip(&rb.description, 60),
                 params_text(rb),
                 source,

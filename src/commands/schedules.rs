@@ -269,12 +269,7 @@ fn add(ctx: &Context, args: Box<ScheduleAddArgs>) -> Result<i32, CliError> {
         max_lateness: args.max_lateness,
         calendar: args.calendar,
         paused: false,
-        fleet: args.targets.map(|targets| super::fleet::FleetRequest {
-            targets,
-            target_param: args.target_param,
-            max_concurrency: args.max_concurrency,
-            max_errors: args.max_errors,
-        }),
+        fleet: super::fleet::FleetRequest::from_args(args.fleet),
     };
     let rec = validate(ctx, &spec, supplied, "cli")?;
     let mut journal = ctx.executor.journal()?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
+use drydock_ops::approvals::{self, DecideOptions};
+use drydock_ops::executions::ExecutionView;
 use drydock_runtime::journal::ExecutionFilter;
 use drydock_runtime::schedule::calendar::{state_of, CalendarState};
 use drydock_runtime::schedule::next_run;
@@ -50,16 +52,14 @@ pub async fn executions(
     Ok(Json(json!(list)))
 }
 
+/// An execution as the page shows it: the operations layer's view of it
+/// (what `drydock executions show --json` prints) and its timeline.
 fn show(journal: &drydock_runtime::Journal, id: &str) -> Result<Value, ApiError> {
-    let id = journal.resolve_execution(id)?;
-    let exec = journal.execution(&id)?;
-    Ok(json!({
-        "execution": exec,
-        "runner_alive": exec.has_live_runner(),
-        "steps": journal.steps(&id)?,
-        "approvals": journal.approvals_of(&id)?,
-        "events": journal.events(&id)?,
-    }))
+    let view = ExecutionView::load(journal, id)?;
+    let timeline = view.timeline(drydock_runtime::journal::now_ms());
+    let mut out = json!(view);
+    out["timeline"] = json!(timeline);
+    Ok(out)
 }
 
 pub async fn execution(State(s): State<WebState>, _: Caller, Path(id): Path<String>) -> ApiResult {
@@ -88,8 +88,14 @@ fn async_stream(
         let mut current = Some(first);
         loop {
             if let Some(v) = current.take() {
-                let text = v.to_string();
-                if text != last {
+                // Sent when the journal changed: a running step's timeline
+                // row grows with the clock, which is no change.
+                let mut seen = v.clone();
+                if let Some(o) = seen.as_object_mut() {
+                    o.remove("timeline");
+                }
+                let seen = seen.to_string();
+                if seen != last {
                     let ended = v["execution"]["state"].as_str().is_some_and(|st| {
                         matches!(
                             st,
@@ -97,13 +103,13 @@ fn async_stream(
                         )
                     });
                     if tx
-                        .send(Ok(Event::default().event("execution").data(&text)))
+                        .send(Ok(Event::default().event("execution").data(v.to_string())))
                         .await
                         .is_err()
                     {
                         return;
                     }
-                    last = text;
+                    last = seen;
                     if ended {
                         return;
                     }
@@ -131,18 +137,18 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
 
 pub async fn approvals(State(s): State<WebState>, Caller(me): Caller) -> ApiResult {
     let journal = s.journal()?;
-    let mut out = Vec::new();
-    for a in journal.pending_approvals()? {
-        let exec = journal.execution(&a.execution_id)?;
-        let may = a.may_decide(&me, &exec.requested_by, true);
-        out.push(json!({
-            "approval": a,
-            "runbook": exec.runbook,
-            "requested_by": exec.requested_by,
-            "you_may_approve": may.is_ok(),
-            "why_not": may.err(),
-        }));
-    }
+    let out: Vec<Value> = approvals::list(&journal, &me)?
+        .into_iter()
+        .map(|p| {
+            json!({
+                "you_may_approve": p.you.may_approve(),
+                "why_not": p.you.why_not(),
+                "approval": p.approval,
+                "runbook": p.execution.runbook,
+                "requested_by": p.execution.requested_by,
+            })
+        })
+        .collect();
     Ok(Json(json!(out)))
 }
 
@@ -159,15 +165,21 @@ pub async fn decide(
     Path(id): Path<String>,
     Json(body): Json<DecisionBody>,
 ) -> ApiResult {
-    if body.comment.chars().count() > 2000 {
-        return Err(ApiError::bad("a comment is limited to 2000 characters"));
-    }
     let mut journal = s.journal()?;
-    let id = journal.resolve_execution(&id)?;
-    let outcome = journal.decide(&id, &me, body.approve, &body.comment, false)?;
-    Ok(Json(
-        json!({ "execution_id": id, "approver": me.name, "outcome": outcome }),
-    ))
+    let decided = approvals::decide(
+        &mut journal,
+        &DecideOptions {
+            execution: &id,
+            approve: body.approve,
+            comment: &body.comment,
+            who: &me,
+        },
+    )?;
+    Ok(Json(json!({
+        "execution_id": decided.execution_id,
+        "approver": decided.approver,
+        "outcome": decided.outcome,
+    })))
 }
 
 pub async fn schedules(State(s): State<WebState>, _: Caller) -> ApiResult {
@@ -233,12 +245,11 @@ pub struct RegionQuery {
 }
 
 fn host(s: &WebState, region: Option<&str>) -> Result<drydock_host::Host, ApiError> {
-    drydock_host::Host::open(
-        &s.data_dir,
-        region.unwrap_or(&s.region),
-        &s.profile,
-        drydock_host::drydock_supervisor(&s.data_dir),
-    )
+    drydock_ops::host::open(&drydock_ops::host::HostOptions {
+        data_dir: &s.data_dir,
+        region: region.unwrap_or(&s.region),
+        profile: &s.profile,
+    })
     .map_err(|e| ApiError::bad(e.to_string()))
 }
 

@@ -77,6 +77,17 @@ impl From<drydock_runtime::JournalError> for ApiError {
     }
 }
 
+impl From<drydock_ops::OpsError> for ApiError {
+    fn from(e: drydock_ops::OpsError) -> Self {
+        use drydock_ops::OpsError as O;
+        match e {
+            O::Usage(m) => Self::bad(m),
+            O::Journal(j) => j.into(),
+            O::Host(h) => Self::bad(h.to_string()),
+        }
+    }
+}
+
 /// The account a request acts as.
 pub struct Caller(pub Identity);
 
