@@ -1,0 +1,305 @@
+//! The embedded host: images, instances, volumes, snapshots, tags,
+//! faults, driver volumes, DR drills, consoles.
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from Debian packages (cached by package versions) and register it in the region
+    Build(ImageBuildArgs),
+    /// Make an image from an instance's root volume (stops and restarts a running instance unless --no-stop)
+    Create {
+        instance: String,
+        #[arg(long)]
+        name: String,
+        /// Image a running instance as it is (crash-consistent)
+        #[arg(long)]
+        no_stop: bool,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
+    },
+    /// Copy an image to another region
+    Copy {
+        image: String,
+        #[arg(long, value_name = "REGION")]
+        to_region: String,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
+    },
+    /// Everything about one image
+    Describe { image: String },
+    /// Remove an image (instances launched from it keep running)
+    Deregister { image: String },
+    /// Launch permissions: public or private, and profiles allowed to launch it
+    Modify {
+        image: String,
+        #[arg(long, conflicts_with = "private")]
+        public: bool,
+        #[arg(long)]
+        private: bool,
+        #[arg(long = "add-profile", value_name = "PROFILE")]
+        add_profiles: Vec<String>,
+        #[arg(long = "remove-profile", value_name = "PROFILE")]
+        remove_profiles: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Image name
+    #[arg(long, default_value = "debian-cloud")]
+    pub name: String,
+    /// Guest drivers the initramfs loads (comma-separated) [default: virtio_mmio,virtio_pci,virtio_blk]
+    #[arg(long, value_delimiter = ',')]
+    pub drivers: Vec<String>,
+    /// Root volume size in MiB
+    #[arg(long, default_value_t = 256)]
+    pub root_size: u64,
+    /// Your own kernel (bzImage or ELF vmlinux) with the virtio drivers built in, instead of Debian's cloud kernel (scripts/minimal-kernel builds one)
+    #[arg(long, value_name = "FILE", conflicts_with = "drivers")]
+    pub kernel: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    /// List every region
+    #[arg(long)]
+    pub all_regions: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// After a host restart (power loss, crash): find instances whose process died, start those
+    /// launched with --after-host-failure start, record the outage in each interrupted
+    /// execution's journal and resume them in the background
+    Recover {
+        /// Only report and restart instances; leave interrupted executions for `drydock resume`
+        #[arg(long)]
+        no_resume: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Launch a new instance from an image
+    Launch(LaunchArgs),
+    /// Start a stopped instance
+    Start { instance: String },
+    /// Stop a running instance (the guest syncs and powers off; --force pulls the plug)
+    Stop {
+        instance: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reboot in place: same VM, same volumes
+    Reboot { instance: String },
+    /// Terminate: stop, delete DeleteOnTermination volumes, detach the rest
+    Terminate { instance: String },
+    /// Change the type of a stopped instance, or what a host outage leaves it as
+    Modify {
+        instance: String,
+        #[arg(
+            long = "type",
+            value_name = "TYPE",
+            required_unless_present = "after_host_failure"
+        )]
+        instance_type: Option<String>,
+        /// stop (stays stopped after a host outage, as EC2) or start (started again by `drydock host recover`)
+        #[arg(long, value_name = "stop|start")]
+        after_host_failure: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Image id (see `drydock images`)
+    #[arg(long)]
+    pub image: String,
+    /// Instance type (see `drydock instance-types`)
+    #[arg(long = "type", default_value = "m1.small")]
+    pub instance_type: String,
+    /// Root password for console login (stored only as a SHA-512 crypt hash): param:NAME, file:PATH, env:VAR or prompt keep it off the command line
+    #[arg(long, env = "DRYDOCK_ROOT_PASSWORD", hide_env_values = true)]
+    pub root_password: Option<String>,
+    /// Public SSH key file to authorize for root (repeatable)
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<std::path::PathBuf>,
+    /// Script the guest runs once at first boot
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<std::path::PathBuf>,
+    /// Guest host name [default: the instance id]
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Keep the root volume when the instance is terminated
+    #[arg(long)]
+    pub keep_root_volume: bool,
+    /// Allow `drydock fault` to break this instance (tags it allow-faults=true)
+    #[arg(long)]
+    pub allow_faults: bool,
+    /// What a host outage leaves it as: stop (default, as EC2) or start (started again by `drydock host recover`)
+    #[arg(long, value_name = "stop|start", default_value = "stop")]
+    pub after_host_failure: String,
+    /// Tag it at launch (repeatable); written with the instance's record
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Make the launch idempotent: a retry with the same token returns (and starts) the instance the first launch made
+    #[arg(long, value_name = "TOKEN")]
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// The faults drydock can put into an instance, and what they look like
+    Kinds,
+    /// Put a fault into the root volume of a stopped instance
+    Inject {
+        instance: String,
+        /// One of `drydock fault kinds`
+        fault: String,
+        /// What the fault acts on, for the faults that take it (stop-service: the service's name)
+        target: Option<String>,
+    },
+    /// Undo a fault (by id or kind), or every fault of the instance (stopped)
+    Revert {
+        instance: String,
+        fault: Option<String>,
+    },
+    /// Faults put into this region's instances (or one instance's)
+    List { instance: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriverVolumeCommand {
+    /// Build a driver volume in the region (prints its id)
+    Create {
+        /// The guest's kernel release (`uname -r` in the guest)
+        #[arg(long, value_name = "RELEASE")]
+        kernel: String,
+        /// Kernel modules to carry, comma-separated (their dependencies are added)
+        #[arg(long, value_delimiter = ',', required = true)]
+        drivers: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// A drill's verdict, RTO and RPO per instance against the targets, and its timeline
+    Report {
+        /// The dr-drill execution (any unique prefix)
+        execution: String,
+        /// Also write the report as a page with the timeline drawn (SVG inside)
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+        /// Also write the timeline alone as an SVG picture
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleOutputArgs {
+    pub instance: String,
+    /// Only the last N lines
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Which boot (1 = first) [default: the latest]
+    #[arg(long)]
+    pub boot: Option<u32>,
+    /// Only output from this byte offset of the boot's log (the reply says the next offset)
+    #[arg(long, conflicts_with = "tail")]
+    pub since: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    pub instance: String,
+    /// Watch only; others may type
+    #[arg(long)]
+    pub read_only: bool,
+    /// Take the console over from whoever holds it
+    #[arg(long, conflicts_with = "read_only")]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a network volume: empty, formatted ext4, or from a snapshot
+    Create {
+        /// Size in MiB (default with --snapshot: the snapshot's size)
+        #[arg(long)]
+        size: Option<u64>,
+        /// Restore this snapshot into the new volume
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Format it ext4 with this label
+        #[arg(long, value_name = "LABEL")]
+        ext4: Option<String>,
+        /// Tag it at creation (repeatable)
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
+    },
+    /// Attach to an instance (stopped, or running for new-generation types)
+    Attach {
+        volume: String,
+        instance: String,
+        /// Attach as the root volume of a stopped instance that has none
+        #[arg(long)]
+        root: bool,
+    },
+    /// Detach (root volumes only from stopped instances; never instance storage)
+    Detach {
+        volume: String,
+        /// Detach from a running instance even if the guest still has it mounted
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a detached volume
+    Delete { volume: String },
+    /// Change whether the volume is deleted when its instance terminates
+    Modify {
+        volume: String,
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+        delete_on_termination: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot a volume (only its allocated extents are copied)
+    Create {
+        volume: String,
+        /// Make the call idempotent: a retry with the same token returns what the first call made
+        #[arg(long, value_name = "TOKEN")]
+        client_token: Option<String>,
+    },
+    /// Delete a snapshot
+    Delete { snapshot: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// An instance (i-…) or volume (vol-…)
+    pub resource: String,
+    /// KEY=VALUE (an empty value is allowed: KEY=)
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UntagArgs {
+    /// An instance (i-…) or volume (vol-…)
+    pub resource: String,
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// tag:KEY=VALUE or tag:KEY
+    pub filter: Option<String>,
+}
