@@ -189,27 +189,8 @@ pub fn groups_of(name: &str, uid: u32) -> Vec<u32> {
     }
 }
 
-/// The credentials of the process at the other end of a Unix socket.
-pub fn peer_uid(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: zeroed ucred is a valid out-parameter.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
-}
+/// The uid of the process at the other end of a Unix socket.
+pub use drydock_sockets::peer_uid;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 /// The permission bits drydock's files may never have: anything for
@@ -40,22 +40,7 @@ fn my_uid() -> u32 {
 /// mode (0600, or 0660 for a socket the sharing group may use). A socket
 /// is connectable only with write permission on it, and until the chmod
 /// the umask keeps it at least as private.
-pub fn listen(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_dir() => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a directory is in the way",
-            ))
-        }
-        Ok(_) => std::fs::remove_file(path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
-}
+pub use drydock_sockets::listen;
 
 /// Checks the peer of an accepted connection with
 /// [`crate::access::check_peer`]. A refused peer is logged and

@@ -340,7 +340,7 @@ pub fn check_hotplug_disk(
 fn admit(stream: &UnixStream) -> bool {
     // SAFETY: getuid has no preconditions and cannot fail.
     let me = unsafe { libc::getuid() };
-    let why = match super::socket::peer_uid(stream.as_fd()) {
+    let why = match drydock_sockets::peer_uid(stream.as_fd()) {
         Ok(uid) if uid == me || uid == 0 => return true,
         Ok(uid) => format!("uid {uid} may not use this socket: it belongs to uid {me}"),
         Err(e) => format!("cannot read the peer's credentials: {e}"),
@@ -521,7 +521,7 @@ fn session(c: Arc<Control>, stream: UnixStream) {
 }
 
 fn serve(c: Arc<Control>, path: &Path) -> std::io::Result<()> {
-    let listener = super::socket::listen(path, 0o600)?;
+    let listener = drydock_sockets::listen(path, 0o600)?;
     let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -619,7 +619,7 @@ pub fn run_vmm_process(spec: &VmSpec) -> Result<MachineEnd, String> {
     let end = machine.run().map_err(|e| e.to_string());
     // Let event subscribers see the end before the process goes. The
     // socket files stay (the filter allows no unlink); whoever listens
-    // there next removes them first (`socket::listen`).
+    // there next removes them first (`drydock_sockets::listen`).
     std::thread::sleep(std::time::Duration::from_millis(50));
     end
 }

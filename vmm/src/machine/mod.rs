@@ -12,7 +12,6 @@ mod boot_files;
 pub mod control;
 mod handle;
 pub mod seccomp;
-pub mod socket;
 
 use handle::{kick_handler, kick_signal};
 pub use handle::{Detached, DiskStatus, MachineHandle, MachineStatus};

@@ -1,6 +1,7 @@
-//! The VMM's control socket: bound with an explicit mode and used only by
-//! the account that runs the VMM (or root). The VMM keeps its own small
-//! copy of these two calls so the VMM binary links nothing of the host.
+//! Unix sockets as drydock uses them: bound with an explicit mode, and
+//! the peer of a connection named by the kernel (`SO_PEERCRED`). A crate
+//! of its own (std and libc only) so that drydock's VMM and the runbook
+//! runtime share it without either depending on the other.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
