@@ -610,10 +610,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
 
 /// Methods every expect session has (console, serial, ssh shell).
 pub fn register_session_methods(engine: &mut Engine) {
-    doc("re(pattern)", &[
-        "A regular expression for an `expect` list (plain strings match exactly).",
-        "Example: `c.expect([re(\"[#$] $\"), \"login: \"])`",
-    ])
+    doc(
+        "re(pattern)",
+        &[
+            "A regular expression for an `expect` list (plain strings match exactly).",
+            "Example: `c.expect([re(\"[#$] $\"), \"login: \"])`",
+        ],
+    )
     .register(engine, |p: &str| -> Map { regex_map(p) });
     doc("ExpectSession.expect(patterns, timeout)", &[
         "Waits for the leftmost match of one of the patterns (a string, `re(…)`, `console::TIMEOUT`, `console::EOF`, or a list of them): `#{ index, before, matched, captures }`.",
@@ -641,21 +644,30 @@ pub fn register_session_methods(engine: &mut Engine) {
             s.expect(ctx.call_position(), patterns, t)
         },
     );
-    doc("ExpectSession.send(text)", &["Sends text as it is (no newline)."]).register(
+    doc(
+        "ExpectSession.send(text)",
+        &["Sends text as it is (no newline)."],
+    )
+    .register(
         engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, text: &str| {
             s.send(ctx.call_position(), text)
         },
     );
-    doc("ExpectSession.send_line(text)", &["Sends text and Enter (`\\r`)."]).register(
+    doc(
+        "ExpectSession.send_line(text)",
+        &["Sends text and Enter (`\\r`)."],
+    )
+    .register(
         engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, text: &str| {
             s.send(ctx.call_position(), &format!("{text}\r"))
         },
     );
-    doc("ExpectSession.send_key(key)", &[
-        "Sends one key: one character (`\"S\"` to answer a boot prompt); fails on more.",
-    ])
+    doc(
+        "ExpectSession.send_key(key)",
+        &["Sends one key: one character (`\"S\"` to answer a boot prompt); fails on more."],
+    )
     .register(
         engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, key: &str| {
@@ -754,9 +766,10 @@ pub fn register_session_methods(engine: &mut Engine) {
             )
         },
     );
-    doc("ExpectSession.set_timeout(timeout)", &[
-        "Sets the session's default timeout (60s at first) of `expect`, `run` and `login`.",
-    ])
+    doc(
+        "ExpectSession.set_timeout(timeout)",
+        &["Sets the session's default timeout (60s at first) of `expect`, `run` and `login`."],
+    )
     .register(
         engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, timeout: Dynamic| {

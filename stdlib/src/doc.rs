@@ -23,7 +23,7 @@
 //! [`entries`] reads the metadata back from an engine: the REPL's `:help`
 //! and completion, and [`markdown`] (docs/primitives.md), are made from it.
 
-use rhai::{Engine, FuncRegistration, Module, RhaiNativeFunc, Variant};
+use rhai::{Engine, FuncRegistration, Module, RhaiNativeFunc};
 use serde_json::Value;
 
 use drydock_runtime::RunContext;
@@ -58,9 +58,10 @@ struct Parsed<'a> {
 fn parse(signature: &str) -> Parsed<'_> {
     let (head, params, property) = match signature.split_once('(') {
         Some((head, rest)) => {
-            let list = rest.trim_end().strip_suffix(')').unwrap_or_else(|| {
-                panic!("doc signature `{signature}`: no closing parenthesis")
-            });
+            let list = rest
+                .trim_end()
+                .strip_suffix(')')
+                .unwrap_or_else(|| panic!("doc signature `{signature}`: no closing parenthesis"));
             let params: Vec<&str> = list
                 .split(',')
                 .map(str::trim)
@@ -204,7 +205,8 @@ impl Doc {
         f: FUNC,
     ) where
         A: 'static,
-        R: Variant + Clone,
+        // Rhai's `Variant` (not exported): any cloneable, shareable value.
+        R: std::any::Any + Clone + Send + Sync,
         FUNC: RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
     {
         self.registration(&FUNC::param_names(), FUNC::return_type_name())
@@ -219,7 +221,8 @@ impl Doc {
         f: FUNC,
     ) where
         A: 'static,
-        R: Variant + Clone,
+        // Rhai's `Variant` (not exported): any cloneable, shareable value.
+        R: std::any::Any + Clone + Send + Sync,
         FUNC: RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
     {
         self.registration(&FUNC::param_names(), FUNC::return_type_name())
@@ -318,7 +321,9 @@ pub fn entries(engine: &Engine) -> Vec<Entry> {
                     )
                 })
                 .collect(),
-            None => vec![("_".into(), String::new()); f["numParams"].as_u64().unwrap_or(0) as usize],
+            None => {
+                vec![("_".into(), String::new()); f["numParams"].as_u64().unwrap_or(0) as usize]
+            }
         };
         let receiver = match params.first() {
             Some((_, t)) if t.starts_with("&mut ") => {
@@ -340,7 +345,10 @@ pub fn entries(engine: &Engine) -> Vec<Entry> {
                     .strip_prefix("///")
                     .or_else(|| l.strip_prefix("/**"))
                     .unwrap_or(l);
-                l.strip_prefix(' ').unwrap_or(l).trim_end_matches("*/").to_string()
+                l.strip_prefix(' ')
+                    .unwrap_or(l)
+                    .trim_end_matches("*/")
+                    .to_string()
             })
             .collect();
         out.push(Entry {
@@ -515,8 +523,11 @@ mod tests {
     fn a_registration_carries_names_types_and_lines() {
         let mut engine = Engine::new_raw();
         let mut m = Module::new();
-        doc("thing::twice(n)", &["Twice `n`.", "Example: `thing::twice(2)`"])
-            .set_in(&mut m, |n: i64| n * 2);
+        doc(
+            "thing::twice(n)",
+            &["Twice `n`.", "Example: `thing::twice(2)`"],
+        )
+        .set_in(&mut m, |n: i64| n * 2);
         engine.register_static_module("thing", m.into());
         doc("greet(name, options)", &["A greeting."]).register(
             &mut engine,
@@ -526,7 +537,10 @@ mod tests {
         );
         let e = entries(&engine);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert_eq!(e[0].signature(true), "greet(name: string, options: map) -> string");
+        assert_eq!(
+            e[0].signature(true),
+            "greet(name: string, options: map) -> string"
+        );
         assert_eq!(e[0].summary(), "A greeting.");
         assert_eq!(e[1].signature(false), "thing::twice(n) -> int");
         assert_eq!(e[1].doc, ["Twice `n`.", "Example: `thing::twice(2)`"]);

@@ -841,11 +841,14 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    doc("shell(script, options)", &[
-        "Runs a shell script on this host, with options; returns its stdout.",
-        OPTIONS_DOC,
-        "Example: `shell(\"make\", #{ cwd: \"/srv/app\", env: #{ CC: \"gcc\" } })`",
-    ])
+    doc(
+        "shell(script, options)",
+        &[
+            "Runs a shell script on this host, with options; returns its stdout.",
+            OPTIONS_DOC,
+            "Example: `shell(\"make\", #{ cwd: \"/srv/app\", env: #{ CC: \"gcc\" } })`",
+        ],
+    )
     .register(
         engine,
         move |ctx: NativeCallContext, script: &str, opts: Map| {
@@ -875,10 +878,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    doc("shell_result(script, options)", &[
-        "Runs a shell script on this host, with options: `#{ exit_code, stdout, stderr }`.",
-        OPTIONS_DOC,
-    ])
+    doc(
+        "shell_result(script, options)",
+        &[
+            "Runs a shell script on this host, with options: `#{ exit_code, stdout, stderr }`.",
+            OPTIONS_DOC,
+        ],
+    )
     .register(
         engine,
         move |ctx: NativeCallContext, script: &str, opts: Map| {
@@ -905,10 +911,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    doc("exec(argv, options)", &[
-        "Runs a program without a shell, with options; returns its stdout.",
-        OPTIONS_DOC,
-    ])
+    doc(
+        "exec(argv, options)",
+        &[
+            "Runs a program without a shell, with options; returns its stdout.",
+            OPTIONS_DOC,
+        ],
+    )
     .register(
         engine,
         move |ctx: NativeCallContext, argv: Array, opts: Map| {
@@ -934,10 +943,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    doc("exec_result(argv, options)", &[
-        "Runs a program without a shell, with options: `#{ exit_code, stdout, stderr }`.",
-        OPTIONS_DOC,
-    ])
+    doc(
+        "exec_result(argv, options)",
+        &[
+            "Runs a program without a shell, with options: `#{ exit_code, stdout, stderr }`.",
+            OPTIONS_DOC,
+        ],
+    )
     .register(
         engine,
         move |ctx: NativeCallContext, argv: Array, opts: Map| {
@@ -948,22 +960,28 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             )
         },
     );
-    doc("shell_quote(word)", &[
-        "One single-quoted POSIX shell word holding `word` exactly.",
-        "Fails on a NUL byte, which no shell word can hold.",
-        "Example: `shell(\"ls -l \" + shell_quote(path))`",
-    ])
+    doc(
+        "shell_quote(word)",
+        &[
+            "One single-quoted POSIX shell word holding `word` exactly.",
+            "Fails on a NUL byte, which no shell word can hold.",
+            "Example: `shell(\"ls -l \" + shell_quote(path))`",
+        ],
+    )
     .register(
         engine,
         |ctx: NativeCallContext, s: &str| -> Result<String, Box<EvalAltResult>> {
             shell_quote(s).map_err(|m| runtime_error(&ctx, m))
         },
     );
-    doc("shell_quote(words)", &[
-        "Quoted POSIX shell words, separated by spaces, one for each string of the array.",
-        "Fails on an element that is not a string or holds a NUL byte.",
-        "Example: `shell_quote([\"printf\", \"%s\", name])`",
-    ])
+    doc(
+        "shell_quote(words)",
+        &[
+            "Quoted POSIX shell words, separated by spaces, one for each string of the array.",
+            "Fails on an element that is not a string or holds a NUL byte.",
+            "Example: `shell_quote([\"printf\", \"%s\", name])`",
+        ],
+    )
     .register(
         engine,
         |ctx: NativeCallContext, words: Array| -> Result<String, Box<EvalAltResult>> {
