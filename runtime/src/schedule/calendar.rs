@@ -126,7 +126,7 @@ pub fn install(engine: &mut rhai::Engine, data_dir: PathBuf) {
             "/// `\"open\"` or `\"closed\"`: a change calendar's state now.\n\
              /// A calendar that does not exist (or cannot be read) counts as closed. Example: `if calendar::state(\"prod\") == \"closed\" { … }`",
         ])
-        .set_into_module(&mut module, move |name: &str| {
+        .set_into_module(&mut module, move |name: &str| -> Result<String, Box<rhai::EvalAltResult>> {
         let journal = Journal::open(&dir).map_err(|e| e.to_string())?;
         Ok(match state_of(&journal, name, Utc::now()) {
             CalendarState::Open => "open".to_string(),
@@ -138,13 +138,16 @@ pub fn install(engine: &mut rhai::Engine, data_dir: PathBuf) {
         .with_comments([
             "/// Why a change calendar is closed now (an event's summary); empty when open.",
         ])
-        .set_into_module(&mut module, move |name: &str| {
-            let journal = Journal::open(&data_dir).map_err(|e| e.to_string())?;
-            Ok(match state_of(&journal, name, Utc::now()) {
-                CalendarState::Open => String::new(),
-                CalendarState::Closed(why) => why,
-            })
-        });
+        .set_into_module(
+            &mut module,
+            move |name: &str| -> Result<String, Box<rhai::EvalAltResult>> {
+                let journal = Journal::open(&data_dir).map_err(|e| e.to_string())?;
+                Ok(match state_of(&journal, name, Utc::now()) {
+                    CalendarState::Open => String::new(),
+                    CalendarState::Closed(why) => why,
+                })
+            },
+        );
     engine.register_static_module("calendar", module.into());
 }
 
