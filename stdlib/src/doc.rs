@@ -287,8 +287,9 @@ impl Entry {
 }
 
 /// The functions `engine` has registered (Rhai's standard packages left
-/// out), from its metadata, sorted by module, receiver, name and number of
-/// parameters. Anonymous functions are left out.
+/// out), from its metadata: module functions, global functions, then
+/// methods and properties by type, each by name and number of parameters.
+/// Anonymous functions are left out.
 pub fn entries(engine: &Engine) -> Vec<Entry> {
     let json = match engine.gen_fn_metadata_to_json(false) {
         Ok(j) => j,
@@ -371,14 +372,16 @@ pub fn entries(engine: &Engine) -> Vec<Entry> {
             }
         }
     }
-    out.sort_by(|a, b| {
-        (&a.module, &a.receiver, a.property, &a.name, a.params.len()).cmp(&(
-            &b.module,
-            &b.receiver,
-            b.property,
-            &b.name,
-            b.params.len(),
-        ))
+    // Module functions, then global functions, then methods and properties.
+    out.sort_by_cached_key(|e| {
+        (
+            e.module.is_none(),
+            e.module.clone(),
+            e.receiver.clone(),
+            e.property,
+            e.name.clone(),
+            e.params.len(),
+        )
     });
     out
 }
@@ -537,13 +540,13 @@ mod tests {
         );
         let e = entries(&engine);
         assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].signature(false), "thing::twice(n) -> int");
+        assert_eq!(e[0].doc, ["Twice `n`.", "Example: `thing::twice(2)`"]);
         assert_eq!(
-            e[0].signature(true),
+            e[1].signature(true),
             "greet(name: string, options: map) -> string"
         );
-        assert_eq!(e[0].summary(), "A greeting.");
-        assert_eq!(e[1].signature(false), "thing::twice(n) -> int");
-        assert_eq!(e[1].doc, ["Twice `n`.", "Example: `thing::twice(2)`"]);
+        assert_eq!(e[1].summary(), "A greeting.");
         assert_eq!(engine.eval::<i64>("thing::twice(21)").unwrap(), 42);
     }
 
