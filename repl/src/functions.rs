@@ -165,7 +165,7 @@ impl FunctionIndex {
                 // A function or method: every overload with its documentation.
                 for f in self.functions.iter().filter(|f| {
                     f.qualified() == t
-                        || (f.module.is_none() && f.name == t)
+                        || f.name == t
                         || f.receiver
                             .as_ref()
                             .is_some_and(|r| format!("{r}.{}", f.name) == t)

@@ -73,5 +73,8 @@ fn every_registered_primitive_is_documented() {
         .map(|s| section_entries(s, &ctx).len())
         .sum();
     assert_eq!(entries(&engine).len(), stdlib);
-    assert!(total > stdlib, "the runtime's primitives are in the reference too");
+    assert!(
+        total > stdlib,
+        "the runtime's primitives are in the reference too"
+    );
 }
