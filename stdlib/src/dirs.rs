@@ -367,7 +367,7 @@ pub fn install(engine: &mut Engine) {
         },
     );
     doc("DirHandle.remove(name)", &[
-        "Removes the regular file `name` of this directory; a link, a directory or another kind of file under that name is left alone and reported as an error.",
+        "Removes the regular file `name` of this directory; a link, a directory or another kind of file under that name is left alone and reported.",
     ])
     .register(
         engine,

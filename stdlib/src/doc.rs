@@ -381,6 +381,9 @@ pub fn entries(engine: &Engine) -> Vec<Entry> {
             e.property,
             e.name.clone(),
             e.params.len(),
+            // Overloads with as many parameters, by their types: Rhai's
+            // metadata comes out of a hash map.
+            e.signature(true),
         )
     });
     out
