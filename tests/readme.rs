@@ -44,10 +44,6 @@ const SKIPPED: &[(&str, &str)] = &[
 /// and tests/schedules.rs run it.
 const RUNS_UNTIL_STOPPED: &str = "drydock serve";
 
-/// Link targets other work writes: a link to one is accepted while the
-/// file does not exist yet, and checked like any other once it does.
-const WRITTEN_ELSEWHERE: &[&str] = &["docs/primitives.md"];
-
 /// The exit code the documentation gives for a line, when not 0.
 fn expected_codes(command: &str) -> &'static [i32] {
     if command == "drydock serve status" {
@@ -492,9 +488,7 @@ fn every_relative_link_of_the_documentation_resolves() {
             let place = format!("{}:{at}: ({target})", doc.display());
             let abs = root().join(&rel);
             if !abs.exists() {
-                if !WRITTEN_ELSEWHERE.iter().any(|w| Path::new(w) == rel) {
-                    broken.push(format!("{place}: no file {}", rel.display()));
-                }
+                broken.push(format!("{place}: no file {}", rel.display()));
                 continue;
             }
             if let Some(fragment) = fragment {

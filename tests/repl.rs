@@ -117,14 +117,26 @@ impl Term {
         let mut answer = master.try_clone().unwrap();
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
+            // The last bytes of the previous chunk: a query split across
+            // two reads is still seen once.
+            let mut tail: Vec<u8> = Vec::new();
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
                 let chunk = &buf[..n];
-                // crossterm asks where the cursor is: answer like a terminal.
-                if chunk.windows(4).any(|w| w == b"\x1b[6n") {
+                // crossterm asks where the cursor is: answer every query,
+                // like a terminal (two may come in one read).
+                let mut seen = tail.clone();
+                seen.extend_from_slice(chunk);
+                let queries = seen.windows(4).filter(|w| *w == b"\x1b[6n").count();
+                for _ in 0..queries {
                     let _ = answer.write_all(b"\x1b[1;1R");
+                }
+                tail = seen[seen.len().saturating_sub(3)..].to_vec();
+                // A query wholly inside the kept tail was answered already.
+                if tail.windows(4).any(|w| w == b"\x1b[6n") {
+                    tail.clear();
                 }
                 sink.lock().unwrap().extend_from_slice(chunk);
             }

@@ -15,7 +15,7 @@ use drydock_runtime::{Executor, Journal};
 use nu_ansi_term::{Color, Style};
 use reedline::{Completer, CompletionResult, Highlighter, Span, StyledText, Suggestion};
 
-use crate::functions::{FunctionIndex, CONSTANTS};
+use crate::functions::{constants, FunctionIndex};
 use crate::lexer::{self, Kind};
 
 /// A resource of the host, for completion.
@@ -494,8 +494,7 @@ impl ReplCompleter {
                     .map(|f| sugg(f.qualified(), described(f), span, false)),
             );
             out.extend(
-                CONSTANTS
-                    .iter()
+                constants()
                     .filter(|(c, _)| c.starts_with(word))
                     .map(|(c, d)| sugg(c.to_string(), Some(d.to_string()), span, false)),
             );

@@ -12,6 +12,8 @@ use drydock_runtime::secrets::Secrets;
 use drydock_runtime::RunContext;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope, AST};
 
+use drydock_stdlib::doc::doc;
+
 use crate::lexer::{self, Kind};
 
 type Installer<'a> = &'a dyn Fn(&mut Engine, &RunContext);
@@ -171,31 +173,39 @@ fn register_runbook_only(engine: &mut Engine) {
     fn refuse(ctx: &NativeCallContext, why: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         Err(located(ctx, why.to_string()))
     }
-    engine.register_fn("run_runbook", |ctx: NativeCallContext, _n: Dynamic| {
-        refuse(&ctx, RUN_RUNBOOK_ONLY)
-    });
-    engine.register_fn(
-        "run_runbook",
+    const RUN_RUNBOOK: &[&str] = &[
+        "Runbooks only (a child execution belongs to a step of its parent): in the REPL, `:run NAME key=value …`.",
+    ];
+    const APPROVE: &[&str] = &[
+        "Runbooks only (an approval belongs to an execution): `:save` the steps as a runbook with approve(#{ … }) before the risky one, and `:run` it.",
+    ];
+    const CLEANUP: &[&str] = &[
+        "Runbooks only (a cleanup runs when its execution ends): run its statements yourself when you are done.",
+    ];
+    doc("run_runbook(name)", RUN_RUNBOOK)
+        .register(engine, |ctx: NativeCallContext, _n: Dynamic| {
+            refuse(&ctx, RUN_RUNBOOK_ONLY)
+        });
+    doc("run_runbook(name, params)", RUN_RUNBOOK).register(
+        engine,
         |ctx: NativeCallContext, _n: Dynamic, _p: Dynamic| refuse(&ctx, RUN_RUNBOOK_ONLY),
     );
-    engine.register_fn(
-        "run_runbook",
+    doc("run_runbook(name, params, options)", RUN_RUNBOOK).register(
+        engine,
         |ctx: NativeCallContext, _n: Dynamic, _p: Dynamic, _o: Dynamic| {
             refuse(&ctx, RUN_RUNBOOK_ONLY)
         },
     );
-    engine.register_fn("approve", |ctx: NativeCallContext| {
+    doc("approve()", APPROVE).register(engine, |ctx: NativeCallContext| refuse(&ctx, APPROVE_ONLY));
+    doc("approve(options)", APPROVE).register(engine, |ctx: NativeCallContext, _o: Dynamic| {
         refuse(&ctx, APPROVE_ONLY)
     });
-    engine.register_fn("approve", |ctx: NativeCallContext, _o: Dynamic| {
-        refuse(&ctx, APPROVE_ONLY)
-    });
-    engine.register_fn(
-        "cleanup",
+    doc("cleanup(name, body)", CLEANUP).register(
+        engine,
         |ctx: NativeCallContext, _n: Dynamic, _f: Dynamic| refuse(&ctx, CLEANUP_ONLY),
     );
-    engine.register_fn(
-        "cleanup",
+    doc("cleanup(name, options, body)", CLEANUP).register(
+        engine,
         |ctx: NativeCallContext, _n: Dynamic, _o: Dynamic, _f: Dynamic| refuse(&ctx, CLEANUP_ONLY),
     );
 }
@@ -258,23 +268,31 @@ impl ReplSession {
                         .map_err(|e| located(&ctx, e))?;
                     i.sleep(d).map_err(|e| e.into_rhai(ctx.call_position()))
                 };
+            let d = doc("sleep(duration)", &[
+                "Waits: a number of seconds or a duration (`\"90s\"`, `\"1m30s\"`); Ctrl-C stops it.",
+            ]);
             match kind {
-                0 => engine.register_fn("sleep", move |ctx: NativeCallContext, s: rhai::INT| {
+                0 => d.register(&mut engine, move |ctx: NativeCallContext, s: rhai::INT| {
                     sleep(ctx, Dynamic::from(s))
                 }),
-                1 => engine.register_fn("sleep", move |ctx: NativeCallContext, s: rhai::FLOAT| {
-                    sleep(ctx, Dynamic::from(s))
-                }),
-                _ => engine.register_fn(
-                    "sleep",
+                1 => d.register(
+                    &mut engine,
+                    move |ctx: NativeCallContext, s: rhai::FLOAT| sleep(ctx, Dynamic::from(s)),
+                ),
+                _ => d.register(
+                    &mut engine,
                     move |ctx: NativeCallContext, s: rhai::ImmutableString| {
                         sleep(ctx, Dynamic::from(s))
                     },
                 ),
             };
         }
-        engine.register_fn(
-            "duration_secs",
+        doc(
+            "duration_secs(duration)",
+            &["A duration (`\"1m30s\"`, or a number of seconds) in seconds."],
+        )
+        .register(
+            &mut engine,
             |ctx: NativeCallContext, d: Dynamic| -> Result<f64, Box<EvalAltResult>> {
                 drydock_runtime::executor::duration_value("duration", &d)
                     .map(|d| d.as_secs_f64())
@@ -283,15 +301,25 @@ impl ReplSession {
         );
         // `step` as in a runbook, so statements move between both; here
         // the body just runs.
-        engine.register_fn(
-            "step",
+        doc(
+            "step(name, body)",
+            &[
+                "Runs the body (`|| …`) and returns its value; in a runbook, a journaled step.",
+                "Example: `step(\"check\", || shell(\"df -h /\"))`",
+            ],
+        )
+        .register(
+            &mut engine,
             |ctx: NativeCallContext,
              _name: &str,
              f: FnPtr|
              -> Result<Dynamic, Box<EvalAltResult>> { f.call_within_context(&ctx, ()) },
         );
-        engine.register_fn(
-            "step",
+        doc("step(name, options, body)", &[
+            "Runs the body and returns its value; the options (attempts, timeout…) act in a runbook only.",
+        ])
+        .register(
+            &mut engine,
             |ctx: NativeCallContext,
              _name: &str,
              _opts: Map,
@@ -302,8 +330,12 @@ impl ReplSession {
         drydock_runtime::schedule::calendar::install(&mut engine, self.data_dir.clone());
         register_runbook_only(&mut engine);
         let focus = self.focus.clone();
-        engine.register_fn(
-            "target",
+        doc(
+            "target()",
+            &["The focused instance's id (`:use i-…`); fails when none is focused."],
+        )
+        .register(
+            &mut engine,
             move |ctx: NativeCallContext| -> Result<String, Box<EvalAltResult>> {
                 focus.lock().ok().and_then(|f| f.clone()).ok_or_else(|| {
                     located(

@@ -22,6 +22,7 @@ use drydock_runtime::interrupt::Interrupt;
 use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext, Position};
 
+use crate::doc::doc;
 use crate::expect::{ExpectOptions, Expecter, FdTransport, Outcome, Pattern, PatternSet};
 
 /// Marker a pattern list may hold to get the timeout as an outcome.
@@ -558,6 +559,19 @@ fn open_console(
     Ok(handle)
 }
 
+/// The `console` module's constants, with what they mean (for the help
+/// and docs/primitives.md: Rhai's metadata has functions only).
+pub const CONSTANTS: &[(&str, &str)] = &[
+    (
+        "console::TIMEOUT",
+        "In an `expect` list: a timeout is a match (its index) instead of an error.",
+    ),
+    (
+        "console::EOF",
+        "In an `expect` list: the end of the stream is a match instead of an error.",
+    ),
+];
+
 /// Registers the `console` module and the methods of expect sessions.
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
     engine.register_type_with_name::<ExpectHandle>("ExpectSession");
@@ -565,15 +579,23 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     module.set_var("TIMEOUT", TIMEOUT);
     module.set_var("EOF", EOF);
     let c = ctx.clone();
-    module.set_native_fn(
-        "open",
+    doc("console::open(instance)", &[
+        "An expect session on an instance's serial console, as its interactive writer; what the console shows already can be matched.",
+        "Fails when the instance does not exist or is not running, or another writer holds the console.",
+        "Example: `let c = console::open(params.instance); c.login(\"root\", params.password);`",
+    ])
+    .set_in(
+        &mut module,
         move |instance: &str| -> Result<ExpectHandle, Box<EvalAltResult>> {
             open_console(&c, Position::NONE, instance, false)
         },
     );
     let c = ctx.clone();
-    module.set_native_fn(
-        "open",
+    doc("console::open(instance, options)", &[
+        "An expect session on an instance's serial console, with options: `force: true` takes the console over from another writer.",
+    ])
+    .set_in(
+        &mut module,
         move |instance: &str, opts: Map| -> Result<ExpectHandle, Box<EvalAltResult>> {
             let force = opts
                 .get("force")
@@ -588,9 +610,21 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
 
 /// Methods every expect session has (console, serial, ssh shell).
 pub fn register_session_methods(engine: &mut Engine) {
-    engine.register_fn("re", |p: &str| -> Map { regex_map(p) });
-    engine.register_fn(
-        "expect",
+    doc(
+        "re(pattern)",
+        &[
+            "A regular expression for an `expect` list (plain strings match exactly).",
+            "Example: `c.expect([re(\"[#$] $\"), \"login: \"])`",
+        ],
+    )
+    .register(engine, |p: &str| -> Map { regex_map(p) });
+    doc("ExpectSession.expect(patterns, timeout)", &[
+        "Waits for the leftmost match of one of the patterns (a string, `re(…)`, `console::TIMEOUT`, `console::EOF`, or a list of them): `#{ index, before, matched, captures }`.",
+        "`timeout` is a duration (`\"90s\"` or seconds). Fails on a timeout or the end of the stream unless the list has TIMEOUT / EOF; the error has the pattern, the wait and the last lines seen.",
+        "Example: `let m = c.expect([\"Press S to skip\", \"login: \", console::TIMEOUT], \"120s\");`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext,
          s: &mut ExpectHandle,
          patterns: Dynamic,
@@ -600,27 +634,42 @@ pub fn register_session_methods(engine: &mut Engine) {
             s.expect(ctx.call_position(), patterns, t)
         },
     );
-    engine.register_fn(
-        "expect",
+    doc("ExpectSession.expect(patterns)", &[
+        "Waits for the leftmost match of one of the patterns, for the session's default timeout (60s, see `set_timeout`): `#{ index, before, matched, captures }`.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, patterns: Dynamic| {
             let t = s.timeout();
             s.expect(ctx.call_position(), patterns, t)
         },
     );
-    engine.register_fn(
-        "send",
+    doc(
+        "ExpectSession.send(text)",
+        &["Sends text as it is (no newline)."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, text: &str| {
             s.send(ctx.call_position(), text)
         },
     );
-    engine.register_fn(
-        "send_line",
+    doc(
+        "ExpectSession.send_line(text)",
+        &["Sends text and Enter (`\\r`)."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, text: &str| {
             s.send(ctx.call_position(), &format!("{text}\r"))
         },
     );
-    engine.register_fn(
-        "send_key",
+    doc(
+        "ExpectSession.send_key(key)",
+        &["Sends one key: one character (`\"S\"` to answer a boot prompt); fails on more."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, key: &str| {
             if key.chars().count() != 1 {
                 return Err(err(
@@ -631,15 +680,23 @@ pub fn register_session_methods(engine: &mut Engine) {
             s.send(ctx.call_position(), key)
         },
     );
-    engine.register_fn(
-        "login",
+    doc("ExpectSession.login(user, password)", &[
+        "Logs in to a shell, whether or not the login prompt is already on screen.",
+        "Answers only prompts that follow its own input (older output is dropped first), and the password prompt only right after it typed the user name. Fails on a refused login or the default timeout.",
+        "Example: `c.login(\"root\", params.password)`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, user: &str, password: &str| {
             let t = s.timeout();
             s.login(ctx.call_position(), user, password, t)
         },
     );
-    engine.register_fn(
-        "drain",
+    doc("ExpectSession.drain()", &[
+        "Drops what the session shows until it has been quiet for 0.7s (at most 30s), so old prompts are not answered.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle| -> Result<(), Box<EvalAltResult>> {
             let pos = ctx.call_position();
             s.wait_quiet(pos, Duration::from_millis(700), Duration::from_secs(30))?;
@@ -647,18 +704,29 @@ pub fn register_session_methods(engine: &mut Engine) {
             Ok(())
         },
     );
-    engine.register_fn("logout", |ctx: NativeCallContext, s: &mut ExpectHandle| {
+    doc("ExpectSession.logout()", &[
+        "Leaves the shell `login` opened (the console shows a login prompt again); nothing when this session did not log in. Also done when the session goes.",
+    ])
+    .register(engine, |ctx: NativeCallContext, s: &mut ExpectHandle| {
         s.logout(ctx.call_position())
     });
-    engine.register_fn(
-        "run",
+    doc("ExpectSession.run(command)", &[
+        "Runs a shell command in the logged-in shell: `#{ stdout, exit_code }` (the end is found by a sentinel, not by guessing the prompt), within the default timeout.",
+        "A command the shell cannot parse returns exit code 2; control characters (use `send`) and lines over 1800 bytes are refused.",
+        "Example: `c.run(\"systemctl is-active sshd\").exit_code`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, cmd: &str| {
             let t = s.timeout();
             s.run(ctx.call_position(), cmd, t)
         },
     );
-    engine.register_fn(
-        "run",
+    doc("ExpectSession.run(command, timeout)", &[
+        "Runs a shell command in the logged-in shell, waiting at most `timeout` (`\"5m\"` or seconds): `#{ stdout, exit_code }`.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext,
          s: &mut ExpectHandle,
          cmd: &str,
@@ -668,8 +736,11 @@ pub fn register_session_methods(engine: &mut Engine) {
             s.run(ctx.call_position(), cmd, t)
         },
     );
-    engine.register_fn(
-        "wait_for_boot",
+    doc("ExpectSession.wait_for_boot(timeout)", &[
+        "Waits until the guest shows a login prompt, at most `timeout` (`\"2m\"` or seconds): the match, as `expect` returns it.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext,
          s: &mut ExpectHandle,
          timeout: Dynamic|
@@ -682,8 +753,11 @@ pub fn register_session_methods(engine: &mut Engine) {
             )
         },
     );
-    engine.register_fn(
-        "wait_for_boot",
+    doc("ExpectSession.wait_for_boot()", &[
+        "Waits until the guest shows a login prompt, at most 5 minutes: the match, as `expect` returns it.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle| {
             s.expect(
                 ctx.call_position(),
@@ -692,15 +766,22 @@ pub fn register_session_methods(engine: &mut Engine) {
             )
         },
     );
-    engine.register_fn(
-        "set_timeout",
+    doc(
+        "ExpectSession.set_timeout(timeout)",
+        &["Sets the session's default timeout (60s at first) of `expect`, `run` and `login`."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut ExpectHandle, timeout: Dynamic| {
             let t = duration_arg(ctx.call_position(), &timeout)?;
             s.inner.lock().unwrap().default_timeout = t;
             Ok::<(), Box<EvalAltResult>>(())
         },
     );
-    engine.register_fn("describe", |s: &mut ExpectHandle| {
+    doc("ExpectSession.describe()", &[
+        "What this session is connected to (`console of i-… (region-a)`, a serial port, an SSH host).",
+    ])
+    .register(engine, |s: &mut ExpectHandle| {
         s.inner.lock().unwrap().session.describe()
     });
 }

@@ -24,6 +24,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position};
 
+use crate::doc::doc;
+
 type R<T> = Result<T, Box<EvalAltResult>>;
 
 fn err(pos: Position, msg: String) -> Box<EvalAltResult> {
@@ -295,7 +297,12 @@ fn opt_i64(pos: Position, opts: &Map, key: &str, what: &str) -> R<Option<i64>> {
 pub fn install(engine: &mut Engine) {
     engine.register_type_with_name::<DirHandle>("DirHandle");
     let mut m = rhai::Module::new();
-    m.set_native_fn("open", |path: &str| -> R<DirHandle> {
+    doc("dir::open(path)", &[
+        "Opens a directory (a symbolic link is not followed) as a handle whose work stays in that directory.",
+        "Fails when the path is not a directory or is a symbolic link.",
+        "Example: `let d = dir::open(\"/var/log/app\"); let files = d.list().entries;`",
+    ])
+    .set_in(&mut m, |path: &str| -> R<DirHandle> {
         DirHandle::open(path).map_err(|e| {
             err(
                 Position::NONE,
@@ -303,7 +310,11 @@ pub fn install(engine: &mut Engine) {
             )
         })
     });
-    m.set_native_fn("open", |path: &str, opts: Map| -> R<DirHandle> {
+    doc("dir::open(path, options)", &[
+        "Opens a directory again, insisting with `#{ expect: handle.id }` that it is the one listed before (same device, inode and owner).",
+        "Fails, doing nothing, when it was replaced, moved, changed owner or became a symbolic link. Example: `dir::open(path, #{ expect: d.id })` after a resume.",
+    ])
+    .set_in(&mut m, |path: &str, opts: Map| -> R<DirHandle> {
         for k in opts.keys() {
             if k.as_str() != "expect" {
                 return Err(err(Position::NONE, format!("dir::open: unknown option `{k}`; the only option is `expect` (a handle's id)")));
@@ -335,10 +346,18 @@ pub fn install(engine: &mut Engine) {
         Ok(d)
     });
     engine.register_static_module("dir", m.into());
-    engine.register_get("id", |d: &mut DirHandle| d.id());
-    engine.register_get("path", |d: &mut DirHandle| d.path.clone());
-    engine.register_fn(
-        "list",
+    doc("DirHandle.id", &[
+        "`#{ dev, ino, uid }`: what identifies the directory, for `dir::open(path, #{ expect: … })`.",
+    ])
+    .register(engine, |d: &mut DirHandle| d.id());
+    doc("DirHandle.path", &["The path the directory was opened by."])
+        .register(engine, |d: &mut DirHandle| d.path.clone());
+    doc("DirHandle.list()", &[
+        "The directory's entries: `#{ entries: [#{ name, kind, size, mtime, ino }], skipped: [names] }`, by name.",
+        "Names that are not UTF-8 cannot be named exactly from a script: they are left out of `entries` and shown, made readable, in `skipped`.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, d: &mut DirHandle| -> R<Map> {
             let (entries, skipped) = d.list(ctx.call_position())?;
             let mut m = Map::new();
@@ -347,14 +366,21 @@ pub fn install(engine: &mut Engine) {
             Ok(m)
         },
     );
-    engine.register_fn(
-        "remove",
+    doc("DirHandle.remove(name)", &[
+        "Removes the regular file `name` of this directory; a link, a directory or another kind of file under that name is left alone and reported.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, d: &mut DirHandle, name: &str| -> R<()> {
             d.remove(ctx.call_position(), name, None)
         },
     );
-    engine.register_fn(
-        "remove",
+    doc("DirHandle.remove(name, options)", &[
+        "Removes the regular file `name` if it is still the file listed: `#{ ino }` (from `list`); another file under that name is left alone and reported.",
+        "Example: `d.remove(f.name, #{ ino: f.ino })`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, d: &mut DirHandle, name: &str, opts: Map| -> R<()> {
             let pos = ctx.call_position();
             for k in opts.keys() {
@@ -369,13 +395,23 @@ pub fn install(engine: &mut Engine) {
             d.remove(pos, name, ino)
         },
     );
-    engine.register_fn(
-        "write",
+    doc("DirHandle.write(name, text)", &[
+        "Writes `text` to the file `name` of this directory (created 0600, or truncated), never through a symbolic link.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, d: &mut DirHandle, name: &str, text: &str| -> R<()> {
             d.write(ctx.call_position(), name, text)
         },
     );
-    engine.register_fn("glob_match", |pattern: &str, name: &str| -> bool {
+    doc(
+        "glob_match(pattern, name)",
+        &[
+            "Whether a name matches a shell glob (`fnmatch`: `*`, `?`, `[…]`).",
+            "Example: `glob_match(\"*.log\", f.name)`",
+        ],
+    )
+    .register(engine, |pattern: &str, name: &str| -> bool {
         let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
             return false;
         };

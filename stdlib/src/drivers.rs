@@ -17,6 +17,8 @@ use drydock_host::{drydock_supervisor, instance_type, Host, HostError};
 use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, Position};
 
+use crate::doc::doc;
+
 type R<T> = Result<T, Box<EvalAltResult>>;
 
 fn fail(e: impl std::fmt::Display) -> Box<EvalAltResult> {
@@ -39,7 +41,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         ctx.profile.clone(),
     );
     let mut m = Module::new();
-    m.set_native_fn("needed", |t: &str| -> R<Array> {
+    doc("drivers::needed(instance_type)", &[
+        "The kernel modules a guest needs to find its disks on an instance type.",
+        "Fails on an unknown type. Example: `drivers::needed(\"n2.small\")` is `[\"virtio_pci\", \"virtio_blk\"]`",
+    ])
+    .set_in(&mut m, |t: &str| -> R<Array> {
         Ok(needed(t)
             .map_err(fail)?
             .into_iter()
@@ -47,14 +53,22 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .collect())
     });
     let dir = data_dir.clone();
-    m.set_native_fn("kernel_package", move |release: &str| -> R<String> {
+    doc("drivers::kernel_package(release)", &[
+        "The Debian package holding a kernel release, as `NAME=VERSION`.",
+        "Fails, naming the fix, when no known package holds it. Example: `drivers::kernel_package(\"6.1.0-29-cloud-amd64\")`",
+    ])
+    .set_in(&mut m, move |release: &str| -> R<String> {
         let cache = drydock_images::images_dir(&dir).join("packages");
         let p = drydock_images::driver_pack::kernel_package(release, &cache).map_err(fail)?;
         Ok(format!("{}={}", p.name, p.version))
     });
     let sites = ctx.call_sites.clone();
-    m.set_native_fn(
-        "volume",
+    doc("drivers::volume(release, drivers)", &[
+        "Builds a driver volume for a kernel release: the modules named (and their dependencies) from its Debian package, with `install.sh`; returns the volume's id (idempotent within a step).",
+        "Attach it, mount it and run `sh install.sh` in the guest (or `sh install.sh ROOT` on a helper holding the root volume).",
+    ])
+    .set_in(
+        &mut m,
         move |release: &str, drivers: Array| -> R<String> {
             let names: Vec<String> = drivers
                 .into_iter()
@@ -86,7 +100,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         ctx.region.clone(),
         ctx.profile.clone(),
     );
-    m.set_native_fn("volume_kernel", move |vol: &str| -> R<String> {
+    doc(
+        "drivers::volume_kernel(volume)",
+        &["The kernel release a stopped root volume boots."],
+    )
+    .set_in(&mut m, move |vol: &str| -> R<String> {
         let host = Host::open(&dd, &rg, &pf, drydock_supervisor(&dd)).map_err(fail)?;
         host.volume_kernel_release(vol).map_err(fail)
     });

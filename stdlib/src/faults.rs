@@ -19,6 +19,8 @@ use drydock_host::{drydock_supervisor, Host, HostError};
 use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
+use crate::doc::doc;
+
 type R<T> = Result<T, Box<EvalAltResult>>;
 
 fn fail(e: HostError) -> Box<EvalAltResult> {
@@ -42,7 +44,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut m = Module::new();
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    m.set_native_fn("inject", move |instance: &str, name: &str| -> R<Map> {
+    doc("fault::inject(instance, kind)", &[
+        "Puts a fault (`fault::kinds()`) into a stopped instance launched with `--allow-faults`; returns the fault's record (`id`, `kind`…).",
+        "Fails when the instance runs or does not allow faults. Example: `fault::inject(id, \"fstab-missing-disk\")`",
+    ])
+    .set_in(&mut m, move |instance: &str, name: &str| -> R<Map> {
         let token = sites.next("fault").map(|c| c.token);
         let rec = o()?
             .inject_fault(instance, name, None, token.as_deref())
@@ -52,8 +58,15 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     // fault::inject(id, "stop-service", "syslogd")
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    m.set_native_fn(
-        "inject",
+    doc(
+        "fault::inject(instance, kind, target)",
+        &[
+            "Puts a fault aimed at `target` into a stopped instance; returns the fault's record.",
+            "Example: `fault::inject(id, \"stop-service\", \"syslogd\")`",
+        ],
+    )
+    .set_in(
+        &mut m,
         move |instance: &str, name: &str, target: &str| -> R<Map> {
             let token = sites.next("fault").map(|c| c.token);
             let rec = o()?
@@ -63,21 +76,36 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         },
     );
     let o = open.clone();
-    m.set_native_fn("revert", move |instance: &str| -> R<Array> {
+    doc(
+        "fault::revert(instance)",
+        &["Undoes every fault put into a stopped instance; returns the faults reverted."],
+    )
+    .set_in(&mut m, move |instance: &str| -> R<Array> {
         let done = o()?.revert_faults(instance, None).map_err(fail)?;
         Ok(done.iter().map(to_dynamic).collect())
     });
     let o = open.clone();
-    m.set_native_fn("revert", move |instance: &str, which: &str| -> R<Array> {
+    doc("fault::revert(instance, fault)", &[
+        "Undoes one fault (its id, or every fault of a kind) of a stopped instance; returns the faults reverted.",
+    ])
+    .set_in(&mut m, move |instance: &str, which: &str| -> R<Array> {
         let done = o()?.revert_faults(instance, Some(which)).map_err(fail)?;
         Ok(done.iter().map(to_dynamic).collect())
     });
     let o = open.clone();
-    m.set_native_fn("list", move |instance: &str| -> R<Array> {
+    doc(
+        "fault::list(instance)",
+        &["The faults put into an instance and not reverted."],
+    )
+    .set_in(&mut m, move |instance: &str| -> R<Array> {
         let list = o()?.faults(Some(instance)).map_err(fail)?;
         Ok(list.iter().map(to_dynamic).collect())
     });
-    m.set_native_fn("kinds", || -> R<Array> {
+    doc(
+        "fault::kinds()",
+        &["The faults drydock can put in: `[#{ name, description, symptom }]`."],
+    )
+    .set_in(&mut m, || -> R<Array> {
         Ok(CATALOG
             .iter()
             .map(|k| {

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use rhai::{Engine, EvalAltResult, NativeCallContext};
 
+use crate::doc::doc;
+
 fn io_error(
     ctx: &NativeCallContext,
     what: &str,
@@ -113,21 +115,36 @@ fn tempfile_in(
 
 /// Registers the file functions.
 pub fn install(engine: &mut Engine) {
-    engine.register_fn(
-        "read_file",
+    doc(
+        "read_file(path)",
+        &[
+            "A file's text.",
+            "Fails when it cannot be read or is not UTF-8; the error names the file.",
+        ],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, path: &str| -> Result<String, Box<EvalAltResult>> {
             fs::read_to_string(path).map_err(|e| io_error(&ctx, "read", path, e))
         },
     );
-    engine.register_fn(
-        "write_file",
+    doc("write_file(path, text)", &[
+        "Writes a file atomically (a temporary file renamed over it, synced); an existing file keeps its mode and owner.",
+        "Example: `write_file(\"/etc/motd\", \"maintenance until 14:00\\n\")`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, path: &str, text: &str| -> Result<(), Box<EvalAltResult>> {
             write_atomically(Path::new(path), text.as_bytes())
                 .map_err(|e| io_error(&ctx, "write", path, e))
         },
     );
-    engine.register_fn(
-        "append_file",
+    doc(
+        "append_file(path, text)",
+        &["Appends text to a file (created when missing), synced before it returns."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, path: &str, text: &str| -> Result<(), Box<EvalAltResult>> {
             let mut f = fs::OpenOptions::new()
                 .create(true)
@@ -139,7 +156,12 @@ pub fn install(engine: &mut Engine) {
             f.sync_data().map_err(|e| io_error(&ctx, "sync", path, e))
         },
     );
-    engine.register_fn("file_exists", |path: &str| Path::new(path).exists());
+    doc(
+        "file_exists(path)",
+        &["Whether a path exists (a symbolic link: whether its target does)."],
+    )
+    .volatile()
+    .register(engine, |path: &str| Path::new(path).exists());
 }
 
 #[cfg(test)]

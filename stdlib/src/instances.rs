@@ -39,6 +39,8 @@ use drydock_runtime::executor::CallSites;
 use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
+use crate::doc::doc;
+
 type R<T> = Result<T, Box<EvalAltResult>>;
 
 fn fail(e: HostError) -> Box<EvalAltResult> {
@@ -199,14 +201,21 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
 
     let mut inst = Module::new();
     let o = open.clone();
-    inst.set_native_fn("describe", move |id: &str| -> R<Map> {
+    doc("instance::describe(id)", &[
+        "An instance's record: `state`, `instance_type`, `image_id`, `root_volume`, `volumes` (attached), `tags`, `config` (without secrets: `root_password` is `\"set\"` or `\"not set\"`)….",
+        "Fails when there is no such instance in the region. Example: `instance::describe(params.instance).state`",
+    ])
+    .set_in(&mut inst, move |id: &str| -> R<Map> {
         let h = o()?;
         let i = h.store().map_err(fail)?.instance(id).map_err(fail)?;
         describe(&h, &i)
     });
     let o = open.clone();
     let secrets = ctx.secrets.clone();
-    inst.set_native_fn("describe", move |id: &str, opts: Map| -> R<Map> {
+    doc("instance::describe(id, options)", &[
+        "An instance's record; `#{ secrets: true }` adds `secrets: #{ root_password_hash, user_data }`, masked (`****`) in everything the execution writes from then on.",
+    ])
+    .set_in(&mut inst, move |id: &str, opts: Map| -> R<Map> {
         for key in opts.keys() {
             if key.as_str() != "secrets" {
                 return Err(fail(HostError::Invalid(format!(
@@ -240,7 +249,12 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    inst.set_native_fn("launch", move |opts: Map| -> R<String> {
+    doc("instance::launch(options)", &[
+        "Launches an instance; returns its id (idempotent within a step: a step run again after a crash gets the same instance).",
+        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`.",
+        "Example: `instance::launch(#{ image: \"img-…\", type: \"n2.small\", tags: #{ role: \"web\" } })`",
+    ])
+    .set_in(&mut inst, move |opts: Map| -> R<String> {
         known_options(
             "instance::launch",
             &opts,
@@ -297,15 +311,35 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         };
         Ok(o()?.launch(&req).map_err(fail)?.id)
     });
-    for (name, op) in [
-        ("start", 0u8),
-        ("stop", 1),
-        ("reboot", 2),
-        ("terminate", 3),
-        ("force_stop", 4),
+    for (op, d) in [
+        (
+            0u8,
+            doc("instance::start(id)", &[
+                "Starts a stopped instance; returns its record.",
+            ]),
+        ),
+        (
+            1,
+            doc("instance::stop(id)", &[
+                "Stops an instance cleanly (SysRq sync, file systems remounted read-only, power off); returns its record.",
+            ]),
+        ),
+        (2, doc("instance::reboot(id)", &["Reboots a running instance; returns its record."])),
+        (
+            3,
+            doc("instance::terminate(id)", &[
+                "Terminates an instance (its delete-on-termination volumes are deleted); returns its record.",
+            ]),
+        ),
+        (
+            4,
+            doc("instance::force_stop(id)", &[
+                "Pulls the plug on an instance (no clean shutdown); returns its record.",
+            ]),
+        ),
     ] {
         let o = open.clone();
-        inst.set_native_fn(name, move |id: &str| -> R<Map> {
+        d.set_in(&mut inst, move |id: &str| -> R<Map> {
             let h = o()?;
             let rec = match op {
                 0 => h.start(id),
@@ -416,20 +450,35 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         Ok(m)
     };
     let e = ensure.clone();
-    inst.set_native_fn("ensure_running", move |id: &str| -> R<Map> {
+    doc("instance::ensure_running(id)", &[
+        "Starts the instance unless it runs (a step's precondition after a host outage); returns its record with `started` (whether it was started).",
+    ])
+    .set_in(&mut inst, move |id: &str| -> R<Map> {
         e(id, &Map::new())
     });
-    inst.set_native_fn("ensure_running", move |id: &str, opts: Map| -> R<Map> {
+    doc("instance::ensure_running(id, options)", &[
+        "Starts the instance unless it runs, with options: `boot_timeout` (then waits for its login prompt and a quiet console), `after_outage_only: true` (starts only an instance a host outage or a crash stopped, never one a person stopped).",
+        "Fails when it stops while booting or shows no login prompt in time. Example: `instance::ensure_running(id, #{ boot_timeout: \"5m\" })`",
+    ])
+    .set_in(&mut inst, move |id: &str, opts: Map| -> R<Map> {
         ensure(id, &opts)
     });
     let o = open.clone();
-    inst.set_native_fn("modify_type", move |id: &str, t: &str| -> R<Map> {
+    doc(
+        "instance::modify_type(id, instance_type)",
+        &["Changes the type of a stopped instance; returns its record."],
+    )
+    .set_in(&mut inst, move |id: &str, t: &str| -> R<Map> {
         let h = o()?;
         let rec = h.modify_type(id, t).map_err(fail)?;
         describe(&h, &rec)
     });
     let o = open.clone();
-    inst.set_native_fn("list", move || -> R<Array> {
+    doc(
+        "instance::list()",
+        &["The region's instances, each as `describe` shows it (with `tags`)."],
+    )
+    .set_in(&mut inst, move || -> R<Array> {
         let h = o()?;
         let list = h.instances_tagged(None).map_err(fail)?;
         list.iter()
@@ -437,7 +486,14 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .collect()
     });
     let o = open.clone();
-    inst.set_native_fn("list", move |opts: Map| -> R<Array> {
+    doc(
+        "instance::list(options)",
+        &[
+            "The region's instances with a tag: `#{ tag: \"KEY=VALUE\" }` (or `\"KEY\"`).",
+            "Example: `instance::list(#{ tag: \"role=web\" })`",
+        ],
+    )
+    .set_in(&mut inst, move |opts: Map| -> R<Array> {
         let filter = list_filter("instance::list", &opts)?;
         let h = o()?;
         let list = h.instances_tagged(filter.as_deref()).map_err(fail)?;
@@ -446,14 +502,25 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .collect()
     });
     let o = open.clone();
-    inst.set_native_fn("tag", move |id: &str, tags: Map| -> R<Map> {
+    doc(
+        "instance::tag(id, tags)",
+        &[
+            "Sets tags on an instance; returns all its tags.",
+            "Example: `instance::tag(id, #{ role: \"web\" })`",
+        ],
+    )
+    .set_in(&mut inst, move |id: &str, tags: Map| -> R<Map> {
         let tags = tags_from("instance::tag", &tags)?;
         let h = o()?;
         h.set_tags(TagKind::Instance, id, &tags).map_err(fail)?;
         tags_map(&h, id)
     });
     let o = open.clone();
-    inst.set_native_fn("untag", move |id: &str, key: &str| -> R<Map> {
+    doc(
+        "instance::untag(id, key)",
+        &["Removes a tag from an instance; returns the tags left."],
+    )
+    .set_in(&mut inst, move |id: &str, key: &str| -> R<Map> {
         let h = o()?;
         h.remove_tag(TagKind::Instance, id, key).map_err(fail)?;
         tags_map(&h, id)
@@ -463,7 +530,12 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut vol = Module::new();
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    vol.set_native_fn("create", move |opts: Map| -> R<String> {
+    doc("volume::create(options)", &[
+        "Creates a volume; returns its id (idempotent within a step).",
+        "Options: `size_mib`, `snapshot` (to restore), `ext4_label` (formats it), `tags`, `client_token`.",
+        "Example: `volume::create(#{ size_mib: 1024, ext4_label: \"data\" })`",
+    ])
+    .set_in(&mut vol, move |opts: Map| -> R<String> {
         const WHAT: &str = "volume::create";
         known_options(
             WHAT,
@@ -507,20 +579,43 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .id)
     });
     let o = open.clone();
-    vol.set_native_fn("attach", move |v: &str, i: &str| -> R<Map> {
+    doc("volume::attach(volume, instance)", &[
+        "Attaches a data volume to an instance (hot-plugged into a running n2 instance); returns the volume's record.",
+        "Attaching where it is already is a no-op.",
+    ])
+    .set_in(&mut vol, move |v: &str, i: &str| -> R<Map> {
         let h = o()?;
         let rec = h.attach_volume(v, i, false).map_err(fail)?;
         volume_map(&h, &rec)
     });
     let o = open.clone();
-    vol.set_native_fn("attach_root", move |v: &str, i: &str| -> R<Map> {
+    doc(
+        "volume::attach_root(volume, instance)",
+        &["Attaches a volume as a stopped instance's root; returns the volume's record."],
+    )
+    .set_in(&mut vol, move |v: &str, i: &str| -> R<Map> {
         let h = o()?;
         let rec = h.attach_volume(v, i, true).map_err(fail)?;
         volume_map(&h, &rec)
     });
-    for (name, as_root) in [("attach", false), ("attach_root", true)] {
+    for (name, as_root, d) in [
+        (
+            "attach",
+            false,
+            doc("volume::attach(volume, instance, options)", &[
+                "Sets the volume's DeleteOnTermination flag (`#{ delete_on_termination: bool }`), then attaches it as a data volume.",
+            ]),
+        ),
+        (
+            "attach_root",
+            true,
+            doc("volume::attach_root(volume, instance, options)", &[
+                "Sets the volume's DeleteOnTermination flag (`#{ delete_on_termination: bool }`), then attaches it as the root: a root lent to a rescue instance is not deleted with it.",
+            ]),
+        ),
+    ] {
         let o = open.clone();
-        vol.set_native_fn(name, move |v: &str, i: &str, opts: Map| -> R<Map> {
+        d.set_in(&mut vol, move |v: &str, i: &str, opts: Map| -> R<Map> {
             let delete = attach_options(&format!("volume::{name}"), &opts)?;
             let h = o()?;
             if let Some(delete) = delete {
@@ -531,30 +626,44 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         });
     }
     let o = open.clone();
-    vol.set_native_fn("detach", move |v: &str| -> R<Map> {
+    doc("volume::detach(volume)", &[
+        "Detaches a volume; returns its record. Refused while the guest has it mounted; a detached volume is a no-op.",
+    ])
+    .set_in(&mut vol, move |v: &str| -> R<Map> {
         let h = o()?;
         let rec = h.detach_volume(v, false).map_err(fail)?;
         volume_map(&h, &rec)
     });
     let o = open.clone();
-    vol.set_native_fn("force_detach", move |v: &str| -> R<Map> {
+    doc(
+        "volume::force_detach(volume)",
+        &["Detaches a volume even if the guest uses it; returns its record."],
+    )
+    .set_in(&mut vol, move |v: &str| -> R<Map> {
         let h = o()?;
         let rec = h.detach_volume(v, true).map_err(fail)?;
         volume_map(&h, &rec)
     });
     let o = open.clone();
-    vol.set_native_fn("delete", move |v: &str| -> R<()> {
-        o()?.delete_volume(v).map_err(fail)
-    });
+    doc("volume::delete(volume)", &["Deletes a detached volume."])
+        .set_in(&mut vol, move |v: &str| -> R<()> {
+            o()?.delete_volume(v).map_err(fail)
+        });
     let o = open.clone();
-    vol.set_native_fn("describe", move |v: &str| -> R<Map> {
+    doc("volume::describe(volume)", &[
+        "A volume's record: size, kind, attachment (`attached_to`), DeleteOnTermination, `tags`.",
+    ])
+    .set_in(&mut vol, move |v: &str| -> R<Map> {
         let h = o()?;
         let rec = h.store().map_err(fail)?.volume(v).map_err(fail)?;
         volume_map(&h, &rec)
     });
     let o = open.clone();
-    // `volume::list()`: every volume of the region, as `instance::list()`.
-    vol.set_native_fn("list", move || -> R<Array> {
+    doc(
+        "volume::list()",
+        &["The region's volumes, each as `describe` shows it (with `tags`)."],
+    )
+    .set_in(&mut vol, move || -> R<Array> {
         let h = o()?;
         let list = h.volumes_tagged(None).map_err(fail)?;
         list.iter()
@@ -562,7 +671,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .collect()
     });
     let o = open.clone();
-    vol.set_native_fn("list", move |opts: Map| -> R<Array> {
+    doc(
+        "volume::list(options)",
+        &["The region's volumes with a tag: `#{ tag: \"KEY=VALUE\" }` (or `\"KEY\"`)."],
+    )
+    .set_in(&mut vol, move |opts: Map| -> R<Array> {
         let filter = list_filter("volume::list", &opts)?;
         let h = o()?;
         let list = h.volumes_tagged(filter.as_deref()).map_err(fail)?;
@@ -571,14 +684,22 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .collect()
     });
     let o = open.clone();
-    vol.set_native_fn("tag", move |id: &str, tags: Map| -> R<Map> {
+    doc(
+        "volume::tag(id, tags)",
+        &["Sets tags on a volume; returns all its tags."],
+    )
+    .set_in(&mut vol, move |id: &str, tags: Map| -> R<Map> {
         let tags = tags_from("volume::tag", &tags)?;
         let h = o()?;
         h.set_tags(TagKind::Volume, id, &tags).map_err(fail)?;
         tags_map(&h, id)
     });
     let o = open.clone();
-    vol.set_native_fn("untag", move |id: &str, key: &str| -> R<Map> {
+    doc(
+        "volume::untag(id, key)",
+        &["Removes a tag from a volume; returns the tags left."],
+    )
+    .set_in(&mut vol, move |id: &str, key: &str| -> R<Map> {
         let h = o()?;
         h.remove_tag(TagKind::Volume, id, key).map_err(fail)?;
         tags_map(&h, id)
@@ -588,7 +709,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut snap = Module::new();
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    snap.set_native_fn("create", move |v: &str| -> R<String> {
+    doc(
+        "snapshot::create(volume)",
+        &["Snapshots a volume; returns the snapshot's id (idempotent within a step)."],
+    )
+    .set_in(&mut snap, move |v: &str| -> R<String> {
         let token = token_for("snapshot::create", &sites, "snapshot", None)?;
         Ok(o()?.create_snapshot(v, token.as_ref()).map_err(fail)?.0.id)
     });
@@ -597,19 +722,23 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut img = Module::new();
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    img.set_native_fn("create", move |i: &str, name: &str| -> R<String> {
+    doc("image::create(instance, name)", &[
+        "Makes an image of an instance (a running one is stopped for the copy and started again); returns the image's id (idempotent within a step).",
+    ])
+    .set_in(&mut img, move |i: &str, name: &str| -> R<String> {
         let token = token_for("image::create", &sites, "image", None)?;
         Ok(o()?
             .create_image(i, name, false, token.as_ref())
             .map_err(fail)?
             .id)
     });
-    // `#{ no_stop: true }`: a running instance is paused for the copy
-    // (crash-consistent) instead of stopped.
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    img.set_native_fn(
-        "create",
+    doc("image::create(instance, name, options)", &[
+        "Makes an image of an instance, with options: `no_stop: true` (a running instance is paused for the copy, crash-consistent, instead of stopped), `client_token`.",
+    ])
+    .set_in(
+        &mut img,
         move |i: &str, name: &str, opts: Map| -> R<String> {
             let mut no_stop = false;
             for (key, value) in &opts {
@@ -638,7 +767,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     );
     let o = open.clone();
     let sites = ctx.call_sites.clone();
-    img.set_native_fn("copy", move |id: &str, region: &str| -> R<String> {
+    doc(
+        "image::copy(image, region)",
+        &["Copies an image to another region; returns the copy's id (idempotent within a step)."],
+    )
+    .set_in(&mut img, move |id: &str, region: &str| -> R<String> {
         let token = token_for("image::copy", &sites, "image-copy", None)?;
         Ok(o()?
             .copy_image(id, region, token.as_ref())
@@ -646,11 +779,16 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             .id)
     });
     let o = open.clone();
-    img.set_native_fn("deregister", move |id: &str| -> R<()> {
-        o()?.deregister_image(id).map_err(fail)
-    });
+    doc("image::deregister(image)", &["Removes an image."])
+        .set_in(&mut img, move |id: &str| -> R<()> {
+            o()?.deregister_image(id).map_err(fail)
+        });
     let o = open;
-    img.set_native_fn("describe", move |id: &str| -> R<Map> {
+    doc(
+        "image::describe(image)",
+        &["An image's `#{ id, name, region, source }`."],
+    )
+    .set_in(&mut img, move |id: &str| -> R<Map> {
         let h = o()?;
         let i = h.store().map_err(fail)?.image(id).map_err(fail)?;
         let mut m = Map::new();

@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 use drydock_runtime::interrupt::{Interrupt, Interruption};
 use drydock_runtime::secrets::Secrets;
 use drydock_runtime::RunContext;
+
+use crate::doc::doc;
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
 /// How long a process group has between SIGTERM and SIGKILL.
@@ -819,11 +821,18 @@ fn unchecked(
     Ok(result_map(out, p.opts.bytes))
 }
 
+const OPTIONS_DOC: &str = "Options: `cwd` (a directory), `env` (`#{ NAME: \"value\" }`, `()` removes one), `clear_env` (start from an empty environment), `stdin` (a string or a blob), `bytes` (blobs instead of text).";
+
 /// Registers `shell`, `shell_result`, `exec`, `exec_result` and `shell_quote`.
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn("shell", move |ctx: NativeCallContext, script: &str| {
+    doc("shell(script)", &[
+        "Runs a shell script (`sh -c`) on this host; returns its stdout.",
+        "Fails on a non-zero exit (the error has the status and the output), a step timeout or a cancellation.",
+        "Example: `shell(\"df -h /\")`",
+    ])
+    .register(engine, move |ctx: NativeCallContext, script: &str| {
         checked(
             &ctx,
             &i,
@@ -832,8 +841,16 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn(
-        "shell",
+    doc(
+        "shell(script, options)",
+        &[
+            "Runs a shell script on this host, with options; returns its stdout.",
+            OPTIONS_DOC,
+            "Example: `shell(\"make\", #{ cwd: \"/srv/app\", env: #{ CC: \"gcc\" } })`",
+        ],
+    )
+    .register(
+        engine,
         move |ctx: NativeCallContext, script: &str, opts: Map| {
             checked(
                 &ctx,
@@ -844,8 +861,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn(
-        "shell_result",
+    doc("shell_result(script)", &[
+        "Runs a shell script on this host: `#{ exit_code, stdout, stderr }`, whatever its exit status.",
+        "Fails only when it cannot run, on a step timeout or a cancellation.",
+        "Example: `if shell_result(\"systemctl is-active nginx\").exit_code != 0 { … }`",
+    ])
+    .register(
+        engine,
         move |ctx: NativeCallContext, script: &str| {
             unchecked(
                 &ctx,
@@ -856,8 +878,15 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn(
-        "shell_result",
+    doc(
+        "shell_result(script, options)",
+        &[
+            "Runs a shell script on this host, with options: `#{ exit_code, stdout, stderr }`.",
+            OPTIONS_DOC,
+        ],
+    )
+    .register(
+        engine,
         move |ctx: NativeCallContext, script: &str, opts: Map| {
             unchecked(
                 &ctx,
@@ -868,7 +897,12 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn("exec", move |ctx: NativeCallContext, argv: Array| {
+    doc("exec(argv)", &[
+        "Runs a program without a shell (arguments passed as they are, nothing interpreted); returns its stdout.",
+        "Use it for anything built from data. Fails on a non-zero exit, a missing program, a step timeout or a cancellation.",
+        "Example: `exec([\"rm\", \"-f\", \"--\", name])`",
+    ])
+    .register(engine, move |ctx: NativeCallContext, argv: Array| {
         checked(
             &ctx,
             &i,
@@ -877,8 +911,15 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn(
-        "exec",
+    doc(
+        "exec(argv, options)",
+        &[
+            "Runs a program without a shell, with options; returns its stdout.",
+            OPTIONS_DOC,
+        ],
+    )
+    .register(
+        engine,
         move |ctx: NativeCallContext, argv: Array, opts: Map| {
             checked(
                 &ctx,
@@ -889,7 +930,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     );
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn("exec_result", move |ctx: NativeCallContext, argv: Array| {
+    doc("exec_result(argv)", &[
+        "Runs a program without a shell: `#{ exit_code, stdout, stderr }`, whatever its exit status.",
+        "Fails only when it cannot run, on a step timeout or a cancellation.",
+    ])
+    .register(engine, move |ctx: NativeCallContext, argv: Array| {
         unchecked(
             &ctx,
             &i,
@@ -898,8 +943,15 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let i: Arc<Interrupt> = ctx.interrupt.clone();
     let sec = ctx.secrets.clone();
-    engine.register_fn(
-        "exec_result",
+    doc(
+        "exec_result(argv, options)",
+        &[
+            "Runs a program without a shell, with options: `#{ exit_code, stdout, stderr }`.",
+            OPTIONS_DOC,
+        ],
+    )
+    .register(
+        engine,
         move |ctx: NativeCallContext, argv: Array, opts: Map| {
             unchecked(
                 &ctx,
@@ -908,14 +960,30 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             )
         },
     );
-    engine.register_fn(
-        "shell_quote",
+    doc(
+        "shell_quote(word)",
+        &[
+            "One single-quoted POSIX shell word holding `word` exactly.",
+            "Fails on a NUL byte, which no shell word can hold.",
+            "Example: `shell(\"ls -l \" + shell_quote(path))`",
+        ],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &str| -> Result<String, Box<EvalAltResult>> {
             shell_quote(s).map_err(|m| runtime_error(&ctx, m))
         },
     );
-    engine.register_fn(
-        "shell_quote",
+    doc(
+        "shell_quote(words)",
+        &[
+            "Quoted POSIX shell words, separated by spaces, one for each string of the array.",
+            "Fails on an element that is not a string or holds a NUL byte.",
+            "Example: `shell_quote([\"printf\", \"%s\", name])`",
+        ],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, words: Array| -> Result<String, Box<EvalAltResult>> {
             let mut out = Vec::with_capacity(words.len());
             for (i, w) in words.into_iter().enumerate() {

@@ -7,6 +7,7 @@ use drydock_runtime::RunContext;
 use rhai::{Engine, EvalAltResult, Module, Position};
 
 use crate::console::ExpectHandle;
+use crate::doc::doc;
 use crate::expect::{ExpectOptions, Expecter, FdTransport, Transport};
 
 /// Opens `path` at `baud` (8N1, no flow control).
@@ -65,8 +66,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let transcripts = ctx.data_dir.join("transcripts");
     let exec = ctx.execution_id.clone();
     let secrets = ctx.secrets.clone();
-    module.set_native_fn(
-        "open",
+    doc("serial::open(path, baud)", &[
+        "An expect session on a serial port (8N1, no flow control) or any tty, with the methods of `ExpectSession`.",
+        "Fails when the port cannot be opened or the baud rate is out of range.",
+        "Example: `let s = serial::open(\"/dev/ttyUSB0\", 115200);`",
+    ])
+    .set_in(
+        &mut module,
         move |path: &str, baud: i64| -> Result<ExpectHandle, Box<EvalAltResult>> {
             let baud = u32::try_from(baud).map_err(|_| {
                 EvalAltResult::ErrorRuntime(format!("bad baud rate {baud}").into(), Position::NONE)

@@ -119,20 +119,35 @@ pub fn read_ics(text: &str) -> Result<Vec<(i64, i64, String)>, String> {
 pub fn install(engine: &mut rhai::Engine, data_dir: PathBuf) {
     let mut module = rhai::Module::new();
     let dir = data_dir.clone();
-    module.set_native_fn("state", move |name: &str| {
+    // The documentation is Rhai metadata: help and docs/primitives.md read it.
+    rhai::FuncRegistration::new("state")
+        .with_params_info(["name: string", "string"])
+        .with_comments([
+            "/// `\"open\"` or `\"closed\"`: a change calendar's state now.\n\
+             /// A calendar that does not exist (or cannot be read) counts as closed. Example: `if calendar::state(\"prod\") == \"closed\" { … }`",
+        ])
+        .set_into_module(&mut module, move |name: &str| -> Result<String, Box<rhai::EvalAltResult>> {
         let journal = Journal::open(&dir).map_err(|e| e.to_string())?;
         Ok(match state_of(&journal, name, Utc::now()) {
             CalendarState::Open => "open".to_string(),
             CalendarState::Closed(_) => "closed".to_string(),
         })
     });
-    module.set_native_fn("reason", move |name: &str| {
-        let journal = Journal::open(&data_dir).map_err(|e| e.to_string())?;
-        Ok(match state_of(&journal, name, Utc::now()) {
-            CalendarState::Open => String::new(),
-            CalendarState::Closed(why) => why,
-        })
-    });
+    rhai::FuncRegistration::new("reason")
+        .with_params_info(["name: string", "string"])
+        .with_comments([
+            "/// Why a change calendar is closed now (an event's summary); empty when open.",
+        ])
+        .set_into_module(
+            &mut module,
+            move |name: &str| -> Result<String, Box<rhai::EvalAltResult>> {
+                let journal = Journal::open(&data_dir).map_err(|e| e.to_string())?;
+                Ok(match state_of(&journal, name, Utc::now()) {
+                    CalendarState::Open => String::new(),
+                    CalendarState::Closed(why) => why,
+                })
+            },
+        );
     engine.register_static_module("calendar", module.into());
 }
 

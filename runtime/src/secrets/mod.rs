@@ -261,10 +261,18 @@ pub fn read_parameter(
 /// store; a secure one is registered as a secret) and `secret(value)`
 /// (masks a value obtained at run time from now on).
 pub fn install_primitives(engine: &mut rhai::Engine, data_dir: PathBuf, secrets: Secrets) {
-    use rhai::{EvalAltResult, NativeCallContext};
+    use rhai::{EvalAltResult, FuncRegistration, NativeCallContext};
     let s = secrets.clone();
-    engine.register_fn(
-        "param",
+    // The documentation is Rhai metadata: help and docs/primitives.md read it.
+    FuncRegistration::new("param")
+        .with_params_info(["reference: string", "string"])
+        .with_comments([
+            "/// A value of drydock's parameter store: `\"NAME\"`, `\"NAME:VERSION\"` or `\"NAME:LABEL\"`.\n\
+             /// A SecureString is masked (`****`) in everything the execution writes from then on.\n\
+             /// Fails when there is no such parameter or version. Example: `param(\"db-password:prod\")`",
+        ])
+        .register_into_engine(
+        engine,
         move |ctx: NativeCallContext, reference: &str| -> Result<String, Box<EvalAltResult>> {
             let fail = |e: String| -> Box<EvalAltResult> {
                 EvalAltResult::ErrorRuntime(
@@ -284,7 +292,13 @@ pub fn install_primitives(engine: &mut rhai::Engine, data_dir: PathBuf, secrets:
             Ok(value)
         },
     );
-    engine.register_fn("secret", move |value: &str| -> String {
+    FuncRegistration::new("secret")
+        .with_params_info(["value: string", "string"])
+        .with_comments([
+            "/// Marks a value obtained at run time as secret: masked (`****`) in output, history,\n\
+             /// transcripts and the journal from now on; returns the value.",
+        ])
+        .register_into_engine(engine, move |value: &str| -> String {
         secrets.add(value);
         value.to_string()
     });

@@ -31,6 +31,7 @@ use rhai::{Blob, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext,
 use ssh2::{BlockDirections, ErrorCode, MethodType, OpenFlags, OpenType, Session};
 
 use crate::console::ExpectHandle;
+use crate::doc::doc;
 use crate::expect::{ExpectOptions, Expecter, ReadResult, Transport};
 use known_hosts::{HostKeyPolicy, Verdict};
 
@@ -973,8 +974,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut module = Module::new();
     let interrupt = ctx.interrupt.clone();
     let data_dir = ctx.data_dir.clone();
-    module.set_native_fn(
-        "connect",
+    doc("ssh::connect(host, options)", &[
+        "An SSH connection to `host`, its host key checked before authenticating.",
+        "Options: `user` (default root), `key` (a private key file), `password`, `port` (22), `host_key`: `\"strict\"` (default: an unknown host is refused, with its fingerprint), `\"accept-new\"` or a pinned `\"SHA256:…\"`; `known_hosts` (another file), `connect_timeout` (30s). A changed key is always refused.",
+        "Example: `let h = ssh::connect(\"10.0.0.5\", #{ user: \"root\", key: \"/root/.ssh/id_ed25519\" });`",
+    ])
+    .set_in(
+        &mut module,
         move |host: &str, opts: Map| -> Result<SshSession, Box<EvalAltResult>> {
             let o = connect_options(&opts, &data_dir)
                 .map_err(|e| fail(Position::NONE, format!("ssh {host}: {e}")))?;
@@ -982,38 +988,60 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         },
     );
     engine.register_static_module("ssh", module.into());
-    engine.register_fn(
-        "exec",
+    doc("SshSession.exec(command)", &[
+        "Runs a remote command: `#{ stdout, stderr, exit_code, utf8 }` whatever its exit status (`utf8`: whether the output was valid UTF-8; invalid bytes never fail a call).",
+        "Runs as long as its step allows. Example: `h.exec(\"uptime\").stdout`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut SshSession, cmd: &str| {
             exec_with(s, ctx.call_position(), cmd, &Map::new())
         },
     );
-    engine.register_fn(
-        "exec",
+    doc("SshSession.exec(command, options)", &[
+        "Runs a remote command, with options: `timeout` (a catchable error; the channel is closed), `bytes: true` (adds the exact `stdout_bytes` / `stderr_bytes`), `max_output` (bytes kept).",
+        "Example: `h.exec(\"cat /dev/vda1 | head -c 4\", #{ timeout: \"5s\", bytes: true })`",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut SshSession, cmd: &str, opts: Map| {
             exec_with(s, ctx.call_position(), cmd, &opts)
         },
     );
-    engine.register_fn(
-        "upload",
+    doc(
+        "SshSession.upload(local, remote)",
+        &["Copies a local file to the remote host over SFTP; returns its size in bytes."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut SshSession, local: &str, remote: &str| {
             upload_with(s, ctx.call_position(), local, remote, &Map::new())
         },
     );
-    engine.register_fn(
-        "upload",
+    doc("SshSession.upload(local, remote, options)", &[
+        "Copies a local file to the remote host, with options: `timeout`; returns its size in bytes.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut SshSession, local: &str, remote: &str, opts: Map| {
             upload_with(s, ctx.call_position(), local, remote, &opts)
         },
     );
-    engine.register_fn(
-        "download",
+    doc("SshSession.download(remote, local)", &[
+        "Copies a remote file to `local` over SFTP, byte for byte (renamed into place when complete); returns its size in bytes.",
+    ])
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut SshSession, remote: &str, local: &str| {
             download_with(s, ctx.call_position(), remote, local, &Map::new())
         },
     );
-    engine.register_fn(
-        "download",
+    doc(
+        "SshSession.download(remote, local, options)",
+        &["Copies a remote file to `local`, with options: `timeout`; returns its size in bytes."],
+    )
+    .register(
+        engine,
         |ctx: NativeCallContext, s: &mut SshSession, remote: &str, local: &str, opts: Map| {
             download_with(s, ctx.call_position(), remote, local, &opts)
         },
@@ -1022,8 +1050,12 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let transcripts = ctx.data_dir.join("transcripts");
     let exec_id = ctx.execution_id.clone();
     let secrets = ctx.secrets.clone();
-    engine.register_fn(
-        "shell",
+    doc(
+        "SshSession.shell()",
+        &["An expect session on a remote interactive shell (the methods of `ExpectSession`)."],
+    )
+    .register(
+        engine,
         move |ctx: NativeCallContext,
               s: &mut SshSession|
               -> Result<ExpectHandle, Box<EvalAltResult>> {
