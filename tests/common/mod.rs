@@ -3,7 +3,15 @@
 
 #![allow(dead_code)]
 
+pub mod console;
+pub mod guest;
 pub mod os_users;
+pub mod scenario;
+pub mod serve;
+pub mod volumes;
+
+#[allow(unused_imports)]
+pub use guest::image_cache;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -282,94 +290,7 @@ pub fn kill_seeds(var: &str, fixed: &[u64]) -> Vec<u64> {
     seeds
 }
 
-/// Where image builds are cached across tests and test runs.
-pub fn image_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images")
-}
-
 impl Drydock {
-    /// Builds (or reuses) the default image and registers it; returns its id.
-    pub fn image(&self, region: &str) -> String {
-        self.image_with(region, &[])
-    }
-
-    pub fn image_with(&self, region: &str, extra: &[&str]) -> String {
-        let mut args = vec!["--json", "--region", region, "image", "build"];
-        args.extend_from_slice(extra);
-        let out = self
-            .command(&args)
-            .env("DRYDOCK_IMAGE_CACHE", image_cache())
-            .output()
-            .unwrap();
-        assert_code(&out, 0);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["image"]["id"].as_str().unwrap().to_string()
-    }
-
-    /// Launches an instance and returns its id.
-    pub fn launch(&self, region: &str, image: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "--json", "--region", region, "instance", "launch", "--image", image,
-        ];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert_code(&out, 0);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    pub fn instance(&self, region: &str, id: &str) -> Value {
-        let list = self.json(&["--region", region, "instances"]);
-        list["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["id"] == id)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    pub fn console(&self, region: &str, id: &str, boot: Option<u32>) -> String {
-        let boot_s = boot.map(|b| b.to_string());
-        let mut args = vec!["--region", region, "console-output", id];
-        if let Some(b) = &boot_s {
-            args.extend_from_slice(&["--boot", b]);
-        }
-        text(&self.run(&args).stdout)
-    }
-
-    /// Waits up to 90 s for `pattern` in the console output of the latest boot.
-    pub fn wait_console(&self, region: &str, id: &str, pattern: &str) {
-        let start = Instant::now();
-        loop {
-            let out = self.console(region, id, None);
-            if out.contains(pattern) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "no {pattern:?} on the console of {id}; got:\n{out}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drydock {
-    /// Runs `cmd` as root on an instance's serial console (waiting for its
-    /// boot first) through the REPL; the password travels in the
-    /// environment, never on a command line.
-    pub fn console_run(&self, region: &str, id: &str, password: &str, cmd: &str) -> Output {
-        let script = format!(
-            "let c = console::open(\"{id}\"); c.wait_for_boot(\"180s\"); c.login(\"root\", secret(env(\"DD_LOGIN_PW\"))); c.run(\"{cmd}\", \"60s\").stdout"
-        );
-        self.command(&["--region", region, "repl", "-c", &script])
-            .env("DD_LOGIN_PW", password)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
     /// The pids of every process of this drydock: runners, supervisors,
     /// VMMs (anything whose command line names the data directory).
     pub fn processes(&self) -> Vec<u32> {
