@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, assert_stdout, text, vm_lock, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -48,12 +48,7 @@ fn faults_show_their_symptoms_and_revert_cleanly() {
         &safe,
         "fstab-missing-disk",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("not allowed to be broken"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["not allowed to be broken"]);
     let list = dd.json(&["--region", R, "fault", "list"]);
     assert_eq!(list["faults"].as_array().unwrap().len(), 0);
     assert_code(&dd.run(&["--region", R, "instance", "terminate", &safe]), 0);
@@ -63,16 +58,10 @@ fn faults_show_their_symptoms_and_revert_cleanly() {
     dd.wait_console(R, &id, "login:");
     // Running: refused with the fix.
     let out = dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("stop it first"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["stop it first"]);
     // Unknown kind: a usage error naming the known ones.
     let out = dd.run(&["--region", R, "fault", "inject", &id, "no-such-fault"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("fstab-missing-disk"));
+    assert_stderr(&out, 2, &["fstab-missing-disk"]);
     let kinds = dd.json(&["fault", "kinds"]);
     assert!(kinds["kinds"].as_array().unwrap().len() >= 7, "{kinds}");
 
@@ -81,12 +70,7 @@ fn faults_show_their_symptoms_and_revert_cleanly() {
     let f = dd.json(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]);
     assert_eq!(f["fault"], "fstab-missing-disk");
     let out = dd.run(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("already has"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["already has"]);
     start(&dd, &id);
     dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
     stop(&dd, &id, true);
@@ -146,8 +130,7 @@ step("inject", || fault::inject(params.instance, params.fault).detail)
     );
     start(&dd, &id);
     let out = console_run(&dd, &id, "df -P / | tail -n 1");
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains("100%"), "{}", text(&out.stdout));
+    assert_stdout(&out, 0, &["100%"]);
     stop(&dd, &id, false);
 
     // bad-init: the boot stops before userspace, saying why.

@@ -14,7 +14,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, text, vm_lock, wait_child, Drydock};
+use common::{assert_code, assert_stderr, text, vm_lock, wait_child, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -335,12 +335,7 @@ fn a_full_disk_is_freed_over_the_console_only_as_approved() {
         text(&out.stdout)
     );
     let out = wait_child(start_run(&dd, &id, &["-p", "min_size=lots"]));
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("min_size"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["min_size"]);
     eprintln!(
         "free-disk-space: approved run {wall:?} end to end (journal: {} ms, approval wait included)",
         run_ms

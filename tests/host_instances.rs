@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, text, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
@@ -171,12 +171,7 @@ fn the_type_changes_only_when_stopped_and_the_new_generation_boots() {
     let out = dd.run(&[
         "--region", R, "instance", "modify", &id, "--type", "n2.small",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is running; stop it first"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is running; stop it first"]);
     assert_code(
         &dd.run(&["--region", R, "instance", "stop", &id, "--force"]),
         0,
@@ -204,11 +199,10 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let out = dd.run(&[
         "--region", R, "instance", "launch", "--image", &img, "--type", "x9.huge",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("unknown instance type `x9.huge`; choose one of m1.small"),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        2,
+        &["unknown instance type `x9.huge`; choose one of m1.small"],
     );
     let out = dd.run(&[
         "--region",
@@ -218,8 +212,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         "--image",
         "img-000000000000",
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("no image `img-000000000000`"));
+    assert_stderr(&out, 2, &["no image `img-000000000000`"]);
     let out = dd.run(&[
         "--region", "region-b", "instance", "launch", "--image", &img,
     ]);
@@ -228,8 +221,11 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         "`{img}` is in region-a, not in region-b (use --region region-a)"
     )));
     let out = dd.run(&["--region", "mars-1", "instances"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("unknown region `mars-1`; regions: region-a, region-b"));
+    assert_stderr(
+        &out,
+        2,
+        &["unknown region `mars-1`; regions: region-a, region-b"],
+    );
     let out = dd.run(&["--region", R, "instance", "stop", "i-000000000000"]);
     assert_code(&out, 2);
     assert!(dd.json(&["--region", R, "instances"])["instances"]

@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, vm_lock, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -47,8 +47,11 @@ fn a_data_volume_is_hot_attached_to_a_running_instance_and_detached() {
     assert_eq!(volume(&dd, &vol)["attached_to"], id.as_str());
 
     let out = dd.run(&["--region", R, "volume", "delete", &vol]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains(&format!("attached to {id}; detach it before deleting it")));
+    assert_stderr(
+        &out,
+        2,
+        &[&format!("attached to {id}; detach it before deleting it")],
+    );
 
     assert_code(&dd.run(&["--region", R, "volume", "detach", &vol]), 0);
     dd.wait_console(R, &id, "detached");
@@ -69,11 +72,10 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
         .to_string();
     let data = create_volume(&dd, &["--size", "32"]);
     let out = dd.run(&["--region", R, "volume", "attach", &data, &id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("old-generation type (m1.small, virtio-mmio) running on QEMU"),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        2,
+        &["old-generation type (m1.small, virtio-mmio) running on QEMU"],
     );
     assert_eq!(
         volume(&dd, &data)["attached_to"],
@@ -82,12 +84,7 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
     );
 
     let out = dd.run(&["--region", R, "volume", "detach", &root]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is the root volume of"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is the root volume of"]);
 
     assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
     assert_code(&dd.run(&["--region", R, "volume", "attach", &data, &id]), 0);
@@ -103,12 +100,7 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
     assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
     assert_code(&dd.run(&["--region", R, "volume", "detach", &root]), 0);
     let out = dd.run(&["--region", R, "instance", "start", &id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("has no root volume"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["has no root volume"]);
     assert_code(
         &dd.run(&["--region", R, "volume", "attach", &root, &id, "--root"]),
         0,
@@ -133,12 +125,7 @@ fn instance_storage_cannot_be_detached_and_is_wiped_at_stop() {
         .unwrap();
     let store_id = store["id"].as_str().unwrap();
     let out = dd.run(&["--region", R, "volume", "detach", store_id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is instance storage"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is instance storage"]);
     let path = std::path::PathBuf::from(store["path"].as_str().unwrap());
     assert!(path.exists());
     assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
@@ -188,8 +175,7 @@ fn a_snapshot_copies_only_written_extents_and_restores_the_data() {
         "--size",
         "10",
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("smaller than snapshot"));
+    assert_stderr(&out, 2, &["smaller than snapshot"]);
 }
 
 #[test]
@@ -225,8 +211,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
     let in_b = copied["id"].as_str().unwrap().to_string();
     assert_eq!(copied["region"], "region-b");
     let out = dd.run(&["--region", R, "instance", "launch", "--image", &in_b]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("is in region-b, not in region-a"));
+    assert_stderr(&out, 2, &["is in region-b, not in region-a"]);
 
     // The copy boots in region-b with the file the first instance wrote.
     let script2 = dd.work().join("check.sh");
@@ -249,12 +234,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
         "--image",
         &in_b,
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("profile bob may not launch image"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["profile bob may not launch image"]);
     let bob_sees = dd.json(&["--region", "region-b", "--profile", "bob", "images"]);
     assert!(bob_sees["images"].as_array().unwrap().is_empty());
     assert_code(
@@ -280,8 +260,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
         "deregister",
         &in_b,
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("only its owner can change it"));
+    assert_stderr(&out, 2, &["only its owner can change it"]);
     assert_code(
         &dd.run(&["--region", "region-b", "image", "deregister", &in_b]),
         0,
@@ -356,12 +335,7 @@ fn a_volume_in_use_by_another_instance_is_refused() {
         .unwrap()
         .to_string();
     let out = dd.run(&["--region", R, "volume", "attach", &root_a, &b]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains(&format!("volume {root_a} is attached to {a}")),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &[&format!("volume {root_a} is attached to {a}")]);
     // Even with the records cleared by hand, the lock the VM holds refuses it.
     let vol = create_volume(&dd, &["--size", "16"]);
     let path = volume(&dd, &vol)["path"].as_str().unwrap().to_string();
@@ -374,10 +348,5 @@ fn a_volume_in_use_by_another_instance_is_refused() {
     let mut holder = holder;
     holder.kill().unwrap();
     holder.wait().unwrap();
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is in use by another virtual machine"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is in use by another virtual machine"]);
 }

@@ -44,8 +44,7 @@ fn synced_guest_data_survives_and_instances_come_back_by_their_policy() {
         "pw",
         "echo flushed-before-the-outage > /root/DATA; sync; cat /root/DATA",
     );
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains("flushed-before-the-outage"));
+    assert_stdout(&out, 0, &["flushed-before-the-outage"]);
 
     assert!(dd.power_loss() >= 2, "runners, supervisors and VMMs died");
     let r = recover(&dd, &[]);
@@ -69,12 +68,7 @@ fn synced_guest_data_survives_and_instances_come_back_by_their_policy() {
         "{s}"
     );
     let out = dd.console_run(R, &back, "pw", "cat /root/DATA");
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("flushed-before-the-outage"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["flushed-before-the-outage"]);
     // A second recovery finds nothing new to start.
     let r = recover(&dd, &[]);
     assert!(

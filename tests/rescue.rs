@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, kill_seeds, text, vm_lock, wait_child, xorshift, Drydock};
+use common::{
+    assert_code, assert_stderr, assert_stdout, kill_seeds, text, vm_lock, wait_child, xorshift,
+    Drydock,
+};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -427,9 +430,7 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
     if out.status.code() != Some(1) {
         dump(&dd);
     }
-    assert_code(&out, 1);
-    let err = text(&out.stderr);
-    assert!(err.contains("the fix failed with exit code 3"), "{err}");
+    assert_stderr(&out, 1, &["the fix failed with exit code 3"]);
 
     // Rolled back: the root volume is the instance's root again (kept at
     // termination as before), the instance runs (started again), the
@@ -477,8 +478,7 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
 
     // The instance boots as before: root logs in.
     let out = console_run(&dd, &id, "pw", "id -u");
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains('0'));
+    assert_stdout(&out, 0, &["0"]);
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stdout, text, Drydock};
 
 const LOG: &str = r#"
 runbook(#{ name: "log-line", params: #{ line: #{ type: "string", default_value: "ran" } } });
@@ -197,12 +197,7 @@ step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(s.id() as i32, libc::SIGTERM) };
     let out = s.wait_with_output().unwrap();
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("stopping"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["stopping"]);
     // The machine goes down: the runner dies too.
     let id = dd.json(&["schedules", "show", "job"])["slots"][0]["execution_id"]
         .as_str()

@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stdout, text, Drydock};
 use serde_json::Value;
 
 fn serve(dd: &Drydock) -> Child {
@@ -46,12 +46,7 @@ fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
     let dd = Drydock::new();
     // None running: exit 1 and says how to start one.
     let out = dd.run(&["serve", "status"]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out.stdout).contains("no drydock serve runs"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 1, &["no drydock serve runs"]);
     let out = dd.run(&["--json", "serve", "status"]);
     assert_code(&out, 1);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

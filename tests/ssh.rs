@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 
 struct Sshd {
     child: Child,
@@ -175,14 +175,13 @@ ssh::connect("127.0.0.1", #{ user: "root", key: params.key, port: params.port, h
         "-p",
         &format!("key={}", sshd.other_key.display()),
     ]);
-    assert_code(&out, 1);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(&format!(
+    let err = assert_stderr(
+        &out,
+        1,
+        &[&format!(
             "ssh root@127.0.0.1:{}: the server refused key",
             sshd.port
-        )),
-        "{err}"
+        )],
     );
     assert!(err.contains("other_key"), "{err}");
 }

@@ -63,12 +63,7 @@ fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
         w = dd.work().display()
     ));
     let out = dd.run(&["run", "tick"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("tick.rhai") && err.contains("ddtalice") && err.contains("owned by"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["tick.rhai", "ddtalice", "owned by"]);
     let out = dd.run(&[
         "run",
         "clean-old-files",
@@ -77,9 +72,7 @@ fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
         "-p",
         "older_than_days=1",
     ]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(err.contains("ddtalice"), "{err}");
+    assert_stderr(&out, 2, &["ddtalice"]);
     assert!(
         !dd.work().join("planted-ran").exists(),
         "the planted code ran"
@@ -94,12 +87,7 @@ fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
     // A file of one's own that the group may write is refused too.
     chmod(&mine, 0o664);
     let out = dd.run(&["run", mine.to_str().unwrap()]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("chmod go-w"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["chmod go-w"]);
 }
 
 /// Another account pre-creates a data directory open to everyone, with a
@@ -131,12 +119,7 @@ fn a_data_directory_planted_by_another_account_is_refused() {
         .env_remove("DRYDOCK_GROUP")
         .output()
         .unwrap();
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("ddtalice") && err.contains("not to you"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["ddtalice", "not to you"]);
     // Nothing was loosened or written there.
     assert_eq!(
         std::fs::metadata(planted.join("journal.sqlite3"))
@@ -154,12 +137,7 @@ fn a_data_directory_planted_by_another_account_is_refused() {
         .env_remove("DRYDOCK_GROUP")
         .output()
         .unwrap();
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("journal.sqlite3") && err.contains("chmod"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["journal.sqlite3", "chmod"]);
 }
 
 /// A member's own config file names them an admin: their --auto-approve
@@ -183,12 +161,7 @@ fn a_config_of_ones_own_does_not_make_one_an_admin() {
             "--auto-approve",
         ],
     );
-    assert_code(&out, 4);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("`admins` in") && err.contains("ignored"),
-        "{err}"
-    );
+    let err = assert_stderr(&out, 4, &["`admins` in", "ignored"]);
     assert!(
         err.contains("--auto-approve by ddtalice does not apply"),
         "{err}"
@@ -280,12 +253,13 @@ fn a_schedule_runs_only_its_approved_code_requested_by_whoever_added_it() {
     // someone approves the change.
     std::fs::write(&file, SCHEDULED.replace("version 1", "version 2")).unwrap();
     let out = dd.run(&["schedules", "run-now", "nightly"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("changed since the schedule was approved")
-            && err.contains("schedules update nightly"),
-        "{err}"
+    assert_stderr(
+        &out,
+        2,
+        &[
+            "changed since the schedule was approved",
+            "schedules update nightly",
+        ],
     );
     assert_code(&dd.run_as(&bob, &["schedules", "update", "nightly"]), 0);
     let out = dd.run_as(&bob, &["--json", "schedules", "run-now", "nightly"]);
@@ -344,12 +318,7 @@ fn a_param_reference_is_resolved_or_refused_never_passed_literally() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["output"], "/var/log/app", "{v}");
     let out = dd.run(&["run", "shows", "-p", "dir=param:app/token"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("SecureString") && err.contains("secret"),
-        "{err}"
-    );
+    let err = assert_stderr(&out, 2, &["SecureString", "secret"]);
     assert!(!err.contains("s3cret-token-value"));
     let out = dd.run(&["run", "shows", "-p", "dir=param:no/such"]);
     assert_code(&out, 2);
@@ -361,12 +330,7 @@ fn a_param_reference_is_resolved_or_refused_never_passed_literally() {
 fn listening_beyond_loopback_needs_listen_public() {
     let dd = Drydock::new();
     let out = dd.run(&["serve", "--listen", "0.0.0.0:0"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("--listen-public") && err.contains("TLS"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["--listen-public", "TLS"]);
 }
 
 /// clean-old-files lists a directory owned by another account, waits for
@@ -587,12 +551,7 @@ fn a_window_task_is_requested_by_whoever_added_it() {
             "approvers=ddtalice,ddtbob",
         ],
     );
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("requested by ddtalice"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["requested by ddtalice"]);
     let shown = text(&dd.run(&["windows", "show", "patch"]).stdout);
     assert!(shown.contains("ddtalice"), "{shown}");
     let mut serve = dd

@@ -56,7 +56,6 @@ impl Drydock {
             .unwrap_or(Value::Null)
     }
 
-
     /// Every instance `drydock instances` lists in `region`.
     pub fn instances(&self, region: &str) -> Vec<Value> {
         self.json(&["--region", region, "instances"])["instances"]

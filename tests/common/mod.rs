@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod approvals;
 pub mod console;
 pub mod guest;
 pub mod os_users;
@@ -352,4 +353,26 @@ fn is_zombie(pid: u32) -> bool {
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
+}
+
+/// Asserts an exit code and that stderr holds every one of `needles`,
+/// showing stderr when it does not.
+pub fn assert_stderr(out: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(out, code);
+    let err = text(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "no {n:?} in stderr: {err}");
+    }
+    err
+}
+
+/// Asserts an exit code and that stdout holds every one of `needles`,
+/// showing stdout when it does not.
+pub fn assert_stdout(out: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(out, code);
+    let said = text(&out.stdout);
+    for n in needles {
+        assert!(said.contains(n), "no {n:?} in stdout: {said}");
+    }
+    said
 }

@@ -39,8 +39,16 @@ impl Scenario {
     /// launched (not waited for).
     pub fn broken_and_rescue(dd: &Drydock) -> (String, String) {
         let img = dd.image(REGION);
-        let broken = dd.launch(REGION, &img, &["--type", "m1.small", "--root-password", "pw"]);
-        let rescue = dd.launch(REGION, &img, &["--type", "n2.small", "--root-password", "pw"]);
+        let broken = dd.launch(
+            REGION,
+            &img,
+            &["--type", "m1.small", "--root-password", "pw"],
+        );
+        let rescue = dd.launch(
+            REGION,
+            &img,
+            &["--type", "n2.small", "--root-password", "pw"],
+        );
         (broken, rescue)
     }
 }
