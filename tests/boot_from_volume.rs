@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use common::scenario::{Scenario, ROOT_PW};
 use common::{assert_code, text, vm_lock, Drydock};
 use drydock_images::boot_volume::{
     read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, MEMO_FILE,
@@ -556,44 +557,6 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
 
 // ---- real guests ----
 
-/// Runs a runbook that logs in and runs `commands` (name, command),
-/// returning each command's stdout; fails the test on a non-zero exit.
-fn in_guest(dd: &Drydock, id: &str, name: &str, commands: &[(&str, &str)]) -> serde_json::Value {
-    let mut body = String::from(
-        "let c = console::open(params.instance);\nc.wait_for_boot(\"180s\");\nc.login(\"root\", \"hunter2\");\nlet out = #{};\n",
-    );
-    for (key, cmd) in commands {
-        body.push_str(&format!(
-            "let r = c.run({cmd:?});\nif r.exit_code != 0 {{ throw \"{key}: exit \" + r.exit_code + \": \" + r.stdout; }}\nout[{key:?}] = r.stdout;\n"
-        ));
-    }
-    body.push_str("out\n");
-    dd.write_runbook(
-        &format!("{name}.rhai"),
-        &format!(
-            "runbook(#{{ name: {name:?}, params: #{{ instance: #{{ type: \"instance\" }} }} }});\n{body}"
-        ),
-    );
-    let out = dd.run(&["--json", "run", name, "-p", &format!("instance={id}")]);
-    assert_code(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["output"].clone()
-}
-
-fn root_volume_path(dd: &Drydock, id: &str) -> PathBuf {
-    let inst = dd.instance(R, id);
-    let root = inst["root_volume"].as_str().unwrap().to_string();
-    let vols = dd.json(&["--region", R, "volumes"]);
-    let v = vols["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == root.as_str())
-        .unwrap()
-        .clone();
-    PathBuf::from(v["path"].as_str().unwrap())
-}
-
 /// Replaces a file of a stopped instance's root volume with `debugfs -w`.
 fn debugfs_write(volume: &Path, path: &str, bytes: &[u8]) {
     let src = tempfile::NamedTempFile::new().unwrap();
@@ -611,44 +574,18 @@ fn debugfs_write(volume: &Path, path: &str, bytes: &[u8]) {
     }
 }
 
-fn boots(dd: &Drydock, id: &str) -> u64 {
-    dd.instance(R, id)["boots"].as_u64().unwrap()
-}
-
-/// Waits for boot `n` (or a later one) to reach the login prompt.
-fn wait_login_of_boot(dd: &Drydock, id: &str, n: u64) {
-    let start = Instant::now();
-    while !(boots(dd, id) >= n && dd.console(R, id, None).contains(&format!("{id} login:"))) {
-        assert!(
-            start.elapsed().as_secs() < 150,
-            "boot {n} of {id} never reached the login prompt; console:\n{}",
-            dd.console(R, id, None)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(
-        R,
-        &img,
-        &["--type", "m1.small", "--root-password", "hunter2"],
-    );
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    let id = Scenario::instance(&dd, "m1.small");
     assert!(dd
         .console(R, &id, None)
         .contains("drydock boot: booting entry `linux`"));
 
     // update-initramfs without virtio_pci (an m1 has no PCI), then reboot:
     // the new initramfs boots and the old one is the fallback.
-    let out = in_guest(
-        &dd,
-        &id,
-        "bfv-update",
+    let out = dd.in_guest(R, &id, "bfv-update", ROOT_PW,
         &[
             ("before", "lsmod | grep -c '^virtio_pci '"),
             // Built in the guest from the same module list, the
@@ -683,14 +620,15 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         conf.contains("FALLBACK previous") && conf.contains(".old"),
         "{conf}"
     );
-    let before = boots(&dd, &id);
+    let before = dd.boots(R, &id);
     let reboot = dd.run(&["--region", R, "instance", "reboot", &id]);
     assert_code(&reboot, 0);
-    wait_login_of_boot(&dd, &id, before + 1);
-    let out = in_guest(
-        &dd,
+    dd.wait_login_of_boot(R, &id, before + 1);
+    let out = dd.in_guest(
+        R,
         &id,
         "bfv-after",
+        ROOT_PW,
         &[
             ("lsmod", "lsmod"),
             ("listed", "lsinitramfs | grep -c virtio_pci || true"),
@@ -709,16 +647,22 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     assert_ne!(out["old"], "0\n", "{out}");
 
     // The APPEND of the stopped instance's volume, changed with debugfs.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    let vol = root_volume_path(&dd, &id);
+    dd.stop_instance(R, &id);
+    let vol = dd.root_volume_path(R, &id);
     let conf = String::from_utf8(debugfs_cat(&vol, "/boot/extlinux/extlinux.conf")).unwrap();
     let conf = conf.replace(
         "APPEND quiet cryptomgr.notests",
         "APPEND quiet cryptomgr.notests drydock.test=from-volume",
     );
     debugfs_write(&vol, "/boot/extlinux/extlinux.conf", conf.as_bytes());
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    let out = in_guest(&dd, &id, "bfv-cmdline", &[("cmdline", "cat /proc/cmdline")]);
+    dd.start_instance(R, &id);
+    let out = dd.in_guest(
+        R,
+        &id,
+        "bfv-cmdline",
+        ROOT_PW,
+        &[("cmdline", "cat /proc/cmdline")],
+    );
     assert!(
         out["cmdline"]
             .as_str()
@@ -728,7 +672,7 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     );
 
     // A damaged default initramfs: the fallback entry boots.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     let release = conf
         .lines()
         .find_map(|l| l.trim().strip_prefix("INITRD /boot/initrd.img-"))
@@ -740,8 +684,8 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         &format!("/boot/initrd.img-{release}"),
         b"not an initramfs at all",
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
     let console = dd.console(R, &id, None);
     assert!(
         console.contains(&format!(
@@ -749,7 +693,7 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         )) && console.contains("drydock boot: booting entry `previous`"),
         "{console}"
     );
-    let out = in_guest(&dd, &id, "bfv-fallback", &[("lsmod", "lsmod")]);
+    let out = dd.in_guest(R, &id, "bfv-fallback", ROOT_PW, &[("lsmod", "lsmod")]);
     // The previous initramfs is the one with virtio_pci.
     assert!(
         out["lsmod"].as_str().unwrap().contains("virtio_pci "),
@@ -757,7 +701,7 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     );
 
     // Nothing bootable: the start fails like a machine's, saying why.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     debugfs_write(&vol, &format!("/boot/initrd.img-{release}.old"), b"");
     let start = dd.run(&["--region", R, "instance", "start", &id]);
     assert_code(&start, 1);
@@ -783,31 +727,22 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
 fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(
-        R,
-        &img,
-        &["--type", "m1.small", "--root-password", "hunter2"],
-    );
-    dd.wait_console(R, &id, &format!("{id} login:"));
-    let first = boots(&dd, &id);
+    let id = Scenario::instance(&dd, "m1.small");
+    let first = dd.boots(R, &id);
     // A "bad upgrade": an initramfs whose init cannot run, then a reboot.
-    in_guest(
-        &dd,
-        &id,
-        "bfv-break",
+    dd.in_guest(R, &id, "bfv-break", ROOT_PW,
         &[(
             "break",
             "mkdir -p /tmp/bad && printf '#!/nonexistent\\n' > /tmp/bad/init && chmod 755 /tmp/bad/init && (cd /tmp/bad && echo init | cpio -o -H newc > /boot/initrd.img-$(uname -r)) && sync",
         )],
     );
-    assert_code(&dd.run(&["--region", R, "instance", "reboot", &id]), 0);
+    dd.reboot_instance(R, &id);
     // The new initramfs boots and panics; the host sees the panic at the
     // reset and boots the fallback entry.
     let start = Instant::now();
     loop {
         let console = dd.console(R, &id, None);
-        if console.contains(&format!("{id} login:")) && boots(&dd, &id) >= first + 2 {
+        if console.contains(&format!("{id} login:")) && dd.boots(R, &id) >= first + 2 {
             assert!(
                 console
                     .contains("drydock boot: entry `linux` failed in the guest at its last boot")
@@ -822,7 +757,7 @@ fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let n = boots(&dd, &id);
+    let n = dd.boots(R, &id);
     let panicked = (first + 1..n).any(|b| {
         dd.console(R, &id, Some(b as u32))
             .contains("Kernel panic - not syncing")
@@ -835,18 +770,10 @@ fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
 fn an_instance_stopped_while_writing_starts_again_with_its_synced_data() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(
-        R,
-        &img,
-        &["--type", "m1.small", "--root-password", "hunter2"],
-    );
+    let id = Scenario::instance(&dd, "m1.small");
     // Synced data, then metadata churn (directories made and removed:
     // revoke records in the journal) still going when the VM is killed.
-    in_guest(
-        &dd,
-        &id,
-        "bfv-churn",
+    dd.in_guest(R, &id, "bfv-churn", ROOT_PW,
         &[
             ("kept", "echo kept-before-the-cut > /root/kept && sync && cat /root/kept"),
             (
@@ -856,24 +783,21 @@ fn an_instance_stopped_while_writing_starts_again_with_its_synced_data() {
         ],
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let first = boots(&dd, &id);
-    assert_code(
-        &dd.run(&["--region", R, "instance", "stop", "--force", &id]),
-        0,
-    );
-    let root = root_volume_path(&dd, &id);
+    let first = dd.boots(R, &id);
+    dd.force_stop(R, &id);
+    let root = dd.root_volume_path(R, &id);
     assert!(
         drydock_host::journal_replay::needs_recovery(&root).unwrap(),
         "a volume mounted read-write and cut off needs its journal replayed"
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    wait_login_of_boot(&dd, &id, first + 1);
+    dd.start_instance(R, &id);
+    dd.wait_login_of_boot(R, &id, first + 1);
     let console = dd.console(R, &id, None);
     assert!(
         console.contains("drydock boot: replayed the root volume's journal")
             && console.contains("drydock boot: booting entry `linux`"),
         "{console}"
     );
-    let out = in_guest(&dd, &id, "bfv-kept", &[("kept", "cat /root/kept")]);
+    let out = dd.in_guest(R, &id, "bfv-kept", ROOT_PW, &[("kept", "cat /root/kept")]);
     assert_eq!(out["kept"].as_str().unwrap().trim(), "kept-before-the-cut");
 }

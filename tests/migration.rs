@@ -23,26 +23,6 @@ fn run_json(dd: &Drydock, args: &[&str]) -> (i32, Value, String) {
     (out.status.code().unwrap(), v, said)
 }
 
-fn in_guest(dd: &Drydock, id: &str, cmd: &str) -> String {
-    dd.write_runbook(
-        "look.rhai",
-        "runbook(#{ name: \"look\", params: #{ instance: #{ type: \"instance\" }, cmd: #{ type: \"string\" } } });\n\
-         let c = console::open(params.instance);\nc.wait_for_boot(\"180s\");\nc.login(\"root\", \"hunter2\");\nc.run(params.cmd, \"1m\").stdout\n",
-    );
-    let out = dd.run(&[
-        "--json",
-        "run",
-        "look",
-        "-p",
-        &format!("instance={id}"),
-        "-p",
-        &format!("cmd={cmd}"),
-    ]);
-    assert_code(&out, 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["output"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     let _vm = vm_lock();
@@ -250,7 +230,7 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     let after = dd.instance(R, &id);
     assert_eq!(after["instance_type"], "n2.small");
     assert_eq!(after["state"], "running");
-    let modules = in_guest(&dd, &id, "cut -d' ' -f1 /proc/modules");
+    let modules = dd.guest(R, &id, "hunter2", "cut -d' ' -f1 /proc/modules");
     assert!(modules.contains("virtio_pci"), "{modules}");
 }
 
@@ -276,12 +256,7 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     let pw = "password=env:ROOT_PW";
     let inst = format!("instance={id}");
     // The console password is lost.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    assert_code(
-        &dd.run(&["--region", R, "fault", "inject", &id, "lost-password"]),
-        0,
-    );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.inject_fault(R, &id, "lost-password");
 
     // Online it cannot be done, and says how it can.
     let (code, _, said) = run_json(
@@ -348,9 +323,9 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     assert_eq!(root_vol["attach_index"], 0);
 
     // With the password back, the migration boots on n2.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.start_instance(R, &id);
     let (code, v, said) = run_json(
         &dd,
         &[
@@ -373,19 +348,14 @@ fn when_neither_type_passes_the_root_is_restored_from_the_backup_after_approval(
     use common::os_users::os_user;
     let _vm = vm_lock();
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     let img = dd.image(R);
     let id = dd.launch(
         R,
         &img,
         &["--type", "m1.small", "--root-password", "hunter2"],
     );
-    let old_root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_root = dd.root_volume(R, &id);
     // The service check fails on any type: n2 fails, m1 fails too.
     let child = dd
         .command(&[

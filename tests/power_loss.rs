@@ -10,6 +10,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::scenario::Scenario;
 use common::*;
 use serde_json::Value;
 
@@ -81,13 +82,6 @@ fn synced_guest_data_survives_and_instances_come_back_by_their_policy() {
     );
 }
 
-fn instances(dd: &Drydock) -> Vec<Value> {
-    dd.json(&["--region", R, "instances"])["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// rescue-root-volume with a launched rescue instance, cut off by power
 /// losses at random moments (seeded; `POWER_LOSS_SEED=A,B` replays), each
 /// followed by `drydock host recover`, which resumes it; it ends Success
@@ -105,13 +99,8 @@ fn rescue_through_outages(seed: u64) {
     eprintln!("POWER_LOSS_SEED={seed}");
     let mut next = xorshift(seed);
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, "login:");
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
+    let root = dd.root_volume(R, &id);
     let p_instance = format!("instance={id}");
     let child = dd
         .command(&[
@@ -202,7 +191,7 @@ fn rescue_through_outages(seed: u64) {
         .unwrap();
     assert_eq!(v["attached_to"], id.as_str(), "{v}");
     assert_eq!(v["attach_index"], 0, "{v}");
-    let all = instances(&dd);
+    let all = dd.instances(R);
     assert_eq!(all.len(), 2, "one rescue instance was launched: {all:?}");
     for r in all.iter().filter(|r| r["id"] != id.as_str()) {
         assert_eq!(r["state"], "terminated", "{r}");
@@ -289,7 +278,7 @@ fn through_outages(
 fn nothing_orphaned(dd: &Drydock, id: &str, keep: &[&str], images: &[&str]) {
     let listing = dd.json(&["--region", R, "instances"]);
     assert_eq!(listing["leftovers"], serde_json::json!([]), "{listing}");
-    for i in instances(dd) {
+    for i in dd.instances(R) {
         let iid = i["id"].as_str().unwrap();
         if iid != id && !keep.contains(&iid) {
             assert_eq!(i["state"], "terminated", "a stray instance: {i}");
@@ -348,12 +337,7 @@ fn free_disk_space_upgrade_drivers_and_migration_survive_power_losses() {
             ],
         );
         dd.wait_console(R, &id, "login:");
-        assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-        assert_code(
-            &dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]),
-            0,
-        );
-        assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+        dd.inject_fault(R, &id, "disk-full");
         dd.wait_console(R, &id, "login:");
         let inst = format!("instance={id}");
         let pw = "password=env:DD_PW";

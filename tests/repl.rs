@@ -367,9 +367,7 @@ d.decision
 #[test]
 fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     let alice = common::os_users::os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("gated.rhai", GATED);
     let runner = dd.spawn(&["run", "gated"]);
     let id = dd.only_execution();

@@ -233,9 +233,7 @@ fn iso(offset_secs: i64) -> String {
 #[test]
 fn a_change_calendar_blocks_a_scheduled_run_or_gates_it_behind_an_override() {
     let alice = common::os_users::os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("log-line.rhai", LOG);
     assert_code(
         &dd.run(&["calendar", "add", "prod", "--default", "open"]),

@@ -133,9 +133,7 @@ fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
 fn over_the_socket_the_caller_is_the_peers_account_and_outsiders_are_refused() {
     let alice = os_user("ddsvcalice", &["ddsvc"]);
     let outsider = os_user("ddsvcout", &[]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddsvc".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddsvc");
     let mut s = serve(&dd);
     status_when_up(&dd);
     let socket = dd.data_dir().join("serve.sock");

@@ -29,9 +29,7 @@ fn shared() -> (Drydock, OsUser) {
     os_group("ddtrust");
     let alice = os_user("ddtalice", &["ddtrust"]);
     let _bob = os_user("ddtbob", &["ddtrust"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddtrust".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddtrust");
     // The owner sets up the shared data directory.
     assert_code(&dd.run(&["runbooks"]), 0);
     (dd, alice)

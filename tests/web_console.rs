@@ -231,9 +231,7 @@ impl Drop for Browser {
 #[test]
 fn an_approver_signs_in_approves_in_the_browser_and_watches_the_run_end() {
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("gated.rhai", GATED);
     let runner = dd.spawn(&["run", "gated"]);
     let id = dd.only_execution();
