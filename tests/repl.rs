@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::serve::iso;
 use common::{assert_code, assert_stdout, text, Drydock};
 
 /// A program running on a pty: what it printed (escapes stripped) and a
@@ -400,12 +401,6 @@ fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     assert!(t.exited(10).is_some());
 }
 
-fn iso(offset_secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
 /// The prompt names the change calendars closed now; `:calendars` says
 /// why; `:serve` asks the running `drydock serve` over its socket.
 #[test]
@@ -449,13 +444,7 @@ fn the_prompt_shows_a_closed_calendar_and_serve_answers_over_its_socket() {
     assert!(staging.contains("open"), "{o}");
     assert!(o.contains("no `drydock serve` runs"), "{o}");
 
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     dd.wait_until("serve to answer", || {
         dd.run(&["serve", "status"]).status.code() == Some(0)
     });

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::free_port;
 use common::{assert_code, assert_stderr, text, Drydock};
 
 struct Sshd {
@@ -36,14 +36,6 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen (openssh-client) is installed by scripts/setup");
     assert!(st.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_sshd(dir: &Path) -> Sshd {

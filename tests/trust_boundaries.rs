@@ -404,24 +404,6 @@ fn a_directory_swapped_during_the_approval_deletes_nothing() {
     assert!(dd.work().join("logs.moved/a.log").exists());
 }
 
-/// A GET to serve's local API over DATA_DIR/serve.sock: (status line, body).
-fn local_api_get(dd: &Drydock, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(dd.data_dir().join("serve.sock")).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: drydock\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
 const LOGS: &str = r#"
 runbook(#{ name: "logs" });
 step("log", || append_file(`${env("WORK")}/log`, "ran\n"));
@@ -441,13 +423,7 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
     dd.write_runbook("logs.rhai", LOGS);
     chmod(&dd.work(), 0o777);
     assert_code(&dd.run(&["run", "logs"]), 0);
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     dd.wait_until("serve answers", || {
         dd.run(&["serve", "status"]).status.code() == Some(0)
     });
@@ -490,7 +466,7 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let ran = dd.count("log", "ran");
-    let (status, body) = local_api_get(&dd, "/api/executions");
+    let (status, body) = dd.local_api_get("/api/executions");
     let _ = serve.kill();
     let _ = serve.wait();
     assert!(
@@ -552,13 +528,7 @@ fn a_window_task_is_requested_by_whoever_added_it() {
     assert_stdout(&out, 0, &["requested by ddtalice"]);
     let shown = text(&dd.run(&["windows", "show", "patch"]).stdout);
     assert!(shown.contains("ddtalice"), "{shown}");
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     let mut id = String::new();
     dd.wait_until("the window starts its task", || {
         id = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0]["execution_id"]
@@ -621,13 +591,7 @@ fn a_window_task_whose_runbook_changed_is_skipped() {
         "nightly-change.rhai",
         &SCHEDULED.replace("version 1", "changed after approval"),
     );
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     let mut task = serde_json::Value::Null;
     dd.wait_until("the window handles its task", || {
         task = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0].clone();
