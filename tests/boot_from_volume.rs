@@ -25,7 +25,7 @@ use std::time::Instant;
 use common::scenario::{Scenario, ROOT_PW};
 use common::{assert_code, text, vm_lock, Drydock};
 use drydock_images::boot_volume::{
-    read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, MEMO_FILE,
+    read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, VolumeBoot, MEMO_FILE,
 };
 use drydock_images::{make_ext4, CpioWriter, EntryKind};
 
@@ -62,6 +62,11 @@ fn initrd(extra: usize, seed: u64) -> Vec<u8> {
     w.add("blob", 0o644, EntryKind::File(&noise(extra, seed)))
         .unwrap();
     w.finish().unwrap()
+}
+
+/// The boot files of a volume read with no memo and no failed entry.
+fn read_fresh(volume: &Path, cache: &Path, how: KernelBoot) -> Result<VolumeBoot, BootFailure> {
+    read_boot(volume, cache, how, None, &BootMemo::default())
 }
 
 const CONF: &str = "DEFAULT linux
@@ -130,14 +135,7 @@ fn the_host_reads_the_same_bytes_as_debugfs() {
     let dir = tempfile::tempdir().unwrap();
     let vol = volume(dir.path(), &good_files());
     let cache = dir.path().join("cache");
-    let boot = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let boot = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     assert_eq!(boot.label, "linux");
     assert_eq!(boot.append, "quiet marker=default");
     assert!(boot.skipped.is_empty(), "{:?}", boot.skipped);
@@ -150,14 +148,7 @@ fn the_host_reads_the_same_bytes_as_debugfs() {
         debugfs_cat(&vol, "/boot/initrd.img-t")
     );
     // Content-addressed: the same files give the same cache entries.
-    let again = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let again = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     assert_eq!((again.kernel, again.initrd), (boot.kernel, boot.initrd));
 }
 
@@ -172,14 +163,7 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     let release = manifest["kernel_release"].as_str().unwrap();
     let root = boot_dir.join("root.ext4");
     let cache = tempfile::tempdir().unwrap();
-    let given = read_boot(
-        &root,
-        cache.path(),
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let given = read_fresh(&root, cache.path(), KernelBoot::AsGiven).unwrap();
     let vmlinuz = debugfs_cat(&root, &format!("/boot/vmlinuz-{release}"));
     assert_eq!(std::fs::read(&given.kernel).unwrap(), vmlinuz);
     let initrd = debugfs_cat(&root, &format!("/boot/initrd.img-{release}"));
@@ -191,14 +175,7 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     // Debian's kernel boots through its PVH entry: the ELF extracted from
     // the volume's bzImage is the one the image build extracted.
     let start = Instant::now();
-    let pvh = read_boot(
-        &root,
-        cache.path(),
-        KernelBoot::PreferPvh,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let pvh = read_fresh(&root, cache.path(), KernelBoot::PreferPvh).unwrap();
     let first = start.elapsed();
     assert_eq!(
         std::fs::read(&pvh.kernel).unwrap(),
@@ -214,14 +191,7 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     assert_eq!(seeded.kernel, boot_dir.join("vmlinux"));
     assert_eq!(seeded.initrd, boot_dir.join("initramfs.cpio"));
     let start = Instant::now();
-    let cached = read_boot(
-        &root,
-        cache.path(),
-        KernelBoot::PreferPvh,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let cached = read_fresh(&root, cache.path(), KernelBoot::PreferPvh).unwrap();
     let hit = start.elapsed();
     assert_eq!(cached.kernel, pvh.kernel);
     assert_eq!(cached.append, "quiet cryptomgr.notests");
@@ -283,14 +253,7 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
             &[("/boot/extlinux/extlinux.conf", Some(conf.into_bytes()))],
         ),
     );
-    let boot = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let boot = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     assert_eq!(boot.label, "previous");
     assert_eq!(boot.append, "quiet marker=previous");
     assert!(
@@ -316,14 +279,7 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
             dir.path(),
             &with_files(&good_files(), &[("/boot/initrd.img-t", Some(bad))]),
         );
-        let boot = read_boot(
-            &vol,
-            &cache,
-            KernelBoot::AsGiven,
-            None,
-            &BootMemo::default(),
-        )
-        .unwrap();
+        let boot = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
         assert_eq!(boot.label, "previous", "{why}");
         assert!(
             boot.skipped[0].contains("initrd /boot/initrd.img-t: ")
@@ -339,14 +295,7 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
         dir.path(),
         &with_files(&good_files(), &[("/boot/vmlinuz-t", Some(kernel))]),
     );
-    let err = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap_err();
+    let err = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap_err();
     assert!(
         matches!(err, BootFailure::NoBootableEntry(_))
             && err
@@ -365,15 +314,9 @@ fn what_cannot_boot_is_named_with_the_fix() {
     let cache = dir.path().join("cache");
     let read = |files: &[(&'static str, Vec<u8>)]| {
         let vol = volume(dir.path(), files);
-        read_boot(
-            &vol,
-            &cache,
-            KernelBoot::AsGiven,
-            None,
-            &BootMemo::default(),
-        )
-        .unwrap_err()
-        .to_string()
+        read_fresh(&vol, &cache, KernelBoot::AsGiven)
+            .unwrap_err()
+            .to_string()
     };
     let err = read(&with_files(
         &good_files(),
@@ -426,15 +369,9 @@ fn what_cannot_boot_is_named_with_the_fix() {
     // A volume that is not ext4 at all.
     let junk = dir.path().join("junk.raw");
     std::fs::write(&junk, noise(1 << 20, 9)).unwrap();
-    let err = read_boot(
-        &junk,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = read_fresh(&junk, &cache, KernelBoot::AsGiven)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("unreadable file system on the root volume") && err.contains("e2fsck"),
         "{err}"
@@ -459,15 +396,9 @@ fn an_oversized_kernel_is_not_read() {
     drop(big);
     let vol = dir.path().join("root.ext4");
     make_ext4(&tree, "root", 64, &vol).unwrap();
-    let err = read_boot(
-        &vol,
-        &dir.path().join("cache"),
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = read_fresh(&vol, &dir.path().join("cache"), KernelBoot::AsGiven)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("/boot/vmlinuz-t is 65 MiB, more than the 64 MiB drydock reads"),
         "{err}"
@@ -479,14 +410,7 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let vol = volume(dir.path(), &good_files());
-    let first = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let first = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
     let mark = FailedMark {
         label: "linux".into(),
