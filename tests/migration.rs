@@ -23,6 +23,20 @@ fn run_json(dd: &Drydock, args: &[&str]) -> (i32, Value, String) {
     (out.status.code().unwrap(), v, said)
 }
 
+/// `run_json` of `runbook` for `inst` to type n2.small with password
+/// parameter `pw` and `extra` parameters.
+fn to_n2(
+    dd: &Drydock,
+    runbook: &str,
+    inst: &str,
+    pw: &str,
+    extra: &[&str],
+) -> (i32, Value, String) {
+    let mut args = vec![runbook, "-p", inst, "-p", "target_type=n2.small", "-p", pw];
+    args.extend_from_slice(extra);
+    run_json(dd, &args)
+}
+
 #[test]
 fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     let _vm = vm_lock();
@@ -40,18 +54,7 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     let inst = format!("instance={id}");
 
     // 1. The pre-checks name what n2 needs.
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "check-migration",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "check-migration", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     let report = &v["output"];
     assert_eq!(report["ready"], false, "{report}");
@@ -83,36 +86,18 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
         .contains("upgrade-drivers"));
 
     // 2. Without ignore_checks the migration refuses before touching anything.
-    let (code, _, said) = run_json(
-        &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, _, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("pre-checks failed"), "{said}");
     assert_eq!(dd.instance(R, &id)["instance_type"], "m1.small");
 
     // 3. Forced: n2 does not find the root disk; back on m1, running.
-    let (code, _, said) = run_json(
+    let (code, _, said) = to_n2(
         &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-            "-p",
-            "ignore_checks=true",
-        ],
+        "migrate-instance-type",
+        &inst,
+        pw,
+        &["-p", "ignore_checks=true"],
     );
     assert_eq!(code, 1, "{said}");
     assert!(
@@ -185,18 +170,7 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     assert_eq!(after["state"], "running");
 
     // 5. The drivers, from a driver volume, over the console.
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "upgrade-drivers",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "upgrade-drivers", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     let up = &v["output"];
     assert_eq!(up["installed"], serde_json::json!(["virtio_pci"]), "{up}");
@@ -213,18 +187,7 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     );
 
     // 6. Now the migration boots on n2, with virtio_pci loaded.
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     assert_eq!(v["output"]["result"], "migrated");
     let after = dd.instance(R, &id);
@@ -259,34 +222,16 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     dd.inject_fault(R, &id, "lost-password");
 
     // Online it cannot be done, and says how it can.
-    let (code, _, said) = run_json(
-        &dd,
-        &[
-            "upgrade-drivers",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, _, said) = to_n2(&dd, "upgrade-drivers", &inst, pw, &[]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("allow_offline=true"), "{said}");
 
-    let (code, v, said) = run_json(
+    let (code, v, said) = to_n2(
         &dd,
-        &[
-            "upgrade-drivers",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-            "-p",
-            "allow_offline=true",
-        ],
+        "upgrade-drivers",
+        &inst,
+        pw,
+        &["-p", "allow_offline=true"],
     );
     assert_eq!(code, 0, "{said}");
     println!("upgrade-drivers offline: {} ms", v["duration_ms"]);
@@ -326,18 +271,7 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     dd.stop_instance(R, &id);
     assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
     dd.start_instance(R, &id);
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     assert_eq!(v["output"]["result"], "migrated");
     assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
