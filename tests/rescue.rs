@@ -55,6 +55,17 @@ fn dump(dd: &Drydock) {
     }
 }
 
+/// The JSON of a run that must have succeeded (what the host shows is
+/// dumped when it did not), after saying how long `what` took.
+fn succeeded(dd: &Drydock, out: &std::process::Output, what: &str, started: Instant) -> Value {
+    eprintln!("{what}: {:.0} s", started.elapsed().as_secs_f64());
+    if out.status.code() != Some(0) {
+        dump(dd);
+    }
+    assert_code(out, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Every file of the data directory but guest disks and images: the
 /// journal, transcripts, console logs, logs, host state. A directory or
 /// file that cannot be read fails the test (only one removed while the
@@ -670,15 +681,12 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     .stdin(Stdio::null())
     .output()
     .unwrap();
-    eprintln!(
-        "rescue-root-volume, given rescue, stopped instance, backup: {:.0} s",
-        started.elapsed().as_secs_f64()
+    let v = succeeded(
+        &dd,
+        &out,
+        "rescue-root-volume, given rescue, stopped instance, backup",
+        started,
     );
-    if out.status.code() != Some(0) {
-        dump(&dd);
-    }
-    assert_code(&out, 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &v["output"];
     assert_eq!(o["rescue"], rescue.as_str(), "{v}");
     assert_eq!(o["rescue_launched"], false, "{v}");
@@ -728,15 +736,12 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     .stdin(Stdio::null())
     .output()
     .unwrap();
-    eprintln!(
-        "reset-access, key only, stopped instance: {:.0} s",
-        started.elapsed().as_secs_f64()
+    let v = succeeded(
+        &dd,
+        &out,
+        "reset-access, key only, stopped instance",
+        started,
     );
-    if out.status.code() != Some(0) {
-        dump(&dd);
-    }
-    assert_code(&out, 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &v["output"];
     assert_eq!(o["password_reset"], false, "{v}");
     assert_eq!(o["state"], "stopped", "{v}");
