@@ -8,18 +8,13 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::serve::{iso, wait_for};
+use common::serve::{at_in, iso, wait_for};
 use common::{assert_code, assert_stdout, text, Drydock};
 
 const LOG: &str = r#"
 runbook(#{ name: "log-line", params: #{ line: #{ type: "string", default_value: "ran" } } });
 step("log", || append_file(`${env("WORK")}/log`, params.line + "\n"));
 "#;
-
-fn at_in(secs: u64) -> String {
-    let t = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
-    format!("at({})", t.format("%Y-%m-%dT%H:%M:%S"))
-}
 
 #[test]
 fn schedules_are_validated_before_anything_is_stored() {

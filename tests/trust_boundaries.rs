@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::os_users::{os_group, os_user, OsUser};
+use common::serve::at_in;
 use common::*;
 
 const PLANTED: &str = r#"
@@ -447,8 +448,7 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
         .filter(|p| p.contains("journal.sqlite3") && p.ends_with("(deleted)"))
         .collect();
     // Then a schedule is added and serve must see it.
-    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    let at = at_in(2);
     assert_code(
         &dd.run(&[
             "schedules",
@@ -496,8 +496,7 @@ fn a_window_task_is_requested_by_whoever_added_it() {
     let bob = os_user("ddtbob", &["ddtrust"]);
     dd.write_runbook("nightly-change.rhai", SCHEDULED);
     chmod(&dd.work(), 0o777);
-    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    let at = at_in(3);
     assert_code(
         &dd.run(&[
             "windows",
@@ -560,8 +559,7 @@ fn a_window_task_is_requested_by_whoever_added_it() {
 fn a_window_task_whose_runbook_changed_is_skipped() {
     let dd = Drydock::new();
     dd.write_runbook("nightly-change.rhai", SCHEDULED);
-    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    let at = at_in(3);
     assert_code(
         &dd.run(&[
             "windows",

@@ -106,6 +106,12 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A schedule of one run `secs` from now: `at(…)` in UTC to the second.
+pub fn at_in(secs: u64) -> String {
+    let t = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
+    format!("at({})", t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
 /// Now plus `offset_secs`, as an RFC 3339 UTC time to the second.
 pub fn iso(offset_secs: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
