@@ -53,8 +53,7 @@ fn run_clean(dd: &Drydock, cwd: &Path, params: &[String]) -> (std::process::Outp
 }
 
 fn hostile_dd() -> Drydock {
-    let dd = Drydock::shared_by("ddops");
-    dd
+    Drydock::shared_by("ddops")
 }
 
 /// Files that must not appear anywhere the runner or the shell could have
