@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod console;
 pub mod guest;
 pub mod os_users;
+pub mod power;
 pub mod scenario;
 pub mod serve;
 pub mod volumes;
@@ -295,24 +296,7 @@ impl Drydock {
     /// The pids of every process of this drydock: runners, supervisors,
     /// VMMs (anything whose command line names the data directory).
     pub fn processes(&self) -> Vec<u32> {
-        let needle = self.data_dir().display().to_string();
-        let me = std::process::id();
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
+        power::processes_naming(&self.data_dir())
     }
 
     /// A power loss: every process of this drydock stopped at the same
@@ -320,39 +304,12 @@ impl Drydock {
     /// down. Returns how many processes died.
     pub fn power_loss(&self) -> usize {
         let pids = self.processes();
-        let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-        if list.is_empty() {
-            return 0;
-        }
-        for sig in ["-STOP", "-KILL"] {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .args(&list)
-                .stderr(Stdio::null())
-                .status();
-        }
-        let start = Instant::now();
-        while pids
-            .iter()
-            .any(|p| Path::new(&format!("/proc/{p}/cmdline")).exists() && !is_zombie(*p))
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "processes outlived SIGKILL"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            power::stop_and_kill(&pids, Duration::from_secs(30)),
+            "processes outlived SIGKILL"
+        );
         pids.len()
     }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 /// Asserts an exit code and that stderr holds every one of `needles`,
