@@ -22,6 +22,9 @@
 //!   SOAK_RECOVER_COUNT=M instances for the `host recover` figure (10;
 //!                        0 skips it)
 
+#[path = "../tests/common/power.rs"]
+mod power;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,43 +149,11 @@ impl Dd {
 }
 
 /// Every process whose command line names `data` (runners, supervisors,
-/// VMMs), stopped at once (SIGSTOP to all) then killed (SIGKILL to all).
+/// VMMs), stopped at once (SIGSTOP to all) then killed (SIGKILL to all);
+/// how many there were.
 fn power_loss(data: &Path) -> usize {
-    let needle = data.display().to_string();
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                pids.push(pid.to_string());
-            }
-        }
-    }
-    if pids.is_empty() {
-        return 0;
-    }
-    for sig in ["-STOP", "-KILL"] {
-        let _ = Command::new("kill")
-            .arg(sig)
-            .args(&pids)
-            .stderr(Stdio::null())
-            .status();
-    }
-    let start = Instant::now();
-    while pids.iter().any(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
-    }) && start.elapsed() < Duration::from_secs(30)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pids = power::processes_naming(data);
+    power::stop_and_kill(&pids, Duration::from_secs(30));
     pids.len()
 }
 

@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::os_users::{os_user, OsUser};
+use common::os_users::{connect_as, os_user, OsUser};
 use common::{assert_code, text, vm_lock, Drydock};
 use serde_json::Value;
 
@@ -77,43 +77,6 @@ fn read_as(user: &OsUser, path: &Path) -> Result<Vec<u8>, String> {
     } else {
         Err(text(&out.stderr))
     }
-}
-
-/// Connects to a Unix socket as another account (a Python one-liner run
-/// by `runuser`), sends `line` and returns the first line of the reply, or
-/// `CONNECT-ERROR …` when the socket cannot be reached at all.
-fn connect_as(user: &OsUser, socket: &Path, line: &str) -> String {
-    let script = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-try:
-    s.connect(sys.argv[1])
-except OSError as e:
-    print("CONNECT-ERROR", e); sys.exit(0)
-try:
-    s.sendall(sys.argv[2].encode() + b"\n")
-except OSError:
-    pass
-data = b""
-try:
-    while b"\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-except OSError as e:
-    print("READ-ERROR", e)
-print(data.split(b"\n")[0].decode(errors="replace").strip())
-"#;
-    let out = Command::new("runuser")
-        .args(["-u", &user.name, "--", "/usr/bin/python3", "-c", script])
-        .arg(socket)
-        .arg(line)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -198,7 +161,7 @@ fn an_instance_is_private_its_sockets_check_peers_and_listings_hide_its_secrets(
         .as_str()
         .unwrap()
         .to_string();
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.wait_login(R, &id);
 
     // Listings show that a password is set and what user-data it has, not
     // the hash or the script.
@@ -353,5 +316,5 @@ print(`hash: ${full.secrets.root_password_hash}`);
         "refusals are logged: {log}"
     );
 
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
+    dd.terminate(R, &id);
 }

@@ -12,7 +12,7 @@
 mod common;
 
 use common::os_users::{os_user, OsUser};
-use common::{assert_code, text, wait_child, Drydock};
+use common::{assert_code, assert_stderr, assert_stdout, text, wait_child, Drydock};
 
 const GATED: &str = r#"
 runbook(#{
@@ -60,9 +60,7 @@ fn team() -> Team {
 
 fn setup() -> (Drydock, Team) {
     let team = team();
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("gated.rhai", GATED);
     (dd, team)
 }
@@ -70,16 +68,13 @@ fn setup() -> (Drydock, Team) {
 #[test]
 fn an_approval_by_another_account_lets_the_runbook_go_on() {
     let (dd, t) = setup();
-    let child = dd.spawn(&["run", "gated", "-p", "approvers=ddalice,ddbob"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) = dd.spawn_until_approval(&["run", "gated", "-p", "approvers=ddalice,ddbob"]);
     assert_eq!(dd.state(&id), "WaitingForApproval");
     let pending = dd.json(&["approvals"]);
     assert_eq!(pending[0]["message"], "Stop the database for maintenance?");
     assert_eq!(pending[0]["steps_done"], serde_json::json!(["before"]));
     let out = dd.run_as(&t.alice, &["approve", &id, "--comment", "window is open"]);
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains("approved by ddalice"));
+    assert_stdout(&out, 0, &["approved by ddalice"]);
     let out = wait_child(child);
     assert_code(&out, 0);
     assert_eq!(dd.count("log", "after"), 1);
@@ -96,15 +91,12 @@ fn an_approval_by_another_account_lets_the_runbook_go_on() {
 #[test]
 fn a_name_given_with_as_is_refused_unless_it_is_your_own() {
     let (dd, t) = setup();
-    let child = dd.spawn(&["run", "gated", "-p", "approvers=ddbob"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) = dd.spawn_until_approval(&["run", "gated", "-p", "approvers=ddbob"]);
     let out = dd.run_as(&t.alice, &["approve", &id, "--as", "ddbob"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("--as \"ddbob\": you are ddalice") && err.contains("cannot take a name"),
-        "{err}"
+    assert_stderr(
+        &out,
+        2,
+        &["--as \"ddbob\": you are ddalice", "cannot take a name"],
     );
     // USER and DRYDOCK_USER are not identities either.
     let out = dd
@@ -113,8 +105,7 @@ fn a_name_given_with_as_is_refused_unless_it_is_your_own() {
         .env("DRYDOCK_USER", "ddbob")
         .output()
         .unwrap();
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("ddalice is not an approver"));
+    assert_stderr(&out, 2, &["ddalice is not an approver"]);
     assert_code(&dd.run_as(&t.bob, &["approve", &id, "--as", "ddbob"]), 0);
     assert_code(&wait_child(child), 0);
 }
@@ -122,25 +113,21 @@ fn a_name_given_with_as_is_refused_unless_it_is_your_own() {
 #[test]
 fn a_rejection_aborts_by_default_and_can_be_branched_on() {
     let (dd, t) = setup();
-    let child = dd.spawn(&["run", "gated"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) = dd.spawn_until_approval(&["run", "gated"]);
     let out = dd.run_as(
         &t.carol,
         &["approve", &id, "--reject", "--comment", "not today"],
     );
     assert_code(&out, 0);
     let out = wait_child(child);
-    assert_code(&out, 3);
-    assert!(text(&out.stderr).contains("approval rejected by ddcarol: not today"));
+    assert_stderr(&out, 3, &["approval rejected by ddcarol: not today"]);
     assert_eq!(dd.state(&id), "Rejected");
     assert_eq!(dd.count("log", "after") + dd.count("log", "skipped"), 0);
 
     // The requester may withdraw (reject) their own request.
     let (dd, _) = setup();
-    let child = dd.spawn(&["--json", "run", "gated", "-p", "on_reject=continue"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) =
+        dd.spawn_until_approval(&["--json", "run", "gated", "-p", "on_reject=continue"]);
     assert_code(&dd.run(&["approve", &id, "--reject"]), 0);
     let out = wait_child(child);
     assert_code(&out, 0);
@@ -153,11 +140,10 @@ fn a_rejection_aborts_by_default_and_can_be_branched_on() {
 fn an_approval_times_out() {
     let (dd, _) = setup();
     let out = dd.run(&["run", "gated", "-p", "timeout=300ms"]);
-    assert_code(&out, 4);
-    assert!(
-        text(&out.stderr).contains("approval timed out after 300ms with 0 of 1 approvals"),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        4,
+        &["approval timed out after 300ms with 0 of 1 approvals"],
     );
     let id = dd.only_execution();
     assert_eq!(dd.state(&id), "TimedOut");
@@ -167,7 +153,7 @@ fn an_approval_times_out() {
 #[test]
 fn a_quorum_counts_distinct_accounts_and_outsiders_are_refused() {
     let (dd, t) = setup();
-    let child = dd.spawn(&[
+    let (child, id) = dd.spawn_until_approval(&[
         "run",
         "gated",
         "-p",
@@ -175,25 +161,18 @@ fn a_quorum_counts_distinct_accounts_and_outsiders_are_refused() {
         "-p",
         "quorum=2",
     ]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
 
     let out = dd.run_as(&t.mallory, &["approve", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains(
-        "ddmallory is not an approver of this request; it may be decided by: ddalice, ddbob, ddcarol"
-    ));
+    assert_stderr(&out, 2, &["ddmallory is not an approver of this request; it may be decided by: ddalice, ddbob, ddcarol"]);
 
     let out = dd.run_as(&t.alice, &["approve", &id]);
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("1 of 2 approvals, waiting for 1 more from ddbob, ddcarol"),
-        "{}",
-        text(&out.stdout)
+    assert_stdout(
+        &out,
+        0,
+        &["1 of 2 approvals, waiting for 1 more from ddbob, ddcarol"],
     );
     let out = dd.run_as(&t.alice, &["approve", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("ddalice already approved"));
+    assert_stderr(&out, 2, &["ddalice already approved"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(
         dd.state(&id),
@@ -213,15 +192,16 @@ fn a_quorum_counts_distinct_accounts_and_outsiders_are_refused() {
 #[test]
 fn with_no_approver_list_one_person_cannot_meet_a_quorum_alone() {
     let (dd, t) = setup();
-    let child = dd.spawn(&["run", "gated", "-p", "quorum=3"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) = dd.spawn_until_approval(&["run", "gated", "-p", "quorum=3"]);
     assert_code(&dd.run_as(&t.alice, &["approve", &id]), 0);
     assert_code(&dd.run_as(&t.alice, &["approve", &id]), 2);
     // Neither the requester (root) nor a repeated account counts.
     let out = dd.run(&["approve", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("root requested this execution and cannot approve it"));
+    assert_stderr(
+        &out,
+        2,
+        &["root requested this execution and cannot approve it"],
+    );
     assert_code(&dd.run_as(&t.bob, &["approve", &id]), 0);
     assert_eq!(dd.state(&id), "WaitingForApproval");
     assert_code(&dd.run_as(&t.carol, &["approve", &id]), 0);
@@ -242,13 +222,10 @@ fn the_requester_cannot_approve_unless_the_runbook_allows_it() {
     dd.wait_for_approval(&id);
     assert_eq!(dd.show(&id)["execution"]["requested_by"], "ddalice");
     let out = dd.run_as(&t.alice, &["approve", &id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains(
-            "ddalice requested this execution and cannot approve it (separation of duties)"
-        ),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        2,
+        &["ddalice requested this execution and cannot approve it (separation of duties)"],
     );
     assert_code(&dd.run_as(&t.bob, &["approve", &id]), 0);
     assert_code(&wait_child(child), 0);
@@ -273,12 +250,9 @@ fn the_requester_cannot_approve_unless_the_runbook_allows_it() {
 #[test]
 fn groups_name_approvers() {
     let (dd, t) = setup();
-    let child = dd.spawn(&["run", "gated", "-p", "approvers=@ddapprovers"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) = dd.spawn_until_approval(&["run", "gated", "-p", "approvers=@ddapprovers"]);
     let out = dd.run_as(&t.alice, &["approve", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("ddalice is not an approver"));
+    assert_stderr(&out, 2, &["ddalice is not an approver"]);
     assert_code(&dd.run_as(&t.bob, &["approve", &id]), 0);
     assert_code(&wait_child(child), 0);
     assert_eq!(
@@ -290,21 +264,19 @@ fn groups_name_approvers() {
 #[test]
 fn a_decision_made_while_no_runner_is_alive_is_applied_on_resume() {
     let (dd, t) = setup();
-    let mut child = dd.spawn(&["run", "gated", "-p", "approvers=ddalice"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let id = dd.approval_without_runner(&["run", "gated", "-p", "approvers=ddalice"]);
     let list = dd.json(&["approvals"]);
     assert_eq!(list[0]["runner_alive"], false);
     let out = dd.run_as(&t.alice, &["approve", &id]);
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains(&format!(
-        "the decision is kept and applied by `drydock resume {id}`"
-    )));
+    assert_stdout(
+        &out,
+        0,
+        &[&format!(
+            "the decision is kept and applied by `drydock resume {id}`"
+        )],
+    );
     let out = dd.run(&["resume", &id]);
-    assert_code(&out, 0);
-    assert!(text(&out.stderr).contains("replayed from the journal"));
+    assert_stderr(&out, 0, &["replayed from the journal"]);
     assert_eq!(dd.count("log", "before"), 1);
     assert_eq!(dd.count("log", "after"), 1);
 }
@@ -312,7 +284,7 @@ fn a_decision_made_while_no_runner_is_alive_is_applied_on_resume() {
 #[test]
 fn a_late_decision_is_refused_and_retry_asks_again() {
     let (dd, t) = setup();
-    let mut child = dd.spawn(&[
+    let id = dd.approval_without_runner(&[
         "run",
         "gated",
         "-p",
@@ -320,17 +292,12 @@ fn a_late_decision_is_refused_and_retry_asks_again() {
         "-p",
         "timeout=1s",
     ]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
-    child.kill().unwrap();
-    child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let out = dd.run_as(&t.alice, &["approve", &id]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("expired at") && err.contains(&format!("drydock resume {id} --retry")),
-        "{err}"
+    assert_stderr(
+        &out,
+        2,
+        &["expired at", &format!("drydock resume {id} --retry")],
     );
     assert_eq!(
         dd.show(&id)["approvals"][0]["decisions"],
@@ -357,11 +324,7 @@ fn a_late_decision_is_refused_and_retry_asks_again() {
 #[test]
 fn an_approval_does_not_pass_for_code_edited_after_it() {
     let (dd, t) = setup();
-    let mut child = dd.spawn(&["run", "gated", "-p", "approvers=ddalice"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let id = dd.approval_without_runner(&["run", "gated", "-p", "approvers=ddalice"]);
     assert_code(&dd.run_as(&t.alice, &["approve", &id]), 0);
     // Someone edits what the approved step does.
     let evil = GATED.replace(
@@ -371,12 +334,13 @@ fn an_approval_does_not_pass_for_code_edited_after_it() {
     assert_ne!(evil, GATED);
     dd.write_runbook("gated.rhai", &evil);
     let out = dd.run(&["resume", &id]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("runbook changed since it was approved")
-            && err.contains("put the original runbook back"),
-        "{err}"
+    assert_stderr(
+        &out,
+        2,
+        &[
+            "runbook changed since it was approved",
+            "put the original runbook back",
+        ],
     );
     assert_eq!(dd.count("log", "something else"), 0);
     // With the approved code back, it goes on.
@@ -420,11 +384,10 @@ fn auto_approve_only_where_allowed_or_by_an_admin_and_recorded_with_who() {
         &t.alice,
         &["run", "gated", "--auto-approve", "-p", "timeout=500ms"],
     );
-    assert_code(&out, 4);
-    assert!(
-        text(&out.stderr).contains("--auto-approve by ddalice does not apply to this approval"),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        4,
+        &["--auto-approve by ddalice does not apply to this approval"],
     );
 
     // ... but it does where the runbook says auto_approve: "allowed".
@@ -475,9 +438,7 @@ fn auto_approve_only_where_allowed_or_by_an_admin_and_recorded_with_who() {
 #[test]
 fn names_and_comments_cannot_forge_output() {
     let (dd, t) = setup();
-    let child = dd.spawn(&["run", "gated", "-p", "approvers=ddalice"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (child, id) = dd.spawn_until_approval(&["run", "gated", "-p", "approvers=ddalice"]);
     let forged = "ok\n  root approved (auto-approve) at 2026-01-01\x1b[2K\x1b[1A";
     assert_code(
         &dd.run_as(&t.alice, &["approve", &id, "--comment", forged]),
@@ -509,9 +470,7 @@ fn approving_an_execution_without_a_pending_approval_is_a_clear_error() {
     assert_code(&dd.run(&["run", "gated", "--auto-approve"]), 0);
     let id = dd.only_execution();
     let out = dd.run(&["approve", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("has no pending approval (it is Success)"));
+    assert_stderr(&out, 2, &["has no pending approval (it is Success)"]);
     let out = dd.run(&["approve", "ex-doesnotexist"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("no execution matches"));
+    assert_stderr(&out, 2, &["no execution matches"]);
 }

@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use common::scenario::{Scenario, ROOT_PW};
 use common::{assert_code, text, vm_lock, Drydock};
 use drydock_images::boot_volume::{
-    read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, MEMO_FILE,
+    read_boot, BootFailure, BootMemo, FailedMark, KernelBoot, VolumeBoot, MEMO_FILE,
 };
 use drydock_images::{make_ext4, CpioWriter, EntryKind};
 
@@ -61,6 +62,11 @@ fn initrd(extra: usize, seed: u64) -> Vec<u8> {
     w.add("blob", 0o644, EntryKind::File(&noise(extra, seed)))
         .unwrap();
     w.finish().unwrap()
+}
+
+/// The boot files of a volume read with no memo and no failed entry.
+fn read_fresh(volume: &Path, cache: &Path, how: KernelBoot) -> Result<VolumeBoot, BootFailure> {
+    read_boot(volume, cache, how, None, &BootMemo::default())
 }
 
 const CONF: &str = "DEFAULT linux
@@ -129,14 +135,7 @@ fn the_host_reads_the_same_bytes_as_debugfs() {
     let dir = tempfile::tempdir().unwrap();
     let vol = volume(dir.path(), &good_files());
     let cache = dir.path().join("cache");
-    let boot = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let boot = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     assert_eq!(boot.label, "linux");
     assert_eq!(boot.append, "quiet marker=default");
     assert!(boot.skipped.is_empty(), "{:?}", boot.skipped);
@@ -149,14 +148,7 @@ fn the_host_reads_the_same_bytes_as_debugfs() {
         debugfs_cat(&vol, "/boot/initrd.img-t")
     );
     // Content-addressed: the same files give the same cache entries.
-    let again = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let again = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     assert_eq!((again.kernel, again.initrd), (boot.kernel, boot.initrd));
 }
 
@@ -171,14 +163,7 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     let release = manifest["kernel_release"].as_str().unwrap();
     let root = boot_dir.join("root.ext4");
     let cache = tempfile::tempdir().unwrap();
-    let given = read_boot(
-        &root,
-        cache.path(),
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let given = read_fresh(&root, cache.path(), KernelBoot::AsGiven).unwrap();
     let vmlinuz = debugfs_cat(&root, &format!("/boot/vmlinuz-{release}"));
     assert_eq!(std::fs::read(&given.kernel).unwrap(), vmlinuz);
     let initrd = debugfs_cat(&root, &format!("/boot/initrd.img-{release}"));
@@ -190,14 +175,7 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     // Debian's kernel boots through its PVH entry: the ELF extracted from
     // the volume's bzImage is the one the image build extracted.
     let start = Instant::now();
-    let pvh = read_boot(
-        &root,
-        cache.path(),
-        KernelBoot::PreferPvh,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let pvh = read_fresh(&root, cache.path(), KernelBoot::PreferPvh).unwrap();
     let first = start.elapsed();
     assert_eq!(
         std::fs::read(&pvh.kernel).unwrap(),
@@ -213,14 +191,7 @@ fn the_image_root_volume_is_read_like_debugfs_and_fast_when_cached() {
     assert_eq!(seeded.kernel, boot_dir.join("vmlinux"));
     assert_eq!(seeded.initrd, boot_dir.join("initramfs.cpio"));
     let start = Instant::now();
-    let cached = read_boot(
-        &root,
-        cache.path(),
-        KernelBoot::PreferPvh,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let cached = read_fresh(&root, cache.path(), KernelBoot::PreferPvh).unwrap();
     let hit = start.elapsed();
     assert_eq!(cached.kernel, pvh.kernel);
     assert_eq!(cached.append, "quiet cryptomgr.notests");
@@ -282,14 +253,7 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
             &[("/boot/extlinux/extlinux.conf", Some(conf.into_bytes()))],
         ),
     );
-    let boot = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let boot = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     assert_eq!(boot.label, "previous");
     assert_eq!(boot.append, "quiet marker=previous");
     assert!(
@@ -315,14 +279,7 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
             dir.path(),
             &with_files(&good_files(), &[("/boot/initrd.img-t", Some(bad))]),
         );
-        let boot = read_boot(
-            &vol,
-            &cache,
-            KernelBoot::AsGiven,
-            None,
-            &BootMemo::default(),
-        )
-        .unwrap();
+        let boot = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
         assert_eq!(boot.label, "previous", "{why}");
         assert!(
             boot.skipped[0].contains("initrd /boot/initrd.img-t: ")
@@ -338,14 +295,7 @@ fn a_missing_kernel_or_a_damaged_initrd_boots_the_fallback_entry() {
         dir.path(),
         &with_files(&good_files(), &[("/boot/vmlinuz-t", Some(kernel))]),
     );
-    let err = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap_err();
+    let err = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap_err();
     assert!(
         matches!(err, BootFailure::NoBootableEntry(_))
             && err
@@ -364,15 +314,9 @@ fn what_cannot_boot_is_named_with_the_fix() {
     let cache = dir.path().join("cache");
     let read = |files: &[(&'static str, Vec<u8>)]| {
         let vol = volume(dir.path(), files);
-        read_boot(
-            &vol,
-            &cache,
-            KernelBoot::AsGiven,
-            None,
-            &BootMemo::default(),
-        )
-        .unwrap_err()
-        .to_string()
+        read_fresh(&vol, &cache, KernelBoot::AsGiven)
+            .unwrap_err()
+            .to_string()
     };
     let err = read(&with_files(
         &good_files(),
@@ -425,15 +369,9 @@ fn what_cannot_boot_is_named_with_the_fix() {
     // A volume that is not ext4 at all.
     let junk = dir.path().join("junk.raw");
     std::fs::write(&junk, noise(1 << 20, 9)).unwrap();
-    let err = read_boot(
-        &junk,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = read_fresh(&junk, &cache, KernelBoot::AsGiven)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("unreadable file system on the root volume") && err.contains("e2fsck"),
         "{err}"
@@ -458,15 +396,9 @@ fn an_oversized_kernel_is_not_read() {
     drop(big);
     let vol = dir.path().join("root.ext4");
     make_ext4(&tree, "root", 64, &vol).unwrap();
-    let err = read_boot(
-        &vol,
-        &dir.path().join("cache"),
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = read_fresh(&vol, &dir.path().join("cache"), KernelBoot::AsGiven)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("/boot/vmlinuz-t is 65 MiB, more than the 64 MiB drydock reads"),
         "{err}"
@@ -478,14 +410,7 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let vol = volume(dir.path(), &good_files());
-    let first = read_boot(
-        &vol,
-        &cache,
-        KernelBoot::AsGiven,
-        None,
-        &BootMemo::default(),
-    )
-    .unwrap();
+    let first = read_fresh(&vol, &cache, KernelBoot::AsGiven).unwrap();
     let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
     let mark = FailedMark {
         label: "linux".into(),
@@ -556,44 +481,6 @@ fn an_entry_that_failed_in_the_guest_is_tried_last_while_unchanged() {
 
 // ---- real guests ----
 
-/// Runs a runbook that logs in and runs `commands` (name, command),
-/// returning each command's stdout; fails the test on a non-zero exit.
-fn in_guest(dd: &Drydock, id: &str, name: &str, commands: &[(&str, &str)]) -> serde_json::Value {
-    let mut body = String::from(
-        "let c = console::open(params.instance);\nc.wait_for_boot(\"180s\");\nc.login(\"root\", \"hunter2\");\nlet out = #{};\n",
-    );
-    for (key, cmd) in commands {
-        body.push_str(&format!(
-            "let r = c.run({cmd:?});\nif r.exit_code != 0 {{ throw \"{key}: exit \" + r.exit_code + \": \" + r.stdout; }}\nout[{key:?}] = r.stdout;\n"
-        ));
-    }
-    body.push_str("out\n");
-    dd.write_runbook(
-        &format!("{name}.rhai"),
-        &format!(
-            "runbook(#{{ name: {name:?}, params: #{{ instance: #{{ type: \"instance\" }} }} }});\n{body}"
-        ),
-    );
-    let out = dd.run(&["--json", "run", name, "-p", &format!("instance={id}")]);
-    assert_code(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["output"].clone()
-}
-
-fn root_volume_path(dd: &Drydock, id: &str) -> PathBuf {
-    let inst = dd.instance(R, id);
-    let root = inst["root_volume"].as_str().unwrap().to_string();
-    let vols = dd.json(&["--region", R, "volumes"]);
-    let v = vols["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == root.as_str())
-        .unwrap()
-        .clone();
-    PathBuf::from(v["path"].as_str().unwrap())
-}
-
 /// Replaces a file of a stopped instance's root volume with `debugfs -w`.
 fn debugfs_write(volume: &Path, path: &str, bytes: &[u8]) {
     let src = tempfile::NamedTempFile::new().unwrap();
@@ -611,44 +498,18 @@ fn debugfs_write(volume: &Path, path: &str, bytes: &[u8]) {
     }
 }
 
-fn boots(dd: &Drydock, id: &str) -> u64 {
-    dd.instance(R, id)["boots"].as_u64().unwrap()
-}
-
-/// Waits for boot `n` (or a later one) to reach the login prompt.
-fn wait_login_of_boot(dd: &Drydock, id: &str, n: u64) {
-    let start = Instant::now();
-    while !(boots(dd, id) >= n && dd.console(R, id, None).contains(&format!("{id} login:"))) {
-        assert!(
-            start.elapsed().as_secs() < 150,
-            "boot {n} of {id} never reached the login prompt; console:\n{}",
-            dd.console(R, id, None)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(
-        R,
-        &img,
-        &["--type", "m1.small", "--root-password", "hunter2"],
-    );
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    let id = Scenario::instance(&dd, "m1.small");
     assert!(dd
         .console(R, &id, None)
         .contains("drydock boot: booting entry `linux`"));
 
     // update-initramfs without virtio_pci (an m1 has no PCI), then reboot:
     // the new initramfs boots and the old one is the fallback.
-    let out = in_guest(
-        &dd,
-        &id,
-        "bfv-update",
+    let out = dd.in_guest(R, &id, "bfv-update", ROOT_PW,
         &[
             ("before", "lsmod | grep -c '^virtio_pci '"),
             // Built in the guest from the same module list, the
@@ -683,14 +544,15 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         conf.contains("FALLBACK previous") && conf.contains(".old"),
         "{conf}"
     );
-    let before = boots(&dd, &id);
+    let before = dd.boots(R, &id);
     let reboot = dd.run(&["--region", R, "instance", "reboot", &id]);
     assert_code(&reboot, 0);
-    wait_login_of_boot(&dd, &id, before + 1);
-    let out = in_guest(
-        &dd,
+    dd.wait_login_of_boot(R, &id, before + 1);
+    let out = dd.in_guest(
+        R,
         &id,
         "bfv-after",
+        ROOT_PW,
         &[
             ("lsmod", "lsmod"),
             ("listed", "lsinitramfs | grep -c virtio_pci || true"),
@@ -709,16 +571,22 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     assert_ne!(out["old"], "0\n", "{out}");
 
     // The APPEND of the stopped instance's volume, changed with debugfs.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    let vol = root_volume_path(&dd, &id);
+    dd.stop_instance(R, &id);
+    let vol = dd.root_volume_path(R, &id);
     let conf = String::from_utf8(debugfs_cat(&vol, "/boot/extlinux/extlinux.conf")).unwrap();
     let conf = conf.replace(
         "APPEND quiet cryptomgr.notests",
         "APPEND quiet cryptomgr.notests drydock.test=from-volume",
     );
     debugfs_write(&vol, "/boot/extlinux/extlinux.conf", conf.as_bytes());
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    let out = in_guest(&dd, &id, "bfv-cmdline", &[("cmdline", "cat /proc/cmdline")]);
+    dd.start_instance(R, &id);
+    let out = dd.in_guest(
+        R,
+        &id,
+        "bfv-cmdline",
+        ROOT_PW,
+        &[("cmdline", "cat /proc/cmdline")],
+    );
     assert!(
         out["cmdline"]
             .as_str()
@@ -728,7 +596,7 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     );
 
     // A damaged default initramfs: the fallback entry boots.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     let release = conf
         .lines()
         .find_map(|l| l.trim().strip_prefix("INITRD /boot/initrd.img-"))
@@ -740,8 +608,8 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         &format!("/boot/initrd.img-{release}"),
         b"not an initramfs at all",
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
     let console = dd.console(R, &id, None);
     assert!(
         console.contains(&format!(
@@ -749,7 +617,7 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
         )) && console.contains("drydock boot: booting entry `previous`"),
         "{console}"
     );
-    let out = in_guest(&dd, &id, "bfv-fallback", &[("lsmod", "lsmod")]);
+    let out = dd.in_guest(R, &id, "bfv-fallback", ROOT_PW, &[("lsmod", "lsmod")]);
     // The previous initramfs is the one with virtio_pci.
     assert!(
         out["lsmod"].as_str().unwrap().contains("virtio_pci "),
@@ -757,7 +625,7 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
     );
 
     // Nothing bootable: the start fails like a machine's, saying why.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     debugfs_write(&vol, &format!("/boot/initrd.img-{release}.old"), b"");
     let start = dd.run(&["--region", R, "instance", "start", &id]);
     assert_code(&start, 1);
@@ -783,31 +651,22 @@ fn a_guest_boots_its_volume_its_new_initramfs_its_append_and_its_fallback() {
 fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(
-        R,
-        &img,
-        &["--type", "m1.small", "--root-password", "hunter2"],
-    );
-    dd.wait_console(R, &id, &format!("{id} login:"));
-    let first = boots(&dd, &id);
+    let id = Scenario::instance(&dd, "m1.small");
+    let first = dd.boots(R, &id);
     // A "bad upgrade": an initramfs whose init cannot run, then a reboot.
-    in_guest(
-        &dd,
-        &id,
-        "bfv-break",
+    dd.in_guest(R, &id, "bfv-break", ROOT_PW,
         &[(
             "break",
             "mkdir -p /tmp/bad && printf '#!/nonexistent\\n' > /tmp/bad/init && chmod 755 /tmp/bad/init && (cd /tmp/bad && echo init | cpio -o -H newc > /boot/initrd.img-$(uname -r)) && sync",
         )],
     );
-    assert_code(&dd.run(&["--region", R, "instance", "reboot", &id]), 0);
+    dd.reboot_instance(R, &id);
     // The new initramfs boots and panics; the host sees the panic at the
     // reset and boots the fallback entry.
     let start = Instant::now();
     loop {
         let console = dd.console(R, &id, None);
-        if console.contains(&format!("{id} login:")) && boots(&dd, &id) >= first + 2 {
+        if console.contains(&format!("{id} login:")) && dd.boots(R, &id) >= first + 2 {
             assert!(
                 console
                     .contains("drydock boot: entry `linux` failed in the guest at its last boot")
@@ -822,7 +681,7 @@ fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let n = boots(&dd, &id);
+    let n = dd.boots(R, &id);
     let panicked = (first + 1..n).any(|b| {
         dd.console(R, &id, Some(b as u32))
             .contains("Kernel panic - not syncing")
@@ -835,18 +694,10 @@ fn an_initramfs_that_panics_the_kernel_boots_the_fallback_entry() {
 fn an_instance_stopped_while_writing_starts_again_with_its_synced_data() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(
-        R,
-        &img,
-        &["--type", "m1.small", "--root-password", "hunter2"],
-    );
+    let id = Scenario::instance(&dd, "m1.small");
     // Synced data, then metadata churn (directories made and removed:
     // revoke records in the journal) still going when the VM is killed.
-    in_guest(
-        &dd,
-        &id,
-        "bfv-churn",
+    dd.in_guest(R, &id, "bfv-churn", ROOT_PW,
         &[
             ("kept", "echo kept-before-the-cut > /root/kept && sync && cat /root/kept"),
             (
@@ -856,24 +707,21 @@ fn an_instance_stopped_while_writing_starts_again_with_its_synced_data() {
         ],
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let first = boots(&dd, &id);
-    assert_code(
-        &dd.run(&["--region", R, "instance", "stop", "--force", &id]),
-        0,
-    );
-    let root = root_volume_path(&dd, &id);
+    let first = dd.boots(R, &id);
+    dd.force_stop(R, &id);
+    let root = dd.root_volume_path(R, &id);
     assert!(
         drydock_host::journal_replay::needs_recovery(&root).unwrap(),
         "a volume mounted read-write and cut off needs its journal replayed"
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    wait_login_of_boot(&dd, &id, first + 1);
+    dd.start_instance(R, &id);
+    dd.wait_login_of_boot(R, &id, first + 1);
     let console = dd.console(R, &id, None);
     assert!(
         console.contains("drydock boot: replayed the root volume's journal")
             && console.contains("drydock boot: booting entry `linux`"),
         "{console}"
     );
-    let out = in_guest(&dd, &id, "bfv-kept", &[("kept", "cat /root/kept")]);
+    let out = dd.in_guest(R, &id, "bfv-kept", ROOT_PW, &[("kept", "cat /root/kept")]);
     assert_eq!(out["kept"].as_str().unwrap().trim(), "kept-before-the-cut");
 }

@@ -7,6 +7,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use common::scenario::Scenario;
 use common::{assert_code, text, vm_lock, Drydock};
 use drydock_host::console_client::{connect, ConsoleStart};
 
@@ -180,9 +181,7 @@ m.index
 fn readers_see_the_same_bytes_and_a_second_writer_is_refused() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
     let dir = dd.data_dir().join("instances").join(&id);
     let read = |who: &str| connect(&dir, &id, false, who, false, ConsoleStart::Now).unwrap();
     let mut r1 = read("reader one");
@@ -234,9 +233,7 @@ fn readers_see_the_same_bytes_and_a_second_writer_is_refused() {
 fn logins_under_load_and_cut_off_at_any_point_never_echo_the_password() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw-Zq81x"]);
-    dd.wait_console(R, &id, "login:");
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw-Zq81x"]);
     dd.write_runbook(
         "logins.rhai",
         r#"

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, text, vm_lock, Drydock};
 use serde_json::Value;
 
 const A: &str = "region-a";
@@ -210,8 +210,7 @@ fn a_drill_of_two_instances_restores_them_in_region_b_measures_and_tears_down() 
     assert_code(&dd.run(&["run", "not-a-drill"]), 0);
     let other = dd.only_execution_of("not-a-drill");
     let out = dd.run(&["drill", "report", &other]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("not dr-drill"));
+    assert_stderr(&out, 2, &["not dr-drill"]);
 }
 
 #[test]

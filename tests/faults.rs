@@ -6,30 +6,10 @@
 
 mod common;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, assert_stdout, text, vm_lock, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
-
-/// Logs in over the console through the REPL's primitives and runs `cmd`.
-fn console_run(dd: &Drydock, id: &str, cmd: &str) -> std::process::Output {
-    let script = format!(
-        "let c = console::open(\"{id}\"); c.wait_for_boot(\"120s\"); c.login(\"root\", \"pw\"); c.run(\"{cmd}\", \"60s\").stdout"
-    );
-    dd.run(&["--region", R, "repl", "-c", &script])
-}
-
-fn stop(dd: &Drydock, id: &str, force: bool) {
-    let mut args = vec!["--region", R, "instance", "stop", id];
-    if force {
-        args.push("--force");
-    }
-    assert_code(&dd.run(&args), 0);
-}
-
-fn start(dd: &Drydock, id: &str) {
-    assert_code(&dd.run(&["--region", R, "instance", "start", id]), 0);
-}
 
 #[test]
 fn faults_show_their_symptoms_and_revert_cleanly() {
@@ -39,7 +19,7 @@ fn faults_show_their_symptoms_and_revert_cleanly() {
 
     // Not allowed to be broken: refused, nothing changed.
     let safe = dd.launch(R, &img, &["--root-password", "pw"]);
-    stop(&dd, &safe, false);
+    dd.stop_instance(R, &safe);
     let out = dd.run(&[
         "--region",
         R,
@@ -48,48 +28,32 @@ fn faults_show_their_symptoms_and_revert_cleanly() {
         &safe,
         "fstab-missing-disk",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("not allowed to be broken"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["not allowed to be broken"]);
     let list = dd.json(&["--region", R, "fault", "list"]);
     assert_eq!(list["faults"].as_array().unwrap().len(), 0);
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &safe]), 0);
+    dd.terminate(R, &safe);
 
     let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
     assert_eq!(dd.instance(R, &id)["tags"]["allow-faults"], "true");
     dd.wait_console(R, &id, "login:");
     // Running: refused with the fix.
     let out = dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("stop it first"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["stop it first"]);
     // Unknown kind: a usage error naming the known ones.
     let out = dd.run(&["--region", R, "fault", "inject", &id, "no-such-fault"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("fstab-missing-disk"));
+    assert_stderr(&out, 2, &["fstab-missing-disk"]);
     let kinds = dd.json(&["fault", "kinds"]);
     assert!(kinds["kinds"].as_array().unwrap().len() >= 7, "{kinds}");
 
     // fstab-missing-disk: the boot stops at the classic prompt.
-    stop(&dd, &id, false);
+    dd.stop_instance(R, &id);
     let f = dd.json(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]);
     assert_eq!(f["fault"], "fstab-missing-disk");
     let out = dd.run(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("already has"),
-        "{}",
-        text(&out.stderr)
-    );
-    start(&dd, &id);
+    assert_stderr(&out, 2, &["already has"]);
+    dd.start_instance(R, &id);
     dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
-    stop(&dd, &id, true);
+    dd.force_stop(R, &id);
 
     // Reverted, then lost-password injected from a runbook: journaled.
     let reverted = dd.json(&["--region", R, "fault", "revert", &id]);
@@ -127,15 +91,15 @@ step("inject", || fault::inject(params.instance, params.fault).detail)
         "not set",
         "the settings no longer set the password at boot"
     );
-    start(&dd, &id);
-    let out = console_run(&dd, &id, "id -u");
+    dd.start_instance(R, &id);
+    let out = dd.console_run_plain(R, &id, "pw", "120s", "id -u");
     assert_ne!(out.status.code(), Some(0));
     assert!(
         text(&out.stderr).contains("refused"),
         "{}",
         text(&out.stderr)
     );
-    stop(&dd, &id, false);
+    dd.stop_instance(R, &id);
 
     // Every fault reverted: the password works again; then disk-full.
     assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
@@ -144,11 +108,10 @@ step("inject", || fault::inject(params.instance, params.fault).detail)
         &dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]),
         0,
     );
-    start(&dd, &id);
-    let out = console_run(&dd, &id, "df -P / | tail -n 1");
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains("100%"), "{}", text(&out.stdout));
-    stop(&dd, &id, false);
+    dd.start_instance(R, &id);
+    let out = dd.console_run_plain(R, &id, "pw", "120s", "df -P / | tail -n 1");
+    assert_stdout(&out, 0, &["100%"]);
+    dd.stop_instance(R, &id);
 
     // bad-init: the boot stops before userspace, saying why.
     assert_code(
@@ -159,16 +122,18 @@ step("inject", || fault::inject(params.instance, params.fault).detail)
         &dd.run(&["--region", R, "fault", "inject", &id, "bad-init"]),
         0,
     );
-    start(&dd, &id);
+    dd.start_instance(R, &id);
     dd.wait_console(R, &id, "has no /sbin/init");
-    stop(&dd, &id, true);
+    dd.force_stop(R, &id);
 
     // All reverted: a clean boot, the disk has room, init is back.
     assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
-    start(&dd, &id);
-    let out = console_run(
-        &dd,
+    dd.start_instance(R, &id);
+    let out = dd.console_run_plain(
+        R,
         &id,
+        "pw",
+        "120s",
         "df -P / | tail -n 1; ls /sbin/init; grep -c drydock-fault /etc/fstab",
     );
     assert_code(&out, 0);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
@@ -141,8 +141,7 @@ fn a_fleet_by_tag_respects_concurrency_and_stops_after_too_many_errors() {
         "--targets",
         "tag:role=cache",
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("matched nothing"));
+    assert_stderr(&out, 2, &["matched nothing"]);
     let out = dd.run(&[
         "--region",
         R,

@@ -14,7 +14,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, text, vm_lock, wait_child, Drydock};
+use common::{assert_code, assert_stderr, text, vm_lock, wait_child, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -28,28 +28,9 @@ const HOSTILE: &str = "/root/a b;$(touch /tmp/pwned)'x";
 /// A name with a newline, `$(…)` and backquotes (no slash: it is one name).
 const NEWLINE_NAME: &str = "/root/n\nl$(cd;cd ..;cd tmp;touch pwned2)`touch pwned3`";
 
-/// Runs `cmd` as root on the instance's console (given through the
-/// environment, so no quoting layer changes it); fails on a non-zero exit.
-fn guest(dd: &Drydock, id: &str, cmd: &str) -> String {
-    let script = format!(
-        "let c = console::open(\"{id}\"); c.wait_for_boot(\"180s\"); c.login(\"root\", env(\"DD_TEST_PW\")); \
-         let r = c.run(env(\"DD_GUEST_CMD\"), \"300s\"); \
-         if r.exit_code != 0 {{ throw `exit ${{r.exit_code}}: ${{r.stdout}}`; }} r.stdout"
-    );
-    let out = dd
-        .command(&["--region", R, "repl", "-c", &script])
-        .env("DD_GUEST_CMD", cmd)
-        .env("DD_TEST_PW", PW)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
-    text(&out.stdout)
-}
-
 /// The percent df shows for / on the guest.
 fn df_percent(dd: &Drydock, id: &str) -> i64 {
-    let o = guest(dd, id, "df -Pk / | tail -n 1");
+    let o = dd.guest(R, id, PW, "df -Pk / | tail -n 1");
     let pct = o
         .split_whitespace()
         .find(|w| w.ends_with('%'))
@@ -128,9 +109,7 @@ fn pending_approval(dd: &Drydock, seen: &[String], runner: &mut Child) -> (Strin
 fn a_full_disk_is_freed_over_the_console_only_as_approved() {
     let _vm = vm_lock();
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--root-password", PW, "--allow-faults"]);
 
@@ -144,20 +123,16 @@ fn a_full_disk_is_freed_over_the_console_only_as_approved() {
         "dd if=/dev/zero of=/etc/drydock-big bs=1M count=4 2>/dev/null",
         "dd if=/dev/zero of=/root/small bs=1k count=100 2>/dev/null && sync",
     ] {
-        guest(&dd, &id, cmd);
+        dd.guest(R, &id, PW, cmd);
     }
-    let made = guest(
-        &dd,
+    let made = dd.guest(
+        R,
         &id,
+        PW,
         "find /root -type f -size +1000k -exec echo F \\; | wc -l",
     );
     assert_eq!(made.trim(), "2", "{made}");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    assert_code(
-        &dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]),
-        0,
-    );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.inject_fault(R, &id, "disk-full");
     assert_eq!(df_percent(&dd, &id), 100);
 
     // 1. Rejected: nothing is deleted.
@@ -180,9 +155,10 @@ fn a_full_disk_is_freed_over_the_console_only_as_approved() {
         100,
         "a rejected run deleted something"
     );
-    guest(
-        &dd,
+    dd.guest(
+        R,
         &id,
+        PW,
         "ls -l /var/drydock-fault-fill /root/small /etc/drydock-big",
     );
 
@@ -296,9 +272,10 @@ fn a_full_disk_is_freed_over_the_console_only_as_approved() {
         gone.contains(&HOSTILE) && gone.contains(&NEWLINE_NAME),
         "{shown}"
     );
-    let left = guest(
-        &dd,
+    let left = dd.guest(
+        R,
         &id,
+        PW,
         "find / -xdev -name 'pwned*' | wc -l; ls /root; ls -l /etc/drydock-big /root/small",
     );
     let mut lines = left.lines();
@@ -335,12 +312,7 @@ fn a_full_disk_is_freed_over_the_console_only_as_approved() {
         text(&out.stdout)
     );
     let out = wait_child(start_run(&dd, &id, &["-p", "min_size=lots"]));
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("min_size"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["min_size"]);
     eprintln!(
         "free-disk-space: approved run {wall:?} end to end (journal: {} ms, approval wait included)",
         run_ms

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::scenario::Scenario;
+use common::{assert_code, assert_stderr, text, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
@@ -16,7 +17,7 @@ fn launch_stop_start_reboot_terminate_a_real_guest() {
     assert!(img.starts_with("img-"), "{img}");
     let id = dd.launch(R, &img, &["--root-password", "hunter2"]);
     assert_eq!(dd.instance(R, &id)["state"], "running");
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.wait_login(R, &id);
     let boot1 = dd.console(R, &id, Some(1));
     assert!(boot1.contains(&format!("drydock: {id} is up")), "{boot1}");
 
@@ -30,17 +31,17 @@ fn launch_stop_start_reboot_terminate_a_real_guest() {
         "a clean stop syncs and powers off"
     );
 
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
     assert_eq!(dd.instance(R, &id)["boots"], 2);
 
-    assert_code(&dd.run(&["--region", R, "instance", "reboot", &id]), 0);
+    dd.reboot_instance(R, &id);
     assert_eq!(
         dd.instance(R, &id)["boots"],
         3,
         "a reboot is a new boot of the same instance"
     );
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.wait_login(R, &id);
     assert_eq!(dd.instance(R, &id)["state"], "running");
 
     let root = dd.json(&["--region", R, "instances"])["instances"][0]["root_volume"]
@@ -49,7 +50,7 @@ fn launch_stop_start_reboot_terminate_a_real_guest() {
         .to_string();
     let root_file = dd.data_dir().join("volumes").join(format!("{root}.raw"));
     assert!(root_file.exists());
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
+    dd.terminate(R, &id);
     assert_eq!(dd.instance(R, &id)["state"], "terminated");
     assert!(
         !root_file.exists(),
@@ -63,11 +64,8 @@ fn terminate_keeps_a_root_volume_without_delete_on_termination() {
     let dd = Drydock::new();
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--keep-root-volume"]);
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
+    let root = dd.root_volume(R, &id);
+    dd.terminate(R, &id);
     let file = dd.data_dir().join("volumes").join(format!("{root}.raw"));
     assert!(file.exists(), "the root volume is kept");
 }
@@ -134,7 +132,7 @@ fn a_vmm_that_dies_is_detected_and_so_is_a_dead_instance_process() {
 
     // The supervisor itself dies: its VMM goes with it, and the next
     // drydock command notices.
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.start_instance(R, &id);
     let sup = pid(&format!("instance-supervisor {id}"));
     unsafe_kill(sup);
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -171,12 +169,7 @@ fn the_type_changes_only_when_stopped_and_the_new_generation_boots() {
     let out = dd.run(&[
         "--region", R, "instance", "modify", &id, "--type", "n2.small",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is running; stop it first"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is running; stop it first"]);
     assert_code(
         &dd.run(&["--region", R, "instance", "stop", &id, "--force"]),
         0,
@@ -191,10 +184,10 @@ fn the_type_changes_only_when_stopped_and_the_new_generation_boots() {
         ]),
         0,
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
     assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
+    dd.terminate(R, &id);
 }
 
 #[test]
@@ -204,11 +197,10 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let out = dd.run(&[
         "--region", R, "instance", "launch", "--image", &img, "--type", "x9.huge",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("unknown instance type `x9.huge`; choose one of m1.small"),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        2,
+        &["unknown instance type `x9.huge`; choose one of m1.small"],
     );
     let out = dd.run(&[
         "--region",
@@ -218,8 +210,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         "--image",
         "img-000000000000",
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("no image `img-000000000000`"));
+    assert_stderr(&out, 2, &["no image `img-000000000000`"]);
     let out = dd.run(&[
         "--region", "region-b", "instance", "launch", "--image", &img,
     ]);
@@ -228,8 +219,11 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         "`{img}` is in region-a, not in region-b (use --region region-a)"
     )));
     let out = dd.run(&["--region", "mars-1", "instances"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("unknown region `mars-1`; regions: region-a, region-b"));
+    assert_stderr(
+        &out,
+        2,
+        &["unknown region `mars-1`; regions: region-a, region-b"],
+    );
     let out = dd.run(&["--region", R, "instance", "stop", "i-000000000000"]);
     assert_code(&out, 2);
     assert!(dd.json(&["--region", R, "instances"])["instances"]
@@ -262,7 +256,7 @@ fn an_empty_region_says_where_instances_are() {
     let regions = dd.json(&["regions"]);
     assert_eq!(regions[0]["running"], 1);
     assert_eq!(regions[1]["instances"], 0);
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
+    dd.terminate(R, &id);
 }
 
 #[test]
@@ -298,8 +292,8 @@ fn an_image_without_the_new_generation_driver_does_not_boot_on_the_new_type() {
         ]),
         0,
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
 }
 
 #[test]
@@ -329,9 +323,7 @@ fn a_failing_fstab_entry_stops_the_boot_at_the_classic_prompt() {
 fn the_latest_console_lines_come_from_memory_and_match_the_log_file() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &[]);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    let id = Scenario::instance_with(&dd, &[]);
     let log_path = dd
         .data_dir()
         .join("instances")

@@ -7,7 +7,8 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use common::{assert_code, text, vm_lock, Drydock};
+use common::scenario::Scenario;
+use common::{assert_code, assert_stderr, vm_lock, Drydock};
 use serde_json::Value;
 
 const R: &str = "region-a";
@@ -17,44 +18,28 @@ fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn create_volume(dd: &Drydock, args: &[&str]) -> String {
-    let mut full = vec!["--json", "--region", R, "volume", "create"];
-    full.extend_from_slice(args);
-    json_of(&dd.run(&full))["id"].as_str().unwrap().to_string()
-}
-
-fn volume(dd: &Drydock, id: &str) -> Value {
-    let list = dd.json(&["--region", R, "volumes"]);
-    list["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn a_data_volume_is_hot_attached_to_a_running_instance_and_detached() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--type", "n2.small"]);
-    dd.wait_console(R, &id, &format!("{id} login:"));
-    let vol = create_volume(&dd, &["--size", "64", "--ext4", "data"]);
+    let id = Scenario::instance_with(&dd, &["--type", "n2.small"]);
+    let vol = dd.create_volume(R, &["--size", "64", "--ext4", "data"]);
     assert_code(&dd.run(&["--region", R, "volume", "attach", &vol, &id]), 0);
     dd.wait_console(R, &id, &format!("attached (serial {vol})"));
-    assert_eq!(volume(&dd, &vol)["attached_to"], id.as_str());
+    assert_eq!(dd.volume(R, &vol)["attached_to"], id.as_str());
 
     let out = dd.run(&["--region", R, "volume", "delete", &vol]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains(&format!("attached to {id}; detach it before deleting it")));
+    assert_stderr(
+        &out,
+        2,
+        &[&format!("attached to {id}; detach it before deleting it")],
+    );
 
     assert_code(&dd.run(&["--region", R, "volume", "detach", &vol]), 0);
     dd.wait_console(R, &id, "detached");
-    assert_eq!(volume(&dd, &vol)["attached_to"], Value::Null);
+    assert_eq!(dd.volume(R, &vol)["attached_to"], Value::Null);
     assert_code(&dd.run(&["--region", R, "volume", "delete", &vol]), 0);
-    assert_eq!(volume(&dd, &vol), Value::Null);
+    assert_eq!(dd.volume(R, &vol), Value::Null);
 }
 
 #[test]
@@ -63,36 +48,27 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
     let dd = Drydock::new();
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--type", "m1.small"]);
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let data = create_volume(&dd, &["--size", "32"]);
+    let root = dd.root_volume(R, &id);
+    let data = dd.create_volume(R, &["--size", "32"]);
     let out = dd.run(&["--region", R, "volume", "attach", &data, &id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("old-generation type (m1.small, virtio-mmio) running on QEMU"),
-        "{}",
-        text(&out.stderr)
+    assert_stderr(
+        &out,
+        2,
+        &["old-generation type (m1.small, virtio-mmio) running on QEMU"],
     );
     assert_eq!(
-        volume(&dd, &data)["attached_to"],
+        dd.volume(R, &data)["attached_to"],
         Value::Null,
         "a refused attach records nothing"
     );
 
     let out = dd.run(&["--region", R, "volume", "detach", &root]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is the root volume of"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is the root volume of"]);
 
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     assert_code(&dd.run(&["--region", R, "volume", "attach", &data, &id]), 0);
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
     let console = dd.console(R, &id, None);
     assert!(
         console.contains("vda=vol-") && console.contains(&format!("={data}")),
@@ -100,21 +76,16 @@ fn volumes_attached_while_stopped_are_there_at_boot_and_root_rules_hold() {
     );
 
     // Root volume out and back in, as a repair would do.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     assert_code(&dd.run(&["--region", R, "volume", "detach", &root]), 0);
     let out = dd.run(&["--region", R, "instance", "start", &id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("has no root volume"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["has no root volume"]);
     assert_code(
         &dd.run(&["--region", R, "volume", "attach", &root, &id, "--root"]),
         0,
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
 }
 
 #[test]
@@ -133,15 +104,10 @@ fn instance_storage_cannot_be_detached_and_is_wiped_at_stop() {
         .unwrap();
     let store_id = store["id"].as_str().unwrap();
     let out = dd.run(&["--region", R, "volume", "detach", store_id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is instance storage"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is instance storage"]);
     let path = std::path::PathBuf::from(store["path"].as_str().unwrap());
     assert!(path.exists());
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     assert!(
         !path.exists(),
         "instance storage is wiped when the instance stops"
@@ -151,8 +117,8 @@ fn instance_storage_cannot_be_detached_and_is_wiped_at_stop() {
 #[test]
 fn a_snapshot_copies_only_written_extents_and_restores_the_data() {
     let dd = Drydock::new();
-    let vol = create_volume(&dd, &["--size", "4096"]);
-    let path = std::path::PathBuf::from(volume(&dd, &vol)["path"].as_str().unwrap());
+    let vol = dd.create_volume(R, &["--size", "4096"]);
+    let path = std::path::PathBuf::from(dd.volume(R, &vol)["path"].as_str().unwrap());
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let chunk: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8 + 1).collect();
     for i in 0..100u64 {
@@ -167,8 +133,8 @@ fn a_snapshot_copies_only_written_extents_and_restores_the_data() {
         "copied {copied} bytes of a 4 GiB volume with 100 MiB written"
     );
     let snap_id = snap["snapshot"]["id"].as_str().unwrap();
-    let restored = create_volume(&dd, &["--snapshot", snap_id]);
-    let rv = volume(&dd, &restored);
+    let restored = dd.create_volume(R, &["--snapshot", snap_id]);
+    let rv = dd.volume(R, &restored);
     assert_eq!(rv["size_mib"], 4096);
     let g = std::fs::File::open(rv["path"].as_str().unwrap()).unwrap();
     let mut buf = [0u8; 16];
@@ -188,8 +154,7 @@ fn a_snapshot_copies_only_written_extents_and_restores_the_data() {
         "--size",
         "10",
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("smaller than snapshot"));
+    assert_stderr(&out, 2, &["smaller than snapshot"]);
 }
 
 #[test]
@@ -200,7 +165,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
     let script = dd.work().join("user-data.sh");
     std::fs::write(&script, "echo golden > /root/marker\n").unwrap();
     let id = dd.launch(R, &img, &["--user-data", script.to_str().unwrap()]);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    dd.wait_login(R, &id);
     let made = json_of(&dd.run(&[
         "--json", "--region", R, "image", "create", &id, "--name", "golden",
     ]));
@@ -225,8 +190,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
     let in_b = copied["id"].as_str().unwrap().to_string();
     assert_eq!(copied["region"], "region-b");
     let out = dd.run(&["--region", R, "instance", "launch", "--image", &in_b]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("is in region-b, not in region-a"));
+    assert_stderr(&out, 2, &["is in region-b, not in region-a"]);
 
     // The copy boots in region-b with the file the first instance wrote.
     let script2 = dd.work().join("check.sh");
@@ -249,12 +213,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
         "--image",
         &in_b,
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("profile bob may not launch image"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["profile bob may not launch image"]);
     let bob_sees = dd.json(&["--region", "region-b", "--profile", "bob", "images"]);
     assert!(bob_sees["images"].as_array().unwrap().is_empty());
     assert_code(
@@ -280,8 +239,7 @@ fn an_image_made_from_an_instance_is_copied_to_another_region_and_launched_there
         "deregister",
         &in_b,
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("only its owner can change it"));
+    assert_stderr(&out, 2, &["only its owner can change it"]);
     assert_code(
         &dd.run(&["--region", "region-b", "image", "deregister", &in_b]),
         0,
@@ -351,20 +309,12 @@ fn a_volume_in_use_by_another_instance_is_refused() {
     let img = dd.image(R);
     let a = dd.launch(R, &img, &["--type", "n2.small"]);
     let b = dd.launch(R, &img, &["--type", "n2.small"]);
-    let root_a = dd.instance(R, &a)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let root_a = dd.root_volume(R, &a);
     let out = dd.run(&["--region", R, "volume", "attach", &root_a, &b]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains(&format!("volume {root_a} is attached to {a}")),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &[&format!("volume {root_a} is attached to {a}")]);
     // Even with the records cleared by hand, the lock the VM holds refuses it.
-    let vol = create_volume(&dd, &["--size", "16"]);
-    let path = volume(&dd, &vol)["path"].as_str().unwrap().to_string();
+    let vol = dd.create_volume(R, &["--size", "16"]);
+    let path = dd.volume(R, &vol)["path"].as_str().unwrap().to_string();
     let holder = std::process::Command::new("flock")
         .args(["-x", &path, "sleep", "30"])
         .spawn()
@@ -374,10 +324,5 @@ fn a_volume_in_use_by_another_instance_is_refused() {
     let mut holder = holder;
     holder.kill().unwrap();
     holder.wait().unwrap();
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is in use by another virtual machine"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is in use by another virtual machine"]);
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 use drydock_host::{HostStore, InstanceConfig, InstanceRecord, InstanceState};
 use serde_json::Value;
 
@@ -96,12 +96,7 @@ fn instances_and_volumes_are_tagged_listed_by_tag_and_untagged() {
 
     // Another region's instance is not found here.
     let out = dd.run(&["tag", "i-00000000000000b1", "role=web"]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is in region-b"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is in region-b"]);
 
     // Bad input: a clear usage error, nothing stored.
     for (args, says) in [
@@ -128,12 +123,7 @@ fn instances_and_volumes_are_tagged_listed_by_tag_and_untagged() {
     let mut args = vec!["tag", "i-00000000000000a1"];
     args.extend(many.iter().map(String::as_str));
     let out = dd.run(&args);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("at most 50"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["at most 50"]);
     let v = dd.json(&["instances"]);
     assert_eq!(
         listed(&v, "instances", "i-00000000000000a1")["tags"]

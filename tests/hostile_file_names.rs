@@ -53,10 +53,7 @@ fn run_clean(dd: &Drydock, cwd: &Path, params: &[String]) -> (std::process::Outp
 }
 
 fn hostile_dd() -> Drydock {
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
-    dd
+    Drydock::shared_by("ddops")
 }
 
 /// Files that must not appear anywhere the runner or the shell could have

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use common::scenario::Scenario;
 use common::{assert_code, text, vm_lock, Drydock};
 use drydock_host::console_client::{connect, ConsoleStart};
 
@@ -60,9 +61,7 @@ fn flood_console(dd: &Drydock, id: &str) {
 fn a_console_reader_that_never_reads_blocks_neither_the_guest_nor_a_stop() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, &format!("{id} login:"));
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
     flood_console(&dd, &id);
     // More in the log than any socket buffer holds.
     let start = Instant::now();
@@ -256,10 +255,7 @@ fn parallel_starts_of_one_instance_start_one_vm_and_orphan_nothing() {
     let dd = Drydock::new();
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--type", "m1.medium"]);
-    assert_code(
-        &dd.run(&["--region", R, "instance", "stop", "--force", &id]),
-        0,
-    );
+    dd.force_stop(R, &id);
     let vmm_log = dd.data_dir().join("instances").join(&id).join("vmm.log");
     let starts = || {
         std::fs::read_to_string(&vmm_log)
@@ -297,10 +293,7 @@ fn parallel_starts_of_one_instance_start_one_vm_and_orphan_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(supervisors(&dd, &id), 1, "one instance process, no orphan");
     // A snapshot of the running VM's root pauses it for the copy.
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let root = dd.root_volume(R, &id);
     let snap = dd.json(&["--region", R, "snapshot", "create", &root]);
     assert!(snap["paused_ms"].is_u64(), "{snap}");
 
@@ -312,6 +305,6 @@ fn parallel_starts_of_one_instance_start_one_vm_and_orphan_nothing() {
         .join(&id)
         .join("instance-store.raw");
     assert!(store_file.exists());
-    assert_code(&dd.run(&["--region", R, "instance", "terminate", &id]), 0);
+    dd.terminate(R, &id);
     dd.wait_until("the instance process to end", || supervisors(&dd, &id) == 0);
 }

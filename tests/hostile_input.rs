@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, wait_child, Drydock};
+use common::{assert_code, assert_stderr, text, wait_child, Drydock};
 
 #[test]
 fn huge_durations_are_usage_errors_or_clear_failures() {
@@ -25,8 +25,7 @@ fn huge_durations_are_usage_errors_or_clear_failures() {
         );
     }
     let out = dd.run(&["run", "wait", "-p", "wait=36501d"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("longest duration drydock takes (100 years)"));
+    assert_stderr(&out, 2, &["longest duration drydock takes (100 years)"]);
     assert!(dd.executions().is_empty(), "nothing was recorded");
 
     for (name, body) in [
@@ -69,12 +68,7 @@ fn a_runbook_that_calls_itself_stops_at_a_depth_limit() {
         r#"runbook(#{ name: "again" }); run_runbook("again")"#,
     );
     let out = dd.run(&["run", "again"]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out.stderr).contains("runbooks nest deeper than 16 levels"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 1, &["runbooks nest deeper than 16 levels"]);
     let id = dd.only_execution();
     assert_eq!(dd.state(&id), "Failed");
 }
@@ -149,9 +143,7 @@ step("after", || append_file(log, "after\n"));
         ),
     );
     let out = dd.run(&["run", "locked"]);
-    assert_code(&out, 1);
-    let err = text(&out.stderr);
-    assert!(err.contains("the journal could not be written"), "{err}");
+    assert_stderr(&out, 1, &["the journal could not be written"]);
     assert_eq!(dd.count("log", "after"), 0, "no step runs unrecorded");
     // Once the other process lets go, the execution resumes where it stopped.
     std::thread::sleep(Duration::from_secs(5));
@@ -186,12 +178,7 @@ step("create", || volume::create(#{ size_mib: 1 }))"#,
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
     let out = dd.run(&["--region", "region-a", "resume", &id]);
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stderr).contains("region region-b"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 0, &["region region-b"]);
     let vol = dd.show(&id)["execution"]["output"]
         .as_str()
         .unwrap()
@@ -283,9 +270,7 @@ step("after", || append_file(`${env("WORK")}/log`, "after\n"));"#,
     assert!(ok.success());
     std::fs::write(dd.work().join("go"), "").unwrap();
     let out = wait_child(child);
-    assert_code(&out, 1);
-    let err = text(&out.stderr);
-    assert!(err.contains("was claimed by another runner"), "{err}");
+    assert_stderr(&out, 1, &["was claimed by another runner"]);
     assert_eq!(dd.count("log", "after"), 0);
     // The stale runner recorded nothing after the takeover.
     let steps = dd.show(&id)["steps"].to_string();
@@ -377,12 +362,7 @@ fn every_file_a_user_names_must_be_a_regular_file_and_is_refused_at_once() {
         ],
         Duration::from_secs(20),
     );
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("at most 65536 bytes"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["at most 65536 bytes"]);
     // The regular file next to them still validates.
     let out = dd.run(&[
         "validate",

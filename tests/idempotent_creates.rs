@@ -172,12 +172,7 @@ made
         "--client-token",
         "v-1",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("other parameters"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["other parameters"]);
     let out = dd.run(&[
         "--region",
         R,

@@ -23,24 +23,18 @@ fn run_json(dd: &Drydock, args: &[&str]) -> (i32, Value, String) {
     (out.status.code().unwrap(), v, said)
 }
 
-fn in_guest(dd: &Drydock, id: &str, cmd: &str) -> String {
-    dd.write_runbook(
-        "look.rhai",
-        "runbook(#{ name: \"look\", params: #{ instance: #{ type: \"instance\" }, cmd: #{ type: \"string\" } } });\n\
-         let c = console::open(params.instance);\nc.wait_for_boot(\"180s\");\nc.login(\"root\", \"hunter2\");\nc.run(params.cmd, \"1m\").stdout\n",
-    );
-    let out = dd.run(&[
-        "--json",
-        "run",
-        "look",
-        "-p",
-        &format!("instance={id}"),
-        "-p",
-        &format!("cmd={cmd}"),
-    ]);
-    assert_code(&out, 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["output"].as_str().unwrap().to_string()
+/// `run_json` of `runbook` for `inst` to type n2.small with password
+/// parameter `pw` and `extra` parameters.
+fn to_n2(
+    dd: &Drydock,
+    runbook: &str,
+    inst: &str,
+    pw: &str,
+    extra: &[&str],
+) -> (i32, Value, String) {
+    let mut args = vec![runbook, "-p", inst, "-p", "target_type=n2.small", "-p", pw];
+    args.extend_from_slice(extra);
+    run_json(dd, &args)
 }
 
 #[test]
@@ -60,18 +54,7 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     let inst = format!("instance={id}");
 
     // 1. The pre-checks name what n2 needs.
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "check-migration",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "check-migration", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     let report = &v["output"];
     assert_eq!(report["ready"], false, "{report}");
@@ -103,36 +86,18 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
         .contains("upgrade-drivers"));
 
     // 2. Without ignore_checks the migration refuses before touching anything.
-    let (code, _, said) = run_json(
-        &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, _, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("pre-checks failed"), "{said}");
     assert_eq!(dd.instance(R, &id)["instance_type"], "m1.small");
 
     // 3. Forced: n2 does not find the root disk; back on m1, running.
-    let (code, _, said) = run_json(
+    let (code, _, said) = to_n2(
         &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-            "-p",
-            "ignore_checks=true",
-        ],
+        "migrate-instance-type",
+        &inst,
+        pw,
+        &["-p", "ignore_checks=true"],
     );
     assert_eq!(code, 1, "{said}");
     assert!(
@@ -205,18 +170,7 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     assert_eq!(after["state"], "running");
 
     // 5. The drivers, from a driver volume, over the console.
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "upgrade-drivers",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "upgrade-drivers", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     let up = &v["output"];
     assert_eq!(up["installed"], serde_json::json!(["virtio_pci"]), "{up}");
@@ -233,24 +187,13 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     );
 
     // 6. Now the migration boots on n2, with virtio_pci loaded.
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, v, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     assert_eq!(v["output"]["result"], "migrated");
     let after = dd.instance(R, &id);
     assert_eq!(after["instance_type"], "n2.small");
     assert_eq!(after["state"], "running");
-    let modules = in_guest(&dd, &id, "cut -d' ' -f1 /proc/modules");
+    let modules = dd.guest(R, &id, "hunter2", "cut -d' ' -f1 /proc/modules");
     assert!(modules.contains("virtio_pci"), "{modules}");
 }
 
@@ -276,42 +219,19 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     let pw = "password=env:ROOT_PW";
     let inst = format!("instance={id}");
     // The console password is lost.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    assert_code(
-        &dd.run(&["--region", R, "fault", "inject", &id, "lost-password"]),
-        0,
-    );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.inject_fault(R, &id, "lost-password");
 
     // Online it cannot be done, and says how it can.
-    let (code, _, said) = run_json(
-        &dd,
-        &[
-            "upgrade-drivers",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    let (code, _, said) = to_n2(&dd, "upgrade-drivers", &inst, pw, &[]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("allow_offline=true"), "{said}");
 
-    let (code, v, said) = run_json(
+    let (code, v, said) = to_n2(
         &dd,
-        &[
-            "upgrade-drivers",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-            "-p",
-            "allow_offline=true",
-        ],
+        "upgrade-drivers",
+        &inst,
+        pw,
+        &["-p", "allow_offline=true"],
     );
     assert_eq!(code, 0, "{said}");
     println!("upgrade-drivers offline: {} ms", v["duration_ms"]);
@@ -348,21 +268,10 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     assert_eq!(root_vol["attach_index"], 0);
 
     // With the password back, the migration boots on n2.
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    let (code, v, said) = run_json(
-        &dd,
-        &[
-            "migrate-instance-type",
-            "-p",
-            &inst,
-            "-p",
-            "target_type=n2.small",
-            "-p",
-            pw,
-        ],
-    );
+    dd.start_instance(R, &id);
+    let (code, v, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     assert_eq!(v["output"]["result"], "migrated");
     assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
@@ -373,19 +282,14 @@ fn when_neither_type_passes_the_root_is_restored_from_the_backup_after_approval(
     use common::os_users::os_user;
     let _vm = vm_lock();
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     let img = dd.image(R);
     let id = dd.launch(
         R,
         &img,
         &["--type", "m1.small", "--root-password", "hunter2"],
     );
-    let old_root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_root = dd.root_volume(R, &id);
     // The service check fails on any type: n2 fails, m1 fails too.
     let child = dd
         .command(&[

@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{assert_code, image_cache, text, vm_lock, Drydock};
+use common::{assert_code, assert_stderr, image_cache, text, vm_lock, Drydock};
 
 const R: &str = "region-a";
 
@@ -130,12 +130,7 @@ fn kernels_that_cannot_be_used_are_refused_with_the_fix() {
     let junk = dd.work().join("not-a-kernel");
     std::fs::write(&junk, b"#!/bin/sh\necho hello\n").unwrap();
     let out = build(&["--kernel", junk.to_str().unwrap()]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out.stderr).contains("is neither a bzImage nor an ELF vmlinux"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 1, &["is neither a bzImage nor an ELF vmlinux"]);
 
     let out = build(&[
         "--kernel",
@@ -143,10 +138,5 @@ fn kernels_that_cannot_be_used_are_refused_with_the_fix() {
         "--drivers",
         "virtio_blk",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("cannot be used with"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["cannot be used with"]);
 }

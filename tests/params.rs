@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 
 const RUNBOOK: &str = r#"
 runbook(#{
@@ -115,8 +115,7 @@ fn a_missing_required_parameter_names_the_flag_to_pass() {
     let dd = Drydock::new();
     dd.write_runbook("typed.rhai", RUNBOOK);
     let out = dd.run(&["run", "typed"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("parameter `must`: required but not given"));
+    assert_stderr(&out, 2, &["parameter `must`: required but not given"]);
     assert!(text(&out.stderr).contains("--param must=VALUE"));
     assert!(dd.executions().is_empty());
 }
@@ -166,6 +165,5 @@ fn a_params_file_that_is_not_an_object_is_a_usage_error() {
     let file = dd.work().join("params.json");
     std::fs::write(&file, "[1, 2]").unwrap();
     let out = dd.run(&["run", "typed", "--params-file", file.to_str().unwrap()]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("must hold a JSON object"));
+    assert_stderr(&out, 2, &["must hold a JSON object"]);
 }

@@ -10,6 +10,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::scenario::Scenario;
 use common::*;
 use serde_json::Value;
 
@@ -44,8 +45,7 @@ fn synced_guest_data_survives_and_instances_come_back_by_their_policy() {
         "pw",
         "echo flushed-before-the-outage > /root/DATA; sync; cat /root/DATA",
     );
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains("flushed-before-the-outage"));
+    assert_stdout(&out, 0, &["flushed-before-the-outage"]);
 
     assert!(dd.power_loss() >= 2, "runners, supervisors and VMMs died");
     let r = recover(&dd, &[]);
@@ -69,12 +69,7 @@ fn synced_guest_data_survives_and_instances_come_back_by_their_policy() {
         "{s}"
     );
     let out = dd.console_run(R, &back, "pw", "cat /root/DATA");
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("flushed-before-the-outage"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["flushed-before-the-outage"]);
     // A second recovery finds nothing new to start.
     let r = recover(&dd, &[]);
     assert!(
@@ -85,13 +80,6 @@ fn synced_guest_data_survives_and_instances_come_back_by_their_policy() {
             .all(|i| i["id"] != back.as_str()),
         "{r}"
     );
-}
-
-fn instances(dd: &Drydock) -> Vec<Value> {
-    dd.json(&["--region", R, "instances"])["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// rescue-root-volume with a launched rescue instance, cut off by power
@@ -111,13 +99,8 @@ fn rescue_through_outages(seed: u64) {
     eprintln!("POWER_LOSS_SEED={seed}");
     let mut next = xorshift(seed);
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, "login:");
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
+    let root = dd.root_volume(R, &id);
     let p_instance = format!("instance={id}");
     let child = dd
         .command(&[
@@ -208,7 +191,7 @@ fn rescue_through_outages(seed: u64) {
         .unwrap();
     assert_eq!(v["attached_to"], id.as_str(), "{v}");
     assert_eq!(v["attach_index"], 0, "{v}");
-    let all = instances(&dd);
+    let all = dd.instances(R);
     assert_eq!(all.len(), 2, "one rescue instance was launched: {all:?}");
     for r in all.iter().filter(|r| r["id"] != id.as_str()) {
         assert_eq!(r["state"], "terminated", "{r}");
@@ -295,7 +278,7 @@ fn through_outages(
 fn nothing_orphaned(dd: &Drydock, id: &str, keep: &[&str], images: &[&str]) {
     let listing = dd.json(&["--region", R, "instances"]);
     assert_eq!(listing["leftovers"], serde_json::json!([]), "{listing}");
-    for i in instances(dd) {
+    for i in dd.instances(R) {
         let iid = i["id"].as_str().unwrap();
         if iid != id && !keep.contains(&iid) {
             assert_eq!(i["state"], "terminated", "a stray instance: {i}");
@@ -354,12 +337,7 @@ fn free_disk_space_upgrade_drivers_and_migration_survive_power_losses() {
             ],
         );
         dd.wait_console(R, &id, "login:");
-        assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-        assert_code(
-            &dd.run(&["--region", R, "fault", "inject", &id, "disk-full"]),
-            0,
-        );
-        assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+        dd.inject_fault(R, &id, "disk-full");
         dd.wait_console(R, &id, "login:");
         let inst = format!("instance={id}");
         let pw = "password=env:DD_PW";

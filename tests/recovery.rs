@@ -7,6 +7,7 @@
 mod common;
 
 use common::os_users::os_user;
+use common::scenario::Scenario;
 use common::{assert_code, text, vm_lock, wait_child, Drydock};
 use serde_json::Value;
 
@@ -16,18 +17,8 @@ const R: &str = "region-a";
 fn a_boot_stuck_at_the_fstab_prompt_is_recovered_over_the_console() {
     let _vm = vm_lock();
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
-    dd.wait_console(R, &id, "login:");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    assert_code(
-        &dd.run(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]),
-        0,
-    );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    let dd = Drydock::shared_by("ddops");
+    let id = Scenario::broken(&dd, "fstab-missing-disk");
     dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
 
     let p_instance = format!("instance={id}");
@@ -116,7 +107,7 @@ fn a_missing_disk_driver_is_put_back_through_a_helper() {
     let img = dd.image(R);
     let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
     dd.wait_console(R, &id, "login:");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     assert_code(
         &dd.run(&["--region", R, "fault", "inject", &id, "missing-driver"]),
         0,
@@ -141,7 +132,7 @@ fn a_missing_disk_driver_is_put_back_through_a_helper() {
         &dd.run(&["--region", R, "fault", "inject", &id, "missing-driver"]),
         0,
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.start_instance(R, &id);
     dd.wait_console(
         R,
         &id,
@@ -210,7 +201,7 @@ fn a_disabled_service_is_started_again_over_the_console() {
     let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
     dd.wait_console(R, &id, "drydock: service syslogd started");
     dd.wait_console(R, &id, "login:");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
+    dd.stop_instance(R, &id);
     // What the fault needs, and refusals that name the problem.
     for (args, says) in [
         (vec!["stop-service"], "needs the service's name"),
@@ -240,7 +231,7 @@ fn a_disabled_service_is_started_again_over_the_console() {
         ]),
         0,
     );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    dd.start_instance(R, &id);
     dd.wait_console(R, &id, "drydock: service syslogd is disabled");
 
     let out = dd
@@ -268,8 +259,8 @@ fn a_disabled_service_is_started_again_over_the_console() {
     assert_eq!(o["after"]["status"], "running", "{o}");
     assert_eq!(o["after"]["enabled"], true, "{o}");
     // And it starts by itself at the next boot.
-    let boots = dd.instance(R, &id)["boots"].as_u64().unwrap();
-    assert_code(&dd.run(&["--region", R, "instance", "reboot", &id]), 0);
+    let boots = dd.boots(R, &id);
+    dd.reboot_instance(R, &id);
     let start = std::time::Instant::now();
     loop {
         let i = dd.instance(R, &id);
@@ -304,14 +295,6 @@ fn run_ok(dd: &Drydock, runbook: &str, params: &[String]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Stops `id`, injects `fault`, starts it and waits for `symptom`.
-fn break_with(dd: &Drydock, id: &str, fault: &str, symptom: &str) {
-    assert_code(&dd.run(&["--region", R, "instance", "stop", id]), 0);
-    assert_code(&dd.run(&["--region", R, "fault", "inject", id, fault]), 0);
-    assert_code(&dd.run(&["--region", R, "instance", "start", id]), 0);
-    dd.wait_console(R, id, symptom);
-}
-
 #[test]
 fn the_other_faults_are_recovered_by_their_runbooks() {
     let _vm = vm_lock();
@@ -323,12 +306,8 @@ fn the_other_faults_are_recovered_by_their_runbooks() {
     let pw = "password=env:DD_TEST_PW".to_string();
 
     // A mount option the file system rejects: the fstab prompt, answered.
-    break_with(
-        &dd,
-        &id,
-        "fstab-bad-option",
-        "Press S to skip mounting or M for manual recovery",
-    );
+    dd.inject_fault(R, &id, "fstab-bad-option");
+    dd.wait_console(R, &id, "Press S to skip mounting or M for manual recovery");
     let v = run_ok(
         &dd,
         "recover-boot-prompt",
@@ -339,7 +318,8 @@ fn the_other_faults_are_recovered_by_their_runbooks() {
 
     // /sbin/init gone: the boot stops before userspace; put back from a
     // rescue instance the runbook launches.
-    break_with(&dd, &id, "bad-init", "has no /sbin/init");
+    dd.inject_fault(R, &id, "bad-init");
+    dd.wait_console(R, &id, "has no /sbin/init");
     let v = run_ok(
         &dd,
         "rescue-root-volume",
@@ -353,7 +333,8 @@ fn the_other_faults_are_recovered_by_their_runbooks() {
     assert!(v["output"].to_string().contains("init-back"), "{v}");
 
     // A shell profile that ends every login: the login shell dies at once.
-    break_with(&dd, &id, "broken-shell-profile", "login:");
+    dd.inject_fault(R, &id, "broken-shell-profile");
+    dd.wait_console(R, &id, "login:");
     let v = run_ok(
         &dd,
         "rescue-root-volume",
@@ -388,7 +369,7 @@ fn the_other_faults_are_recovered_by_their_runbooks() {
         &["--ssh-key", key_file.to_str().unwrap(), "--allow-faults"],
     );
     dd.wait_console(R, &keyed, "login:");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &keyed]), 0);
+    dd.stop_instance(R, &keyed);
     assert_code(
         &dd.run(&["--region", R, "fault", "inject", &keyed, "lost-ssh-key"]),
         0,
@@ -403,10 +384,7 @@ fn the_other_faults_are_recovered_by_their_runbooks() {
     assert_eq!(v["state"], "Success", "{v}");
     // Stopped before, stopped after; the key is on its root volume.
     assert_eq!(dd.instance(R, &keyed)["state"], "stopped");
-    let root = dd.instance(R, &keyed)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let root = dd.root_volume(R, &keyed);
     let vols = dd.json(&["--region", R, "volumes"]);
     let path = vols["volumes"]
         .as_array()

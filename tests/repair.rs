@@ -5,24 +5,16 @@
 
 mod common;
 
+use common::scenario::Scenario;
 use common::{assert_code, kill_seeds, vm_lock, xorshift, Drydock};
 
 const R: &str = "region-a";
-
-/// A broken (old generation) instance and a running rescue (new
-/// generation, so disks hot-plug), both with root password `pw`.
-fn broken_and_rescue(dd: &Drydock) -> (String, String) {
-    let img = dd.image(R);
-    let broken = dd.launch(R, &img, &["--type", "m1.small", "--root-password", "pw"]);
-    let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
-    (broken, rescue)
-}
 
 #[test]
 fn a_root_volume_is_repaired_through_a_rescue_instance() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let (broken, rescue) = broken_and_rescue(&dd);
+    let (broken, rescue) = Scenario::broken_and_rescue(&dd);
     // As the README's example: the password from the parameter store.
     let mut put = dd
         .command(&["param", "put", "rescue/root", "--secure"])
@@ -65,11 +57,8 @@ fn a_root_volume_is_repaired_through_a_rescue_instance() {
 fn a_failed_fix_still_puts_the_root_volume_back() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let (broken, rescue) = broken_and_rescue(&dd);
-    let root = dd.instance(R, &broken)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (broken, rescue) = Scenario::broken_and_rescue(&dd);
+    let root = dd.root_volume(R, &broken);
     let out = dd.run(&[
         "--region",
         R,
@@ -121,11 +110,8 @@ fn the_repair_completes_when_its_runner_is_killed_at_random_points_and_resumed()
 
 fn repair_killed_and_resumed(seed: u64) {
     let dd = Drydock::new();
-    let (broken, rescue) = broken_and_rescue(&dd);
-    let root = dd.instance(R, &broken)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (broken, rescue) = Scenario::broken_and_rescue(&dd);
+    let root = dd.root_volume(R, &broken);
     eprintln!("REPAIR_KILL_SEED={seed}");
     let mut next = xorshift(seed);
     let p_instance = format!("instance={broken}");
@@ -241,11 +227,8 @@ fn assert_repaired(dd: &Drydock, out: &std::process::Output, broken: &str, root:
 fn every_host_step_of_the_repair_survives_a_kill_in_the_middle() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let (broken, rescue) = broken_and_rescue(&dd);
-    let root = dd.instance(R, &broken)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (broken, rescue) = Scenario::broken_and_rescue(&dd);
+    let root = dd.root_volume(R, &broken);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

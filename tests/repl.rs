@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::serve::iso;
+use common::{assert_code, assert_stdout, text, Drydock};
 
 /// A program running on a pty: what it printed (escapes stripped) and a
 /// way to type.
@@ -363,12 +364,7 @@ fn without_a_terminal_from_stdin_and_dash_c() {
         .write_all(b"let m = #{ a: 1,\n  b: [1, 2] };\nm\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("\"b\": ["),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["\"b\": ["]);
 }
 
 const GATED: &str = r#"
@@ -384,9 +380,7 @@ d.decision
 #[test]
 fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     let alice = common::os_users::os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("gated.rhai", GATED);
     let runner = dd.spawn(&["run", "gated"]);
     let id = dd.only_execution();
@@ -417,12 +411,6 @@ fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     assert_eq!(d["comment"], "looks fine");
     t.send("\x04");
     assert!(t.exited(10).is_some());
-}
-
-fn iso(offset_secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }
 
 /// The prompt names the change calendars closed now; `:calendars` says
@@ -468,13 +456,7 @@ fn the_prompt_shows_a_closed_calendar_and_serve_answers_over_its_socket() {
     assert!(staging.contains("open"), "{o}");
     assert!(o.contains("no `drydock serve` runs"), "{o}");
 
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     dd.wait_until("serve to answer", || {
         dd.run(&["serve", "status"]).status.code() == Some(0)
     });

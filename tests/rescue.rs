@@ -8,32 +8,23 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, kill_seeds, text, vm_lock, wait_child, xorshift, Drydock};
+use common::scenario::Scenario;
+use common::{
+    assert_code, assert_stderr, assert_stdout, kill_seeds, text, vm_lock, wait_child, xorshift,
+    Drydock,
+};
 use serde_json::Value;
 
 const R: &str = "region-a";
 /// The new password: distinctive, so any copy of it is found.
 const NEW_PW: &str = "Kestrel-Tromb0ne-4417";
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdyeWRvY2sgcmVzY3VlIHRlc3Qga2V5IDQ0MTcgICAg drydock-rescue-test";
-
-/// Logs in over the console (the password from the environment, masked
-/// as a secret) and runs `cmd`.
-fn console_run(dd: &Drydock, id: &str, password: &str, cmd: &str) -> Output {
-    let script = format!(
-        "let c = console::open(\"{id}\"); c.wait_for_boot(\"180s\"); c.login(\"root\", secret(env(\"DD_LOGIN_PW\"))); c.run(\"{cmd}\", \"60s\").stdout"
-    );
-    dd.command(&["--region", R, "repl", "-c", &script])
-        .env("DD_LOGIN_PW", password)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// A `drydock run`: instances it starts run the test's binary by path
 /// (DRYDOCK_BIN), so a rebuild of the binary while the run goes on (its
@@ -42,23 +33,6 @@ fn runbook_run(dd: &Drydock, args: &[&str]) -> std::process::Command {
     let mut cmd = dd.command(args);
     cmd.env("DRYDOCK_BIN", common::bin());
     cmd
-}
-
-fn volume(dd: &Drydock, id: &str) -> Value {
-    dd.json(&["--region", R, "volumes"])["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-fn instances(dd: &Drydock) -> Vec<Value> {
-    dd.json(&["--region", R, "instances"])["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 fn step_names(shown: &Value) -> Vec<String> {
@@ -74,11 +48,22 @@ fn step_names(shown: &Value) -> Vec<String> {
 fn dump(dd: &Drydock) {
     eprintln!("instances: {}", dd.json(&["--region", R, "instances"]));
     eprintln!("volumes: {}", dd.json(&["--region", R, "volumes"]));
-    for i in instances(dd) {
+    for i in dd.instances(R) {
         let id = i["id"].as_str().unwrap();
         let out = dd.run(&["--region", R, "console-output", id, "--tail", "40"]);
         eprintln!("console of {id}:\n{}", text(&out.stdout));
     }
+}
+
+/// The JSON of a run that must have succeeded (what the host shows is
+/// dumped when it did not), after saying how long `what` took.
+fn succeeded(dd: &Drydock, out: &std::process::Output, what: &str, started: Instant) -> Value {
+    eprintln!("{what}: {:.0} s", started.elapsed().as_secs_f64());
+    if out.status.code() != Some(0) {
+        dump(dd);
+    }
+    assert_code(out, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Every file of the data directory but guest disks and images: the
@@ -195,32 +180,19 @@ impl PsWatch {
 fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
     let _vm = vm_lock();
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw", "--allow-faults"]);
-    dd.wait_console(R, &id, "login:");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    assert_code(
-        &dd.run(&["--region", R, "fault", "inject", &id, "lost-password"]),
-        0,
-    );
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
+    let dd = Drydock::shared_by("ddops");
+    let id = Scenario::broken(&dd, "lost-password");
 
     // Nobody gets in: the old password is refused on the console.
-    let out = console_run(&dd, &id, "pw", "id -u");
+    let out = dd.console_run(R, &id, "pw", "id -u");
     assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("Login incorrect"),
         "{}",
         text(&out.stderr)
     );
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let boots = dd.instance(R, &id)["boots"].as_u64().unwrap();
+    let root = dd.root_volume(R, &id);
+    let boots = dd.boots(R, &id);
 
     let ps = PsWatch::start(NEW_PW);
     let started = Instant::now();
@@ -256,7 +228,7 @@ fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
     let i = dd.instance(R, &id);
     assert_eq!(i["state"], "running");
     assert_eq!(i["boots"].as_u64(), Some(boots));
-    assert_eq!(instances(&dd).len(), 1, "no rescue instance yet");
+    assert_eq!(dd.instances(R).len(), 1, "no rescue instance yet");
     let approved_at = Instant::now();
     let out = dd.run_as(&alice, &["approve", &exec, "--comment", "go"]);
     assert_code(&out, 0);
@@ -295,7 +267,7 @@ fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
     let i = dd.instance(R, &id);
     assert_eq!(i["state"], "running");
     assert_eq!(i["root_volume"], root.as_str());
-    let vol = volume(&dd, &root);
+    let vol = dd.volume(R, &root);
     assert_eq!(vol["attached_to"], id.as_str());
     assert_eq!(vol["attach_index"], 0);
     assert_eq!(vol["delete_on_termination"], true);
@@ -305,7 +277,7 @@ fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
     assert_eq!(r["tags"]["rescue-for"], id.as_str(), "{r}");
     assert_eq!(r["instance_type"], "n2.small", "{r}");
     assert!(
-        volume(&dd, r["root_volume"].as_str().unwrap()).is_null(),
+        dd.volume(R, r["root_volume"].as_str().unwrap()).is_null(),
         "the rescue instance's own disk went with it"
     );
 
@@ -371,8 +343,8 @@ fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
     assert!(in_ps.is_empty(), "the password was in ps: {in_ps:?}");
 
     // And root logs in with it: the key is there with its modes.
-    let out = console_run(
-        &dd,
+    let out = dd.console_run(
+        R,
         &id,
         NEW_PW,
         "id -u; stat -c %a /root/.ssh /root/.ssh/authorized_keys; cat /root/.ssh/authorized_keys",
@@ -388,13 +360,8 @@ fn reset_access_gives_back_a_lost_root_password_and_adds_a_key() {
 fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
     let _vm = vm_lock();
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, "login:");
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
+    let root = dd.root_volume(R, &id);
     let started = Instant::now();
     // A long line full of quotes goes over in pieces, intact.
     let long = "ab'c".repeat(400);
@@ -427,21 +394,19 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
     if out.status.code() != Some(1) {
         dump(&dd);
     }
-    assert_code(&out, 1);
-    let err = text(&out.stderr);
-    assert!(err.contains("the fix failed with exit code 3"), "{err}");
+    assert_stderr(&out, 1, &["the fix failed with exit code 3"]);
 
     // Rolled back: the root volume is the instance's root again (kept at
     // termination as before), the instance runs (started again), the
     // launched rescue instance is terminated.
-    let vol = volume(&dd, &root);
+    let vol = dd.volume(R, &root);
     assert_eq!(vol["attached_to"], id.as_str(), "{vol}");
     assert_eq!(vol["attach_index"], 0, "{vol}");
     assert_eq!(vol["delete_on_termination"], true, "{vol}");
     let i = dd.instance(R, &id);
     assert_eq!(i["state"], "running", "{i}");
     assert_eq!(i["boots"], 2, "{i}");
-    let all = instances(&dd);
+    let all = dd.instances(R);
     assert_eq!(all.len(), 2, "the instance and one rescue instance");
     let rescue = all.iter().find(|r| r["id"] != id.as_str()).unwrap();
     assert_eq!(rescue["state"], "terminated", "{rescue}");
@@ -476,25 +441,17 @@ fn a_failing_fix_puts_everything_back_and_terminates_the_rescue_instance() {
     );
 
     // The instance boots as before: root logs in.
-    let out = console_run(&dd, &id, "pw", "id -u");
-    assert_code(&out, 0);
-    assert!(text(&out.stdout).contains('0'));
+    let out = dd.console_run(R, &id, "pw", "id -u");
+    assert_stdout(&out, 0, &["0"]);
 }
 
 #[test]
 fn a_rejected_approval_leaves_the_instance_untouched() {
     let _vm = vm_lock();
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, "login:");
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dd = Drydock::shared_by("ddops");
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
+    let root = dd.root_volume(R, &id);
     let runner = runbook_run(
         &dd,
         &[
@@ -542,11 +499,11 @@ fn a_rejected_approval_leaves_the_instance_untouched() {
     let i = dd.instance(R, &id);
     assert_eq!(i["state"], "running", "{i}");
     assert_eq!(i["boots"], 1, "{i}");
-    let vol = volume(&dd, &root);
+    let vol = dd.volume(R, &root);
     assert_eq!(vol["attached_to"], id.as_str(), "{vol}");
     assert_eq!(vol["attach_index"], 0, "{vol}");
     assert_eq!(vol["delete_on_termination"], true, "{vol}");
-    assert_eq!(instances(&dd).len(), 1, "no rescue instance was launched");
+    assert_eq!(dd.instances(R).len(), 1, "no rescue instance was launched");
     let snaps = dd.json(&["--region", R, "snapshots"]);
     assert_eq!(
         snaps["snapshots"].as_array().map(|s| s.len()),
@@ -677,7 +634,7 @@ fn bad_input_is_refused_with_the_fix() {
         assert!(!err.contains("two"), "no secret in the error: {err}");
     }
     // Nothing was launched or changed.
-    assert!(instances(&dd).is_empty());
+    assert!(dd.instances(R).is_empty());
 }
 
 /// The other paths: a rescue instance given (used, not terminated), an
@@ -693,11 +650,8 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     let id = dd.launch(R, &img, &["--root-password", "pw"]);
     let rescue = dd.launch(R, &img, &["--type", "n2.small", "--root-password", "pw"]);
     dd.wait_console(R, &id, "login:");
-    assert_code(&dd.run(&["--region", R, "instance", "stop", &id]), 0);
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    dd.stop_instance(R, &id);
+    let root = dd.root_volume(R, &id);
     dd.wait_console(R, &rescue, "login:");
 
     let started = Instant::now();
@@ -727,15 +681,12 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     .stdin(Stdio::null())
     .output()
     .unwrap();
-    eprintln!(
-        "rescue-root-volume, given rescue, stopped instance, backup: {:.0} s",
-        started.elapsed().as_secs_f64()
+    let v = succeeded(
+        &dd,
+        &out,
+        "rescue-root-volume, given rescue, stopped instance, backup",
+        started,
     );
-    if out.status.code() != Some(0) {
-        dump(&dd);
-    }
-    assert_code(&out, 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &v["output"];
     assert_eq!(o["rescue"], rescue.as_str(), "{v}");
     assert_eq!(o["rescue_launched"], false, "{v}");
@@ -759,14 +710,11 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     assert_eq!(i["state"], "stopped", "{i}");
     assert_eq!(i["boots"], 2, "{i}");
     assert_eq!(dd.instance(R, &rescue)["state"], "running");
-    let vol = volume(&dd, &root);
+    let vol = dd.volume(R, &root);
     assert_eq!(vol["attached_to"], id.as_str(), "{vol}");
     assert_eq!(vol["attach_index"], 0, "{vol}");
     assert_eq!(vol["delete_on_termination"], true, "{vol}");
-    assert_code(
-        &dd.run(&["--region", R, "instance", "terminate", &rescue]),
-        0,
-    );
+    dd.terminate(R, &rescue);
 
     // Only a key: no password is known or changed.
     let started = Instant::now();
@@ -788,15 +736,12 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     .stdin(Stdio::null())
     .output()
     .unwrap();
-    eprintln!(
-        "reset-access, key only, stopped instance: {:.0} s",
-        started.elapsed().as_secs_f64()
+    let v = succeeded(
+        &dd,
+        &out,
+        "reset-access, key only, stopped instance",
+        started,
     );
-    if out.status.code() != Some(0) {
-        dump(&dd);
-    }
-    assert_code(&out, 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &v["output"];
     assert_eq!(o["password_reset"], false, "{v}");
     assert_eq!(o["state"], "stopped", "{v}");
@@ -828,10 +773,8 @@ fn a_given_rescue_a_stopped_instance_a_backup_and_a_key_only_reset() {
     assert_eq!(dd.instance(R, new_rescue)["state"], "terminated");
 
     // The old password still works, and the key is there.
-    assert_code(&dd.run(&["--region", R, "instance", "start", &id]), 0);
-    let out = console_run(
-        &dd,
-        &id,
+    dd.start_instance(R, &id);
+    let out = dd.console_run(R, &id,
         "pw",
         "cat /root/FIXED; stat -c %a /root/.ssh /root/.ssh/authorized_keys; cat /root/.ssh/authorized_keys",
     );
@@ -860,13 +803,8 @@ fn a_rescue_completes_when_its_runner_is_killed_at_random_points_and_resumed() {
 
 fn rescue_killed_and_resumed(seed: u64) {
     let dd = Drydock::new();
-    let img = dd.image(R);
-    let id = dd.launch(R, &img, &["--root-password", "pw"]);
-    dd.wait_console(R, &id, "login:");
-    let root = dd.instance(R, &id)["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = Scenario::instance_with(&dd, &["--root-password", "pw"]);
+    let root = dd.root_volume(R, &id);
     eprintln!("RESCUE_KILL_SEED={seed}");
     let mut next = xorshift(seed);
     const SECRET: &str = "s3cret with 'quotes' and $dollars";
@@ -954,11 +892,11 @@ fn rescue_killed_and_resumed(seed: u64) {
     assert_eq!(v["output"]["verified"], format!("{sum}\n"), "{v}");
     let i = dd.instance(R, &id);
     assert_eq!(i["state"], "running", "{i}");
-    let vol = volume(&dd, &root);
+    let vol = dd.volume(R, &root);
     assert_eq!(vol["attached_to"], id.as_str(), "{vol}");
     assert_eq!(vol["attach_index"], 0, "{vol}");
     assert_eq!(vol["delete_on_termination"], true, "{vol}");
-    let all = instances(&dd);
+    let all = dd.instances(R);
     assert_eq!(all.len(), 2, "one rescue instance was launched: {all:?}");
     for r in all.iter().filter(|r| r["id"] != id.as_str()) {
         assert_eq!(r["state"], "terminated", "{r}");

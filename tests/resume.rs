@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_code, text, wait_child, Drydock};
+use common::{assert_code, assert_stderr, assert_stdout, text, wait_child, Drydock};
 
 const FOUR_STEPS: &str = r#"
 runbook(#{ name: "four" });
@@ -69,8 +69,7 @@ fn a_run_killed_mid_step_resumes_and_completed_steps_run_once() {
         assert_eq!(dd.count("counter", line), times, "{line}");
     }
     let out = dd.run(&["resume", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("already ended Success"));
+    assert_stderr(&out, 2, &["already ended Success"]);
 }
 
 #[test]
@@ -86,12 +85,7 @@ fn resuming_after_the_runbook_changed_is_detected_and_nothing_is_lost() {
     let edited = FOUR_STEPS.replace("step(\"two\"", "step(\"second\"");
     std::fs::write(&path, &edited).unwrap();
     let out = dd.run(&["resume", &id]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("runbook changed since this execution started"),
-        "{err}"
-    );
+    let err = assert_stderr(&out, 2, &["runbook changed since this execution started"]);
     assert!(
         err.contains("call 2 was step `two` in the journal, the script now makes step `second`"),
         "{err}"
@@ -116,12 +110,7 @@ fn cancel_stops_a_running_execution_at_a_safe_point_and_runs_cleanups() {
     let child = run_until_step_three(&dd);
     let id = dd.only_execution();
     let out = dd.run(&["cancel", &id]);
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("ended Cancelled"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["ended Cancelled"]);
     let run = wait_child(child);
     assert_code(&run, 5);
     assert_eq!(dd.count("counter", "four"), 0);
@@ -145,8 +134,7 @@ fn cancel_without_a_live_runner_runs_the_cleanups_itself() {
     assert_eq!(dd.count("counter", "cleanup"), 1);
     assert_eq!(dd.count("counter", "one"), 1);
     let out = dd.run(&["cancel", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("already ended Cancelled"));
+    assert_stderr(&out, 2, &["already ended Cancelled"]);
 }
 
 #[test]
@@ -156,12 +144,7 @@ fn a_second_runner_is_refused_while_the_first_is_alive() {
     let child = run_until_step_three(&dd);
     let id = dd.only_execution();
     let out = dd.run(&["resume", &id]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("is being run by process"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["is being run by process"]);
     std::fs::remove_file(dd.work().join("block")).unwrap();
     assert_code(&wait_child(child), 0);
 }
@@ -185,8 +168,7 @@ step("finish", || append_file(`${w}/log`, "finish\n"));
     assert_code(&dd.run(&["run", "fragile"]), 1);
     let id = dd.only_execution();
     let out = dd.run(&["resume", &id]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains(&format!("drydock resume {id} --retry")));
+    assert_stderr(&out, 2, &[&format!("drydock resume {id} --retry")]);
     std::fs::write(dd.work().join("fixed"), "").unwrap();
     assert_code(&dd.run(&["resume", &id, "--retry"]), 0);
     assert_eq!(dd.count("log", "prepare"), 1);

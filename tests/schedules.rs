@@ -5,37 +5,16 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::serve::{at_in, iso, wait_for};
+use common::{assert_code, assert_stdout, text, Drydock};
 
 const LOG: &str = r#"
 runbook(#{ name: "log-line", params: #{ line: #{ type: "string", default_value: "ran" } } });
 step("log", || append_file(`${env("WORK")}/log`, params.line + "\n"));
 "#;
-
-fn at_in(secs: u64) -> String {
-    let t = chrono::Utc::now() + chrono::Duration::seconds(secs as i64);
-    format!("at({})", t.format("%Y-%m-%dT%H:%M:%S"))
-}
-
-fn serve(dd: &Drydock) -> Child {
-    dd.command(&["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn schedules_are_validated_before_anything_is_stored() {
@@ -115,14 +94,14 @@ fn a_slot_runs_once_even_when_serve_is_killed_and_restarted() {
         ]),
         0,
     );
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     wait_for("the slot to run", Duration::from_secs(20), || {
         dd.count("log", "ran") == 1
     });
     // Killed without warning, restarted: the slot is in the journal.
     s.kill().unwrap();
     s.wait().unwrap();
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     std::thread::sleep(Duration::from_secs(4));
     s.kill().unwrap();
     s.wait().unwrap();
@@ -142,7 +121,7 @@ fn a_slot_runs_once_even_when_serve_is_killed_and_restarted() {
 fn a_schedules_file_is_picked_up_by_a_running_serve() {
     let dd = Drydock::new();
     dd.write_runbook("log-line.rhai", LOG);
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(
         dd.data_dir().join("schedules.toml"),
@@ -189,7 +168,7 @@ step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
         ]),
         0,
     );
-    let s = serve(&dd);
+    let s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     wait_for("the first step", Duration::from_secs(20), || {
         dd.count("log", "first") == 1
     });
@@ -197,12 +176,7 @@ step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(s.id() as i32, libc::SIGTERM) };
     let out = s.wait_with_output().unwrap();
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("stopping"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["stopping"]);
     // The machine goes down: the runner dies too.
     let id = dd.json(&["schedules", "show", "job"])["slots"][0]["execution_id"]
         .as_str()
@@ -215,7 +189,7 @@ step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
     std::fs::write(dd.work().join("go"), "").unwrap();
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     wait_for("the resumed run to finish", Duration::from_secs(30), || {
         dd.state(&id) == "Success"
     });
@@ -229,18 +203,10 @@ step("last", || append_file(`${env("WORK")}/log`, "last\n"));"#,
     assert_eq!(dd.count("log", "last"), 1);
 }
 
-fn iso(offset_secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
 #[test]
 fn a_change_calendar_blocks_a_scheduled_run_or_gates_it_behind_an_override() {
     let alice = common::os_users::os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("log-line.rhai", LOG);
     assert_code(
         &dd.run(&["calendar", "add", "prod", "--default", "open"]),
@@ -323,7 +289,7 @@ fn a_change_calendar_blocks_a_scheduled_run_or_gates_it_behind_an_override() {
         ]),
         0,
     );
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     let mut id = String::new();
     wait_for("the gated run to wait", Duration::from_secs(20), || {
         let show = dd.json(&["schedules", "show", "override"]);
@@ -463,7 +429,7 @@ step("slow", || { sleep(params.secs); append_file(`${env("WORK")}/log`, params.l
         ]),
         0,
     );
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     wait_for("both windows to close", Duration::from_secs(90), || {
         let p = dd.json(&["windows", "show", "patch"]);
         let q = dd.json(&["windows", "show", "short"]);
@@ -550,7 +516,7 @@ step("log", || { append_file(`${env("WORK")}/log`, "ran\n"); sleep(0.2); });"#,
             0,
         );
     }
-    let mut s = serve(&dd);
+    let mut s = dd.serve_with("127.0.0.1:0", Stdio::piped(), Stdio::piped());
     let pid = s.id();
     // Sampled every 20 ms: how long each zombie child of serve lasted.
     let mut seen: std::collections::HashMap<u32, Instant> = Default::default();

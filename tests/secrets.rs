@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 
 const SECRET: &str = "c0rrect-Horse-b4ttery";
 
@@ -118,8 +118,7 @@ fn the_parameter_store_keeps_versions_labels_and_sealed_values() {
 
     // A secure value is never taken from the command line.
     let out = dd.run(&["param", "put", "x", "--secure", "--value", "visible-in-ps"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("visible to every local user in `ps`"));
+    assert_stderr(&out, 2, &["visible to every local user in `ps`"]);
     // A plain parameter cannot become secure by accident, nor the reverse.
     let out = dd.run(&["param", "put", "db/host", "--value", "x", "--secure"]);
     assert_code(&out, 2);
@@ -270,18 +269,12 @@ fn secrets_from_a_file_the_environment_or_the_command_line() {
     dd.write_runbook("uses-secret.rhai", USES);
     let literal = "typed-in-the-clear-42";
     let out = dd.run(&["run", "uses-secret", "-p", &format!("password={literal}")]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out.stderr).contains("is a secret given on the command line"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 1, &["is a secret given on the command line"]);
     assert_never_shown(&dd, &out, literal);
 
     // A missing reference is a usage error; nothing starts.
     let out = dd.run(&["run", "uses-secret", "-p", "password=param:nope"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("no parameter named nope"));
+    assert_stderr(&out, 2, &["no parameter named nope"]);
 }
 
 #[test]
@@ -318,12 +311,7 @@ fn a_runbook_cannot_ship_a_secret_default() {
         r#"runbook(#{ name: "bad-secret", params: #{ pw: #{ type: "secret", default_value: "hunter2" } } });"#,
     );
     let out = dd.run(&["validate", path.to_str().unwrap()]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("must name a stored parameter"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["must name a stored parameter"]);
 }
 
 #[test]
@@ -363,12 +351,7 @@ fn a_root_password_comes_from_the_store_a_file_or_a_prompt_not_the_command_line(
         "--root-password",
         "param:nope",
     ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("no parameter named nope"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["no parameter named nope"]);
     let out = dd.run(&[
         "instance",
         "launch",
@@ -377,8 +360,7 @@ fn a_root_password_comes_from_the_store_a_file_or_a_prompt_not_the_command_line(
         "--root-password",
         "file:/nonexistent/pw",
     ]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("cannot read the value from /nonexistent/pw"));
+    assert_stderr(&out, 2, &["cannot read the value from /nonexistent/pw"]);
     // A literal still works, with a warning (the image does not exist, so
     // nothing is launched here).
     let out = dd.run(&[

@@ -7,58 +7,26 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stdout, text, Drydock};
 use serde_json::Value;
-
-fn serve(dd: &Drydock) -> Child {
-    dd.command(&["serve", "--listen", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// `serve status --json` once a serve answers (up to 20 s).
-fn status_when_up(dd: &Drydock) -> Value {
-    let start = Instant::now();
-    loop {
-        let out = dd.run(&["--json", "serve", "status"]);
-        if out.status.code() == Some(0) {
-            return serde_json::from_slice(&out.stdout).unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve never answered: {} {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
     let dd = Drydock::new();
     // None running: exit 1 and says how to start one.
     let out = dd.run(&["serve", "status"]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out.stdout).contains("no drydock serve runs"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 1, &["no drydock serve runs"]);
     let out = dd.run(&["--json", "serve", "status"]);
     assert_code(&out, 1);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["running"], false);
 
-    let mut s = serve(&dd);
-    let v = status_when_up(&dd);
+    let mut s = dd.serve_with("off", Stdio::null(), Stdio::piped());
+    let v = dd.serve_status_when_up();
     assert_eq!(v["pid"], s.id(), "{v}");
     assert_eq!(v["running"], true);
     assert_eq!(v["http"], Value::Null, "--listen off: no web console");
@@ -93,7 +61,7 @@ fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
     assert_code(&out, 0);
     let start = Instant::now();
     loop {
-        let v = status_when_up(&dd);
+        let v = dd.serve_status_when_up();
         if v["schedules"] == 1 && v["next_slot_at"].is_i64() {
             break;
         }
@@ -115,7 +83,7 @@ fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
         err.contains("already serves") && err.contains(&format!("pid {}", s.id())),
         "{err}"
     );
-    assert_eq!(status_when_up(&dd)["pid"], s.id());
+    assert_eq!(dd.serve_status_when_up()["pid"], s.id());
 
     // Killed outright: the socket stays behind, status says none runs,
     // and the next serve replaces the stale socket.
@@ -124,8 +92,8 @@ fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
     assert!(socket.exists(), "SIGKILL leaves the socket file");
     let out = dd.run(&["serve", "status"]);
     assert_code(&out, 1);
-    let mut s2 = serve(&dd);
-    assert_eq!(status_when_up(&dd)["pid"], s2.id());
+    let mut s2 = dd.serve_with("off", Stdio::null(), Stdio::piped());
+    assert_eq!(dd.serve_status_when_up()["pid"], s2.id());
     // SIGTERM: a clean stop removes the socket.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(s2.id() as i32, libc::SIGTERM) };
@@ -138,11 +106,9 @@ fn serve_status_answers_over_the_unix_socket_and_a_second_serve_is_refused() {
 fn over_the_socket_the_caller_is_the_peers_account_and_outsiders_are_refused() {
     let alice = os_user("ddsvcalice", &["ddsvc"]);
     let outsider = os_user("ddsvcout", &[]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddsvc".into());
-    dd.open_to_other_users();
-    let mut s = serve(&dd);
-    status_when_up(&dd);
+    let dd = Drydock::shared_by("ddsvc");
+    let mut s = dd.serve_with("off", Stdio::null(), Stdio::piped());
+    dd.serve_status_when_up();
     let socket = dd.data_dir().join("serve.sock");
     let meta = std::fs::symlink_metadata(&socket).unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 
 /// A `sleep` under a name no other process has, so pgrep finds only ours.
 fn marked_sleep(dd: &Drydock, tag: &str) -> PathBuf {
@@ -75,12 +75,7 @@ fn a_step_timeout_kills_background_jobs_of_the_shell_too() {
         let start = Instant::now();
         let out = dd.run(&["run", name]);
         let took = start.elapsed();
-        assert_code(&out, 4);
-        assert!(
-            text(&out.stderr).contains("step `slow` timed out after 1"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert_stderr(&out, 4, &["step `slow` timed out after 1"]);
         assert!(
             took < Duration::from_secs(8),
             "{name}: took {took:?} to time out"

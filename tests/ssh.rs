@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::serve::free_port;
+use common::{assert_code, assert_stderr, text, Drydock};
 
 struct Sshd {
     child: Child,
@@ -36,14 +36,6 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen (openssh-client) is installed by scripts/setup");
     assert!(st.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_sshd(dir: &Path) -> Sshd {
@@ -175,14 +167,13 @@ ssh::connect("127.0.0.1", #{ user: "root", key: params.key, port: params.port, h
         "-p",
         &format!("key={}", sshd.other_key.display()),
     ]);
-    assert_code(&out, 1);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(&format!(
+    let err = assert_stderr(
+        &out,
+        1,
+        &[&format!(
             "ssh root@127.0.0.1:{}: the server refused key",
             sshd.port
-        )),
-        "{err}"
+        )],
     );
     assert!(err.contains("other_key"), "{err}");
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 
 #[test]
 fn a_step_is_retried_until_it_succeeds() {
@@ -90,12 +90,7 @@ fn a_step_timeout_stops_sleeps_commands_and_loops() {
             start.elapsed() < Duration::from_secs(10),
             "{name} was not stopped"
         );
-        assert_code(&out, 4);
-        assert!(
-            text(&out.stderr).contains("step `slow` timed out after 300ms"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert_stderr(&out, 4, &["step `slow` timed out after 300ms"]);
     }
     let list = dd.executions();
     assert_eq!(list.len(), 3);
@@ -178,12 +173,7 @@ fn a_cleanup_registered_inside_a_step_is_refused_with_the_reason() {
         "runbook(#{ name: \"nested-cleanup\" });\nstep(\"s\", || cleanup(\"c\", || 1));\n",
     );
     let out = dd.run(&["run", "nested-cleanup"]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out.stderr).contains("register cleanups at the top level"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 1, &["register cleanups at the top level"]);
 }
 
 #[test]

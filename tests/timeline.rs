@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_code, text, Drydock};
+use common::{assert_code, assert_stderr, text, Drydock};
 use serde_json::Value;
 
 const PACED: &str = r#"
@@ -157,8 +157,7 @@ fn a_finished_execution_is_drawn_to_scale_in_text_and_json() {
     let out = timeline(&dd, "ex-0000dead", "80");
     assert_code(&out, 2);
     let out = dd.run(&["executions", "show", "repl-1234", "--timeline"]);
-    assert_code(&out, 2);
-    assert!(text(&out.stderr).contains("REPL session"));
+    assert_stderr(&out, 2, &["REPL session"]);
 }
 
 const CUT: &str = r#"
@@ -226,9 +225,7 @@ step("after", || 2)
 fn an_approval_decided_while_no_runner_was_alive_shows_the_replayed_steps() {
     let dd = Drydock::new();
     dd.write_runbook("wait.rhai", WAIT);
-    let mut child = dd.spawn(&["run", "wait"]);
-    let id = dd.only_execution();
-    dd.wait_for_approval(&id);
+    let (mut child, id) = dd.spawn_until_approval(&["run", "wait"]);
     let out = timeline(&dd, &id, "100");
     let o = text(&out.stdout);
     assert!(row(&o, "approval ").contains("| waiting "), "{o}");

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::os_users::{os_group, os_user, OsUser};
+use common::serve::at_in;
 use common::*;
 
 const PLANTED: &str = r#"
@@ -29,9 +30,7 @@ fn shared() -> (Drydock, OsUser) {
     os_group("ddtrust");
     let alice = os_user("ddtalice", &["ddtrust"]);
     let _bob = os_user("ddtbob", &["ddtrust"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddtrust".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddtrust");
     // The owner sets up the shared data directory.
     assert_code(&dd.run(&["runbooks"]), 0);
     (dd, alice)
@@ -63,12 +62,7 @@ fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
         w = dd.work().display()
     ));
     let out = dd.run(&["run", "tick"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("tick.rhai") && err.contains("ddtalice") && err.contains("owned by"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["tick.rhai", "ddtalice", "owned by"]);
     let out = dd.run(&[
         "run",
         "clean-old-files",
@@ -77,9 +71,7 @@ fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
         "-p",
         "older_than_days=1",
     ]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(err.contains("ddtalice"), "{err}");
+    assert_stderr(&out, 2, &["ddtalice"]);
     assert!(
         !dd.work().join("planted-ran").exists(),
         "the planted code ran"
@@ -94,12 +86,7 @@ fn a_runbook_planted_by_a_group_member_does_not_run_as_the_owner() {
     // A file of one's own that the group may write is refused too.
     chmod(&mine, 0o664);
     let out = dd.run(&["run", mine.to_str().unwrap()]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("chmod go-w"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr(&out, 2, &["chmod go-w"]);
 }
 
 /// Another account pre-creates a data directory open to everyone, with a
@@ -131,12 +118,7 @@ fn a_data_directory_planted_by_another_account_is_refused() {
         .env_remove("DRYDOCK_GROUP")
         .output()
         .unwrap();
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("ddtalice") && err.contains("not to you"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["ddtalice", "not to you"]);
     // Nothing was loosened or written there.
     assert_eq!(
         std::fs::metadata(planted.join("journal.sqlite3"))
@@ -154,12 +136,7 @@ fn a_data_directory_planted_by_another_account_is_refused() {
         .env_remove("DRYDOCK_GROUP")
         .output()
         .unwrap();
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("journal.sqlite3") && err.contains("chmod"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["journal.sqlite3", "chmod"]);
 }
 
 /// A member's own config file names them an admin: their --auto-approve
@@ -183,12 +160,7 @@ fn a_config_of_ones_own_does_not_make_one_an_admin() {
             "--auto-approve",
         ],
     );
-    assert_code(&out, 4);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("`admins` in") && err.contains("ignored"),
-        "{err}"
-    );
+    let err = assert_stderr(&out, 4, &["`admins` in", "ignored"]);
     assert!(
         err.contains("--auto-approve by ddtalice does not apply"),
         "{err}"
@@ -280,12 +252,13 @@ fn a_schedule_runs_only_its_approved_code_requested_by_whoever_added_it() {
     // someone approves the change.
     std::fs::write(&file, SCHEDULED.replace("version 1", "version 2")).unwrap();
     let out = dd.run(&["schedules", "run-now", "nightly"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("changed since the schedule was approved")
-            && err.contains("schedules update nightly"),
-        "{err}"
+    assert_stderr(
+        &out,
+        2,
+        &[
+            "changed since the schedule was approved",
+            "schedules update nightly",
+        ],
     );
     assert_code(&dd.run_as(&bob, &["schedules", "update", "nightly"]), 0);
     let out = dd.run_as(&bob, &["--json", "schedules", "run-now", "nightly"]);
@@ -344,12 +317,7 @@ fn a_param_reference_is_resolved_or_refused_never_passed_literally() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["output"], "/var/log/app", "{v}");
     let out = dd.run(&["run", "shows", "-p", "dir=param:app/token"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("SecureString") && err.contains("secret"),
-        "{err}"
-    );
+    let err = assert_stderr(&out, 2, &["SecureString", "secret"]);
     assert!(!err.contains("s3cret-token-value"));
     let out = dd.run(&["run", "shows", "-p", "dir=param:no/such"]);
     assert_code(&out, 2);
@@ -361,12 +329,7 @@ fn a_param_reference_is_resolved_or_refused_never_passed_literally() {
 fn listening_beyond_loopback_needs_listen_public() {
     let dd = Drydock::new();
     let out = dd.run(&["serve", "--listen", "0.0.0.0:0"]);
-    assert_code(&out, 2);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("--listen-public") && err.contains("TLS"),
-        "{err}"
-    );
+    assert_stderr(&out, 2, &["--listen-public", "TLS"]);
 }
 
 /// clean-old-files lists a directory owned by another account, waits for
@@ -442,24 +405,6 @@ fn a_directory_swapped_during_the_approval_deletes_nothing() {
     assert!(dd.work().join("logs.moved/a.log").exists());
 }
 
-/// A GET to serve's local API over DATA_DIR/serve.sock: (status line, body).
-fn local_api_get(dd: &Drydock, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(dd.data_dir().join("serve.sock")).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: drydock\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
 const LOGS: &str = r#"
 runbook(#{ name: "logs" });
 step("log", || append_file(`${env("WORK")}/log`, "ran\n"));
@@ -479,13 +424,7 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
     dd.write_runbook("logs.rhai", LOGS);
     chmod(&dd.work(), 0o777);
     assert_code(&dd.run(&["run", "logs"]), 0);
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     dd.wait_until("serve answers", || {
         dd.run(&["serve", "status"]).status.code() == Some(0)
     });
@@ -509,8 +448,7 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
         .filter(|p| p.contains("journal.sqlite3") && p.ends_with("(deleted)"))
         .collect();
     // Then a schedule is added and serve must see it.
-    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    let at = at_in(2);
     assert_code(
         &dd.run(&[
             "schedules",
@@ -528,7 +466,7 @@ fn a_journal_read_by_another_account_leaves_serve_on_the_live_journal() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let ran = dd.count("log", "ran");
-    let (status, body) = local_api_get(&dd, "/api/executions");
+    let (status, body) = dd.local_api_get("/api/executions");
     let _ = serve.kill();
     let _ = serve.wait();
     assert!(
@@ -558,8 +496,7 @@ fn a_window_task_is_requested_by_whoever_added_it() {
     let bob = os_user("ddtbob", &["ddtrust"]);
     dd.write_runbook("nightly-change.rhai", SCHEDULED);
     chmod(&dd.work(), 0o777);
-    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    let at = at_in(3);
     assert_code(
         &dd.run(&[
             "windows",
@@ -587,21 +524,10 @@ fn a_window_task_is_requested_by_whoever_added_it() {
             "approvers=ddtalice,ddtbob",
         ],
     );
-    assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("requested by ddtalice"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_stdout(&out, 0, &["requested by ddtalice"]);
     let shown = text(&dd.run(&["windows", "show", "patch"]).stdout);
     assert!(shown.contains("ddtalice"), "{shown}");
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     let mut id = String::new();
     dd.wait_until("the window starts its task", || {
         id = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0]["execution_id"]
@@ -633,8 +559,7 @@ fn a_window_task_is_requested_by_whoever_added_it() {
 fn a_window_task_whose_runbook_changed_is_skipped() {
     let dd = Drydock::new();
     dd.write_runbook("nightly-change.rhai", SCHEDULED);
-    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let at = format!("at({})", at.format("%Y-%m-%dT%H:%M:%S"));
+    let at = at_in(3);
     assert_code(
         &dd.run(&[
             "windows",
@@ -664,13 +589,7 @@ fn a_window_task_whose_runbook_changed_is_skipped() {
         "nightly-change.rhai",
         &SCHEDULED.replace("version 1", "changed after approval"),
     );
-    let mut serve = dd
-        .command(&["serve", "--listen", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = dd.serve("off");
     let mut task = serde_json::Value::Null;
     dd.wait_until("the window handles its task", || {
         task = dd.json(&["windows", "show", "patch"])["runs"][0]["tasks"][0].clone();

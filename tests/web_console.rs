@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::os_users::os_user;
+use common::serve::{free_port, Killed};
 use common::{assert_code, text, wait_child, Drydock};
 use serde_json::{json, Value};
 
@@ -23,44 +23,6 @@ step("before", || 1);
 approve(#{ message: "Restart the database?", approvers: ["ddalice"] });
 step("after", || append_file(`${env("WORK")}/log`, "after\n"));
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `drydock serve` and returns it with the web console's address.
-fn serve(dd: &Drydock) -> (Killed, String) {
-    let mut child = dd
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.split("web console on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep reading so serve never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Killed(child), url)
-}
 
 struct Browser {
     base: String,
@@ -231,14 +193,12 @@ impl Drop for Browser {
 #[test]
 fn an_approver_signs_in_approves_in_the_browser_and_watches_the_run_end() {
     let alice = os_user("ddalice", &["ddops"]);
-    let mut dd = Drydock::new();
-    dd.group = Some("ddops".into());
-    dd.open_to_other_users();
+    let dd = Drydock::shared_by("ddops");
     dd.write_runbook("gated.rhai", GATED);
     let runner = dd.spawn(&["run", "gated"]);
     let id = dd.only_execution();
     dd.wait_for_approval(&id);
-    let (_serve, url) = serve(&dd);
+    let (_serve, url) = dd.serve_web();
     let out = dd.run_as(&alice, &["tokens", "create", "--label", "browser"]);
     assert_code(&out, 0);
     let token = text(&out.stdout).trim().to_string();
@@ -271,7 +231,7 @@ fn an_approver_signs_in_approves_in_the_browser_and_watches_the_run_end() {
 #[test]
 fn the_api_needs_a_token_and_changes_need_the_anti_forgery_header() {
     let dd = Drydock::new();
-    let (_serve, url) = serve(&dd);
+    let (_serve, url) = dd.serve_web();
     let token = text(&dd.run(&["tokens", "create"]).stdout)
         .trim()
         .to_string();
@@ -347,7 +307,7 @@ fn a_token_expires_and_its_last_use_is_recorded() {
         as f64
         / 86_400_000.0;
     assert!((89.9..=90.1).contains(&days), "{made}");
-    let (_serve, url) = serve(&dd);
+    let (_serve, url) = dd.serve_web();
     let made = dd.json(&["tokens", "create", "--label", "short", "--expires", "4s"]);
     let token = made["token"].as_str().unwrap().to_string();
     let id = made["id"].as_str().unwrap().to_string();

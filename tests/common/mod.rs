@@ -3,7 +3,17 @@
 
 #![allow(dead_code)]
 
+pub mod approvals;
+pub mod console;
+pub mod guest;
 pub mod os_users;
+pub mod power;
+pub mod scenario;
+pub mod serve;
+pub mod volumes;
+
+#[allow(unused_imports)]
+pub use guest::image_cache;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -282,115 +292,11 @@ pub fn kill_seeds(var: &str, fixed: &[u64]) -> Vec<u64> {
     seeds
 }
 
-/// Where image builds are cached across tests and test runs.
-pub fn image_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images")
-}
-
 impl Drydock {
-    /// Builds (or reuses) the default image and registers it; returns its id.
-    pub fn image(&self, region: &str) -> String {
-        self.image_with(region, &[])
-    }
-
-    pub fn image_with(&self, region: &str, extra: &[&str]) -> String {
-        let mut args = vec!["--json", "--region", region, "image", "build"];
-        args.extend_from_slice(extra);
-        let out = self
-            .command(&args)
-            .env("DRYDOCK_IMAGE_CACHE", image_cache())
-            .output()
-            .unwrap();
-        assert_code(&out, 0);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["image"]["id"].as_str().unwrap().to_string()
-    }
-
-    /// Launches an instance and returns its id.
-    pub fn launch(&self, region: &str, image: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "--json", "--region", region, "instance", "launch", "--image", image,
-        ];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert_code(&out, 0);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    pub fn instance(&self, region: &str, id: &str) -> Value {
-        let list = self.json(&["--region", region, "instances"]);
-        list["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["id"] == id)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    pub fn console(&self, region: &str, id: &str, boot: Option<u32>) -> String {
-        let boot_s = boot.map(|b| b.to_string());
-        let mut args = vec!["--region", region, "console-output", id];
-        if let Some(b) = &boot_s {
-            args.extend_from_slice(&["--boot", b]);
-        }
-        text(&self.run(&args).stdout)
-    }
-
-    /// Waits up to 90 s for `pattern` in the console output of the latest boot.
-    pub fn wait_console(&self, region: &str, id: &str, pattern: &str) {
-        let start = Instant::now();
-        loop {
-            let out = self.console(region, id, None);
-            if out.contains(pattern) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "no {pattern:?} on the console of {id}; got:\n{out}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drydock {
-    /// Runs `cmd` as root on an instance's serial console (waiting for its
-    /// boot first) through the REPL; the password travels in the
-    /// environment, never on a command line.
-    pub fn console_run(&self, region: &str, id: &str, password: &str, cmd: &str) -> Output {
-        let script = format!(
-            "let c = console::open(\"{id}\"); c.wait_for_boot(\"180s\"); c.login(\"root\", secret(env(\"DD_LOGIN_PW\"))); c.run(\"{cmd}\", \"60s\").stdout"
-        );
-        self.command(&["--region", region, "repl", "-c", &script])
-            .env("DD_LOGIN_PW", password)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
     /// The pids of every process of this drydock: runners, supervisors,
     /// VMMs (anything whose command line names the data directory).
     pub fn processes(&self) -> Vec<u32> {
-        let needle = self.data_dir().display().to_string();
-        let me = std::process::id();
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
+        power::processes_naming(&self.data_dir())
     }
 
     /// A power loss: every process of this drydock stopped at the same
@@ -398,37 +304,32 @@ impl Drydock {
     /// down. Returns how many processes died.
     pub fn power_loss(&self) -> usize {
         let pids = self.processes();
-        let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-        if list.is_empty() {
-            return 0;
-        }
-        for sig in ["-STOP", "-KILL"] {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .args(&list)
-                .stderr(Stdio::null())
-                .status();
-        }
-        let start = Instant::now();
-        while pids
-            .iter()
-            .any(|p| Path::new(&format!("/proc/{p}/cmdline")).exists() && !is_zombie(*p))
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "processes outlived SIGKILL"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            power::stop_and_kill(&pids, Duration::from_secs(30)),
+            "processes outlived SIGKILL"
+        );
         pids.len()
     }
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
+/// Asserts an exit code and that stderr holds every one of `needles`,
+/// showing stderr when it does not.
+pub fn assert_stderr(out: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(out, code);
+    let err = text(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "no {n:?} in stderr: {err}");
+    }
+    err
+}
+
+/// Asserts an exit code and that stdout holds every one of `needles`,
+/// showing stdout when it does not.
+pub fn assert_stdout(out: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(out, code);
+    let said = text(&out.stdout);
+    for n in needles {
+        assert!(said.contains(n), "no {n:?} in stdout: {said}");
+    }
+    said
 }

@@ -1,6 +1,7 @@
 //! Real local accounts for tests where identity matters: drydock must
 //! tell OS users apart by uid, so these tests run it as other users.
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use super::{bin, Drydock};
@@ -71,7 +72,57 @@ pub fn os_user(name: &str, groups: &[&str]) -> OsUser {
     }
 }
 
+/// Connects to a Unix socket as another account (a Python one-liner run
+/// by `runuser`), sends `line` and returns the first line of the reply, or
+/// `CONNECT-ERROR …` when the socket cannot be reached at all.
+pub fn connect_as(user: &OsUser, socket: &Path, line: &str) -> String {
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("CONNECT-ERROR", e); sys.exit(0)
+try:
+    s.sendall(sys.argv[2].encode() + b"\n")
+except OSError:
+    pass
+data = b""
+try:
+    while b"\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+except OSError as e:
+    print("READ-ERROR", e)
+print(data.split(b"\n")[0].decode(errors="replace").strip())
+"#;
+    let out = Command::new("runuser")
+        .args(["-u", &user.name, "--", "/usr/bin/python3", "-c", script])
+        .arg(socket)
+        .arg(line)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 impl Drydock {
+    /// A drydock shared by the accounts of `group`: its commands run with
+    /// DRYDOCK_GROUP set and its directories are open to other accounts.
+    pub fn shared_by(group: &str) -> Drydock {
+        let mut dd = Drydock::new();
+        dd.group = Some(group.into());
+        dd.open_to_other_users();
+        dd
+    }
+
     /// Lets other accounts reach this drydock's directories (the test's
     /// temporary directory is private to root by default).
     pub fn open_to_other_users(&self) {
