@@ -306,43 +306,6 @@ fn host_info_names_this_machines_kvm_and_the_backend_each_generation_gets() {
         .contains("DRYDOCK_BACKEND=firecracker is not a backend; use drydock or qemu"));
 }
 
-/// Connects to a Unix socket as another account (a Python one-liner run
-/// by `runuser`), sends `line` and returns the first line of the reply,
-/// or what went wrong.
-fn connect_as(user: &str, socket: &Path, line: &str) -> String {
-    let script = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-try:
-    s.connect(sys.argv[1])
-except OSError as e:
-    print("CONNECT-ERROR", e); sys.exit(0)
-try:
-    s.sendall(sys.argv[2].encode() + b"\n")
-except OSError:
-    pass
-data = b""
-try:
-    while b"\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-except OSError as e:
-    print("READ-ERROR", e)
-print(data.split(b"\n")[0].decode(errors="replace").strip())
-"#;
-    let out = Command::new("runuser")
-        .args(["-u", user, "--", "/usr/bin/python3", "-c", script])
-        .arg(socket)
-        .arg(line)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
     use std::os::unix::fs::PermissionsExt;
@@ -366,7 +329,7 @@ fn the_control_socket_refuses_other_accounts_and_attaches_only_volumes() {
     let mallory = common::os_users::os_user("ddmallory", &[]);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let reply = connect_as(&mallory.name, &socket, r#"{"execute": "stop"}"#);
+    let reply = common::os_users::connect_as(&mallory, &socket, r#"{"execute": "stop"}"#);
     let v: serde_json::Value =
         serde_json::from_str(&reply).unwrap_or_else(|e| panic!("not one QMP line ({e}): {reply}"));
     let desc = v["error"]["desc"].as_str().unwrap_or_default();
