@@ -251,7 +251,7 @@ impl ReplSession {
             call_sites: drydock_runtime::executor::CallSites::none(),
         };
         install(&mut engine, &ctx);
-        drydock_runtime::secrets::install_primitives(
+        drydock_runtime::parameters::install_primitives(
             &mut engine,
             self.data_dir.clone(),
             self.secrets.clone(),

@@ -15,7 +15,8 @@
 //!   fleets, replay); [`runner`] names the process that runs one (and
 //!   fences a second); [`interrupt`] carries deadlines and cancellation to
 //!   waiting primitives; [`observer`] reports progress to whoever shows it.
-//! - State: [`journal`] stores everything (executions, steps, approvals,
+//! - State: [`parameters`] reads the parameter store (and provides
+//!   `param()`/`secret()`); [`journal`] stores everything (executions, steps, approvals,
 //!   parameters, schedules, windows, calendars, tokens, REPL sessions),
 //!   with versioned migrations, on [`sqlite`] connections shared between
 //!   processes; [`state`] names the states; [`ids`] makes ids and times.
@@ -39,6 +40,7 @@ pub mod input_file;
 pub mod interrupt;
 pub mod journal;
 pub mod observer;
+pub mod parameters;
 pub mod params;
 pub mod private;
 pub mod provenance;

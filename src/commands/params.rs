@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, cmd: ParamCommand) -> Result<i32, CliError> {
     // sealed again for their version by whoever holds the key.
     if SecretKey::path(data_dir).exists() {
         if let Ok(key) = SecretKey::load_or_create(data_dir) {
-            match drydock_runtime::secrets::reseal_legacy_parameters(&key, &mut journal) {
+            match drydock_runtime::parameters::reseal_legacy_parameters(&key, &mut journal) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("resealed {n} parameter values for their versions"),
                 Err(e) => tracing::warn!("cannot reseal older parameter values: {e}"),
@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, cmd: ParamCommand) -> Result<i32, CliError> {
             let value = if rec.secure && !decrypt {
                 MASK.to_string()
             } else {
-                drydock_runtime::secrets::read_parameter(data_dir, &journal, pname, &which)
+                drydock_runtime::parameters::read_parameter(data_dir, &journal, pname, &which)
                     .map_err(CliError::failure)?
                     .0
             };
@@ -188,7 +188,7 @@ pub fn secret_text(ctx: &Context, what: &str, text: &str) -> Result<String, CliE
     if let Some(reference) = text.strip_prefix("param:") {
         let (name, which) = Selector::split(reference);
         let journal = ctx.executor.journal()?;
-        return drydock_runtime::secrets::read_parameter(
+        return drydock_runtime::parameters::read_parameter(
             &ctx.settings.data_dir,
             &journal,
             name,

@@ -409,7 +409,7 @@ pub const RUNTIME_SECTIONS: &[Section] = &[
         about: "Values of drydock's parameter store, and values masked (`****`) in everything an execution writes or shows.",
         constants: &[],
         install: |engine, ctx| {
-            drydock_runtime::secrets::install_primitives(
+            drydock_runtime::parameters::install_primitives(
                 engine,
                 ctx.data_dir.clone(),
                 ctx.secrets.clone(),

@@ -175,7 +175,7 @@ impl Executor {
                 Some(m) if m.contains_key(PARAM_REF_KEY) => {
                     let pname = m.get(PARAM_REF_KEY).and_then(|v| v.as_str()).unwrap_or("");
                     let version = m.get("version").and_then(|v| v.as_i64()).unwrap_or(0);
-                    crate::secrets::read_parameter(
+                    crate::parameters::read_parameter(
                         &self.data_dir,
                         journal,
                         pname,

@@ -129,7 +129,7 @@ impl Executor {
                 interruptible_sleep(&s, &ctx, Dynamic::from(d))
             },
         );
-        crate::secrets::install_primitives(
+        crate::parameters::install_primitives(
             &mut engine,
             self.data_dir.clone(),
             session.secrets.clone(),

@@ -160,7 +160,7 @@ impl SecretKey {
 /// so a ciphertext copied over another version of the same name (or
 /// another name) does not open. Values sealed before versions were bound
 /// (`{PREFIX}` without [`VERSIONED`]) open with the name alone until
-/// [`reseal_legacy_parameters`] binds them.
+/// [`crate::parameters::reseal_legacy_parameters`] binds them.
 pub fn parameter_context(name: &str, version: i64) -> String {
     format!("parameter {name} version {version}")
 }
@@ -195,29 +195,6 @@ pub fn open_parameter(
     }
 }
 
-/// Seals every parameter value stored before versions were bound again,
-/// bound to its version. Returns how many were resealed.
-pub fn reseal_legacy_parameters(
-    key: &SecretKey,
-    journal: &mut crate::journal::Journal,
-) -> Result<usize, String> {
-    let mut n = 0;
-    for (name, version, stored) in journal
-        .legacy_sealed_parameters()
-        .map_err(|e| e.to_string())?
-    {
-        let plain = key
-            .open(&name, &stored)
-            .map_err(|e| format!("parameter {name} version {version}: {e}"))?;
-        let sealed = seal_parameter(key, &name, version, &plain).map_err(|e| e.to_string())?;
-        journal
-            .replace_sealed_value(&name, version, &stored, &sealed)
-            .map_err(|e| e.to_string())?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 /// Stored parameters as people may see them: sealed values and store
 /// references become `****`.
 pub fn redact_params(value: &serde_json::Value) -> serde_json::Value {
@@ -237,71 +214,6 @@ pub fn redact_params(value: &serde_json::Value) -> serde_json::Value {
         Value::Array(a) => Value::Array(a.iter().map(redact_params).collect()),
         other => other.clone(),
     }
-}
-
-/// A value of the parameter store, opened when it is secure; says
-/// whether it was.
-pub fn read_parameter(
-    data_dir: &Path,
-    journal: &crate::journal::Journal,
-    name: &str,
-    which: &crate::journal::Selector,
-) -> Result<(String, bool), String> {
-    let rec = journal.parameter(name, which).map_err(|e| e.to_string())?;
-    if !rec.secure {
-        return Ok((rec.value, false));
-    }
-    SecretKey::load_or_create(data_dir)
-        .and_then(|k| open_parameter(&k, &rec.name, rec.version, &rec.value))
-        .map(|v| (v, true))
-        .map_err(|e| format!("parameter {}: {e}", rec.name))
-}
-
-/// Registers `param("NAME[:VERSION|:LABEL]")` (a value of the parameter
-/// store; a secure one is registered as a secret) and `secret(value)`
-/// (masks a value obtained at run time from now on).
-pub fn install_primitives(engine: &mut rhai::Engine, data_dir: PathBuf, secrets: Secrets) {
-    use rhai::{EvalAltResult, FuncRegistration, NativeCallContext};
-    let s = secrets.clone();
-    // The documentation is Rhai metadata: help and docs/primitives.md read it.
-    FuncRegistration::new("param")
-        .with_params_info(["reference: string", "string"])
-        .with_comments([
-            "/// A value of drydock's parameter store: `\"NAME\"`, `\"NAME:VERSION\"` or `\"NAME:LABEL\"`.\n\
-             /// A SecureString is masked (`****`) in everything the execution writes from then on.\n\
-             /// Fails when there is no such parameter or version. Example: `param(\"db-password:prod\")`",
-        ])
-        .register_into_engine(
-        engine,
-        move |ctx: NativeCallContext, reference: &str| -> Result<String, Box<EvalAltResult>> {
-            let fail = |e: String| -> Box<EvalAltResult> {
-                EvalAltResult::ErrorRuntime(
-                    format!("param({:?}): {e}", crate::display::sanitize(reference)).into(),
-                    ctx.call_position(),
-                )
-                .into()
-            };
-            let (name, which) = crate::journal::Selector::split(reference);
-            let journal =
-                crate::journal::Journal::open(&data_dir).map_err(|e| fail(e.to_string()))?;
-            let (value, secure) =
-                read_parameter(&data_dir, &journal, name, &which).map_err(fail)?;
-            if secure {
-                s.add(&value);
-            }
-            Ok(value)
-        },
-    );
-    FuncRegistration::new("secret")
-        .with_params_info(["value: string", "string"])
-        .with_comments([
-            "/// Marks a value obtained at run time as secret: masked (`****`) in output, history,\n\
-             /// transcripts and the journal from now on; returns the value.",
-        ])
-        .register_into_engine(engine, move |value: &str| -> String {
-        secrets.add(value);
-        value.to_string()
-    });
 }
 
 #[cfg(test)]
@@ -353,21 +265,6 @@ mod tests {
         // Version 1's ciphertext copied over version 2 (or another name).
         assert!(open_parameter(&key, "db/pass", 2, &v1).is_err());
         assert!(open_parameter(&key, "db/other", 1, &v1).is_err());
-        // A legacy value (bound to the name only) is resealed for its version.
-        let mut j = crate::journal::Journal::open(dir.path()).unwrap();
-        let legacy = key.seal("api/token", "t0k").unwrap();
-        j.put_parameter("api/token", &legacy, true, "", "root")
-            .unwrap();
-        assert_eq!(reseal_legacy_parameters(&key, &mut j).unwrap(), 1);
-        let rec = j
-            .parameter("api/token", &crate::journal::Selector::Latest)
-            .unwrap();
-        assert!(rec.value.starts_with(VERSIONED), "{}", rec.value);
-        assert_eq!(
-            open_parameter(&key, "api/token", 1, &rec.value).unwrap(),
-            "t0k"
-        );
-        assert_eq!(reseal_legacy_parameters(&key, &mut j).unwrap(), 0);
     }
 
     #[test]
