@@ -262,7 +262,7 @@ fn load_file(
             "not UTF-8 text",
         ))
     })?;
-    let sha256 = crate::executor::source_digest(&source);
+    let sha256 = crate::runbook::source_digest(&source);
     let mut runbook = Runbook::parse(source, RunbookOrigin::File(canonical.clone()))?;
     runbook.provenance = Some(crate::provenance::Provenance {
         path: canonical,

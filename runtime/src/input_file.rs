@@ -14,6 +14,9 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// The largest runbook file drydock reads.
+pub const MAX_RUNBOOK_BYTES: usize = 1024 * 1024;
+
 /// What a file is read for: it sets the size limit and the words of errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
@@ -49,7 +52,7 @@ impl InputKind {
         const KIB: u64 = 1024;
         const MIB: u64 = 1024 * KIB;
         match self {
-            InputKind::Runbook => crate::runbook::MAX_SOURCE as u64,
+            InputKind::Runbook => MAX_RUNBOOK_BYTES as u64,
             InputKind::ParamsFile => 4 * MIB,
             InputKind::Schedules => 4 * MIB,
             InputKind::Calendar => 16 * MIB,

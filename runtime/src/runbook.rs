@@ -78,7 +78,16 @@ impl RunbookError {
 }
 
 /// The largest runbook file drydock reads.
-pub const MAX_SOURCE: usize = 1024 * 1024;
+pub use crate::input_file::MAX_RUNBOOK_BYTES as MAX_SOURCE;
+
+/// SHA-256 of a runbook's source, recorded to notice edits between runs.
+pub fn source_digest(source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(source.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 const METADATA_CAPTURED: &str = "drydock: runbook metadata captured";
 const EXAMPLE: &str =

@@ -6,7 +6,7 @@
 
 use drydock_host::console_client::{connect, run_terminal, ConsoleStart, Detached};
 
-use super::host::open_host;
+use super::host_common::open_host;
 use super::Context;
 use crate::failure::CliError;
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::host::open_host;
+use super::host_common::open_host;
 use super::{print_json, Context};
 use crate::cli::DriverVolumeCommand;
 use crate::failure::CliError;

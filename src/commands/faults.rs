@@ -4,7 +4,7 @@
 use drydock_host::faults::{FaultRecord, CATALOG};
 use serde_json::json;
 
-use super::host::open_host;
+use super::host_common::open_host;
 use super::{print_json, shown, table, when, Context};
 use crate::cli::FaultCommand;
 use crate::failure::CliError;

@@ -54,7 +54,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// Resolves `--targets` to resource ids of the current region.
 fn resolve_targets(ctx: &Context, spec: &str, volumes: bool) -> Result<Vec<String>, CliError> {
-    let host = super::host::open_host(ctx)?;
+    let host = super::host_common::open_host(ctx)?;
     let ids: Vec<(String, String)> = if volumes {
         host.volumes_tagged(None)?
             .into_iter()

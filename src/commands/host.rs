@@ -3,27 +3,18 @@
 //! region it shows.
 
 use drydock_host::{
-    AfterHostFailure, ClientToken, Host, HostStore, InstanceConfig, InstanceRecord, InstanceState,
-    LaunchRequest, INSTANCE_TYPES, REGIONS,
+    AfterHostFailure, ClientToken, Host, InstanceConfig, InstanceRecord, LaunchRequest,
+    INSTANCE_TYPES, REGIONS,
 };
 use drydock_images::ImageRecipe;
 use serde_json::json;
 
+use super::host_common::{count_by_region, empty_hint, open_host};
 use super::{print_json, table, when, Context};
 use crate::cli::{
     ConsoleOutputArgs, ImageBuildArgs, ImageCommand, InstanceCommand, InstancesArgs, LaunchArgs,
 };
 use crate::failure::CliError;
-
-/// The host of the configured region and profile.
-pub fn open_host(ctx: &Context) -> Result<Host, CliError> {
-    let s = &ctx.settings;
-    Ok(drydock_ops::host::open(&drydock_ops::host::HostOptions {
-        data_dir: &s.data_dir,
-        region: &s.region,
-        profile: &s.profile,
-    })?)
-}
 
 fn progress(ctx: &Context) -> impl Fn(&str) + '_ {
     move |msg: &str| {
@@ -243,54 +234,6 @@ pub fn image(ctx: &Context, cmd: ImageCommand) -> Result<i32, CliError> {
     Ok(0)
 }
 
-pub fn count_by_region(
-    store: &HostStore,
-    what: &str,
-) -> Result<Vec<(String, usize, usize)>, CliError> {
-    let mut out = Vec::new();
-    for r in REGIONS {
-        let (total, running) = match what {
-            "instances" => {
-                let l = store.instances(Some(r))?;
-                let live: Vec<_> = l
-                    .iter()
-                    .filter(|i| i.state != InstanceState::Terminated)
-                    .collect();
-                (
-                    live.len(),
-                    live.iter()
-                        .filter(|i| i.state == InstanceState::Running)
-                        .count(),
-                )
-            }
-            "images" => (store.images(Some(r))?.len(), 0),
-            _ => (store.volumes(Some(r))?.len(), 0),
-        };
-        out.push((r.to_string(), total, running));
-    }
-    Ok(out)
-}
-
-/// "no instances in region-b; 2 running in region-a (use --region region-a)".
-pub fn empty_hint(what: &str, region: &str, counts: &[(String, usize, usize)]) -> String {
-    let elsewhere: Vec<String> = counts
-        .iter()
-        .filter(|(r, n, _)| r != region && *n > 0)
-        .map(|(r, n, running)| {
-            if what == "instances" {
-                format!("{n} ({running} running) in {r} (use --region {r})")
-            } else {
-                format!("{n} in {r} (use --region {r})")
-            }
-        })
-        .collect();
-    if elsewhere.is_empty() {
-        format!("no {what} in {region}")
-    } else {
-        format!("no {what} in {region}; {}", elsewhere.join("; "))
-    }
-}
-
 /// `drydock instances`.
 pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
@@ -342,7 +285,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
             i.state_reason.clone(),
             i.boots.to_string(),
             when(i.created_at),
-            super::volumes::tags_text(tags.get(&i.id)),
+            super::host_common::tags_text(tags.get(&i.id)),
         ]);
     }
     match &region {
@@ -399,7 +342,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         ),
         None => None,
     };
-    let mut tags = super::volumes::parse_tags(&args.tags)?;
+    let mut tags = super::host_common::parse_tags(&args.tags)?;
     if args.allow_faults {
         tags.insert(
             drydock_host::faults::ALLOW_TAG.to_string(),

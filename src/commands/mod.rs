@@ -10,6 +10,7 @@ pub mod executions;
 pub mod faults;
 pub mod fleet;
 pub mod host;
+pub mod host_common;
 pub mod leftovers;
 pub mod params;
 pub mod recover;

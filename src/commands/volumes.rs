@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::host::{count_by_region, empty_hint, open_host};
+use super::host_common::{count_by_region, empty_hint, open_host, parse_tags, tags_text};
 use super::{print_json, table, when, Context};
 use crate::cli::{SnapshotCommand, TagArgs, TagsArgs, UntagArgs, VolumeCommand};
 use crate::failure::CliError;
@@ -198,18 +198,6 @@ pub fn snapshot(ctx: &Context, cmd: SnapshotCommand) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// Tags as `k=v, k2=v2` for a table cell (`-` for none).
-pub fn tags_text(tags: Option<&Tags>) -> String {
-    match tags {
-        Some(t) if !t.is_empty() => t
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => "-".into(),
-    }
-}
-
 fn tag_kind(id: &str) -> Result<TagKind, CliError> {
     TagKind::of_id(id).ok_or_else(|| {
         CliError::usage(format!(
@@ -224,21 +212,6 @@ fn print_tags(ctx: &Context, id: &str, tags: &Tags) {
     } else {
         println!("{id}: {}", tags_text(Some(tags)));
     }
-}
-
-/// Tags given as `KEY=VALUE` words (`KEY=` for an empty value).
-pub(crate) fn parse_tags(words: &[String]) -> Result<Tags, CliError> {
-    let mut wanted = Tags::new();
-    for t in words {
-        let Some((k, v)) = t.split_once('=') else {
-            return Err(CliError::usage(format!(
-                "tag `{t}` must be KEY=VALUE (KEY= for an empty value)"
-            )));
-        };
-        drydock_host::store::check_tag(k, v)?;
-        wanted.insert(k.to_string(), v.to_string());
-    }
-    Ok(wanted)
 }
 
 /// `drydock tag RESOURCE-ID KEY=VALUE…`.

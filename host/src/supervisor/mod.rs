@@ -9,10 +9,12 @@
 //!   waiting for the end and saying why;
 //! - [`running`] is the running VM's state and what each command does;
 //!   [`hotplug`] plugs volumes in and out;
-//! - [`control`] is the control protocol (typed commands, client, server);
+//! - [`command`] the typed control commands; [`control`] the control
+//!   socket (client, server);
 //! - [`locks`] the instance and volume locks.
 
 mod builder;
+mod command;
 mod control;
 mod hotplug;
 mod locks;
@@ -27,7 +29,8 @@ use std::time::Duration;
 
 use drydock_runtime::runner::RunnerIdentity;
 
-pub use control::{send_control, ControlCommand};
+pub use command::ControlCommand;
+pub use control::send_control;
 pub use locks::{instance_process_running, VolumeLock};
 
 use super::config_disk;

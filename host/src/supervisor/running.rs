@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::command::ControlCommand;
 use super::console_log_path;
-use super::control::ControlCommand;
 use super::locks::VolumeLock;
 use crate::backend::qmp::QmpClient;
 use crate::backend::{Backend, DeviceGeneration};

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Scope};
-use sha2::{Digest, Sha256};
 
 pub use call_sites::{CallSites, CallToken};
 pub use fleet::FleetSpec;
@@ -130,13 +129,7 @@ pub struct Executor {
     admins: Vec<String>,
 }
 
-/// SHA-256 of a runbook's source, recorded to notice edits between runs.
-pub fn source_digest(source: &str) -> String {
-    Sha256::digest(source.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::runbook::source_digest;
 
 impl Executor {
     /// An executor keeping its journal in `data_dir`.
