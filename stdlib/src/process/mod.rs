@@ -21,7 +21,7 @@
 //! group that could still write (a daemon that left the group does not hold
 //! the call).
 //!
-//! This file registers the primitives; [`runner`] runs a command, `words`
+//! This file registers the primitives; `runner` runs a command, `words`
 //! quotes and shows words, `messages` says why a command failed.
 
 mod messages;
