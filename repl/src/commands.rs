@@ -1,25 +1,18 @@
 //! One REPL: the session, its journal record, and the `:commands`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drydock_runtime::identity::Identity;
-use drydock_runtime::journal::{ApprovalRecord, ExecutionFilter};
-use drydock_runtime::observer::{ExecutionOutcome, Observer, StepEvent, StepOutcome};
 use drydock_runtime::secrets::Secrets;
-use drydock_runtime::{Executor, Journal, RunContext, StartError, StartOptions, SuppliedValue};
-use drydock_runtime::{RunOptions, StepState};
+use drydock_runtime::{Executor, Journal, RunContext};
 use rhai::Engine;
 
-use drydock_ops::approvals::{self, DecideOptions};
-use drydock_ops::display::{clip, shown, shown_lines};
-use drydock_ops::executions::{is_repl_session, step_detail, ExecutionView, ReplSessionView};
+use drydock_ops::display::shown_lines;
 
 use crate::complete::{Shared, COMMANDS};
 use crate::functions::FunctionIndex;
-use crate::render::{table, when};
 use crate::session::ReplSession;
 use crate::sigint::Running;
 use crate::ReplOptions;
@@ -36,16 +29,16 @@ type Installer<'a> = &'a (dyn Fn(&mut Engine, &RunContext) + Sync);
 
 /// A REPL: evaluates entries and commands, records them.
 pub struct Repl<'a> {
-    session: ReplSession,
-    install: Installer<'a>,
-    data_dir: PathBuf,
-    executor: Option<Executor>,
-    shared: Arc<Shared>,
-    refresher: Option<std::thread::JoinHandle<()>>,
-    journal: Option<(Journal, String)>,
-    history: Vec<(String, bool)>,
-    running: Running,
-    serve_status: Option<crate::service_commands::ServeStatus<'a>>,
+    pub(crate) session: ReplSession,
+    pub(crate) install: Installer<'a>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) executor: Option<Executor>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) refresher: Option<std::thread::JoinHandle<()>>,
+    pub(crate) journal: Option<(Journal, String)>,
+    pub(crate) history: Vec<(String, bool)>,
+    pub(crate) running: Running,
+    pub(crate) serve_status: Option<crate::service_commands::ServeStatus<'a>>,
 }
 
 impl<'a> Repl<'a> {
@@ -294,438 +287,10 @@ impl<'a> Repl<'a> {
         out
     }
 
-    fn host(&self) -> Result<drydock_host::Host, String> {
-        drydock_ops::host::open(&drydock_ops::host::HostOptions {
-            data_dir: &self.data_dir,
-            region: self.session.region(),
-            profile: self.session.profile(),
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    fn use_focus(&mut self, id: &str) -> Result<String, String> {
-        if id.is_empty() || id == "-" {
-            self.session.set_focus(None);
-            self.set_shared_focus(None);
-            return Ok("no instance focused".into());
-        }
-        let host = self.host()?;
-        let inst = host
-            .store()
-            .map_err(|e| e.to_string())?
-            .instance(id)
-            .map_err(|e| e.to_string())?;
-        let inst = host
-            .in_region(id, &inst.region.clone(), inst)
-            .map_err(|e| e.to_string())?;
-        self.session.set_focus(Some(inst.id.clone()));
-        self.set_shared_focus(Some(inst.id.clone()));
-        Ok(format!(
-            "focused {} ({} {}): `target()`, `console::open()`, `:console` act on it",
-            inst.id,
-            inst.state.as_str(),
-            inst.instance_type
-        ))
-    }
-
-    fn set_shared_focus(&self, id: Option<String>) {
-        if let Ok(mut f) = self.shared.focus.write() {
-            *f = id;
-        }
-    }
-
-    fn console(&mut self, arg: &str) -> Result<String, String> {
-        use drydock_host::console_client::{connect, run_terminal, ConsoleStart, Detached};
-        let (id, read_only) = match arg.split_whitespace().collect::<Vec<_>>()[..] {
-            [] => (None, false),
-            ["--read-only"] => (None, true),
-            [id] => (Some(id.to_string()), false),
-            [id, "--read-only"] | ["--read-only", id] => (Some(id.to_string()), true),
-            _ => return Err("usage: :console [ID] [--read-only]".into()),
-        };
-        let id = id
-            .or_else(|| self.session.focus())
-            .ok_or("which instance? `:console i-…`, or focus one with `:use i-…`")?;
-        let host = self.host()?;
-        let inst = host
-            .store()
-            .map_err(|e| e.to_string())?
-            .instance(&id)
-            .map_err(|e| e.to_string())?;
-        let inst = host
-            .in_region(&id, &inst.region.clone(), inst)
-            .map_err(|e| e.to_string())?;
-        let dir = host.instance_dir(&inst.id);
-        let who = format!(
-            "{} (drydock repl, pid {})",
-            Identity::current().name,
-            std::process::id()
-        );
-        let conn = connect(&dir, &inst.id, !read_only, &who, false, ConsoleStart::Tail)
-            .map_err(|e| e.to_string())?;
-        eprint!(
-            "[console of {} in {}; Ctrl-] then q returns to the REPL, b sends a break, s<key> SysRq <key>]\r\n",
-            inst.id,
-            host.region()
-        );
-        let why = run_terminal(&conn, &dir, read_only).map_err(|e| e.to_string())?;
-        Ok(match why {
-            Detached::ConsoleClosed => format!("\r\n[the console of {} closed]", inst.id),
-            _ => format!("\r\n[back from the console of {}]", inst.id),
-        })
-    }
-
-    fn executor(&self) -> Result<&Executor, String> {
+    pub(crate) fn executor(&self) -> Result<&Executor, String> {
         self.executor
             .as_ref()
             .ok_or_else(|| "runbooks are not available in this REPL (no executor)".to_string())
-    }
-
-    fn run_runbook(&mut self, rest: &str) -> Result<String, String> {
-        let mut words = split_words(rest).into_iter();
-        let name = words.next().ok_or("usage: :run RUNBOOK name=value …")?;
-        let executor = self.executor()?.clone();
-        let runbook = executor.catalog().find(&name).map_err(|e| e.to_string())?;
-        let mut supplied = BTreeMap::new();
-        for w in words {
-            let (k, v) = w
-                .split_once('=')
-                .ok_or_else(|| format!("parameters are name=value, got `{w}`"))?;
-            let v = if v == "@focus" {
-                self.session.focus().unwrap_or_default()
-            } else {
-                v.to_string()
-            };
-            supplied.insert(k.trim().to_string(), SuppliedValue::Text(v));
-        }
-        // An instance parameter left out takes the focused instance.
-        if let Some(focus) = self.session.focus() {
-            for p in &runbook.params {
-                let is_instance = format!("{:?}", p.kind).contains("Instance");
-                if is_instance && p.required && !supplied.contains_key(&p.name) {
-                    supplied.insert(p.name.clone(), SuppliedValue::Text(focus.clone()));
-                    eprintln!("  {} = {focus} (the focused instance)", p.name);
-                }
-            }
-        }
-        let opts = StartOptions {
-            auto_approve: false,
-            requester: Some(Identity::current()),
-            gate: None,
-        };
-        let id = match executor.create_execution(&runbook, &supplied, &opts) {
-            Ok(id) => id,
-            Err(StartError::Params(e)) => {
-                return Err(format!(
-                    "runbook `{}` was not started; its parameters are not valid:\n  {}",
-                    runbook.name,
-                    e.to_string().replace('\n', "\n  ")
-                ))
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        eprintln!(
-            "{id}: {} in {} (Ctrl-C cancels it)",
-            shown(&runbook.name),
-            self.session.region()
-        );
-        if let Ok(mut r) = self.running.lock() {
-            *r = Some((self.data_dir.clone(), id.clone()));
-        }
-        let outcome = executor.run(&id, Arc::new(InlineProgress), RunOptions::default());
-        if let Ok(mut r) = self.running.lock() {
-            *r = None;
-        }
-        self.shared.poke();
-        let outcome = outcome.map_err(|e| e.to_string())?;
-        let mut out = format!(
-            "{id}: {} {} in {:.1}s ({} steps run, {} replayed)",
-            outcome.runbook,
-            outcome.state,
-            outcome.duration_ms as f64 / 1000.0,
-            outcome.steps_run,
-            outcome.steps_replayed
-        );
-        if let Some(e) = &outcome.error {
-            out.push_str(&format!("\n  error: {}", shown(e)));
-        }
-        if !outcome.output.is_null() {
-            out.push_str(&format!(
-                "\n{}",
-                serde_json::to_string_pretty(&outcome.output).unwrap_or_default()
-            ));
-        }
-        if outcome.state == drydock_runtime::ExecutionState::Success {
-            Ok(out)
-        } else {
-            Err(out)
-        }
-    }
-
-    fn journal(&self) -> Result<Journal, String> {
-        Journal::open(&self.data_dir).map_err(|e| e.to_string())
-    }
-
-    fn approvals(&self) -> Result<String, String> {
-        let journal = self.journal()?;
-        let me = Identity::current();
-        let pending = approvals::list(&journal, &me).map_err(|e| e.to_string())?;
-        if pending.is_empty() {
-            return Ok("no pending approvals".into());
-        }
-        let rows = pending
-            .iter()
-            .map(|p| {
-                vec![
-                    p.approval.execution_id.clone(),
-                    shown(&p.execution.runbook),
-                    clip(&p.approval.message, 50),
-                    format!("{}/{}", p.approval.approvals(), p.approval.min_approvals),
-                    shown(&p.execution.requested_by),
-                    p.you.label().to_string(),
-                ]
-            })
-            .collect();
-        Ok(format!(
-            "{}\nyou are {}; decide with `:approve EXEC [comment]` or `:reject EXEC [comment]`",
-            table(
-                &[
-                    "EXECUTION",
-                    "RUNBOOK",
-                    "MESSAGE",
-                    "APPROVED",
-                    "REQUESTED BY",
-                    "YOU"
-                ],
-                rows
-            ),
-            shown(&me.name)
-        ))
-    }
-
-    fn decide(&mut self, rest: &str, approve: bool) -> Result<String, String> {
-        let (exec, comment) = match rest.split_once(char::is_whitespace) {
-            Some((e, c)) => (e, c.trim().trim_matches('"')),
-            None => (rest, ""),
-        };
-        if exec.is_empty() {
-            return Err(format!(
-                "usage: :{} EXEC [comment]",
-                if approve { "approve" } else { "reject" }
-            ));
-        }
-        let mut journal = self.journal()?;
-        let me = Identity::current();
-        let decided = approvals::decide(
-            &mut journal,
-            &DecideOptions {
-                execution: exec,
-                approve,
-                comment,
-                who: &me,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        self.shared.poke();
-        let mut out = decided.summary();
-        if decided.waits_for_resume() {
-            let id = &decided.execution_id;
-            out.push_str(&format!(
-                "\nno runner is active for {id}; the decision is kept and applied by `drydock resume {id}`"
-            ));
-        }
-        Ok(out)
-    }
-
-    fn executions(&self) -> Result<String, String> {
-        let journal = self.journal()?;
-        let list = journal
-            .executions(&ExecutionFilter {
-                limit: Some(20),
-                ..ExecutionFilter::default()
-            })
-            .map_err(|e| e.to_string())?;
-        let mut out = if list.is_empty() {
-            "no executions".to_string()
-        } else {
-            table(
-                &["EXECUTION", "RUNBOOK", "STATE", "CREATED", "BY"],
-                list.iter()
-                    .map(|e| {
-                        vec![
-                            e.id.clone(),
-                            shown(&e.runbook),
-                            e.state.to_string(),
-                            when(e.created_at),
-                            shown(&e.requested_by),
-                        ]
-                    })
-                    .collect(),
-            )
-        };
-        let sessions = journal.repl_sessions(5).map_err(|e| e.to_string())?;
-        if !sessions.is_empty() {
-            out.push_str("\n\nREPL sessions:\n");
-            out.push_str(&table(
-                &["SESSION", "BY", "WHERE", "STARTED", "ENTRIES"],
-                sessions
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.id.clone(),
-                            shown(&s.started_by),
-                            format!("{}@{}", shown(&s.profile), shown(&s.region)),
-                            when(s.started_at),
-                            s.entries.to_string(),
-                        ]
-                    })
-                    .collect(),
-            ));
-        }
-        Ok(out)
-    }
-
-    fn show_execution(&self, prefix: &str) -> Result<String, String> {
-        if prefix.is_empty() {
-            return Err("usage: :show EXEC (or a repl-… session)".into());
-        }
-        let journal = self.journal()?;
-        if is_repl_session(prefix) {
-            let view = ReplSessionView::load(&journal, prefix).map_err(|e| e.to_string())?;
-            let s = &view.session;
-            let mut out = format!(
-                "session {} by {} in {}@{}\n",
-                s.id,
-                shown(&s.started_by),
-                shown(&s.profile),
-                shown(&s.region)
-            );
-            for e in &view.entries {
-                out.push_str(&format!(
-                    "{:>4} {} {} ({} ms)\n",
-                    e.seq,
-                    if e.ok { "ok " } else { "err" },
-                    clip(&e.input, 70),
-                    e.duration_ms
-                ));
-            }
-            return Ok(out);
-        }
-        let view = ExecutionView::load(&journal, prefix).map_err(|e| e.to_string())?;
-        let exec = &view.execution;
-        let mut out = format!(
-            "execution {}\nrunbook   {}\nstate     {}\nby        {}\nparams    {}\n",
-            exec.id,
-            shown(&exec.runbook),
-            drydock_ops::executions::state_text(exec),
-            shown(&exec.requested_by),
-            shown(&exec.params.to_string())
-        );
-        if let Some(e) = &exec.error {
-            out.push_str(&format!("error     {}\n", shown(e)));
-        }
-        if !exec.output.is_null() {
-            out.push_str(&format!("output    {}\n", shown(&exec.output.to_string())));
-        }
-        if !view.steps.is_empty() {
-            out.push_str(&table(
-                &["STEP", "STATE", "ATTEMPTS", "OUTPUT / ERROR"],
-                view.steps
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            shown(&s.name),
-                            s.state.to_string(),
-                            s.attempts.to_string(),
-                            clip(&step_detail(s), 60),
-                        ]
-                    })
-                    .collect(),
-            ));
-            out.push('\n');
-        }
-        for a in &view.approvals {
-            out.push_str(&format!(
-                "approval {}: \"{}\" ({}/{})\n",
-                a.state.as_str(),
-                shown(&a.message),
-                a.approvals(),
-                a.min_approvals
-            ));
-            for d in &a.decisions {
-                out.push_str(&format!(
-                    "  {} {} {}\n",
-                    shown(&d.approver),
-                    if d.approve { "approved" } else { "rejected" },
-                    shown(&d.comment)
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    fn instances(&self) -> Result<String, String> {
-        let store = drydock_host::HostStore::open(&self.data_dir).map_err(|e| e.to_string())?;
-        let list = store
-            .instances(Some(self.session.region()))
-            .map_err(|e| e.to_string())?;
-        if list.is_empty() {
-            return Ok(format!("no instances in {}", self.session.region()));
-        }
-        Ok(table(
-            &["INSTANCE", "STATE", "TYPE", "IMAGE", "ROOT VOLUME", "SINCE"],
-            list.iter()
-                .map(|i| {
-                    vec![
-                        i.id.clone(),
-                        i.state.as_str().to_string(),
-                        i.instance_type.clone(),
-                        i.image_id.clone(),
-                        i.root_volume.clone(),
-                        when(i.state_since),
-                    ]
-                })
-                .collect(),
-        ))
-    }
-
-    fn location(&mut self, cmd: &str, name: &str) -> Result<String, String> {
-        if name.is_empty() {
-            return Ok(format!(
-                "region {}, profile {}",
-                self.session.region(),
-                self.session.profile()
-            ));
-        }
-        let (region, profile) = if cmd == ":region" {
-            drydock_host::check_region(name).map_err(|e| e.to_string())?;
-            (name.to_string(), self.session.profile().to_string())
-        } else {
-            if !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(format!(
-                    "`{name}` is not a profile name (letters, digits, - and _)"
-                ));
-            }
-            (self.session.region().to_string(), name.to_string())
-        };
-        self.session.set_location(&region, &profile, self.install);
-        if let Ok(mut r) = self.shared.region.write() {
-            r.clone_from(&region);
-        }
-        if let Ok(mut p) = self.shared.profile.write() {
-            p.clone_from(&profile);
-        }
-        if let Ok(mut f) = self.shared.functions.write() {
-            *f = FunctionIndex::from_engine(self.session.engine());
-        }
-        self.shared.poke();
-        if let Some(executor) = self.executor.take() {
-            self.executor = Some(executor.with_location(&region, &profile));
-        }
-        Ok(format!("now in {region} as profile {profile}"))
     }
 
     fn save(&self, file: &str) -> Result<String, String> {
@@ -750,7 +315,7 @@ impl<'a> Repl<'a> {
 }
 
 /// Words, with "double quoted" words kept together.
-fn split_words(s: &str) -> Vec<String> {
+pub(crate) fn split_words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -782,7 +347,7 @@ enum Flow {
 }
 
 /// An error with the entry's line and a caret under the column.
-fn render_error(input: &str, e: &crate::session::EvalError) -> String {
+pub(crate) fn render_error(input: &str, e: &crate::session::EvalError) -> String {
     let mut out = e.message.clone();
     if let Some((l, c)) = e.position {
         if let Some(src) = input.lines().nth(l.saturating_sub(1)) {
@@ -798,78 +363,6 @@ fn render_error(input: &str, e: &crate::session::EvalError) -> String {
         out.push_str(&format!("\n  hint: {h}"));
     }
     out
-}
-
-/// `:run` progress, printed as it happens.
-struct InlineProgress;
-
-impl Observer for InlineProgress {
-    fn step_started(&self, s: &StepEvent) {
-        let indent = "  ".repeat(s.depth + 1);
-        if s.attempt > 1 {
-            eprintln!("{indent}▸ {} (attempt {})", shown(&s.name), s.attempt);
-        } else {
-            eprintln!("{indent}▸ {}", shown(&s.name));
-        }
-    }
-    fn step_retrying(&self, s: &StepEvent, error: &str, delay: Duration) {
-        eprintln!(
-            "{}  ↻ {}: {}; again in {:.1}s",
-            "  ".repeat(s.depth + 1),
-            shown(&s.name),
-            shown(error),
-            delay.as_secs_f64()
-        );
-    }
-    fn step_finished(&self, s: &StepEvent, o: &StepOutcome) {
-        let indent = "  ".repeat(s.depth + 1);
-        match (&o.state, &o.error) {
-            (StepState::Succeeded, _) => {
-                eprintln!(
-                    "{indent}✓ {} ({:.1}s)",
-                    shown(&s.name),
-                    o.duration.as_secs_f64()
-                )
-            }
-            (state, Some(e)) => eprintln!("{indent}✗ {} {state}: {}", shown(&s.name), shown(e)),
-            (state, None) => eprintln!("{indent}· {} {state}", shown(&s.name)),
-        }
-    }
-    fn step_replayed(&self, s: &StepEvent, state: StepState) {
-        eprintln!(
-            "{}= {} ({state}, replayed)",
-            "  ".repeat(s.depth + 1),
-            shown(&s.name)
-        );
-    }
-    fn approval_waiting(&self, s: &StepEvent, a: &ApprovalRecord) {
-        let who = if a.approvers.is_empty() {
-            "anyone but you".to_string()
-        } else {
-            shown(&a.approvers.join(", "))
-        };
-        eprintln!(
-            "{}⏸ waiting for approval: \"{}\" (approvers: {who}); another account decides with `drydock approve {}` or `:approve {}`",
-            "  ".repeat(s.depth + 1),
-            shown(&a.message),
-            s.execution_id,
-            s.execution_id
-        );
-    }
-    fn approval_decided(&self, s: &StepEvent, a: &ApprovalRecord) {
-        eprintln!(
-            "{}▶ approval {}",
-            "  ".repeat(s.depth + 1),
-            a.state.as_str()
-        );
-    }
-    fn printed(&self, _id: &str, line: &str) {
-        eprintln!("  | {}", shown(line));
-    }
-    fn note(&self, _id: &str, message: &str) {
-        eprintln!("  note: {}", shown(message));
-    }
-    fn execution_finished(&self, _o: &ExecutionOutcome, _depth: usize) {}
 }
 
 #[cfg(test)]

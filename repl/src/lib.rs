@@ -12,6 +12,8 @@ mod commands;
 mod complete;
 mod functions;
 mod history;
+mod host_commands;
+mod journal_commands;
 mod lexer;
 mod output;
 mod prompt;
