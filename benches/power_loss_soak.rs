@@ -265,7 +265,9 @@ fn setup(dd: &Dd, images: &Images, case: &str) -> (String, Vec<String>, String, 
         }
         "rescue-root-volume" => {
             let id = dd.broken(&images.base, &m1, &["bad-init"], "has no /sbin/init");
-            let fix = "fix=[ ! -e sbin/init.drydock-fault ] || mv sbin/init.drydock-fault sbin/init".to_string();
+            let fix =
+                "fix=[ ! -e sbin/init.drydock-fault ] || mv sbin/init.drydock-fault sbin/init"
+                    .to_string();
             ("rescue-root-volume", id, vec![pw, fix], vec![])
         }
         "repair-root-volume" => {
@@ -274,7 +276,8 @@ fn setup(dd: &Dd, images: &Images, case: &str) -> (String, Vec<String>, String, 
             let p = vec![
                 "password=soak".to_string(),
                 format!("rescue={rescue}"),
-                "fix=[ ! -e sbin/init.drydock-fault ] || mv sbin/init.drydock-fault sbin/init".to_string(),
+                "fix=[ ! -e sbin/init.drydock-fault ] || mv sbin/init.drydock-fault sbin/init"
+                    .to_string(),
             ];
             ("repair-root-volume", id, p, vec![rescue])
         }
