@@ -178,6 +178,41 @@ impl Term {
         self.master.flush().unwrap();
     }
 
+    /// Whether the terminal is in raw mode: the line editor is reading.
+    fn raw(&self) -> bool {
+        // SAFETY: termios is plain data; tcgetattr writes it for the pty
+        // (the master shares the slave's settings).
+        let mut tio: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is the open master; `tio` is writable.
+        let rc = unsafe { libc::tcgetattr(self.master.as_raw_fd(), &mut tio) };
+        rc == 0 && tio.c_lflag & libc::ICANON == 0
+    }
+
+    /// Waits until the REPL reads keys again (raw mode, the screen quiet
+    /// for a moment), as a person waits for the prompt before typing: keys
+    /// typed while it evaluates reach the terminal in cooked mode, where
+    /// Ctrl-D is an end-of-file nobody reads and Enter a line feed.
+    fn ready(&mut self) {
+        let start = Instant::now();
+        let quiet = Duration::from_millis(300);
+        let mut last = (self.screen().len(), Instant::now());
+        loop {
+            let len = self.screen().len();
+            if len != last.0 {
+                last = (len, Instant::now());
+            }
+            if self.raw() && last.1.elapsed() >= quiet {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the REPL never came back to its prompt:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Types a line and Enter, slowly enough for the editor to read the
     /// keys one by one.
     fn line(&mut self, s: &str) {
@@ -243,6 +278,8 @@ fn completion_multiline_ctrl_c_save_and_the_journal() {
     t.wait_for("… ", 10);
     t.line("  a * 2");
     t.line("}");
+    std::thread::sleep(Duration::from_millis(100));
+    t.ready();
     t.line("twice(21)");
     t.wait_for("42", 10);
 
@@ -260,6 +297,8 @@ fn completion_multiline_ctrl_c_save_and_the_journal() {
     }
     eprintln!("keystroke to redraw on the pty (no host): worst {worst:?}");
     t.send("\r");
+    std::thread::sleep(Duration::from_millis(100));
+    t.ready();
 
     // Ctrl-C stops a long sleep and a long shell command; the REPL stays.
     for entry in ["sleep(600)", "shell(\"sleep 600\")"] {
@@ -270,14 +309,17 @@ fn completion_multiline_ctrl_c_save_and_the_journal() {
         t.wait_for("interrupted (Ctrl-C)", 10);
         assert!(at.elapsed() < Duration::from_secs(5));
         assert!(t.alive(), "the REPL left on Ctrl-C");
+        t.ready();
     }
     // Ctrl-C on an idle prompt does not leave either.
     t.send("\x03");
     t.send("\x03");
     std::thread::sleep(Duration::from_millis(300));
     assert!(t.alive());
+    t.ready();
     t.line("40 + 2");
     t.wait_for("42", 10);
+    t.ready();
 
     // A statement that changes something, then :save.
     let marker = dd.work().join("fixed.txt");
@@ -285,16 +327,22 @@ fn completion_multiline_ctrl_c_save_and_the_journal() {
         "write_file(\"{}\", \"fixed by hand\\n\")",
         marker.display()
     ));
+    std::thread::sleep(Duration::from_millis(100));
+    t.ready();
     t.line(
         "let seen = read_file(`MARKER`);"
             .replace("MARKER", &marker.display().to_string())
             .as_str(),
     );
+    std::thread::sleep(Duration::from_millis(100));
+    t.ready();
     let saved = dd.work().join("fix-it.rhai");
     t.line(&format!(":save {}", saved.display()));
     t.wait_for("wrote", 10);
+    t.ready();
     t.line(":history");
     t.wait_for("twice(21)", 10);
+    t.ready();
     t.send("\x04");
     let status = t.exited(10).expect("Ctrl-D leaves");
     assert!(status.success(), "{status:?}");
@@ -409,6 +457,7 @@ fn an_approval_decided_from_the_repl_while_a_runbook_waits() {
     let d = &shown["approvals"][0]["decisions"][0];
     assert_eq!(d["approver"], "ddalice");
     assert_eq!(d["comment"], "looks fine");
+    t.ready();
     t.send("\x04");
     assert!(t.exited(10).is_some());
 }
@@ -468,6 +517,7 @@ fn the_prompt_shows_a_closed_calendar_and_serve_answers_over_its_socket() {
     // The next prompt (from the background cache) names the closed
     // calendar.
     t.wait_for("{change calendar prod closed}", 15);
+    t.ready();
     t.send("\x04");
     assert!(t.exited(10).is_some());
     serve.kill().unwrap();
@@ -518,6 +568,7 @@ fn console_to_a_real_guest_and_back() {
     // The handle still works after the interruption.
     t.line("c.send_line(\"\"); c.expect(\"login:\", \"30s\").matched");
     t.wait_for("login:", 30);
+    t.ready();
     t.send("\x04");
     assert!(t.exited(10).is_some());
     let out = dd.run(&["--region", "region-a", "instance", "terminate", &id]);
