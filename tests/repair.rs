@@ -177,6 +177,19 @@ fn repair_killed_and_resumed(seed: u64) {
             "killed after {wait:?} in step {:?} ({})",
             step["name"], step["state"]
         );
+        // Killed after the execution had ended (its result recorded, the
+        // process not yet gone): nothing is left to resume.
+        if !matches!(
+            dd.state(&execution).as_str(),
+            "Pending" | "InProgress" | "WaitingForApproval"
+        ) {
+            let shown = dd.show(&execution);
+            assert_eq!(shown["execution"]["state"], "Success", "{shown}");
+            let v = serde_json::json!({ "output": shown["execution"]["output"] });
+            assert_repaired_as(&dd, Some(0), &v, &broken, &root);
+            eprintln!("ended as it was killed, after {kills} kills");
+            return;
+        }
         child = dd.spawn(&["--json", "--region", R, "resume", &execution]);
     };
     assert_repaired(&dd, &out, &broken, &root);
@@ -202,6 +215,19 @@ fn assert_repaired(dd: &Drydock, out: &std::process::Output, broken: &str, root:
     }
     assert_code(out, 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_repaired_as(dd, out.status.code(), &v, broken, root);
+}
+
+/// The repair's result (`#{ output }` as `run --json` prints it) and the
+/// host's state say it ended well.
+fn assert_repaired_as(
+    dd: &Drydock,
+    code: Option<i32>,
+    v: &serde_json::Value,
+    broken: &str,
+    root: &str,
+) {
+    assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["output"]["verified"], "repaired\n", "{v}");
     let i = dd.instance(R, broken);
     assert_eq!(i["state"], "running");
