@@ -38,22 +38,6 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The programs instance processes start to run VMs: `DRYDOCK_VMM`, else
-/// `drydock-vmm` beside this program (where `cargo build` and an install
-/// put it).
-pub(crate) fn vmm_programs() -> drydock_host::backend::VmmPrograms {
-    let drydock_vmm = std::env::var_os("DRYDOCK_VMM")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(|d| d.join("drydock-vmm")))
-        })
-        .unwrap_or_else(|| "drydock-vmm".into());
-    drydock_host::backend::VmmPrograms { drydock_vmm }
-}
-
 /// Commands that only read and print: when their reader goes away
 /// (`drydock executions | head`) they end quietly, as Unix tools do, by
 /// SIGPIPE. Runners, servers, the REPL and the VMM keep Rust's default (the
@@ -172,11 +156,6 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Tag(args) => commands::volumes::tag(&ctx, args),
         Command::Untag(args) => commands::volumes::untag(&ctx, args),
         Command::Tags(args) => commands::volumes::tags(&ctx, args),
-        Command::InstanceSupervisor { instance } => {
-            drydock_host::supervisor::supervise(&ctx.settings.data_dir, &instance, &vmm_programs())
-                .map_err(|e| CliError::failure(e.to_string()))?;
-            Ok(0)
-        }
         Command::VmmBench(args) => commands::vmm_bench::run(&ctx, args),
         Command::Repl { vi, command } => {
             let s = &ctx.settings;

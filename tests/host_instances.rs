@@ -108,7 +108,7 @@ fn a_vmm_that_dies_is_detected_and_so_is_a_dead_instance_process() {
     let id = dd.launch(R, &img, &[]);
     let pid = |pattern: &str| -> i32 {
         let out = std::process::Command::new("pgrep")
-            .args(["-f", pattern])
+            .args(["-f", "--", pattern])
             .output()
             .unwrap();
         text(&out.stdout)
@@ -133,7 +133,7 @@ fn a_vmm_that_dies_is_detected_and_so_is_a_dead_instance_process() {
     // The supervisor itself dies: its VMM goes with it, and the next
     // drydock command notices.
     dd.start_instance(R, &id);
-    let sup = pid(&format!("instance-supervisor {id}"));
+    let sup = pid(&format!("--instance {id}"));
     unsafe_kill(sup);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let i = dd.instance(R, &id);

@@ -239,10 +239,7 @@ fn supervisors(dd: &Drydock, id: &str) -> usize {
         .args([
             "-f",
             "--",
-            &format!(
-                "--data-dir {} instance-supervisor {id}",
-                dd.data_dir().display()
-            ),
+            &format!("--data-dir {} --instance {id}", dd.data_dir().display()),
         ])
         .output()
         .unwrap();

@@ -111,20 +111,37 @@ pub fn check_region(region: &str) -> Result<(), HostError> {
 /// Builds the command that runs an instance's supervisor.
 pub type SupervisorCommand = Arc<dyn Fn(&str) -> Command + Send + Sync>;
 
-/// Runs instance processes as `drydock --data-dir DIR instance-supervisor ID`
-/// with the drydock binary named by `DRYDOCK_BIN`, else this program.
-pub fn drydock_supervisor(data_dir: &Path) -> SupervisorCommand {
-    let exe = std::env::var_os("DRYDOCK_BIN")
+/// Runs instance processes as `drydock-instance --data-dir DIR --instance
+/// ID` (with this process's sharing policy: `--group`, `--owner`). The
+/// program is `DRYDOCK_INSTANCE`, else `drydock-instance` beside the
+/// drydock binary named by `DRYDOCK_BIN`, else beside this program (where
+/// `cargo build` and an install put it).
+pub fn instance_program(data_dir: &Path) -> SupervisorCommand {
+    let exe = std::env::var_os("DRYDOCK_INSTANCE")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| PathBuf::from("drydock"));
+        .or_else(|| {
+            std::env::var_os("DRYDOCK_BIN")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::current_exe().ok())
+                .and_then(|bin| bin.parent().map(|d| d.join("drydock-instance")))
+        })
+        .unwrap_or_else(|| PathBuf::from("drydock-instance"));
     let data_dir = data_dir.to_path_buf();
+    let sharing = drydock_runtime::access::sharing();
     Arc::new(move |id: &str| {
         let mut cmd = Command::new(&exe);
         cmd.arg("--data-dir")
             .arg(&data_dir)
-            .arg("instance-supervisor")
+            .arg("--instance")
             .arg(id);
+        if let Some(group) = &sharing.group {
+            cmd.arg("--group").arg(group);
+        }
+        if let Some(owner) = sharing.owner {
+            cmd.arg("--owner").arg(owner.to_string());
+        }
         cmd
     })
 }

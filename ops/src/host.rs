@@ -15,14 +15,13 @@ pub struct HostOptions<'a> {
 
 /// Opens the host for a region and profile (which reconciles the region's
 /// instances with the processes actually running). Instance processes are
-/// started as `drydock instance-supervisor` (the binary `DRYDOCK_BIN`
-/// names, else this program).
+/// started as `drydock-instance` ([`drydock_host::instance_program`]).
 pub fn open(opts: &HostOptions) -> Result<Host, HostError> {
     Host::open(
         opts.data_dir,
         opts.region,
         opts.profile,
-        drydock_host::drydock_supervisor(opts.data_dir),
+        drydock_host::instance_program(opts.data_dir),
     )
 }
 

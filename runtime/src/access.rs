@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use crate::identity::{group_id, Identity};
 
 /// The sharing policy of this process.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sharing {
     /// The group whose members share the data directory.
     pub group: Option<String>,

@@ -157,9 +157,6 @@ pub enum Command {
     Untag(UntagArgs),
     /// Instances and volumes of the region with their tags, optionally only those matching tag:KEY=VALUE
     Tags(TagsArgs),
-    /// Runs one instance's VM (started by drydock itself)
-    #[command(hide = true)]
-    InstanceSupervisor { instance: String },
     /// Benchmarks drydock's VMM against QEMU microvm (boot to init,
     /// memory beyond guest RAM, start to first instruction)
     #[command(hide = true)]

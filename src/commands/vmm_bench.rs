@@ -120,7 +120,7 @@ fn drydock_run(args: &VmmBenchArgs, dir: &Path) -> Result<Sample, String> {
     });
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, spec.to_string()).map_err(|e| e.to_string())?;
-    let exe = crate::vmm_programs().drydock_vmm;
+    let exe = drydock_host::backend::VmmPrograms::from_env().drydock_vmm;
     let start_us = unix_us();
     let start = Instant::now();
     let mut child = Command::new(exe)

@@ -13,7 +13,7 @@
 //! on a helper holding the root volume). Acts in the execution's region.
 
 use drydock_host::backend::DeviceGeneration;
-use drydock_host::{drydock_supervisor, instance_type, Host, HostError};
+use drydock_host::{instance_type, HostError};
 use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, Position};
 
@@ -35,11 +35,8 @@ pub fn needed(type_name: &str) -> Result<Vec<&'static str>, String> {
 }
 
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
-    let (data_dir, region, profile) = (
-        ctx.data_dir.clone(),
-        ctx.region.clone(),
-        ctx.profile.clone(),
-    );
+    let data_dir = ctx.data_dir.clone();
+    let open_host = crate::instances::host_opener(ctx);
     let mut m = Module::new();
     doc("drivers::needed(instance_type)", &[
         "The kernel modules a guest needs to find its disks on an instance type.",
@@ -80,8 +77,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                     })
                 })
                 .collect::<R<_>>()?;
-            let host = Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir))
-                .map_err(|e: HostError| fail(e))?;
+            let host = open_host().map_err(|e: HostError| fail(e))?;
             let token =
                 crate::instances::token_for("drivers::volume", &sites, "driver-volume", None)?;
             let (vol, _) = host
@@ -95,17 +91,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             Ok(vol.id)
         },
     );
-    let (dd, rg, pf) = (
-        ctx.data_dir.clone(),
-        ctx.region.clone(),
-        ctx.profile.clone(),
-    );
+    let open_host = crate::instances::host_opener(ctx);
     doc(
         "drivers::volume_kernel(volume)",
         &["The kernel release a stopped root volume boots."],
     )
     .set_in(&mut m, move |vol: &str| -> R<String> {
-        let host = Host::open(&dd, &rg, &pf, drydock_supervisor(&dd)).map_err(fail)?;
+        let host = open_host().map_err(fail)?;
         host.volume_kernel_release(vol).map_err(fail)
     });
     engine.register_static_module("drivers", m.into());

@@ -15,7 +15,7 @@
 //! what was injected lands in the journal as the step's output.
 
 use drydock_host::faults::CATALOG;
-use drydock_host::{drydock_supervisor, Host, HostError};
+use drydock_host::{Host, HostError};
 use drydock_runtime::RunContext;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
@@ -33,13 +33,9 @@ fn to_dynamic<T: serde::Serialize>(v: &T) -> Dynamic {
 
 /// Registers the `fault` module.
 pub fn install(engine: &mut Engine, ctx: &RunContext) {
-    let (data_dir, region, profile) = (
-        ctx.data_dir.clone(),
-        ctx.region.clone(),
-        ctx.profile.clone(),
-    );
-    let open = move || -> R<Host> {
-        Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir)).map_err(fail)
+    let open = {
+        let open_host = crate::instances::host_opener(ctx);
+        move || -> R<Host> { open_host().map_err(fail) }
     };
     let mut m = Module::new();
     let o = open.clone();

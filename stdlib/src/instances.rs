@@ -32,8 +32,8 @@
 //! in everything the execution writes, like a secret parameter.
 
 use drydock_host::{
-    drydock_supervisor, ClientToken, Host, HostError, InstanceConfig, InstanceRecord,
-    LaunchRequest, TagKind, Tags, VolumeRecord,
+    instance_program, ClientToken, Host, HostError, InstanceConfig, InstanceRecord, LaunchRequest,
+    TagKind, Tags, VolumeRecord,
 };
 use drydock_runtime::executor::CallSites;
 use drydock_runtime::RunContext;
@@ -188,15 +188,24 @@ fn volume_map(host: &Host, v: &VolumeRecord) -> R<Map> {
     Ok(m)
 }
 
-/// Registers the `instance`, `volume`, `snapshot` and `image` modules.
-pub fn install(engine: &mut Engine, ctx: &RunContext) {
+/// Opens the host for the runbook's data directory, region and profile
+/// (every primitive that acts on the host opens it through this).
+pub(crate) fn host_opener(
+    ctx: &RunContext,
+) -> impl Fn() -> Result<Host, HostError> + Clone + Send + Sync + 'static {
     let (data_dir, region, profile) = (
         ctx.data_dir.clone(),
         ctx.region.clone(),
         ctx.profile.clone(),
     );
-    let open = move || -> R<Host> {
-        Host::open(&data_dir, &region, &profile, drydock_supervisor(&data_dir)).map_err(fail)
+    move || Host::open(&data_dir, &region, &profile, instance_program(&data_dir))
+}
+
+/// Registers the `instance`, `volume`, `snapshot` and `image` modules.
+pub fn install(engine: &mut Engine, ctx: &RunContext) {
+    let open = {
+        let open_host = host_opener(ctx);
+        move || -> R<Host> { open_host().map_err(fail) }
     };
 
     let mut inst = Module::new();

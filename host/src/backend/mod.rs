@@ -22,6 +22,23 @@ pub struct VmmPrograms {
     pub drydock_vmm: PathBuf,
 }
 
+impl VmmPrograms {
+    /// `DRYDOCK_VMM`, else `drydock-vmm` beside this program (where
+    /// `cargo build` and an install put it).
+    pub fn from_env() -> Self {
+        let drydock_vmm = std::env::var_os("DRYDOCK_VMM")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(|d| d.join("drydock-vmm")))
+            })
+            .unwrap_or_else(|| "drydock-vmm".into());
+        Self { drydock_vmm }
+    }
+}
+
 /// The program that runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
