@@ -50,6 +50,8 @@ fn only_prints(command: &Command) -> bool {
             | Command::Approvals
             | Command::Images { action: None }
             | Command::Instances(_)
+            | Command::Vpcs
+            | Command::Subnets
             | Command::ConsoleOutput(_)
             | Command::Regions
             | Command::HostInfo
@@ -144,6 +146,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Console(args) => commands::console::attach(&ctx, args),
         Command::HostInfo => commands::host::host_info(&ctx),
         Command::InstanceTypes => commands::host::instance_types(&ctx),
+        Command::Vpcs => commands::network::vpcs(&ctx),
+        Command::Subnets => commands::network::subnets(&ctx),
         Command::Volumes { action: None } => commands::volumes::volumes(&ctx),
         Command::Volumes { action: Some(cmd) } => commands::volumes::volume(&ctx, cmd),
         Command::Volume(cmd) => commands::volumes::volume(&ctx, cmd),

@@ -1,6 +1,6 @@
 //! The per-instance config disk, NoCloud style: a small read-only ext4
 //! volume labelled `cidata` with meta-data, the root password hash,
-//! authorized keys and a user-data script. It is also the instance's
+//! authorized keys, the network settings and a user-data script. It is also the instance's
 //! metadata (the guest copies meta-data to /run/drydock/meta-data).
 
 use std::path::Path;
@@ -8,8 +8,14 @@ use std::path::Path;
 use super::store::InstanceRecord;
 use super::HostError;
 
-/// Writes the config disk of `instance` to `out`.
-pub fn write_config_disk(instance: &InstanceRecord, out: &Path) -> Result<(), HostError> {
+/// Writes the config disk of `instance` to `out`, with its primary
+/// interface's settings (`network`: `NET_MAC`, `NET_ADDRESS`,
+/// `NET_GATEWAY` lines) when it has one.
+pub fn write_config_disk(
+    instance: &InstanceRecord,
+    network: Option<&str>,
+    out: &Path,
+) -> Result<(), HostError> {
     let tree = tempfile::tempdir()
         .map_err(|e| HostError::io("create a temporary directory for", out, e))?;
     let put = |name: &str, text: &str| {
@@ -29,6 +35,9 @@ pub fn write_config_disk(instance: &InstanceRecord, out: &Path) -> Result<(), Ho
     }
     if !c.authorized_keys.is_empty() {
         put("authorized_keys", &(c.authorized_keys.join("\n") + "\n"))?;
+    }
+    if let Some(network) = network {
+        put("network", network)?;
     }
     if let Some(script) = &c.user_data {
         put("user-data", script)?;

@@ -36,7 +36,16 @@ impl Host {
             "config": req.config.summary(),
             "root_delete_on_termination": req.root_delete_on_termination,
             "tags": req.tags,
+            "subnet": req.subnet_id,
         });
+        // The subnet is checked before anything is made.
+        let subnet = match &req.subnet_id {
+            Some(sid) => {
+                let subnet = store.subnet(sid)?;
+                self.in_region(sid, &subnet.region.clone(), subnet)?
+            }
+            None => store.default_subnet(&self.region)?,
+        };
         let root_candidate = new_id("vol");
         let creation = store.begin_creation(
             req.client_token.as_ref(),
@@ -110,6 +119,7 @@ impl Host {
             |tx| {
                 store::insert_volume(tx, &root)?;
                 store::insert_instance(tx, &rec)?;
+                store::insert_primary_interface(tx, &id, &subnet)?;
                 tx.execute(
                     "UPDATE instances SET op_owner = ?2 WHERE id = ?1",
                     rusqlite::params![id, owner],
@@ -295,7 +305,7 @@ impl Host {
                 store.detach_volume(&v.id)?;
             }
         }
-        store.set_state(id, InstanceState::Terminated, "terminated by user")?;
+        store.mark_terminated(id, "terminated by user")?;
         store.instance(id)
     }
 

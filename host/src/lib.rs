@@ -16,6 +16,7 @@ pub mod faults;
 mod images;
 mod instances;
 pub mod journal_replay;
+pub mod network;
 pub mod store;
 pub mod supervisor;
 pub mod tags;
@@ -160,6 +161,9 @@ pub struct LaunchRequest {
     /// Makes the launch idempotent: a launch with a token used before
     /// returns (and, if it was cut off, finishes) that launch's instance.
     pub client_token: Option<ClientToken>,
+    /// The subnet of the instance's primary interface; the region's
+    /// default subnet when not given.
+    pub subnet_id: Option<String>,
 }
 
 /// The state reason of an instance whose process was found gone (a crash

@@ -69,11 +69,17 @@ pub const BUSYBOX: &str = "busybox-static";
 /// Drivers every default image carries: both device generations.
 pub const DEFAULT_DRIVERS: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk"];
 
+/// The network driver an image carries on its root volume (with what it
+/// needs), loaded by the guest's network service — not by the initramfs:
+/// a guest without it still boots, without a network.
+pub const NIC_DRIVERS: &[&str] = &["virtio_net"];
+
 /// Bumped when the layout or guest scripts change meaning (4: the root
 /// volume holds the kernel, modules, initramfs and boot configuration; 5:
 /// the build leaves a memo of them, boot-memo.json; 6: services in
-/// /etc/init.d and the `service` command).
-const LAYOUT_VERSION: u32 = 6;
+/// /etc/init.d and the `service` command; 7: the network service and the
+/// NIC driver on the root volume).
+const LAYOUT_VERSION: u32 = 7;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,7 +400,20 @@ pub fn build(
         std::fs::read(&initramfs_path).map_err(|e| ImageError::io("read", &initramfs_path, e))?;
     let (module_files, modules_dep) = match &kernel.modules_dir {
         Some(dir) => {
-            modules::for_volume(&kernel.modules, dir, &load_order).map_err(ImageError::Recipe)?
+            // The disk drivers, then the NIC driver (when the kernel has it
+            // as a module) and what it needs.
+            let mut on_volume = load_order.clone();
+            let nic: Vec<String> = NIC_DRIVERS
+                .iter()
+                .filter(|d| kernel.modules.contains_key(**d))
+                .map(|d| d.to_string())
+                .collect();
+            for m in modules::load_order(&kernel.modules, &nic).map_err(ImageError::Recipe)? {
+                if !on_volume.contains(&m) {
+                    on_volume.push(m);
+                }
+            }
+            modules::for_volume(&kernel.modules, dir, &on_volume).map_err(ImageError::Recipe)?
         }
         None => (Vec::new(), String::new()),
     };

@@ -103,8 +103,12 @@ pub fn for_volume(
     let mut dep = String::new();
     for name in load_order {
         let path = rel(name)?;
-        let deps = depends(&index[name]).map_err(|e| format!("cannot read {name}: {e}"))?;
-        let deps: Result<Vec<String>, String> = deps
+        // As depmod writes it: every module it needs, directly or not,
+        // those loaded last first (modprobe loads the list from its end).
+        let mut needs = self::load_order(index, std::slice::from_ref(name))?;
+        needs.pop();
+        needs.reverse();
+        let deps: Result<Vec<String>, String> = needs
             .iter()
             .map(|d| rel(d).map(|p| p.display().to_string()))
             .collect();

@@ -15,6 +15,8 @@ const RCS: &str = include_str!("guest/rcS.sh");
 pub(super) const SERVICE: &str = include_str!("guest/service.sh");
 /// The one service every image has: the system log.
 pub(super) const SYSLOGD: &str = include_str!("guest/syslogd.sh");
+/// The instance's network interface, from the config disk.
+pub(super) const NETWORK: &str = include_str!("guest/network.sh");
 /// In the guest: rebuilds the initramfs from /etc/initramfs/modules.
 pub(super) const UPDATE_INITRAMFS: &str = include_str!("guest/update-initramfs.sh");
 /// In the guest: lists what an initramfs holds.
@@ -121,6 +123,7 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
         0o644,
     )?;
     write(&etc.join("drydock-disk-event"), DISK_EVENT, 0o755)?;
+    write(&etc.join("init.d/S05network"), NETWORK, 0o755)?;
     write(&etc.join("init.d/S10syslogd"), SYSLOGD, 0o755)?;
     write(&tree.join("usr/sbin/service"), SERVICE, 0o755)?;
     Ok(())

@@ -147,6 +147,9 @@ pub struct LaunchArgs {
     /// Make the launch idempotent: a retry with the same token returns (and starts) the instance the first launch made
     #[arg(long, value_name = "TOKEN")]
     pub client_token: Option<String>,
+    /// Subnet of its network interface (see `drydock subnets`) [default: the region's default subnet]
+    #[arg(long, value_name = "SUBNET-ID")]
+    pub subnet: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

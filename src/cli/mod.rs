@@ -110,6 +110,10 @@ pub enum Command {
     },
     /// List instances of the region
     Instances(InstancesArgs),
+    /// List the region's VPCs (a default one is made on first use) and the network namespace holding each
+    Vpcs,
+    /// List the region's subnets: range, kind, router address, addresses in use
+    Subnets,
     /// Launch, start, stop, reboot, terminate or modify an instance
     #[command(subcommand)]
     Instance(InstanceCommand),

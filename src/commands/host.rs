@@ -241,12 +241,19 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
     let region = (!args.all_regions).then(|| host.region().to_string());
     let list = store.instances(region.as_deref())?;
     let tags = store.all_tags(drydock_host::TagKind::Instance)?;
+    let interfaces = store.primary_interfaces()?;
     let leftovers =
         super::leftovers::unreferenced(&ctx.executor.journal()?, &store, region.as_deref())?;
     if ctx.json {
         let list: Vec<_> = list
             .iter()
-            .map(|i| drydock_host::tags::with_tags(i, tags.get(&i.id)))
+            .map(|i| {
+                let mut v = drydock_host::tags::with_tags(i, tags.get(&i.id));
+                let eni = interfaces.get(&i.id);
+                v["private_ip"] = json!(eni.map(|e| &e.private_ip));
+                v["subnet_id"] = json!(eni.map(|e| &e.subnet_id));
+                v
+            })
             .collect();
         print_json(&json!({ "region": region, "instances": list, "leftovers": leftovers }));
         return Ok(0);
@@ -273,7 +280,16 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let mut t = table(&[
-        "INSTANCE", "REGION", "TYPE", "IMAGE", "STATE", "REASON", "BOOTS", "LAUNCHED", "TAGS",
+        "INSTANCE",
+        "REGION",
+        "TYPE",
+        "IMAGE",
+        "STATE",
+        "PRIVATE IP",
+        "REASON",
+        "BOOTS",
+        "LAUNCHED",
+        "TAGS",
     ]);
     for i in &list {
         t.add_row(vec![
@@ -282,6 +298,10 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
             i.instance_type.clone(),
             i.image_id.clone(),
             i.state.to_string(),
+            interfaces
+                .get(&i.id)
+                .map(|e| e.private_ip.clone())
+                .unwrap_or_else(|| "-".into()),
             i.state_reason.clone(),
             i.boots.to_string(),
             when(i.created_at),
@@ -367,6 +387,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         tags,
         client_token,
         after_host_failure: AfterHostFailure::parse(&args.after_host_failure)?,
+        subnet_id: args.subnet,
     };
     if !ctx.json {
         eprintln!(

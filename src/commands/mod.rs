@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod host;
 pub mod host_common;
 pub mod leftovers;
+pub mod network;
 pub mod params;
 pub mod recover;
 pub mod run;

@@ -46,6 +46,9 @@ pub struct Recovery {
     pub instances: Vec<StoppedInstance>,
     pub executions: Vec<CutOffExecution>,
     pub leftovers: Vec<super::leftovers::Leftover>,
+    /// VPC network namespaces no running instance used any more (their
+    /// TAPs went with the VMMs), removed.
+    pub networks_removed: Vec<String>,
 }
 
 /// Recovers the host; `resume` starts a background runner for each
@@ -60,6 +63,13 @@ pub fn recover(
     let s = &ctx.settings;
     let mut report = Recovery::default();
     let mut stopped_ids = Vec::new();
+    // The outage took the VMMs and their TAPs; the VPCs' namespaces were
+    // left. Those with no TAP are removed (a restarted instance makes its
+    // own again).
+    match drydock_host::network::sweep(&s.data_dir) {
+        Ok(removed) => report.networks_removed = removed,
+        Err(e) => say(&format!("cannot clean up instance networks: {e}")),
+    }
     for region in REGIONS {
         // Opening a region reconciles it.
         let host = drydock_ops::host::open(&drydock_ops::host::HostOptions {
@@ -190,6 +200,12 @@ pub fn run(ctx: &Context, no_resume: bool) -> Result<i32, CliError> {
             ]);
         }
         println!("executions whose runner was gone\n{t}");
+    }
+    if !report.networks_removed.is_empty() {
+        println!(
+            "instance networks left without instances, removed: {}",
+            report.networks_removed.join(", ")
+        );
     }
     if !report.leftovers.is_empty() {
         print!("{}", super::leftovers::describe(&report.leftovers));

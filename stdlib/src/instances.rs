@@ -65,6 +65,23 @@ fn describe(host: &Host, i: &InstanceRecord) -> R<Map> {
         .map(|v| Dynamic::from(to_map(v)))
         .collect();
     m.insert("volumes".into(), vols.into());
+    let interfaces = host
+        .store()
+        .map_err(fail)?
+        .interfaces(&i.id)
+        .map_err(fail)?;
+    m.insert(
+        "private_ip".into(),
+        interfaces
+            .first()
+            .map(|e| Dynamic::from(e.private_ip.clone()))
+            .unwrap_or(Dynamic::UNIT),
+    );
+    let interfaces: Array = interfaces
+        .iter()
+        .map(|e| Dynamic::from(to_map(e)))
+        .collect();
+    m.insert("network_interfaces".into(), interfaces.into());
     m.insert("tags".into(), tags_map(host, &i.id)?.into());
     Ok(m)
 }
@@ -211,7 +228,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut inst = Module::new();
     let o = open.clone();
     doc("instance::describe(id)", &[
-        "An instance's record: `state`, `instance_type`, `image_id`, `root_volume`, `volumes` (attached), `tags`, `config` (without secrets: `root_password` is `\"set\"` or `\"not set\"`)….",
+        "An instance's record: `state`, `instance_type`, `image_id`, `root_volume`, `volumes` (attached), `private_ip`, `network_interfaces`, `tags`, `config` (without secrets: `root_password` is `\"set\"` or `\"not set\"`)….",
         "Fails when there is no such instance in the region. Example: `instance::describe(params.instance).state`",
     ])
     .set_in(&mut inst, move |id: &str| -> R<Map> {
@@ -260,7 +277,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let sites = ctx.call_sites.clone();
     doc("instance::launch(options)", &[
         "Launches an instance; returns its id (idempotent within a step: a step run again after a crash gets the same instance).",
-        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`.",
+        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet).",
         "Example: `instance::launch(#{ image: \"img-…\", type: \"n2.small\", tags: #{ role: \"web\" } })`",
     ])
     .set_in(&mut inst, move |opts: Map| -> R<String> {
@@ -275,6 +292,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 "user_data",
                 "tags",
                 "client_token",
+                "subnet",
             ],
         )?;
         for (key, value) in &opts {
@@ -317,6 +335,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             tags,
             client_token,
             after_host_failure: Default::default(),
+            subnet_id: get("subnet"),
         };
         Ok(o()?.launch(&req).map_err(fail)?.id)
     });

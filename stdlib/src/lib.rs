@@ -7,6 +7,7 @@
 //!   `write_file` — atomic —, `append_file`, `file_exists`).
 //! - [`host_env`]: the environment (`env`, `hostname`, `now_unix`, `now_ms`).
 //! - [`drivers`]: driver volumes and what an instance type needs.
+//! - [`network`]: the `net` module, checks over instances' networks.
 //!
 //! Every function carries its documentation where it is registered
 //! ([`doc`]); docs/primitives.md and the REPL's help are generated from it.
@@ -20,6 +21,7 @@ pub mod faults;
 pub mod files;
 pub mod host_env;
 pub mod instances;
+pub mod network;
 pub mod process;
 pub mod serial;
 pub mod ssh;
@@ -61,6 +63,12 @@ pub const SECTIONS: &[Section] = &[
         about: "Instances, volumes, snapshots and images of drydock's host, in the execution's region and profile. Creates are idempotent within a step (a client token derived from the execution, the step and the call).",
         constants: &[],
         install: instances::install,
+    },
+    Section {
+        name: "net",
+        about: "Checks over instances' networks, made from the host inside the instance's VPC (its network namespace on this host), as a user of the instance's service would.",
+        constants: &[],
+        install: network::install,
     },
     Section {
         name: "faults",

@@ -38,6 +38,30 @@ impl Drop for Drydock {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // The VPC namespaces this data directory made (each has a lock
+        // file named after its VPC): their TAPs went with the VMMs.
+        if let Ok(locks) = std::fs::read_dir(self.data_dir().join("network")) {
+            let vpcs: Vec<String> = locks
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| n.strip_suffix(".lock").map(str::to_string))
+                .collect();
+            for ns in std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = ns.file_name().to_string_lossy().into_owned();
+                if name.starts_with("drydock-")
+                    && vpcs.iter().any(|v| name.ends_with(&format!("-{v}")))
+                {
+                    let _ = Command::new("ip")
+                        .args(["netns", "delete", &name])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
     }
 }
 

@@ -59,6 +59,16 @@ pub struct HotplugPlace {
     pub device_id: String,
 }
 
+/// A network interface: a TAP device the VMM inherits as a descriptor
+/// (the host makes it inside the VPC's namespace and passes it open).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// The guest's MAC address, `02:…`.
+    pub mac: String,
+    /// The TAP's descriptor number in the VMM process.
+    pub tap_fd: i32,
+}
+
 /// Everything needed to start one virtual machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmSpec {
@@ -75,6 +85,9 @@ pub struct VmSpec {
     #[serde(default)]
     pub virtio_mmio_cmdline: bool,
     pub disks: Vec<DiskSpec>,
+    /// Network interfaces, primary first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicSpec>,
     /// Command socket of the VMM (QMP for QEMU).
     pub control_socket: PathBuf,
     /// A second socket on which the VMM reports events (QMP for QEMU).
@@ -139,6 +152,7 @@ mod tests {
             cmdline: String::new(),
             virtio_mmio_cmdline: false,
             disks: vec![],
+            nics: vec![],
             control_socket: "/c".into(),
             event_socket: "/e".into(),
             volumes_dir: None,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use drydock_vmm::spec::{
-    seccomp_from_env, Accel, DeviceGeneration, DiskSpec, HotplugPlace, VmSpec,
+    seccomp_from_env, Accel, DeviceGeneration, DiskSpec, HotplugPlace, NicSpec, VmSpec,
 };
 
 /// The programs the host starts to run VMs, passed in by whoever runs the

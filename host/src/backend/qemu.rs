@@ -124,6 +124,17 @@ pub fn command(spec: &VmSpec) -> Command {
             ));
         }
     }
+    // Network interfaces: the TAPs the host made, inherited open.
+    let nic = match spec.generation {
+        DeviceGeneration::Mmio => "virtio-net-device",
+        DeviceGeneration::Pci => "virtio-net-pci",
+    };
+    for (i, n) in spec.nics.iter().enumerate() {
+        cmd.arg("-netdev")
+            .arg(format!("tap,id=net{i},fd={},vhost=off", n.tap_fd));
+        cmd.arg("-device")
+            .arg(format!("{nic},netdev=net{i},mac={}", n.mac));
+    }
     for (i, disk) in spec.disks.iter().enumerate() {
         let ro = if disk.read_only { ",read-only=on" } else { "" };
         match &disk.hotplug {
@@ -181,6 +192,10 @@ mod tests {
                 read_only: true,
                 hotplug: None,
             }],
+            nics: vec![crate::backend::NicSpec {
+                mac: "02:00:00:00:00:01".into(),
+                tap_fd: 100,
+            }],
             control_socket: "/run/q.sock".into(),
             event_socket: "/run/e.sock".into(),
             volumes_dir: None,
@@ -228,5 +243,8 @@ mod tests {
         assert!(new.contains("virtio-blk-pci,drive=disk0,serial=vol-1"));
         assert!(new.contains("read-only=on"));
         assert!(new.contains("-qmp unix:/run/q.sock,server=on,wait=off"));
+        assert!(old.contains("-netdev tap,id=net0,fd=100,vhost=off"));
+        assert!(old.contains("virtio-net-device,netdev=net0,mac=02:00:00:00:00:01"));
+        assert!(new.contains("virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01"));
     }
 }

@@ -245,6 +245,21 @@ impl HostStore {
         Ok(())
     }
 
+    /// Marks an instance terminated and frees its network interfaces'
+    /// addresses, in one transaction.
+    pub fn mark_terminated(&mut self, id: &str, reason: &str) -> Result<(), HostError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE instances SET state = 'terminated', state_reason = ?2, state_since = ?3 WHERE id = ?1",
+            params![id, reason, now_ms()],
+        )?;
+        super::delete_interfaces(&tx, id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records the supervisor process of a running instance (or clears it).
     pub fn set_supervisor(
         &mut self,

@@ -1,11 +1,13 @@
 //! The host's state in SQLite: regions' instances, volumes, snapshots,
-//! images and their tags, one file per table ([`instances`], [`volumes`],
-//! [`snapshots`], [`images`], [`tags`]), the schema and its versioned
+//! images and their tags, VPCs, subnets and network interfaces, one file
+//! per table or group ([`instances`], [`volumes`], [`snapshots`],
+//! [`images`], [`tags`], [`network`]), the schema and its versioned
 //! migrations in [`schema`]. Every change is a transaction; several
 //! drydock processes share the file.
 
 mod images;
 mod instances;
+mod network;
 pub mod schema;
 mod snapshots;
 mod tags;
@@ -21,6 +23,10 @@ pub(crate) use images::insert_image;
 pub use images::ImageRecord;
 pub(crate) use instances::insert_instance;
 pub use instances::{AfterHostFailure, InstanceConfig, InstanceRecord, InstanceState};
+pub use network::{
+    default_vpc_cidr, mac_for, nth_address, InterfaceRecord, SubnetKind, SubnetRecord, VpcRecord,
+};
+pub(crate) use network::{delete_interfaces, insert_primary_interface};
 pub(crate) use snapshots::insert_snapshot;
 pub use snapshots::SnapshotRecord;
 pub use tags::{check_tag, parse_tag_filter, TagKind, Tags, MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE};

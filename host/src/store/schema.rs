@@ -57,6 +57,23 @@ CREATE TABLE faults (
     reverted_at INTEGER, client_token TEXT
 );
 "#,
+    // 6: VPCs, subnets and instances' network interfaces.
+    r#"
+CREATE TABLE vpcs (
+    id TEXT PRIMARY KEY, region TEXT NOT NULL, cidr TEXT NOT NULL,
+    is_default INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL
+);
+CREATE TABLE subnets (
+    id TEXT PRIMARY KEY, vpc_id TEXT NOT NULL, region TEXT NOT NULL, cidr TEXT NOT NULL,
+    kind TEXT NOT NULL, is_default INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL
+);
+CREATE TABLE network_interfaces (
+    id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, subnet_id TEXT NOT NULL, vpc_id TEXT NOT NULL,
+    device_index INTEGER NOT NULL, private_ip TEXT NOT NULL, mac TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (subnet_id, private_ip), UNIQUE (instance_id, device_index)
+);
+"#,
 ];
 
 /// The version this drydock writes.

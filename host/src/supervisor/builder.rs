@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -13,8 +14,8 @@ use super::hotplug::{absolute, device_id};
 use super::locks::VolumeLock;
 use super::{boot_failed, Ended};
 use crate::backend::{
-    choose_backend, qemu, tcg_clock_params, Accel, Backend, DeviceGeneration, DiskSpec, VmSpec,
-    VmmPrograms,
+    choose_backend, qemu, tcg_clock_params, Accel, Backend, DeviceGeneration, DiskSpec, NicSpec,
+    VmSpec, VmmPrograms,
 };
 use crate::boot_plan::BootPlan;
 use crate::store::{new_id, now_ms, HostStore, InstanceRecord, VolumeKind, VolumeRecord};
@@ -36,7 +37,13 @@ pub(super) struct Prepared {
     pub event_socket: PathBuf,
     pub vmm_log: PathBuf,
     pub command: std::process::Command,
+    /// The TAPs the VMM inherits; closed here once it has started, so
+    /// they go with the VMM.
+    pub taps: Vec<OwnedFd>,
 }
+
+/// Where the VMM finds its TAP descriptors: this and the next numbers.
+const FIRST_TAP_FD: i32 = 100;
 
 /// Prepares instance `inst`'s next VMM start; `Err(Ended)` when its root
 /// volume cannot be booted (said on the console, as a real machine's).
@@ -54,8 +61,6 @@ pub(super) fn prepare(
     let mut store = HostStore::open(data_dir)?;
     let image = store.image(&inst.image_id)?;
 
-    let config_disk = dir.join("config.ext4");
-    write_config_disk(inst, &config_disk)?;
     if itype.instance_store_mib > 0
         && !store
             .attached(id)?
@@ -80,6 +85,33 @@ pub(super) fn prepare(
     let backend = choose_backend().map_err(HostError::Invalid)?;
     let ports_at_start =
         matches!(backend, Backend::Qemu(_)) && itype.generation == DeviceGeneration::Pci;
+    // The network: a TAP per interface in the VPC's namespace, handed to
+    // the VMM open; the guest learns its address from the config disk.
+    let mut taps = Vec::new();
+    let mut nics = Vec::new();
+    let mut guest_network = String::new();
+    for iface in store.interfaces(id)? {
+        if backend == Backend::Drydock {
+            tracing::warn!(instance = %id, "drydock's VMM has no network device yet: {} starts without its interface", id);
+            break;
+        }
+        let subnet = store.subnet(&iface.subnet_id)?;
+        let attached = crate::network::attach(data_dir, &iface, &subnet)?;
+        nics.push(NicSpec {
+            mac: attached.mac,
+            tap_fd: FIRST_TAP_FD + taps.len() as i32,
+        });
+        if guest_network.is_empty() {
+            guest_network = attached.guest_config;
+        }
+        taps.push(attached.tap);
+    }
+    let config_disk = dir.join("config.ext4");
+    write_config_disk(
+        inst,
+        (!guest_network.is_empty()).then_some(guest_network.as_str()),
+        &config_disk,
+    )?;
     let mut disks = Vec::new();
     let mut locks = Vec::new();
     let mut boot_volumes = std::collections::HashSet::new();
@@ -204,6 +236,7 @@ pub(super) fn prepare(
         cmdline,
         virtio_mmio_cmdline: boot_plan.virtio_mmio_cmdline,
         disks,
+        nics,
         control_socket: control_socket.clone(),
         event_socket: event_socket.clone(),
         // drydock's VMM attaches (while the VM runs) only files in here.
@@ -248,11 +281,24 @@ pub(super) fn prepare(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(vmm_err);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the child; it is
-    // async-signal-safe and touches no memory of the parent.
+    let tap_fds: Vec<i32> = taps.iter().map(|t| t.as_raw_fd()).collect();
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the child; dup2
+    // and fcntl only change the child's descriptor table (the TAPs go to
+    // fixed numbers without close-on-exec). All are async-signal-safe and
+    // touch no memory of the parent.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            for (i, fd) in tap_fds.iter().enumerate() {
+                let target = FIRST_TAP_FD + i as i32;
+                if *fd == target {
+                    if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(*fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -271,5 +317,6 @@ pub(super) fn prepare(
         event_socket,
         vmm_log,
         command: cmd,
+        taps,
     }))
 }

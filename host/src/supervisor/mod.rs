@@ -107,6 +107,16 @@ pub fn supervise(data_dir: &Path, id: &str, programs: &VmmPrograms) -> Result<()
     };
     store.set_state(id, InstanceState::Stopped, &reason)?;
     store.set_supervisor(id, None, None)?;
+    // The VPC's namespace goes with its last running instance.
+    for iface in store.interfaces(id).unwrap_or_default() {
+        if let Err(e) = crate::network::release_if_idle(data_dir, &iface.vpc_id) {
+            tracing::warn!(
+                instance = id,
+                "cannot remove the network of {}: {e}",
+                iface.vpc_id
+            );
+        }
+    }
     // Instance-store volumes are wiped at stop.
     for v in store.attached(id)? {
         if v.kind == VolumeKind::InstanceStore {
@@ -160,11 +170,15 @@ fn run_vm(
         event_socket,
         vmm_log,
         command: mut cmd,
+        taps,
     } = match builder::prepare(data_dir, inst, programs)? {
         Ok(prepared) => prepared,
         Err(ended) => return Ok(ended),
     };
-    let mut child = cmd.spawn().map_err(|e| {
+    let spawned = cmd.spawn();
+    // The VMM holds its own copies: the TAPs now live exactly as long as it.
+    drop(taps);
+    let mut child = spawned.map_err(|e| {
         HostError::Vmm(format!(
             "cannot start the {} VMM ({:?}): {e}",
             backend.name(),

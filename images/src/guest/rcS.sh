@@ -86,5 +86,7 @@ for s in /sys/block/vd*/serial; do
     disks="$disks ${d##*/}=$(cat "$s")"
 done
 echo "drydock: disks:$disks"
+addrs="$(ip -4 -o addr show scope global 2>/dev/null | awk '{ printf " %s=%s", $2, $4 }')"
+echo "drydock: network:${addrs:- none}"
 echo "drydock: $(hostname) is up ($(uname -r))"
 

@@ -109,6 +109,12 @@ fn next_line<R: Read>(reader: &mut BufReader<R>) -> std::io::Result<Line> {
 
 /// The machine a [`VmSpec`] describes.
 pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
+    if !spec.nics.is_empty() {
+        return Err(format!(
+            "the spec asks for {} network interface(s); drydock's VMM has no network device yet (QEMU runs networked instances)",
+            spec.nics.len()
+        ));
+    }
     Ok(MachineConfig {
         vcpus: u8::try_from(spec.vcpus).map_err(|_| format!("{} vCPUs is too many", spec.vcpus))?,
         memory_mib: spec.memory_mib,

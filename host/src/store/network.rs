@@ -1,0 +1,386 @@
+//! VPCs, subnets and network interfaces as stored. Each region has a
+//! default VPC with one default subnet, made on first use; an instance's
+//! primary interface takes the lowest free address of its subnet in the
+//! transaction that records the instance.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{new_id, now_ms, HostStore};
+use crate::HostError;
+
+/// A VPC: an address range of one region, its own network.
+#[derive(Debug, Clone, Serialize)]
+pub struct VpcRecord {
+    pub id: String,
+    pub region: String,
+    pub cidr: String,
+    pub is_default: bool,
+    pub created_at: i64,
+}
+
+/// Whether a subnet's instances may reach beyond their VPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubnetKind {
+    /// Egress through NAT to the host's uplink, when one is configured.
+    Public,
+    /// No route out of the VPC.
+    Private,
+}
+
+impl SubnetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+        }
+    }
+}
+
+/// A subnet: part of a VPC's range, one bridge on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubnetRecord {
+    pub id: String,
+    pub vpc_id: String,
+    pub region: String,
+    pub cidr: String,
+    pub kind: SubnetKind,
+    pub is_default: bool,
+    pub created_at: i64,
+}
+
+impl SubnetRecord {
+    /// The subnet's range (checked when it was recorded).
+    pub fn net(&self) -> Ipv4Net {
+        self.cidr
+            .parse()
+            .expect("a subnet's CIDR is checked before it is stored")
+    }
+
+    /// The subnet's router: its first address, held by the host.
+    pub fn gateway(&self) -> Ipv4Addr {
+        nth_address(&self.net(), 1)
+    }
+}
+
+/// An instance's network interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceRecord {
+    pub id: String,
+    pub instance_id: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    /// 0 is the primary interface.
+    pub device_index: u32,
+    pub private_ip: String,
+    pub mac: String,
+    pub created_at: i64,
+}
+
+impl InterfaceRecord {
+    fn from_row(r: &Row) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            instance_id: r.get("instance_id")?,
+            subnet_id: r.get("subnet_id")?,
+            vpc_id: r.get("vpc_id")?,
+            device_index: r.get("device_index")?,
+            private_ip: r.get("private_ip")?,
+            mac: r.get("mac")?,
+            created_at: r.get("created_at")?,
+        })
+    }
+}
+
+fn vpc_from_row(r: &Row) -> rusqlite::Result<VpcRecord> {
+    Ok(VpcRecord {
+        id: r.get("id")?,
+        region: r.get("region")?,
+        cidr: r.get("cidr")?,
+        is_default: r.get("is_default")?,
+        created_at: r.get("created_at")?,
+    })
+}
+
+fn subnet_from_row(r: &Row) -> rusqlite::Result<SubnetRecord> {
+    let kind: String = r.get("kind")?;
+    Ok(SubnetRecord {
+        id: r.get("id")?,
+        vpc_id: r.get("vpc_id")?,
+        region: r.get("region")?,
+        cidr: r.get("cidr")?,
+        kind: if kind == "private" {
+            SubnetKind::Private
+        } else {
+            SubnetKind::Public
+        },
+        is_default: r.get("is_default")?,
+        created_at: r.get("created_at")?,
+    })
+}
+
+/// The `n`th address of `net` (0 is the network address).
+pub fn nth_address(net: &Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+}
+
+/// The default VPC's range in a region: 10.R.0.0/16, R the region's place
+/// in [`crate::REGIONS`] plus one, so regions never overlap (a DR drill
+/// restores into another region's addresses).
+pub fn default_vpc_cidr(region: &str) -> Ipv4Net {
+    let n = crate::REGIONS
+        .iter()
+        .position(|r| *r == region)
+        .unwrap_or(crate::REGIONS.len()) as u8;
+    Ipv4Net::new(Ipv4Addr::new(10, 1 + n, 0, 0), 16).expect("a /16 is a valid prefix")
+}
+
+/// A MAC address derived from an interface id: locally administered,
+/// unicast (02:…), stable for the interface's life.
+pub fn mac_for(interface_id: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(interface_id.as_bytes());
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        d[0], d[1], d[2], d[3], d[4]
+    )
+}
+
+/// The first address an instance may take: EC2 keeps the first four of a
+/// subnet (network, router, DNS, future use) and the last (broadcast).
+const FIRST_HOST: u32 = 4;
+
+impl HostStore {
+    /// The region's default VPC and subnet, made on first use (in one
+    /// transaction: two processes at once make one).
+    pub fn default_subnet(&mut self, region: &str) -> Result<SubnetRecord, HostError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found = tx
+            .query_row(
+                "SELECT * FROM subnets WHERE region = ?1 AND is_default = 1",
+                [region],
+                subnet_from_row,
+            )
+            .optional()?;
+        if let Some(subnet) = found {
+            return Ok(subnet);
+        }
+        let vpc_net = default_vpc_cidr(region);
+        let vpc = VpcRecord {
+            id: new_id("vpc"),
+            region: region.to_string(),
+            cidr: vpc_net.to_string(),
+            is_default: true,
+            created_at: now_ms(),
+        };
+        tx.execute(
+            "INSERT INTO vpcs (id, region, cidr, is_default, created_at) VALUES (?1, ?2, ?3, 1, ?4)",
+            params![vpc.id, vpc.region, vpc.cidr, vpc.created_at],
+        )?;
+        let subnet_net = Ipv4Net::new(nth_address(&vpc_net, 256), 24).expect("a /24");
+        let subnet = SubnetRecord {
+            id: new_id("subnet"),
+            vpc_id: vpc.id.clone(),
+            region: region.to_string(),
+            cidr: subnet_net.to_string(),
+            kind: SubnetKind::Public,
+            is_default: true,
+            created_at: now_ms(),
+        };
+        tx.execute(
+            "INSERT INTO subnets (id, vpc_id, region, cidr, kind, is_default, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+            params![
+                subnet.id,
+                subnet.vpc_id,
+                subnet.region,
+                subnet.cidr,
+                subnet.kind.as_str(),
+                subnet.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(subnet)
+    }
+
+    pub fn vpcs(&self, region: &str) -> Result<Vec<VpcRecord>, HostError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM vpcs WHERE region = ?1 ORDER BY created_at, id")?;
+        let rows = st.query_map([region], vpc_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn subnets(&self, region: &str) -> Result<Vec<SubnetRecord>, HostError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM subnets WHERE region = ?1 ORDER BY created_at, id")?;
+        let rows = st.query_map([region], subnet_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn subnet(&self, id: &str) -> Result<SubnetRecord, HostError> {
+        self.conn
+            .query_row("SELECT * FROM subnets WHERE id = ?1", [id], subnet_from_row)
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!(
+                    "no subnet {id}; `drydock subnets` lists the region's subnets"
+                ))
+            })
+    }
+
+    /// An instance's interfaces, primary first.
+    pub fn interfaces(&self, instance_id: &str) -> Result<Vec<InterfaceRecord>, HostError> {
+        let mut st = self.conn.prepare(
+            "SELECT * FROM network_interfaces WHERE instance_id = ?1 ORDER BY device_index",
+        )?;
+        let rows = st.query_map([instance_id], InterfaceRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The primary interface of every instance that has one, by instance.
+    pub fn primary_interfaces(
+        &self,
+    ) -> Result<std::collections::HashMap<String, InterfaceRecord>, HostError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM network_interfaces WHERE device_index = 0")?;
+        let rows = st.query_map([], InterfaceRecord::from_row)?;
+        rows.map(|r| {
+            r.map(|i| (i.instance_id.clone(), i))
+                .map_err(HostError::from)
+        })
+        .collect()
+    }
+
+    /// Every interface of a VPC (the instances that share its network).
+    pub fn vpc_interfaces(&self, vpc_id: &str) -> Result<Vec<InterfaceRecord>, HostError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM network_interfaces WHERE vpc_id = ?1 ORDER BY private_ip")?;
+        let rows = st.query_map([vpc_id], InterfaceRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Gives `instance_id` its primary interface in `subnet`: the lowest free
+/// address. Call inside the transaction that records the instance.
+pub(crate) fn insert_primary_interface(
+    conn: &Connection,
+    instance_id: &str,
+    subnet: &SubnetRecord,
+) -> Result<InterfaceRecord, HostError> {
+    let net = subnet.net();
+    let taken: std::collections::HashSet<Ipv4Addr> = {
+        let mut st =
+            conn.prepare("SELECT private_ip FROM network_interfaces WHERE subnet_id = ?1")?;
+        let rows = st.query_map([&subnet.id], |r| r.get::<_, String>(0))?;
+        rows.filter_map(|r| r.ok()?.parse().ok()).collect()
+    };
+    let last = (1u32 << (32 - net.prefix_len())) - 2;
+    let ip = (FIRST_HOST..=last)
+        .map(|n| nth_address(&net, n))
+        .find(|a| !taken.contains(a))
+        .ok_or_else(|| {
+            HostError::Conflict(format!(
+                "subnet {} ({}) has no free address; terminate an instance in it or launch into another subnet",
+                subnet.id, subnet.cidr
+            ))
+        })?;
+    let id = new_id("eni");
+    let rec = InterfaceRecord {
+        mac: mac_for(&id),
+        id,
+        instance_id: instance_id.to_string(),
+        subnet_id: subnet.id.clone(),
+        vpc_id: subnet.vpc_id.clone(),
+        device_index: 0,
+        private_ip: ip.to_string(),
+        created_at: now_ms(),
+    };
+    conn.execute(
+        "INSERT INTO network_interfaces (id, instance_id, subnet_id, vpc_id, device_index, private_ip, mac, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            rec.id,
+            rec.instance_id,
+            rec.subnet_id,
+            rec.vpc_id,
+            rec.device_index,
+            rec.private_ip,
+            rec.mac,
+            rec.created_at
+        ],
+    )?;
+    Ok(rec)
+}
+
+/// Frees an instance's interfaces (at terminate): their addresses go back
+/// to their subnets.
+pub(crate) fn delete_interfaces(conn: &Connection, instance_id: &str) -> Result<(), HostError> {
+    conn.execute(
+        "DELETE FROM network_interfaces WHERE instance_id = ?1",
+        [instance_id],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_subnet_is_made_once_and_addresses_are_handed_out_lowest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HostStore::open(dir.path()).unwrap();
+        let a = store.default_subnet("region-a").unwrap();
+        let again = store.default_subnet("region-a").unwrap();
+        assert_eq!(a.id, again.id);
+        assert_eq!(a.cidr, "10.1.1.0/24");
+        assert_eq!(a.gateway().to_string(), "10.1.1.1");
+        let b = store.default_subnet("region-b").unwrap();
+        assert_eq!(b.cidr, "10.2.1.0/24", "regions do not overlap");
+        assert_eq!(store.vpcs("region-a").unwrap().len(), 1);
+
+        let one = insert_primary_interface(&store.conn, "i-1", &a).unwrap();
+        let two = insert_primary_interface(&store.conn, "i-2", &a).unwrap();
+        assert_eq!(one.private_ip, "10.1.1.4");
+        assert_eq!(two.private_ip, "10.1.1.5");
+        assert_ne!(one.mac, two.mac);
+        assert!(one.mac.starts_with("02:"));
+        delete_interfaces(&store.conn, "i-1").unwrap();
+        let three = insert_primary_interface(&store.conn, "i-3", &a).unwrap();
+        assert_eq!(three.private_ip, "10.1.1.4", "a freed address is reused");
+        assert_eq!(store.interfaces("i-3").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_full_subnet_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HostStore::open(dir.path()).unwrap();
+        let tiny = SubnetRecord {
+            id: "subnet-tiny".into(),
+            vpc_id: "vpc-x".into(),
+            region: "region-a".into(),
+            cidr: "10.9.0.0/29".into(),
+            kind: SubnetKind::Private,
+            is_default: false,
+            created_at: 0,
+        };
+        // .4, .5, .6 (the .7 broadcast is not handed out).
+        for i in 0..3 {
+            insert_primary_interface(&store.conn, &format!("i-{i}"), &tiny).unwrap();
+        }
+        let e = insert_primary_interface(&store.conn, "i-9", &tiny)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no free address"), "{e}");
+    }
+}

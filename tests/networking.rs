@@ -1,0 +1,219 @@
+//! Instances' networks with real guests under QEMU: the region's default
+//! VPC and subnet, an address per instance kept across stop and start,
+//! guests of both device generations reaching each other, the host
+//! reaching a guest's service from inside the VPC (`net::tcp_check`), and
+//! nothing of the network left behind — not after terminate, not after an
+//! outage once `host recover` ran. Every packet stays inside the VPC's
+//! network namespace.
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_code, text, vm_lock, Drydock};
+use serde_json::Value;
+
+const R: &str = "region-a";
+const PW: &str = "net-pw";
+
+fn namespaces() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn links_in(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-br", "link"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+fn private_ip(dd: &Drydock, id: &str) -> String {
+    let list = dd.json(&["--region", R, "instances"]);
+    let i = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not listed: {list}"));
+    i["private_ip"].as_str().unwrap().to_string()
+}
+
+fn tcp_check(dd: &Drydock, id: &str, port: u16) -> Value {
+    let out = dd.run(&[
+        "--json",
+        "--region",
+        R,
+        "repl",
+        "-c",
+        &format!("net::tcp_check(\"{id}\", {port}, \"5s\")"),
+    ]);
+    assert_code(&out, 0);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[test]
+fn guests_of_both_generations_share_a_subnet_and_the_host_reaches_their_services() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let a = dd.launch(R, &img, &["--root-password", PW]);
+    let b = dd.launch(R, &img, &["--root-password", PW, "--type", "n2.small"]);
+
+    // The default VPC and subnet, made on first use, hold both.
+    let subnets = dd.json(&["--region", R, "subnets"]);
+    let subnet = &subnets["subnets"][0];
+    assert_eq!(subnet["cidr"], "10.1.1.0/24", "{subnets}");
+    assert_eq!(subnet["gateway"], "10.1.1.1", "{subnets}");
+    assert_eq!(subnet["addresses_in_use"], 2, "{subnets}");
+    let vpcs = dd.json(&["--region", R, "vpcs"]);
+    let ns = vpcs["vpcs"][0]["namespace"].as_str().unwrap().to_string();
+    assert!(namespaces().contains(&ns), "{ns} is not a namespace");
+    let (ip_a, ip_b) = (private_ip(&dd, &a), private_ip(&dd, &b));
+    assert_ne!(ip_a, ip_b);
+    for ip in [&ip_a, &ip_b] {
+        assert!(ip.starts_with("10.1.1."), "{ip}");
+    }
+    // A TAP per instance on the subnet's bridge, inside the namespace only.
+    let links = links_in(&ns);
+    assert_eq!(links.matches("tap-").count(), 2, "{links}");
+    let root_links = text(
+        &Command::new("ip")
+            .args(["-br", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        !root_links.contains("tap-") && !root_links.contains("br-"),
+        "{root_links}"
+    );
+
+    // Each guest configured its address; m1 (virtio-mmio) reaches n2
+    // (virtio-pci) and the subnet's router.
+    dd.wait_login(R, &a);
+    dd.wait_login(R, &b);
+    let addr = dd.guest(R, &a, PW, "ip -4 -o addr show dev eth0");
+    assert!(addr.contains(&format!("inet {ip_a}/24")), "{addr}");
+    let ping = dd.guest(
+        R,
+        &a,
+        PW,
+        &format!("ping -c 2 -W 5 {ip_b} && ping -c 1 -W 5 10.1.1.1"),
+    );
+    assert!(ping.contains("2 packets received"), "{ping}");
+    assert!(ping.contains("1 packets received"), "{ping}");
+    assert!(
+        dd.console(R, &b, Some(1))
+            .contains(&format!("drydock: network: eth0={ip_b}/24")),
+        "the boot log names the address"
+    );
+
+    // The host reaches a service in B from inside the VPC; a closed port
+    // is reported closed, with the reason.
+    // setsid: the listener outlives the console session (logged out when
+    // the REPL ends).
+    dd.guest(
+        R,
+        &b,
+        PW,
+        "setsid nc -l -p 8080 -e echo hello </dev/null >/dev/null 2>&1 & sleep 1; netstat -ltn | grep -q :8080",
+    );
+    let open = tcp_check(&dd, &b, 8080);
+    assert_eq!(open["open"], true, "{open}");
+    assert_eq!(open["address"], format!("{ip_b}:8080"), "{open}");
+    let closed = tcp_check(&dd, &b, 8081);
+    assert_eq!(closed["open"], false, "{closed}");
+    assert!(
+        closed["error"].as_str().unwrap().contains("refused"),
+        "{closed}"
+    );
+
+    // Stop and start keep the address (as EC2's private IPv4); the
+    // stopped instance's TAP goes with its VMM.
+    dd.stop_instance(R, &b);
+    assert_eq!(links_in(&ns).matches("tap-").count(), 1);
+    dd.start_instance(R, &b);
+    assert_eq!(private_ip(&dd, &b), ip_b);
+    dd.wait_login(R, &b);
+    let ping = dd.guest(R, &b, PW, &format!("ping -c 1 -W 5 {ip_a}"));
+    assert!(ping.contains("1 packets received"), "{ping}");
+
+    // An outage: every process of the data directory killed at once. The
+    // TAPs go with the VMMs; the namespace stays until `host recover`.
+    let pattern = format!("--data-dir {} ", dd.data_dir().display());
+    Command::new("pkill")
+        .args(["-KILL", "-f", "--", &pattern])
+        .status()
+        .unwrap();
+    dd.wait_until("the VMMs are gone", || {
+        links_in(&ns).matches("tap-").count() == 0
+    });
+    assert!(namespaces().contains(&ns));
+    let rec = dd.json(&["host", "recover", "--no-resume"]);
+    assert_eq!(rec["networks_removed"], serde_json::json!([ns]), "{rec}");
+    assert!(!namespaces().contains(&ns));
+
+    // Terminated instances give their addresses back; a start after the
+    // outage makes the network again, and terminate removes it.
+    dd.start_instance(R, &a);
+    assert!(namespaces().contains(&ns));
+    assert_eq!(private_ip(&dd, &a), ip_a);
+    dd.terminate(R, &a);
+    dd.terminate(R, &b);
+    assert!(
+        !namespaces().contains(&ns),
+        "nothing is left after terminate"
+    );
+    let subnets = dd.json(&["--region", R, "subnets"]);
+    assert_eq!(subnets["subnets"][0]["addresses_in_use"], 0, "{subnets}");
+}
+
+#[test]
+fn a_subnet_that_is_not_there_or_in_another_region_is_refused_before_anything_is_made() {
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let out = dd.run(&[
+        "--region",
+        R,
+        "instance",
+        "launch",
+        "--image",
+        &img,
+        "--subnet",
+        "subnet-000000000000",
+    ]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("no subnet subnet-000000000000"),
+        "{}",
+        text(&out.stderr)
+    );
+    let other = dd.json(&["--region", "region-b", "subnets"]);
+    let other_subnet = other["subnets"][0]["id"].as_str().unwrap().to_string();
+    let out = dd.run(&[
+        "--region",
+        R,
+        "instance",
+        "launch",
+        "--image",
+        &img,
+        "--subnet",
+        &other_subnet,
+    ]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("--region region-b"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(dd.instances(R).is_empty(), "nothing was launched");
+    assert!(dd.json(&["--region", R, "volumes"])["volumes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
