@@ -52,6 +52,7 @@ fn only_prints(command: &Command) -> bool {
             | Command::Instances(_)
             | Command::Vpcs
             | Command::Subnets
+            | Command::SecurityGroups
             | Command::ConsoleOutput(_)
             | Command::Regions
             | Command::HostInfo
@@ -148,6 +149,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::InstanceTypes => commands::host::instance_types(&ctx),
         Command::Vpcs => commands::network::vpcs(&ctx),
         Command::Subnets => commands::network::subnets(&ctx),
+        Command::SecurityGroups => commands::security_groups::list(&ctx),
+        Command::SecurityGroup(cmd) => commands::security_groups::run(&ctx, cmd),
         Command::Volumes { action: None } => commands::volumes::volumes(&ctx),
         Command::Volumes { action: Some(cmd) } => commands::volumes::volume(&ctx, cmd),
         Command::Volume(cmd) => commands::volumes::volume(&ctx, cmd),

@@ -217,3 +217,183 @@ fn a_subnet_that_is_not_there_or_in_another_region_is_refused_before_anything_is
         .unwrap()
         .is_empty());
 }
+
+fn sg_create(dd: &Drydock, name: &str) -> String {
+    let g = dd.json(&["--region", R, "security-group", "create", name]);
+    g["id"].as_str().unwrap().to_string()
+}
+
+/// Connects from `from` to `to_ip:port` with busybox nc; what the server
+/// said, or `blocked` when nothing answered in time.
+fn reach(dd: &Drydock, from: &str, to_ip: &str, port: u16) -> String {
+    let out = dd.guest(
+        R,
+        from,
+        PW,
+        &format!("nc -w 4 {to_ip} {port} </dev/null; echo rc=$?"),
+    );
+    if out.contains("hello") {
+        "hello".into()
+    } else {
+        assert!(out.contains("rc=1"), "{out}");
+        "blocked".into()
+    }
+}
+
+#[test]
+fn security_groups_admit_a_source_group_not_others_and_change_live() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let web_sg = sg_create(&dd, "web");
+    let admin_sg = sg_create(&dd, "admin");
+    // Bad rules are refused with the fix, before anything changes.
+    for (args, says) in [
+        (vec!["--port", "8080"], "--cidr"),
+        (vec!["--cidr", "10.0.0.0/8"], "--port"),
+        (
+            vec!["--port", "99999", "--cidr", "10.0.0.0/8"],
+            "not a port",
+        ),
+        (
+            vec!["--port", "80", "--cidr", "10.0.0.0/33"],
+            "not an IPv4 CIDR",
+        ),
+        (
+            vec!["--protocol", "gre", "--cidr", "10.0.0.0/8"],
+            "not a protocol",
+        ),
+    ] {
+        let mut a = vec!["--region", R, "security-group", "authorize", &web_sg];
+        a.extend(args.iter().copied());
+        let out = dd.run(&a);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = dd.run(&[
+        "--region",
+        R,
+        "security-group",
+        "authorize",
+        &web_sg,
+        "--port",
+        "8080",
+        "--source-group",
+        &admin_sg,
+    ]);
+    assert_code(&out, 0);
+
+    let web = dd.launch(
+        R,
+        &img,
+        &["--root-password", PW, "--security-group", &web_sg],
+    );
+    let admin = dd.launch(
+        R,
+        &img,
+        &["--root-password", PW, "--security-group", &admin_sg],
+    );
+    let other = dd.launch(R, &img, &["--root-password", PW]);
+    let web_ip = private_ip(&dd, &web);
+    let other_ip = private_ip(&dd, &other);
+    dd.wait_login(R, &web);
+    dd.guest(
+        R,
+        &web,
+        PW,
+        "setsid sh -c 'while true; do nc -l -p 8080 -e echo hello; done' </dev/null >/dev/null 2>&1 & sleep 1",
+    );
+    dd.wait_login(R, &admin);
+    dd.wait_login(R, &other);
+
+    assert_eq!(
+        reach(&dd, &admin, &web_ip, 8080),
+        "hello",
+        "admin is admitted"
+    );
+    assert_eq!(
+        reach(&dd, &other, &web_ip, 8080),
+        "blocked",
+        "default is not"
+    );
+    assert_eq!(tcp_check(&dd, &web, 8080)["open"], true, "the host is");
+    // web admits nothing else, even from admin; admin admits nothing.
+    let ping = dd.guest(
+        R,
+        &admin,
+        PW,
+        &format!("ping -c 1 -W 3 {web_ip}; echo rc=$?"),
+    );
+    assert!(ping.contains("rc=1"), "{ping}");
+
+    // A rule added while the instances run takes effect at once; revoked,
+    // it is gone at once.
+    let cidr = format!("{other_ip}/32");
+    let out = dd.run(&[
+        "--region",
+        R,
+        "security-group",
+        "authorize",
+        &web_sg,
+        "--port",
+        "8080",
+        "--cidr",
+        &cidr,
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(reach(&dd, &other, &web_ip, 8080), "hello");
+    let out = dd.run(&[
+        "--region",
+        R,
+        "security-group",
+        "revoke",
+        &web_sg,
+        "--port",
+        "8080",
+        "--cidr",
+        &cidr,
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(reach(&dd, &other, &web_ip, 8080), "blocked");
+
+    // The listing shows the rules; a group in use cannot be deleted.
+    let groups = dd.json(&["--region", R, "security-groups"]);
+    let listed = groups["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == web_sg.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["name"], "web");
+    assert!(listed["rules"].to_string().contains(&admin_sg), "{listed}");
+    let out = dd.run(&["--region", R, "security-group", "delete", &web_sg]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    for id in [&web, &admin, &other] {
+        dd.terminate(R, id);
+    }
+    let out = dd.run(&["--region", R, "security-group", "delete", &admin_sg]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains(&format!("a rule of {web_sg} names {admin_sg}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_code(
+        &dd.run(&["--region", R, "security-group", "delete", &web_sg]),
+        0,
+    );
+    assert_code(
+        &dd.run(&["--region", R, "security-group", "delete", &admin_sg]),
+        0,
+    );
+}

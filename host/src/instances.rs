@@ -37,6 +37,7 @@ impl Host {
             "root_delete_on_termination": req.root_delete_on_termination,
             "tags": req.tags,
             "subnet": req.subnet_id,
+            "security_groups": req.security_group_ids,
         });
         // The subnet is checked before anything is made.
         let subnet = match &req.subnet_id {
@@ -45,6 +46,24 @@ impl Host {
                 self.in_region(sid, &subnet.region.clone(), subnet)?
             }
             None => store.default_subnet(&self.region)?,
+        };
+        let groups = if req.security_group_ids.is_empty() {
+            vec![store.default_security_group(&subnet.vpc_id, &self.region)?]
+        } else {
+            let mut groups = Vec::new();
+            for g in &req.security_group_ids {
+                let group = store.security_group(g)?;
+                if group.vpc_id != subnet.vpc_id {
+                    return Err(HostError::Invalid(format!(
+                        "security group {g} is in {}, the subnet {} in {}: use groups of the subnet's VPC",
+                        group.vpc_id, subnet.id, subnet.vpc_id
+                    )));
+                }
+                if !groups.contains(&group.id) {
+                    groups.push(group.id);
+                }
+            }
+            groups
         };
         let root_candidate = new_id("vol");
         let creation = store.begin_creation(
@@ -119,7 +138,8 @@ impl Host {
             |tx| {
                 store::insert_volume(tx, &root)?;
                 store::insert_instance(tx, &rec)?;
-                store::insert_primary_interface(tx, &id, &subnet)?;
+                let eni = store::insert_primary_interface(tx, &id, &subnet)?;
+                store::join_groups(tx, &eni.id, &groups)?;
                 tx.execute(
                     "UPDATE instances SET op_owner = ?2 WHERE id = ?1",
                     rusqlite::params![id, owner],

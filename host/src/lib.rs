@@ -17,6 +17,7 @@ mod images;
 mod instances;
 pub mod journal_replay;
 pub mod network;
+mod security_groups;
 pub mod store;
 pub mod supervisor;
 pub mod tags;
@@ -32,8 +33,9 @@ use supervisor::ControlCommand;
 
 pub use client_tokens::{ClientToken, CreatedKind, CreatedRecord};
 pub use store::{
-    parse_tag_filter, AfterHostFailure, HostStore, ImageRecord, InstanceConfig, InstanceRecord,
-    InstanceState, SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
+    parse_tag_filter, AfterHostFailure, Direction, GroupRecord, HostStore, ImageRecord,
+    InstanceConfig, InstanceRecord, InstanceState, Peer, Protocol, RuleRecord, RuleSpec,
+    SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
@@ -164,6 +166,9 @@ pub struct LaunchRequest {
     /// The subnet of the instance's primary interface; the region's
     /// default subnet when not given.
     pub subnet_id: Option<String>,
+    /// The security groups of its interface (of the subnet's VPC); the
+    /// VPC's default group when empty.
+    pub security_group_ids: Vec<String>,
 }
 
 /// The state reason of an instance whose process was found gone (a crash

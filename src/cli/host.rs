@@ -150,6 +150,54 @@ pub struct LaunchArgs {
     /// Subnet of its network interface (see `drydock subnets`) [default: the region's default subnet]
     #[arg(long, value_name = "SUBNET-ID")]
     pub subnet: Option<String>,
+    /// Security group of its network interface (repeatable; see `drydock security-groups`) [default: the VPC's default group]
+    #[arg(long = "security-group", value_name = "SG-ID")]
+    pub security_groups: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecurityGroupCommand {
+    /// Make a security group (it may send anywhere and admits nothing until rules are added)
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// VPC of the group [default: the region's default VPC]
+        #[arg(long, value_name = "VPC-ID")]
+        vpc: Option<String>,
+    },
+    /// Admit traffic: to members (ingress, the default) or from them (--egress)
+    Authorize(RuleArgs),
+    /// Remove a rule, named by what it matches
+    Revoke(RuleArgs),
+    /// Delete a group no instance is in and no other group's rule names
+    Delete { group: String },
+}
+
+/// A security group rule: protocol, ports and the other side.
+#[derive(Debug, clap::Args)]
+pub struct RuleArgs {
+    /// The group (sg-…)
+    pub group: String,
+    /// tcp, udp, icmp or all
+    #[arg(long, default_value = "tcp")]
+    pub protocol: String,
+    /// Port or range (tcp and udp): 22 or 8000-8080
+    #[arg(long)]
+    pub port: Option<String>,
+    /// The other side as an IPv4 CIDR block (0.0.0.0/0 for anywhere)
+    #[arg(
+        long,
+        conflicts_with = "source_group",
+        required_unless_present = "source_group"
+    )]
+    pub cidr: Option<String>,
+    /// The other side as the members of a group of the same VPC
+    #[arg(long, value_name = "SG-ID")]
+    pub source_group: Option<String>,
+    /// An egress rule (what members may send) instead of ingress
+    #[arg(long)]
+    pub egress: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -114,6 +114,11 @@ pub enum Command {
     Vpcs,
     /// List the region's subnets: range, kind, router address, addresses in use
     Subnets,
+    /// List the region's security groups with their rules and members
+    SecurityGroups,
+    /// Create a security group, authorize or revoke its rules, delete it
+    #[command(subcommand)]
+    SecurityGroup(SecurityGroupCommand),
     /// Launch, start, stop, reboot, terminate or modify an instance
     #[command(subcommand)]
     Instance(InstanceCommand),

@@ -388,6 +388,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         client_token,
         after_host_failure: AfterHostFailure::parse(&args.after_host_failure)?,
         subnet_id: args.subnet,
+        security_group_ids: args.security_groups,
     };
     if !ctx.json {
         eprintln!(

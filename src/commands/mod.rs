@@ -18,6 +18,7 @@ pub mod recover;
 pub mod run;
 pub mod runbooks;
 pub mod schedules;
+pub mod security_groups;
 pub mod serve;
 pub mod serve_socket;
 pub mod tokens;

@@ -277,7 +277,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let sites = ctx.call_sites.clone();
     doc("instance::launch(options)", &[
         "Launches an instance; returns its id (idempotent within a step: a step run again after a crash gets the same instance).",
-        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet).",
+        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet), `security_groups` (an array of ids; default: the VPC's default group).",
         "Example: `instance::launch(#{ image: \"img-…\", type: \"n2.small\", tags: #{ role: \"web\" } })`",
     ])
     .set_in(&mut inst, move |opts: Map| -> R<String> {
@@ -293,10 +293,13 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 "tags",
                 "client_token",
                 "subnet",
+                "security_groups",
             ],
         )?;
         for (key, value) in &opts {
-            if !["tags", "client_token"].contains(&key.as_str()) && !value.is_string() {
+            if !["tags", "client_token", "security_groups"].contains(&key.as_str())
+                && !value.is_string()
+            {
                 return Err(fail(HostError::Invalid(format!(
                     "instance::launch: `{key}` must be a string, not {}",
                     value.type_name()
@@ -304,6 +307,20 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             }
         }
         let tags = tags_option("instance::launch", &opts)?;
+        let security_group_ids: Vec<String> = match opts.get("security_groups") {
+            None => Vec::new(),
+            Some(v) => v
+                .clone()
+                .into_typed_array::<rhai::ImmutableString>()
+                .map_err(|_| {
+                    fail(HostError::Invalid(
+                        "instance::launch: `security_groups` is an array of group ids, e.g. [\"sg-…\"]".into(),
+                    ))
+                })?
+                .into_iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
         let client_token = token_for("instance::launch", &sites, "launch", Some(&opts))?;
         let get = |k: &str| opts.get(k).and_then(|v| v.clone().into_string().ok());
         let image = get("image")
@@ -336,6 +353,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             client_token,
             after_host_failure: Default::default(),
             subnet_id: get("subnet"),
+            security_group_ids,
         };
         Ok(o()?.launch(&req).map_err(fail)?.id)
     });

@@ -11,6 +11,7 @@
 //! Plumbing goes through the kernel's own tool, iproute2's `ip`, and
 //! /dev/net/tun; it needs CAP_NET_ADMIN (root).
 
+pub mod firewall;
 mod netns;
 mod tap;
 
@@ -120,6 +121,7 @@ pub fn attach(
     let tap = netns::in_namespace(&ns, || tap::open(&tap_name))
         .map_err(|e| needs_privilege(format!("cannot make TAP {tap_name} in {ns}: {e}")))?;
     netns::enslave(&ns, &tap_name, &bridge).map_err(needs_privilege)?;
+    write_firewall(data_dir, &ns, &iface.vpc_id)?;
     let guest_config = format!(
         "NET_MAC={}\nNET_ADDRESS={}/{}\nNET_GATEWAY={}\n",
         iface.mac,
@@ -132,6 +134,40 @@ pub fn attach(
         mac: iface.mac.clone(),
         guest_config,
     })
+}
+
+/// Writes the VPC's security groups into its namespace (call holding the
+/// VPC's lock).
+fn write_firewall(data_dir: &Path, ns: &str, vpc_id: &str) -> Result<(), HostError> {
+    let store = crate::store::HostStore::open(data_dir)?;
+    let mut members = Vec::new();
+    for iface in store.vpc_interfaces(vpc_id)? {
+        let Ok(ip) = iface.private_ip.parse() else {
+            tracing::warn!(interface = %iface.id, "a stored address is damaged; left out of the firewall");
+            continue;
+        };
+        members.push(firewall::Member {
+            tap: tap_name(&iface.id),
+            groups: store.groups_of(&iface.id)?,
+            interface_id: iface.id,
+            mac: iface.mac,
+            ip,
+        });
+    }
+    let groups = store.vpc_security_groups(vpc_id)?;
+    firewall::apply(ns, &firewall::render(&members, &groups)).map_err(needs_privilege)
+}
+
+/// Rewrites a VPC's security groups into its namespace after a change of
+/// groups, rules or members; nothing to do while no instance of the VPC
+/// runs (the next start writes them).
+pub fn refresh_firewall(data_dir: &Path, vpc_id: &str) -> Result<(), HostError> {
+    let _lock = VpcLock::take(data_dir, vpc_id)?;
+    let ns = namespace_name(data_dir, vpc_id);
+    if !Path::new(NETNS_DIR).join(&ns).exists() {
+        return Ok(());
+    }
+    write_firewall(data_dir, &ns, vpc_id)
 }
 
 fn needs_privilege(detail: String) -> HostError {

@@ -49,7 +49,13 @@ pub fn ensure(ns: &str) -> Result<(), String> {
             }
         }
     }
-    ip(&["-n", ns, "link", "set", "lo", "up"]).map(drop)
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    // Bridged IPv4 goes through the inet hooks (and connection tracking),
+    // where the security groups are: set in this namespace only.
+    in_namespace(ns, || {
+        std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1")
+    })
+    .map_err(|e| format!("cannot make {ns}'s bridges call netfilter: {e}"))
 }
 
 /// Makes bridge `bridge` in `ns` holding `address` (CIDR form), up.

@@ -1,7 +1,7 @@
 //! The host's state in SQLite: regions' instances, volumes, snapshots,
 //! images and their tags, VPCs, subnets and network interfaces, one file
 //! per table or group ([`instances`], [`volumes`], [`snapshots`],
-//! [`images`], [`tags`], [`network`]), the schema and its versioned
+//! [`images`], [`tags`], [`network`], [`security_groups`]), the schema and its versioned
 //! migrations in [`schema`]. Every change is a transaction; several
 //! drydock processes share the file.
 
@@ -9,6 +9,7 @@ mod images;
 mod instances;
 mod network;
 pub mod schema;
+mod security_groups;
 mod snapshots;
 mod tags;
 mod volumes;
@@ -27,6 +28,10 @@ pub use network::{
     default_vpc_cidr, mac_for, nth_address, InterfaceRecord, SubnetKind, SubnetRecord, VpcRecord,
 };
 pub(crate) use network::{delete_interfaces, insert_primary_interface};
+pub(crate) use security_groups::join_groups;
+pub use security_groups::{
+    check_group_name, is_group_id, Direction, GroupRecord, Peer, Protocol, RuleRecord, RuleSpec,
+};
 pub(crate) use snapshots::insert_snapshot;
 pub use snapshots::SnapshotRecord;
 pub use tags::{check_tag, parse_tag_filter, TagKind, Tags, MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE};

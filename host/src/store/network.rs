@@ -323,8 +323,13 @@ pub(crate) fn insert_primary_interface(
 }
 
 /// Frees an instance's interfaces (at terminate): their addresses go back
-/// to their subnets.
+/// to their subnets, they leave their security groups.
 pub(crate) fn delete_interfaces(conn: &Connection, instance_id: &str) -> Result<(), HostError> {
+    conn.execute(
+        "DELETE FROM interface_groups WHERE interface_id IN
+             (SELECT id FROM network_interfaces WHERE instance_id = ?1)",
+        [instance_id],
+    )?;
     conn.execute(
         "DELETE FROM network_interfaces WHERE instance_id = ?1",
         [instance_id],

@@ -74,6 +74,21 @@ CREATE TABLE network_interfaces (
     UNIQUE (subnet_id, private_ip), UNIQUE (instance_id, device_index)
 );
 "#,
+    // 7: security groups, their rules, and which interfaces are in them.
+    r#"
+CREATE TABLE security_groups (
+    id TEXT PRIMARY KEY, vpc_id TEXT NOT NULL, region TEXT NOT NULL, name TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '', is_default INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL, UNIQUE (vpc_id, name)
+);
+CREATE TABLE security_group_rules (
+    id TEXT PRIMARY KEY, group_id TEXT NOT NULL, direction TEXT NOT NULL, protocol TEXT NOT NULL,
+    port_from INTEGER, port_to INTEGER, cidr TEXT, source_group TEXT, created_at INTEGER NOT NULL
+);
+CREATE TABLE interface_groups (
+    interface_id TEXT NOT NULL, group_id TEXT NOT NULL, PRIMARY KEY (interface_id, group_id)
+);
+"#,
 ];
 
 /// The version this drydock writes.

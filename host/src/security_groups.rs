@@ -1,0 +1,70 @@
+//! Security groups of a region: made, changed and deleted through the
+//! store, then written into the VPC's namespace at once, so a rule takes
+//! effect on running instances as soon as the command returns.
+
+use crate::store::{GroupRecord, RuleSpec};
+use crate::{Host, HostError};
+
+impl Host {
+    /// The region's security groups with their rules.
+    pub fn security_groups(&self) -> Result<Vec<GroupRecord>, HostError> {
+        let mut store = self.store()?;
+        store.default_subnet(self.region())?;
+        store.security_groups(self.region())
+    }
+
+    /// A group of this region.
+    pub fn security_group(&self, id: &str) -> Result<GroupRecord, HostError> {
+        let g = self.store()?.security_group(id)?;
+        self.in_region(id, &g.region.clone(), g)
+    }
+
+    /// Makes a group in `vpc_id` (the region's default VPC when `None`).
+    pub fn create_security_group(
+        &self,
+        name: &str,
+        description: &str,
+        vpc_id: Option<&str>,
+    ) -> Result<GroupRecord, HostError> {
+        let mut store = self.store()?;
+        let default = store.default_subnet(self.region())?;
+        let vpc = match vpc_id {
+            None => default.vpc_id,
+            Some(v) => {
+                let found = store.vpcs(self.region())?.into_iter().find(|x| x.id == v);
+                match found {
+                    Some(vpc) => vpc.id,
+                    None => {
+                        return Err(HostError::NotFound(format!(
+                            "no VPC {v} in {}; `drydock vpcs` lists them",
+                            self.region()
+                        )))
+                    }
+                }
+            }
+        };
+        store.create_security_group(&vpc, self.region(), name, description)
+    }
+
+    /// Adds a rule to a group and applies it to running instances.
+    pub fn authorize(&self, group_id: &str, rule: &RuleSpec) -> Result<GroupRecord, HostError> {
+        let g = self.security_group(group_id)?;
+        self.store()?.authorize(group_id, rule)?;
+        crate::network::refresh_firewall(&self.data_dir, &g.vpc_id)?;
+        self.security_group(group_id)
+    }
+
+    /// Removes a rule from a group and applies that to running instances.
+    pub fn revoke(&self, group_id: &str, rule: &RuleSpec) -> Result<GroupRecord, HostError> {
+        let g = self.security_group(group_id)?;
+        self.store()?.revoke(group_id, rule)?;
+        crate::network::refresh_firewall(&self.data_dir, &g.vpc_id)?;
+        self.security_group(group_id)
+    }
+
+    /// Deletes a group nothing uses.
+    pub fn delete_security_group(&self, group_id: &str) -> Result<(), HostError> {
+        self.security_group(group_id)?;
+        self.store()?.delete_security_group(group_id)
+    }
+}
