@@ -38,6 +38,7 @@ impl ExpectHandle {
         ];
         let mut sent_user = false;
         let mut sent_password = false;
+        let mut user_sent_at = std::time::Instant::now();
         for _ in 0..10 {
             let m = self.expect_one(pos, prompts.clone(), timeout)?;
             match m["index"].as_int().unwrap_or(-1) {
@@ -45,9 +46,18 @@ impl ExpectHandle {
                     self.send(pos, &format!("{user}\r"))?;
                     sent_user = true;
                     sent_password = false;
+                    user_sent_at = std::time::Instant::now();
                 }
                 1 if sent_user && !sent_password => {
-                    self.wait_quiet(pos, Duration::from_millis(500), Duration::from_secs(10))?;
+                    // `login` prints its prompt, then turns echo off and
+                    // flushes input: typed before that, the password would
+                    // be echoed on the console and thrown away. A slow
+                    // guest (one under emulation, a loaded host) takes
+                    // longer for both: the quiet asked for grows with how
+                    // long the prompt took to come.
+                    let quiet = (user_sent_at.elapsed() * 2)
+                        .clamp(Duration::from_millis(500), Duration::from_secs(5));
+                    self.wait_quiet(pos, quiet, Duration::from_secs(10))?;
                     self.send(pos, &format!("{password}\r"))?;
                     sent_password = true;
                 }
