@@ -145,6 +145,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             commands::recover::run(&ctx, no_resume)
         }
         Command::Console(args) => commands::console::attach(&ctx, args),
+        Command::Ssh(args) => commands::ssh::run(&ctx, args),
         Command::HostInfo => commands::host::host_info(&ctx),
         Command::InstanceTypes => commands::host::instance_types(&ctx),
         Command::Vpcs => commands::network::vpcs(&ctx),

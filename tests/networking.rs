@@ -397,3 +397,114 @@ fn security_groups_admit_a_source_group_not_others_and_change_live() {
         0,
     );
 }
+
+#[test]
+fn ssh_reaches_an_instance_with_the_host_key_its_console_announced_and_refuses_another() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let key = dd.work().join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pubkey = format!("{}.pub", key.display());
+    let id = dd.launch(
+        R,
+        &img,
+        &[
+            "--root-password",
+            PW,
+            "--ssh-key",
+            &pubkey,
+            "--type",
+            "n2.small",
+        ],
+    );
+    dd.wait_login(R, &id);
+    let boot = dd.console(R, &id, Some(1));
+    assert!(boot.contains("-----BEGIN SSH HOST KEY KEYS-----"), "{boot}");
+    assert!(
+        boot.contains("-----BEGIN SSH HOST KEY FINGERPRINTS-----"),
+        "{boot}"
+    );
+
+    // From a runbook: by key and by password, inside the VPC.
+    let key_s = key.display().to_string();
+    let run = |script: &str| dd.run(&["--region", R, "repl", "-c", script]);
+    let out = run(&format!(
+        "let h = ssh::connect(\"{id}\", #{{ key: \"{key_s}\" }}); h.exec(\"cat /etc/hostname\").stdout"
+    ));
+    assert_code(&out, 0);
+    assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));
+    let out = run(&format!(
+        "let h = ssh::connect(\"{id}\", #{{ password: \"{PW}\" }}); h.exec(\"id -u\").stdout"
+    ));
+    assert_code(&out, 0);
+    assert!(text(&out.stdout).contains('0'), "{}", text(&out.stdout));
+    // For people: OpenSSH's client, the same pin.
+    let out = dd.run(&[
+        "--region",
+        R,
+        "ssh",
+        &id,
+        "-i",
+        &key_s,
+        "--",
+        "cat",
+        "/etc/hostname",
+    ]);
+    assert_code(&out, 0);
+    assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));
+
+    // The server's key changes without the console announcing it: both
+    // refuse before authenticating.
+    dd.guest(
+        R,
+        &id,
+        PW,
+        "dropbearkey -t ed25519 -f /tmp/other_key >/dev/null 2>&1; killall dropbear; sleep 0.5; dropbear -r /tmp/other_key -p 22",
+    );
+    let out = run(&format!(
+        "let h = ssh::connect(\"{id}\", #{{ key: \"{key_s}\" }}); h.exec(\"true\").stdout"
+    ));
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("REFUSED") && err.contains("announced"),
+        "{err}"
+    );
+    let out = dd.run(&["--region", R, "ssh", &id, "-i", &key_s, "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Restarted by its service, the server announces its own key again.
+    dd.guest(
+        R,
+        &id,
+        PW,
+        "killall dropbear; sleep 0.5; service sshd start",
+    );
+    let out = dd.run(&["--region", R, "ssh", &id, "-i", &key_s, "--", "true"]);
+    assert_code(&out, 0);
+
+    // Bad input: not an instance, a stopped one, a user name with a shell
+    // character.
+    let out = dd.run(&["--region", R, "ssh", "i-000000000000"]);
+    assert_code(&out, 2);
+    let out = dd.run(&["--region", R, "ssh", &id, "-l", "root;id"]);
+    assert_code(&out, 2);
+    dd.stop_instance(R, &id);
+    let out = dd.run(&["--region", R, "ssh", &id]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("start it first"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -277,6 +277,14 @@ impl Host {
         };
         supervisor::send_control(&self.instance_dir(id), &command)?;
         self.wait_for(id, STOP_TIMEOUT, |i| i.state == InstanceState::Stopped)?;
+        // The instance process ends after recording the stop, once it has
+        // taken down what the instance used (its VPC's namespace when it
+        // was the last): a stop returns when nothing of it is left.
+        let dir = self.instance_dir(id);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while supervisor::instance_process_running(&dir) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.store()?.instance(id)
     }
 

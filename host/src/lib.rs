@@ -13,6 +13,7 @@ mod console_log;
 mod driver_volumes;
 pub mod extents;
 pub mod faults;
+mod host_keys;
 mod images;
 mod instances;
 pub mod journal_replay;

@@ -14,6 +14,7 @@ pub mod kernel;
 mod modules;
 pub mod packages;
 mod rootfs;
+pub mod ssh_server;
 pub mod vmlinux;
 
 use std::io::Write;
@@ -78,8 +79,8 @@ pub const NIC_DRIVERS: &[&str] = &["virtio_net"];
 /// volume holds the kernel, modules, initramfs and boot configuration; 5:
 /// the build leaves a memo of them, boot-memo.json; 6: services in
 /// /etc/init.d and the `service` command; 7: the network service and the
-/// NIC driver on the root volume).
-const LAYOUT_VERSION: u32 = 7;
+/// NIC driver on the root volume; 8: the SSH server).
+const LAYOUT_VERSION: u32 = 8;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,11 +174,18 @@ fn digest(bytes: &[u8]) -> String {
     short_hex(&Sha256::digest(bytes))
 }
 
-fn cache_key(kernel: &PackageVersion, busybox: &PackageVersion, recipe: &ImageRecipe) -> String {
+fn cache_key(
+    kernel: &PackageVersion,
+    busybox: &PackageVersion,
+    ssh: &[PackageVersion],
+    recipe: &ImageRecipe,
+) -> String {
     let mut h = Sha256::new();
     h.update(format!(
-        "{LAYOUT_VERSION}\n{kernel:?}\n{busybox:?}\n{recipe:?}\n"
+        "{LAYOUT_VERSION}\n{kernel:?}\n{busybox:?}\n{ssh:?}\n{recipe:?}\n"
     ));
+    h.update(rootfs::NETWORK);
+    h.update(rootfs::SSHD);
     h.update(INITRAMFS_INIT);
     h.update(include_str!("guest/rcS.sh"));
     h.update(rootfs::UPDATE_INITRAMFS);
@@ -354,7 +362,8 @@ pub fn build(
     let source = KernelSource::for_recipe(recipe)?;
     let kernel_version = source.version();
     let busybox = packages::resolve(BUSYBOX)?;
-    let key = cache_key(&kernel_version, &busybox, recipe);
+    let ssh = ssh_server::resolve()?;
+    let key = cache_key(&kernel_version, &busybox, &ssh, recipe);
     let dir = images_dir.join(format!("build-{key}"));
     if dir.join("manifest.json").exists() {
         return BuiltImage::open(&dir);
@@ -386,6 +395,8 @@ pub fn build(
     progress("building the root volume");
     let tree = work.path().join("root");
     rootfs::populate(&tree, &busybox_bin)?;
+    progress("adding the SSH server");
+    ssh_server::install(&tree, &ssh, &cache)?;
     // The kernel as the image boots it: a bzImage (Debian's, or one of
     // the operator's own) as vmlinuz, an ELF of one's own as vmlinux.
     let (kernel_name, kernel_file) = if staged.join("vmlinuz").exists() {

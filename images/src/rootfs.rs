@@ -17,6 +17,8 @@ pub(super) const SERVICE: &str = include_str!("guest/service.sh");
 pub(super) const SYSLOGD: &str = include_str!("guest/syslogd.sh");
 /// The instance's network interface, from the config disk.
 pub(super) const NETWORK: &str = include_str!("guest/network.sh");
+/// The SSH server, its host key announced on the console.
+pub(super) const SSHD: &str = include_str!("guest/sshd.sh");
 /// In the guest: rebuilds the initramfs from /etc/initramfs/modules.
 pub(super) const UPDATE_INITRAMFS: &str = include_str!("guest/update-initramfs.sh");
 /// In the guest: lists what an initramfs holds.
@@ -125,6 +127,7 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
     write(&etc.join("drydock-disk-event"), DISK_EVENT, 0o755)?;
     write(&etc.join("init.d/S05network"), NETWORK, 0o755)?;
     write(&etc.join("init.d/S10syslogd"), SYSLOGD, 0o755)?;
+    write(&etc.join("init.d/S20sshd"), SSHD, 0o755)?;
     write(&tree.join("usr/sbin/service"), SERVICE, 0o755)?;
     Ok(())
 }

@@ -250,6 +250,21 @@ pub enum DrillCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The instance (i-…)
+    pub instance: String,
+    /// Log in as this user
+    #[arg(long, short = 'l', default_value = "root")]
+    pub user: String,
+    /// Private key file (else ssh's defaults, or a password prompt)
+    #[arg(short = 'i', value_name = "KEY")]
+    pub identity: Option<std::path::PathBuf>,
+    /// A command to run instead of a login shell (after --)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ConsoleOutputArgs {
     pub instance: String,
     /// Only the last N lines

@@ -133,6 +133,8 @@ pub enum Command {
     Drill(DrillCommand),
     /// What one boot of an instance printed on its serial console
     ConsoleOutput(ConsoleOutputArgs),
+    /// SSH to an instance (OpenSSH's client, from inside its VPC; its host key pinned to the one its console announced): drydock ssh i-… [-i KEY] [-- COMMAND]
+    Ssh(SshArgs),
     /// Attach to an instance's serial console (Ctrl-] then q detaches)
     Console(ConsoleArgs),
     /// List regions and what each holds

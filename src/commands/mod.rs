@@ -21,6 +21,7 @@ pub mod schedules;
 pub mod security_groups;
 pub mod serve;
 pub mod serve_socket;
+pub mod ssh;
 pub mod tokens;
 pub mod vmm_bench;
 pub mod volumes;

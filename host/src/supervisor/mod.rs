@@ -105,6 +105,13 @@ pub fn supervise(data_dir: &Path, id: &str, programs: &VmmPrograms) -> Result<()
         Ok(reason) => reason.clone(),
         Err(e) => format!("could not run: {e}"),
     };
+    // Instance-store volumes are wiped at stop: before the instance is
+    // seen stopped.
+    for v in store.attached(id)? {
+        if v.kind == VolumeKind::InstanceStore {
+            let _ = std::fs::remove_file(&v.path);
+        }
+    }
     store.set_state(id, InstanceState::Stopped, &reason)?;
     store.set_supervisor(id, None, None)?;
     // The VPC's namespace goes with its last running instance.
@@ -115,12 +122,6 @@ pub fn supervise(data_dir: &Path, id: &str, programs: &VmmPrograms) -> Result<()
                 "cannot remove the network of {}: {e}",
                 iface.vpc_id
             );
-        }
-    }
-    // Instance-store volumes are wiped at stop.
-    for v in store.attached(id)? {
-        if v.kind == VolumeKind::InstanceStore {
-            let _ = std::fs::remove_file(&v.path);
         }
     }
     result.map(|_| ())

@@ -25,6 +25,12 @@ pub enum HostKeyPolicy {
     AcceptNew,
     /// Only the key with this SHA-256 digest (known_hosts is not consulted).
     Pinned([u8; 32]),
+    /// Only a key a drydock instance announced on its serial console
+    /// (known_hosts is not consulted).
+    Announced {
+        instance: String,
+        digests: Vec<[u8; 32]>,
+    },
 }
 
 impl HostKeyPolicy {

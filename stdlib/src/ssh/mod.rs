@@ -1,5 +1,6 @@
 //! `ssh::connect(host, #{ user, key | password, port, host_key, known_hosts,
-//! connect_timeout })` in Rhai: run commands (stdout and stderr read
+//! connect_timeout })` in Rhai (`host` may be a drydock instance: its
+//! address inside its VPC, its host key the one its console announced): run commands (stdout and stderr read
 //! together, as text and, on request, as exact bytes), upload and download
 //! files over SFTP, and open an interactive shell that `expect` can drive.
 //!
@@ -89,6 +90,62 @@ const CONNECT_KEYS: &[&str] = &[
     "known_hosts",
     "connect_timeout",
 ];
+
+/// `i-` and hex digits: a drydock instance, not a host name.
+fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-")
+        .is_some_and(|h| !h.is_empty() && h.len() <= 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Where an instance's SSH server is, and the keys it announced.
+struct InstanceTarget {
+    vpc_id: String,
+    address: std::net::SocketAddr,
+    digests: Vec<[u8; 32]>,
+}
+
+fn instance_target(
+    open_host: &dyn Fn() -> Result<drydock_host::Host, drydock_host::HostError>,
+    id: &str,
+    port: u16,
+) -> Result<InstanceTarget, String> {
+    let host = open_host().map_err(|e| e.to_string())?;
+    let store = host.store().map_err(|e| e.to_string())?;
+    let rec = store.instance(id).map_err(|e| e.to_string())?;
+    host.in_region(id, &rec.region.clone(), ())
+        .map_err(|e| e.to_string())?;
+    if rec.state != drydock_host::InstanceState::Running {
+        return Err(format!(
+            "the instance is {}; start it first (`instance::ensure_running(id, #{{}})`)",
+            rec.state
+        ));
+    }
+    let eni = store
+        .interfaces(id)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "the instance has no network interface".to_string())?;
+    let ip: std::net::IpAddr = eni
+        .private_ip
+        .parse()
+        .map_err(|_| "its stored address is damaged".to_string())?;
+    let keys = host.announced_host_keys(id).map_err(|e| e.to_string())?;
+    let digests = keys
+        .iter()
+        .filter_map(|k| k.split_whitespace().nth(1))
+        .filter_map(known_hosts::decode_base64)
+        .map(|blob| known_hosts::digest(&blob))
+        .collect::<Vec<_>>();
+    if digests.is_empty() {
+        return Err("the host keys its console announced cannot be read".into());
+    }
+    Ok(InstanceTarget {
+        vpc_id: eni.vpc_id,
+        address: std::net::SocketAddr::new(ip, port),
+        digests,
+    })
+}
 
 /// Reads the options map of `ssh::connect`.
 pub fn connect_options(opts: &Map, data_dir: &Path) -> Result<ConnectOptions, String> {
@@ -229,17 +286,51 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let mut module = Module::new();
     let interrupt = ctx.interrupt.clone();
     let data_dir = ctx.data_dir.clone();
+    let open_host = crate::instances::host_opener(ctx);
     doc("ssh::connect(host, options)", &[
-        "An SSH connection to `host`, its host key checked before authenticating.",
-        "Options: `user` (default root), `key` (a private key file), `password`, `port` (22), `host_key`: `\"strict\"` (default: an unknown host is refused, with its fingerprint), `\"accept-new\"` or a pinned `\"SHA256:…\"`; `known_hosts` (another file), `connect_timeout` (30s). A changed key is always refused.",
-        "Example: `let h = ssh::connect(\"10.0.0.5\", #{ user: \"root\", key: \"/root/.ssh/id_ed25519\" });`",
+        "An SSH connection to `host` — a host name, an address, or a drydock instance id (`i-…`: its private address, reached inside its VPC, its host key pinned to the one it announced on its serial console) — the host key checked before authenticating.",
+        "Options: `user` (default root), `key` (a private key file), `password`, `port` (22), `host_key`: `\"strict\"` (default: an unknown host is refused, with its fingerprint), `\"accept-new\"` or a pinned `\"SHA256:…\"` (not for instances); `known_hosts` (another file), `connect_timeout` (30s). A changed key is always refused.",
+        "Example: `let h = ssh::connect(\"10.0.0.5\", #{ user: \"root\", key: \"/root/.ssh/id_ed25519\" });` or `ssh::connect(id, #{ password: secret(\"pw\") })`",
     ])
     .set_in(
         &mut module,
         move |host: &str, opts: Map| -> Result<SshSession, Box<EvalAltResult>> {
-            let o = connect_options(&opts, &data_dir)
+            let mut o = connect_options(&opts, &data_dir)
                 .map_err(|e| fail(Position::NONE, format!("ssh {host}: {e}")))?;
-            connect(host, &o, interrupt.clone()).map_err(|e| e.into_rhai(Position::NONE))
+            if !is_instance_id(host) {
+                return connect(host, &o, interrupt.clone())
+                    .map_err(|e| e.into_rhai(Position::NONE));
+            }
+            if opts.contains_key("host_key") || opts.contains_key("known_hosts") {
+                return Err(fail(
+                    Position::NONE,
+                    format!("ssh {host}: an instance's host key is the one it announced on its serial console; drop `host_key` and `known_hosts`"),
+                ));
+            }
+            let target = instance_target(&open_host, host, o.port)
+                .map_err(|e| fail(Position::NONE, format!("ssh {host}: {e}")))?;
+            o.host_key = HostKeyPolicy::Announced {
+                instance: host.to_string(),
+                digests: target.digests,
+            };
+            let tcp = drydock_host::network::connect(
+                &data_dir,
+                &target.vpc_id,
+                target.address,
+                o.connect_timeout,
+            )
+            .map_err(|e| {
+                fail(
+                    Position::NONE,
+                    format!(
+                        "ssh {host} ({}): cannot connect: {e}; is its SSH server running (`service sshd status` on its console) and does a security group admit port {}?",
+                        target.address, o.port
+                    ),
+                )
+            })?;
+            let label = format!("{host} ({})", target.address.ip());
+            connect_with(&label, &o, interrupt.clone(), Some(tcp))
+                .map_err(|e| e.into_rhai(Position::NONE))
         },
     );
     engine.register_static_module("ssh", module.into());

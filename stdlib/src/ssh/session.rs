@@ -185,11 +185,23 @@ pub fn connect(
     opts: &ConnectOptions,
     interrupt: Arc<Interrupt>,
 ) -> Result<SshSession, SshError> {
+    connect_with(host, opts, interrupt, None)
+}
+
+/// As [`connect`], over `tcp` when given (a connection the caller made,
+/// e.g. from inside an instance's VPC) instead of connecting to `host`,
+/// which then only names the server in messages.
+pub fn connect_with(
+    host: &str,
+    opts: &ConnectOptions,
+    interrupt: Arc<Interrupt>,
+    tcp: Option<TcpStream>,
+) -> Result<SshSession, SshError> {
     let port = opts.port;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let label = format!("ssh {}@{host}:{port}", opts.user);
     let failed = |m: String| SshError::Failed(format!("{label}: {m}"));
-    if !known_hosts::valid_host(host) {
+    if tcp.is_none() && !known_hosts::valid_host(host) {
         return Err(failed(format!(
             "{host:?} is not a host name or address (letters, digits, `.-_:%` only)"
         )));
@@ -217,13 +229,18 @@ pub fn connect(
         limit: Some((until, opts.connect_timeout, "connect_timeout")),
     };
     interrupt.check().map_err(SshError::Interrupted)?;
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| failed(format!("cannot resolve {host}: {e}; check the host name")))?
-        .collect();
+    let given = tcp;
+    let addrs: Vec<_> = if given.is_some() {
+        Vec::new()
+    } else {
+        (host, port)
+            .to_socket_addrs()
+            .map_err(|e| failed(format!("cannot resolve {host}: {e}; check the host name")))?
+            .collect()
+    };
     let mut last_err = None;
-    let mut tcp = None;
-    for addr in &addrs {
+    let mut tcp = given;
+    for addr in addrs.iter().filter(|_| tcp.is_none()) {
         let mut left = until.saturating_duration_since(Instant::now());
         if let Some(d) = interrupt.nearest_deadline() {
             left = left.min(d.saturating_duration_since(Instant::now()));
@@ -354,6 +371,20 @@ pub(super) fn check_host_key(
     let name = known_hosts::host_name(host, port);
     let remove_hint = format!("ssh-keygen -R '{name}' -f {file}");
     match &opts.host_key {
+        HostKeyPolicy::Announced { instance, digests } => {
+            if digests.contains(&known_hosts::digest(&blob)) {
+                tracing::info!(%label, %fp, "host key matches the one {instance} announced on its console");
+                return Ok(());
+            }
+            let announced: Vec<String> = digests
+                .iter()
+                .map(known_hosts::fingerprint_of_digest)
+                .collect();
+            Err(failed(format!(
+                "REFUSED: host key verification failed. {instance} ({host}:{port}) presented {key_type} {fp}, but its serial console announced {}; this may be an impostor, or its key changed without the console saying so. Nothing was sent to it. See what it announced with `drydock console-output {instance}`; if its key really changed, restart its SSH server so that it announces the new one (`service sshd restart` on its console)",
+                announced.join(", ")
+            )))
+        }
         HostKeyPolicy::Pinned(want) => {
             if known_hosts::digest(&blob) == *want {
                 tracing::info!(%label, %fp, "host key matches the pinned fingerprint");
