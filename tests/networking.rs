@@ -508,3 +508,88 @@ fn ssh_reaches_an_instance_with_the_host_key_its_console_announced_and_refuses_a
         text(&out.stderr)
     );
 }
+
+fn restore(dd: &Drydock, id: &str) -> std::process::Output {
+    dd.command(&[
+        "--json",
+        "--region",
+        R,
+        "run",
+        "restore-network-access",
+        "-p",
+        &format!("instance={id}"),
+        "-p",
+        "password=env:DD_TEST_PW",
+    ])
+    .env("DD_TEST_PW", PW)
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn network_faults_show_on_the_console_and_restore_network_access_repairs_them_over_it() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let id = dd.launch(R, &img, &["--root-password", PW, "--allow-faults"]);
+    dd.wait_login(R, &id);
+    let ip = private_ip(&dd, &id);
+
+    // A wrong hand-written address and a broken SSH server, at once.
+    dd.stop_instance(R, &id);
+    for fault in ["network-config-broken", "sshd-broken"] {
+        assert_code(&dd.run(&["--region", R, "fault", "inject", &id, fault]), 0);
+    }
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
+    let boot = dd.console(R, &id, None);
+    assert!(
+        boot.contains("drydock: network: eth0=192.168.254.10/24"),
+        "{boot}"
+    );
+    assert!(
+        boot.contains("drydock: service sshd failed to start"),
+        "{boot}"
+    );
+    assert_eq!(tcp_check(&dd, &id, 22)["open"], false, "SSH is unreachable");
+
+    let out = restore(&dd, &id);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = &v["output"];
+    assert_eq!(result["changed"], true, "{v}");
+    let problems = result["diagnosis"]["problems"].to_string();
+    assert!(
+        problems.contains("address") && problems.contains("sshd"),
+        "{problems}"
+    );
+    assert_eq!(result["after"]["hostname"], id.as_str(), "{v}");
+    assert_eq!(tcp_check(&dd, &id, 22)["open"], true);
+    let addr = dd.guest(R, &id, PW, "ip -4 -o addr show dev eth0");
+    assert!(addr.contains(&format!("inet {ip}/24")), "{addr}");
+    // Nothing left to fix: a second run changes nothing.
+    let out = restore(&dd, &id);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"]["changed"], false, "{v}");
+
+    // Without its network driver the instance has no interface; the
+    // runbook says so and how to install it.
+    dd.inject_fault(R, &id, "nic-driver-missing");
+    dd.wait_login(R, &id);
+    assert!(dd.console(R, &id, None).contains("drydock: network: none"));
+    let out = restore(&dd, &id);
+    assert_code(&out, 1);
+    let err = text(&out.stderr) + &text(&out.stdout);
+    assert!(err.contains("virtio_net is missing"), "{err}");
+    // Reverted, the instance has its network again.
+    dd.stop_instance(R, &id);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "revert", &id, "nic-driver-missing"]),
+        0,
+    );
+    dd.start_instance(R, &id);
+    dd.wait_login(R, &id);
+    assert_eq!(tcp_check(&dd, &id, 22)["open"], true);
+}

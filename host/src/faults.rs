@@ -72,7 +72,28 @@ pub const CATALOG: &[FaultKind] = &[
         description: "root's ~/.profile ends every login shell at once",
         symptom: "",
     },
+    FaultKind {
+        name: "network-config-broken",
+        description: "a hand-written /etc/network.local gives the interface an address outside its subnet: nothing reaches the instance over the network",
+        symptom: "drydock: network: eth0=192.168.254.10/24",
+    },
+    FaultKind {
+        name: "sshd-broken",
+        description: "the SSH server's host key file is damaged: the server does not start (SSH refused)",
+        symptom: "drydock: service sshd failed to start",
+    },
+    FaultKind {
+        name: "nic-driver-missing",
+        description: "the network driver (virtio_net) is gone from the root volume's modules: the instance has no interface",
+        symptom: "drydock: network: none",
+    },
 ];
+
+/// What `network-config-broken` writes.
+const BROKEN_NETWORK_LOCAL: &str =
+    "# written by hand\nNET_ADDRESS=192.168.254.10/24\nNET_GATEWAY=192.168.254.1\n";
+/// The SSH server's host key (and the instance it was made for).
+const SSH_HOST_KEY: &str = "/etc/dropbear/dropbear_ed25519_host_key";
 
 /// The fault of that name.
 pub fn kind(name: &str) -> Result<&'static FaultKind, HostError> {
@@ -425,6 +446,53 @@ impl Host {
                     0o644,
                 ));
                 detail = format!("{profile} ends every login shell");
+            }
+            "network-config-broken" => {
+                let local = "/etc/network.local";
+                undo.files
+                    .push((local.into(), volume_files::previous(&volume, local)?));
+                changes.push(Change::Write(
+                    local.into(),
+                    BROKEN_NETWORK_LOCAL.as_bytes().to_vec(),
+                    0o644,
+                ));
+                detail = format!("{local} sets 192.168.254.10/24 via 192.168.254.1");
+            }
+            "sshd-broken" => {
+                let marker = format!("{SSH_HOST_KEY}.instance");
+                undo.files.push((
+                    SSH_HOST_KEY.into(),
+                    volume_files::previous(&volume, SSH_HOST_KEY)?,
+                ));
+                undo.files
+                    .push((marker.clone(), volume_files::previous(&volume, &marker)?));
+                changes.push(Change::Write(
+                    SSH_HOST_KEY.into(),
+                    b"drydock fault: not a host key\n".to_vec(),
+                    0o600,
+                ));
+                // Marked as this instance's: the service keeps it.
+                changes.push(Change::Write(marker, format!("{id}\n").into_bytes(), 0o644));
+                detail = format!("{SSH_HOST_KEY} damaged");
+            }
+            "nic-driver-missing" => {
+                let mut found = None;
+                for release in volume_files::list(&volume, "/lib/modules")? {
+                    let path = format!("/lib/modules/{release}/kernel/drivers/net/virtio_net.ko");
+                    if volume_files::read(&volume, &path)?.is_some() {
+                        found = Some(path);
+                        break;
+                    }
+                }
+                let path = found.ok_or_else(|| {
+                    HostError::Conflict(format!(
+                        "instance {id}'s root volume has no virtio_net module: the driver is already missing (or built into its kernel)"
+                    ))
+                })?;
+                let moved = format!("{path}.drydock-fault");
+                undo.renames.push((path.clone(), moved.clone()));
+                changes.push(Change::Rename(path.clone(), moved.clone()));
+                detail = format!("{path} moved to {moved}");
             }
             other => return Err(HostError::Invalid(format!("fault `{other}` has no recipe"))),
         }

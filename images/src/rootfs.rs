@@ -64,6 +64,7 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
         "usr/bin",
         "usr/sbin",
         "etc/init.d",
+        "etc/dropbear",
         "root",
         "tmp",
         "var/lib/drydock",

@@ -2,7 +2,14 @@
 # network: the instance's primary interface, as the config disk describes
 # it (/run/drydock/config/network: NET_MAC, NET_ADDRESS, NET_GATEWAY),
 # configured on the NIC with that MAC address once its driver is loaded.
+# /etc/network.local, when present, overrides those settings by hand (as
+# a hand-edited interfaces file would) — and can be wrong.
 conf=/run/drydock/config/network
+local=/etc/network.local
+settings() {
+    . "$conf"
+    if [ -s "$local" ]; then . "$local"; fi
+}
 nic() {
     for a in /sys/class/net/*/address; do
         [ -e "$a" ] || continue
@@ -14,7 +21,7 @@ case "$1" in
     start)
         ip link set lo up
         [ -s "$conf" ] || { echo "network: the instance has no network interface"; exit 0; }
-        . "$conf"
+        settings
         modprobe virtio_net 2>/dev/null
         tries=0
         until dev="$(nic)"; do
@@ -32,7 +39,7 @@ case "$1" in
         ;;
     stop)
         [ -s "$conf" ] || exit 0
-        . "$conf"
+        settings
         dev="$(nic)" || exit 0
         ip addr flush dev "$dev"
         ip link set "$dev" down
@@ -43,7 +50,7 @@ case "$1" in
         ;;
     status)
         [ -s "$conf" ] || { echo "no interface"; exit 3; }
-        . "$conf"
+        settings
         if dev="$(nic)" && ip addr show dev "$dev" | grep -q "inet ${NET_ADDRESS%/*}/"; then
             echo "running: $dev $NET_ADDRESS"
         else
