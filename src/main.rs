@@ -150,6 +150,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::InstanceTypes => commands::host::instance_types(&ctx),
         Command::Vpcs => commands::network::vpcs(&ctx),
         Command::Subnets => commands::network::subnets(&ctx),
+        Command::Vpc(cmd) => commands::network::vpc(&ctx, cmd),
+        Command::Subnet(cmd) => commands::network::subnet(&ctx, cmd),
         Command::SecurityGroups => commands::security_groups::list(&ctx),
         Command::SecurityGroup(cmd) => commands::security_groups::run(&ctx, cmd),
         Command::Volumes { action: None } => commands::volumes::volumes(&ctx),

@@ -593,3 +593,206 @@ fn network_faults_show_on_the_console_and_restore_network_access_repairs_them_ov
     dd.wait_login(R, &id);
     assert_eq!(tcp_check(&dd, &id, 22)["open"], true);
 }
+
+/// A stand-in internet: a network namespace of the test's own, holding
+/// 198.51.100.1 (a documentation address, routed nowhere) with a listener
+/// on port 8080 that answers `outside <the address it saw>`.
+struct Outside {
+    name: String,
+    listener: std::process::Child,
+}
+
+impl Outside {
+    fn new() -> Self {
+        let name = format!("ddtest-outside-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        };
+        let _ = Command::new("ip").args(["netns", "delete", &name]).output();
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ip(&["-n", &name, "addr", "add", "198.51.100.1/32", "dev", "lo"]);
+        let server = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('198.51.100.1', 8080))\ns.listen(8)\nwhile True:\n    c, peer = s.accept()\n    c.sendall(('outside %s\\n' % peer[0]).encode())\n    c.close()\n";
+        let listener = Command::new("ip")
+            .args(["netns", "exec", &name, "/usr/bin/python3", "-c", server])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Self { name, listener }
+    }
+
+    fn links(&self) -> String {
+        links_in(&self.name)
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn public_subnets_reach_out_through_the_uplink_and_private_ones_do_not() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let outside = Outside::new();
+
+    // Bad input first: nothing is made.
+    for (args, says) in [
+        (
+            vec!["vpc", "create", "--cidr", "8.8.8.0/24"],
+            "not a private range",
+        ),
+        (vec!["vpc", "create", "--cidr", "10.60.0.1/16"], "host bits"),
+        (vec!["vpc", "create", "--cidr", "10.0.0.0/8"], "/16 to /24"),
+    ] {
+        let mut a = vec!["--region", R];
+        a.extend(args.iter().copied());
+        let out = dd.run(&a);
+        assert_code(&out, 2);
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let vpc = dd.json(&["--region", R, "vpc", "create", "--cidr", "10.60.0.0/16"]);
+    let vpc = vpc["id"].as_str().unwrap().to_string();
+    let subnet = |cidr: &str, private: bool| {
+        let mut a = vec![
+            "--region", R, "subnet", "create", "--vpc", &vpc, "--cidr", cidr,
+        ];
+        if private {
+            a.push("--private");
+        }
+        dd.json(&a)["id"].as_str().unwrap().to_string()
+    };
+    let public = subnet("10.60.1.0/24", false);
+    let private = subnet("10.60.2.0/24", true);
+    for (cidr, says) in [
+        ("10.61.0.0/24", "not inside"),
+        ("10.60.1.128/25", "overlaps"),
+    ] {
+        let out = dd.run(&[
+            "--region", R, "subnet", "create", "--vpc", &vpc, "--cidr", cidr,
+        ]);
+        assert_code(&out, 2);
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    for (ns, says) in [
+        ("ddtest-no-such-ns", "no network namespace"),
+        ("drydock-x", "own namespace"),
+    ] {
+        let out = dd.run(&["--region", R, "vpc", "uplink", &vpc, "--netns", ns]);
+        assert_code(&out, 2);
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    assert_code(
+        &dd.run(&[
+            "--region",
+            R,
+            "vpc",
+            "uplink",
+            &vpc,
+            "--netns",
+            &outside.name,
+        ]),
+        0,
+    );
+
+    let a = dd.launch(R, &img, &["--root-password", PW, "--subnet", &public]);
+    let b = dd.launch(R, &img, &["--root-password", PW, "--subnet", &private]);
+    let (ip_a, ip_b) = (private_ip(&dd, &a), private_ip(&dd, &b));
+    assert!(
+        ip_a.starts_with("10.60.1.") && ip_b.starts_with("10.60.2."),
+        "{ip_a} {ip_b}"
+    );
+    assert!(
+        outside.links().contains("dd-"),
+        "the uplink reaches outside"
+    );
+    dd.wait_login(R, &a);
+    dd.wait_login(R, &b);
+
+    // The public subnet reaches out, seen from outside as the VPC's uplink
+    // address; the private one does not; the two subnets reach each other.
+    let seen = dd.guest(
+        R,
+        &a,
+        PW,
+        "nc -w 4 198.51.100.1 8080 </dev/null; echo rc=$?",
+    );
+    // 100.64.0.0/10, shared address space: the uplink's own /30.
+    let from: std::net::Ipv4Addr = seen
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert!(
+        from.octets()[0] == 100 && (64..128).contains(&from.octets()[1]),
+        "{seen}"
+    );
+    assert!(!seen.contains("10.60."), "masqueraded: {seen}");
+    let seen = dd.guest(
+        R,
+        &b,
+        PW,
+        "nc -w 4 198.51.100.1 8080 </dev/null; echo rc=$?",
+    );
+    assert!(!seen.contains("outside") && seen.contains("rc=1"), "{seen}");
+    let ping = dd.guest(R, &a, PW, &format!("ping -c 1 -W 3 {ip_b}"));
+    assert!(ping.contains("1 packets received"), "{ping}");
+
+    // Without an uplink nothing leaves, at once.
+    assert_code(
+        &dd.run(&["--region", R, "vpc", "uplink", &vpc, "--none"]),
+        0,
+    );
+    assert!(!outside.links().contains("dd-"), "{}", outside.links());
+    let seen = dd.guest(
+        R,
+        &a,
+        PW,
+        "nc -w 4 198.51.100.1 8080 </dev/null; echo rc=$?",
+    );
+    assert!(seen.contains("rc=1"), "{seen}");
+
+    // A VPC in use stays; emptied, it goes, and nothing is left.
+    let out = dd.run(&["--region", R, "vpc", "delete", &vpc]);
+    assert_code(&out, 2);
+    let out = dd.run(&["--region", R, "subnet", "delete", &public]);
+    assert_code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("terminate"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ns = drydock_namespace(&dd, &vpc);
+    dd.terminate(R, &a);
+    dd.terminate(R, &b);
+    assert!(!namespaces().contains(&ns));
+    for s in [&public, &private] {
+        assert_code(&dd.run(&["--region", R, "subnet", "delete", s]), 0);
+    }
+    assert_code(&dd.run(&["--region", R, "vpc", "delete", &vpc]), 0);
+}
+
+fn drydock_namespace(dd: &Drydock, vpc: &str) -> String {
+    let vpcs = dd.json(&["--region", R, "vpcs"]);
+    vpcs["vpcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == vpc)
+        .unwrap()["namespace"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -25,6 +25,7 @@ pub mod tags;
 pub mod types;
 pub mod volume_files;
 mod volumes;
+mod vpcs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,7 +37,7 @@ pub use client_tokens::{ClientToken, CreatedKind, CreatedRecord};
 pub use store::{
     parse_tag_filter, AfterHostFailure, Direction, GroupRecord, HostStore, ImageRecord,
     InstanceConfig, InstanceRecord, InstanceState, Peer, Protocol, RuleRecord, RuleSpec,
-    SnapshotRecord, TagKind, Tags, VolumeKind, VolumeRecord,
+    SnapshotRecord, SubnetKind, SubnetRecord, TagKind, Tags, VolumeKind, VolumeRecord, VpcRecord,
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 

@@ -156,6 +156,43 @@ pub struct LaunchArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VpcCommand {
+    /// Make a VPC: a private IPv4 range (within 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16), /16 to /24
+    Create {
+        #[arg(long)]
+        cidr: String,
+    },
+    /// Give the VPC a way out through a network namespace (its public subnets reach it through NAT), or take it away with --none
+    Uplink {
+        vpc: String,
+        /// The namespace outside the VPC (`ip netns list`)
+        #[arg(long, required_unless_present = "none", conflicts_with = "none")]
+        netns: Option<String>,
+        /// No way out: nothing leaves the VPC
+        #[arg(long)]
+        none: bool,
+    },
+    /// Delete a VPC that has no subnets
+    Delete { vpc: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubnetCommand {
+    /// Make a subnet of a VPC: inside its range, overlapping no other subnet, /16 to /28
+    Create {
+        #[arg(long, value_name = "VPC-ID")]
+        vpc: String,
+        #[arg(long)]
+        cidr: String,
+        /// No route out of the VPC, even when it has an uplink
+        #[arg(long)]
+        private: bool,
+    },
+    /// Delete a subnet no instance uses
+    Delete { subnet: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SecurityGroupCommand {
     /// Make a security group (it may send anywhere and admits nothing until rules are added)
     Create {

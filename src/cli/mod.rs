@@ -112,8 +112,14 @@ pub enum Command {
     Instances(InstancesArgs),
     /// List the region's VPCs (a default one is made on first use) and the network namespace holding each
     Vpcs,
+    /// Create a VPC, give it a way out (uplink), delete it
+    #[command(subcommand)]
+    Vpc(VpcCommand),
     /// List the region's subnets: range, kind, router address, addresses in use
     Subnets,
+    /// Create or delete a subnet (public: out through the VPC's uplink; --private: never out)
+    #[command(subcommand)]
+    Subnet(SubnetCommand),
     /// List the region's security groups with their rules and members
     SecurityGroups,
     /// Create a security group, authorize or revoke its rules, delete it

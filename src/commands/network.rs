@@ -2,8 +2,11 @@
 
 use serde_json::json;
 
+use drydock_host::SubnetKind;
+
 use super::host_common::open_host;
 use super::{print_json, table, when, Context};
+use crate::cli::{SubnetCommand, VpcCommand};
 use crate::failure::CliError;
 
 /// `drydock vpcs`: the region's VPCs (the default one is made on first
@@ -85,5 +88,77 @@ pub fn subnets(ctx: &Context) -> Result<i32, CliError> {
         ]);
     }
     println!("region {}\n{t}", host.region());
+    Ok(0)
+}
+
+/// `drydock vpc …`.
+pub fn vpc(ctx: &Context, cmd: VpcCommand) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    let (verb, vpc) = match cmd {
+        VpcCommand::Create { cidr } => ("created", host.create_vpc(&cidr)?),
+        VpcCommand::Uplink { vpc, netns, none } => {
+            let uplink = if none { None } else { netns };
+            ("changed", host.set_vpc_uplink(&vpc, uplink.as_deref())?)
+        }
+        VpcCommand::Delete { vpc } => {
+            host.delete_vpc(&vpc)?;
+            if ctx.json {
+                print_json(&json!({ "deleted": vpc }));
+            } else {
+                println!("{vpc} deleted");
+            }
+            return Ok(0);
+        }
+    };
+    if ctx.json {
+        print_json(&vpc);
+    } else {
+        let uplink = match &vpc.uplink {
+            Some(u) => format!("out through {u}"),
+            None => "no way out".to_string(),
+        };
+        println!(
+            "{} {verb}: {} in {}, {uplink}",
+            vpc.id, vpc.cidr, vpc.region
+        );
+    }
+    Ok(0)
+}
+
+/// `drydock subnet …`.
+pub fn subnet(ctx: &Context, cmd: SubnetCommand) -> Result<i32, CliError> {
+    let host = open_host(ctx)?;
+    match cmd {
+        SubnetCommand::Create { vpc, cidr, private } => {
+            let kind = if private {
+                SubnetKind::Private
+            } else {
+                SubnetKind::Public
+            };
+            let s = host.create_subnet(&vpc, &cidr, kind)?;
+            if ctx.json {
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                v["gateway"] = json!(s.gateway().to_string());
+                print_json(&v);
+            } else {
+                println!(
+                    "{} created: {} ({}) in {}, router {}",
+                    s.id,
+                    s.cidr,
+                    s.kind.as_str(),
+                    s.vpc_id,
+                    s.gateway()
+                );
+            }
+        }
+        SubnetCommand::Delete { subnet } => {
+            host.delete_subnet(&subnet)?;
+            if ctx.json {
+                print_json(&json!({ "deleted": subnet }));
+            } else {
+                println!("{subnet} deleted");
+            }
+        }
+    }
     Ok(0)
 }

@@ -21,6 +21,17 @@ use std::net::Ipv4Addr;
 
 use crate::store::{Direction, GroupRecord, Peer, Protocol, RuleRecord};
 
+/// How the VPC's traffic may leave it.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Private subnets: nothing from them goes out of the VPC.
+    pub private: Vec<ipnet::Ipv4Net>,
+    /// The uplink's link in the namespace, when the VPC has a way out:
+    /// public subnets' traffic leaves through it, masqueraded; nothing
+    /// comes in through it but replies.
+    pub uplink: Option<String>,
+}
+
 /// One interface as the firewall sees it.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -83,7 +94,8 @@ fn rule_match(rule: &RuleRecord, peer_field: &str) -> String {
 
 /// The VPC's ruleset: `members` are its interfaces, `groups` its security
 /// groups with their rules.
-pub fn render(members: &[Member], groups: &[GroupRecord]) -> String {
+pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> String {
+    let uplink = routing.uplink.as_deref().filter(|u| is_link_name(u));
     let members: Vec<&Member> = members
         .iter()
         .filter(|m| is_mac(&m.mac) && is_link_name(&m.tap))
@@ -145,6 +157,13 @@ pub fn render(members: &[Member], groups: &[GroupRecord]) -> String {
     }
     out.push_str("  chain forward {\n    type filter hook forward priority 0; policy accept;\n");
     out.push_str("    ct state established,related accept\n    ct state invalid drop\n");
+    if let Some(up) = uplink {
+        // No public addresses: nothing starts from outside.
+        let _ = writeln!(out, "    iifname \"{up}\" drop");
+        for net in &routing.private {
+            let _ = writeln!(out, "    oifname \"{up}\" ip saddr {net} drop");
+        }
+    }
     for m in &members {
         let _ = writeln!(
             out,
@@ -161,7 +180,14 @@ pub fn render(members: &[Member], groups: &[GroupRecord]) -> String {
             tail(&m.interface_id)
         );
     }
-    out.push_str("  }\n}\n");
+    out.push_str("  }\n");
+    if let Some(up) = uplink {
+        let _ = write!(
+            out,
+            "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{up}\" masquerade\n  }}\n"
+        );
+    }
+    out.push_str("}\n");
     out
 }
 
@@ -296,7 +322,7 @@ mod tests {
                 )],
             ),
         ];
-        let r = render(&members, &groups);
+        let r = render(&members, &groups, &Routing::default());
         assert!(
             r.contains("iifname \"tap-aaaa\" ether saddr != 02:00:00:00:00:0a drop"),
             "{r}"
@@ -314,6 +340,33 @@ mod tests {
         assert!(r.contains("chain out_aaaa {\n    return\n    drop"), "{r}");
         assert!(r.contains("chain in_bbbb {\n    drop"), "{r}");
         assert!(r.contains("chain out_bbbb {\n    ip daddr 10.1.0.0/16 meta l4proto tcp th dport 1-1024 return"), "{r}");
+        assert!(!r.contains("masquerade"), "no uplink, no NAT: {r}");
+        let routed = render(
+            &members,
+            &groups,
+            &Routing {
+                private: vec!["10.1.2.0/24".parse().unwrap()],
+                uplink: Some("up-1234".into()),
+            },
+        );
+        assert!(routed.contains("iifname \"up-1234\" drop"), "{routed}");
+        assert!(
+            routed.contains("oifname \"up-1234\" ip saddr 10.1.2.0/24 drop"),
+            "{routed}"
+        );
+        assert!(
+            routed.contains("oifname \"up-1234\" masquerade"),
+            "{routed}"
+        );
+        let hostile = render(
+            &members,
+            &groups,
+            &Routing {
+                private: vec![],
+                uplink: Some("up\"; flush ruleset".into()),
+            },
+        );
+        assert!(!hostile.contains("flush"), "{hostile}");
         let fwd = &r[r.find("chain forward").unwrap()..];
         assert!(fwd.find("ct state established").unwrap() < fwd.find("jump out_aaaa").unwrap());
         assert!(fwd.find("jump out_bbbb").unwrap() < fwd.find("jump in_aaaa").unwrap());

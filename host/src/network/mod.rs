@@ -58,6 +58,61 @@ pub fn tap_name(interface_id: &str) -> String {
     link_name("tap-", interface_id)
 }
 
+/// The VPC's end of its uplink (inside its namespace).
+pub fn uplink_name(vpc_id: &str) -> String {
+    link_name("up-", vpc_id)
+}
+
+/// The uplink's other end, in the outside namespace.
+fn uplink_peer_name(vpc_id: &str) -> String {
+    link_name("dd-", vpc_id)
+}
+
+/// The uplink's /30 out of 100.64.0.0/10 (shared address space, never a
+/// VPC's): (the VPC's end, the outside's end).
+fn uplink_addresses(vpc_id: &str) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(vpc_id.as_bytes());
+    let block = u32::from_be_bytes([0, d[0], d[1], d[2]]) & 0x000f_ffff;
+    let base = u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0)) + block * 4;
+    (
+        std::net::Ipv4Addr::from(base + 2),
+        std::net::Ipv4Addr::from(base + 1),
+    )
+}
+
+/// Builds or removes the VPC's uplink as its record says (call holding the
+/// VPC's lock, the namespace made). Returns the uplink's link name when
+/// there is one.
+fn plumb_uplink(ns: &str, vpc: &crate::store::VpcRecord) -> Result<Option<String>, HostError> {
+    let inner = uplink_name(&vpc.id);
+    match &vpc.uplink {
+        Some(outside) if netns::namespace_exists(outside) => {
+            let (mine, theirs) = uplink_addresses(&vpc.id);
+            netns::ensure_uplink(
+                ns,
+                &inner,
+                &format!("{mine}/30"),
+                outside,
+                &uplink_peer_name(&vpc.id),
+                &format!("{theirs}/30"),
+                &theirs.to_string(),
+            )
+            .map_err(needs_privilege)?;
+            Ok(Some(inner))
+        }
+        Some(outside) => {
+            tracing::warn!(vpc = %vpc.id, "the uplink namespace {outside} is not there: the VPC has no way out");
+            netns::remove_link(ns, &inner).map_err(HostError::Vmm)?;
+            Ok(None)
+        }
+        None => {
+            netns::remove_link(ns, &inner).map_err(HostError::Vmm)?;
+            Ok(None)
+        }
+    }
+}
+
 fn lock_path(data_dir: &Path, vpc_id: &str) -> PathBuf {
     data_dir.join("network").join(format!("{vpc_id}.lock"))
 }
@@ -114,6 +169,7 @@ pub fn attach(
     let _lock = VpcLock::take(data_dir, &iface.vpc_id)?;
     let ns = namespace_name(data_dir, &iface.vpc_id);
     netns::ensure(&ns).map_err(needs_privilege)?;
+    netns::enable_forwarding(&ns).map_err(needs_privilege)?;
     let bridge = bridge_name(&subnet.id);
     let gateway = format!("{}/{}", subnet.gateway(), subnet.net().prefix_len());
     netns::ensure_bridge(&ns, &bridge, &gateway).map_err(needs_privilege)?;
@@ -140,6 +196,17 @@ pub fn attach(
 /// VPC's lock).
 fn write_firewall(data_dir: &Path, ns: &str, vpc_id: &str) -> Result<(), HostError> {
     let store = crate::store::HostStore::open(data_dir)?;
+    let vpc = store.vpc(vpc_id)?;
+    let uplink = plumb_uplink(ns, &vpc)?;
+    let routing = firewall::Routing {
+        private: store
+            .vpc_subnets(vpc_id)?
+            .iter()
+            .filter(|s| s.kind == crate::store::SubnetKind::Private)
+            .map(|s| s.net())
+            .collect(),
+        uplink,
+    };
     let mut members = Vec::new();
     for iface in store.vpc_interfaces(vpc_id)? {
         let Ok(ip) = iface.private_ip.parse() else {
@@ -155,12 +222,12 @@ fn write_firewall(data_dir: &Path, ns: &str, vpc_id: &str) -> Result<(), HostErr
         });
     }
     let groups = store.vpc_security_groups(vpc_id)?;
-    firewall::apply(ns, &firewall::render(&members, &groups)).map_err(needs_privilege)
+    firewall::apply(ns, &firewall::render(&members, &groups, &routing)).map_err(needs_privilege)
 }
 
-/// Rewrites a VPC's security groups into its namespace after a change of
-/// groups, rules or members; nothing to do while no instance of the VPC
-/// runs (the next start writes them).
+/// Rewrites a VPC's security groups, routes and uplink into its namespace
+/// after a change of groups, rules, members, subnets or uplink; nothing to
+/// do while no instance of the VPC runs (the next start writes them).
 pub fn refresh_firewall(data_dir: &Path, vpc_id: &str) -> Result<(), HostError> {
     let _lock = VpcLock::take(data_dir, vpc_id)?;
     let ns = namespace_name(data_dir, vpc_id);

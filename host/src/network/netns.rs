@@ -67,6 +67,55 @@ pub fn ensure_bridge(ns: &str, bridge: &str, address: &str) -> Result<(), String
     ip(&["-n", ns, "link", "set", bridge, "up"]).map(drop)
 }
 
+/// Routes between the namespace's links (the VPC's subnets, its uplink).
+pub fn enable_forwarding(ns: &str) -> Result<(), String> {
+    in_namespace(ns, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+        .map_err(|e| format!("cannot turn on forwarding in {ns}: {e}"))
+}
+
+/// Whether link `link` exists in `ns`.
+pub fn has_link(ns: &str, link: &str) -> bool {
+    ip(&["-n", ns, "link", "show", "dev", link]).is_ok()
+}
+
+/// A veth pair from `ns` (`inner`, address `inner_addr`) to `outside`
+/// (`outer`, address `outer_addr`), both up, and `ns`'s default route
+/// through it.
+pub fn ensure_uplink(
+    ns: &str,
+    inner: &str,
+    inner_addr: &str,
+    outside: &str,
+    outer: &str,
+    outer_addr: &str,
+    gateway: &str,
+) -> Result<(), String> {
+    if !has_link(ns, inner) {
+        ip(&[
+            "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer, "netns",
+            outside,
+        ])?;
+    }
+    ip(&["-n", ns, "addr", "replace", inner_addr, "dev", inner])?;
+    ip(&["-n", outside, "addr", "replace", outer_addr, "dev", outer])?;
+    ip(&["-n", ns, "link", "set", inner, "up"])?;
+    ip(&["-n", outside, "link", "set", outer, "up"])?;
+    ip(&["-n", ns, "route", "replace", "default", "via", gateway]).map(drop)
+}
+
+/// Removes link `link` of `ns` (a veth takes its peer with it).
+pub fn remove_link(ns: &str, link: &str) -> Result<(), String> {
+    if has_link(ns, link) {
+        ip(&["-n", ns, "link", "delete", link])?;
+    }
+    Ok(())
+}
+
+/// Whether namespace `ns` exists.
+pub fn namespace_exists(ns: &str) -> bool {
+    exists(ns)
+}
+
 /// Puts link `link` of `ns` on bridge `bridge` and brings it up.
 pub fn enslave(ns: &str, link: &str, bridge: &str) -> Result<(), String> {
     ip(&["-n", ns, "link", "set", link, "master", bridge, "up"]).map(drop)

@@ -20,6 +20,9 @@ pub struct VpcRecord {
     pub cidr: String,
     pub is_default: bool,
     pub created_at: i64,
+    /// The network namespace its public subnets reach through NAT (an
+    /// internet gateway); none: nothing leaves the VPC.
+    pub uplink: Option<String>,
 }
 
 /// Whether a subnet's instances may reach beyond their VPC.
@@ -103,6 +106,7 @@ fn vpc_from_row(r: &Row) -> rusqlite::Result<VpcRecord> {
         cidr: r.get("cidr")?,
         is_default: r.get("is_default")?,
         created_at: r.get("created_at")?,
+        uplink: r.get("uplink")?,
     })
 }
 
@@ -150,6 +154,31 @@ pub fn mac_for(interface_id: &str) -> String {
     )
 }
 
+/// The private IPv4 ranges (RFC 1918) a VPC may use.
+const PRIVATE_RANGES: &[&str] = &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+
+/// Reads an IPv4 CIDR block with a prefix from `min` to `max`; host bits
+/// must be zero (as EC2 insists).
+fn parse_cidr(cidr: &str, min: u8, max: u8) -> Result<Ipv4Net, HostError> {
+    let net: Ipv4Net = cidr.trim().parse().map_err(|_| {
+        HostError::Invalid(format!(
+            "`{cidr}` is not an IPv4 CIDR block (e.g. 10.50.0.0/16)"
+        ))
+    })?;
+    if net.trunc() != net {
+        return Err(HostError::Invalid(format!(
+            "{cidr} has host bits set; did you mean {}?",
+            net.trunc()
+        )));
+    }
+    if !(min..=max).contains(&net.prefix_len()) {
+        return Err(HostError::Invalid(format!(
+            "{cidr}: the prefix must be from /{min} to /{max}"
+        )));
+    }
+    Ok(net)
+}
+
 /// The first address an instance may take: EC2 keeps the first four of a
 /// subnet (network, router, DNS, future use) and the last (broadcast).
 const FIRST_HOST: u32 = 4;
@@ -178,6 +207,7 @@ impl HostStore {
             cidr: vpc_net.to_string(),
             is_default: true,
             created_at: now_ms(),
+            uplink: None,
         };
         tx.execute(
             "INSERT INTO vpcs (id, region, cidr, is_default, created_at) VALUES (?1, ?2, ?3, 1, ?4)",
@@ -207,6 +237,182 @@ impl HostStore {
         )?;
         tx.commit()?;
         Ok(subnet)
+    }
+
+    /// A VPC of the region, by id.
+    pub fn vpc(&self, id: &str) -> Result<VpcRecord, HostError> {
+        self.conn
+            .query_row("SELECT * FROM vpcs WHERE id = ?1", [id], vpc_from_row)
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!(
+                    "no VPC {id}; `drydock vpcs` lists the region's VPCs"
+                ))
+            })
+    }
+
+    /// Makes a VPC with `cidr`: a private IPv4 range (RFC 1918) from /16
+    /// to /24.
+    pub fn create_vpc(&mut self, region: &str, cidr: &str) -> Result<VpcRecord, HostError> {
+        let net = parse_cidr(cidr, 16, 24)?;
+        if !PRIVATE_RANGES
+            .iter()
+            .any(|r| r.parse::<Ipv4Net>().is_ok_and(|r| r.contains(&net)))
+        {
+            return Err(HostError::Invalid(format!(
+                "{net} is not a private range: a VPC's CIDR is within 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+            )));
+        }
+        let vpc = VpcRecord {
+            id: new_id("vpc"),
+            region: region.to_string(),
+            cidr: net.to_string(),
+            is_default: false,
+            created_at: now_ms(),
+            uplink: None,
+        };
+        self.conn.execute(
+            "INSERT INTO vpcs (id, region, cidr, is_default, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![vpc.id, vpc.region, vpc.cidr, vpc.created_at],
+        )?;
+        Ok(vpc)
+    }
+
+    /// Makes a subnet of `vpc_id`: inside the VPC's range, overlapping no
+    /// other subnet of it, from /16 to /28.
+    pub fn create_subnet(
+        &mut self,
+        vpc_id: &str,
+        cidr: &str,
+        kind: SubnetKind,
+    ) -> Result<SubnetRecord, HostError> {
+        let net = parse_cidr(cidr, 16, 28)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let vpc = tx
+            .query_row("SELECT * FROM vpcs WHERE id = ?1", [vpc_id], vpc_from_row)
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!("no VPC {vpc_id}; `drydock vpcs` lists them"))
+            })?;
+        let vpc_net: Ipv4Net = vpc.cidr.parse().expect("a stored VPC CIDR is valid");
+        if !vpc_net.contains(&net) {
+            return Err(HostError::Invalid(format!(
+                "{net} is not inside {} ({vpc_id})",
+                vpc.cidr
+            )));
+        }
+        let others: Vec<SubnetRecord> = {
+            let mut st = tx.prepare("SELECT * FROM subnets WHERE vpc_id = ?1")?;
+            let rows = st.query_map([vpc_id], subnet_from_row)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if let Some(o) = others
+            .iter()
+            .find(|o| o.net().contains(&net) || net.contains(&o.net()))
+        {
+            return Err(HostError::Conflict(format!(
+                "{net} overlaps {} ({}) in {vpc_id}",
+                o.cidr, o.id
+            )));
+        }
+        let subnet = SubnetRecord {
+            id: new_id("subnet"),
+            vpc_id: vpc_id.to_string(),
+            region: vpc.region.clone(),
+            cidr: net.to_string(),
+            kind,
+            is_default: false,
+            created_at: now_ms(),
+        };
+        tx.execute(
+            "INSERT INTO subnets (id, vpc_id, region, cidr, kind, is_default, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+            params![
+                subnet.id,
+                subnet.vpc_id,
+                subnet.region,
+                subnet.cidr,
+                subnet.kind.as_str(),
+                subnet.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(subnet)
+    }
+
+    /// Deletes a subnet no interface uses.
+    pub fn delete_subnet(&mut self, id: &str) -> Result<(), HostError> {
+        let subnet = self.subnet(id)?;
+        if subnet.is_default {
+            return Err(HostError::Conflict(format!(
+                "{id} is its region's default subnet; it stays"
+            )));
+        }
+        let used: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM network_interfaces WHERE subnet_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        if used > 0 {
+            return Err(HostError::Conflict(format!(
+                "{id} holds {used} instance interface(s); terminate those instances first"
+            )));
+        }
+        self.conn
+            .execute("DELETE FROM subnets WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Deletes a VPC without subnets, with its security groups.
+    pub fn delete_vpc(&mut self, id: &str) -> Result<(), HostError> {
+        let vpc = self.vpc(id)?;
+        if vpc.is_default {
+            return Err(HostError::Conflict(format!(
+                "{id} is its region's default VPC; it stays"
+            )));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let subnets: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM subnets WHERE vpc_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        if subnets > 0 {
+            return Err(HostError::Conflict(format!(
+                "{id} has {subnets} subnet(s); delete them first (`drydock subnet delete`)"
+            )));
+        }
+        tx.execute(
+            "DELETE FROM security_group_rules WHERE group_id IN (SELECT id FROM security_groups WHERE vpc_id = ?1)",
+            [id],
+        )?;
+        tx.execute("DELETE FROM security_groups WHERE vpc_id = ?1", [id])?;
+        tx.execute("DELETE FROM vpcs WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets (or clears) a VPC's way out.
+    pub fn set_uplink(&mut self, id: &str, uplink: Option<&str>) -> Result<(), HostError> {
+        self.vpc(id)?;
+        self.conn.execute(
+            "UPDATE vpcs SET uplink = ?2 WHERE id = ?1",
+            params![id, uplink],
+        )?;
+        Ok(())
+    }
+
+    /// The subnets of a VPC.
+    pub fn vpc_subnets(&self, vpc_id: &str) -> Result<Vec<SubnetRecord>, HostError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT * FROM subnets WHERE vpc_id = ?1 ORDER BY created_at, id")?;
+        let rows = st.query_map([vpc_id], subnet_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn vpcs(&self, region: &str) -> Result<Vec<VpcRecord>, HostError> {

@@ -89,6 +89,9 @@ CREATE TABLE interface_groups (
     interface_id TEXT NOT NULL, group_id TEXT NOT NULL, PRIMARY KEY (interface_id, group_id)
 );
 "#,
+    // 8: a VPC's way out (the network namespace its public subnets reach
+    // through NAT).
+    "ALTER TABLE vpcs ADD COLUMN uplink TEXT;",
 ];
 
 /// The version this drydock writes.
