@@ -796,3 +796,103 @@ fn drydock_namespace(dd: &Drydock, vpc: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// Written by user-data at first boot: `sh /root/imds.sh` asks the
+/// metadata service what an instance would (commands typed on the console
+/// stay short).
+const IMDS_SCRIPT: &str = r#"#!/bin/sh
+cat > /root/imds.sh <<'SCRIPT'
+#!/bin/sh
+imds() { wget -q -O - "$@"; echo " rc=$?"; }
+put() { (printf 'PUT /latest/api/token HTTP/1.0\r\n%s\r\n\r\n' "$1"; sleep 1) | nc 169.254.169.254 80; }
+token=$(put 'X-aws-ec2-metadata-token-ttl-seconds: 60' | tail -1)
+h="X-aws-ec2-metadata-token: $token"
+for p in instance-id local-ipv4 instance-type placement/region tags/instance/role public-keys/0/openssh-key; do
+  echo "$p: $(imds --header "$h" http://169.254.169.254/latest/meta-data/$p)"
+done
+echo "user-data: $(imds --header "$h" http://169.254.169.254/latest/user-data | head -1)"
+echo "v1: $(imds http://169.254.169.254/latest/meta-data/instance-id 2>&1)"
+echo "bad-token: $(imds --header 'X-aws-ec2-metadata-token: nope' http://169.254.169.254/latest/meta-data/instance-id 2>&1)"
+echo "ttl-0: $(put 'X-aws-ec2-metadata-token-ttl-seconds: 0' | head -1)"
+echo "forwarded: $( (printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n'; sleep 1) | nc 169.254.169.254 80 | head -1)"
+SCRIPT
+"#;
+
+#[test]
+fn the_metadata_service_answers_each_instance_alone_with_session_tokens() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let script = dd.work().join("imds-user-data.sh");
+    std::fs::write(&script, IMDS_SCRIPT).unwrap();
+    let script = script.display().to_string();
+    let key = dd.work().join("key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "imds-test", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pubkey = format!("{}.pub", key.display());
+    let a = dd.launch(
+        R,
+        &img,
+        &[
+            "--root-password",
+            PW,
+            "--user-data",
+            &script,
+            "--tag",
+            "role=web",
+            "--ssh-key",
+            &pubkey,
+        ],
+    );
+    let b = dd.launch(R, &img, &["--root-password", PW, "--imds-v1"]);
+    let ip_a = private_ip(&dd, &a);
+    let ip_b: std::net::Ipv4Addr = private_ip(&dd, &b).parse().unwrap();
+    dd.wait_login(R, &a);
+    dd.wait_login(R, &b);
+
+    let seen = dd.guest(R, &a, PW, "sh /root/imds.sh");
+    for want in [
+        format!("instance-id: {a} rc=0"),
+        format!("local-ipv4: {ip_a} rc=0"),
+        "instance-type: m1.small rc=0".to_string(),
+        "placement/region: region-a rc=0".to_string(),
+        "tags/instance/role: web rc=0".to_string(),
+        "user-data: #!/bin/sh".to_string(),
+        "401 Unauthorized".to_string(),
+        "ttl-0: HTTP/1.0 400".to_string(),
+        "forwarded: HTTP/1.0 403".to_string(),
+    ] {
+        assert!(seen.contains(&want), "{want:?} in:\n{seen}");
+    }
+    assert!(seen.contains("imds-test rc=0"), "the public key: {seen}");
+    assert!(
+        seen.contains("v1: wget: server returned error: HTTP/1.1 401"),
+        "IMDSv1 is off: {seen}"
+    );
+    assert!(
+        seen.contains("bad-token: wget: server returned error: HTTP/1.1 401"),
+        "{seen}"
+    );
+
+    // Another instance's listener cannot be reached, even knowing its port.
+    let port_b = (u32::from(ip_b) & 0xffff) as u16;
+    let probe = dd.guest(
+        R,
+        &a,
+        PW,
+        &format!("nc -w 3 169.254.169.254 {port_b} </dev/null; echo rc=$?"),
+    );
+    assert!(probe.contains("rc=1"), "{probe}");
+    // An instance launched with --imds-v1 answers without a token — itself.
+    let v1 = dd.guest(
+        R,
+        &b,
+        PW,
+        "wget -q -O - http://169.254.169.254/latest/meta-data/instance-id",
+    );
+    assert_eq!(v1.trim(), b, "{v1}");
+}

@@ -153,6 +153,9 @@ pub struct LaunchArgs {
     /// Security group of its network interface (repeatable; see `drydock security-groups`) [default: the VPC's default group]
     #[arg(long = "security-group", value_name = "SG-ID")]
     pub security_groups: Vec<String>,
+    /// Let the metadata service (169.254.169.254) answer requests without a session token (IMDSv1; EC2's HttpTokens=optional)
+    #[arg(long)]
+    pub imds_v1: bool,
 }
 
 #[derive(Debug, Subcommand)]

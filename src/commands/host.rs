@@ -382,6 +382,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
             root_password_hash,
             authorized_keys,
             user_data,
+            imds_v1: args.imds_v1,
         },
         root_delete_on_termination: !args.keep_root_volume,
         tags,

@@ -347,6 +347,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 root_password_hash,
                 authorized_keys: Vec::new(),
                 user_data: get("user_data"),
+                imds_v1: false,
             },
             root_delete_on_termination: true,
             tags,

@@ -181,6 +181,29 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
         );
     }
     out.push_str("  }\n");
+    // The metadata service: each instance's requests to 169.254.169.254:80
+    // go to its own listener; nothing reaches a listener any other way.
+    out.push_str(
+        "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n",
+    );
+    for m in &members {
+        let _ = writeln!(
+            out,
+            "    ip saddr {} ip daddr {} tcp dport 80 dnat ip to {}:{}",
+            m.ip,
+            super::imds::ADDRESS,
+            super::imds::ADDRESS,
+            super::imds::port_for(m.ip)
+        );
+    }
+    out.push_str("  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
+    let _ = writeln!(
+        out,
+        "    ip daddr {} ct status dnat accept\n    ip daddr {} drop",
+        super::imds::ADDRESS,
+        super::imds::ADDRESS
+    );
+    out.push_str("  }\n");
     if let Some(up) = uplink {
         let _ = write!(
             out,
@@ -341,6 +364,16 @@ mod tests {
         assert!(r.contains("chain in_bbbb {\n    drop"), "{r}");
         assert!(r.contains("chain out_bbbb {\n    ip daddr 10.1.0.0/16 meta l4proto tcp th dport 1-1024 return"), "{r}");
         assert!(!r.contains("masquerade"), "no uplink, no NAT: {r}");
+        assert!(
+            r.contains("ip saddr 10.1.1.4 ip daddr 169.254.169.254 tcp dport 80 dnat ip to 169.254.169.254:260"),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "ip daddr 169.254.169.254 ct status dnat accept\n    ip daddr 169.254.169.254 drop"
+            ),
+            "{r}"
+        );
         let routed = render(
             &members,
             &groups,

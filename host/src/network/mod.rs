@@ -12,6 +12,7 @@
 //! /dev/net/tun; it needs CAP_NET_ADMIN (root).
 
 pub mod firewall;
+pub mod imds;
 mod netns;
 mod tap;
 

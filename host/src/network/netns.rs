@@ -50,6 +50,16 @@ pub fn ensure(ns: &str) -> Result<(), String> {
         }
     }
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    // The metadata service's address (its listeners bind it).
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "replace",
+        "169.254.169.254/32",
+        "dev",
+        "lo",
+    ])?;
     // Bridged IPv4 goes through the inet hooks (and connection tracking),
     // where the security groups are: set in this namespace only.
     in_namespace(ns, || {

@@ -100,6 +100,10 @@ pub struct InstanceConfig {
     pub root_password_hash: Option<String>,
     pub authorized_keys: Vec<String>,
     pub user_data: Option<String>,
+    /// The metadata service answers requests without a session token
+    /// (IMDSv1, EC2's `HttpTokens=optional`); off by default.
+    #[serde(default)]
+    pub imds_v1: bool,
 }
 
 impl InstanceConfig {
@@ -119,6 +123,7 @@ impl InstanceConfig {
             "root_password": if self.root_password_hash.is_some() { "set" } else { "not set" },
             "authorized_keys": self.authorized_keys,
             "user_data": user_data,
+            "imds_v1": self.imds_v1,
         })
     }
 }

@@ -40,6 +40,8 @@ pub(super) struct Prepared {
     /// The TAPs the VMM inherits; closed here once it has started, so
     /// they go with the VMM.
     pub taps: Vec<OwnedFd>,
+    /// The instance's metadata service, served while the VM runs.
+    pub imds: Option<crate::network::imds::Imds>,
 }
 
 /// Where the VMM finds its TAP descriptors: this and the next numbers.
@@ -90,6 +92,7 @@ pub(super) fn prepare(
     let mut taps = Vec::new();
     let mut nics = Vec::new();
     let mut guest_network = String::new();
+    let mut imds = None;
     for iface in store.interfaces(id)? {
         if backend == Backend::Drydock {
             tracing::warn!(instance = %id, "drydock's VMM has no network device yet: {} starts without its interface", id);
@@ -103,6 +106,20 @@ pub(super) fn prepare(
         });
         if guest_network.is_empty() {
             guest_network = attached.guest_config;
+            // The metadata service of this instance, on its primary
+            // interface's VPC.
+            let ns = crate::network::namespace_name(data_dir, &iface.vpc_id);
+            match iface.private_ip.parse() {
+                Ok(ip) => match crate::network::imds::start(data_dir, &ns, id, ip) {
+                    Ok(service) => imds = Some(service),
+                    Err(e) => {
+                        tracing::warn!(instance = %id, "the metadata service cannot start: {e}")
+                    }
+                },
+                Err(_) => {
+                    tracing::warn!(instance = %id, "a stored address is damaged: no metadata service")
+                }
+            }
         }
         taps.push(attached.tap);
     }
@@ -318,5 +335,6 @@ pub(super) fn prepare(
         vmm_log,
         command: cmd,
         taps,
+        imds,
     }))
 }

@@ -172,6 +172,7 @@ fn run_vm(
         vmm_log,
         command: mut cmd,
         taps,
+        imds: _metadata_service,
     } = match builder::prepare(data_dir, inst, programs)? {
         Ok(prepared) => prepared,
         Err(ended) => return Ok(ended),
