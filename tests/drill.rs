@@ -88,6 +88,9 @@ fn a_drill_of_two_instances_restores_them_in_region_b_measures_and_tears_down() 
         &[
             "-p",
             "instances=[\"tag:drill=yes\"]",
+            // The console check, and SSH's port as a user reaches it.
+            "-p",
+            "steady_state={\"command\": \"touch /root/.drill-rw && rm /root/.drill-rw && echo steady-state-ok\", \"expect\": \"steady-state-ok\", \"tcp\": 22}",
             "-p",
             "rto=15m",
             "-p",
@@ -123,6 +126,14 @@ fn a_drill_of_two_instances_restores_them_in_region_b_measures_and_tears_down() 
             .unwrap()
             .contains("steady-state-ok"));
         assert_eq!(row["marker_found"], true, "{row}");
+        assert_eq!(row["steady_tcp"]["open"], true, "{row}");
+        assert!(
+            row["steady_tcp"]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.2."),
+            "checked in region-b's VPC: {row}"
+        );
         assert_eq!(row["rto"], "met");
         assert_eq!(row["rpo"], "met");
         let restored = row["restored_instance"].as_str().unwrap();
