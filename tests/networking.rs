@@ -177,40 +177,18 @@ fn guests_of_both_generations_share_a_subnet_and_the_host_reaches_their_services
 fn a_subnet_that_is_not_there_or_in_another_region_is_refused_before_anything_is_made() {
     let dd = Drydock::new();
     let img = dd.image(R);
-    let out = dd.run(&[
-        "--region",
-        R,
-        "instance",
-        "launch",
-        "--image",
-        &img,
-        "--subnet",
-        "subnet-000000000000",
-    ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("no subnet subnet-000000000000"),
-        "{}",
-        text(&out.stderr)
-    );
     let other = dd.json(&["--region", "region-b", "subnets"]);
     let other_subnet = other["subnets"][0]["id"].as_str().unwrap().to_string();
-    let out = dd.run(&[
-        "--region",
-        R,
-        "instance",
-        "launch",
-        "--image",
-        &img,
-        "--subnet",
-        &other_subnet,
-    ]);
-    assert_code(&out, 2);
-    assert!(
-        text(&out.stderr).contains("--region region-b"),
-        "{}",
-        text(&out.stderr)
-    );
+    for (subnet, says) in [
+        ("subnet-000000000000", "no subnet subnet-000000000000"),
+        (other_subnet.as_str(), "--region region-b"),
+    ] {
+        let out = dd.run(&[
+            "--region", R, "instance", "launch", "--image", &img, "--subnet", subnet,
+        ]);
+        assert_code(&out, 2);
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
     assert!(dd.instances(R).is_empty(), "nothing was launched");
     assert!(dd.json(&["--region", R, "volumes"])["volumes"]
         .as_array()

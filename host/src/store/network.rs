@@ -127,6 +127,31 @@ fn subnet_from_row(r: &Row) -> rusqlite::Result<SubnetRecord> {
     })
 }
 
+fn insert_vpc(conn: &Connection, vpc: &VpcRecord) -> Result<(), HostError> {
+    conn.execute(
+        "INSERT INTO vpcs (id, region, cidr, is_default, created_at, uplink) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![vpc.id, vpc.region, vpc.cidr, vpc.is_default, vpc.created_at, vpc.uplink],
+    )?;
+    Ok(())
+}
+
+fn insert_subnet(conn: &Connection, subnet: &SubnetRecord) -> Result<(), HostError> {
+    conn.execute(
+        "INSERT INTO subnets (id, vpc_id, region, cidr, kind, is_default, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            subnet.id,
+            subnet.vpc_id,
+            subnet.region,
+            subnet.cidr,
+            subnet.kind.as_str(),
+            subnet.is_default,
+            subnet.created_at
+        ],
+    )?;
+    Ok(())
+}
+
 /// The `n`th address of `net` (0 is the network address).
 pub fn nth_address(net: &Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
@@ -209,10 +234,7 @@ impl HostStore {
             created_at: now_ms(),
             uplink: None,
         };
-        tx.execute(
-            "INSERT INTO vpcs (id, region, cidr, is_default, created_at) VALUES (?1, ?2, ?3, 1, ?4)",
-            params![vpc.id, vpc.region, vpc.cidr, vpc.created_at],
-        )?;
+        insert_vpc(&tx, &vpc)?;
         let subnet_net = Ipv4Net::new(nth_address(&vpc_net, 256), 24).expect("a /24");
         let subnet = SubnetRecord {
             id: new_id("subnet"),
@@ -223,18 +245,7 @@ impl HostStore {
             is_default: true,
             created_at: now_ms(),
         };
-        tx.execute(
-            "INSERT INTO subnets (id, vpc_id, region, cidr, kind, is_default, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-            params![
-                subnet.id,
-                subnet.vpc_id,
-                subnet.region,
-                subnet.cidr,
-                subnet.kind.as_str(),
-                subnet.created_at
-            ],
-        )?;
+        insert_subnet(&tx, &subnet)?;
         tx.commit()?;
         Ok(subnet)
     }
@@ -271,10 +282,7 @@ impl HostStore {
             created_at: now_ms(),
             uplink: None,
         };
-        self.conn.execute(
-            "INSERT INTO vpcs (id, region, cidr, is_default, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
-            params![vpc.id, vpc.region, vpc.cidr, vpc.created_at],
-        )?;
+        insert_vpc(&self.conn, &vpc)?;
         Ok(vpc)
     }
 
@@ -326,18 +334,7 @@ impl HostStore {
             is_default: false,
             created_at: now_ms(),
         };
-        tx.execute(
-            "INSERT INTO subnets (id, vpc_id, region, cidr, kind, is_default, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
-            params![
-                subnet.id,
-                subnet.vpc_id,
-                subnet.region,
-                subnet.cidr,
-                subnet.kind.as_str(),
-                subnet.created_at
-            ],
-        )?;
+        insert_subnet(&tx, &subnet)?;
         tx.commit()?;
         Ok(subnet)
     }
