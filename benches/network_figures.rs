@@ -1,0 +1,217 @@
+//! Network figures of instances (QEMU backend here; accelerator chosen by
+//! probing): launch to the first SSH command that succeeds (OpenSSH's
+//! client through `drydock ssh`, host key pinned from the console), per
+//! instance type; host to guest TCP connect time (`net::tcp_check`, 20
+//! samples); guest to guest ping RTT and TCP throughput (32 MiB with
+//! busybox nc); a metadata request (token, then a GET) timed in the guest.
+//!
+//! Run with `cargo bench --bench network_figures` as root (instance
+//! networks need CAP_NET_ADMIN; `scripts/setup` installs what it needs).
+//! Every packet stays in the VPC's network namespace; the run is bounded
+//! and tears everything down.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PW: &str = "bench-pw";
+
+/// Written by user-data: `sh /root/imds-time.sh` times 20 metadata GETs.
+const IMDS_SCRIPT: &str = r#"#!/bin/sh
+cat > /root/imds-time.sh <<'SCRIPT'
+#!/bin/sh
+token=$( (printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n'; sleep 1) | nc 169.254.169.254 80 | tail -1)
+start=$(date +%s%N)
+i=0
+while [ $i -lt 20 ]; do
+  wget -q -O /dev/null --header "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
+  i=$((i + 1))
+done
+end=$(date +%s%N)
+echo "imds-us-per-get=$(( (end - start) / 20000 ))"
+SCRIPT
+"#;
+
+struct Bench {
+    data: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+impl Bench {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
+        c.arg("--data-dir")
+            .arg(self.data.path())
+            .args(args)
+            .env("DRYDOCK_IMAGE_CACHE", &self.cache)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Runs `cmd` as root on the instance's console; its stdout.
+    fn guest(&self, id: &str, cmd: &str) -> String {
+        let script = "let c = console::open(env(\"B_ID\")); c.wait_for_boot(\"300s\"); c.login(\"root\", env(\"B_PW\")); c.run(env(\"B_CMD\"), \"300s\").stdout";
+        let out = self
+            .cmd(&["repl", "-c", script])
+            .env("B_ID", id)
+            .env("B_PW", PW)
+            .env("B_CMD", cmd)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images");
+    let b = Bench {
+        data: tempfile::tempdir().unwrap(),
+        cache,
+    };
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pubkey = format!("{}.pub", key.display());
+    let user_data = work.path().join("ud.sh");
+    std::fs::write(&user_data, IMDS_SCRIPT).unwrap();
+    let img = b.json(&["image", "build"])["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            b.json(&["images"])["images"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        });
+
+    println!(
+        "network figures (backend {})",
+        b.json(&["host-info"])["backend_m1"]
+    );
+    let mut ids = Vec::new();
+    for ty in ["m1.small", "n2.small"] {
+        let started = Instant::now();
+        let launched = b.json(&[
+            "instance",
+            "launch",
+            "--image",
+            &img,
+            "--type",
+            ty,
+            "--root-password",
+            PW,
+            "--ssh-key",
+            &pubkey,
+            "--user-data",
+            user_data.to_str().unwrap(),
+        ]);
+        let id = launched["id"].as_str().unwrap().to_string();
+        let key_s = key.display().to_string();
+        loop {
+            let out = b.run(&["ssh", &id, "-i", &key_s, "--", "true"]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "no SSH to {id}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!(
+            "  launch -> first SSH command ({ty}): {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        ids.push(id);
+    }
+    let (a, n2) = (&ids[0], &ids[1]);
+
+    let out = b.run(&[
+        "--json",
+        "repl",
+        "-c",
+        &format!("let ms = []; for i in 0..20 {{ ms.push(net::tcp_check(\"{n2}\", 22, \"5s\").ms); }} ms"),
+    ]);
+    let samples: Vec<f64> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap_or_default()
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    if !samples.is_empty() {
+        println!(
+            "  host -> guest TCP connect (net::tcp_check, inside the VPC): median {:.1} ms of {}",
+            median(samples.clone()),
+            samples.len()
+        );
+    }
+
+    let ip_of = |id: &str| -> String {
+        b.json(&["instances"])["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap()["private_ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ip_n2 = ip_of(n2);
+    let ping = b.guest(a, &format!("ping -c 10 -q {ip_n2} | tail -1"));
+    println!("  guest -> guest ping, m1 -> n2 (10): {}", ping.trim());
+
+    b.guest(
+        n2,
+        "setsid sh -c 'nc -l -p 9000 > /dev/null' </dev/null >/dev/null 2>&1 & sleep 1",
+    );
+    let t = b.guest(
+        a,
+        &format!("s=$(date +%s%N); dd if=/dev/zero bs=65536 count=512 2>/dev/null | nc -w 2 {ip_n2} 9000; e=$(date +%s%N); echo us=$(( (e - s) / 1000 ))"),
+    );
+    if let Some(us) = t
+        .split("us=")
+        .nth(1)
+        .and_then(|x| x.trim().parse::<f64>().ok())
+    {
+        // nc -w 2 waits up to 2 s after its input ends: not counted.
+        let secs = (us / 1e6 - 2.0).max(0.001);
+        println!(
+            "  guest -> guest TCP, 32 MiB m1 -> n2: {:.1} MiB/s",
+            32.0 / secs
+        );
+    }
+
+    let imds = b.guest(a, "sh /root/imds-time.sh");
+    println!("  metadata GET with a token, in the guest: {}", imds.trim());
+
+    for id in &ids {
+        b.run(&["instance", "terminate", id]);
+    }
+}
