@@ -32,15 +32,20 @@ fn links_in(ns: &str) -> String {
     text(&out.stdout)
 }
 
-fn private_ip(dd: &Drydock, id: &str) -> String {
+fn private_ip_of(dd: &Drydock, id: &str) -> Option<String> {
     let list = dd.json(&["--region", R, "instances"]);
     let i = list["instances"]
         .as_array()
         .unwrap()
         .iter()
         .find(|i| i["id"] == id)
-        .unwrap_or_else(|| panic!("{id} is not listed: {list}"));
-    i["private_ip"].as_str().unwrap().to_string()
+        .unwrap_or_else(|| panic!("{id} is not listed: {list}"))
+        .clone();
+    i["private_ip"].as_str().map(str::to_string)
+}
+
+fn private_ip(dd: &Drydock, id: &str) -> String {
+    private_ip_of(dd, id).unwrap_or_else(|| panic!("{id} has no private address"))
 }
 
 fn tcp_check(dd: &Drydock, id: &str, port: u16) -> Value {
@@ -189,7 +194,44 @@ fn a_subnet_that_is_not_there_or_in_another_region_is_refused_before_anything_is
         assert_code(&out, 2);
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
+    let out = dd.run(&[
+        "--region",
+        R,
+        "instance",
+        "launch",
+        "--image",
+        &img,
+        "--no-network",
+        "--subnet",
+        &other_subnet,
+    ]);
+    assert_code(&out, 2);
     assert!(dd.instances(R).is_empty(), "nothing was launched");
+
+    // Without a network (for accounts without CAP_NET_ADMIN): no address,
+    // no namespace; the console still reaches it.
+    let _vm = vm_lock();
+    let id = dd.launch(R, &img, &["--no-network"]);
+    assert!(private_ip_of(&dd, &id).is_none());
+    dd.wait_login(R, &id);
+    assert!(dd.console(R, &id, None).contains("drydock: network: none"));
+    let vpcs = dd.json(&["--region", R, "vpcs"]);
+    let ns = vpcs["vpcs"][0]["namespace"].as_str().unwrap().to_string();
+    assert!(!namespaces().contains(&ns));
+    let out = dd.run(&[
+        "--region",
+        R,
+        "repl",
+        "-c",
+        &format!("net::tcp_check(\"{id}\", 22, \"1s\")"),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no network interface"),
+        "{}",
+        text(&out.stderr)
+    );
+    dd.terminate(R, &id);
     assert!(dd.json(&["--region", R, "volumes"])["volumes"]
         .as_array()
         .unwrap()

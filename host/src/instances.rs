@@ -38,8 +38,14 @@ impl Host {
             "tags": req.tags,
             "subnet": req.subnet_id,
             "security_groups": req.security_group_ids,
+            "network": req.network,
         });
         // The subnet is checked before anything is made.
+        if !req.network && (req.subnet_id.is_some() || !req.security_group_ids.is_empty()) {
+            return Err(HostError::Invalid(
+                "an instance launched without a network has no subnet or security groups; drop --no-network or them".into(),
+            ));
+        }
         let subnet = match &req.subnet_id {
             Some(sid) => {
                 let subnet = store.subnet(sid)?;
@@ -47,7 +53,9 @@ impl Host {
             }
             None => store.default_subnet(&self.region)?,
         };
-        let groups = if req.security_group_ids.is_empty() {
+        let groups = if !req.network {
+            Vec::new()
+        } else if req.security_group_ids.is_empty() {
             vec![store.default_security_group(&subnet.vpc_id, &self.region)?]
         } else {
             let mut groups = Vec::new();
@@ -138,8 +146,10 @@ impl Host {
             |tx| {
                 store::insert_volume(tx, &root)?;
                 store::insert_instance(tx, &rec)?;
-                let eni = store::insert_primary_interface(tx, &id, &subnet)?;
-                store::join_groups(tx, &eni.id, &groups)?;
+                if req.network {
+                    let eni = store::insert_primary_interface(tx, &id, &subnet)?;
+                    store::join_groups(tx, &eni.id, &groups)?;
+                }
                 tx.execute(
                     "UPDATE instances SET op_owner = ?2 WHERE id = ?1",
                     rusqlite::params![id, owner],

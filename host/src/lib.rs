@@ -171,6 +171,9 @@ pub struct LaunchRequest {
     /// The security groups of its interface (of the subnet's VPC); the
     /// VPC's default group when empty.
     pub security_group_ids: Vec<String>,
+    /// Whether it gets a network interface (making one needs
+    /// CAP_NET_ADMIN); without one, only its serial console reaches it.
+    pub network: bool,
 }
 
 /// The state reason of an instance whose process was found gone (a crash

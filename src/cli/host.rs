@@ -156,6 +156,9 @@ pub struct LaunchArgs {
     /// Let the metadata service (169.254.169.254) answer requests without a session token (IMDSv1; EC2's HttpTokens=optional)
     #[arg(long)]
     pub imds_v1: bool,
+    /// No network interface: only the serial console reaches it (for accounts without CAP_NET_ADMIN)
+    #[arg(long, conflicts_with_all = ["subnet", "security_groups", "imds_v1"])]
+    pub no_network: bool,
 }
 
 #[derive(Debug, Subcommand)]

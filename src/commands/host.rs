@@ -390,6 +390,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         after_host_failure: AfterHostFailure::parse(&args.after_host_failure)?,
         subnet_id: args.subnet,
         security_group_ids: args.security_groups,
+        network: !args.no_network,
     };
     if !ctx.json {
         eprintln!(

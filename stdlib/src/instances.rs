@@ -277,7 +277,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let sites = ctx.call_sites.clone();
     doc("instance::launch(options)", &[
         "Launches an instance; returns its id (idempotent within a step: a step run again after a crash gets the same instance).",
-        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet), `security_groups` (an array of ids; default: the VPC's default group).",
+        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet), `security_groups` (an array of ids; default: the VPC's default group), `network` (false: no network interface).",
         "Example: `instance::launch(#{ image: \"img-…\", type: \"n2.small\", tags: #{ role: \"web\" } })`",
     ])
     .set_in(&mut inst, move |opts: Map| -> R<String> {
@@ -294,10 +294,11 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 "client_token",
                 "subnet",
                 "security_groups",
+                "network",
             ],
         )?;
         for (key, value) in &opts {
-            if !["tags", "client_token", "security_groups"].contains(&key.as_str())
+            if !["tags", "client_token", "security_groups", "network"].contains(&key.as_str())
                 && !value.is_string()
             {
                 return Err(fail(HostError::Invalid(format!(
@@ -355,6 +356,14 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             after_host_failure: Default::default(),
             subnet_id: get("subnet"),
             security_group_ids,
+            network: match opts.get("network") {
+                None => true,
+                Some(v) => v.as_bool().map_err(|t| {
+                    fail(HostError::Invalid(format!(
+                        "instance::launch: `network` is true or false, not {t}"
+                    )))
+                })?,
+            },
         };
         Ok(o()?.launch(&req).map_err(fail)?.id)
     });

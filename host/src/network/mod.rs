@@ -242,7 +242,7 @@ fn needs_privilege(detail: String) -> HostError {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         HostError::Invalid(format!(
-            "instance networks need CAP_NET_ADMIN ({detail}): run drydock as root"
+            "instance networks need CAP_NET_ADMIN ({detail}): run drydock as root, or launch the instance with --no-network (only its serial console reaches it)"
         ))
     } else {
         HostError::Vmm(format!("cannot set up the instance network: {detail}"))
