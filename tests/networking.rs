@@ -977,3 +977,77 @@ fn the_driver_runbooks_cover_the_network_driver() {
     );
     assert_eq!(tcp_check(&dd, &id, 22)["open"], true);
 }
+
+#[test]
+fn run_command_runs_a_command_over_ssh_on_each_instance_of_a_fleet() {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    let img = dd.image(R);
+    let key = dd.work().join("fleet_key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pubkey = format!("{}.pub", key.display());
+    let ids: Vec<String> = ["m1.small", "n2.small"]
+        .iter()
+        .map(|ty| {
+            dd.launch(
+                R,
+                &img,
+                &["--ssh-key", &pubkey, "--type", ty, "--tag", "role=web"],
+            )
+        })
+        .collect();
+    for id in &ids {
+        dd.wait_login(R, id);
+    }
+    let key_s = key.display().to_string();
+    let out = dd.run(&[
+        "--json",
+        "--region",
+        R,
+        "run",
+        "run-command",
+        "--targets",
+        "tag:role=web",
+        "--max-concurrency",
+        "2",
+        "-p",
+        "command=cat /etc/hostname; uname -r",
+        "-p",
+        &format!("key={key_s}"),
+    ]);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"]["succeeded"], 2, "{v}");
+    for t in v["output"]["targets"].as_array().unwrap() {
+        let child = dd.show(t["execution_id"].as_str().unwrap());
+        let target = t["target"].as_str().unwrap();
+        let output = child["execution"]["output"].to_string();
+        assert!(output.contains(target), "{target}: {output}");
+        assert!(output.contains("cloud-amd64"), "{output}");
+    }
+    // A failing command fails its target, with what it printed.
+    let out = dd.run(&[
+        "--json",
+        "--region",
+        R,
+        "run",
+        "run-command",
+        "-p",
+        &format!("instance={}", ids[0]),
+        "-p",
+        "command=echo not-here >&2; exit 3",
+        "-p",
+        &format!("key={key_s}"),
+    ]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stdout).contains("exited 3") && text(&out.stdout).contains("not-here"),
+        "{}",
+        text(&out.stdout)
+    );
+}
