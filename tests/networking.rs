@@ -997,7 +997,16 @@ fn run_command_runs_a_command_over_ssh_on_each_instance_of_a_fleet() {
             dd.launch(
                 R,
                 &img,
-                &["--ssh-key", &pubkey, "--type", ty, "--tag", "role=web"],
+                &[
+                    "--ssh-key",
+                    &pubkey,
+                    "--type",
+                    ty,
+                    "--tag",
+                    "role=web",
+                    "--root-password",
+                    PW,
+                ],
             )
         })
         .collect();
@@ -1030,6 +1039,38 @@ fn run_command_runs_a_command_over_ssh_on_each_instance_of_a_fleet() {
         assert!(output.contains(target), "{target}: {output}");
         assert!(output.contains("cloud-amd64"), "{output}");
     }
+    // An instance that shows another's host key on its console (to relay
+    // the host's connection to it) is refused: the key was announced first
+    // by the other.
+    let boot = dd.console(R, &ids[0], None);
+    let key_line = boot
+        .lines()
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .unwrap()
+        .trim()
+        .to_string();
+    dd.guest(
+        R,
+        &ids[1],
+        PW,
+        &format!(
+            "printf '%s\\n%s\\n%s\\n' '-----BEGIN SSH HOST KEY KEYS-----' '{key_line}' '-----END SSH HOST KEY KEYS-----'"
+        ),
+    );
+    let out = dd.run(&[
+        "--region",
+        R,
+        "repl",
+        "-c",
+        &format!("ssh::connect(\"{}\", #{{ key: \"{key_s}\" }})", ids[1]),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains(&format!("{} announced first", ids[0])),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A failing command fails its target, with what it printed.
     let out = dd.run(&[
         "--json",

@@ -13,6 +13,8 @@ const END: &str = "-----END SSH HOST KEY KEYS-----";
 
 /// How much of the end of a boot's console log is searched.
 const SEARCHED_BYTES: u64 = 8 << 20;
+/// How many of the latest boots are searched.
+const MAX_BOOTS_SEARCHED: usize = 8;
 
 /// The keys (`TYPE BASE64`) of the last complete block in `text`. Lines
 /// that are not a key type and base64 are ignored; a block without a key
@@ -48,13 +50,39 @@ pub fn parse_announced(text: &str) -> Option<Vec<String>> {
 }
 
 impl Host {
+    /// Records that `id` announced `keys`; a key another instance
+    /// announced first is refused: an instance showing another's key on its
+    /// console could relay the host's connection to that one.
+    fn claim_host_keys(&self, id: &str, keys: &[String]) -> Result<(), HostError> {
+        let store = self.store()?;
+        for key in keys {
+            store.conn.execute(
+                "INSERT OR IGNORE INTO announced_host_keys (key, instance_id, first_seen) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key, id, crate::store::now_ms()],
+            )?;
+            let owner: String = store.conn.query_row(
+                "SELECT instance_id FROM announced_host_keys WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )?;
+            if owner != id {
+                return Err(HostError::Conflict(format!(
+                    "instance {id} announced on its console the SSH host key that {owner} announced first: it could relay a connection to {owner}; refusing to trust it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The SSH host keys instance `id` last announced on its console
     /// (`TYPE BASE64` each): from its latest boot that announced any.
     pub fn announced_host_keys(&self, id: &str) -> Result<Vec<String>, HostError> {
         let i = self.store()?.instance(id)?;
         let i = self.in_region(id, &i.region.clone(), i)?;
         let dir = self.instance_dir(id);
-        for boot in (1..=i.boots).rev() {
+        // The last few boots: a guest rebooting in a loop does not make
+        // every connection read thousands of logs.
+        for boot in (1..=i.boots).rev().take(MAX_BOOTS_SEARCHED) {
             let path = supervisor::console_log_path(&dir, boot);
             let mut f = match std::fs::File::open(&path) {
                 Ok(f) => f,
@@ -72,6 +100,7 @@ impl Host {
                 .read_to_end(&mut bytes)
                 .map_err(|e| HostError::io("read", &path, e))?;
             if let Some(keys) = parse_announced(&String::from_utf8_lossy(&bytes)) {
+                self.claim_host_keys(id, &keys)?;
                 return Ok(keys);
             }
         }

@@ -50,7 +50,12 @@ impl Host {
     pub fn authorize(&self, group_id: &str, rule: &RuleSpec) -> Result<GroupRecord, HostError> {
         let g = self.security_group(group_id)?;
         self.store()?.authorize(group_id, rule)?;
-        crate::network::refresh_firewall(&self.data_dir, &g.vpc_id)?;
+        // Not applied, not recorded: the listing never claims a rule the
+        // running instances do not have.
+        if let Err(e) = crate::network::refresh_firewall(&self.data_dir, &g.vpc_id) {
+            let _ = self.store()?.revoke(group_id, rule);
+            return Err(e);
+        }
         self.security_group(group_id)
     }
 
@@ -58,7 +63,12 @@ impl Host {
     pub fn revoke(&self, group_id: &str, rule: &RuleSpec) -> Result<GroupRecord, HostError> {
         let g = self.security_group(group_id)?;
         self.store()?.revoke(group_id, rule)?;
-        crate::network::refresh_firewall(&self.data_dir, &g.vpc_id)?;
+        // A revoke that could not be applied is put back: the rule is still
+        // in force on the running instances, and the listing says so.
+        if let Err(e) = crate::network::refresh_firewall(&self.data_dir, &g.vpc_id) {
+            let _ = self.store()?.authorize(group_id, rule);
+            return Err(e);
+        }
         self.security_group(group_id)
     }
 

@@ -5,7 +5,7 @@ use crate::store::{SubnetKind, SubnetRecord, VpcRecord};
 use crate::{Host, HostError};
 
 /// A namespace name as `ip netns` takes it, not one of drydock's own.
-fn check_uplink(name: &str) -> Result<(), HostError> {
+pub(crate) fn check_uplink(name: &str) -> Result<(), HostError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -58,12 +58,15 @@ impl Host {
     /// subnets reach it through NAT), or takes it away (`None`); running
     /// instances get the change at once.
     pub fn set_vpc_uplink(&self, id: &str, uplink: Option<&str>) -> Result<VpcRecord, HostError> {
-        self.own_vpc(id)?;
+        let before = self.own_vpc(id)?;
         if let Some(u) = uplink {
             check_uplink(u)?;
         }
         self.store()?.set_uplink(id, uplink)?;
-        crate::network::refresh_firewall(&self.data_dir, id)?;
+        if let Err(e) = crate::network::refresh_firewall(&self.data_dir, id) {
+            let _ = self.store()?.set_uplink(id, before.uplink.as_deref());
+            return Err(e);
+        }
         self.own_vpc(id)
     }
 

@@ -77,6 +77,17 @@ pub fn run(ctx: &Context, args: SshArgs) -> Result<i32, CliError> {
             "StrictHostKeyChecking=yes",
             "-o",
             "UpdateHostKeys=no",
+            // The user's ssh config must not send this connection through
+            // a shared session (to the same address in another VPC) or a
+            // proxy outside the VPC.
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+            "-o",
+            "ProxyCommand=none",
+            "-o",
+            "ProxyJump=none",
             "-o",
         ])
         .arg(format!("HostKeyAlias={id}"));

@@ -57,22 +57,37 @@ fn is_mac(s: &str) -> bool {
             .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// `PREFIX-HEX`: an id as drydock makes them (its tail names sets and
+/// chains).
+fn is_hex_id(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(p, h)| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_lowercase())
+            && !h.is_empty()
+            && h.len() <= 32
+            && h.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 fn is_link_name(s: &str) -> bool {
     !s.is_empty() && s.len() < 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn rule_match(rule: &RuleRecord, peer_field: &str) -> String {
+fn rule_match(rule: &RuleRecord, peer_field: &str) -> Option<String> {
     let mut m = String::new();
     match &rule.peer {
-        Peer::Cidr(c) => {
-            if c != "0.0.0.0/0" {
-                // Checked (ipnet) when the rule was made.
-                let _ = write!(m, "ip {peer_field} {c} ");
+        Peer::Cidr(c) => match c.parse::<ipnet::Ipv4Net>() {
+            Ok(net) if net.prefix_len() == 0 => {}
+            Ok(net) => {
+                let _ = write!(m, "ip {peer_field} {net} ");
             }
-        }
-        Peer::Group(g) => {
+            // A damaged record matches nothing rather than everything.
+            Err(_) => return None,
+        },
+        Peer::Group(g) if is_hex_id(g) => {
             let _ = write!(m, "ip {peer_field} @{} ", set_name(g));
         }
+        Peer::Group(_) => return None,
     }
     match (rule.protocol, rule.ports) {
         (Protocol::Tcp | Protocol::Udp, Some((from, to))) => {
@@ -89,7 +104,7 @@ fn rule_match(rule: &RuleRecord, peer_field: &str) -> String {
         (Protocol::Icmp, _) => m.push_str("meta l4proto icmp "),
         (Protocol::All, _) => {}
     }
-    m
+    Some(m)
 }
 
 /// The VPC's ruleset: `members` are its interfaces, `groups` its security
@@ -98,8 +113,9 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
     let uplink = routing.uplink.as_deref().filter(|u| is_link_name(u));
     let members: Vec<&Member> = members
         .iter()
-        .filter(|m| is_mac(&m.mac) && is_link_name(&m.tap))
+        .filter(|m| is_mac(&m.mac) && is_link_name(&m.tap) && is_hex_id(&m.interface_id))
         .collect();
+    let groups: Vec<&GroupRecord> = groups.iter().filter(|g| is_hex_id(&g.id)).collect();
     let mut out = String::new();
     // Replacing the tables is one transaction: declare, delete, redefine.
     out.push_str("table bridge drydock\ndelete table bridge drydock\n");
@@ -107,28 +123,28 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
 
     out.push_str("table bridge drydock {\n  chain prerouting {\n    type filter hook prerouting priority -300; policy accept;\n");
     for m in &members {
+        let t = &m.tap;
+        // Plain IPv4 and ARP only: a VLAN-tagged frame (even VLAN 0) or
+        // IPv6 would pass by every rule below and by the security groups.
+        let _ = writeln!(out, "    iifname \"{t}\" ether type != {{ ip, arp }} drop");
+        let _ = writeln!(out, "    iifname \"{t}\" ether saddr != {} drop", m.mac);
+        let _ = writeln!(out, "    iifname \"{t}\" ip saddr != {} drop", m.ip);
+        let _ = writeln!(out, "    iifname \"{t}\" arp saddr ip != {} drop", m.ip);
+        let _ = writeln!(out, "    iifname \"{t}\" arp saddr ether != {} drop", m.mac);
+        // Broadcast and multicast IPv4 would reach every guest whatever
+        // their ingress rules (ARP's broadcasts stay allowed).
         let _ = writeln!(
             out,
-            "    iifname \"{}\" ether saddr != {} drop",
-            m.tap, m.mac
+            "    iifname \"{t}\" ether type ip meta pkttype {{ broadcast, multicast }} drop"
         );
-        let _ = writeln!(
-            out,
-            "    iifname \"{}\" ether type ip ip saddr != {} drop",
-            m.tap, m.ip
-        );
-        let _ = writeln!(
-            out,
-            "    iifname \"{}\" ether type arp arp saddr ip != {} drop",
-            m.tap, m.ip
-        );
-        // The VPC is IPv4 only: IPv6 (link-local) would pass by the rules.
-        let _ = writeln!(out, "    iifname \"{}\" ether type ip6 drop", m.tap);
+        let _ = writeln!(out, "    iifname \"{t}\" accept");
     }
+    // A TAP this ruleset does not know (a damaged record) sends nothing.
+    out.push_str("    iifname \"tap-*\" drop\n");
     out.push_str("  }\n}\n");
 
     out.push_str("table inet drydock {\n");
-    for g in groups {
+    for g in &groups {
         let ips: Vec<String> = members
             .iter()
             .filter(|m| m.groups.contains(&g.id))
@@ -145,13 +161,17 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
         // Egress: a match returns to the forward chain (the receiver's
         // ingress still decides); nothing matching drops.
         let _ = writeln!(out, "  chain out_{t} {{");
-        for rule in rules_of(groups, &m.groups, Direction::Egress) {
-            let _ = writeln!(out, "    {}return", rule_match(rule, "daddr"));
+        for rule in rules_of(&groups, &m.groups, Direction::Egress) {
+            if let Some(matched) = rule_match(rule, "daddr") {
+                let _ = writeln!(out, "    {matched}return");
+            }
         }
         out.push_str("    drop\n  }\n");
         let _ = writeln!(out, "  chain in_{t} {{");
-        for rule in rules_of(groups, &m.groups, Direction::Ingress) {
-            let _ = writeln!(out, "    {}accept", rule_match(rule, "saddr"));
+        for rule in rules_of(&groups, &m.groups, Direction::Ingress) {
+            if let Some(matched) = rule_match(rule, "saddr") {
+                let _ = writeln!(out, "    {matched}accept");
+            }
         }
         out.push_str("    drop\n  }\n");
     }
@@ -189,7 +209,7 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
     for m in &members {
         let _ = writeln!(
             out,
-            "    ip saddr {} ip daddr {} tcp dport 80 dnat ip to {}:{}",
+            "    iifname \"br-*\" ip saddr {} ip daddr {} tcp dport 80 dnat ip to {}:{}",
             m.ip,
             super::imds::ADDRESS,
             super::imds::ADDRESS,
@@ -199,7 +219,7 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
     out.push_str("  }\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
     let _ = writeln!(
         out,
-        "    ip daddr {} ct status dnat accept\n    ip daddr {} drop",
+        "    iifname \"br-*\" ip daddr {} ct status dnat accept\n    ip daddr {} drop",
         super::imds::ADDRESS,
         super::imds::ADDRESS
     );
@@ -215,12 +235,13 @@ pub fn render(members: &[Member], groups: &[GroupRecord], routing: &Routing) -> 
 }
 
 fn rules_of<'a>(
-    groups: &'a [GroupRecord],
+    groups: &'a [&'a GroupRecord],
     member_of: &'a [String],
     direction: Direction,
 ) -> impl Iterator<Item = &'a RuleRecord> {
     groups
         .iter()
+        .copied()
         .filter(move |g| member_of.contains(&g.id))
         .flat_map(|g| g.rules.iter())
         .filter(move |r| r.direction == direction)
@@ -296,14 +317,14 @@ mod tests {
                 tap: "tap-aaaa".into(),
                 mac: "02:00:00:00:00:0a".into(),
                 ip: "10.1.1.4".parse().unwrap(),
-                groups: vec!["sg-web".into()],
+                groups: vec!["sg-0eb".into()],
             },
             Member {
                 interface_id: "eni-bbbb".into(),
                 tap: "tap-bbbb".into(),
                 mac: "02:00:00:00:00:0b".into(),
                 ip: "10.1.1.5".parse().unwrap(),
-                groups: vec!["sg-admin".into()],
+                groups: vec!["sg-ad".into()],
             },
             // A damaged record is left out, not written into the ruleset.
             Member {
@@ -316,17 +337,17 @@ mod tests {
         ];
         let groups = vec![
             group(
-                "sg-web",
+                "sg-0eb",
                 vec![
                     rule(
-                        "sg-web",
+                        "sg-0eb",
                         Direction::Ingress,
                         Protocol::Tcp,
                         Some((8080, 8080)),
-                        Peer::Group("sg-admin".into()),
+                        Peer::Group("sg-ad".into()),
                     ),
                     rule(
-                        "sg-web",
+                        "sg-0eb",
                         Direction::Egress,
                         Protocol::All,
                         None,
@@ -335,9 +356,9 @@ mod tests {
                 ],
             ),
             group(
-                "sg-admin",
+                "sg-ad",
                 vec![rule(
-                    "sg-admin",
+                    "sg-ad",
                     Direction::Egress,
                     Protocol::Tcp,
                     Some((1, 1024)),
@@ -351,21 +372,29 @@ mod tests {
             "{r}"
         );
         assert!(
-            r.contains("iifname \"tap-bbbb\" ether type ip ip saddr != 10.1.1.5 drop"),
+            r.contains("iifname \"tap-bbbb\" ip saddr != 10.1.1.5 drop"),
+            "{r}"
+        );
+        assert!(
+            r.contains("iifname \"tap-bbbb\" ether type != { ip, arp } drop"),
+            "{r}"
+        );
+        assert!(
+            r.contains("    iifname \"tap-bbbb\" accept\n    iifname \"tap-*\" drop\n  }"),
             "{r}"
         );
         assert!(!r.contains("flush"), "{r}");
         assert!(
-            r.contains("set sg_admin {\n    type ipv4_addr;\n    elements = { 10.1.1.5 }"),
+            r.contains("set sg_ad {\n    type ipv4_addr;\n    elements = { 10.1.1.5 }"),
             "{r}"
         );
-        assert!(r.contains("chain in_aaaa {\n    ip saddr @sg_admin meta l4proto tcp th dport 8080 accept\n    drop"), "{r}");
+        assert!(r.contains("chain in_aaaa {\n    ip saddr @sg_ad meta l4proto tcp th dport 8080 accept\n    drop"), "{r}");
         assert!(r.contains("chain out_aaaa {\n    return\n    drop"), "{r}");
         assert!(r.contains("chain in_bbbb {\n    drop"), "{r}");
         assert!(r.contains("chain out_bbbb {\n    ip daddr 10.1.0.0/16 meta l4proto tcp th dport 1-1024 return"), "{r}");
         assert!(!r.contains("masquerade"), "no uplink, no NAT: {r}");
         assert!(
-            r.contains("ip saddr 10.1.1.4 ip daddr 169.254.169.254 tcp dport 80 dnat ip to 169.254.169.254:260"),
+            r.contains("iifname \"br-*\" ip saddr 10.1.1.4 ip daddr 169.254.169.254 tcp dport 80 dnat ip to 169.254.169.254:260"),
             "{r}"
         );
         assert!(

@@ -63,11 +63,17 @@ impl Drop for Imds {
 }
 
 struct Service {
+    /// Opened once (opening migrates under the database's write lock): a
+    /// guest asking in a loop only reads.
+    store: Mutex<Option<HostStore>>,
     data_dir: PathBuf,
     instance: String,
     ip: Ipv4Addr,
     tokens: Mutex<HashMap<String, Instant>>,
 }
+
+/// Connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Starts the metadata service of `instance` (address `ip`) in namespace
 /// `ns`.
@@ -77,6 +83,7 @@ pub fn start(data_dir: &Path, ns: &str, instance: &str, ip: Ipv4Addr) -> std::io
         super::netns::in_namespace(ns, || TcpListener::bind(SocketAddr::from((ADDRESS, port))))?;
     listener.set_nonblocking(true)?;
     let service = Arc::new(Service {
+        store: Mutex::new(HostStore::open(data_dir).ok()),
         data_dir: data_dir.to_path_buf(),
         instance: instance.to_string(),
         ip,
@@ -117,13 +124,27 @@ async fn serve(
             return;
         }
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = &mut stopped => return,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
         let accepted = tokio::select! {
             _ = &mut stopped => return,
             a = listener.accept() => a,
         };
-        let Ok((stream, peer)) = accepted else {
-            continue;
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, or the like: wait instead of spinning.
+                tracing::debug!("metadata service: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         // Only the instance itself (the firewall already makes it so).
         if peer.ip() != std::net::IpAddr::V4(service.ip) {
@@ -145,6 +166,7 @@ async fn serve(
         }
         let service = service.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
             let handler = hyper::service::service_fn(move |req| {
                 let service = service.clone();
@@ -169,14 +191,16 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-fn random_token() -> String {
+/// 32 random bytes, URL-safe base64; `None` when the system has no
+/// randomness to give (never a guessable token).
+fn random_token() -> Option<String> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut bytes);
-    }
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .ok()?;
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 impl Service {
@@ -201,7 +225,9 @@ impl Service {
                     "Bad Request: X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600\n",
                 );
             };
-            let token = random_token();
+            let Some(token) = random_token() else {
+                return reply(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+            };
             let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             tokens.retain(|_, until| *until > now);
@@ -219,12 +245,18 @@ impl Service {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return reply(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }
-        let store = match HostStore::open(&self.data_dir) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("metadata: {e}");
-                return reply(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            match HostStore::open(&self.data_dir) {
+                Ok(s) => *guard = Some(s),
+                Err(e) => {
+                    tracing::warn!("metadata: {e}");
+                    return reply(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+                }
             }
+        }
+        let Some(store) = guard.as_ref() else {
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
         };
         let Ok(inst) = store.instance(&self.instance) else {
             return reply(StatusCode::NOT_FOUND, "Not Found\n");
@@ -240,7 +272,7 @@ impl Service {
         if !token_ok && (parts.headers.contains_key(TOKEN_HEADER) || !inst.config.imds_v1) {
             return reply(StatusCode::UNAUTHORIZED, "Unauthorized\n");
         }
-        match self.content(&store, &inst, &path) {
+        match self.content(store, &inst, &path) {
             Some(text) => reply(StatusCode::OK, text),
             None => reply(StatusCode::NOT_FOUND, "Not Found\n"),
         }

@@ -87,7 +87,12 @@ fn uplink_addresses(vpc_id: &str) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
 /// there is one.
 fn plumb_uplink(ns: &str, vpc: &crate::store::VpcRecord) -> Result<Option<String>, HostError> {
     let inner = uplink_name(&vpc.id);
-    match &vpc.uplink {
+    // Read back from the database: checked again before it names a path.
+    let uplink = vpc
+        .uplink
+        .as_ref()
+        .filter(|u| crate::vpcs::check_uplink(u).is_ok());
+    match uplink {
         Some(outside) if netns::namespace_exists(outside) => {
             let (mine, theirs) = uplink_addresses(&vpc.id);
             netns::ensure_uplink(

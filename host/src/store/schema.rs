@@ -92,6 +92,12 @@ CREATE TABLE interface_groups (
     // 8: a VPC's way out (the network namespace its public subnets reach
     // through NAT).
     "ALTER TABLE vpcs ADD COLUMN uplink TEXT;",
+    // 9: which instance first announced an SSH host key on its console.
+    r#"
+CREATE TABLE announced_host_keys (
+    key TEXT PRIMARY KEY, instance_id TEXT NOT NULL, first_seen INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The version this drydock writes.

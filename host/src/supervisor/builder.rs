@@ -299,20 +299,27 @@ pub(super) fn prepare(
         .stdout(Stdio::piped())
         .stderr(vmm_err);
     let tap_fds: Vec<i32> = taps.iter().map(|t| t.as_raw_fd()).collect();
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the child; dup2
-    // and fcntl only change the child's descriptor table (the TAPs go to
-    // fixed numbers without close-on-exec). All are async-signal-safe and
-    // touch no memory of the parent.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the child; fcntl
+    // and dup2 only change the child's descriptor table (the TAPs go to
+    // fixed numbers without close-on-exec). All are async-signal-safe; the
+    // closure allocates nothing (a fixed array) and touches no memory of
+    // the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            for (i, fd) in tap_fds.iter().enumerate() {
-                let target = FIRST_TAP_FD + i as i32;
-                if *fd == target {
-                    if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(*fd, target) < 0 {
+            // First every TAP above the target range (close-on-exec), so
+            // that no dup2 below overwrites a TAP still to be placed.
+            let above = FIRST_TAP_FD + tap_fds.len() as i32;
+            let mut moved = [0i32; 16];
+            for (i, fd) in tap_fds.iter().take(moved.len()).enumerate() {
+                let m = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
+                if m < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                moved[i] = m;
+            }
+            for (i, fd) in moved.iter().take(tap_fds.len()).enumerate() {
+                if libc::dup2(*fd, FIRST_TAP_FD + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
