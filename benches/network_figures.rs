@@ -21,14 +21,9 @@ const IMDS_SCRIPT: &str = r#"#!/bin/sh
 cat > /root/imds-time.sh <<'SCRIPT'
 #!/bin/sh
 token=$( (printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n'; sleep 1) | nc 169.254.169.254 80 | tail -1)
-start=$(date +%s%N)
-i=0
-while [ $i -lt 20 ]; do
-  wget -q -O /dev/null --header "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
-  i=$((i + 1))
-done
-end=$(date +%s%N)
-echo "imds-us-per-get=$(( (end - start) / 20000 ))"
+export token
+# busybox time -f %e: elapsed seconds, to the hundredth.
+time -f "imds-seconds-for-20=%e" sh -c 'i=0; while [ $i -lt 20 ]; do wget -q -O /dev/null --header "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id; i=$((i + 1)); done'
 SCRIPT
 "#;
 
@@ -157,7 +152,7 @@ fn main() {
         "--json",
         "repl",
         "-c",
-        &format!("let ms = []; for i in 0..20 {{ ms.push(net::tcp_check(\"{n2}\", 22, \"5s\").ms); }} ms"),
+        &format!("let us = []; for i in 0..20 {{ us.push(net::tcp_check(\"{n2}\", 22, \"5s\").us); }} us"),
     ]);
     let samples: Vec<f64> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .unwrap_or_default()
@@ -166,8 +161,8 @@ fn main() {
         .unwrap_or_default();
     if !samples.is_empty() {
         println!(
-            "  host -> guest TCP connect (net::tcp_check, inside the VPC): median {:.1} ms of {}",
-            median(samples.clone()),
+            "  host -> guest TCP connect (net::tcp_check, inside the VPC): median {:.2} ms of {}",
+            median(samples.clone()) / 1000.0,
             samples.len()
         );
     }
@@ -187,29 +182,41 @@ fn main() {
     let ping = b.guest(a, &format!("ping -c 10 -q {ip_n2} | tail -1"));
     println!("  guest -> guest ping, m1 -> n2 (10): {}", ping.trim());
 
+    // n2 sends zeros for ever; m1 reads 32 MiB of them and hangs up.
     b.guest(
         n2,
-        "setsid sh -c 'nc -l -p 9000 > /dev/null' </dev/null >/dev/null 2>&1 & sleep 1",
+        "setsid sh -c 'nc -l -p 9000 < /dev/zero' </dev/null >/dev/null 2>&1 & sleep 1",
     );
     let t = b.guest(
         a,
-        &format!("s=$(date +%s%N); dd if=/dev/zero bs=65536 count=512 2>/dev/null | nc -w 2 {ip_n2} 9000; e=$(date +%s%N); echo us=$(( (e - s) / 1000 ))"),
+        &format!("time -f secs=%e sh -c 'nc {ip_n2} 9000 | head -c 33554432 | wc -c' 2>&1"),
     );
-    if let Some(us) = t
-        .split("us=")
+    let mut words = t.split_whitespace();
+    let bytes = words.next().and_then(|w| w.parse::<u64>().ok());
+    let secs = t
+        .split("secs=")
         .nth(1)
-        .and_then(|x| x.trim().parse::<f64>().ok())
-    {
-        // nc -w 2 waits up to 2 s after its input ends: not counted.
-        let secs = (us / 1e6 - 2.0).max(0.001);
-        println!(
-            "  guest -> guest TCP, 32 MiB m1 -> n2: {:.1} MiB/s",
-            32.0 / secs
-        );
+        .and_then(|x| x.split_whitespace().next()?.parse::<f64>().ok());
+    match (secs, bytes) {
+        (Some(secs), Some(bytes)) if bytes == 32 << 20 => println!(
+            "  guest -> guest TCP, 32 MiB n2 -> m1: {:.1} MiB/s",
+            32.0 / secs.max(0.01)
+        ),
+        _ => println!("  guest -> guest TCP: not measured ({})", t.trim()),
     }
 
-    let imds = b.guest(a, "sh /root/imds-time.sh");
-    println!("  metadata GET with a token, in the guest: {}", imds.trim());
+    let imds = b.guest(a, "sh /root/imds-time.sh 2>&1");
+    match imds
+        .split("imds-seconds-for-20=")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next()?.parse::<f64>().ok())
+    {
+        Some(secs) => println!(
+            "  metadata GET with a token, from the guest (busybox wget, 20): {:.1} ms each",
+            secs * 1000.0 / 20.0
+        ),
+        None => println!("  metadata: not measured ({})", imds.trim()),
+    }
 
     for id in &ids {
         b.run(&["instance", "terminate", id]);

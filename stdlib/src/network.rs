@@ -23,7 +23,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let data_dir = ctx.data_dir.clone();
     let mut m = Module::new();
     doc("net::tcp_check(instance, port, timeout)", &[
-        "Connects from the host to TCP `port` of a running instance's private address, inside its VPC; returns `#{ open, ms, address, error }` (`open` false with the reason when nothing accepts, a firewall drops it, or the time runs out).",
+        "Connects from the host to TCP `port` of a running instance's private address, inside its VPC; returns `#{ open, ms, us, address, error }` (`open` false with the reason when nothing accepts, a firewall drops it, or the time runs out).",
         "Fails when the instance has no network interface. Example: `net::tcp_check(id, 22, \"5s\").open`",
     ])
     .set_in(&mut m, move |instance: &str, port: i64, timeout: &str| -> R<Map> {
@@ -50,10 +50,9 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             drydock_host::network::connect(&data_dir, &eni.vpc_id, address, timeout);
         let mut out = Map::new();
         out.insert("address".into(), Dynamic::from(address.to_string()));
-        out.insert(
-            "ms".into(),
-            Dynamic::from(started.elapsed().as_millis() as i64),
-        );
+        let took = started.elapsed();
+        out.insert("ms".into(), Dynamic::from(took.as_millis() as i64));
+        out.insert("us".into(), Dynamic::from(took.as_micros() as i64));
         match result {
             Ok(_stream) => {
                 out.insert("open".into(), Dynamic::from(true));
