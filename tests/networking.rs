@@ -48,6 +48,20 @@ fn private_ip(dd: &Drydock, id: &str) -> String {
     private_ip_of(dd, id).unwrap_or_else(|| panic!("{id} has no private address"))
 }
 
+/// A new ed25519 key pair in the test's work directory, its comment the
+/// file's name: (private key, public key file).
+fn ssh_key(dd: &Drydock, name: &str) -> (std::path::PathBuf, String) {
+    let key = dd.work().join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pubkey = format!("{}.pub", key.display());
+    (key, pubkey)
+}
+
 fn tcp_check(dd: &Drydock, id: &str, port: u16) -> Value {
     let out = dd.run(&[
         "--json",
@@ -423,14 +437,7 @@ fn ssh_reaches_an_instance_with_the_host_key_its_console_announced_and_refuses_a
     let _vm = vm_lock();
     let dd = Drydock::new();
     let img = dd.image(R);
-    let key = dd.work().join("id_ed25519");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let pubkey = format!("{}.pub", key.display());
+    let (key, pubkey) = ssh_key(&dd, "id_ed25519");
     let id = dd.launch(
         R,
         &img,
@@ -860,14 +867,7 @@ fn the_metadata_service_answers_each_instance_alone_with_session_tokens() {
     let script = dd.work().join("imds-user-data.sh");
     std::fs::write(&script, IMDS_SCRIPT).unwrap();
     let script = script.display().to_string();
-    let key = dd.work().join("key");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "imds-test", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let pubkey = format!("{}.pub", key.display());
+    let (_key, pubkey) = ssh_key(&dd, "imds-test");
     let a = dd.launch(
         R,
         &img,
@@ -997,14 +997,7 @@ fn run_command_runs_a_command_over_ssh_on_each_instance_of_a_fleet() {
     let _vm = vm_lock();
     let dd = Drydock::new();
     let img = dd.image(R);
-    let key = dd.work().join("fleet_key");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let pubkey = format!("{}.pub", key.display());
+    let (key, pubkey) = ssh_key(&dd, "fleet_key");
     let ids: Vec<String> = ["m1.small", "n2.small"]
         .iter()
         .map(|ty| {

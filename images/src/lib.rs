@@ -79,8 +79,9 @@ pub const NIC_DRIVERS: &[&str] = &["virtio_net"];
 /// volume holds the kernel, modules, initramfs and boot configuration; 5:
 /// the build leaves a memo of them, boot-memo.json; 6: services in
 /// /etc/init.d and the `service` command; 7: the network service and the
-/// NIC driver on the root volume; 8: the SSH server).
-const LAYOUT_VERSION: u32 = 8;
+/// NIC driver on the root volume; 8: the SSH server; 9: directory modes
+/// set whatever the builder's umask).
+const LAYOUT_VERSION: u32 = 9;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -441,6 +442,7 @@ pub fn build(
             init: INITRAMFS_INIT,
         },
     )?;
+    rootfs::normalize_dir_modes(&tree)?;
     rootfs::make_ext4(
         &tree,
         "root",

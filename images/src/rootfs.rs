@@ -232,6 +232,33 @@ pub fn install_boot(tree: &Path, boot: &BootLayout<'_>) -> Result<(), ImageError
     Ok(())
 }
 
+/// Gives every directory of a guest's root tree its conventional mode,
+/// whatever the umask of the process that built it (a build under a
+/// sharing group's umask made /root group-writable, and the SSH server
+/// then refuses root's keys): 0755, /root 0700, /tmp 1777.
+pub fn normalize_dir_modes(tree: &Path) -> Result<(), ImageError> {
+    fn walk(tree: &Path, dir: &Path) -> Result<(), ImageError> {
+        let mode = match dir.strip_prefix(tree).ok().and_then(|r| r.to_str()) {
+            Some("root") => 0o700,
+            Some("tmp") => 0o1777,
+            _ => 0o755,
+        };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ImageError::io("chmod", dir, e))?;
+        for entry in std::fs::read_dir(dir).map_err(|e| ImageError::io("read", dir, e))? {
+            let entry = entry.map_err(|e| ImageError::io("read", dir, e))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| ImageError::io("stat", &entry.path(), e))?;
+            if kind.is_dir() {
+                walk(tree, &entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    walk(tree, tree)
+}
+
 /// Makes an ext4 file system image of `size_mib` MiB from `tree`.
 pub fn make_ext4(tree: &Path, label: &str, size_mib: u64, out: &Path) -> Result<(), ImageError> {
     let status = Command::new("mke2fs")
@@ -261,4 +288,34 @@ pub fn make_ext4(tree: &Path, label: &str, size_mib: u64, out: &Path) -> Result<
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_modes_do_not_depend_on_the_builders_umask() {
+        let tree = tempfile::tempdir().unwrap();
+        for d in ["root/.ssh", "tmp", "etc/init.d", "lib/x86_64-linux-gnu"] {
+            std::fs::create_dir_all(tree.path().join(d)).unwrap();
+        }
+        for d in ["root", "tmp", "etc", "root/.ssh"] {
+            std::fs::set_permissions(tree.path().join(d), std::fs::Permissions::from_mode(0o770))
+                .unwrap();
+        }
+        normalize_dir_modes(tree.path()).unwrap();
+        let mode = |d: &str| {
+            std::fs::metadata(tree.path().join(d))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("root"), 0o700);
+        assert_eq!(mode("tmp"), 0o1777);
+        assert_eq!(mode("etc"), 0o755);
+        assert_eq!(mode("root/.ssh"), 0o755);
+        assert_eq!(mode(""), 0o755);
+    }
 }
