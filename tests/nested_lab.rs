@@ -2,11 +2,14 @@
 //! QEMU TCG with AMD SVM (L2), whose kvm-amd gives a hardware-style
 //! /dev/kvm; inside it drydock runs the project's image on its own KVM VMM
 //! (L3) through tests/nested-lab/own-vmm.rhai: boot to the login prompt,
-//! log in over the serial console with 2 vCPUs, hot-attach a disk and
+//! log in over the serial console with 2 vCPUs, use the network card
+//! (virtio-net over MMIO; its address, the router's round trips, the
+//! metadata service, SSH from the host with the announced host key), hot-attach a disk and
 //! write to it, detach and re-attach it and read the data back, see a
 //! detach refused while the guest has the disk mounted, reboot, power off
 //! from inside the guest; then the new generation (virtio-pci, MSI-X): an
-//! n2 boots, finds its disks on the PCI bus, hot-attaches, stops cleanly,
+//! n2 boots, answers SSH (launch to SSH measured), finds its disks and
+//! network card on the PCI bus, hot-attaches, stops cleanly,
 //! and an image without `virtio_pci` does not find its root disk there.
 //! The results come back on L2's console.
 
@@ -51,12 +54,19 @@ fn own_vmm_boots_logs_in_hot_attaches_reboots_and_powers_off_in_the_nested_lab()
     for expected in [
         r#""backend_m1":"drydock-kvm""#,
         "LAB login ok: CPUS=2",
+        "LAB m1 network: inet 10.1.1.",
+        " 0% packet loss",
+        "LAB m1 metadata instance-id: i-",
+        "LAB m1 ssh: ssh-ok 02:",
         "LAB hot-attached vol-",
         "LAB read back: written-in-the-lab",
         "LAB detach while mounted refused: the file system on vol-",
         "LAB rebooted, uptime",
         "LAB after poweroff: stopped (guest powered off)",
         "LAB n2 pci: 0x8086:0x29c0 0x1af4:0x1042",
+        "LAB n2 network: inet 10.1.1.",
+        "LAB n2 ssh: ssh-ok 02:",
+        "LAB FIGURE n2 launch to SSH",
         "LAB n2 hot-attached vol-",
         "LAB n2 stopped: stopped (stopped by user)",
         "LAB no-pci image on n2: did not appear",

@@ -1,5 +1,6 @@
 //! Property tests of what drydock's VMM parses from the guest: virtio
-//! descriptor chains fed to virtio-blk, virtio-mmio register accesses, PCI
+//! descriptor chains fed to virtio-blk and to virtio-net (with arbitrary
+//! frames arriving from its backend), virtio-mmio register accesses, PCI
 //! configuration space and BAR accesses (with BAR sizing), and the kernel,
 //! initrd and boot-params loaders given arbitrary bytes. Nothing may panic,
 //! overflow, or allocate a buffer of a size the guest (or the image) chose:
@@ -17,7 +18,9 @@ use drydock_vmm::arch::boot::{load_initrd, load_kernel, write_boot_params};
 use drydock_vmm::devices::bus::PioDevice;
 use drydock_vmm::devices::pci::{HostBridge, PciBus, PciConfigPorts, PciFunction};
 use drydock_vmm::devices::virtio::block::{Block, SECTOR_SIZE};
-use drydock_vmm::devices::virtio::mmio::{reg, MmioBlock};
+use drydock_vmm::devices::virtio::device::{BackendInput, VirtioDevice};
+use drydock_vmm::devices::virtio::mmio::{reg, MmioBlock, MmioRegisters};
+use drydock_vmm::devices::virtio::net::{Net, MAX_FRAME, NET_HDR_LEN};
 use drydock_vmm::devices::virtio::pci::{MsiSender, PciBlock, BAR0_SIZE};
 use proptest::prelude::*;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
@@ -492,9 +495,176 @@ fn write_file(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// One end of a non-blocking SOCK_SEQPACKET pair as a network card's
+/// backend (it keeps frame boundaries as a TAP does), and the other.
+fn wire() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: both descriptors were just made and are owned here only.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// Stores `descs` as a queue's descriptor table (or as an indirect table
+/// its first descriptor points at) and `heads` in its avail ring.
+fn fill_queue(
+    mem: &GuestMemoryMmap,
+    mock: &MockSplitQueue<GuestMemoryMmap>,
+    descs: &[Desc],
+    indirect: bool,
+    indirect_at: u64,
+    heads: &[u16],
+) {
+    let raw = |d: &Desc| RawDescriptor::from(SplitDescriptor::new(d.addr, d.len, d.flags, d.next));
+    if indirect {
+        for (i, d) in descs.iter().enumerate() {
+            mem.write_obj(raw(d), GuestAddress(indirect_at + 16 * i as u64))
+                .unwrap();
+        }
+        let table = Desc {
+            addr: indirect_at,
+            len: 16 * descs.len() as u32,
+            flags: 4,
+            next: 0,
+        };
+        mock.desc_table().store(0, raw(&table)).unwrap();
+    } else {
+        for (i, d) in descs.iter().enumerate() {
+            mock.desc_table().store(i as u16, raw(d)).unwrap();
+        }
+    }
+    for (i, h) in heads.iter().enumerate() {
+        mock.avail().ring().ref_at(i).unwrap().store(u16::to_le(*h));
+    }
+    mock.avail().idx().store(u16::to_le(heads.len() as u16));
+}
+
 // ---------------------------------------------------------------------------
 
 proptest! {
+    /// Arbitrary descriptor tables on both queues of virtio-net (any
+    /// address, length, direction, loops, indirect tables) while arbitrary
+    /// frames (empty, runts, jumbo) arrive from its backend: nothing
+    /// panics, no allocation follows a guest-chosen length, no used length
+    /// claims more than a header and the largest frame.
+    #[test]
+    fn network_chains_and_frames_never_panic_nor_allocate_what_the_guest_asks(
+        rx_descs in prop::collection::vec(desc(), 1..16),
+        tx_descs in prop::collection::vec(desc(), 1..16),
+        rx_indirect in prop::bool::weighted(0.2),
+        tx_indirect in prop::bool::weighted(0.2),
+        heads in prop::collection::vec(prop_oneof![4 => 0u16..16, 1 => any::<u16>()], 1..4),
+        frames in prop::collection::vec(
+            prop_oneof![4 => 0usize..1600, 1 => 1600usize..70_000],
+            0..6,
+        ),
+        seed in any::<u64>(),
+        live in prop::bool::weighted(0.9),
+    ) {
+        let mem = memory();
+        scribble(&mem, DATA, 0x10_000, seed);
+        let (card, wire) = wire();
+        let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let mut net = Net::new(Arc::new(card), [2, 0, 0, 0, 0, 9], wake);
+        let rx = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let tx = MockSplitQueue::create(&mem, GuestAddress(0x5000), 16);
+        fill_queue(&mem, &rx, &rx_descs, rx_indirect, INDIRECT_TABLE, &heads);
+        fill_queue(&mem, &tx, &tx_descs, tx_indirect, INDIRECT_TABLE + 0x1000, &heads);
+        for len in &frames {
+            // A frame the wire cannot carry is simply not sent.
+            let _ = std::io::Write::write(&mut &wire, &vec![0xa5u8; *len]);
+        }
+        let mut queues: Vec<Queue> = vec![rx.create_queue().unwrap(), tx.create_queue().unwrap()];
+        let ((), largest) = largest_allocation(|| {
+            let _ = net.queue_notify(1, &mem, &mut queues);
+            let _ = net.backend_input(live, &mem, &mut queues);
+            let _ = net.queue_notify(0, &mem, &mut queues);
+            let _ = net.queue_notify(7, &mem, &mut queues);
+        });
+        prop_assert!(largest <= ALLOC_LIMIT, "allocated {largest} bytes");
+        for (mock, name) in [(&rx, "rx"), (&tx, "tx")] {
+            let used = mock.used().idx().load();
+            for i in 0..usize::from(used.min(16)) {
+                let len = mock.used().ring().ref_at(i).unwrap().load().len();
+                prop_assert!(len as usize <= NET_HDR_LEN + MAX_FRAME, "{name} used length {len}");
+            }
+        }
+        let m = &net.metrics;
+        prop_assert!(m.rx_frames + m.rx_dropped <= frames.len() as u64 + 1);
+        prop_assert!(m.tx_frames <= 16);
+    }
+
+    /// The same card behind its virtio-mmio registers, driven by arbitrary
+    /// register accesses while frames arrive.
+    #[test]
+    fn network_card_mmio_registers_never_panic(
+        set_up in any::<bool>(),
+        seed in any::<u64>(),
+        ops in prop::collection::vec(
+            prop_oneof![2 => access(mmio_offset()), 2 => register_write(mmio_offset())],
+            0..48,
+        ),
+        frames in prop::collection::vec(0usize..2000, 0..4),
+    ) {
+        let mem = memory();
+        scribble(&mem, 0x1000, 0x3000, seed);
+        let (card, wire) = wire();
+        let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut dev = drydock_vmm::devices::virtio::mmio::MmioNet::new(
+            Net::new(Arc::new(card), [2, 0, 0, 0, 0, 8], wake),
+            mem.clone(),
+            irq,
+        );
+        let ((), largest) = largest_allocation(|| {
+            if set_up {
+                for (off, v) in [(reg::STATUS, 3u32), (reg::DRIVER_FEATURES_SEL, 1), (reg::DRIVER_FEATURES, 1), (reg::STATUS, 0xb)] {
+                    dev.write(off, &v.to_le_bytes());
+                }
+                for q in 0..2u32 {
+                    for (off, v) in [(reg::QUEUE_SEL, q), (reg::QUEUE_NUM, 16), (reg::QUEUE_DESC_LOW, 0x1000 + q * 0x800), (reg::QUEUE_DRIVER_LOW, 0x2000 + q * 0x800), (reg::QUEUE_DEVICE_LOW, 0x3000 + q * 0x800), (reg::QUEUE_READY, 1)] {
+                        dev.write(off, &v.to_le_bytes());
+                    }
+                }
+                dev.write(reg::STATUS, &0xfu32.to_le_bytes());
+            }
+            for (i, op) in ops.iter().enumerate() {
+                if let Some(len) = frames.get(i) {
+                    let _ = std::io::Write::write(&mut &wire, &vec![0x3cu8; *len]);
+                    BackendInput::backend_input(&mut dev);
+                }
+                match op {
+                    Access::Read { offset, len } => {
+                        let mut b = vec![0u8; *len];
+                        dev.read(*offset, &mut b);
+                    }
+                    Access::Write { offset, data } => dev.write(*offset, data),
+                }
+            }
+            dev.write(reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+            dev.write(reg::QUEUE_NOTIFY, &0u32.to_le_bytes());
+        });
+        prop_assert!(largest <= ALLOC_LIMIT, "allocated {largest} bytes");
+        let mut id = [0u8; 4];
+        dev.read(reg::DEVICE_ID, &mut id);
+        prop_assert_eq!(u32::from_le_bytes(id), 1);
+        let _ = dev.device.device_type();
+    }
+
     /// Arbitrary descriptor tables (chains, loops, indirect tables, any
     /// address and length) and avail rings fed to virtio-blk.
     #[test]

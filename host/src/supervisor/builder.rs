@@ -94,10 +94,6 @@ pub(super) fn prepare(
     let mut guest_network = String::new();
     let mut imds = None;
     for iface in store.interfaces(id)? {
-        if backend == Backend::Drydock {
-            tracing::warn!(instance = %id, "drydock's VMM has no network device yet: {} starts without its interface", id);
-            break;
-        }
         let subnet = store.subnet(&iface.subnet_id)?;
         let attached = crate::network::attach(data_dir, &iface, &subnet)?;
         nics.push(NicSpec {

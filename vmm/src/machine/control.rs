@@ -40,7 +40,9 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use serde_json::{json, Value};
 
-use super::{Machine, MachineConfig, MachineDisk, MachineEnd, MachineEvent, MachineHandle};
+use super::{
+    Machine, MachineConfig, MachineDisk, MachineEnd, MachineEvent, MachineHandle, MachineNic,
+};
 use crate::spec::VmSpec;
 
 /// Hot-plug slots every VM gets.
@@ -109,12 +111,17 @@ fn next_line<R: Read>(reader: &mut BufReader<R>) -> std::io::Result<Line> {
 
 /// The machine a [`VmSpec`] describes.
 pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
-    if !spec.nics.is_empty() {
-        return Err(format!(
-            "the spec asks for {} network interface(s); drydock's VMM has no network device yet (QEMU runs networked instances)",
-            spec.nics.len()
-        ));
-    }
+    let nics = spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Ok(MachineNic {
+                mac: parse_mac(&n.mac).map_err(|e| format!("network interface {i}: {e}"))?,
+                tap_fd: n.tap_fd,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(MachineConfig {
         vcpus: u8::try_from(spec.vcpus).map_err(|_| format!("{} vCPUs is too many", spec.vcpus))?,
         memory_mib: spec.memory_mib,
@@ -131,6 +138,7 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
             })
             .collect(),
         hotplug_slots: HOTPLUG_SLOTS,
+        nics,
         generation: spec.generation,
         virtio_mmio_cmdline: spec.virtio_mmio_cmdline,
         // The host's choice, in the spec (`DRYDOCK_VMM_SECCOMP` reaches
@@ -140,6 +148,25 @@ pub fn machine_config(spec: &VmSpec) -> Result<MachineConfig, String> {
         test_hook_forbidden_syscall_in_vcpu: test_hook() == Some(TestHook::SyscallInVcpu),
         test_hook_open_after_boot: test_hook() == Some(TestHook::OpenAfterBoot),
     })
+}
+
+/// A MAC address written `02:00:0a:01:01:04`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let bad =
+        || format!("`{text}` is not a MAC address; write six hex bytes like 02:00:0a:01:01:04");
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
 }
 
 /// TEST HOOKS ONLY, and only in a VMM built with the `test-hooks` feature

@@ -15,7 +15,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{ConsoleSink, MachineConfig, MachineDisk, MachineError, MachineEvent, Serial};
 use crate::devices::legacy::serial::SerialDevice;
-use crate::devices::virtio::BlockDevice;
+use crate::devices::virtio::net::NetMetrics;
+use crate::devices::virtio::{BlockDevice, NetDevice};
 use crate::vstate::VmError;
 
 /// State shared between the run loop, the vCPU threads and the control
@@ -25,6 +26,8 @@ pub struct MachineHandle {
     pub(super) serial: Arc<Mutex<Serial>>,
     /// The virtio devices of the current boot (boot disks, then slots).
     pub(super) devices: Mutex<Vec<Arc<Mutex<dyn BlockDevice>>>>,
+    /// The network cards of the current boot.
+    pub(super) cards: Mutex<Vec<Arc<Mutex<dyn NetDevice>>>>,
     pub(super) stop_requested: AtomicBool,
     pub(super) reboot_requested: AtomicBool,
     pub(super) paused: (Mutex<bool>, Condvar),
@@ -54,6 +57,15 @@ pub struct MachineStatus {
     /// When vCPU 0 first entered the guest (µs since the Unix epoch).
     pub first_entry_unix_us: u64,
     pub disks: Vec<DiskStatus>,
+    /// Network cards (this boot's traffic).
+    pub nics: Vec<NicStatus>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct NicStatus {
+    pub mac: String,
+    #[serde(flatten)]
+    pub metrics: NetMetrics,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -99,6 +111,7 @@ impl MachineHandle {
             config,
             serial: Arc::new(Mutex::new(SerialDevice::new(serial_irq, console))),
             devices: Mutex::new(Vec::new()),
+            cards: Mutex::new(Vec::new()),
             stop_requested: AtomicBool::new(false),
             reboot_requested: AtomicBool::new(false),
             paused: (Mutex::new(false), Condvar::new()),
@@ -284,6 +297,23 @@ impl MachineHandle {
                 }
             })
             .collect();
+        let nics = self
+            .cards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|c| {
+                let c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let m = c.net().mac();
+                NicStatus {
+                    mac: format!(
+                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    ),
+                    metrics: c.net().metrics.clone(),
+                }
+            })
+            .collect();
         MachineStatus {
             state: if self.is_paused() {
                 "paused"
@@ -296,6 +326,7 @@ impl MachineHandle {
             exits: self.exits.load(Ordering::SeqCst),
             first_entry_unix_us: self.first_entry_unix_us.load(Ordering::SeqCst),
             disks,
+            nics,
         }
     }
 

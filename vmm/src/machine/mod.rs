@@ -1,13 +1,15 @@
 //! drydock's own microVM: one Linux guest on KVM with an 8250 console,
-//! ACPI power-off/reset, virtio-mmio disks (boot disks plus empty slots
-//! for hot attach) described in the DSDT, 1..N vCPUs, and reboots that
-//! rebuild the VM in place.
+//! ACPI power-off/reset, virtio disks (boot disks plus empty slots for hot
+//! attach) and network cards (over TAPs the host passes open) on
+//! virtio-mmio (described in the DSDT or on the command line) or
+//! virtio-pci, 1..N vCPUs, and reboots that rebuild the VM in place.
 //!
 //! [`Machine::run`] drives boots until the guest powers off or the VMM is
 //! told to stop; [`MachineHandle`] is what the control socket
 //! ([`control`]) uses while it runs: status, pause/resume, stop, reboot,
 //! break, attach/detach disk. Every boot is reported as an event.
 
+mod backend_watch;
 mod boot_files;
 pub mod control;
 mod handle;
@@ -32,9 +34,11 @@ use crate::devices::legacy::power::{PowerControl, POWER_BASE, POWER_LEN};
 use crate::devices::legacy::serial::{SerialDevice, COM1};
 use crate::devices::pci::{HostBridge, PciBus, PciConfigPorts, PciFunction};
 use crate::devices::virtio::block::Block;
-use crate::devices::virtio::mmio::{MmioBlock, MMIO_WINDOW};
-use crate::devices::virtio::pci::{PciBlock, BAR0_SIZE};
-use crate::devices::virtio::BlockDevice;
+use crate::devices::virtio::device::BackendInput;
+use crate::devices::virtio::mmio::{MmioBlock, MmioNet, MmioRegisters, MMIO_WINDOW};
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::pci::{PciBlock, PciNet, BAR0_SIZE};
+use crate::devices::virtio::{BlockDevice, NetDevice};
 use crate::spec::DeviceGeneration;
 use crate::vstate::vcpu::{ExitReason, MmioHandler, Vcpu};
 use crate::vstate::vm::Vm;
@@ -48,6 +52,14 @@ pub struct MachineDisk {
     pub read_only: bool,
 }
 
+/// A network card given to the guest: its MAC address and the TAP the
+/// VMM inherited as descriptor `tap_fd`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MachineNic {
+    pub mac: [u8; 6],
+    pub tap_fd: i32,
+}
+
 /// What to boot.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MachineConfig {
@@ -59,6 +71,9 @@ pub struct MachineConfig {
     pub disks: Vec<MachineDisk>,
     /// Empty disk slots for hot attach.
     pub hotplug_slots: u32,
+    /// Network cards, after the disks on the bus.
+    #[serde(default)]
+    pub nics: Vec<MachineNic>,
     /// How disks reach the guest: virtio-mmio or virtio-pci.
     #[serde(default = "mmio_generation")]
     pub generation: DeviceGeneration,
@@ -88,6 +103,14 @@ fn seccomp_on() -> bool {
 fn mmio_generation() -> DeviceGeneration {
     DeviceGeneration::Mmio
 }
+
+/// A network card's backend, the card's wake descriptor and its
+/// transport: what a backend watcher needs.
+type Watched = (
+    Arc<std::fs::File>,
+    Arc<EventFd>,
+    Arc<Mutex<dyn BackendInput>>,
+);
 
 /// How the VM ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -139,12 +162,12 @@ enum VcpuReport {
 /// The guest's MMIO space: virtio-mmio windows in order, and PCI BARs.
 #[derive(Default, Clone)]
 struct GuestMmio {
-    virtio: Vec<Arc<Mutex<MmioBlock>>>,
+    virtio: Vec<Arc<Mutex<dyn MmioRegisters>>>,
     pci: PciBus,
 }
 
 impl GuestMmio {
-    fn find(&self, addr: u64) -> Option<(&Arc<Mutex<MmioBlock>>, u64)> {
+    fn find(&self, addr: u64) -> Option<(&Arc<Mutex<dyn MmioRegisters>>, u64)> {
         let off = addr.checked_sub(layout::VIRTIO_MMIO_START)?;
         let index = (off / MMIO_WINDOW) as usize;
         self.virtio.get(index).map(|d| (d, off % MMIO_WINDOW))
@@ -221,6 +244,8 @@ pub struct Machine {
     handle: Arc<MachineHandle>,
     /// Disks between boots (boot disks, then slots).
     blocks: Vec<Block>,
+    /// Network cards' TAPs and MAC addresses, kept across boots.
+    nics: Vec<(Arc<std::fs::File>, [u8; 6])>,
     /// `/dev/kvm`, kernel and initrd, opened once: every boot reads them
     /// again through these descriptors, never by path.
     files: boot_files::BootFiles,
@@ -243,12 +268,29 @@ impl Machine {
                 config.memory_mib
             )));
         }
-        let devices = config.disks.len() + config.hotplug_slots as usize;
+        let devices = config.disks.len() + config.hotplug_slots as usize + config.nics.len();
         let max = (layout::LAST_DEVICE_IRQ - layout::FIRST_DEVICE_IRQ + 1) as usize;
         if devices > max {
             return Err(MachineError::Invalid(format!(
-                "{devices} disks and slots asked for; at most {max}"
+                "{devices} disks, slots and network cards asked for; at most {max}"
             )));
+        }
+        let mut nics = Vec::new();
+        for (i, nic) in config.nics.iter().enumerate() {
+            if config.nics[..i].iter().any(|n| n.tap_fd == nic.tap_fd) {
+                return Err(MachineError::Invalid(format!(
+                    "two network cards name TAP descriptor {}: give each its own",
+                    nic.tap_fd
+                )));
+            }
+            if nic.mac[0] & 1 != 0 {
+                return Err(MachineError::Invalid(format!(
+                    "network card {i}: a multicast MAC address cannot be a card's; use a unicast one (like 02:…)"
+                )));
+            }
+            let tap = crate::devices::virtio::tap::inherited_tap(nic.tap_fd)
+                .map_err(|e| MachineError::Invalid(format!("network card {i}: {e}")))?;
+            nics.push((Arc::new(tap), nic.mac));
         }
         let mut blocks = Vec::new();
         for d in &config.disks {
@@ -273,6 +315,7 @@ impl Machine {
         Ok(Self {
             handle: MachineHandle::new(config, console)?,
             blocks,
+            nics,
             files,
         })
     }
@@ -284,7 +327,7 @@ impl Machine {
     /// Where the virtio devices are (one page each, from the MMIO gap).
     fn mmio_layout(&self) -> Vec<acpi::MmioDeviceInfo> {
         let count = match self.handle.config.generation {
-            DeviceGeneration::Mmio => self.blocks.len(),
+            DeviceGeneration::Mmio => self.blocks.len() + self.nics.len(),
             DeviceGeneration::Pci => 0,
         };
         mmio_devices(count)
@@ -343,18 +386,40 @@ impl Machine {
             .map_err(crate::vstate::kvm_err("register the serial irqfd"))?;
         let vm = Arc::new(vm);
         let mut devices: Vec<Arc<Mutex<dyn BlockDevice>>> = Vec::new();
+        let mut cards: Vec<Arc<Mutex<dyn NetDevice>>> = Vec::new();
+        // Each card's backend, watched by a thread of its own for frames.
+        let mut watched: Vec<Watched> = Vec::new();
         let mut guest_mmio = GuestMmio::default();
+        let new_card =
+            |tap: &Arc<std::fs::File>, mac: [u8; 6]| -> Result<(Net, Arc<EventFd>), MachineError> {
+                let wake = Arc::new(
+                    EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Memory(e.to_string()))?,
+                );
+                Ok((Net::new(tap.clone(), mac, wake.clone()), wake))
+            };
         match cfg.generation {
             DeviceGeneration::Mmio => {
-                for (i, block) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+                let irq_for = |i: usize| -> Result<EventFd, MachineError> {
                     let irq = EventFd::new(libc::EFD_NONBLOCK)
                         .map_err(|e| VmError::Memory(e.to_string()))?;
                     vm.fd
                         .register_irqfd(&irq, layout::FIRST_DEVICE_IRQ + i as u32)
                         .map_err(crate::vstate::kvm_err("register a virtio irqfd"))?;
+                    Ok(irq)
+                };
+                for block in std::mem::take(&mut self.blocks) {
+                    let irq = irq_for(guest_mmio.virtio.len())?;
                     let dev = Arc::new(Mutex::new(MmioBlock::new(block, vm.memory.clone(), irq)));
                     guest_mmio.virtio.push(dev.clone());
                     devices.push(dev);
+                }
+                for (tap, mac) in &self.nics {
+                    let irq = irq_for(guest_mmio.virtio.len())?;
+                    let (net, wake) = new_card(tap, *mac)?;
+                    let dev = Arc::new(Mutex::new(MmioNet::new(net, vm.memory.clone(), irq)));
+                    guest_mmio.virtio.push(dev.clone());
+                    cards.push(dev.clone());
+                    watched.push((tap.clone(), wake, dev));
                 }
             }
             DeviceGeneration::Pci => {
@@ -375,23 +440,49 @@ impl Machine {
                             }
                         }
                     });
-                for (i, block) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
-                    let bar0 = layout::PCI_MMIO_START + i as u64 * BAR0_SIZE;
+                let mut functions = 0u64;
+                let mut next_bar0 = || {
+                    functions += 1;
+                    layout::PCI_MMIO_START + (functions - 1) * BAR0_SIZE
+                };
+                for block in std::mem::take(&mut self.blocks) {
                     let dev = Arc::new(Mutex::new(PciBlock::new(
                         block,
                         vm.memory.clone(),
                         msi.clone(),
-                        bar0,
+                        next_bar0(),
                     )));
                     guest_mmio.pci.slots.push(dev.clone());
                     devices.push(dev);
                 }
+                for (tap, mac) in &self.nics {
+                    let (net, wake) = new_card(tap, *mac)?;
+                    let dev = Arc::new(Mutex::new(PciNet::new(
+                        net,
+                        vm.memory.clone(),
+                        msi.clone(),
+                        next_bar0(),
+                    )));
+                    guest_mmio.pci.slots.push(dev.clone());
+                    cards.push(dev.clone());
+                    watched.push((tap.clone(), wake, dev));
+                }
             }
+        }
+        let mut watchers = Vec::new();
+        for (i, (tap, wake, transport)) in watched.into_iter().enumerate() {
+            watchers.push(
+                backend_watch::BackendWatcher::spawn(i, tap, wake, transport)
+                    .map_err(|e| VmError::Setup(format!("cannot start a network thread: {e}")))?,
+            );
         }
         let pci_ports = Arc::new(Mutex::new(PciConfigPorts::new(guest_mmio.pci.clone())));
         *h.devices
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = devices.clone();
+        *h.cards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cards;
         let power = Arc::new(Mutex::new(PowerControl::default()));
         let i8042 = Arc::new(Mutex::new(I8042::default()));
 
@@ -506,6 +597,13 @@ impl Machine {
             .clear();
         input.store(true, Ordering::SeqCst);
         h.input_ready.notify_all();
+        for w in watchers {
+            w.stop();
+        }
+        h.cards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
 
         // Disks carry over to the next boot.
         let devices = std::mem::take(

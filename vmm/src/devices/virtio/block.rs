@@ -7,7 +7,15 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+
+use super::device::{UsedQueues, VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// The virtio device id of a block device.
+pub const VIRTIO_ID_BLOCK: u32 = 2;
+/// Feature bits (virtio spec 5.2.3).
+pub const VIRTIO_BLK_F_RO: u32 = 5;
+pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
 
 /// Request types (virtio spec 5.2.6).
 pub const VIRTIO_BLK_T_IN: u32 = 0;
@@ -358,6 +366,53 @@ impl Block {
                 Ok(n as u32)
             }
             _ => Err(VIRTIO_BLK_S_UNSUPP),
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = (1u64 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_BLK_F_FLUSH);
+        if self.read_only() {
+            f |= 1 << VIRTIO_BLK_F_RO;
+        }
+        f
+    }
+
+    fn queue_count(&self) -> usize {
+        1
+    }
+
+    /// The configuration space: the capacity in sectors (a u64) first.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.capacity_sectors().to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|at| config.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn queue_notify(
+        &mut self,
+        index: usize,
+        mem: &GuestMemoryMmap,
+        queues: &mut [Queue],
+    ) -> Result<UsedQueues, String> {
+        let Some(q) = queues.get_mut(index).filter(|_| index == 0) else {
+            return Ok(0);
+        };
+        match self.process_queue(mem, q) {
+            Ok(true) => Ok(1),
+            Ok(false) => Ok(0),
+            Err(e) => Err(format!("virtio-blk queue error: {e}")),
         }
     }
 }
