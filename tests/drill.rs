@@ -88,9 +88,10 @@ fn a_drill_of_two_instances_restores_them_in_region_b_measures_and_tears_down() 
         &[
             "-p",
             "instances=[\"tag:drill=yes\"]",
-            // The console check, and SSH's port as a user reaches it.
+            // The console check (which also starts busybox's httpd), SSH's
+            // port as a user reaches it, and a GET of the web service.
             "-p",
-            "steady_state={\"command\": \"touch /root/.drill-rw && rm /root/.drill-rw && echo steady-state-ok\", \"expect\": \"steady-state-ok\", \"tcp\": 22}",
+            "steady_state={\"command\": \"touch /root/.drill-rw && rm /root/.drill-rw && mkdir -p /srv/www && echo up > /srv/www/health && (netstat -ltn | grep -q :8000 || busybox httpd -p 8000 -h /srv/www) && echo steady-state-ok\", \"expect\": \"steady-state-ok\", \"tcp\": 22, \"http\": \"http://{ip}:8000/health\"}",
             "-p",
             "rto=15m",
             "-p",
@@ -133,6 +134,19 @@ fn a_drill_of_two_instances_restores_them_in_region_b_measures_and_tears_down() 
                 .unwrap()
                 .starts_with("10.2."),
             "checked in region-b's VPC: {row}"
+        );
+        assert_eq!(row["steady_http"]["ok"], true, "{row}");
+        assert_eq!(row["steady_http"]["status"], 200, "{row}");
+        assert!(
+            row["steady_http"]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://10.2.")
+                && row["steady_http"]["url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(":8000/health"),
+            "{{ip}} is the restored instance's address: {row}"
         );
         assert_eq!(row["rto"], "met");
         assert_eq!(row["rpo"], "met");

@@ -4,7 +4,9 @@
 //! is rolled back to m1, running, with the reason; a rejected approval
 //! changes nothing; upgrade-drivers installs virtio_pci from a driver
 //! volume (no network in the guest) and rebuilds the initramfs; then the
-//! migration boots on n2 with virtio_pci loaded.
+//! migration boots on n2 with virtio_pci loaded. With upgrade_drivers=true
+//! the migration installs what lacks itself (the NIC driver too) and ends
+//! on n2 with the network up.
 
 mod common;
 
@@ -195,6 +197,126 @@ fn an_mmio_only_instance_is_rolled_back_then_upgraded_and_migrated_to_n2() {
     assert_eq!(after["state"], "running");
     let modules = dd.guest(R, &id, "hunter2", "cut -d' ' -f1 /proc/modules");
     assert!(modules.contains("virtio_pci"), "{modules}");
+}
+
+#[test]
+fn a_migration_with_upgrade_drivers_installs_the_storage_and_network_drivers_and_ends_networked_on_n2(
+) {
+    let _vm = vm_lock();
+    let dd = Drydock::new();
+    // No virtio_pci (n2's transport) in the image, and the network driver
+    // taken off its root volume: on n2 it would find neither its root disk
+    // nor its network.
+    let img = dd.image_with(
+        R,
+        &["--name", "mmio-only", "--drivers", "virtio_mmio,virtio_blk"],
+    );
+    let id = dd.launch(
+        R,
+        &img,
+        &[
+            "--type",
+            "m1.small",
+            "--root-password",
+            "hunter2",
+            "--allow-faults",
+        ],
+    );
+    dd.inject_fault(R, &id, "nic-driver-missing");
+    let ip = dd.instance(R, &id)["private_ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{id} has no private address"))
+        .to_string();
+    let pw = "password=env:ROOT_PW";
+    let inst = format!("instance={id}");
+
+    // Without upgrade_drivers it stops before touching anything, naming
+    // what lacks and the parameter that installs it.
+    let (code, _, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("pre-checks failed")
+            && said.contains("virtio_pci")
+            && said.contains("virtio_net")
+            && said.contains("upgrade_drivers=true"),
+        "{said}"
+    );
+    assert_eq!(dd.instance(R, &id)["instance_type"], "m1.small");
+
+    // With it: backup, upgrade-drivers, the pre-checks again, the switch.
+    let (code, v, said) = to_n2(
+        &dd,
+        "migrate-instance-type",
+        &inst,
+        pw,
+        &["-p", "upgrade_drivers=true"],
+    );
+    assert_eq!(code, 0, "{said}");
+    println!(
+        "migrate-instance-type with upgrade_drivers: {} ms",
+        v["duration_ms"]
+    );
+    let out = &v["output"];
+    assert_eq!(out["result"], "migrated", "{out}");
+    let mut installed: Vec<&str> = out["drivers_installed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    installed.sort();
+    assert_eq!(installed, ["virtio_net", "virtio_pci"], "{out}");
+    let exec = v["execution_id"].as_str().unwrap().to_string();
+    let steps: Vec<String> = dd.show(&exec)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    let at = |name: &str| {
+        steps
+            .iter()
+            .position(|s| s == name)
+            .unwrap_or_else(|| panic!("no step {name}: {steps:?}"))
+    };
+    assert!(at("backup image") < at("run upgrade-drivers"), "{steps:?}");
+    assert!(at("run upgrade-drivers") < at("stop"), "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|s| *s == "run check-migration").count(),
+        2,
+        "checked again after the upgrade: {steps:?}"
+    );
+
+    // On n2, running, with the address it had, reachable from the host.
+    let after = dd.instance(R, &id);
+    assert_eq!(after["instance_type"], "n2.small");
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["private_ip"], ip.as_str());
+    let modules = dd.guest(R, &id, "hunter2", "cut -d' ' -f1 /proc/modules");
+    assert!(
+        modules.contains("virtio_pci") && modules.contains("virtio_net"),
+        "{modules}"
+    );
+    let addr = dd.guest(R, &id, "hunter2", "ip -4 -o addr show dev eth0");
+    assert!(addr.contains(&format!("inet {ip}/")), "{addr}");
+    let out = dd.run(&[
+        "--json",
+        "--region",
+        R,
+        "repl",
+        "-c",
+        &format!("net::tcp_check(\"{id}\", 22, \"5s\")"),
+    ]);
+    assert_code(&out, 0);
+    let ssh: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ssh["open"], true, "SSH's port answers on n2: {ssh}");
+    // One backup (the migration's; upgrade-drivers made none), no driver
+    // volume left.
+    let images = dd.json(&["--region", R, "images"]).to_string();
+    assert_eq!(images.matches("before-n2.small-").count(), 1, "{images}");
+    assert!(!images.contains("before-drivers-"), "{images}");
+    let vols = dd.json(&["--region", R, "volumes"]);
+    assert!(!vols.to_string().contains("drydock:drivers"), "{vols}");
 }
 
 #[test]

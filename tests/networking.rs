@@ -75,6 +75,84 @@ fn tcp_check(dd: &Drydock, id: &str, port: u16) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
 }
 
+/// `net::http_check` of `url` on `id` through the REPL: its result, or
+/// the error it failed with (the REPL's exit code is not 0).
+fn http_check(dd: &Drydock, id: &str, url: &str) -> Result<Value, String> {
+    let out = dd
+        .command(&[
+            "--json",
+            "--region",
+            R,
+            "repl",
+            "-c",
+            &format!("net::http_check(\"{id}\", env(\"DD_URL\"), \"5s\")"),
+        ])
+        .env("DD_URL", url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout))))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[test]
+fn http_checks_refuse_urls_that_reach_anywhere_but_the_instance_before_looking_it_up() {
+    // No guest: the URL is read before the instance is looked up.
+    let dd = Drydock::new();
+    for (url, says) in [
+        ("https://{ip}:8443/health", "https is not checked"),
+        ("file:///etc/passwd", "its scheme is \"file\""),
+        (
+            "http://example.com/health",
+            "names the host \"example.com\"",
+        ),
+        ("http://{ip}@example.com/", "credentials"),
+        ("http://{ip}:99999/", "port \"99999\""),
+        ("http://{ip}/a\r\nX-Injected: 1", "holds '\\r'"),
+    ] {
+        let e = http_check(&dd, "i-000000000000", url).unwrap_err();
+        assert!(
+            e.contains(says) && e.contains("http://{ip}:8080/health"),
+            "{url}: {e}"
+        );
+    }
+    // A good URL gets as far as the instance, which is not there.
+    let e = http_check(&dd, "i-000000000000", "http://{ip}:8080/health").unwrap_err();
+    assert!(e.contains("i-000000000000"), "{e}");
+    // The drill refuses a steady state over HTTP without {ip} before it
+    // does anything.
+    let out = dd
+        .command(&[
+            "--region",
+            R,
+            "run",
+            "dr-drill",
+            "-p",
+            "instances=[\"i-000000000000\"]",
+            "-p",
+            "target_region=region-b",
+            "-p",
+            "password=env:DD_PW",
+            "-p",
+            "steady_state={\"command\": \"true\", \"expect\": \"x\", \"http\": \"http://10.1.1.5/\"}",
+        ])
+        .env("DD_PW", "x")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("steady_state's `http` is a URL template") && said.contains("{ip}"),
+        "{said}"
+    );
+    assert!(dd.instances(R).is_empty() && dd.instances("region-b").is_empty());
+}
+
 #[test]
 fn guests_of_both_generations_share_a_subnet_and_the_host_reaches_their_services() {
     let _vm = vm_lock();
@@ -150,6 +228,53 @@ fn guests_of_both_generations_share_a_subnet_and_the_host_reaches_their_services
     assert!(
         closed["error"].as_str().unwrap().contains("refused"),
         "{closed}"
+    );
+
+    // Over HTTP: busybox's httpd in B answers a GET of a file it serves;
+    // a wrong path, a closed port and another address are told apart.
+    dd.guest(
+        R,
+        &b,
+        PW,
+        "mkdir -p /srv/www && echo healthy > /srv/www/health && busybox httpd -p 8000 -h /srv/www && sleep 1 && netstat -ltn | grep -q :8000",
+    );
+    let ok = http_check(&dd, &b, "http://{ip}:8000/health").unwrap();
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["address"], format!("{ip_b}:8000"), "{ok}");
+    assert_eq!(ok["url"], format!("http://{ip_b}:8000/health"), "{ok}");
+    assert!(ok["error"].is_null(), "{ok}");
+    // Its own address written out is the same instance.
+    let literal = http_check(&dd, &b, &format!("http://{ip_b}:8000/health")).unwrap();
+    assert_eq!(literal["ok"], true, "{literal}");
+    let missing = http_check(&dd, &b, "http://{ip}:8000/nothing-here").unwrap();
+    assert_eq!(missing["ok"], false, "{missing}");
+    assert_eq!(missing["status"], 404, "{missing}");
+    let e = missing["error"].as_str().unwrap();
+    assert!(
+        e.contains("answered 404") && e.contains("not 2xx") && e.contains("path"),
+        "{missing}"
+    );
+    let closed = http_check(&dd, &b, "http://{ip}:8081/health").unwrap();
+    assert_eq!(closed["ok"], false, "{closed}");
+    assert!(closed["status"].is_null(), "{closed}");
+    let e = closed["error"].as_str().unwrap();
+    assert!(
+        e.contains(&format!("cannot connect to {ip_b}:8081")) && e.contains("refused"),
+        "{closed}"
+    );
+    // Something that is not HTTP: SSH's port.
+    let ssh = http_check(&dd, &b, "http://{ip}:22/").unwrap();
+    assert_eq!(ssh["ok"], false, "{ssh}");
+    assert!(
+        ssh["error"].as_str().unwrap().contains("HTTP server"),
+        "{ssh}"
+    );
+    // Another instance's address (A's) is not B's: refused.
+    let e = http_check(&dd, &b, &format!("http://{ip_a}:8000/health")).unwrap_err();
+    assert!(
+        e.contains(&format!("not {b}'s address {ip_b}")) && e.contains("{ip}"),
+        "{e}"
     );
 
     // Stop and start keep the address (as EC2's private IPv4); the
