@@ -327,6 +327,22 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
         R,
         &["--name", "mmio-only", "--drivers", "virtio_mmio,virtio_blk"],
     );
+    // Seed 004's trap: the instance sits in a private subnet (no route out
+    // of its VPC), where the helper goes too.
+    let vpc = dd.json(&["--region", R, "vpc", "create", "--cidr", "10.70.0.0/16"]);
+    let vpc = vpc["id"].as_str().unwrap().to_string();
+    let private = dd.json(&[
+        "--region",
+        R,
+        "subnet",
+        "create",
+        "--vpc",
+        &vpc,
+        "--cidr",
+        "10.70.2.0/24",
+        "--private",
+    ]);
+    let private = private["id"].as_str().unwrap().to_string();
     let id = dd.launch(
         R,
         &img,
@@ -336,6 +352,8 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
             "--root-password",
             "hunter2",
             "--allow-faults",
+            "--subnet",
+            &private,
         ],
     );
     let pw = "password=env:ROOT_PW";
@@ -359,6 +377,7 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     println!("upgrade-drivers offline: {} ms", v["duration_ms"]);
     let up = &v["output"];
     assert_eq!(up["offline"], true, "{up}");
+    assert_eq!(up["helper_subnet"], private.as_str(), "{up}");
     assert!(up["backup"].as_str().unwrap().starts_with("img-"));
     let output = up["install_output"].to_string();
     assert!(
@@ -396,7 +415,17 @@ fn an_instance_nobody_can_log_into_is_upgraded_through_a_helper_then_migrated() 
     let (code, v, said) = to_n2(&dd, "migrate-instance-type", &inst, pw, &[]);
     assert_eq!(code, 0, "{said}");
     assert_eq!(v["output"]["result"], "migrated");
-    assert_eq!(dd.instance(R, &id)["instance_type"], "n2.small");
+    let after = dd.instance(R, &id);
+    assert_eq!(after["instance_type"], "n2.small");
+    // Still in its private subnet, at its address.
+    assert_eq!(after["subnet_id"], private.as_str(), "{after}");
+    assert!(
+        after["private_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.70.2."),
+        "{after}"
+    );
 }
 
 #[test]
