@@ -46,6 +46,7 @@ fn only_prints(command: &Command) -> bool {
     matches!(
         command,
         Command::Executions(_)
+            | Command::Events(_)
             | Command::Runbooks
             | Command::Approvals
             | Command::Images { action: None }
@@ -128,6 +129,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Windows { action } => commands::windows::run(&ctx, action),
         Command::Tokens { action } => commands::tokens::run(&ctx, action),
         Command::Executions(args) => commands::executions::run(&ctx, args),
+        Command::Events(args) => commands::events::run(&ctx, args),
         Command::Runbooks => commands::runbooks::list(&ctx),
         Command::Validate(args) => commands::runbooks::validate(&ctx, args),
         Command::Image(cli::ImageCommand::Build(args)) => commands::host::image_build(&ctx, args),
@@ -148,6 +150,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Ssh(args) => commands::ssh::run(&ctx, args),
         Command::HostInfo => commands::host::host_info(&ctx),
         Command::InstanceTypes => commands::host::instance_types(&ctx),
+        Command::InstanceStatus { instance } => commands::status_checks::run(&ctx, instance),
         Command::Vpcs => commands::network::vpcs(&ctx),
         Command::Subnets => commands::network::subnets(&ctx),
         Command::Vpc(cmd) => commands::network::vpc(&ctx, cmd),

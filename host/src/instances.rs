@@ -124,6 +124,7 @@ impl Host {
             created_at: now_ms(),
             state_since: now_ms(),
             after_host_failure: req.after_host_failure,
+            auto_recovery: req.auto_recovery,
         };
         let root = VolumeRecord {
             id: vol_id,
@@ -151,12 +152,13 @@ impl Host {
                     store::join_groups(tx, &eni.id, &groups)?;
                 }
                 tx.execute(
-                    "UPDATE instances SET op_owner = ?2 WHERE id = ?1",
-                    rusqlite::params![id, owner],
+                    "UPDATE instances SET op_owner = ?2, auto_recovery = ?3 WHERE id = ?1",
+                    rusqlite::params![id, owner, req.auto_recovery],
                 )?;
                 Ok(())
             },
         )?;
+        self.store()?.state_event(&id, "pending", "launched");
         self.spawn_supervisor(&id)?;
         self.wait_for(&id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
         self.running_or_error(&id, " was launched but")
@@ -373,6 +375,15 @@ impl Host {
         let i = store.instance(id)?;
         self.in_region(id, &i.region.clone(), ())?;
         store.set_after_host_failure(id, policy)?;
+        store.instance(id)
+    }
+
+    /// Turns automatic recovery of an instance on or off.
+    pub fn set_auto_recovery(&self, id: &str, on: bool) -> Result<InstanceRecord, HostError> {
+        let mut store = self.store()?;
+        let i = store.instance(id)?;
+        self.in_region(id, &i.region.clone(), ())?;
+        store.set_auto_recovery(id, on)?;
         store.instance(id)
     }
 

@@ -13,6 +13,7 @@ mod console_log;
 mod driver_volumes;
 pub mod extents;
 pub mod faults;
+pub mod health;
 mod host_keys;
 mod images;
 mod instances;
@@ -37,7 +38,8 @@ pub use client_tokens::{ClientToken, CreatedKind, CreatedRecord};
 pub use store::{
     parse_tag_filter, AfterHostFailure, Direction, GroupRecord, HostStore, ImageRecord,
     InstanceConfig, InstanceRecord, InstanceState, Peer, Protocol, RuleRecord, RuleSpec,
-    SnapshotRecord, SubnetKind, SubnetRecord, TagKind, Tags, VolumeKind, VolumeRecord, VpcRecord,
+    SnapshotRecord, StoredStatus, SubnetKind, SubnetRecord, TagKind, Tags, VolumeKind,
+    VolumeRecord, VpcRecord,
 };
 pub use types::{instance_type, InstanceType, INSTANCE_TYPES};
 
@@ -162,6 +164,9 @@ pub struct LaunchRequest {
     pub tags: Tags,
     /// What a host outage leaves the instance as.
     pub after_host_failure: AfterHostFailure,
+    /// Started again by `drydock serve` when its system check fails (its
+    /// VMM died, the host went down), within the serve's limit.
+    pub auto_recovery: bool,
     /// Makes the launch idempotent: a launch with a token used before
     /// returns (and, if it was cut off, finishes) that launch's instance.
     pub client_token: Option<ClientToken>,

@@ -17,6 +17,7 @@
 pub mod approvals;
 pub mod display;
 pub mod executions;
+pub mod health;
 pub mod host;
 
 #[cfg(test)]

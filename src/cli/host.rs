@@ -103,12 +103,15 @@ pub enum InstanceCommand {
         #[arg(
             long = "type",
             value_name = "TYPE",
-            required_unless_present = "after_host_failure"
+            required_unless_present_any = ["after_host_failure", "auto_recovery"]
         )]
         instance_type: Option<String>,
         /// stop (stays stopped after a host outage, as EC2) or start (started again by `drydock host recover`)
         #[arg(long, value_name = "stop|start")]
         after_host_failure: Option<String>,
+        /// on: `drydock serve` starts it again when its system check fails (at most 3 times in 24 h by default)
+        #[arg(long, value_name = "on|off")]
+        auto_recovery: Option<String>,
     },
 }
 
@@ -141,6 +144,9 @@ pub struct LaunchArgs {
     /// What a host outage leaves it as: stop (default, as EC2) or start (started again by `drydock host recover`)
     #[arg(long, value_name = "stop|start", default_value = "stop")]
     pub after_host_failure: String,
+    /// on: `drydock serve` starts it again (same id, volumes, addresses) when its system check fails — its VMM died, the host went down — at most 3 times in 24 h by default
+    #[arg(long, value_name = "on|off", default_value = "off")]
+    pub auto_recovery: String,
     /// Tag it at launch (repeatable); written with the instance's record
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,

@@ -85,6 +85,9 @@ pub enum Command {
     },
     /// List executions, or show one
     Executions(ExecutionsArgs),
+    /// The host's events, oldest first: instances' states and status
+    /// checks, recoveries, executions, approvals (`--follow` to watch)
+    Events(EventsArgs),
     /// List the runbooks drydock knows: bundled and from runbook directories
     Runbooks,
     /// Check runbook files: syntax, metadata and parameter declarations
@@ -152,6 +155,14 @@ pub enum Command {
     HostInfo,
     /// Instance types: vCPUs, memory, device generation
     InstanceTypes,
+    /// Status checks, run now: system (instance process, VMM, volumes) and
+    /// instance (the guest answers; no kernel panic or stuck boot on its
+    /// console) — ok, impaired, initializing or insufficient-data; exit 1
+    /// when one is impaired
+    InstanceStatus {
+        /// One instance [default: every running one of the region]
+        instance: Option<String>,
+    },
     /// List volumes of the region (`drydock volumes create|attach|…` works too)
     Volumes {
         #[command(subcommand)]

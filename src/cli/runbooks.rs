@@ -100,6 +100,30 @@ pub struct ExecutionsArgs {
     pub limit: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this type (instance.state, instance.status,
+    /// instance.recovery, execution.started, execution.ended,
+    /// approval.requested, approval.decided) or family (instance); repeatable
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events about this instance
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Only events since then: a duration back from now (90m, 2h) or a time (2026-12-07T10:00:00Z)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only events after this sequence number
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<i64>,
+    /// At most this many (the newest)
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Keep printing events as they happen (one line each; with --json one object per line)
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ExecutionsCommand {
     /// Steps, attempts, outputs, errors, approvals and printed lines of one execution

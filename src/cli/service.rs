@@ -153,6 +153,15 @@ pub struct ServeArgs {
     /// Allow --listen on an address other machines can reach (plain HTTP carries tokens in clear: put a TLS proxy in front)
     #[arg(long)]
     pub listen_public: bool,
+    /// How often every instance's status checks run (`off` for never); changes become instance.status events, and instances with --auto-recovery on whose system check fails are started again
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub check_interval: String,
+    /// Automatic recoveries of one instance allowed within --recovery-window; past that it stays stopped, and an event says why
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_recoveries: u32,
+    /// The window --max-recoveries counts in
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub recovery_window: String,
     #[command(subcommand)]
     pub action: Option<ServeCommand>,
 }

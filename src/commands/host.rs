@@ -242,6 +242,16 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
     let list = store.instances(region.as_deref())?;
     let tags = store.all_tags(drydock_host::TagKind::Instance)?;
     let interfaces = store.primary_interfaces()?;
+    // The status checks' last verdicts (`drydock serve` runs them).
+    let statuses = store.stored_statuses()?;
+    let status_of = |i: &InstanceRecord| -> Option<String> {
+        let watched = i.state == drydock_host::InstanceState::Running
+            || (i.state == drydock_host::InstanceState::Stopped
+                && drydock_host::health::unplanned_stop(&i.state_reason));
+        watched
+            .then(|| statuses.get(&i.id).map(|s| s.status.clone()))
+            .flatten()
+    };
     let leftovers =
         super::leftovers::unreferenced(&ctx.executor.journal()?, &store, region.as_deref())?;
     if ctx.json {
@@ -252,6 +262,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
                 let eni = interfaces.get(&i.id);
                 v["private_ip"] = json!(eni.map(|e| &e.private_ip));
                 v["subnet_id"] = json!(eni.map(|e| &e.subnet_id));
+                v["status"] = json!(status_of(i));
                 v
             })
             .collect();
@@ -285,6 +296,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
         "TYPE",
         "IMAGE",
         "STATE",
+        "STATUS",
         "PRIVATE IP",
         "REASON",
         "BOOTS",
@@ -298,6 +310,7 @@ pub fn instances(ctx: &Context, args: InstancesArgs) -> Result<i32, CliError> {
             i.instance_type.clone(),
             i.image_id.clone(),
             i.state.to_string(),
+            status_of(i).unwrap_or_else(|| "-".into()),
             interfaces
                 .get(&i.id)
                 .map(|e| e.private_ip.clone())
@@ -388,6 +401,7 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
         tags,
         client_token,
         after_host_failure: AfterHostFailure::parse(&args.after_host_failure)?,
+        auto_recovery: on_off("--auto-recovery", &args.auto_recovery)?,
         subnet_id: args.subnet,
         security_group_ids: args.security_groups,
         network: !args.no_network,
@@ -403,6 +417,18 @@ fn launch(ctx: &Context, host: &Host, args: LaunchArgs) -> Result<InstanceRecord
     Ok(host.launch(&req)?)
 }
 
+/// `on` or `off`.
+fn on_off(flag: &str, value: &str) -> Result<bool, CliError> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(CliError::usage(format!(
+            "{flag} takes on or off, not `{}`",
+            super::shown(other)
+        ))),
+    }
+}
+
 /// `drydock instance …`.
 pub fn instance(ctx: &Context, cmd: InstanceCommand) -> Result<i32, CliError> {
     let host = open_host(ctx)?;
@@ -416,7 +442,12 @@ pub fn instance(ctx: &Context, cmd: InstanceCommand) -> Result<i32, CliError> {
             instance,
             instance_type,
             after_host_failure,
+            auto_recovery,
         } => {
+            let auto_recovery = auto_recovery
+                .as_deref()
+                .map(|v| on_off("--auto-recovery", v))
+                .transpose()?;
             let policy = after_host_failure
                 .as_deref()
                 .map(AfterHostFailure::parse)
@@ -427,6 +458,9 @@ pub fn instance(ctx: &Context, cmd: InstanceCommand) -> Result<i32, CliError> {
             }
             if let Some(p) = policy {
                 rec = Some(host.set_after_host_failure(&instance, p)?);
+            }
+            if let Some(on) = auto_recovery {
+                rec = Some(host.set_auto_recovery(&instance, on)?);
             }
             let rec = match rec {
                 Some(r) => r,

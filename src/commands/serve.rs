@@ -111,6 +111,7 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         ctx.settings.data_dir.display(),
         file.display()
     ));
+    let checks = health_settings(&args)?;
     let started_at = drydock_runtime::journal::now_ms();
     let socket = serve_socket::socket_path(&ctx.settings.data_dir);
     let status = Arc::new(Mutex::new(json!({})));
@@ -226,6 +227,20 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         }
         Err(e) => say(&format!("host recovery failed: {e}")),
     }
+    let health = checks.map(|(every, policy)| {
+        say(&format!(
+            "status checks every {}; automatic recovery at most {} per {}",
+            drydock_runtime::duration::format_duration(every),
+            policy.max,
+            drydock_runtime::duration::format_duration(policy.window)
+        ));
+        HealthChecks::start(
+            ctx.settings.data_dir.clone(),
+            ctx.settings.profile.clone(),
+            every,
+            policy,
+        )
+    });
     let mut file_seen: Option<SystemTime> = None;
     let clock = SystemClock;
     let mut cache = DueCache::default();
@@ -265,6 +280,7 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
     }
     report(cache.due.len(), None, children.len(), true);
     let _ = stop_web.send(true);
+    drop(health);
     say(&format!(
         "drydock serve: stopping; {} runs still going record their end in the journal and are resumed by the next serve if they stop",
         children.len()
@@ -277,6 +293,92 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         std::mem::forget(c);
     }
     Ok(0)
+}
+
+/// `--check-interval`, `--max-recoveries`, `--recovery-window`: None
+/// when checks are off.
+fn health_settings(
+    args: &ServeArgs,
+) -> Result<Option<(Duration, drydock_ops::health::RecoveryPolicy)>, CliError> {
+    let window = drydock_runtime::duration::parse_duration(&args.recovery_window)
+        .map_err(|e| CliError::usage(format!("--recovery-window: {e}")))?;
+    if args.check_interval.trim() == "off" {
+        return Ok(None);
+    }
+    let every = drydock_runtime::duration::parse_duration(&args.check_interval)
+        .map_err(|e| CliError::usage(format!("--check-interval: {e} (or off)")))?;
+    if every < Duration::from_secs(1) {
+        return Err(CliError::usage(
+            "--check-interval must be at least 1s (each pass reaches every running instance)",
+        ));
+    }
+    Ok(Some((
+        every,
+        drydock_ops::health::RecoveryPolicy {
+            max: args.max_recoveries,
+            window,
+        },
+    )))
+}
+
+/// The thread that runs the status checks (and recoveries) at their
+/// interval; they block on instances (a start waits for its VMM), so they
+/// stay off the loop that runs schedules and serves the web console.
+struct HealthChecks {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HealthChecks {
+    fn start(
+        data_dir: PathBuf,
+        profile: String,
+        every: Duration,
+        policy: drydock_ops::health::RecoveryPolicy,
+    ) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("status-checks".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !s.load(Ordering::SeqCst) {
+                    let pass = drydock_runtime::Journal::open(&data_dir)
+                        .map_err(|e| e.to_string())
+                        .and_then(|j| {
+                            drydock_ops::health::pass(&data_dir, &profile, &policy, &j)
+                                .map_err(|e| e.to_string())
+                        });
+                    match pass {
+                        Ok(p) => {
+                            for (id, before, now) in &p.changed {
+                                let before = if before.is_empty() { "-" } else { before };
+                                say(&format!("status: {id} {before} -> {now}"));
+                            }
+                            for (id, outcome) in &p.recoveries {
+                                say(&format!("recovery: {id} {outcome}"));
+                            }
+                        }
+                        Err(e) => say(&format!("status checks: {e}")),
+                    }
+                    let until = std::time::Instant::now() + every;
+                    while !s.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Reaps every child of this process that has ended: the runners it

@@ -237,6 +237,22 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
         describe(&h, &i)
     });
     let o = open.clone();
+    doc("instance::status(id)", &[
+        "Both status checks of an instance, run now: `#{ status, system, instance_check, system_reason, instance_reason, state }`; `status` is `ok`, `impaired`, `initializing` or `insufficient-data` (the worse of the two checks). The system check: its instance process and VMM run, its volumes are reachable (a stop the instance did not ask for is impaired). The instance check: the guest answers at its private address (or, without a network, reached its login prompt); a kernel panic or a boot stuck at a prompt on its console is impaired, with that line as the reason.",
+        "Example: `if instance::status(id).status == \"impaired\" { … }`",
+    ])
+    .set_in(&mut inst, move |id: &str| -> R<Map> {
+        let r = o()?.status_checks(id).map_err(fail)?;
+        let mut m = Map::new();
+        m.insert("status".into(), r.status.as_str().into());
+        m.insert("state".into(), r.state.clone().into());
+        m.insert("system".into(), r.system.status.as_str().into());
+        m.insert("system_reason".into(), r.system.reason.clone().into());
+        m.insert("instance_check".into(), r.guest.status.as_str().into());
+        m.insert("instance_reason".into(), r.guest.reason.clone().into());
+        Ok(m)
+    });
+    let o = open.clone();
     let secrets = ctx.secrets.clone();
     doc("instance::describe(id, options)", &[
         "An instance's record; `#{ secrets: true }` adds `secrets: #{ root_password_hash, user_data }`, masked (`****`) in everything the execution writes from then on.",
@@ -277,7 +293,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     let sites = ctx.call_sites.clone();
     doc("instance::launch(options)", &[
         "Launches an instance; returns its id (idempotent within a step: a step run again after a crash gets the same instance).",
-        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet), `security_groups` (an array of ids; default: the VPC's default group), `network` (false: no network interface).",
+        "Options: `image` (required), `type` (default m1.small), `hostname`, `root_password`, `user_data`, `tags` (`#{ KEY: \"value\" }`), `client_token`, `subnet` (default: the region's default subnet), `security_groups` (an array of ids; default: the VPC's default group), `network` (false: no network interface), `auto_recovery` (true: `drydock serve` starts it again when its system check fails).",
         "Example: `instance::launch(#{ image: \"img-…\", type: \"n2.small\", tags: #{ role: \"web\" } })`",
     ])
     .set_in(&mut inst, move |opts: Map| -> R<String> {
@@ -295,10 +311,12 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
                 "subnet",
                 "security_groups",
                 "network",
+                "auto_recovery",
             ],
         )?;
         for (key, value) in &opts {
-            if !["tags", "client_token", "security_groups", "network"].contains(&key.as_str())
+            if !["tags", "client_token", "security_groups", "network", "auto_recovery"]
+                .contains(&key.as_str())
                 && !value.is_string()
             {
                 return Err(fail(HostError::Invalid(format!(
@@ -354,6 +372,14 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
             tags,
             client_token,
             after_host_failure: Default::default(),
+            auto_recovery: match opts.get("auto_recovery") {
+                None => false,
+                Some(v) => v.as_bool().map_err(|t| {
+                    fail(HostError::Invalid(format!(
+                        "instance::launch: `auto_recovery` is true or false, not {t}"
+                    )))
+                })?,
+            },
             subnet_id: get("subnet"),
             security_group_ids,
             network: match opts.get("network") {

@@ -158,6 +158,8 @@ pub struct InstanceRecord {
     pub state_since: i64,
     /// What a host outage leaves it as.
     pub after_host_failure: AfterHostFailure,
+    /// Started again by `drydock serve` when its system check fails.
+    pub auto_recovery: bool,
 }
 
 impl InstanceRecord {
@@ -182,6 +184,7 @@ impl InstanceRecord {
                 "start" => AfterHostFailure::Start,
                 _ => AfterHostFailure::Stop,
             },
+            auto_recovery: r.get("auto_recovery")?,
         })
     }
 }
@@ -189,8 +192,8 @@ impl InstanceRecord {
 pub(crate) fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(), HostError> {
     {
         conn.execute(
-            "INSERT INTO instances (id, region, instance_type, image_id, state, state_reason, root_volume, config, created_at, after_host_failure)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO instances (id, region, instance_type, image_id, state, state_reason, root_volume, config, created_at, after_host_failure, auto_recovery)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 i.id,
                 i.region,
@@ -201,7 +204,8 @@ pub(crate) fn insert_instance(conn: &Connection, i: &InstanceRecord) -> Result<(
                 i.root_volume,
                 serde_json::to_string(&i.config).unwrap_or_default(),
                 i.created_at,
-                i.after_host_failure.as_str()
+                i.after_host_failure.as_str(),
+                i.auto_recovery
             ],
         )?;
         Ok(())
@@ -243,10 +247,13 @@ impl HostStore {
         state: InstanceState,
         reason: &str,
     ) -> Result<(), HostError> {
-        self.conn.execute(
+        let n = self.conn.execute(
             "UPDATE instances SET state = ?2, state_reason = ?3, state_since = ?4 WHERE id = ?1",
             params![id, state.as_str(), reason, now_ms()],
         )?;
+        if n > 0 {
+            self.state_event(id, state.as_str(), reason);
+        }
         Ok(())
     }
 
@@ -262,6 +269,7 @@ impl HostStore {
         )?;
         super::delete_interfaces(&tx, id)?;
         tx.commit()?;
+        self.state_event(id, "terminated", reason);
         Ok(())
     }
 
@@ -334,6 +342,9 @@ impl HostStore {
              WHERE id = ?1 AND state = 'stopped'",
             params![id, owner, now_ms()],
         )?;
+        if n == 1 {
+            self.state_event(id, "pending", "starting");
+        }
         Ok(n == 1)
     }
 

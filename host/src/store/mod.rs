@@ -5,6 +5,7 @@
 //! migrations in [`schema`]. Every change is a transaction; several
 //! drydock processes share the file.
 
+mod health;
 mod images;
 mod instances;
 mod network;
@@ -20,6 +21,7 @@ use rusqlite::Connection;
 
 use crate::HostError;
 
+pub use health::StoredStatus;
 pub(crate) use images::insert_image;
 pub use images::ImageRecord;
 pub(crate) use instances::insert_instance;
@@ -41,6 +43,9 @@ pub use volumes::{VolumeKind, VolumeRecord};
 /// The open host database.
 pub struct HostStore {
     pub(crate) conn: Connection,
+    /// Where the journal is: instances' state changes go into its event
+    /// stream.
+    data_dir: std::path::PathBuf,
 }
 
 pub(crate) use drydock_runtime::ids::now_ms;
@@ -65,7 +70,41 @@ impl HostStore {
                 schema::SCHEMA_VERSION
             )));
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Records in the journal's event stream that instance `id` entered
+    /// `state` (after the change is committed here). A journal that
+    /// cannot be written loses the event, with a warning: the change
+    /// itself stands.
+    pub(crate) fn state_event(&self, id: &str, state: &str, reason: &str) {
+        let region: Option<String> = self
+            .conn
+            .query_row("SELECT region FROM instances WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .ok();
+        let detail = if reason.is_empty() {
+            format!("{id} is {state}")
+        } else {
+            format!("{id} is {state} ({reason})")
+        };
+        let r = drydock_runtime::Journal::open(&self.data_dir).and_then(|j| {
+            j.emit(&drydock_runtime::journal::stream::NewStreamEvent {
+                kind: drydock_runtime::journal::stream::kind::INSTANCE_STATE,
+                instance: Some(id),
+                region: region.as_deref(),
+                detail: &detail,
+                data: serde_json::json!({ "state": state, "reason": reason }),
+                ..Default::default()
+            })
+        });
+        if let Err(e) = r {
+            tracing::warn!(instance = %id, "the event `{detail}` was not recorded: {e}");
+        }
     }
 }
 

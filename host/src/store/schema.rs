@@ -98,6 +98,20 @@ CREATE TABLE announced_host_keys (
     key TEXT PRIMARY KEY, instance_id TEXT NOT NULL, first_seen INTEGER NOT NULL
 );
 "#,
+    // 10: status checks (the last verdict of each instance), automatic
+    // recovery (per instance, and the recoveries made).
+    r#"
+ALTER TABLE instances ADD COLUMN auto_recovery INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE instance_status (
+    instance_id TEXT PRIMARY KEY, status TEXT NOT NULL, system TEXT NOT NULL,
+    system_reason TEXT NOT NULL, guest TEXT NOT NULL, guest_reason TEXT NOT NULL,
+    since INTEGER NOT NULL, checked_at INTEGER NOT NULL
+);
+CREATE TABLE instance_recoveries (
+    instance_id TEXT NOT NULL, at INTEGER NOT NULL, outcome TEXT NOT NULL
+);
+CREATE INDEX instance_recoveries_by_instance ON instance_recoveries(instance_id, at);
+"#,
 ];
 
 /// The version this drydock writes.

@@ -233,6 +233,24 @@ impl Journal {
                 new.auto_allowed,
             ],
         )?;
+        if tx.changes() > 0 {
+            super::stream::emit_on(
+                &tx,
+                self.masker.as_ref(),
+                &super::stream::NewStreamEvent {
+                    kind: super::stream::kind::APPROVAL_REQUESTED,
+                    execution: Some(execution),
+                    detail: &format!("{execution} asks for approval: {message}"),
+                    data: serde_json::json!({
+                        "message": message,
+                        "approvers": new.approvers,
+                        "min_approvals": new.min_approvals,
+                        "deadline_at": new.deadline_at,
+                    }),
+                    ..Default::default()
+                },
+            )?;
+        }
         tx.commit()?;
         self.approval(execution, path)?
             .ok_or_else(|| JournalError::Conflict("approval vanished after insert".into()))
@@ -397,6 +415,31 @@ impl Journal {
                 params![execution, rec.path, state.as_str(), now],
             )?;
         }
+        super::stream::emit_on(
+            &tx,
+            self.masker.as_ref(),
+            &super::stream::NewStreamEvent {
+                kind: super::stream::kind::APPROVAL_DECIDED,
+                execution: Some(execution),
+                detail: &format!(
+                    "{name} {} {execution}{}",
+                    if approve { "approved" } else { "rejected" },
+                    match state {
+                        ApprovalState::Pending =>
+                            format!(" ({} of {} approvals)", rec.approvals(), rec.min_approvals),
+                        other => format!(": {}", other.as_str()),
+                    }
+                ),
+                data: serde_json::json!({
+                    "approver": name,
+                    "approve": approve,
+                    "auto": auto,
+                    "state": state.as_str(),
+                    "comment": comment,
+                }),
+                ..Default::default()
+            },
+        )?;
         tx.commit()?;
         Ok(DecisionOutcome {
             state,

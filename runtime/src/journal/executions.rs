@@ -319,6 +319,28 @@ impl Journal {
             [id],
             ExecutionRecord::from_row,
         )?;
+        // Its first start (a resume or retry is not a new start).
+        if record.started_at.is_none() {
+            super::stream::emit_on(
+                &tx,
+                self.masker.as_ref(),
+                &super::stream::NewStreamEvent {
+                    kind: super::stream::kind::EXECUTION_STARTED,
+                    execution: Some(id),
+                    region: claimed.region.as_deref(),
+                    detail: &format!(
+                        "{id} ({}) started, requested by {}",
+                        claimed.runbook, claimed.requested_by
+                    ),
+                    data: serde_json::json!({
+                        "runbook": claimed.runbook,
+                        "requested_by": claimed.requested_by,
+                        "parent": claimed.parent_id,
+                    }),
+                    ..Default::default()
+                },
+            )?;
+        }
         tx.commit()?;
         Ok(claimed)
     }
@@ -346,18 +368,43 @@ impl Journal {
         error: Option<&str>,
     ) -> Result<(), JournalError> {
         self.fenced(id)?;
-        self.conn.execute(
+        let masked_output = self.masked_json(output);
+        let masked_error = error.map(|e| self.masked(e).into_owned());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (runbook, region, parent): (String, Option<String>, Option<String>) = tx.query_row(
+            "SELECT runbook, region, parent_id FROM executions WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        super::stream::emit_on(
+            &tx,
+            self.masker.as_ref(),
+            &super::stream::NewStreamEvent {
+                kind: super::stream::kind::EXECUTION_ENDED,
+                execution: Some(id),
+                region: region.as_deref(),
+                detail: &match &masked_error {
+                    Some(e) => format!("{id} ({runbook}) ended {state}: {e}"),
+                    None => format!("{id} ({runbook}) ended {state}"),
+                },
+                data: serde_json::json!({
+                    "runbook": runbook,
+                    "state": state.as_str(),
+                    "error": masked_error,
+                    "parent": parent,
+                }),
+                ..Default::default()
+            },
+        )?;
+        tx.execute(
             "UPDATE executions SET state = ?2, output = ?3, error = ?4, ended_at = ?5,
                 runner_pid = NULL, runner_token = NULL
              WHERE id = ?1",
-            params![
-                id,
-                state.as_str(),
-                self.masked_json(output),
-                error.map(|e| self.masked(e)),
-                now_ms()
-            ],
+            params![id, state.as_str(), masked_output, masked_error, now_ms()],
         )?;
+        tx.commit()?;
         Ok(())
     }
 

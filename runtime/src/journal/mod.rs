@@ -12,6 +12,7 @@ mod parameters;
 mod repl;
 mod schedules;
 mod steps;
+pub mod stream;
 mod tokens;
 mod windows;
 
@@ -74,7 +75,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 12;
+const SCHEMA_VERSION: i64 = 13;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -165,6 +166,17 @@ CREATE TABLE IF NOT EXISTS events (
     message          TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_execution ON events(execution_id);
+CREATE TABLE IF NOT EXISTS event_stream (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    at               INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    instance         TEXT,
+    execution        TEXT,
+    region           TEXT,
+    detail           TEXT NOT NULL,
+    data             TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_stream_by_instance ON event_stream(instance);
 CREATE TABLE IF NOT EXISTS parameters (
     name             TEXT NOT NULL,
     version          INTEGER NOT NULL,

@@ -1,0 +1,147 @@
+//! `drydock events`: the host's event stream (instances changing state,
+//! status checks, recoveries, executions, approvals), oldest first, and
+//! with `--follow` as it grows.
+
+use std::io::Write;
+use std::time::Duration;
+
+use drydock_runtime::journal::stream::{kind, StreamEvent, StreamFilter};
+
+use super::{clip, print_json, shown, table, when, Context};
+use crate::cli::EventsArgs;
+use crate::failure::CliError;
+
+/// How often `--follow` looks for new events.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// `--since`: a duration back from now (`90m`, `2h`) or a time
+/// (RFC 3339, `2026-12-07T10:00:00Z`).
+fn since_ms(text: &str) -> Result<i64, CliError> {
+    if let Ok(d) = drydock_runtime::duration::parse_duration(text) {
+        return Ok(drydock_runtime::journal::now_ms() - d.as_millis() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            CliError::usage(format!(
+                "--since `{}` is neither a duration (like 90m or 2h) nor a time (like 2026-12-07T10:00:00Z)",
+                shown(text)
+            ))
+        })
+}
+
+fn check_types(types: &[String]) -> Result<(), CliError> {
+    for t in types {
+        let known = kind::ALL
+            .iter()
+            .any(|k| k == t || k.split('.').next() == Some(t.as_str()));
+        if !known {
+            return Err(CliError::usage(format!(
+                "--type `{}` is not an event type; the types are {} (or their first part, e.g. instance)",
+                shown(t),
+                kind::ALL.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn print_table(events: &[StreamEvent]) {
+    let mut t = table(&["SEQ", "WHEN", "TYPE", "ABOUT", "DETAIL"]);
+    for e in events {
+        let about = e
+            .instance
+            .clone()
+            .or_else(|| e.execution.clone())
+            .unwrap_or_else(|| "-".into());
+        t.add_row(vec![
+            e.seq.to_string(),
+            when(e.at),
+            e.kind.clone(),
+            about,
+            clip(&shown(&e.detail), 100),
+        ]);
+    }
+    println!("{t}");
+}
+
+fn print_line(e: &StreamEvent, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(e).unwrap_or_else(|_| "{}".into())
+        )?;
+    } else {
+        let about = e
+            .instance
+            .as_deref()
+            .or(e.execution.as_deref())
+            .unwrap_or("-");
+        writeln!(
+            out,
+            "{:>6}  {}  {:<20} {:<16} {}",
+            e.seq,
+            when(e.at),
+            e.kind,
+            about,
+            shown(&e.detail)
+        )?;
+    }
+    out.flush()
+}
+
+/// `drydock events [--type T]… [--instance ID] [--since WHEN] [--follow]`.
+pub fn run(ctx: &Context, args: EventsArgs) -> Result<i32, CliError> {
+    check_types(&args.types)?;
+    if args.limit == 0 {
+        return Err(CliError::usage("--limit must be at least 1"));
+    }
+    let mut filter = StreamFilter {
+        after_seq: args.after,
+        since_ms: args.since.as_deref().map(since_ms).transpose()?,
+        kinds: args.types.clone(),
+        instance: args.instance.clone(),
+        limit: None,
+    };
+    let journal = ctx.executor.journal()?;
+    let mut events = journal.stream_events(&filter)?;
+    // The newest `limit`, still oldest first.
+    if events.len() > args.limit {
+        events.drain(..events.len() - args.limit);
+    }
+    if !args.follow {
+        if ctx.json {
+            print_json(&serde_json::json!({ "events": events }));
+        } else if events.is_empty() {
+            println!("no events");
+        } else {
+            print_table(&events);
+        }
+        return Ok(0);
+    }
+    let mut last = journal.last_event_seq()?;
+    for e in &events {
+        if print_line(e, ctx.json).is_err() {
+            return Ok(0);
+        }
+    }
+    if let Some(e) = events.last() {
+        last = last.max(e.seq);
+    }
+    loop {
+        std::thread::sleep(FOLLOW_EVERY);
+        filter.after_seq = Some(last);
+        filter.since_ms = None;
+        for e in journal.stream_events(&filter)? {
+            last = e.seq;
+            // The reader went away (`| head`): done.
+            if print_line(&e, ctx.json).is_err() {
+                return Ok(0);
+            }
+        }
+        // Types filtered out still move the cursor.
+        last = last.max(journal.last_event_seq()?);
+    }
+}
