@@ -51,8 +51,11 @@ fn own_vmm_boots_logs_in_hot_attaches_reboots_and_powers_off_in_the_nested_lab()
     }
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("LAB ")).collect();
     // The lab's figures (launch to SSH, ping, SSH throughput) in the log.
-    for l in lines.iter().filter(|l| l.contains("FIGURE") || l.contains("round-trip")) {
-        println!("{}", l.trim_start_matches(|c: char| c == ' ' || c == '|'));
+    for l in lines
+        .iter()
+        .filter(|l| l.contains("FIGURE") || l.contains("round-trip"))
+    {
+        println!("{}", l.trim_start_matches([' ', '|']));
     }
     assert!(ok, "the nested lab failed:\n{out}");
     for expected in [
