@@ -29,6 +29,7 @@ fn stopped_instance(dd: &Drydock, id: &str, region: &str) {
             created_at: 0,
             state_since: 0,
             after_host_failure: Default::default(),
+            auto_recovery: false,
         })
         .unwrap();
 }

@@ -125,6 +125,7 @@ fn stopped_record(dd: &Drydock, id: &str) {
             created_at: 0,
             state_since: 0,
             after_host_failure: Default::default(),
+            auto_recovery: false,
         })
         .unwrap();
 }

@@ -55,7 +55,7 @@ fn own_vmm_boots_logs_in_hot_attaches_reboots_and_powers_off_in_the_nested_lab()
         .iter()
         .filter(|l| l.contains("FIGURE") || l.contains("round-trip"))
     {
-        println!("{}", l.trim_start_matches(|c: char| c == ' ' || c == '|'));
+        println!("{}", l.trim_start_matches([' ', '|']));
     }
     assert!(ok, "the nested lab failed:\n{out}");
     for expected in [

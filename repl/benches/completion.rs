@@ -37,6 +37,7 @@ fn main() {
             created_at: 0,
             state_since: 0,
             after_host_failure: Default::default(),
+            auto_recovery: false,
         };
         store.insert_instance(&rec).expect("insert");
     }
