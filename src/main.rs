@@ -128,6 +128,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Calendar { action } => commands::calendar::run(&ctx, action),
         Command::Windows { action } => commands::windows::run(&ctx, action),
         Command::Tokens { action } => commands::tokens::run(&ctx, action),
+        Command::Rules { action } => commands::rules::run(&ctx, action),
         Command::Executions(args) => commands::executions::run(&ctx, args),
         Command::Events(args) => commands::events::run(&ctx, args),
         Command::Runbooks => commands::runbooks::list(&ctx),

@@ -19,6 +19,7 @@ pub mod display;
 pub mod executions;
 pub mod health;
 pub mod host;
+pub mod rules;
 
 #[cfg(test)]
 mod testing;

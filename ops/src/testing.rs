@@ -23,6 +23,7 @@ pub fn execution(j: &mut Journal, runbook: &str, requester: &str) -> String {
         region: "region-a".into(),
         profile: "default".into(),
         gate: None,
+        gate_approvers: Vec::new(),
         run_by: None,
         runbook_owner: None,
     })

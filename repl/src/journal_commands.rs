@@ -49,6 +49,7 @@ impl Repl<'_> {
             auto_approve: false,
             requester: Some(Identity::current()),
             gate: None,
+            gate_approvers: Vec::new(),
         };
         let id = match executor.create_execution(&runbook, &supplied, &opts) {
             Ok(id) => id,

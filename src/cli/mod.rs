@@ -68,6 +68,11 @@ pub enum Command {
     },
     /// The long-running side: runs schedules, resumes what it started after a restart
     Serve(ServeArgs),
+    /// Event rules: an event (or a pattern on any instance's console) starts a runbook, run by `drydock serve`
+    Rules {
+        #[command(subcommand)]
+        action: Option<RulesCommand>,
+    },
     /// Access tokens for the web console and HTTP API; each acts as the account that created it
     Tokens {
         #[command(subcommand)]

@@ -174,6 +174,52 @@ pub enum ServeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// The rules (the default)
+    List,
+    /// A rule: when an event matches, `drydock serve` starts the runbook
+    /// (once per event, whatever restarts), with fields of the event as
+    /// parameters: -p instance='{{event.instance}}'
+    Add {
+        /// The rule's name
+        name: String,
+        /// The event: TYPE [VALUE], like 'instance.status impaired',
+        /// 'instance.recovery limit', 'execution.ended Failed'
+        #[arg(
+            long,
+            value_name = "SPEC",
+            required_unless_present = "console",
+            conflicts_with = "console"
+        )]
+        event: Option<String>,
+        /// A regular expression watched for on every instance's serial
+        /// console (its instance.console event fires the rule), like
+        /// 'Press S to skip mounting'
+        #[arg(long, value_name = "REGEX")]
+        console: Option<String>,
+        /// More fields the event must have (repeatable): instance=i-…, region=…, data.KEY=VALUE
+        #[arg(long = "match", value_name = "KEY=VALUE")]
+        matches: Vec<String>,
+        /// The runbook to start
+        #[arg(long)]
+        runbook: String,
+        /// A parameter (repeatable): a value, or text with {{event.instance}}, {{event.data.…}}
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Who approves each run before it starts (comma-separated; default: it starts at once)
+        #[arg(long, value_delimiter = ',')]
+        approvers: Vec<String>,
+        /// At most this many runs per hour (more matching events are recorded, not run)
+        #[arg(long, default_value_t = 6)]
+        max_per_hour: u32,
+    },
+    /// Remove a rule
+    Remove { name: String },
+    /// A rule and its latest firings (which event, which execution)
+    Show { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Your tokens (the default; root sees everyone's)
     List,

@@ -16,6 +16,7 @@ pub mod leftovers;
 pub mod network;
 pub mod params;
 pub mod recover;
+pub mod rules;
 pub mod run;
 pub mod runbooks;
 pub mod schedules;

@@ -122,6 +122,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
         auto_approve: args.auto_approve,
         requester: Some(crate::config::actor(args.as_user.as_deref())?),
         gate: None,
+        gate_approvers: Vec::new(),
     };
     let id = match ctx.executor.create_execution(&runbook, &supplied, &opts) {
         Ok(id) => id,
@@ -153,6 +154,7 @@ fn run_fleet(
         auto_approve: args.auto_approve,
         requester: Some(crate::config::actor(args.as_user.as_deref())?),
         gate: None,
+        gate_approvers: Vec::new(),
     };
     let (id, spec) = super::fleet::create(ctx, runbook, &supplied, req, &opts)?;
     if !ctx.json {

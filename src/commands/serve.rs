@@ -1,5 +1,6 @@
 //! `drydock serve`: the long-running side. It runs schedules (their slots
-//! recorded in the journal, so a restart never runs one twice), starts
+//! recorded in the journal, so a restart never runs one twice), status
+//! checks and automatic recovery, event rules (`commands/rules.rs`), starts
 //! each run as a background runner like `drydock run --detach`, resumes
 //! scheduled runs whose runner died, and stops starting work on SIGTERM
 //! (runners already started keep going and record their end).
@@ -268,6 +269,14 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                 if let Err(e) = super::windows::windows_tick(ctx, &clock, &mut children) {
                     tracing::warn!("maintenance window tick failed: {e}");
                     say(&format!("maintenance windows: {e}"));
+                }
+                // Console patterns become events; events fire rules.
+                if let Err(e) = super::rules::console_tick(ctx) {
+                    say(&format!("console rules: {e}"));
+                }
+                match super::rules::rules_tick(ctx, &mut children) {
+                    Ok(lines) => lines.iter().for_each(|l| say(l)),
+                    Err(e) => say(&format!("rules: {e}")),
                 }
                 reap(&mut children);
                 report(cache.due.len(), next_slot, children.len(), false);

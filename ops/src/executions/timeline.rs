@@ -229,6 +229,7 @@ mod tests {
             region: None,
             profile: None,
             gate: None,
+            gate_approvers: Vec::new(),
             fleet: None,
             run_by: None,
             runbook_owner: None,

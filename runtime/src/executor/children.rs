@@ -135,6 +135,7 @@ impl Executor {
                             auto_approve: session.auto_approve.is_some(),
                             requester: Some(session.requester.clone()),
                             gate: None,
+                            gate_approvers: Vec::new(),
                         };
                         let (own_region, profile) = &session.location;
                         let region = region.unwrap_or(own_region);

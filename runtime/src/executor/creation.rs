@@ -40,6 +40,7 @@ impl Executor {
             region: self.region.clone(),
             profile: self.profile.clone(),
             gate: opts.gate.clone(),
+            gate_approvers: opts.gate_approvers.clone(),
             run_by: run_by(&requester),
             runbook_owner: runbook.provenance.as_ref().map(|p| p.owner.clone()),
         })?)

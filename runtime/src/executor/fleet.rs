@@ -114,6 +114,7 @@ impl Executor {
             region: self.region.clone(),
             profile: self.profile.clone(),
             gate: None,
+            gate_approvers: Vec::new(),
             run_by: super::run_by(&requester),
             runbook_owner: runbook.provenance.as_ref().map(|p| p.owner.clone()),
         })?;
@@ -210,6 +211,7 @@ impl Executor {
                                 name: record.requested_by.clone(),
                             }),
                             gate: None,
+                            gate_approvers: Vec::new(),
                         };
                         match me.create_inner(
                             runbook,

@@ -107,6 +107,8 @@ pub struct StartOptions {
     /// Ask this approval before the runbook runs (anyone but the
     /// requester decides): a change calendar's override gate.
     pub gate: Option<String>,
+    /// Who decides the gate (empty: anyone but the requester).
+    pub gate_approvers: Vec<String>,
 }
 
 /// How an execution is run.
@@ -332,6 +334,7 @@ impl Executor {
                         .approve_at(
                             ApprovalOptions {
                                 message: message.clone(),
+                                approvers: record.gate_approvers.clone(),
                                 ..ApprovalOptions::gate()
                             },
                             rhai::Position::NONE,

@@ -27,6 +27,8 @@ pub struct NewExecution {
     /// An approval asked before the runbook runs (a change calendar's
     /// override), with this message.
     pub gate: Option<String>,
+    /// Who approves the gate (empty: anyone but the requester).
+    pub gate_approvers: Vec<String>,
     /// The account whose process creates it (`drydock serve`'s for a
     /// scheduled run), when not the requester's.
     pub run_by: Option<String>,
@@ -65,6 +67,8 @@ pub struct ExecutionRecord {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub gate: Option<String>,
+    /// Who approves the gate (empty: anyone but the requester).
+    pub gate_approvers: Vec<String>,
     /// A fleet's targets and limits (JSON), for a fleet's parent.
     pub fleet: Option<String>,
     /// The account that runs it on the requester's behalf (a scheduled
@@ -119,6 +123,10 @@ impl ExecutionRecord {
             region: row.get("region")?,
             profile: row.get("profile")?,
             gate: row.get("gate")?,
+            gate_approvers: row
+                .get::<_, Option<String>>("gate_approvers")?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
             fleet: row.get("fleet")?,
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
@@ -143,8 +151,8 @@ impl Journal {
         self.conn.execute(
             "INSERT INTO executions (id, runbook, origin, source_sha256, params, state, parent_id,
                 parent_step, auto_approve, requested_by, created_at, requester_uid, auto_approve_by, region, profile, gate,
-                run_by, runbook_owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                run_by, runbook_owner, gate_approvers)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
                 id,
                 new.runbook,
@@ -164,6 +172,8 @@ impl Journal {
                 new.gate,
                 new.run_by,
                 new.runbook_owner,
+                (!new.gate_approvers.is_empty())
+                    .then(|| serde_json::to_string(&new.gate_approvers).unwrap_or_default()),
             ],
         )?;
         Ok(id)

@@ -10,6 +10,7 @@ mod calendars;
 mod executions;
 mod parameters;
 mod repl;
+pub mod rules;
 mod schedules;
 mod steps;
 pub mod stream;
@@ -105,7 +106,8 @@ CREATE TABLE IF NOT EXISTS executions (
     gate             TEXT,
     fleet            TEXT,
     run_by           TEXT,
-    runbook_owner    TEXT
+    runbook_owner    TEXT,
+    gate_approvers   TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_state ON executions(state);
 CREATE TABLE IF NOT EXISTS steps (
@@ -177,6 +179,38 @@ CREATE TABLE IF NOT EXISTS event_stream (
     data             TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_stream_by_instance ON event_stream(instance);
+CREATE TABLE IF NOT EXISTS rules (
+    name             TEXT PRIMARY KEY,
+    event_type       TEXT NOT NULL,
+    matches          TEXT NOT NULL,
+    console_pattern  TEXT,
+    runbook          TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    approvers        TEXT NOT NULL,
+    max_per_hour     INTEGER NOT NULL,
+    created_by       TEXT NOT NULL,
+    created_by_uid   INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    starts_after     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rule_firings (
+    rule             TEXT NOT NULL,
+    event_seq        INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    outcome          TEXT NOT NULL,
+    execution_id     TEXT,
+    PRIMARY KEY (rule, event_seq)
+);
+CREATE TABLE IF NOT EXISTS rules_cursor (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    seq              INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS console_watch (
+    instance         TEXT NOT NULL,
+    boot             INTEGER NOT NULL,
+    offset           INTEGER NOT NULL,
+    PRIMARY KEY (instance, boot)
+);
 CREATE TABLE IF NOT EXISTS parameters (
     name             TEXT NOT NULL,
     version          INTEGER NOT NULL,
@@ -394,6 +428,11 @@ impl Journal {
                          ALTER TABLE window_tasks ADD COLUMN created_by_uid INTEGER;
                          ALTER TABLE window_tasks ADD COLUMN runbook_sha256 TEXT;",
                     )?;
+                }
+                // Schema 13: who approves an execution's gate (an event
+                // rule's approvers).
+                if (1..=12).contains(&version) {
+                    c.execute_batch("ALTER TABLE executions ADD COLUMN gate_approvers TEXT;")?;
                 }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;

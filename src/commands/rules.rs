@@ -1,0 +1,466 @@
+//! `drydock rules`: event rules — an event of the stream (or a pattern on
+//! any instance's serial console) starts a runbook — and the part of
+//! `drydock serve` that follows the stream and fires them.
+//!
+//! Exactly once per (rule, event): the firing is claimed in the journal
+//! before its execution is created, the execution is recorded with the
+//! firing before its runner starts, and the reader's place in the stream
+//! moves only past events it has handled. A serve killed in between
+//! finishes a claimed firing on its next pass (an execution recorded but
+//! not started is resumed by host recovery, as a schedule's is).
+
+use std::collections::BTreeMap;
+use std::process::Child;
+
+use drydock_ops::rules::{check_params, event_spec, matches, render_params, CONSOLE_EVENT};
+use drydock_runtime::journal::rules::RuleRecord;
+use drydock_runtime::journal::stream::{NewStreamEvent, StreamEvent, StreamFilter};
+use drydock_runtime::params::ParamType;
+use drydock_runtime::{StartError, StartOptions};
+
+use super::{clip, print_json, shown, table, when, Context};
+use crate::cli::RulesCommand;
+use crate::failure::CliError;
+
+pub fn run(ctx: &Context, action: Option<RulesCommand>) -> Result<i32, CliError> {
+    match action.unwrap_or(RulesCommand::List) {
+        RulesCommand::List => list(ctx),
+        RulesCommand::Add {
+            name,
+            event,
+            console,
+            matches,
+            runbook,
+            params,
+            approvers,
+            max_per_hour,
+        } => add(
+            ctx,
+            AddArgs {
+                name,
+                event,
+                console,
+                matches,
+                runbook,
+                params,
+                approvers,
+                max_per_hour,
+            },
+        ),
+        RulesCommand::Remove { name } => {
+            ctx.executor.journal()?.remove_rule(&name)?;
+            if !ctx.json {
+                println!("rule {} removed", shown(&name));
+            } else {
+                print_json(&serde_json::json!({ "removed": name }));
+            }
+            Ok(0)
+        }
+        RulesCommand::Show { name } => show(ctx, &name),
+    }
+}
+
+struct AddArgs {
+    name: String,
+    event: Option<String>,
+    console: Option<String>,
+    matches: Vec<String>,
+    runbook: String,
+    params: Vec<String>,
+    approvers: Vec<String>,
+    max_per_hour: u32,
+}
+
+fn add(ctx: &Context, a: AddArgs) -> Result<i32, CliError> {
+    let name_ok = !a.name.is_empty()
+        && a.name.len() <= 64
+        && a.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(CliError::usage(format!(
+            "rule name `{}`: use 1-64 letters, digits, - and _",
+            shown(&a.name)
+        )));
+    }
+    if a.max_per_hour == 0 {
+        return Err(CliError::usage(
+            "--max-per-hour must be at least 1 (remove the rule to stop it)",
+        ));
+    }
+    let (event_type, matches) = match (&a.event, &a.console) {
+        (Some(spec), None) => event_spec(spec, &a.matches)?,
+        (None, Some(pattern)) => {
+            if pattern.len() > 512 {
+                return Err(CliError::usage("--console: at most 512 characters"));
+            }
+            regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    CliError::usage(format!(
+                        "--console `{}` is not a regular expression: {e}",
+                        shown(pattern)
+                    ))
+                })?;
+            let (_, m) = event_spec(CONSOLE_EVENT, &a.matches)?;
+            (CONSOLE_EVENT.to_string(), m)
+        }
+        _ => {
+            return Err(CliError::usage(
+                "give the event (--event 'instance.status impaired') or a console pattern (--console REGEX), one of them",
+            ))
+        }
+    };
+    let runbook = ctx.executor.catalog().find(&a.runbook)?;
+    let mut params = serde_json::Map::new();
+    for p in &a.params {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(CliError::usage(format!(
+                "--param expects NAME=VALUE, got `{}`",
+                shown(p)
+            )));
+        };
+        let k = k.trim();
+        // A rule is stored: a secret given in clear would sit in the
+        // journal. Secrets come from the parameter store.
+        if let Some(spec) = runbook.params.iter().find(|s| s.name == k) {
+            if spec.kind == ParamType::Secret && !v.starts_with("param:") {
+                return Err(CliError::usage(format!(
+                    "parameter {k} is a secret: a rule keeps its parameters, so give it as param:NAME (stored encrypted with `drydock param put NAME --secure`)"
+                )));
+            }
+        }
+        params.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    check_params(&runbook, &params)?;
+    for who in &a.approvers {
+        if who.is_empty() || who.contains(char::is_whitespace) {
+            return Err(CliError::usage(format!(
+                "--approvers: `{}` is not an account name",
+                shown(who)
+            )));
+        }
+    }
+    let me = drydock_runtime::identity::Identity::current();
+    let rule = RuleRecord {
+        name: a.name.clone(),
+        event_type,
+        matches,
+        console_pattern: a.console.clone(),
+        runbook: runbook.name.clone(),
+        params,
+        approvers: a.approvers.clone(),
+        max_per_hour: a.max_per_hour,
+        created_by: me.name.clone(),
+        created_by_uid: me.uid,
+        created_at: drydock_runtime::journal::now_ms(),
+    };
+    ctx.executor.journal()?.add_rule(&rule)?;
+    if ctx.json {
+        print_json(&rule);
+    } else {
+        println!(
+            "rule {} added: {} starts {}{} (`drydock serve` runs it; at most {} per hour)",
+            rule.name,
+            describe_trigger(&rule),
+            rule.runbook,
+            if rule.approvers.is_empty() {
+                String::new()
+            } else {
+                format!(" after approval by {}", rule.approvers.join(", "))
+            },
+            rule.max_per_hour
+        );
+    }
+    Ok(0)
+}
+
+fn describe_trigger(r: &RuleRecord) -> String {
+    let mut t = match &r.console_pattern {
+        Some(p) => format!("a console line matching /{p}/"),
+        None => r.event_type.clone(),
+    };
+    for (k, v) in &r.matches {
+        t.push_str(&format!(" {k}={v}"));
+    }
+    t
+}
+
+fn list(ctx: &Context) -> Result<i32, CliError> {
+    let rules = ctx.executor.journal()?.rules()?;
+    if ctx.json {
+        print_json(&serde_json::json!({ "rules": rules }));
+        return Ok(0);
+    }
+    if rules.is_empty() {
+        println!("no rules (add one with `drydock rules add NAME --event 'instance.status impaired' --runbook R -p instance='{{{{event.instance}}}}'`)");
+        return Ok(0);
+    }
+    let mut t = table(&[
+        "NAME",
+        "WHEN",
+        "RUNBOOK",
+        "PARAMETERS",
+        "APPROVERS",
+        "PER HOUR",
+    ]);
+    for r in &rules {
+        let params: Vec<String> = r
+            .params
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                )
+            })
+            .collect();
+        t.add_row(vec![
+            r.name.clone(),
+            clip(&shown(&describe_trigger(r)), 60),
+            r.runbook.clone(),
+            clip(&shown(&params.join(" ")), 60),
+            if r.approvers.is_empty() {
+                "-".into()
+            } else {
+                r.approvers.join(",")
+            },
+            r.max_per_hour.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+fn show(ctx: &Context, name: &str) -> Result<i32, CliError> {
+    let journal = ctx.executor.journal()?;
+    let rule = journal.rule(name)?;
+    let firings = journal.firings(name, 50)?;
+    if ctx.json {
+        print_json(&serde_json::json!({ "rule": rule, "firings": firings }));
+        return Ok(0);
+    }
+    println!("rule     {}", rule.name);
+    println!("when     {}", shown(&describe_trigger(&rule)));
+    println!("runbook  {}", rule.runbook);
+    for (k, v) in &rule.params {
+        println!(
+            "  -p {k}={}",
+            shown(
+                &v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            )
+        );
+    }
+    println!("by       {} at {}", rule.created_by, when(rule.created_at));
+    if firings.is_empty() {
+        println!("it has not fired");
+        return Ok(0);
+    }
+    let mut t = table(&["EVENT", "WHEN", "OUTCOME", "EXECUTION"]);
+    for f in &firings {
+        t.add_row(vec![
+            f.event_seq.to_string(),
+            when(f.at),
+            clip(&shown(&f.outcome), 60),
+            f.execution_id.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
+/// One pass of serve over the events after its place: fires the rules
+/// that match. Returns lines for serve's log.
+pub fn rules_tick(ctx: &Context, children: &mut Vec<Child>) -> Result<Vec<String>, CliError> {
+    let mut journal = ctx.executor.journal()?;
+    let rules = journal.rules()?;
+    let cursor = journal.rules_cursor()?;
+    let events = journal.stream_events(&StreamFilter {
+        after_seq: Some(cursor),
+        limit: Some(200),
+        ..Default::default()
+    })?;
+    let mut said = Vec::new();
+    if rules.is_empty() {
+        if let Some(last) = events.last() {
+            journal.set_rules_cursor(last.seq)?;
+        }
+        return Ok(said);
+    }
+    for e in &events {
+        for r in &rules {
+            if e.seq <= journal.rule_starts_after(&r.name)? || !matches(r, e) {
+                continue;
+            }
+            if let Some(line) = fire(ctx, r, e, children)? {
+                said.push(line);
+            }
+        }
+        journal.set_rules_cursor(e.seq)?;
+    }
+    Ok(said)
+}
+
+/// Fires `rule` for `event` unless it was (a firing claimed by a serve
+/// that died before creating its execution is finished here).
+fn fire(
+    ctx: &Context,
+    rule: &RuleRecord,
+    event: &StreamEvent,
+    children: &mut Vec<Child>,
+) -> Result<Option<String>, CliError> {
+    let mut journal = ctx.executor.journal()?;
+    let hour_ago = drydock_runtime::journal::now_ms() - 3_600_000;
+    let started = journal.firings_started_since(&rule.name, hour_ago)?;
+    if !journal.claim_firing(&rule.name, event.seq)? {
+        match journal.firing(&rule.name, event.seq)? {
+            Some(f) if f.outcome == "claimed" && f.execution_id.is_none() => {}
+            _ => return Ok(None),
+        }
+    } else if started >= rule.max_per_hour {
+        journal.set_firing(&rule.name, event.seq, "rate-limited", None)?;
+        return Ok(Some(format!(
+            "rule {}: event {} not run: {} runs in the last hour already (at most {})",
+            rule.name, event.seq, started, rule.max_per_hour
+        )));
+    }
+    let outcome = start(ctx, rule, event, &mut |id| {
+        ctx.executor
+            .journal()?
+            .set_firing(&rule.name, event.seq, "claimed", Some(id))?;
+        Ok(())
+    });
+    match outcome {
+        Ok((id, child)) => {
+            children.push(child);
+            journal.set_firing(&rule.name, event.seq, "started", Some(&id))?;
+            Ok(Some(format!(
+                "rule {}: event {} ({}) started {id} ({})",
+                rule.name, event.seq, event.kind, rule.runbook
+            )))
+        }
+        Err(e) => {
+            journal.set_firing(&rule.name, event.seq, &format!("failed: {e}"), None)?;
+            Ok(Some(format!(
+                "rule {}: event {} could not start {}: {e}",
+                rule.name, event.seq, rule.runbook
+            )))
+        }
+    }
+}
+
+fn start(
+    ctx: &Context,
+    rule: &RuleRecord,
+    event: &StreamEvent,
+    recorded: &mut dyn FnMut(&str) -> Result<(), CliError>,
+) -> Result<(String, Child), CliError> {
+    let runbook = ctx.executor.catalog().find(&rule.runbook)?;
+    let supplied: BTreeMap<_, _> = render_params(&rule.params, event).map_err(CliError::usage)?;
+    // Requested by whoever added the rule: they do not approve their own
+    // rule's runs.
+    let requester = drydock_runtime::identity::Identity {
+        uid: rule.created_by_uid,
+        name: rule.created_by.clone(),
+    };
+    let gate = (!rule.approvers.is_empty()).then(|| {
+        format!(
+            "rule {} fired on event {} ({}): {} — run {}?",
+            rule.name,
+            event.seq,
+            event.kind,
+            clip(&event.detail, 200),
+            rule.runbook
+        )
+    });
+    let id = match ctx.executor.create_execution(
+        &runbook,
+        &supplied,
+        &StartOptions {
+            gate,
+            gate_approvers: rule.approvers.clone(),
+            requester: Some(requester),
+            ..Default::default()
+        },
+    ) {
+        Ok(id) => id,
+        Err(StartError::Params(e)) => {
+            return Err(CliError::usage(format!(
+                "the parameters filled from event {} are refused by runbook {}: {e}",
+                event.seq, runbook.name
+            )))
+        }
+        Err(StartError::Journal(e)) => return Err(e.into()),
+    };
+    recorded(&id)?;
+    let (child, _log) = super::run::start_background(ctx, &id)?;
+    Ok((id, child))
+}
+
+/// Watches the consoles of running instances for the console rules'
+/// patterns; a match becomes an `instance.console` event (the rule then
+/// fires from the stream). Each boot's console is read from where the
+/// last pass stopped.
+pub fn console_tick(ctx: &Context) -> Result<(), CliError> {
+    let mut journal = ctx.executor.journal()?;
+    let rules: Vec<(RuleRecord, regex::Regex)> = journal
+        .rules()?
+        .into_iter()
+        .filter_map(|r| {
+            let re = regex::RegexBuilder::new(r.console_pattern.as_deref()?)
+                .size_limit(1 << 20)
+                .build()
+                .ok()?;
+            Some((r, re))
+        })
+        .collect();
+    if rules.is_empty() {
+        return Ok(());
+    }
+    for region in drydock_host::REGIONS {
+        let host = drydock_ops::host::open(&drydock_ops::host::HostOptions {
+            data_dir: &ctx.settings.data_dir,
+            region,
+            profile: &ctx.settings.profile,
+        })?;
+        for i in host.store()?.instances(Some(region))? {
+            if i.state != drydock_host::InstanceState::Running || i.boots == 0 {
+                continue;
+            }
+            let from = journal.console_watch(&i.id, i.boots)?.unwrap_or(0);
+            let Ok((_, next, bytes)) = host.console_since(&i.id, Some(i.boots), from) else {
+                continue;
+            };
+            if bytes.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            for (r, re) in &rules {
+                // One event per rule and read: the first line that matches.
+                if let Some(line) = text.lines().find(|l| re.is_match(l)) {
+                    let line: String = line.trim().chars().take(300).collect();
+                    journal.emit(&NewStreamEvent {
+                        kind: CONSOLE_EVENT,
+                        instance: Some(&i.id),
+                        region: Some(region),
+                        detail: &format!("{}'s console: {line}", i.id),
+                        data: serde_json::json!({
+                            "rule": r.name,
+                            "pattern": r.console_pattern,
+                            "line": line,
+                            "boot": i.boots,
+                        }),
+                        ..Default::default()
+                    })?;
+                }
+            }
+            journal.set_console_watch(&i.id, i.boots, next)?;
+        }
+    }
+    Ok(())
+}
