@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::OpsError;
 
 /// The event type console-pattern rules follow.
-pub const CONSOLE_EVENT: &str = "instance.console";
+pub const CONSOLE_EVENT: &str = kind::INSTANCE_CONSOLE;
 
 /// The field a value after the type stands for (`instance.status
 /// impaired` means `data.status = impaired`).
@@ -41,11 +41,10 @@ pub fn event_spec(
     let ty = words.next().unwrap_or("").to_string();
     let known = kind::ALL
         .iter()
-        .chain(std::iter::once(&CONSOLE_EVENT))
         .any(|k| *k == ty || k.split('.').next() == Some(ty.as_str()));
     if !known {
         return Err(OpsError::Usage(format!(
-            "--event `{spec}`: `{ty}` is not an event type; the types are {}, {CONSOLE_EVENT} (or their first part, e.g. instance)",
+            "--event `{spec}`: `{ty}` is not an event type; the types are {} (or their first part, e.g. instance)",
             kind::ALL.join(", ")
         )));
     }

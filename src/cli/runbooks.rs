@@ -103,7 +103,7 @@ pub struct ExecutionsArgs {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events of this type (instance.state, instance.status,
-    /// instance.recovery, execution.started, execution.ended,
+    /// instance.recovery, instance.console, execution.started, execution.ended,
     /// approval.requested, approval.decided) or family (instance); repeatable
     #[arg(long = "type", value_name = "TYPE")]
     pub types: Vec<String>,

@@ -18,6 +18,8 @@ pub mod kind {
     pub const INSTANCE_STATE: &str = "instance.state";
     pub const INSTANCE_STATUS: &str = "instance.status";
     pub const INSTANCE_RECOVERY: &str = "instance.recovery";
+    /// A line on an instance's serial console matched a console rule.
+    pub const INSTANCE_CONSOLE: &str = "instance.console";
     pub const EXECUTION_STARTED: &str = "execution.started";
     pub const EXECUTION_ENDED: &str = "execution.ended";
     pub const APPROVAL_REQUESTED: &str = "approval.requested";
@@ -27,6 +29,7 @@ pub mod kind {
         INSTANCE_STATE,
         INSTANCE_STATUS,
         INSTANCE_RECOVERY,
+        INSTANCE_CONSOLE,
         EXECUTION_STARTED,
         EXECUTION_ENDED,
         APPROVAL_REQUESTED,
