@@ -372,3 +372,171 @@ fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_pers
     s.wait().unwrap();
     dd.run(&["--region", R, "instance", "terminate", &id]);
 }
+
+/// What the receiver got: each request's head and body.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver: answers 500 to the first POST, 200 after; keeps
+/// every request's headers and body.
+fn receiver() -> (String, Requests) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+            let n = {
+                let mut g = g.lock().unwrap();
+                g.push((head, body));
+                g.len()
+            };
+            let status = if n == 1 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn a_webhook_gets_each_event_signed_once_across_a_serve_restart_after_a_retry() {
+    use hmac::Mac;
+    let dd = Drydock::new();
+    dd.write_runbook(
+        "flaky.rhai",
+        r#"runbook(#{ name: "flaky", description: "fails" });
+throw "disk full";"#,
+    );
+    let mut put = dd
+        .command(&["param", "put", "hook/key", "--secure"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), b"k3y\n").unwrap();
+    assert!(put.wait().unwrap().success());
+    let (url, got) = receiver();
+    // The key is never taken in clear, the URL is checked.
+    for (args, says) in [
+        (
+            vec!["--webhook", url.as_str(), "--webhook-secret", "k3y"],
+            "param:NAME",
+        ),
+        (
+            vec![
+                "--webhook",
+                "ftp://x/",
+                "--webhook-secret",
+                "param:hook/key",
+            ],
+            "neither http",
+        ),
+        (
+            vec![
+                "--webhook",
+                url.as_str(),
+                "--webhook-secret",
+                "param:no/such",
+            ],
+            "--webhook-secret",
+        ),
+    ] {
+        let mut a = vec!["rules", "add", "hook", "--event", "execution.ended"];
+        a.extend(args.iter());
+        let out = dd.run(&a);
+        assert_eq!(out.status.code(), Some(2), "{a:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{a:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_code(
+        &dd.run(&[
+            "rules",
+            "add",
+            "hook",
+            "--event",
+            "execution.ended Failed",
+            "--webhook",
+            &url,
+            "--webhook-secret",
+            "param:hook/key",
+        ]),
+        0,
+    );
+    let mut s = serve(&dd, "serve-hook.log");
+    assert_eq!(dd.run(&["run", "flaky"]).status.code(), Some(1));
+    wait("the delivery", 60, || {
+        firings(&dd, "hook")
+            .into_iter()
+            .find(|f| f["outcome"].as_str().unwrap().starts_with("delivered"))
+    });
+    s.kill().unwrap();
+    s.wait().unwrap();
+    let mut s = serve(&dd, "serve-hook-2.log");
+    std::thread::sleep(Duration::from_secs(3));
+    s.kill().unwrap();
+    s.wait().unwrap();
+    let got = got.lock().unwrap();
+    assert_eq!(
+        got.len(),
+        2,
+        "one failed attempt, one delivery, nothing after the restart"
+    );
+    let (head, body) = &got[1];
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(header("X-Drydock-Event"), "execution.ended");
+    assert_eq!(
+        header("X-Drydock-Delivery"),
+        got[0]
+            .0
+            .lines()
+            .find(|l| l.starts_with("X-Drydock-Delivery") || l.starts_with("x-drydock-delivery"))
+            .map(|l| l.split_once(':').unwrap().1.trim().to_string())
+            .unwrap_or_default(),
+        "a retry carries the same delivery id"
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"k3y").unwrap();
+    mac.update(body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(header("X-Drydock-Signature"), format!("sha256={want}"));
+    let event: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(event["type"], "execution.ended");
+    assert_eq!(event["data"]["runbook"], "flaky");
+    assert!(!String::from_utf8_lossy(body).contains("k3y"));
+}

@@ -247,6 +247,8 @@ mod tests {
             matches,
             console_pattern: None,
             runbook: "x".into(),
+            webhook: None,
+            webhook_secret: None,
             params: Default::default(),
             approvers: vec![],
             max_per_hour: 10,

@@ -201,8 +201,14 @@ pub enum RulesCommand {
         #[arg(long = "match", value_name = "KEY=VALUE")]
         matches: Vec<String>,
         /// The runbook to start
-        #[arg(long)]
-        runbook: String,
+        #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
+        runbook: Option<String>,
+        /// Or: POST the event (JSON) to this URL, signed (X-Drydock-Signature: sha256=HMAC), tried again with backoff
+        #[arg(long, value_name = "URL", requires = "webhook_secret")]
+        webhook: Option<String>,
+        /// The webhook's signing key, from the parameter store: param:NAME (`drydock param put NAME --secure`)
+        #[arg(long, value_name = "param:NAME")]
+        webhook_secret: Option<String>,
         /// A parameter (repeatable): a value, or text with {{event.instance}}, {{event.data.…}}
         #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
         params: Vec<String>,

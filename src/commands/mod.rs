@@ -29,6 +29,7 @@ pub mod tokens;
 pub mod vmm_bench;
 pub mod volumes;
 pub mod web;
+pub mod webhook;
 pub mod windows;
 
 use std::time::Duration;

@@ -31,6 +31,8 @@ pub fn run(ctx: &Context, action: Option<RulesCommand>) -> Result<i32, CliError>
             console,
             matches,
             runbook,
+            webhook,
+            webhook_secret,
             params,
             approvers,
             max_per_hour,
@@ -42,6 +44,8 @@ pub fn run(ctx: &Context, action: Option<RulesCommand>) -> Result<i32, CliError>
                 console,
                 matches,
                 runbook,
+                webhook,
+                webhook_secret,
                 params,
                 approvers,
                 max_per_hour,
@@ -65,7 +69,9 @@ struct AddArgs {
     event: Option<String>,
     console: Option<String>,
     matches: Vec<String>,
-    runbook: String,
+    runbook: Option<String>,
+    webhook: Option<String>,
+    webhook_secret: Option<String>,
     params: Vec<String>,
     approvers: Vec<String>,
     max_per_hour: u32,
@@ -112,7 +118,13 @@ fn add(ctx: &Context, a: AddArgs) -> Result<i32, CliError> {
             ))
         }
     };
-    let runbook = ctx.executor.catalog().find(&a.runbook)?;
+    if let Some(url) = &a.webhook {
+        return add_webhook(ctx, &a, url, event_type, matches);
+    }
+    let runbook = ctx
+        .executor
+        .catalog()
+        .find(a.runbook.as_deref().unwrap_or_default())?;
     let mut params = serde_json::Map::new();
     for p in &a.params {
         let Some((k, v)) = p.split_once('=') else {
@@ -149,6 +161,8 @@ fn add(ctx: &Context, a: AddArgs) -> Result<i32, CliError> {
         matches,
         console_pattern: a.console.clone(),
         runbook: runbook.name.clone(),
+        webhook: None,
+        webhook_secret: None,
         params,
         approvers: a.approvers.clone(),
         max_per_hour: a.max_per_hour,
@@ -176,6 +190,68 @@ fn add(ctx: &Context, a: AddArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
+/// A rule whose target is a webhook.
+fn add_webhook(
+    ctx: &Context,
+    a: &AddArgs,
+    url: &str,
+    event_type: String,
+    matches: Vec<(String, String)>,
+) -> Result<i32, CliError> {
+    super::webhook::check_url(url).map_err(CliError::usage)?;
+    if !a.params.is_empty() || !a.approvers.is_empty() {
+        return Err(CliError::usage(
+            "a webhook rule sends the event itself: --param and --approvers belong to runbook rules",
+        ));
+    }
+    let secret = a.webhook_secret.clone().unwrap_or_default();
+    let Some(name) = secret.strip_prefix("param:") else {
+        return Err(CliError::usage(
+            "--webhook-secret takes param:NAME, a key of the parameter store (`drydock param put NAME --secure`): a rule never holds the key itself",
+        ));
+    };
+    // There now (a missing key would fail every delivery).
+    signing_key(ctx, name)?;
+    let me = drydock_runtime::identity::Identity::current();
+    let rule = RuleRecord {
+        name: a.name.clone(),
+        event_type,
+        matches,
+        console_pattern: a.console.clone(),
+        runbook: String::new(),
+        webhook: Some(url.to_string()),
+        webhook_secret: Some(secret.clone()),
+        params: Default::default(),
+        approvers: Vec::new(),
+        max_per_hour: a.max_per_hour,
+        created_by: me.name.clone(),
+        created_by_uid: me.uid,
+        created_at: drydock_runtime::journal::now_ms(),
+    };
+    ctx.executor.journal()?.add_rule(&rule)?;
+    if ctx.json {
+        print_json(&rule);
+    } else {
+        println!(
+            "rule {} added: {} is posted to {url}, signed with {secret} (`drydock serve` sends it; at most {} per hour)",
+            rule.name,
+            describe_trigger(&rule),
+            rule.max_per_hour
+        );
+    }
+    Ok(0)
+}
+
+/// A webhook's signing key from the parameter store.
+fn signing_key(ctx: &Context, name: &str) -> Result<Vec<u8>, CliError> {
+    let journal = ctx.executor.journal()?;
+    let (name, which) = drydock_runtime::journal::Selector::split(name);
+    let (value, _) =
+        drydock_runtime::parameters::read_parameter(&ctx.settings.data_dir, &journal, name, &which)
+            .map_err(|e| CliError::usage(format!("--webhook-secret: {e}")))?;
+    Ok(value.into_bytes())
+}
+
 fn describe_trigger(r: &RuleRecord) -> String {
     let mut t = match &r.console_pattern {
         Some(p) => format!("a console line matching /{p}/"),
@@ -200,7 +276,7 @@ fn list(ctx: &Context) -> Result<i32, CliError> {
     let mut t = table(&[
         "NAME",
         "WHEN",
-        "RUNBOOK",
+        "TARGET",
         "PARAMETERS",
         "APPROVERS",
         "PER HOUR",
@@ -221,7 +297,10 @@ fn list(ctx: &Context) -> Result<i32, CliError> {
         t.add_row(vec![
             r.name.clone(),
             clip(&shown(&describe_trigger(r)), 60),
-            r.runbook.clone(),
+            match &r.webhook {
+                Some(url) => clip(&shown(url), 50),
+                None => r.runbook.clone(),
+            },
             clip(&shown(&params.join(" ")), 60),
             if r.approvers.is_empty() {
                 "-".into()
@@ -245,7 +324,14 @@ fn show(ctx: &Context, name: &str) -> Result<i32, CliError> {
     }
     println!("rule     {}", rule.name);
     println!("when     {}", shown(&describe_trigger(&rule)));
-    println!("runbook  {}", rule.runbook);
+    match &rule.webhook {
+        Some(url) => println!(
+            "webhook  {} (signed with {})",
+            shown(url),
+            rule.webhook_secret.as_deref().unwrap_or("-")
+        ),
+        None => println!("runbook  {}", rule.runbook),
+    }
     for (k, v) in &rule.params {
         println!(
             "  -p {k}={}",
@@ -329,6 +415,14 @@ fn fire(
             rule.name, event.seq, started, rule.max_per_hour
         )));
     }
+    if let Some(url) = &rule.webhook {
+        journal.set_firing(&rule.name, event.seq, "delivering", None)?;
+        send_webhook(ctx, rule.clone(), url.clone(), event.clone());
+        return Ok(Some(format!(
+            "rule {}: event {} ({}) posted to {url}",
+            rule.name, event.seq, event.kind
+        )));
+    }
     let outcome = start(ctx, rule, event, &mut |id| {
         ctx.executor
             .journal()?
@@ -352,6 +446,65 @@ fn fire(
             )))
         }
     }
+}
+
+/// Delivers in a thread of its own (retries take seconds); the firing
+/// says how it went. A serve that stops before the answer sends it again
+/// when it starts (`resume_deliveries`): the delivery id lets the
+/// receiver drop the duplicate.
+fn send_webhook(ctx: &Context, rule: RuleRecord, url: String, event: StreamEvent) {
+    let data_dir = ctx.settings.data_dir.clone();
+    let key = rule
+        .webhook_secret
+        .as_deref()
+        .and_then(|s| s.strip_prefix("param:"))
+        .map(|name| signing_key(ctx, name));
+    std::thread::spawn(move || {
+        let outcome = match key {
+            Some(Ok(key)) => {
+                let body = serde_json::to_vec(&event).unwrap_or_default();
+                let delivery = format!("{}-{}", rule.name, event.seq);
+                match super::webhook::deliver(&url, &key, &event.kind, &delivery, &body) {
+                    Ok(status) => format!("delivered ({status})"),
+                    Err(e) => format!("failed: {e}"),
+                }
+            }
+            Some(Err(e)) => format!("failed: {e}"),
+            None => "failed: the rule has no signing key".to_string(),
+        };
+        match drydock_runtime::Journal::open(&data_dir) {
+            Ok(mut j) => {
+                let _ = j.set_firing(&rule.name, event.seq, &outcome, None);
+            }
+            Err(e) => tracing::warn!("cannot record a webhook delivery: {e}"),
+        }
+    });
+}
+
+/// Webhook deliveries a stopped serve left unanswered: sent again.
+pub fn resume_deliveries(ctx: &Context) -> Result<usize, CliError> {
+    let journal = ctx.executor.journal()?;
+    let mut n = 0;
+    for rule in journal.rules()? {
+        let Some(url) = rule.webhook.clone() else {
+            continue;
+        };
+        for f in journal.firings(&rule.name, 1000)? {
+            if f.outcome != "delivering" {
+                continue;
+            }
+            let event = journal.stream_events(&StreamFilter {
+                after_seq: Some(f.event_seq - 1),
+                limit: Some(1),
+                ..Default::default()
+            })?;
+            if let Some(e) = event.into_iter().find(|e| e.seq == f.event_seq) {
+                send_webhook(ctx, rule.clone(), url.clone(), e);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 fn start(

@@ -242,6 +242,13 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
             policy,
         )
     });
+    match super::rules::resume_deliveries(ctx) {
+        Ok(0) => {}
+        Ok(n) => say(&format!(
+            "webhooks: {n} deliveries left unanswered sent again"
+        )),
+        Err(e) => say(&format!("webhooks: {e}")),
+    }
     let mut file_seen: Option<SystemTime> = None;
     let clock = SystemClock;
     let mut cache = DueCache::default();

@@ -191,7 +191,9 @@ CREATE TABLE IF NOT EXISTS rules (
     created_by       TEXT NOT NULL,
     created_by_uid   INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
-    starts_after     INTEGER NOT NULL
+    starts_after     INTEGER NOT NULL,
+    webhook          TEXT,
+    webhook_secret   TEXT
 );
 CREATE TABLE IF NOT EXISTS rule_firings (
     rule             TEXT NOT NULL,

@@ -23,7 +23,13 @@ pub struct RuleRecord {
     /// For `instance.console` rules: the regular expression the serve
     /// watches every instance's console for.
     pub console_pattern: Option<String>,
+    /// The runbook it starts (empty for a webhook rule).
     pub runbook: String,
+    /// A webhook it POSTs the event to instead (http:// or https://).
+    pub webhook: Option<String>,
+    /// The parameter-store reference (`param:NAME`) of the webhook's
+    /// signing key: never the key itself.
+    pub webhook_secret: Option<String>,
     /// Parameters: literal JSON values, or text with `{{event.…}}`
     /// placeholders filled from the event.
     pub params: serde_json::Map<String, serde_json::Value>,
@@ -57,6 +63,8 @@ fn rule_from_row(r: &rusqlite::Row) -> rusqlite::Result<RuleRecord> {
         matches: serde_json::from_str(&matches).unwrap_or_default(),
         console_pattern: r.get("console_pattern")?,
         runbook: r.get("runbook")?,
+        webhook: r.get("webhook")?,
+        webhook_secret: r.get("webhook_secret")?,
         params: serde_json::from_str(&params).unwrap_or_default(),
         approvers: serde_json::from_str(&approvers).unwrap_or_default(),
         max_per_hour: r.get("max_per_hour")?,
@@ -81,9 +89,10 @@ impl Journal {
     pub fn add_rule(&mut self, rule: &RuleRecord) -> Result<(), JournalError> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO rules (name, event_type, matches, console_pattern, runbook, params,
-                approvers, max_per_hour, created_by, created_by_uid, created_at, starts_after)
+                approvers, max_per_hour, created_by, created_by_uid, created_at, starts_after,
+                webhook, webhook_secret)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-                (SELECT COALESCE(MAX(seq), 0) FROM event_stream))",
+                (SELECT COALESCE(MAX(seq), 0) FROM event_stream), ?12, ?13)",
             params![
                 rule.name,
                 rule.event_type,
@@ -96,6 +105,8 @@ impl Journal {
                 rule.created_by,
                 rule.created_by_uid,
                 now_ms(),
+                rule.webhook,
+                rule.webhook_secret,
             ],
         )?;
         if n == 0 {
@@ -203,7 +214,7 @@ impl Journal {
     /// Runs a rule started since `since_ms` (for its hourly limit).
     pub fn firings_started_since(&self, rule: &str, since_ms: i64) -> Result<u32, JournalError> {
         Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM rule_firings WHERE rule = ?1 AND at >= ?2 AND outcome IN ('claimed', 'started')",
+            "SELECT COUNT(*) FROM rule_firings WHERE rule = ?1 AND at >= ?2 AND outcome != 'rate-limited'",
             params![rule, since_ms],
             |r| r.get(0),
         )?)
