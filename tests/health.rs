@@ -51,6 +51,18 @@ fn wait_event(
     }
 }
 
+/// A GET on the serve's local API (its Unix socket; the caller is this
+/// account).
+fn local_api(dd: &Drydock, path: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(dd.data_dir().join("serve.sock")).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {reply}"))
+}
+
 /// The VMM of a running instance: the child of its instance process.
 fn kill_vmm(dd: &Drydock, id: &str) {
     let sup = dd.instance(R, id)["supervisor_pid"].as_u64().unwrap();
@@ -203,6 +215,16 @@ fn a_dead_vmm_is_seen_impaired_and_recovered_once_then_left_stopped_past_the_lim
         text(&out.stdout)
     );
     assert_eq!(dd.instance(R, &id)["status"], "impaired");
+    // The web console's API says the same.
+    let api = local_api(&dd, "/api/instances");
+    let listed = api["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["status"], "impaired", "{api}");
     serve.kill().unwrap();
     serve.wait().unwrap();
     dd.run(&["--region", R, "instance", "terminate", &id]);

@@ -259,10 +259,26 @@ pub async fn instances(
     Query(q): Query<RegionQuery>,
 ) -> ApiResult {
     let h = host(&s, q.region.as_deref())?;
-    let list = h
-        .store()
-        .and_then(|st| st.instances(Some(h.region())))
+    let store = h.store().map_err(|e| ApiError::internal(e.to_string()))?;
+    let list = store
+        .instances(Some(h.region()))
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    // The status checks' last verdicts (serve runs them).
+    let statuses = store
+        .stored_statuses()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let list: Vec<serde_json::Value> = list
+        .iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).unwrap_or_default();
+            let watched = i.state == drydock_host::InstanceState::Running
+                || drydock_host::health::unplanned_stop(&i.state_reason);
+            v["status"] = json!(watched
+                .then(|| statuses.get(&i.id).map(|s| s.status.clone()))
+                .flatten());
+            v
+        })
+        .collect();
     Ok(Json(json!({ "region": h.region(), "instances": list })))
 }
 
