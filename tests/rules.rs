@@ -459,8 +459,27 @@ throw "disk full";"#,
                 url.as_str(),
                 "--webhook-secret",
                 "param:no/such",
+                "--allow-private",
             ],
             "--webhook-secret",
+        ),
+        (
+            vec![
+                "--webhook",
+                url.as_str(),
+                "--webhook-secret",
+                "param:hook/key",
+            ],
+            "--allow-private",
+        ),
+        (
+            vec![
+                "--webhook",
+                "http://169.254.169.254/",
+                "--webhook-secret",
+                "param:hook/key",
+            ],
+            "--allow-private",
         ),
     ] {
         let mut a = vec!["rules", "add", "hook", "--event", "execution.ended"];
@@ -484,6 +503,7 @@ throw "disk full";"#,
             &url,
             "--webhook-secret",
             "param:hook/key",
+            "--allow-private",
         ]),
         0,
     );

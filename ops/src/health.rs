@@ -152,7 +152,11 @@ fn recover(
     // Opening the host reconciled it: an instance whose process is gone
     // is stopped by now. One still marked running is left to the next
     // pass (its process may be on its way down).
-    if rec.state != InstanceState::Stopped {
+    // And a stop it did not ask for: a person's stop that ended while
+    // the check ran is not undone.
+    if rec.state != InstanceState::Stopped
+        || !drydock_host::health::unplanned_stop(&rec.state_reason)
+    {
         return Ok(None);
     }
     let since = now_ms() - policy.window.as_millis() as i64;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use drydock_runtime::journal::rules::RuleRecord;
 use drydock_runtime::journal::stream::{kind, StreamEvent};
-use drydock_runtime::params::{resolve_params, SuppliedValue};
+use drydock_runtime::params::{resolve_params, ParamType, SuppliedValue};
 use drydock_runtime::runbook::Runbook;
 use serde_json::Value;
 
@@ -116,6 +116,25 @@ pub fn matches(rule: &RuleRecord, event: &StreamEvent) -> bool {
         .all(|(k, want)| field(&v, k).as_deref() == Some(want.as_str()))
 }
 
+/// Fields of an event the host sets (a guest cannot choose them): the
+/// only ones a placeholder may use in a parameter that is not plain text.
+const HOST_SET: &[&str] = &["instance", "execution", "region", "seq", "type", "at"];
+
+/// The `{{…}}` paths of a template (`event.` removed).
+fn placeholders(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("{{") {
+        let Some(end) = rest[at..].find("}}") else {
+            break;
+        };
+        let path = rest[at + 2..at + end].trim();
+        out.push(path.strip_prefix("event.").unwrap_or(path).to_string());
+        rest = &rest[at + end + 2..];
+    }
+    out
+}
+
 /// Whether a parameter value holds a `{{…}}` placeholder.
 fn templated(v: &Value) -> bool {
     matches!(v, Value::String(s) if s.contains("{{"))
@@ -158,6 +177,15 @@ pub fn render_params(
                     rest = &rest[at + end + 2..];
                 }
                 text.push_str(rest);
+                // Filled from the event, it must not become a reference
+                // to the parameter store (the prefix would be the
+                // guest's, e.g. from a console line).
+                if text.trim_start().starts_with("param:") {
+                    return Err(format!(
+                        "parameter {k}: the value filled from event {} starts with param:, which would read the parameter store; refused",
+                        event.seq
+                    ));
+                }
                 SuppliedValue::Text(text)
             }
             Value::String(s) => SuppliedValue::Text(s.clone()),
@@ -188,6 +216,39 @@ pub fn check_params(
         })
         .collect();
     let mut errors = Vec::new();
+    // What an event may fill in: plain text anywhere; a value of another
+    // type (an instance id, a list…) only from fields the host sets, so
+    // text a guest printed cannot choose which instance a run acts on, or
+    // the shape of a list.
+    for (k, v) in params {
+        let Value::String(text) = v else { continue };
+        if !text.contains("{{") {
+            continue;
+        }
+        let Some(spec) = runbook.params.iter().find(|p| &p.name == k) else {
+            continue;
+        };
+        if spec.kind == ParamType::Secret || text.trim_start().starts_with("param:") {
+            errors.push(format!(
+                "{k}: a secret or a param: reference cannot be filled from an event; name a stored parameter (param:NAME) without placeholders"
+            ));
+            continue;
+        }
+        if spec.kind != ParamType::String {
+            let guest: Vec<String> = placeholders(text)
+                .into_iter()
+                .filter(|p| !HOST_SET.contains(&p.as_str()))
+                .collect();
+            if !guest.is_empty() {
+                errors.push(format!(
+                    "{k}: it is {} — only the event's {} may fill it (not {}: text that can come from a guest)",
+                    spec.kind.expected(),
+                    HOST_SET.join(", "),
+                    guest.join(", ")
+                ));
+            }
+        }
+    }
     for k in params.keys() {
         if !runbook.params.iter().any(|p| &p.name == k) {
             let known: Vec<&str> = runbook.params.iter().map(|p| p.name.as_str()).collect();
@@ -249,6 +310,7 @@ mod tests {
             runbook: "x".into(),
             webhook: None,
             webhook_secret: None,
+            webhook_private: false,
             params: Default::default(),
             approvers: vec![],
             max_per_hour: 10,
@@ -318,5 +380,17 @@ mod tests {
         assert!(render_params(&p, &e).is_err());
         p.insert("bad".into(), "{{event.instance".into());
         assert!(render_params(&p, &e).is_err());
+        // A console line cannot become a parameter-store reference.
+        let mut q = serde_json::Map::new();
+        q.insert("x".into(), "{{event.data.line}}".into());
+        let sneaky = event(
+            "instance.console",
+            serde_json::json!({ "line": "param:db/password" }),
+        );
+        assert!(render_params(&q, &sneaky).unwrap_err().contains("param:"));
+        assert_eq!(
+            placeholders("a {{event.instance}} b {{ event.data.line }}"),
+            vec!["instance", "data.line"]
+        );
     }
 }

@@ -74,7 +74,7 @@ impl ParamType {
     pub const NAMES: &'static str =
         "string, int, bool, list, map, duration, secret, instance, volume, snapshot, image, region";
 
-    fn expected(self) -> String {
+    pub fn expected(self) -> String {
         match self {
             Self::String => "a string".into(),
             Self::Int => "an integer".into(),

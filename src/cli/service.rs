@@ -209,6 +209,9 @@ pub enum RulesCommand {
         /// The webhook's signing key, from the parameter store: param:NAME (`drydock param put NAME --secure`)
         #[arg(long, value_name = "param:NAME")]
         webhook_secret: Option<String>,
+        /// Let the webhook be on a loopback, private or link-local address (refused by default: a rule must not make the host probe its own network)
+        #[arg(long, requires = "webhook")]
+        allow_private: bool,
         /// A parameter (repeatable): a value, or text with {{event.instance}}, {{event.data.…}}
         #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
         params: Vec<String>,

@@ -106,6 +106,9 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<i32, CliError> {
         limit: None,
     };
     let journal = ctx.executor.journal()?;
+    // Taken before the first read: an event committed after it is read
+    // again below (and filtered), never skipped.
+    let before = journal.last_event_seq()?;
     let mut events = journal.stream_events(&filter)?;
     // The newest `limit`, still oldest first.
     if events.len() > args.limit {
@@ -121,27 +124,29 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
-    let mut last = journal.last_event_seq()?;
+    let mut last = before.max(events.last().map_or(0, |e| e.seq));
     for e in &events {
         if print_line(e, ctx.json).is_err() {
             return Ok(0);
         }
     }
-    if let Some(e) = events.last() {
-        last = last.max(e.seq);
-    }
+    // Every event is read (the types are filtered here), so the cursor
+    // moves only past events seen: one committed between two reads is
+    // never skipped.
+    let kinds = std::mem::take(&mut filter.kinds);
     loop {
         std::thread::sleep(FOLLOW_EVERY);
         filter.after_seq = Some(last);
         filter.since_ms = None;
         for e in journal.stream_events(&filter)? {
             last = e.seq;
+            if !drydock_runtime::journal::stream::matches_kind(&e.kind, &kinds) {
+                continue;
+            }
             // The reader went away (`| head`): done.
             if print_line(&e, ctx.json).is_err() {
                 return Ok(0);
             }
         }
-        // Types filtered out still move the cursor.
-        last = last.max(journal.last_event_seq()?);
     }
 }

@@ -33,6 +33,7 @@ pub fn run(ctx: &Context, action: Option<RulesCommand>) -> Result<i32, CliError>
             runbook,
             webhook,
             webhook_secret,
+            allow_private,
             params,
             approvers,
             max_per_hour,
@@ -46,6 +47,7 @@ pub fn run(ctx: &Context, action: Option<RulesCommand>) -> Result<i32, CliError>
                 runbook,
                 webhook,
                 webhook_secret,
+                allow_private,
                 params,
                 approvers,
                 max_per_hour,
@@ -72,6 +74,7 @@ struct AddArgs {
     runbook: Option<String>,
     webhook: Option<String>,
     webhook_secret: Option<String>,
+    allow_private: bool,
     params: Vec<String>,
     approvers: Vec<String>,
     max_per_hour: u32,
@@ -147,7 +150,12 @@ fn add(ctx: &Context, a: AddArgs) -> Result<i32, CliError> {
     }
     check_params(&runbook, &params)?;
     for who in &a.approvers {
-        if who.is_empty() || who.contains(char::is_whitespace) {
+        let account = !who.is_empty()
+            && who.len() <= 64
+            && who
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !account {
             return Err(CliError::usage(format!(
                 "--approvers: `{}` is not an account name",
                 shown(who)
@@ -163,6 +171,7 @@ fn add(ctx: &Context, a: AddArgs) -> Result<i32, CliError> {
         runbook: runbook.name.clone(),
         webhook: None,
         webhook_secret: None,
+        webhook_private: false,
         params,
         approvers: a.approvers.clone(),
         max_per_hour: a.max_per_hour,
@@ -198,7 +207,6 @@ fn add_webhook(
     event_type: String,
     matches: Vec<(String, String)>,
 ) -> Result<i32, CliError> {
-    super::webhook::check_url(url).map_err(CliError::usage)?;
     if !a.params.is_empty() || !a.approvers.is_empty() {
         return Err(CliError::usage(
             "a webhook rule sends the event itself: --param and --approvers belong to runbook rules",
@@ -210,6 +218,7 @@ fn add_webhook(
             "--webhook-secret takes param:NAME, a key of the parameter store (`drydock param put NAME --secure`): a rule never holds the key itself",
         ));
     };
+    super::webhook::check_url(url, a.allow_private).map_err(CliError::usage)?;
     // There now (a missing key would fail every delivery).
     signing_key(ctx, name)?;
     let me = drydock_runtime::identity::Identity::current();
@@ -221,6 +230,7 @@ fn add_webhook(
         runbook: String::new(),
         webhook: Some(url.to_string()),
         webhook_secret: Some(secret.clone()),
+        webhook_private: a.allow_private,
         params: Default::default(),
         approvers: Vec::new(),
         max_per_hour: a.max_per_hour,
@@ -246,9 +256,14 @@ fn add_webhook(
 fn signing_key(ctx: &Context, name: &str) -> Result<Vec<u8>, CliError> {
     let journal = ctx.executor.journal()?;
     let (name, which) = drydock_runtime::journal::Selector::split(name);
-    let (value, _) =
+    let (value, secure) =
         drydock_runtime::parameters::read_parameter(&ctx.settings.data_dir, &journal, name, &which)
             .map_err(|e| CliError::usage(format!("--webhook-secret: {e}")))?;
+    if !secure {
+        return Err(CliError::usage(format!(
+            "--webhook-secret: parameter {name} is stored in clear; a signing key must be a SecureString (`drydock param put {name} --secure`)"
+        )));
+    }
     Ok(value.into_bytes())
 }
 
@@ -295,7 +310,7 @@ fn list(ctx: &Context) -> Result<i32, CliError> {
             })
             .collect();
         t.add_row(vec![
-            r.name.clone(),
+            shown(&r.name),
             clip(&shown(&describe_trigger(r)), 60),
             match &r.webhook {
                 Some(url) => clip(&shown(url), 50),
@@ -305,7 +320,7 @@ fn list(ctx: &Context) -> Result<i32, CliError> {
             if r.approvers.is_empty() {
                 "-".into()
             } else {
-                r.approvers.join(",")
+                shown(&r.approvers.join(","))
             },
             r.max_per_hour.to_string(),
         ]);
@@ -322,19 +337,20 @@ fn show(ctx: &Context, name: &str) -> Result<i32, CliError> {
         print_json(&serde_json::json!({ "rule": rule, "firings": firings }));
         return Ok(0);
     }
-    println!("rule     {}", rule.name);
+    println!("rule     {}", shown(&rule.name));
     println!("when     {}", shown(&describe_trigger(&rule)));
     match &rule.webhook {
         Some(url) => println!(
             "webhook  {} (signed with {})",
             shown(url),
-            rule.webhook_secret.as_deref().unwrap_or("-")
+            shown(rule.webhook_secret.as_deref().unwrap_or("-"))
         ),
-        None => println!("runbook  {}", rule.runbook),
+        None => println!("runbook  {}", shown(&rule.runbook)),
     }
     for (k, v) in &rule.params {
         println!(
-            "  -p {k}={}",
+            "  -p {}={}",
+            shown(k),
             shown(
                 &v.as_str()
                     .map(str::to_string)
@@ -342,7 +358,11 @@ fn show(ctx: &Context, name: &str) -> Result<i32, CliError> {
             )
         );
     }
-    println!("by       {} at {}", rule.created_by, when(rule.created_at));
+    println!(
+        "by       {} at {}",
+        shown(&rule.created_by),
+        when(rule.created_at)
+    );
     if firings.is_empty() {
         println!("it has not fired");
         return Ok(0);
@@ -405,7 +425,20 @@ fn fire(
     let started = journal.firings_started_since(&rule.name, hour_ago)?;
     if !journal.claim_firing(&rule.name, event.seq)? {
         match journal.firing(&rule.name, event.seq)? {
-            Some(f) if f.outcome == "claimed" && f.execution_id.is_none() => {}
+            // Claimed by a serve that stopped before recording what it
+            // started: an execution it created in that moment is taken
+            // over, not made a second time.
+            Some(f) if f.outcome == "claimed" && f.execution_id.is_none() => {
+                if let Some(id) = orphan(&journal, rule, f.at)? {
+                    journal.set_firing(&rule.name, event.seq, "started", Some(&id))?;
+                    let (child, _) = super::run::start_background(ctx, &id)?;
+                    children.push(child);
+                    return Ok(Some(format!(
+                        "rule {}: event {} took over {id}, left by a serve that stopped",
+                        rule.name, event.seq
+                    )));
+                }
+            }
             _ => return Ok(None),
         }
     } else if started >= rule.max_per_hour {
@@ -448,6 +481,35 @@ fn fire(
     }
 }
 
+/// An execution of the rule's runbook, by its author, created in the
+/// seconds after a firing was claimed and named by no firing: what a
+/// serve stopped between creating it and recording it left.
+fn orphan(
+    journal: &drydock_runtime::Journal,
+    rule: &RuleRecord,
+    claimed_at: i64,
+) -> Result<Option<String>, CliError> {
+    let list = journal.executions(&drydock_runtime::journal::ExecutionFilter {
+        state: Some(drydock_runtime::ExecutionState::Pending),
+        runbook: Some(rule.runbook.clone()),
+        include_children: false,
+        limit: Some(50),
+    })?;
+    let named: Vec<String> = journal
+        .firings(&rule.name, 1000)?
+        .into_iter()
+        .filter_map(|f| f.execution_id)
+        .collect();
+    Ok(list
+        .into_iter()
+        .find(|e| {
+            e.requested_by == rule.created_by
+                && (claimed_at..claimed_at + 10_000).contains(&e.created_at)
+                && !named.contains(&e.id)
+        })
+        .map(|e| e.id))
+}
+
 /// Delivers in a thread of its own (retries take seconds); the firing
 /// says how it went. A serve that stops before the answer sends it again
 /// when it starts (`resume_deliveries`): the delivery id lets the
@@ -464,7 +526,14 @@ fn send_webhook(ctx: &Context, rule: RuleRecord, url: String, event: StreamEvent
             Some(Ok(key)) => {
                 let body = serde_json::to_vec(&event).unwrap_or_default();
                 let delivery = format!("{}-{}", rule.name, event.seq);
-                match super::webhook::deliver(&url, &key, &event.kind, &delivery, &body) {
+                match super::webhook::deliver(
+                    &url,
+                    rule.webhook_private,
+                    &key,
+                    &event.kind,
+                    &delivery,
+                    &body,
+                ) {
                     Ok(status) => format!("delivered ({status})"),
                     Err(e) => format!("failed: {e}"),
                 }
@@ -555,10 +624,18 @@ fn start(
     Ok((id, child))
 }
 
+/// The longest unfinished console line kept for matching: past it, the
+/// line is read as it stands and the watcher moves on.
+const MAX_PARTIAL_LINE: usize = 4096;
+
 /// Watches the consoles of running instances for the console rules'
 /// patterns; a match becomes an `instance.console` event (the rule then
-/// fires from the stream). Each boot's console is read from where the
-/// last pass stopped.
+/// fires from the stream). Each boot's console is read from the first
+/// line not read whole: an unfinished last line (a prompt waiting for an
+/// answer has no newline) is matched now and read again with what
+/// follows it, each rule firing on it once. The events and the watcher's
+/// new place are recorded together. The boot before the current one is
+/// finished first (what it printed just before a reboot).
 pub fn console_tick(ctx: &Context) -> Result<(), CliError> {
     let mut journal = ctx.executor.journal()?;
     let rules: Vec<(RuleRecord, regex::Regex)> = journal
@@ -585,35 +662,177 @@ pub fn console_tick(ctx: &Context) -> Result<(), CliError> {
             if i.state != drydock_host::InstanceState::Running || i.boots == 0 {
                 continue;
             }
-            let from = journal.console_watch(&i.id, i.boots)?.unwrap_or(0);
-            let Ok((_, next, bytes)) = host.console_since(&i.id, Some(i.boots), from) else {
-                continue;
-            };
-            if bytes.is_empty() {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            for (r, re) in &rules {
-                // One event per rule and read: the first line that matches.
-                if let Some(line) = text.lines().find(|l| re.is_match(l)) {
-                    let line: String = line.trim().chars().take(300).collect();
-                    journal.emit(&NewStreamEvent {
+            for boot in [i.boots.saturating_sub(1), i.boots] {
+                if boot == 0 || (boot < i.boots && journal.console_watch(&i.id, boot)?.is_none()) {
+                    continue;
+                }
+                let (from, fired) = journal.console_watch(&i.id, boot)?.unwrap_or_default();
+                let Ok((_, next, bytes)) = host.console_since(&i.id, Some(boot), from) else {
+                    continue;
+                };
+                if bytes.is_empty() {
+                    continue;
+                }
+                let watch = ConsoleRead {
+                    instance: &i.id,
+                    boot,
+                    from,
+                    next,
+                };
+                let (events, offset, still) = scan(&rules, &watch, &bytes, &fired);
+                let refs: Vec<NewStreamEvent> = events
+                    .iter()
+                    .map(|(rule, line, pattern)| NewStreamEvent {
                         kind: CONSOLE_EVENT,
                         instance: Some(&i.id),
                         region: Some(region),
-                        detail: &format!("{}'s console: {line}", i.id),
+                        detail: line.1.as_str(),
                         data: serde_json::json!({
-                            "rule": r.name,
-                            "pattern": r.console_pattern,
-                            "line": line,
-                            "boot": i.boots,
+                            "rule": rule,
+                            "pattern": pattern,
+                            "line": line.0,
+                            "boot": boot,
                         }),
                         ..Default::default()
-                    })?;
-                }
+                    })
+                    .collect();
+                journal.console_read(&i.id, boot, offset, &still, &refs)?;
             }
-            journal.set_console_watch(&i.id, i.boots, next)?;
         }
     }
     Ok(())
+}
+
+struct ConsoleRead<'a> {
+    instance: &'a str,
+    boot: u32,
+    from: u64,
+    next: u64,
+}
+
+/// What a read of console bytes raised: `(rule, (line, detail),
+/// pattern)` per match (one per rule and read: the first matching line),
+/// the offset of the first line not read whole, and the rules that fired
+/// on that unfinished line. `fired_before` are the rules that fired on
+/// the first line of this read when it was still unfinished.
+#[allow(clippy::type_complexity)]
+fn scan(
+    rules: &[(RuleRecord, regex::Regex)],
+    w: &ConsoleRead,
+    bytes: &[u8],
+    fired_before: &[String],
+) -> (
+    Vec<(String, (String, String), Option<String>)>,
+    u64,
+    Vec<String>,
+) {
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+    let whole_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let partial = bytes.len() > whole_len;
+    // An unfinished line past the limit is taken as it stands.
+    let too_long = bytes.len() - whole_len > MAX_PARTIAL_LINE;
+    let partial_idx = (partial && !too_long).then(|| lines.len() - 1);
+    let mut events = Vec::new();
+    let mut still = Vec::new();
+    for (r, re) in rules {
+        for (idx, line) in lines.iter().enumerate() {
+            let text = String::from_utf8_lossy(line);
+            if !re.is_match(text.trim_end()) {
+                continue;
+            }
+            // It fired on this line while it was unfinished.
+            if idx == 0 && fired_before.contains(&r.name) {
+                continue;
+            }
+            let line: String = text.trim().chars().take(300).collect();
+            let detail = format!("{}'s console (boot {}): {line}", w.instance, w.boot);
+            events.push((r.name.clone(), (line, detail), r.console_pattern.clone()));
+            if Some(idx) == partial_idx {
+                still.push(r.name.clone());
+            }
+            break;
+        }
+        // The same unfinished line is read again next time.
+        if whole_len == 0 && partial_idx.is_some() && fired_before.contains(&r.name) {
+            still.push(r.name.clone());
+        }
+    }
+    let offset = if too_long {
+        w.next
+    } else {
+        w.from + whole_len as u64
+    };
+    (events, offset, still)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, pattern: &str) -> (RuleRecord, regex::Regex) {
+        (
+            RuleRecord {
+                name: name.into(),
+                event_type: CONSOLE_EVENT.into(),
+                matches: vec![],
+                console_pattern: Some(pattern.into()),
+                runbook: "r".into(),
+                webhook: None,
+                webhook_secret: None,
+                webhook_private: false,
+                params: Default::default(),
+                approvers: vec![],
+                max_per_hour: 6,
+                created_by: "me".into(),
+                created_by_uid: 0,
+                created_at: 0,
+            },
+            regex::Regex::new(pattern).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_prompt_without_a_newline_fires_once_and_lines_are_read_whole() {
+        let rules = [rule("fstab", "Press S to skip")];
+        let read = |from: u64, bytes: &[u8]| ConsoleRead {
+            instance: "i-1",
+            boot: 1,
+            from,
+            next: from + bytes.len() as u64,
+        };
+        // The prompt arrives without a newline: fired, the offset stays
+        // at its start, the rule is remembered on it.
+        let first = b"boot ok\nPress S to skip mounting or M";
+        let (ev, off, still) = scan(&rules, &read(0, first), first, &[]);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].1 .0.starts_with("Press S"));
+        assert_eq!(off, 8);
+        assert_eq!(still, vec!["fstab".to_string()]);
+        // Read again with more of the same line: not fired again.
+        let again = b"Press S to skip mounting or M for manual recovery";
+        let (ev, off, still) = scan(&rules, &read(8, again), again, &still);
+        assert!(ev.is_empty());
+        assert_eq!(off, 8);
+        assert_eq!(still, vec!["fstab".to_string()]);
+        // The line ends; a later prompt fires anew.
+        let later =
+            b"Press S to skip mounting or M for manual recovery\nfixed\nPress S to skip x\n";
+        let (ev, off, still) = scan(&rules, &read(8, later), later, &still);
+        assert_eq!(ev.len(), 1, "the second prompt only");
+        assert_eq!(off, 8 + later.len() as u64);
+        assert!(still.is_empty());
+        // A pattern split across two reads is seen once it is whole.
+        let half = b"Press S to sk";
+        let (ev, off, still) = scan(&rules, &read(100, half), half, &[]);
+        assert!(ev.is_empty());
+        assert_eq!(off, 100);
+        let whole = b"Press S to skip mounting\n";
+        let (ev, _, _) = scan(&rules, &read(off, whole), whole, &still);
+        assert_eq!(ev.len(), 1);
+        // An endless line is taken as it stands.
+        let long = vec![b'x'; MAX_PARTIAL_LINE + 10];
+        let (_, off, still) = scan(&rules, &read(0, &long), &long, &[]);
+        assert_eq!(off, long.len() as u64);
+        assert!(still.is_empty());
+    }
 }

@@ -193,7 +193,8 @@ CREATE TABLE IF NOT EXISTS rules (
     created_at       INTEGER NOT NULL,
     starts_after     INTEGER NOT NULL,
     webhook          TEXT,
-    webhook_secret   TEXT
+    webhook_secret   TEXT,
+    webhook_private  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rule_firings (
     rule             TEXT NOT NULL,
@@ -211,6 +212,7 @@ CREATE TABLE IF NOT EXISTS console_watch (
     instance         TEXT NOT NULL,
     boot             INTEGER NOT NULL,
     offset           INTEGER NOT NULL,
+    fired            TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (instance, boot)
 );
 CREATE TABLE IF NOT EXISTS parameters (

@@ -30,6 +30,9 @@ pub struct RuleRecord {
     /// The parameter-store reference (`param:NAME`) of the webhook's
     /// signing key: never the key itself.
     pub webhook_secret: Option<String>,
+    /// The webhook may be on a loopback, private or link-local address
+    /// (refused unless the rule's author said so).
+    pub webhook_private: bool,
     /// Parameters: literal JSON values, or text with `{{event.…}}`
     /// placeholders filled from the event.
     pub params: serde_json::Map<String, serde_json::Value>,
@@ -65,6 +68,7 @@ fn rule_from_row(r: &rusqlite::Row) -> rusqlite::Result<RuleRecord> {
         runbook: r.get("runbook")?,
         webhook: r.get("webhook")?,
         webhook_secret: r.get("webhook_secret")?,
+        webhook_private: r.get("webhook_private")?,
         params: serde_json::from_str(&params).unwrap_or_default(),
         approvers: serde_json::from_str(&approvers).unwrap_or_default(),
         max_per_hour: r.get("max_per_hour")?,
@@ -90,9 +94,9 @@ impl Journal {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO rules (name, event_type, matches, console_pattern, runbook, params,
                 approvers, max_per_hour, created_by, created_by_uid, created_at, starts_after,
-                webhook, webhook_secret)
+                webhook, webhook_secret, webhook_private)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-                (SELECT COALESCE(MAX(seq), 0) FROM event_stream), ?12, ?13)",
+                (SELECT COALESCE(MAX(seq), 0) FROM event_stream), ?12, ?13, ?14)",
             params![
                 rule.name,
                 rule.event_type,
@@ -107,6 +111,7 @@ impl Journal {
                 now_ms(),
                 rule.webhook,
                 rule.webhook_secret,
+                rule.webhook_private,
             ],
         )?;
         if n == 0 {
@@ -229,30 +234,57 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Where the console watcher is in an instance's boot (bytes).
-    pub fn console_watch(&self, instance: &str, boot: u32) -> Result<Option<u64>, JournalError> {
+    /// Where the console watcher is in an instance's boot: the offset of
+    /// the first line not read whole yet, and the rules that already
+    /// fired on that unfinished line (a prompt waits without a newline).
+    pub fn console_watch(
+        &self,
+        instance: &str,
+        boot: u32,
+    ) -> Result<Option<(u64, Vec<String>)>, JournalError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT offset FROM console_watch WHERE instance = ?1 AND boot = ?2",
+                "SELECT offset, fired FROM console_watch WHERE instance = ?1 AND boot = ?2",
                 params![instance, boot],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
             )
             .optional()?
-            .map(|o| o.max(0) as u64))
+            .map(|(o, f)| {
+                (
+                    o.max(0) as u64,
+                    serde_json::from_str(&f).unwrap_or_default(),
+                )
+            }))
     }
 
-    pub fn set_console_watch(
+    /// Moves the console watcher and records the events its read raised,
+    /// in one transaction (a crash records both or neither).
+    pub fn console_read(
         &mut self,
         instance: &str,
         boot: u32,
         offset: u64,
+        fired: &[String],
+        events: &[super::stream::NewStreamEvent],
     ) -> Result<(), JournalError> {
-        self.conn.execute(
-            "INSERT INTO console_watch (instance, boot, offset) VALUES (?1, ?2, ?3)
-             ON CONFLICT (instance, boot) DO UPDATE SET offset = ?3",
-            params![instance, boot, offset as i64],
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for e in events {
+            super::stream::emit_on(&tx, self.masker.as_ref(), e)?;
+        }
+        tx.execute(
+            "INSERT INTO console_watch (instance, boot, offset, fired) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (instance, boot) DO UPDATE SET offset = ?3, fired = ?4",
+            params![
+                instance,
+                boot,
+                offset as i64,
+                serde_json::to_string(fired).unwrap_or_else(|_| "[]".into())
+            ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 }

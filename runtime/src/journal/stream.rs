@@ -94,7 +94,20 @@ pub(super) fn emit_on(
         Some(m) if m.contains_secret(t) => m.mask(t),
         _ => t.to_string(),
     };
-    let data = serde_json::to_string(&e.data).unwrap_or_else(|_| "null".into());
+    // Every text in the data masked, before it is written as JSON (a
+    // secret escaped in JSON text would not be found there).
+    fn mask_value(v: &serde_json::Value, mask: &dyn Fn(&str) -> String) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(mask(s)),
+            serde_json::Value::Array(a) => a.iter().map(|x| mask_value(x, mask)).collect(),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .map(|(k, x)| (k.clone(), mask_value(x, mask)))
+                .collect(),
+            other => other.clone(),
+        }
+    }
+    let data = serde_json::to_string(&mask_value(&e.data, &mask)).unwrap_or_else(|_| "null".into());
     conn.execute(
         "INSERT INTO event_stream (at, kind, instance, execution, region, detail, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -105,13 +118,15 @@ pub(super) fn emit_on(
             e.execution,
             e.region,
             mask(e.detail),
-            mask(&data)
+            data
         ],
     )?;
     Ok(conn.last_insert_rowid())
 }
 
-fn matches_kind(kind: &str, wanted: &[String]) -> bool {
+/// Whether an event type is one of `wanted` (a type or a family); any
+/// when `wanted` is empty.
+pub fn matches_kind(kind: &str, wanted: &[String]) -> bool {
     wanted.is_empty()
         || wanted.iter().any(|w| {
             kind == w

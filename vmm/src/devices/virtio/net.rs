@@ -38,6 +38,10 @@ pub const MAX_FRAME: usize = 65_535 + 14 + 4;
 pub const MIN_FRAME: usize = 14;
 /// Frames moved per call before the queue lock is given back.
 const BATCH: usize = 64;
+/// Frames sent per transmit notification at most: a guest refilling the
+/// ring from another vCPU does not hold the card (and receive) for ever;
+/// what is left goes at its next notification.
+const TX_BATCH: usize = 256;
 
 /// Queue indexes.
 pub const RX_QUEUE: usize = 0;
@@ -72,6 +76,8 @@ pub struct Net {
     /// The backend failed with something other than "nothing to read":
     /// it is no longer watched.
     backend_failed: bool,
+    /// Where frames are read from the backend (one buffer, reused).
+    scratch: Vec<u8>,
     pub metrics: NetMetrics,
 }
 
@@ -86,6 +92,7 @@ impl Net {
             held: None,
             wake,
             backend_failed: false,
+            scratch: vec![0u8; MAX_FRAME],
             metrics: NetMetrics::default(),
         }
     }
@@ -100,13 +107,9 @@ impl Net {
         if self.backend_failed {
             return None;
         }
-        let mut frame = vec![0u8; MAX_FRAME];
         loop {
-            match (&*self.backend).read(&mut frame) {
-                Ok(n) if n >= MIN_FRAME => {
-                    frame.truncate(n);
-                    return Some(frame);
-                }
+            match (&*self.backend).read(&mut self.scratch) {
+                Ok(n) if n >= MIN_FRAME => return Some(self.scratch[..n].to_vec()),
                 Ok(0) => {
                     tracing::error!("the network backend was closed: no more frames for the guest");
                     self.backend_failed = true;
@@ -169,7 +172,10 @@ impl Net {
     fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut Queue) -> Result<bool, String> {
         let mut used = false;
         let mut buf = Vec::new();
-        while let Some(chain) = tx.pop_descriptor_chain(mem) {
+        for _ in 0..TX_BATCH {
+            let Some(chain) = tx.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             match read_frame(mem, chain, &mut buf) {
                 Ok(()) => {

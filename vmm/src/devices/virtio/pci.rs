@@ -301,7 +301,9 @@ impl<D: VirtioDevice> PciTransport<D> {
                 1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32),
                 _ => {}
             },
-            0x10 => self.msix_config = v as u16,
+            // A vector the table does not have reads back as NO_VECTOR
+            // (the driver checks, and falls back to fewer vectors).
+            0x10 => self.msix_config = self.vector_or_none(v as u16),
             0x14 => {
                 let v = v as u8;
                 if v == 0 {
@@ -317,8 +319,9 @@ impl<D: VirtioDevice> PciTransport<D> {
             }
             0x16 => self.queue_sel = v as u16,
             0x1a => {
-                if let Some(vector) = self.queue_vectors.get_mut(sel) {
-                    *vector = v as u16;
+                let vector = self.vector_or_none(v as u16);
+                if let Some(slot) = self.queue_vectors.get_mut(sel) {
+                    *slot = vector;
                 }
             }
             _ => {
@@ -337,6 +340,14 @@ impl<D: VirtioDevice> PciTransport<D> {
                     _ => {}
                 }
             }
+        }
+    }
+
+    fn vector_or_none(&self, v: u16) -> u16 {
+        if (v as usize) < self.msix.len() {
+            v
+        } else {
+            NO_VECTOR
         }
     }
 
