@@ -291,18 +291,7 @@ approve(#{ message: "go?", approvers: ["tester"], timeout: "1h" });
             "on or off",
         ),
     ] {
-        let out = dd.run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(says),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_refused(&dd.run(&args), &args, says);
     }
     // --follow prints as events happen.
     let mut follow = dd

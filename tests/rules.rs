@@ -94,18 +94,7 @@ throw "disk full";"#,
             "on-failure",
         ];
         args.extend(extra.iter());
-        let out = dd.run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(says),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_refused(&dd.run(&args), &args, says);
     }
     for (args, says) in [
         (
@@ -158,18 +147,7 @@ throw "disk full";"#,
         ),
         (vec!["rules", "remove", "never-added"], "no rule named"),
     ] {
-        let out = dd.run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(says),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_refused(&dd.run(&args), &args, says);
     }
     // A secret in clear would be stored: refused.
     dd.write_runbook(
@@ -484,13 +462,7 @@ throw "disk full";"#,
     ] {
         let mut a = vec!["rules", "add", "hook", "--event", "execution.ended"];
         a.extend(args.iter());
-        let out = dd.run(&a);
-        assert_eq!(out.status.code(), Some(2), "{a:?}: {}", text(&out.stderr));
-        assert!(
-            text(&out.stderr).contains(says),
-            "{a:?}: {}",
-            text(&out.stderr)
-        );
+        assert_refused(&dd.run(&a), &a, says);
     }
     assert_code(
         &dd.run(&[

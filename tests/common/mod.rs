@@ -266,6 +266,13 @@ pub fn assert_code(out: &Output, code: i32) {
     );
 }
 
+/// Asserts a usage error (exit 2) whose message says `says`.
+pub fn assert_refused(out: &Output, args: &[&str], says: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(says), "{args:?}: {err}");
+}
+
 pub fn wait_child(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }

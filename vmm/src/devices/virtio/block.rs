@@ -389,15 +389,7 @@ impl VirtioDevice for Block {
 
     /// The configuration space: the capacity in sectors (a u64) first.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.capacity_sectors().to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::device::read_config_bytes(&self.capacity_sectors().to_le_bytes(), offset, data);
     }
 
     fn queue_notify(

@@ -55,6 +55,19 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self) {}
 }
 
+/// Copies `config` (a device's configuration space) from `offset` into
+/// `data`; bytes past its end (or at an offset no device has) read as 0.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// A transport seen from the thread that waits on its device's backend.
 pub trait BackendInput: Send {
     /// See [`VirtioDevice::wants_backend_input`].

@@ -326,14 +326,7 @@ impl VirtioDevice for Net {
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&self.mac);
         config[6..8].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::device::read_config_bytes(&config, offset, data);
     }
 
     fn queue_notify(
