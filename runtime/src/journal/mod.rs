@@ -656,7 +656,7 @@ mod tests {
     #[test]
     fn tokens_of_a_schema_11_journal_get_an_expiry() {
         let dir = tempfile::tempdir().unwrap();
-        // A schema 11 journal: today's, without the columns of 12.
+        // A schema 11 journal: today's, without the columns of 12 and 13.
         drop(Journal::open(dir.path()).unwrap());
         {
             let c = Connection::open(dir.path().join("journal.sqlite3")).unwrap();
@@ -667,7 +667,8 @@ mod tests {
                  ALTER TABLE tokens DROP COLUMN last_used_at;
                  ALTER TABLE window_tasks DROP COLUMN created_by;
                  ALTER TABLE window_tasks DROP COLUMN created_by_uid;
-                 ALTER TABLE window_tasks DROP COLUMN runbook_sha256;",
+                 ALTER TABLE window_tasks DROP COLUMN runbook_sha256;
+                 ALTER TABLE executions DROP COLUMN gate_approvers;",
             )
             .unwrap();
             c.pragma_update(None, "user_version", 11).unwrap();
