@@ -180,52 +180,56 @@ pub enum RulesCommand {
     /// A rule: when an event matches, `drydock serve` starts the runbook
     /// (once per event, whatever restarts), with fields of the event as
     /// parameters: -p instance='{{event.instance}}'
-    Add {
-        /// The rule's name
-        name: String,
-        /// The event: TYPE [VALUE], like 'instance.status impaired',
-        /// 'instance.recovery limit', 'execution.ended Failed'
-        #[arg(
-            long,
-            value_name = "SPEC",
-            required_unless_present = "console",
-            conflicts_with = "console"
-        )]
-        event: Option<String>,
-        /// A regular expression watched for on every instance's serial
-        /// console (its instance.console event fires the rule), like
-        /// 'Press S to skip mounting'
-        #[arg(long, value_name = "REGEX")]
-        console: Option<String>,
-        /// More fields the event must have (repeatable): instance=i-…, region=…, data.KEY=VALUE
-        #[arg(long = "match", value_name = "KEY=VALUE")]
-        matches: Vec<String>,
-        /// The runbook to start
-        #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
-        runbook: Option<String>,
-        /// Or: POST the event (JSON) to this URL, signed (X-Drydock-Signature: sha256=HMAC), tried again with backoff
-        #[arg(long, value_name = "URL", requires = "webhook_secret")]
-        webhook: Option<String>,
-        /// The webhook's signing key, from the parameter store: param:NAME (`drydock param put NAME --secure`)
-        #[arg(long, value_name = "param:NAME")]
-        webhook_secret: Option<String>,
-        /// Let the webhook be on a loopback, private or link-local address (refused by default: a rule must not make the host probe its own network)
-        #[arg(long, requires = "webhook")]
-        allow_private: bool,
-        /// A parameter (repeatable): a value, or text with {{event.instance}}, {{event.data.…}}
-        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
-        params: Vec<String>,
-        /// Who approves each run before it starts (comma-separated; default: it starts at once)
-        #[arg(long, value_delimiter = ',')]
-        approvers: Vec<String>,
-        /// At most this many runs per hour (more matching events are recorded, not run)
-        #[arg(long, default_value_t = 6)]
-        max_per_hour: u32,
-    },
+    Add(RuleAddArgs),
     /// Remove a rule
     Remove { name: String },
     /// A rule and its latest firings (which event, which execution)
     Show { name: String },
+}
+
+/// `drydock rules add`.
+#[derive(Debug, Args)]
+pub struct RuleAddArgs {
+    /// The rule's name
+    pub name: String,
+    /// The event: TYPE [VALUE], like 'instance.status impaired',
+    /// 'instance.recovery limit', 'execution.ended Failed'
+    #[arg(
+        long,
+        value_name = "SPEC",
+        required_unless_present = "console",
+        conflicts_with = "console"
+    )]
+    pub event: Option<String>,
+    /// A regular expression watched for on every instance's serial
+    /// console (its instance.console event fires the rule), like
+    /// 'Press S to skip mounting'
+    #[arg(long, value_name = "REGEX")]
+    pub console: Option<String>,
+    /// More fields the event must have (repeatable): instance=i-…, region=…, data.KEY=VALUE
+    #[arg(long = "match", value_name = "KEY=VALUE")]
+    pub matches: Vec<String>,
+    /// The runbook to start
+    #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
+    pub runbook: Option<String>,
+    /// Or: POST the event (JSON) to this URL, signed (X-Drydock-Signature: sha256=HMAC), tried again with backoff
+    #[arg(long, value_name = "URL", requires = "webhook_secret")]
+    pub webhook: Option<String>,
+    /// The webhook's signing key, from the parameter store: param:NAME (`drydock param put NAME --secure`)
+    #[arg(long, value_name = "param:NAME")]
+    pub webhook_secret: Option<String>,
+    /// Let the webhook be on a loopback, private or link-local address (refused by default: a rule must not make the host probe its own network)
+    #[arg(long, requires = "webhook")]
+    pub allow_private: bool,
+    /// A parameter (repeatable): a value, or text with {{event.instance}}, {{event.data.…}}
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Who approves each run before it starts (comma-separated; default: it starts at once)
+    #[arg(long, value_delimiter = ',')]
+    pub approvers: Vec<String>,
+    /// At most this many runs per hour (more matching events are recorded, not run)
+    #[arg(long, default_value_t = 6)]
+    pub max_per_hour: u32,
 }
 
 #[derive(Debug, Subcommand)]

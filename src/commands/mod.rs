@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod calendar;
 pub mod console;
+pub mod console_rules;
 pub mod drill;
 pub mod drill_timeline;
 pub mod drivers;

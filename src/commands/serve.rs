@@ -278,7 +278,7 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                     say(&format!("maintenance windows: {e}"));
                 }
                 // Console patterns become events; events fire rules.
-                if let Err(e) = super::rules::console_tick(ctx) {
+                if let Err(e) = super::console_rules::console_tick(ctx) {
                     say(&format!("console rules: {e}"));
                 }
                 match super::rules::rules_tick(ctx, &mut children) {
