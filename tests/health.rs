@@ -274,6 +274,18 @@ approve(#{ message: "go?", approvers: ["tester"], timeout: "1h" });
         .unwrap()
         .len();
     assert_eq!(after, all.len() - 2);
+    // --limit keeps the newest, oldest first.
+    let newest: Vec<i64> = dd.json(&["events", "--limit", "2"])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(newest, seqs[seqs.len() - 2..].to_vec());
+    // Retention: nothing this recent goes.
+    let pruned = dd.json(&["events", "prune", "--older-than", "1h"]);
+    assert_eq!(pruned["removed"], 0, "{pruned}");
+    assert_eq!(pruned["left"], all.len(), "{pruned}");
     // Bad input: exit 2 with the fix.
     for (args, says) in [
         (
@@ -286,6 +298,19 @@ approve(#{ message: "go?", approvers: ["tester"], timeout: "1h" });
         ),
         (vec!["events", "--limit", "0"], "at least 1"),
         (vec!["serve", "--check-interval", "10ms"], "at least 1s"),
+        (
+            vec!["events", "prune", "--older-than", "10m"],
+            "shorter than an hour",
+        ),
+        (vec!["events", "prune", "--older-than", "soon"], "30d"),
+        (
+            vec!["serve", "--event-retention", "5m"],
+            "shorter than an hour",
+        ),
+        (
+            vec!["events", "--limit", "3", "prune", "--older-than", "1d"],
+            "cannot be used with",
+        ),
         (
             vec!["instance", "modify", "i-0", "--auto-recovery", "maybe"],
             "on or off",

@@ -155,10 +155,11 @@ impl Host {
                     "UPDATE instances SET op_owner = ?2, auto_recovery = ?3 WHERE id = ?1",
                     rusqlite::params![id, owner, req.auto_recovery],
                 )?;
+                store::queue_state_event(tx, &id, "pending", "launched")?;
                 Ok(())
             },
         )?;
-        self.store()?.state_event(&id, "pending", "launched");
+        self.store()?.flush_events_or_warn();
         self.spawn_supervisor(&id)?;
         self.wait_for(&id, START_TIMEOUT, |i| i.state != InstanceState::Pending)?;
         self.running_or_error(&id, " was launched but")

@@ -80,6 +80,9 @@ pub enum HostError {
     Image(#[from] ImageError),
     #[error("{0}")]
     Vmm(String),
+    /// The journal (the event stream's database) failed.
+    #[error("journal error: {0}")]
+    Journal(String),
 }
 
 impl HostError {

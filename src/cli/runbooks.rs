@@ -101,6 +101,7 @@ pub struct ExecutionsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EventsArgs {
     /// Only events of this type (instance.state, instance.status,
     /// instance.recovery, instance.console, execution.started, execution.ended,
@@ -122,6 +123,19 @@ pub struct EventsArgs {
     /// Keep printing events as they happen (one line each; with --json one object per line)
     #[arg(long, short = 'f')]
     pub follow: bool,
+    #[command(subcommand)]
+    pub command: Option<EventsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Remove events older than a duration that no rule still needs
+    /// (`drydock serve --event-retention` does it by itself)
+    Prune {
+        /// Remove events older than this (e.g. 30d, 12h; at least 1h)
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// The window --max-recoveries counts in
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub recovery_window: String,
+    /// How long the event stream keeps events (`off` for ever); older ones no rule still needs are removed every hour
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub event_retention: String,
     #[command(subcommand)]
     pub action: Option<ServeCommand>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use drydock_runtime::journal::stream::{kind, StreamEvent, StreamFilter};
 
 use super::{clip, print_json, shown, table, when, Context};
-use crate::cli::EventsArgs;
+use crate::cli::{EventsArgs, EventsCommand};
 use crate::failure::CliError;
 
 /// How often `--follow` looks for new events.
@@ -92,8 +92,53 @@ fn print_line(e: &StreamEvent, json: bool) -> std::io::Result<()> {
     out.flush()
 }
 
+/// The shortest retention `events prune` and `serve --event-retention`
+/// accept: rules' rate limits count the last hour's firings.
+pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// A retention (`30d`, `12h`), at least [`MIN_RETENTION`]; `what` names
+/// the option in errors.
+pub fn parse_retention(text: &str, what: &str) -> Result<Duration, CliError> {
+    let d = drydock_runtime::duration::parse_duration(text).map_err(|e| {
+        CliError::usage(format!(
+            "{what} `{}`: {e} (a duration like 30d or 12h)",
+            shown(text)
+        ))
+    })?;
+    if d < MIN_RETENTION {
+        return Err(CliError::usage(format!(
+            "{what} `{}` is shorter than an hour; rules' rate limits count the last hour, so keep at least 1h",
+            shown(text)
+        )));
+    }
+    Ok(d)
+}
+
+/// `drydock events prune --older-than D`.
+fn prune(ctx: &Context, older_than: &str) -> Result<i32, CliError> {
+    let keep = parse_retention(older_than, "--older-than")?;
+    let mut journal = ctx.executor.journal()?;
+    let cut = drydock_runtime::journal::now_ms() - keep.as_millis() as i64;
+    let removed = journal.prune_events(cut)?;
+    let (oldest, left) = journal.event_span()?;
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "removed": removed,
+            "left": left,
+            "oldest_at": oldest,
+        }));
+    } else {
+        let since = oldest.map_or_else(|| "-".to_string(), when);
+        println!("removed {removed} events older than {older_than}; {left} left, the oldest from {since}");
+    }
+    Ok(0)
+}
+
 /// `drydock events [--type T]… [--instance ID] [--since WHEN] [--follow]`.
 pub fn run(ctx: &Context, args: EventsArgs) -> Result<i32, CliError> {
+    if let Some(EventsCommand::Prune { older_than }) = &args.command {
+        return prune(ctx, older_than);
+    }
     check_types(&args.types)?;
     if args.limit == 0 {
         return Err(CliError::usage("--limit must be at least 1"));
@@ -103,17 +148,17 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<i32, CliError> {
         since_ms: args.since.as_deref().map(since_ms).transpose()?,
         kinds: args.types.clone(),
         instance: args.instance.clone(),
-        limit: None,
+        // The newest `limit`, still oldest first.
+        limit: Some(u32::try_from(args.limit).unwrap_or(u32::MAX)),
+        newest: true,
     };
     let journal = ctx.executor.journal()?;
     // Taken before the first read: an event committed after it is read
     // again below (and filtered), never skipped.
     let before = journal.last_event_seq()?;
-    let mut events = journal.stream_events(&filter)?;
-    // The newest `limit`, still oldest first.
-    if events.len() > args.limit {
-        events.drain(..events.len() - args.limit);
-    }
+    let events = journal.stream_events(&filter)?;
+    filter.limit = None;
+    filter.newest = false;
     if !args.follow {
         if ctx.json {
             print_json(&serde_json::json!({ "events": events }));

@@ -113,6 +113,10 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         file.display()
     ));
     let checks = health_settings(&args)?;
+    let retention = match args.event_retention.trim() {
+        "off" => None,
+        text => Some(super::events::parse_retention(text, "--event-retention")?),
+    };
     let started_at = drydock_runtime::journal::now_ms();
     let socket = serve_socket::socket_path(&ctx.settings.data_dir);
     let status = Arc::new(Mutex::new(json!({})));
@@ -253,6 +257,8 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
     let clock = SystemClock;
     let mut cache = DueCache::default();
     let mut wake = tokio::time::Instant::now();
+    // The first prune comes an interval after the start.
+    let mut last_prune = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
@@ -276,6 +282,15 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
                 if let Err(e) = super::windows::windows_tick(ctx, &clock, &mut children) {
                     tracing::warn!("maintenance window tick failed: {e}");
                     say(&format!("maintenance windows: {e}"));
+                }
+                // Instances' state changes a crash left in the host
+                // store's outbox reach the stream; old events go.
+                flush_host_events(ctx);
+                if let Some(keep) = retention {
+                    if last_prune.elapsed() >= PRUNE_EVERY {
+                        last_prune = std::time::Instant::now();
+                        prune_events(ctx, keep);
+                    }
                 }
                 // Console patterns become events; events fire rules.
                 if let Err(e) = super::console_rules::console_tick(ctx) {
@@ -313,6 +328,28 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
 
 /// `--check-interval`, `--max-recoveries`, `--recovery-window`: None
 /// when checks are off.
+/// How often `--event-retention` prunes the event stream.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Moves what the host store's outbox holds into the event stream (every
+/// state change does it too; this catches one a crash cut off).
+fn flush_host_events(ctx: &Context) {
+    let store = drydock_host::store::HostStore::open(&ctx.settings.data_dir);
+    if let Err(e) = store.and_then(|s| s.flush_events()) {
+        tracing::warn!("instance events wait in the host store's outbox: {e}");
+    }
+}
+
+fn prune_events(ctx: &Context, keep: Duration) {
+    let cut = drydock_runtime::journal::now_ms() - keep.as_millis() as i64;
+    match ctx.executor.journal().map(|mut j| j.prune_events(cut)) {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => say(&format!("removed {n} events past the retention")),
+        Ok(Err(e)) => say(&format!("event retention: {e}")),
+        Err(e) => say(&format!("event retention: {e}")),
+    }
+}
+
 fn health_settings(
     args: &ServeArgs,
 ) -> Result<Option<(Duration, drydock_ops::health::RecoveryPolicy)>, CliError> {

@@ -247,12 +247,19 @@ impl HostStore {
         state: InstanceState,
         reason: &str,
     ) -> Result<(), HostError> {
-        let n = self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "UPDATE instances SET state = ?2, state_reason = ?3, state_since = ?4 WHERE id = ?1",
             params![id, state.as_str(), reason, now_ms()],
         )?;
         if n > 0 {
-            self.state_event(id, state.as_str(), reason);
+            super::queue_state_event(&tx, id, state.as_str(), reason)?;
+        }
+        tx.commit()?;
+        if n > 0 {
+            self.flush_events_or_warn();
         }
         Ok(())
     }
@@ -268,8 +275,9 @@ impl HostStore {
             params![id, reason, now_ms()],
         )?;
         super::delete_interfaces(&tx, id)?;
+        super::queue_state_event(&tx, id, "terminated", reason)?;
         tx.commit()?;
-        self.state_event(id, "terminated", reason);
+        self.flush_events_or_warn();
         Ok(())
     }
 
@@ -336,14 +344,21 @@ impl HostStore {
     /// Claims the start of a stopped instance for `owner` (`pid:token` of
     /// the command): only one command wins; the others get `false`.
     pub fn claim_start(&mut self, id: &str, owner: &str) -> Result<bool, HostError> {
-        let n = self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "UPDATE instances SET state = 'pending', state_reason = 'starting', state_since = ?3,
                  op_owner = ?2
              WHERE id = ?1 AND state = 'stopped'",
             params![id, owner, now_ms()],
         )?;
         if n == 1 {
-            self.state_event(id, "pending", "starting");
+            super::queue_state_event(&tx, id, "pending", "starting")?;
+        }
+        tx.commit()?;
+        if n == 1 {
+            self.flush_events_or_warn();
         }
         Ok(n == 1)
     }

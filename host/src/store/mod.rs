@@ -9,6 +9,7 @@ mod health;
 mod images;
 mod instances;
 mod network;
+mod outbox;
 pub mod schema;
 mod security_groups;
 mod snapshots;
@@ -30,6 +31,7 @@ pub use network::{
     default_vpc_cidr, mac_for, nth_address, InterfaceRecord, SubnetKind, SubnetRecord, VpcRecord,
 };
 pub(crate) use network::{delete_interfaces, insert_primary_interface};
+pub(crate) use outbox::queue_state_event;
 pub(crate) use security_groups::join_groups;
 pub use security_groups::{
     check_group_name, is_group_id, Direction, GroupRecord, Peer, Protocol, RuleRecord, RuleSpec,
@@ -44,7 +46,7 @@ pub use volumes::{VolumeKind, VolumeRecord};
 pub struct HostStore {
     pub(crate) conn: Connection,
     /// Where the journal is: instances' state changes go into its event
-    /// stream.
+    /// stream (through the outbox, [`outbox`]).
     data_dir: std::path::PathBuf,
 }
 
@@ -74,37 +76,6 @@ impl HostStore {
             conn,
             data_dir: data_dir.to_path_buf(),
         })
-    }
-
-    /// Records in the journal's event stream that instance `id` entered
-    /// `state` (after the change is committed here). A journal that
-    /// cannot be written loses the event, with a warning: the change
-    /// itself stands.
-    pub(crate) fn state_event(&self, id: &str, state: &str, reason: &str) {
-        let region: Option<String> = self
-            .conn
-            .query_row("SELECT region FROM instances WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .ok();
-        let detail = if reason.is_empty() {
-            format!("{id} is {state}")
-        } else {
-            format!("{id} is {state} ({reason})")
-        };
-        let r = drydock_runtime::Journal::open(&self.data_dir).and_then(|j| {
-            j.emit(&drydock_runtime::journal::stream::NewStreamEvent {
-                kind: drydock_runtime::journal::stream::kind::INSTANCE_STATE,
-                instance: Some(id),
-                region: region.as_deref(),
-                detail: &detail,
-                data: serde_json::json!({ "state": state, "reason": reason }),
-                ..Default::default()
-            })
-        });
-        if let Err(e) = r {
-            tracing::warn!(instance = %id, "the event `{detail}` was not recorded: {e}");
-        }
     }
 }
 

@@ -112,6 +112,14 @@ CREATE TABLE instance_recoveries (
 );
 CREATE INDEX instance_recoveries_by_instance ON instance_recoveries(instance_id, at);
 "#,
+    // 11: the outbox of events bound for the journal's event stream,
+    // written with the changes they report.
+    r#"
+CREATE TABLE event_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL,
+    instance TEXT, region TEXT, detail TEXT NOT NULL, data TEXT NOT NULL
+);
+"#,
 ];
 
 /// The version this drydock writes.

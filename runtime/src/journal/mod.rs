@@ -76,7 +76,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 13;
+const SCHEMA_VERSION: i64 = 14;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -179,6 +179,11 @@ CREATE TABLE IF NOT EXISTS event_stream (
     data             TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_stream_by_instance ON event_stream(instance);
+CREATE INDEX IF NOT EXISTS event_stream_by_time ON event_stream(at);
+CREATE TABLE IF NOT EXISTS stream_sources (
+    source           TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rules (
     name             TEXT PRIMARY KEY,
     event_type       TEXT NOT NULL,

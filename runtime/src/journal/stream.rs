@@ -8,7 +8,7 @@
 //! The per-execution `events` table (an execution's own notes) is not
 //! this: those stay with their execution.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{now_ms, Journal, JournalError};
@@ -50,6 +50,9 @@ pub struct NewStreamEvent<'a> {
     pub detail: &'a str,
     /// Fields for rules and machines (`state`, `status`, `reason`, …).
     pub data: serde_json::Value,
+    /// When it happened (ms since the epoch); now when `None`. Events
+    /// queued elsewhere first (the host store's outbox) keep their time.
+    pub at: Option<i64>,
 }
 
 /// A recorded event.
@@ -80,6 +83,8 @@ pub struct StreamFilter {
     pub instance: Option<String>,
     /// At most this many, the oldest first.
     pub limit: Option<u32>,
+    /// With `limit`: the newest that many (still returned oldest first).
+    pub newest: bool,
 }
 
 /// Records `e` on `conn` (a journal's connection, or a transaction on it,
@@ -112,7 +117,7 @@ pub(super) fn emit_on(
         "INSERT INTO event_stream (at, kind, instance, execution, region, detail, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
-            now_ms(),
+            e.at.unwrap_or_else(now_ms),
             e.kind,
             e.instance,
             e.execution,
@@ -143,45 +148,131 @@ impl Journal {
         emit_on(&self.conn, self.masker.as_ref(), e)
     }
 
-    /// Events in order, as `filter` says.
+    /// Events in order, as `filter` says. Types are filtered in the
+    /// database, so a long stream costs only what is returned.
     pub fn stream_events(&self, filter: &StreamFilter) -> Result<Vec<StreamEvent>, JournalError> {
-        let mut st = self.conn.prepare(
+        let mut sql = String::from(
             "SELECT seq, at, kind, instance, execution, region, detail, data FROM event_stream
-             WHERE seq > ?1 AND at >= ?2 AND (?3 IS NULL OR instance = ?3)
-             ORDER BY seq",
-        )?;
-        let rows = st.query_map(
-            params![
-                filter.after_seq.unwrap_or(0),
-                filter.since_ms.unwrap_or(0),
-                filter.instance
-            ],
-            |r| {
-                let data: String = r.get(7)?;
-                Ok(StreamEvent {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    kind: r.get(2)?,
-                    instance: r.get(3)?,
-                    execution: r.get(4)?,
-                    region: r.get(5)?,
-                    detail: r.get(6)?,
-                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-                })
-            },
-        )?;
-        let mut out = Vec::new();
-        for r in rows {
-            let e = r?;
-            if !matches_kind(&e.kind, &filter.kinds) {
-                continue;
+             WHERE seq > ?1 AND at >= ?2 AND (?3 IS NULL OR instance = ?3)",
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            filter.after_seq.unwrap_or(0).into(),
+            filter.since_ms.unwrap_or(0).into(),
+            filter.instance.clone().into(),
+        ];
+        if !filter.kinds.is_empty() {
+            let mut alternatives = Vec::new();
+            for k in &filter.kinds {
+                values.push(k.clone().into());
+                let n = values.len();
+                values.push(format!("{k}.").into());
+                // A type, or a family: `instance` is every `instance.*`.
+                alternatives.push(format!(
+                    "kind = ?{n} OR substr(kind, 1, length(?{})) = ?{}",
+                    n + 1,
+                    n + 1
+                ));
             }
-            out.push(e);
-            if filter.limit.is_some_and(|l| out.len() >= l as usize) {
-                break;
-            }
+            sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+        }
+        let newest = filter.newest && filter.limit.is_some();
+        sql.push_str(if newest {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(values), |r| {
+            let data: String = r.get(7)?;
+            Ok(StreamEvent {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                instance: r.get(3)?,
+                execution: r.get(4)?,
+                region: r.get(5)?,
+                detail: r.get(6)?,
+                data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+        if newest {
+            out.reverse();
         }
         Ok(out)
+    }
+
+    /// Records events queued in another database (`source`, e.g. the host
+    /// store's outbox), each given with its number there: those numbered
+    /// above what `source` already delivered are recorded, with the new
+    /// high mark, in one transaction. A delivery cut off by a crash is
+    /// delivered again whole, and nothing twice. Returns the high mark.
+    pub fn emit_queued(
+        &mut self,
+        source: &str,
+        events: &[(i64, NewStreamEvent)],
+    ) -> Result<i64, JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut mark: i64 = tx
+            .query_row(
+                "SELECT seq FROM stream_sources WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        for (n, e) in events {
+            if *n > mark {
+                emit_on(&tx, self.masker.as_ref(), e)?;
+                mark = *n;
+            }
+        }
+        tx.execute(
+            "INSERT INTO stream_sources (source, seq) VALUES (?1, ?2)
+             ON CONFLICT(source) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            params![source, mark],
+        )?;
+        tx.commit()?;
+        Ok(mark)
+    }
+
+    /// Removes events older than `before_ms` that nothing still needs:
+    /// rules have read them (the rules' cursor is past them) and no
+    /// firing of theirs is still being started or delivered; finished
+    /// firings that old go too. Returns how many events went.
+    pub fn prune_events(&mut self, before_ms: i64) -> Result<usize, JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "DELETE FROM event_stream
+             WHERE at < ?1
+               AND seq <= COALESCE((SELECT seq FROM rules_cursor WHERE id = 1), 0)
+               AND seq NOT IN (SELECT event_seq FROM rule_firings
+                               WHERE outcome IN ('claimed', 'delivering'))",
+            [before_ms],
+        )?;
+        tx.execute(
+            "DELETE FROM rule_firings
+             WHERE at < ?1 AND outcome NOT IN ('claimed', 'delivering')",
+            [before_ms],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The oldest event kept, and how many there are.
+    pub fn event_span(&self) -> Result<(Option<i64>, i64), JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(at), COUNT(*) FROM event_stream", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?)
     }
 
     /// The last sequence number recorded (0 when none).
@@ -265,5 +356,90 @@ mod tests {
             })
             .unwrap();
         assert_eq!(first.len(), 1);
+        assert_eq!(first[0].seq, a);
+        let newest = j
+            .stream_events(&StreamFilter {
+                limit: Some(2),
+                newest: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![b, c]);
+        let family_and_type = j
+            .stream_events(&StreamFilter {
+                kinds: vec!["execution".into(), "instance.status".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            family_and_type.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![b, c]
+        );
+    }
+
+    #[test]
+    fn queued_events_are_recorded_once_with_their_time_across_redeliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let ev = |detail: &'static str, at: i64| NewStreamEvent {
+            kind: kind::INSTANCE_STATE,
+            instance: Some("i-1"),
+            detail,
+            at: Some(at),
+            ..Default::default()
+        };
+        assert_eq!(
+            j.emit_queued("host", &[(1, ev("a", 10)), (2, ev("b", 20))])
+                .unwrap(),
+            2
+        );
+        // The outbox was not emptied (a crash): 1 and 2 come again with 3.
+        let mark = j
+            .emit_queued(
+                "host",
+                &[(1, ev("a", 10)), (2, ev("b", 20)), (3, ev("c", 30))],
+            )
+            .unwrap();
+        assert_eq!(mark, 3);
+        let all = j.stream_events(&StreamFilter::default()).unwrap();
+        let seen: Vec<_> = all.iter().map(|e| (e.detail.as_str(), e.at)).collect();
+        assert_eq!(seen, vec![("a", 10), ("b", 20), ("c", 30)]);
+        // Another source counts on its own.
+        j.emit_queued("other", &[(1, ev("x", 40))]).unwrap();
+        assert_eq!(j.stream_events(&StreamFilter::default()).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn pruning_keeps_what_rules_have_not_read_or_still_deliver() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let mut seqs = Vec::new();
+        for at in [100, 200, 300, 400] {
+            seqs.push(
+                j.emit(&NewStreamEvent {
+                    kind: kind::INSTANCE_STATE,
+                    detail: "old",
+                    at: Some(at),
+                    ..Default::default()
+                })
+                .unwrap(),
+            );
+        }
+        // Rules have read up to the third; the second is being delivered.
+        j.set_rules_cursor(seqs[2]).unwrap();
+        assert!(j.claim_firing("hook", seqs[1]).unwrap());
+        j.set_firing("hook", seqs[1], "delivering", None).unwrap();
+        let gone = j.prune_events(1_000).unwrap();
+        assert_eq!(gone, 2, "the first and third");
+        let left: Vec<_> = j
+            .stream_events(&StreamFilter::default())
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(left, vec![seqs[1], seqs[3]]);
+        assert_eq!(j.event_span().unwrap(), (Some(200), 2));
+        // Nothing newer than the cut goes.
+        assert_eq!(j.prune_events(150).unwrap(), 0);
     }
 }
