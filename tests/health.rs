@@ -63,8 +63,9 @@ fn local_api(dd: &Drydock, path: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {reply}"))
 }
 
-/// The VMM of a running instance: the child of its instance process.
-fn kill_vmm(dd: &Drydock, id: &str) {
+/// Sends `signal` to the VMM of a running instance: the child of its
+/// instance process.
+fn signal_vmm(dd: &Drydock, id: &str, signal: i32) {
     let sup = dd.instance(R, id)["supervisor_pid"].as_u64().unwrap();
     let children = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
     let vmm: u32 = children
@@ -74,7 +75,19 @@ fn kill_vmm(dd: &Drydock, id: &str) {
         .parse()
         .unwrap();
     // SAFETY: kill sends a signal to a process of this test's own drydock.
-    assert_eq!(unsafe { libc::kill(vmm as i32, libc::SIGKILL) }, 0);
+    assert_eq!(unsafe { libc::kill(vmm as i32, signal) }, 0);
+}
+
+fn kill_vmm(dd: &Drydock, id: &str) {
+    signal_vmm(dd, id, libc::SIGKILL);
+}
+
+/// `instance-status ID` once, with its exit code.
+fn status_now(dd: &Drydock, id: &str) -> (i32, Value) {
+    let out = dd.run(&["--json", "--region", R, "instance-status", id]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), v["statuses"][0].clone())
 }
 
 #[test]
@@ -96,6 +109,33 @@ fn a_dead_vmm_is_seen_impaired_and_recovered_once_then_left_stopped_past_the_lim
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["statuses"][0]["status"], "ok", "{st}");
     assert_eq!(st["statuses"][0]["system"]["status"], "ok", "{st}");
+    // A VMM stopped by a signal makes no progress: the system check says
+    // so within its probe's timeout; continued, it passes again.
+    signal_vmm(&dd, &id, libc::SIGSTOP);
+    let asked = Instant::now();
+    let (code, st) = status_now(&dd, &id);
+    let took = asked.elapsed();
+    signal_vmm(&dd, &id, libc::SIGCONT);
+    assert_eq!(code, 1, "impaired exits 1: {st}");
+    assert_eq!(st["system"]["status"], "impaired", "{st}");
+    let why = st["system"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("does not answer") && why.contains("no progress"),
+        "{st}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "the check is bounded: {took:?}"
+    );
+    let start = Instant::now();
+    loop {
+        let (code, st) = status_now(&dd, &id);
+        if code == 0 && st["system"]["status"] == "ok" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "continued: {st}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     let log = dd.work().join("serve.log");
     std::fs::create_dir_all(dd.work()).unwrap();

@@ -2,7 +2,9 @@
 //!
 //! The **system check** asks whether the host side of an instance works:
 //! its instance process answers, its VMM runs (a VMM that died takes the
-//! instance to `stopped` with the reason, which counts as impaired), its
+//! instance to `stopped` with the reason, which counts as impaired) and
+//! its vCPUs make progress (the VMM answers a status query in time, the
+//! VM is not paused by an error, no vCPU is held up in a device), its
 //! volumes are reachable. The **instance check** asks whether the guest
 //! answers: its kernel's network stack at its private address (a refused
 //! connection is an answer), or, without a network, a boot that reached
@@ -180,12 +182,36 @@ impl Host {
                 "the instance process is gone (its VMM with it)",
             ));
         }
-        if let Err(e) = supervisor::send_control(&self.instance_dir(&i.id), &ControlCommand::Status)
-        {
-            return Ok(Check::new(
-                Status::Impaired,
-                format!("the instance process does not answer: {e}"),
-            ));
+        match supervisor::send_control(&self.instance_dir(&i.id), &ControlCommand::Health) {
+            Ok(reply) => match serde_json::from_str::<supervisor::VmHealth>(&reply) {
+                Ok(vm) if !vm.progressing => {
+                    return Ok(Check::new(Status::Impaired, vm.reason));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Ok(Check::new(
+                        Status::InsufficientData,
+                        format!("the instance process's health report is unreadable: {e}"),
+                    ))
+                }
+            },
+            // An instance process started by an older drydock.
+            Err(e) if e.to_string().contains("unknown control command") => {
+                if let Err(e) =
+                    supervisor::send_control(&self.instance_dir(&i.id), &ControlCommand::Status)
+                {
+                    return Ok(Check::new(
+                        Status::Impaired,
+                        format!("the instance process does not answer: {e}"),
+                    ));
+                }
+            }
+            Err(e) => {
+                return Ok(Check::new(
+                    Status::Impaired,
+                    format!("the instance process does not answer: {e}"),
+                ));
+            }
         }
         for v in self.store()?.attached(&i.id)? {
             if v.kind == VolumeKind::InstanceStore {
@@ -200,7 +226,7 @@ impl Host {
         }
         Ok(Check::new(
             Status::Ok,
-            "instance process and VMM run, volumes reachable",
+            "instance process and VMM run, vCPUs make progress, volumes reachable",
         ))
     }
 

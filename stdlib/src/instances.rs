@@ -238,7 +238,7 @@ pub fn install(engine: &mut Engine, ctx: &RunContext) {
     });
     let o = open.clone();
     doc("instance::status(id)", &[
-        "Both status checks of an instance, run now: `#{ status, system, instance_check, system_reason, instance_reason, state }`; `status` is `ok`, `impaired`, `initializing` or `insufficient-data` (the worse of the two checks). The system check: its instance process and VMM run, its volumes are reachable (a stop the instance did not ask for is impaired). The instance check: the guest answers at its private address (or, without a network, reached its login prompt); a kernel panic or a boot stuck at a prompt on its console is impaired, with that line as the reason.",
+        "Both status checks of an instance, run now: `#{ status, system, instance_check, system_reason, instance_reason, state }`; `status` is `ok`, `impaired`, `initializing` or `insufficient-data` (the worse of the two checks). The system check: its instance process and VMM run, its vCPUs make progress (the VMM answers a status query within 3 s, the VM is not paused by an error, no vCPU is held up in a device), its volumes are reachable (a stop the instance did not ask for is impaired). The instance check: the guest answers at its private address (or, without a network, reached its login prompt); a kernel panic or a boot stuck at a prompt on its console is impaired, with that line as the reason.",
         "Example: `if instance::status(id).status == \"impaired\" { … }`",
     ])
     .set_in(&mut inst, move |id: &str| -> R<Map> {

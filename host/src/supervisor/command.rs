@@ -16,6 +16,8 @@ pub enum ControlCommand {
     Reboot,
     /// `running pid N backend NAME`.
     Status,
+    /// Whether the vCPUs make progress, as JSON (`vm_health::VmHealth`).
+    Health,
     /// The console's in-memory tail, as a JSON string.
     Tail,
     /// A magic SysRq key (a letter or digit) over the serial line.
@@ -52,6 +54,7 @@ impl ControlCommand {
             ("stop-force", None) => Self::StopForce,
             ("reboot", None) => Self::Reboot,
             ("status", None) => Self::Status,
+            ("health", None) => Self::Health,
             ("tail", None) => Self::Tail,
             ("break", None) => Self::Break,
             ("pause", None) => Self::Pause,
@@ -81,6 +84,7 @@ impl std::fmt::Display for ControlCommand {
             Self::StopForce => f.write_str("stop-force"),
             Self::Reboot => f.write_str("reboot"),
             Self::Status => f.write_str("status"),
+            Self::Health => f.write_str("health"),
             Self::Tail => f.write_str("tail"),
             Self::Sysrq(key) => write!(f, "sysrq {}", *key as char),
             Self::Break => f.write_str("break"),
@@ -103,6 +107,7 @@ mod tests {
             ControlCommand::StopForce,
             ControlCommand::Reboot,
             ControlCommand::Status,
+            ControlCommand::Health,
             ControlCommand::Tail,
             ControlCommand::Sysrq(b's'),
             ControlCommand::Break,

@@ -19,6 +19,7 @@ mod control;
 mod hotplug;
 mod locks;
 mod running;
+mod vm_health;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +33,7 @@ use drydock_runtime::runner::RunnerIdentity;
 pub use command::ControlCommand;
 pub use control::send_control;
 pub use locks::{instance_process_running, VolumeLock};
+pub use vm_health::{VmHealth, PROBE_TIMEOUT};
 
 use super::config_disk;
 use super::console_hub::ConsoleHub;
@@ -220,6 +222,7 @@ fn run_vm(
         boot_plan: boot_plan.clone(),
         root_volume: root_path.clone(),
         restart: Mutex::new(None),
+        probe: Mutex::new(None),
     });
 
     shared.console.output(boot_plan.console.as_bytes());

@@ -58,6 +58,8 @@ pub(super) struct Shared {
     pub(super) root_volume: PathBuf,
     /// Set when a guest reset found other boot files on the root volume.
     pub(super) restart: Mutex<Option<String>>,
+    /// When the status query in flight was sent ([`Shared::vm_health`]).
+    pub(super) probe: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -263,6 +265,9 @@ impl Shared {
                 std::process::id(),
                 self.backend.name()
             )),
+            ControlCommand::Health => {
+                Ok(serde_json::to_string(&self.vm_health()?).expect("a health report serializes"))
+            }
             ControlCommand::Tail => {
                 let text = String::from_utf8_lossy(&self.console.tail()).into_owned();
                 Ok(serde_json::to_string(&text).expect("a string serializes"))

@@ -33,6 +33,8 @@ pub struct MachineHandle {
     pub(super) paused: (Mutex<bool>, Condvar),
     pub(super) parked: AtomicU32,
     pub(super) running_vcpus: AtomicU32,
+    /// Where each vCPU of the current boot is (in the guest or an exit).
+    pub(super) vcpu_progress: Mutex<Vec<Arc<crate::vstate::vcpu::VcpuProgress>>>,
     pub(super) vcpu_threads: Mutex<Vec<libc::pthread_t>>,
     /// A vCPU ended this boot: the others must stop too.
     pub(super) boot_ending: AtomicBool,
@@ -54,11 +56,27 @@ pub struct MachineStatus {
     pub vcpus: u8,
     pub memory_mib: u32,
     pub exits: u64,
+    /// vCPU threads of this boot still running.
+    pub vcpus_running: u32,
+    /// vCPUs held up in the VMM: handling one exit for longer than
+    /// [`HELD_AFTER`] (a device that does not return). Empty when all
+    /// make progress.
+    pub held_vcpus: Vec<HeldVcpu>,
     /// When vCPU 0 first entered the guest (µs since the Unix epoch).
     pub first_entry_unix_us: u64,
     pub disks: Vec<DiskStatus>,
     /// Network cards (this boot's traffic).
     pub nics: Vec<NicStatus>,
+}
+
+/// An exit handled for longer than this holds its vCPU up.
+pub const HELD_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug, serde::Serialize)]
+pub struct HeldVcpu {
+    pub vcpu: u8,
+    /// How long it has been in its current exit.
+    pub in_exit_ms: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -117,6 +135,7 @@ impl MachineHandle {
             paused: (Mutex::new(false), Condvar::new()),
             parked: AtomicU32::new(0),
             running_vcpus: AtomicU32::new(0),
+            vcpu_progress: Mutex::new(Vec::new()),
             vcpu_threads: Mutex::new(Vec::new()),
             boot_ending: AtomicBool::new(false),
             boots: AtomicU32::new(0),
@@ -324,6 +343,21 @@ impl MachineHandle {
             vcpus: self.config.vcpus,
             memory_mib: self.config.memory_mib,
             exits: self.exits.load(Ordering::SeqCst),
+            vcpus_running: self.running_vcpus.load(Ordering::SeqCst),
+            held_vcpus: self
+                .vcpu_progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .enumerate()
+                .filter_map(|(id, p)| {
+                    let held = p.in_exit_for().filter(|d| *d > HELD_AFTER)?;
+                    Some(HeldVcpu {
+                        vcpu: id as u8,
+                        in_exit_ms: held.as_millis() as u64,
+                    })
+                })
+                .collect(),
             first_entry_unix_us: self.first_entry_unix_us.load(Ordering::SeqCst),
             disks,
             nics,

@@ -491,8 +491,17 @@ impl Machine {
         h.parked.store(0, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel::<VcpuReport>();
         let mut threads = Vec::new();
+        let base = std::time::Instant::now();
+        let mut progress = h
+            .vcpu_progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        progress.clear();
         for id in 0..cfg.vcpus {
-            let vcpu = Vcpu::new(&vm, u64::from(id))?;
+            let mut vcpu = Vcpu::new(&vm, u64::from(id))?;
+            let p = Arc::new(crate::vstate::vcpu::VcpuProgress::new(base));
+            progress.push(p.clone());
+            vcpu.progress = Some(p);
             vcpu.configure_linux(&vm, id, cfg.vcpus, entry.entry.0)?;
             let mut bus = PioBus::default();
             bus.insert(COM1, 8, Box::new(SharedPio(h.serial.clone())));
@@ -551,6 +560,7 @@ impl Machine {
                 .push(t.as_pthread_t_compat());
             threads.push(t);
         }
+        drop(progress);
         drop(tx);
         let input = spawn_input_pump(h.clone());
         if cfg.test_hook_open_after_boot {

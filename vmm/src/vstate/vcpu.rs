@@ -1,6 +1,10 @@
 //! A vCPU and its run loop: port I/O goes to the device bus, MMIO to a
 //! handler, and the loop ends with the reason the guest stopped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::vm::Vm;
@@ -30,11 +34,55 @@ pub trait MmioHandler {
     fn write(&mut self, addr: u64, data: &[u8]);
 }
 
+/// Where a vCPU is: in the guest, or in the VMM handling an exit since
+/// when. A status query reads it to tell a vCPU held up in the VMM (a
+/// device that never returns) from one at work; two relaxed stores per
+/// exit.
+#[derive(Debug)]
+pub struct VcpuProgress {
+    base: Instant,
+    /// 0 in the guest; else 1 + ms from `base` when the exit began.
+    in_exit_since: AtomicU64,
+}
+
+impl VcpuProgress {
+    pub fn new(base: Instant) -> Self {
+        Self {
+            base,
+            in_exit_since: AtomicU64::new(0),
+        }
+    }
+
+    fn enter_guest(&self) {
+        self.in_exit_since.store(0, Ordering::Relaxed);
+    }
+
+    fn begin_exit(&self) {
+        let now = self.base.elapsed().as_millis() as u64 + 1;
+        self.in_exit_since.store(now, Ordering::Relaxed);
+    }
+
+    /// How long the vCPU has been handling its current exit (`None` while
+    /// it runs the guest).
+    pub fn in_exit_for(&self) -> Option<Duration> {
+        match self.in_exit_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(
+                self.base
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(since - 1)),
+            ),
+        }
+    }
+}
+
 /// One vCPU.
 pub struct Vcpu {
     pub fd: VcpuFd,
     /// How many exits the last `run` handled.
     pub exits: u64,
+    /// Where it is, for status queries.
+    pub progress: Option<Arc<VcpuProgress>>,
 }
 
 impl Vcpu {
@@ -42,6 +90,7 @@ impl Vcpu {
         Ok(Self {
             fd: vm.fd.create_vcpu(id).map_err(kvm_err("create vCPU"))?,
             exits: 0,
+            progress: None,
         })
     }
 
@@ -103,8 +152,27 @@ impl Vcpu {
         mmio: &mut dyn MmioHandler,
     ) -> Result<ExitReason, VmError> {
         self.exits = 0;
+        let progress = self.progress.clone();
+        // Back in the VMM's loop (paused, or ending the boot) is not an
+        // exit held up in a device.
+        struct OutOfRun<'a>(Option<&'a VcpuProgress>);
+        impl Drop for OutOfRun<'_> {
+            fn drop(&mut self) {
+                if let Some(p) = self.0 {
+                    p.enter_guest();
+                }
+            }
+        }
+        let _out = OutOfRun(progress.as_deref());
         loop {
-            let exit = match self.fd.run() {
+            if let Some(p) = &progress {
+                p.enter_guest();
+            }
+            let ran = self.fd.run();
+            if let Some(p) = &progress {
+                p.begin_exit();
+            }
+            let exit = match ran {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
@@ -136,5 +204,22 @@ impl Vcpu {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn progress_tells_an_exit_held_up_from_the_guest_at_work() {
+        let p = VcpuProgress::new(Instant::now());
+        assert_eq!(p.in_exit_for(), None);
+        p.begin_exit();
+        std::thread::sleep(Duration::from_millis(30));
+        let held = p.in_exit_for().unwrap();
+        assert!(held >= Duration::from_millis(25), "{held:?}");
+        p.enter_guest();
+        assert_eq!(p.in_exit_for(), None);
     }
 }
