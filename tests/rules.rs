@@ -5,7 +5,8 @@
 //! parameters its runbook would refuse is refused when it is added. And
 //! with a real guest: a boot stuck at the fstab prompt, seen on its
 //! console by a console-pattern rule, is repaired by
-//! `recover-boot-prompt` without a person.
+//! `recover-boot-prompt` without a person, and on a later boot, with a
+//! rule that names an approver, only once that approver said yes.
 
 mod common;
 
@@ -289,7 +290,8 @@ throw "disk full";"#,
 }
 
 #[test]
-fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_person() {
+fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_person_then_behind_an_approval(
+) {
     let _vm = vm_lock();
     let dd = Drydock::new();
     let mut put = dd
@@ -346,6 +348,79 @@ fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_pers
             .contains("Press S to skip mounting"),
         "{console_events}"
     );
+
+    // The approval path: the same prompt on a later boot, with a rule
+    // whose runbook waits for its approver; nothing touches the instance
+    // before the decision, and the approved run repairs it.
+    assert_code(&dd.run(&["rules", "remove", "fstab-prompt"]), 0);
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert_code(
+        &dd.run(&[
+            "rules",
+            "add",
+            "fstab-gated",
+            "--console",
+            "Press S to skip mounting",
+            "--runbook",
+            "recover-boot-prompt",
+            "-p",
+            "instance={{event.instance}}",
+            "-p",
+            "password=param:rescue/root",
+            "-p",
+            "reboot_check=false",
+            "--approvers",
+            &me,
+        ]),
+        0,
+    );
+    dd.stop_instance(R, &id);
+    assert_code(&dd.run(&["--region", R, "fault", "revert", &id]), 0);
+    assert_code(
+        &dd.run(&["--region", R, "fault", "inject", &id, "fstab-missing-disk"]),
+        0,
+    );
+    dd.start_instance(R, &id);
+    let fired = wait("the gated console rule to fire", 300, || {
+        firings(&dd, "fstab-gated")
+            .into_iter()
+            .find(|f| f["outcome"] == "started")
+    });
+    let gated = fired["execution_id"].as_str().unwrap().to_string();
+    dd.wait_for_approval(&gated);
+    assert_eq!(dd.state(&gated), "WaitingForApproval");
+    let approvals = dd.json(&["approvals"]).to_string();
+    assert!(approvals.contains("rule fstab-gated fired"), "{approvals}");
+    // Still stuck while it waits.
+    let st = dd.json(&["--region", R, "instance-status", &id]);
+    assert_eq!(
+        st["statuses"][0]["instance_check"]["status"], "impaired",
+        "{st}"
+    );
+    assert!(
+        st["statuses"][0]["instance_check"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mount prompt"),
+        "{st}"
+    );
+    assert_code(&dd.run(&["approve", &gated, "--comment", "go ahead"]), 0);
+    let state = wait("the approved recover-boot-prompt to end", 400, || {
+        let st = dd.state(&gated);
+        matches!(st.as_str(), "Success" | "Failed" | "TimedOut").then_some(st)
+    });
+    let shown = dd.show(&gated);
+    assert_eq!(state, "Success", "{shown}");
+    assert_eq!(shown["execution"]["output"]["recovered"], true, "{shown}");
     s.kill().unwrap();
     s.wait().unwrap();
     dd.run(&["--region", R, "instance", "terminate", &id]);

@@ -16,7 +16,9 @@ impl ExpectHandle {
     /// only right after this call typed the user name — a password prompt
     /// it did not cause gets an empty answer (which fails it and brings a
     /// fresh login prompt), never the password. The password is typed
-    /// once the console has been quiet for a moment (echo off).
+    /// once the console has been quiet for a moment (echo off); refused,
+    /// it is typed once more after a longer quiet (a slow guest's `login`
+    /// may not have turned echo off yet) before the refusal is an error.
     pub fn login(
         &self,
         pos: Position,
@@ -39,7 +41,12 @@ impl ExpectHandle {
         let mut sent_user = false;
         let mut sent_password = false;
         let mut user_sent_at = std::time::Instant::now();
-        for _ in 0..10 {
+        // A refused password is typed once more, after a longer quiet: on
+        // a slow guest (nested emulation) `login` can turn echo off after
+        // the quiet it was given, and the password typed then is lost.
+        let mut retried = false;
+        let mut min_quiet = Duration::from_millis(500);
+        for _ in 0..12 {
             let m = self.expect_one(pos, prompts.clone(), timeout)?;
             match m["index"].as_int().unwrap_or(-1) {
                 0 => {
@@ -55,8 +62,8 @@ impl ExpectHandle {
                     // guest (one under emulation, a loaded host) takes
                     // longer for both: the quiet asked for grows with how
                     // long the prompt took to come.
-                    let quiet = (user_sent_at.elapsed() * 2)
-                        .clamp(Duration::from_millis(500), Duration::from_secs(5));
+                    let quiet =
+                        (user_sent_at.elapsed() * 2).clamp(min_quiet, Duration::from_secs(5));
                     self.wait_quiet(pos, quiet, Duration::from_secs(10))?;
                     self.send(pos, &format!("{password}\r"))?;
                     sent_password = true;
@@ -70,6 +77,12 @@ impl ExpectHandle {
                         console_users(|m| m.entry(id.clone()).or_insert((1, false)).1 = true);
                     }
                     return Ok(());
+                }
+                3 if sent_password && !retried => {
+                    retried = true;
+                    sent_user = false;
+                    sent_password = false;
+                    min_quiet = Duration::from_secs(2);
                 }
                 _ if sent_password => {
                     return Err(err(
