@@ -250,11 +250,16 @@ pub fn start_background_with(
         .stdout(log.try_clone()?)
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // Every claim of the execution moves its epoch: a retry of an ended
+    // execution has started once its runner has claimed it, not while
+    // the state is still the old ending.
+    let epoch = ctx.executor.journal()?.execution(id)?.runner_epoch;
     let mut child = cmd.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let rec = ctx.executor.journal()?.execution(id)?;
-        if rec.runner_pid.is_some() || rec.state.is_terminal() {
+        let claimed = rec.runner_epoch != epoch;
+        if claimed || (!opts.retry && (rec.runner_pid.is_some() || rec.state.is_terminal())) {
             break;
         }
         if let Some(status) = child.try_wait()? {
