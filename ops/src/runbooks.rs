@@ -112,30 +112,23 @@ mod tests {
 
     #[test]
     fn a_secret_parameter_never_shows_its_default_and_others_show_everything() {
-        let rb = Runbook::parse(
-            r#"runbook(#{ name: "form", description: "A form.", params: #{
-                 mode: #{ type: "string", allowed: ["fast", "safe"], default: "safe", description: "How." },
-                 count: #{ type: "int", min: 1, max: 5, default: 2 },
-                 token: #{ type: "secret", default: "hunter2" },
-               } });"#
-                .into(),
-            RunbookOrigin::Bundled("form.rhai".into()),
-        );
-        // A runbook may refuse a secret default outright; either way it is
-        // never described.
-        let rb = match rb {
-            Ok(rb) => rb,
-            Err(_) => Runbook::parse(
-                r#"runbook(#{ name: "form", description: "A form.", params: #{
-                     mode: #{ type: "string", allowed: ["fast", "safe"], default: "safe", description: "How." },
-                     count: #{ type: "int", min: 1, max: 5, default: 2 },
-                     token: #{ type: "secret" },
-                   } });"#
-                    .into(),
-                RunbookOrigin::Bundled("form.rhai".into()),
+        let source = |secret_default: &str| {
+            format!(
+                r#"runbook(#{{ name: "form", description: "A form.", params: #{{
+                     mode: #{{ type: "string", allowed: ["fast", "safe"], default_value: "safe", description: "How." }},
+                     count: #{{ type: "int", min: 1, max: 5, default_value: 2 }},
+                     token: #{{ type: "secret"{secret_default} }},
+                   }} }});"#
             )
-            .unwrap(),
         };
+        // A runbook may refuse a secret's default outright; either way it
+        // is never described.
+        let rb = Runbook::parse(
+            source(r#", default_value: "hunter2""#),
+            RunbookOrigin::Bundled("form.rhai".into()),
+        )
+        .or_else(|_| Runbook::parse(source(""), RunbookOrigin::Bundled("form.rhai".into())))
+        .unwrap();
         let info = RunbookInfo::of(&rb, false);
         assert_eq!(info.name.as_deref(), Some("form"));
         assert!(info.bundled && info.error.is_none());
@@ -149,6 +142,7 @@ mod tests {
             (count.min, count.max, count.kind.as_str()),
             (Some(1), Some(5), "int")
         );
+        assert_eq!(count.expected, "an integer");
         let token = p("token");
         assert!(token.secret && token.default.is_none());
         assert!(!serde_json::to_string(&info).unwrap().contains("hunter2"));
