@@ -176,12 +176,20 @@ fn an_operator_runs_watches_cancels_and_retries_while_a_second_account_approves(
     ap.wait_text("#approvals", "the waiting run", |t| {
         t.contains(&id) && t.contains("Restart the service?") && t.contains("you may decide")
     });
+    let sideways =
+        "return document.documentElement.scrollWidth > document.documentElement.clientWidth + 1";
+    assert_eq!(
+        ap.script(sideways),
+        json!(false),
+        "the approvals list fits a phone"
+    );
     ap.click(&format!("a.open[data-id='{id}']"));
     ap.wait_text("#exec-state", "waiting", |t| t == "WaitingForApproval");
-    let wide = ap.script(
-        "return document.documentElement.scrollWidth > document.documentElement.clientWidth + 1",
+    assert_eq!(
+        ap.script(sideways),
+        json!(false),
+        "an execution fits a phone"
     );
-    assert_eq!(wide, json!(false), "no sideways scrolling on a phone");
     ap.type_in("#comment", "go ahead");
     ap.click("#approve");
 
