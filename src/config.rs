@@ -37,7 +37,7 @@ pub struct ConfigFile {
 pub const SYSTEM_CONFIG: &str = "/etc/drydock/config.toml";
 
 /// Settings after every source is applied.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
     pub runbook_dirs: Vec<PathBuf>,

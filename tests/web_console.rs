@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::browser::Browser;
 use common::os_users::os_user;
-use common::serve::{free_port, Killed};
 use common::{assert_code, text, wait_child, Drydock};
-use serde_json::{json, Value};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+use serde_json::json;
 
 const GATED: &str = r#"
 runbook(#{ name: "gated" });
@@ -23,172 +20,6 @@ step("before", || 1);
 approve(#{ message: "Restart the database?", approvers: ["ddalice"] });
 step("after", || append_file(`${env("WORK")}/log`, "after\n"));
 "#;
-
-struct Browser {
-    base: String,
-    session: String,
-    _driver: Killed,
-    _profile: tempfile::TempDir,
-}
-
-/// A WebDriver call; errors come back as the JSON WebDriver sends.
-fn call(method: &str, url: &str, body: Option<Value>) -> Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let resp = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        ("DELETE", _) => agent.delete(url).call(),
-        (_, b) => agent.post(url).send_json(b.unwrap_or(json!({}))),
-    };
-    match resp {
-        Ok(mut r) => r.body_mut().read_json::<Value>().unwrap_or(Value::Null),
-        Err(e) => panic!("WebDriver {method} {url}: {e}"),
-    }
-}
-
-/// Retries an element action a page re-render made stale.
-fn with_retry(what: &str, f: impl Fn() -> Value) {
-    let start = Instant::now();
-    loop {
-        let v = f();
-        if v["value"].get("error").is_none() {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{what}: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-impl Browser {
-    fn start() -> Self {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is installed by scripts/setup (Debian's chromium-driver)");
-        let base = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while ureq::get(&format!("{base}/status")).call().is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "chromedriver did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let caps = json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     format!("--user-data-dir={}", profile.path().display())]
-        }}}});
-        let v = call("POST", &format!("{base}/session"), Some(caps));
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
-            .to_string();
-        Self {
-            base,
-            session,
-            _driver: Killed(driver),
-            _profile: profile,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/session/{}{path}", self.base, self.session)
-    }
-
-    fn go(&self, url: &str) {
-        call("POST", &self.url("/url"), Some(json!({ "url": url })));
-    }
-
-    /// Waits up to 20 s for an element matching `css`.
-    fn find(&self, css: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let v = call(
-                "POST",
-                &self.url("/element"),
-                Some(json!({ "using": "css selector", "value": css })),
-            );
-            if let Some(id) = v["value"][ELEMENT].as_str() {
-                return id.to_string();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no {css} on the page: {}",
-                self.source()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn text(&self, el: &str) -> String {
-        call("GET", &self.url(&format!("/element/{el}/text")), None)["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn click(&self, css: &str) {
-        with_retry(&format!("click {css}"), || {
-            let el = self.find(css);
-            call(
-                "POST",
-                &self.url(&format!("/element/{el}/click")),
-                Some(json!({})),
-            )
-        });
-    }
-
-    fn type_in(&self, css: &str, value: &str) {
-        with_retry(&format!("type into {css}"), || {
-            let el = self.find(css);
-            call(
-                "POST",
-                &self.url(&format!("/element/{el}/value")),
-                Some(json!({ "text": value })),
-            )
-        });
-    }
-
-    fn source(&self) -> String {
-        call("GET", &self.url("/source"), None)["value"]
-            .as_str()
-            .unwrap_or_default()
-            .chars()
-            .take(3000)
-            .collect()
-    }
-
-    /// Waits until the element's text satisfies `cond`.
-    fn wait_text(&self, css: &str, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let t = self.text(&self.find(css));
-            if cond(&t) {
-                return t;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{css} never showed {what}; it says {t:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
-    }
-}
 
 #[test]
 fn an_approver_signs_in_approves_in_the_browser_and_watches_the_run_end() {
@@ -199,7 +30,12 @@ fn an_approver_signs_in_approves_in_the_browser_and_watches_the_run_end() {
     let id = dd.only_execution();
     dd.wait_for_approval(&id);
     let (_serve, url) = dd.serve_web();
-    let out = dd.run_as(&alice, &["tokens", "create", "--label", "browser"]);
+    let out = dd.run_as(
+        &alice,
+        &[
+            "tokens", "create", "--label", "browser", "--scope", "approve",
+        ],
+    );
     assert_code(&out, 0);
     let token = text(&out.stdout).trim().to_string();
     assert!(token.starts_with("ddt_"), "{token}");
@@ -232,7 +68,8 @@ fn an_approver_signs_in_approves_in_the_browser_and_watches_the_run_end() {
 fn the_api_needs_a_token_and_changes_need_the_anti_forgery_header() {
     let dd = Drydock::new();
     let (_serve, url) = dd.serve_web();
-    let token = text(&dd.run(&["tokens", "create"]).stdout)
+    // An approve token: the refusal below is the missing header's.
+    let token = text(&dd.run(&["tokens", "create", "--scope", "approve"]).stdout)
         .trim()
         .to_string();
     let status = |r: Result<ureq::http::Response<ureq::Body>, ureq::Error>| match r {

@@ -11,6 +11,10 @@
 //!   about it, and deciding.
 //! - [`executions`]: an execution as shown (`drydock executions show`,
 //!   the REPL's `:show`, the web page), and its [`executions::timeline`].
+//! - [`runbooks`]: the catalogue's runbooks and their parameters as
+//!   `drydock runbooks --json` and the web console's run form show them.
+//! - [`runs`]: cancelling and resuming executions (`drydock cancel`, the
+//!   web API's cancel and resume).
 //! - [`display`]: text from runbooks, guests and the journal escaped and
 //!   clipped for a terminal or a table cell.
 
@@ -20,6 +24,8 @@ pub mod executions;
 pub mod health;
 pub mod host;
 pub mod rules;
+pub mod runbooks;
+pub mod runs;
 
 #[cfg(test)]
 mod testing;

@@ -246,6 +246,11 @@ pub enum TokensCommand {
         /// How long it is accepted (e.g. 30d, 12h; at most 366d); there is no "never"
         #[arg(long, value_name = "DURATION", default_value = "90d")]
         expires: String,
+        /// What it may do besides reading: read (only read), approve
+        /// (approve and reject), run (start, cancel, resume), console
+        /// (instances' consoles), admin (all of these)
+        #[arg(long, value_name = "SCOPE", default_value = "read")]
+        scope: String,
     },
     /// Revoke a token by id
     Revoke { id: String },

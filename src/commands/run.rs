@@ -219,6 +219,15 @@ pub fn start_background(
     ctx: &Context,
     id: &str,
 ) -> Result<(std::process::Child, std::path::PathBuf), CliError> {
+    start_background_with(ctx, id, RunOptions::default())
+}
+
+/// [`start_background`] with `drydock resume`'s options (`--retry`).
+pub fn start_background_with(
+    ctx: &Context,
+    id: &str,
+    opts: RunOptions,
+) -> Result<(std::process::Child, std::path::PathBuf), CliError> {
     let logs = ctx.settings.data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let log_path = logs.join(format!("{id}.log"));
@@ -232,16 +241,25 @@ pub fn start_background(
     for dir in &ctx.settings.runbook_dirs {
         cmd.arg("--runbook-dir").arg(dir);
     }
-    cmd.arg("resume").arg(id);
+    cmd.arg("resume");
+    if opts.retry {
+        cmd.arg("--retry");
+    }
+    cmd.arg(id);
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // Every claim of the execution moves its epoch: a retry of an ended
+    // execution has started once its runner has claimed it, not while
+    // the state is still the old ending.
+    let epoch = ctx.executor.journal()?.execution(id)?.runner_epoch;
     let mut child = cmd.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let rec = ctx.executor.journal()?.execution(id)?;
-        if rec.runner_pid.is_some() || rec.state.is_terminal() {
+        let claimed = rec.runner_epoch != epoch;
+        if claimed || (!opts.retry && (rec.runner_pid.is_some() || rec.state.is_terminal())) {
             break;
         }
         if let Some(status) = child.try_wait()? {
@@ -278,27 +296,14 @@ pub fn detach(ctx: &Context, id: &str) -> Result<i32, CliError> {
 /// `drydock cancel`.
 pub fn cancel(ctx: &Context, args: CancelArgs) -> Result<i32, CliError> {
     let mut journal = ctx.executor.journal()?;
-    let id = journal.resolve_execution(&args.execution)?;
-    let rec = journal.execution(&id)?;
-    if rec.state.is_terminal() {
-        return Err(CliError::usage(format!(
-            "execution {id} already ended {}; nothing to cancel",
-            rec.state
-        )));
-    }
-    journal.request_cancel(&id)?;
-    if rec.has_live_runner() {
+    let requested = drydock_ops::runs::request_cancel(&mut journal, &args.execution)?;
+    let id = requested.execution_id;
+    if let Some(pid) = requested.runner_pid {
         if args.no_wait {
-            println!(
-                "cancel requested; process {} stops {id} at its next safe point",
-                rec.runner_pid.unwrap_or(0)
-            );
+            println!("cancel requested; process {pid} stops {id} at its next safe point");
             return Ok(0);
         }
-        eprintln!(
-            "cancel requested; waiting for process {} to stop {id} and run its cleanups",
-            rec.runner_pid.unwrap_or(0)
-        );
+        eprintln!("cancel requested; waiting for process {pid} to stop {id} and run its cleanups");
         loop {
             std::thread::sleep(Duration::from_millis(100));
             let now = journal.execution(&id)?;

@@ -21,37 +21,14 @@ fn params_text(rb: &Runbook) -> String {
         .join(" ")
 }
 
-fn params_json(rb: &Runbook) -> serde_json::Value {
-    rb.params
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "type": p.kind.to_string(),
-                "description": p.description,
-                "required": p.required,
-                "default": p.default,
-                "allowed": p.allowed,
-                "pattern": p.pattern.as_ref().map(|r| r.as_str()),
-            })
-        })
-        .collect()
-}
-
 /// `drydock runbooks`.
 pub fn list(ctx: &Context) -> Result<i32, CliError> {
     let entries = ctx.executor.catalog().entries();
     if ctx.json {
+        // The same description the web console's catalogue and run form get.
         let out: Vec<_> = entries
             .iter()
-            .map(|e| match &e.runbook {
-                Ok(rb) => json!({
-                    "name": rb.name, "description": rb.description, "origin": e.origin.to_string(),
-                    "bundled": matches!(e.origin, RunbookOrigin::Bundled(_)), "shadowed": e.shadowed,
-                    "params": params_json(rb),
-                }),
-                Err(err) => json!({ "origin": e.origin.to_string(), "error": err.to_string() }),
-            })
+            .map(drydock_ops::runbooks::RunbookInfo::of_entry)
             .collect();
         print_json(&out);
         return Ok(0);
@@ -115,7 +92,7 @@ pub fn validate(ctx: &Context, args: ValidateArgs) -> Result<i32, CliError> {
             .iter()
             .map(|(f, r)| match r {
                 Ok(rb) => {
-                    json!({ "file": f, "valid": true, "name": rb.name, "params": params_json(rb) })
+                    json!({ "file": f, "valid": true, "name": rb.name, "params": drydock_ops::runbooks::RunbookInfo::of(rb, false).params })
                 }
                 Err(e) => json!({ "file": f, "valid": false, "error": e }),
             })

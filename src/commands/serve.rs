@@ -125,6 +125,11 @@ async fn serve(ctx: &Context, args: ServeArgs) -> Result<i32, CliError> {
         region: ctx.settings.region.clone(),
         profile: ctx.settings.profile.clone(),
         serve: status.clone(),
+        ctx: Arc::new(super::Context {
+            settings: ctx.settings.clone(),
+            executor: ctx.executor.clone(),
+            json: true,
+        }),
     };
     let (stop_web, web_stopped) = tokio::sync::watch::channel(false);
     let shutdown = move || {

@@ -1,6 +1,7 @@
 //! `drydock tokens`: access tokens for the web console and HTTP API.
 
 use drydock_runtime::identity::Identity;
+use drydock_runtime::journal::TokenScope;
 use serde_json::json;
 
 use super::{print_json, shown, table, when, Context};
@@ -22,6 +23,7 @@ pub fn run(ctx: &Context, cmd: Option<TokensCommand>) -> Result<i32, CliError> {
                 "TOKEN ID",
                 "ACCOUNT",
                 "LABEL",
+                "SCOPE",
                 "CREATED",
                 "EXPIRES",
                 "LAST USED",
@@ -36,6 +38,7 @@ pub fn run(ctx: &Context, cmd: Option<TokensCommand>) -> Result<i32, CliError> {
                     tk.id.clone(),
                     shown(&tk.account),
                     shown(&tk.label),
+                    tk.scope.to_string(),
                     when(tk.created_at),
                     expires,
                     tk.last_used_at.map(when).unwrap_or_else(|| "never".into()),
@@ -43,20 +46,27 @@ pub fn run(ctx: &Context, cmd: Option<TokensCommand>) -> Result<i32, CliError> {
             }
             println!("{t}");
         }
-        Some(TokensCommand::Create { label, expires }) => {
+        Some(TokensCommand::Create {
+            label,
+            expires,
+            scope,
+        }) => {
             let lifetime = lifetime(&expires)?;
-            let (id, token) = journal.create_token(&me.name, me.uid, &label, lifetime)?;
+            let scope = scope_of(&scope)?;
+            let (id, token) = journal.create_token(&me.name, me.uid, &label, lifetime, scope)?;
             let expires_at = drydock_runtime::journal::now_ms() + lifetime.as_millis() as i64;
             if ctx.json {
                 print_json(&json!({
                     "id": id, "token": token, "account": me.name, "expires_at": expires_at,
+                    "scope": scope,
                 }));
             } else {
                 println!("{token}");
                 eprintln!(
-                    "token {id} acts as {} in the web console and HTTP API until {}; it is shown only now (revoke with `drydock tokens revoke {id}`)",
+                    "token {id} acts as {} in the web console and HTTP API until {}, with scope {scope} ({}); it is shown only now (revoke with `drydock tokens revoke {id}`)",
                     me.name,
-                    when(expires_at)
+                    when(expires_at),
+                    scope_text(scope)
                 );
             }
         }
@@ -68,6 +78,29 @@ pub fn run(ctx: &Context, cmd: Option<TokensCommand>) -> Result<i32, CliError> {
         }
     }
     Ok(0)
+}
+
+/// `--scope`: one of the scopes, by name.
+fn scope_of(text: &str) -> Result<TokenScope, CliError> {
+    TokenScope::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = TokenScope::ALL.iter().map(|s| s.as_str()).collect();
+        CliError::usage(format!(
+            "--scope {}: not a scope; give one of {} (read, the default, only reads; admin may do everything)",
+            shown(text),
+            names.join(", ")
+        ))
+    })
+}
+
+/// What a scope allows, for people.
+fn scope_text(scope: TokenScope) -> &'static str {
+    match scope {
+        TokenScope::Read => "it may only read",
+        TokenScope::Approve => "it may read, approve and reject",
+        TokenScope::Run => "it may read, and start, cancel and resume runs",
+        TokenScope::Console => "it may read and use instances' consoles",
+        TokenScope::Admin => "it may do everything you may",
+    }
 }
 
 /// `--expires`: a duration of at most a year; "never" is refused with the

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod approvals;
+pub mod browser;
 pub mod console;
 pub mod guest;
 pub mod os_users;

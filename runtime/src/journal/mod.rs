@@ -28,7 +28,7 @@ pub use parameters::{check_name as check_parameter_name, ParameterRecord, Select
 pub use repl::{ReplEntryRecord, ReplSessionRecord};
 pub use schedules::{MissedPolicy, ScheduleRecord, SlotRecord};
 pub use steps::{AttemptRecord, EventRecord, StepKind, StepRecord};
-pub use tokens::{TokenAuth, TokenRecord, TOKEN_LIFETIME_DEFAULT, TOKEN_LIFETIME_MAX};
+pub use tokens::{TokenAuth, TokenRecord, TokenScope, TOKEN_LIFETIME_DEFAULT, TOKEN_LIFETIME_MAX};
 pub use windows::{WindowRecord, WindowRun, WindowTask, WindowTaskRun};
 
 /// Errors from the journal, named for what failed.
@@ -323,7 +323,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     label            TEXT NOT NULL,
     created_at       INTEGER NOT NULL,
     expires_at       INTEGER,
-    last_used_at     INTEGER
+    last_used_at     INTEGER,
+    scope            TEXT NOT NULL DEFAULT 'read'
 );
 CREATE TABLE IF NOT EXISTS repl_sessions (
     id               TEXT PRIMARY KEY,
@@ -443,6 +444,16 @@ impl Journal {
                 if (1..=12).contains(&version) {
                     c.execute_batch("ALTER TABLE executions ADD COLUMN gate_approvers TEXT;")?;
                 }
+                // Schema 14: tokens have a scope. Tokens made before could
+                // read and approve, and keep exactly that (`approve`), not
+                // more. Keyed on the column, not the version number, so
+                // the step holds wherever it lands in the numbering.
+                if version >= 8 && !has_column(c, "tokens", "scope")? {
+                    c.execute_batch(
+                        "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'read';
+                         UPDATE tokens SET scope = 'approve';",
+                    )?;
+                }
                 c.execute_batch(SCHEMA)?;
                 c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             } else if version > SCHEMA_VERSION {
@@ -540,6 +551,15 @@ impl Journal {
 }
 
 pub use crate::ids::now_ms;
+
+/// Whether `table` has a column `column` (for migrations).
+fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = c.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names.iter().any(|n| n == column))
+}
 
 fn json_or_null(text: Option<String>) -> serde_json::Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -670,6 +690,7 @@ mod tests {
                     VALUES ('tok-old', 'd', 'alice', 1001, '', 1);
                  ALTER TABLE tokens DROP COLUMN expires_at;
                  ALTER TABLE tokens DROP COLUMN last_used_at;
+                 ALTER TABLE tokens DROP COLUMN scope;
                  ALTER TABLE window_tasks DROP COLUMN created_by;
                  ALTER TABLE window_tasks DROP COLUMN created_by_uid;
                  ALTER TABLE window_tasks DROP COLUMN runbook_sha256;
@@ -683,5 +704,44 @@ mod tests {
         let days = (t.expires_at.unwrap() - now_ms()) / 86_400_000;
         assert!((89..=90).contains(&days), "{t:?}");
         assert!(!t.expired && t.last_used_at.is_none());
+        assert_eq!(t.scope, TokenScope::Approve);
+    }
+
+    #[test]
+    fn tokens_of_a_schema_13_journal_keep_read_and_approve_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        {
+            // A schema 13 journal: tokens without a scope.
+            let c = Connection::open(dir.path().join("journal.sqlite3")).unwrap();
+            c.execute_batch(&format!(
+                "INSERT INTO tokens (id, digest, account, uid, label, created_at, expires_at)
+                    VALUES ('tok-old', 'd', 'alice', 1001, '', 1, {});
+                 ALTER TABLE tokens DROP COLUMN scope;",
+                now_ms() + 86_400_000
+            ))
+            .unwrap();
+            c.pragma_update(None, "user_version", 13).unwrap();
+        }
+        let mut j = Journal::open(dir.path()).unwrap();
+        let old = &j.tokens(None).unwrap()[0];
+        assert_eq!(old.scope, TokenScope::Approve);
+        assert!(old.scope.allows(TokenScope::Approve) && !old.scope.allows(TokenScope::Run));
+        // New tokens get the scope they are made with.
+        j.create_token("bob", 1002, "", TOKEN_LIFETIME_DEFAULT, TokenScope::Read)
+            .unwrap();
+        assert_eq!(j.tokens(Some("bob")).unwrap()[0].scope, TokenScope::Read);
+        let version: i64 = j
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(j);
+        // Opening again changes nothing.
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            j.tokens(Some("alice")).unwrap()[0].scope,
+            TokenScope::Approve
+        );
     }
 }

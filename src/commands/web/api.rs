@@ -1,4 +1,4 @@
-//! The JSON API behind the web console.
+//! The JSON API behind the web console: what it reads, and approving.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,18 +13,33 @@ use drydock_runtime::schedule::calendar::{state_of, CalendarState};
 use drydock_runtime::schedule::next_run;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, Caller, WebState};
+use super::auth::{Approves, Caller, Consoles};
+use super::error::ErrorBody;
+use super::{ApiError, WebState};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-pub async fn whoami(Caller(me): Caller) -> ApiResult {
+#[utoipa::path(get, path = "/api/whoami", tag = "console",
+    responses(
+        (status = 200, description = "The account the request acts as: `account`, `uid`", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
+pub async fn whoami(Caller { who: me, .. }: Caller) -> ApiResult {
     Ok(Json(json!({ "account": me.name, "uid": me.uid })))
 }
 
 /// The serve itself: pid, since when, what it listens on, what it runs.
 /// `caller` is the account the request acts as.
-pub async fn serve(State(s): State<WebState>, Caller(me): Caller) -> ApiResult {
+#[utoipa::path(get, path = "/api/serve", tag = "console",
+    responses(
+        (status = 200, description = "The serve: pid, since when, where it listens, schedules, runs going (`drydock serve status --json`)", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
+pub async fn serve(State(s): State<WebState>, Caller { who: me, .. }: Caller) -> ApiResult {
     let mut status = s
         .serve
         .lock()
@@ -34,11 +49,18 @@ pub async fn serve(State(s): State<WebState>, Caller(me): Caller) -> ApiResult {
     Ok(Json(status))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
+    /// How many executions, newest first (default 50, at most 500).
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/executions", tag = "executions", params(ListQuery),
+    responses(
+        (status = 200, description = "Executions, newest first (`drydock executions --json`)", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn executions(
     State(s): State<WebState>,
     _: Caller,
@@ -62,11 +84,25 @@ fn show(journal: &drydock_runtime::Journal, id: &str) -> Result<Value, ApiError>
     Ok(out)
 }
 
+#[utoipa::path(get, path = "/api/executions/{id}", tag = "executions",
+    params(("id" = String, Path, description = "An execution id or a unique prefix of one")),
+    responses(
+        (status = 200, description = "The execution, its steps, attempts, approvals, printed lines, children and timeline (`drydock executions show --json`)", body = serde_json::Value),
+        (status = 404, description = "No such execution", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn execution(State(s): State<WebState>, _: Caller, Path(id): Path<String>) -> ApiResult {
     Ok(Json(show(&s.journal()?, &id)?))
 }
 
 /// Live progress: the execution as JSON whenever it changes, until it ends.
+#[utoipa::path(get, path = "/api/executions/{id}/stream", tag = "executions",
+    params(("id" = String, Path, description = "An execution id or a unique prefix of one")),
+    responses(
+        (status = 200, description = "Server-sent events named `execution`, each the execution as `GET /api/executions/{id}` returns it, sent when it changes, until it ends", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such execution", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn stream(
     State(s): State<WebState>,
     _: Caller,
@@ -135,7 +171,13 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     }
 }
 
-pub async fn approvals(State(s): State<WebState>, Caller(me): Caller) -> ApiResult {
+#[utoipa::path(get, path = "/api/approvals", tag = "executions",
+    responses(
+        (status = 200, description = "Approvals waiting for a decision, each with whether the caller may decide and why not", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
+pub async fn approvals(State(s): State<WebState>, Caller { who: me, .. }: Caller) -> ApiResult {
     let journal = s.journal()?;
     let out: Vec<Value> = approvals::list(&journal, &me)?
         .into_iter()
@@ -152,16 +194,29 @@ pub async fn approvals(State(s): State<WebState>, Caller(me): Caller) -> ApiResu
     Ok(Json(json!(out)))
 }
 
-#[derive(Deserialize)]
+/// A decision on an execution's pending approval.
+#[derive(Deserialize, ToSchema)]
 pub struct DecisionBody {
+    /// Approve (true) or reject (false).
     approve: bool,
+    /// Why, kept with the decision (at most 2000 characters).
     #[serde(default)]
     comment: String,
 }
 
+#[utoipa::path(post, path = "/api/executions/{id}/decision", tag = "executions",
+    params(("id" = String, Path, description = "An execution id or a unique prefix of one")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "The decision as recorded: `execution_id`, `approver`, `outcome`", body = serde_json::Value),
+        (status = 400, description = "Not allowed: the caller is not an approver, decided already, or requested it", body = ErrorBody),
+        (status = 403, description = "The token's scope does not allow approving", body = ErrorBody),
+        (status = 404, description = "No such execution", body = ErrorBody),
+    ),
+    security(("token" = ["approve"]), ("cookie" = ["approve"])))]
 pub async fn decide(
     State(s): State<WebState>,
-    Caller(me): Caller,
+    Caller { who: me, .. }: Caller<Approves>,
     Path(id): Path<String>,
     Json(body): Json<DecisionBody>,
 ) -> ApiResult {
@@ -182,6 +237,12 @@ pub async fn decide(
     })))
 }
 
+#[utoipa::path(get, path = "/api/schedules", tag = "schedules",
+    responses(
+        (status = 200, description = "Schedules with their next run, a closed calendar blocking them, and their last slots", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn schedules(State(s): State<WebState>, _: Caller) -> ApiResult {
     let journal = s.journal()?;
     let now = chrono::Utc::now();
@@ -208,6 +269,12 @@ pub async fn schedules(State(s): State<WebState>, _: Caller) -> ApiResult {
     Ok(Json(json!(out)))
 }
 
+#[utoipa::path(get, path = "/api/windows", tag = "schedules",
+    responses(
+        (status = 200, description = "Maintenance windows with their tasks and last openings", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn windows(State(s): State<WebState>, _: Caller) -> ApiResult {
     let journal = s.journal()?;
     let mut out = Vec::new();
@@ -219,6 +286,12 @@ pub async fn windows(State(s): State<WebState>, _: Caller) -> ApiResult {
     Ok(Json(json!(out)))
 }
 
+#[utoipa::path(get, path = "/api/calendars", tag = "schedules",
+    responses(
+        (status = 200, description = "Change calendars: open or closed now, why, and their events", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn calendars(State(s): State<WebState>, _: Caller) -> ApiResult {
     let journal = s.journal()?;
     let now = chrono::Utc::now();
@@ -238,9 +311,11 @@ pub async fn calendars(State(s): State<WebState>, _: Caller) -> ApiResult {
     Ok(Json(json!(out)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct RegionQuery {
+    /// The region (default: serve's).
     region: Option<String>,
+    /// For a console: how many of its last lines (default 200, at most 5000).
     tail: Option<usize>,
 }
 
@@ -253,6 +328,12 @@ fn host(s: &WebState, region: Option<&str>) -> Result<drydock_host::Host, ApiErr
     .map_err(|e| ApiError::bad(e.to_string()))
 }
 
+#[utoipa::path(get, path = "/api/instances", tag = "instances", params(RegionQuery),
+    responses(
+        (status = 200, description = "The region's instances with their status checks' last verdicts", body = serde_json::Value),
+        (status = 400, description = "No such region or profile", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ("cookie" = ["read"])))]
 pub async fn instances(
     State(s): State<WebState>,
     _: Caller,
@@ -282,10 +363,19 @@ pub async fn instances(
     Ok(Json(json!({ "region": h.region(), "instances": list })))
 }
 
-/// An instance's console output (read-only).
+/// An instance's console output (read-only). A console can show what
+/// was typed at it, so reading one needs the `console` scope.
+#[utoipa::path(get, path = "/api/instances/{id}/console", tag = "instances",
+    params(("id" = String, Path, description = "An instance id"), RegionQuery),
+    responses(
+        (status = 200, description = "The instance's last console lines (read-only): `instance`, `output`", body = serde_json::Value),
+        (status = 403, description = "The token's scope does not allow consoles", body = ErrorBody),
+        (status = 404, description = "No such instance", body = ErrorBody),
+    ),
+    security(("token" = ["console"]), ("cookie" = ["console"])))]
 pub async fn console(
     State(s): State<WebState>,
-    _: Caller,
+    _: Caller<Consoles>,
     Path(id): Path<String>,
     Query(q): Query<RegionQuery>,
 ) -> ApiResult {
