@@ -76,7 +76,7 @@ pub struct Journal {
     fence: Option<(String, i64)>,
 }
 
-const SCHEMA_VERSION: i64 = 14;
+const SCHEMA_VERSION: i64 = 15;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS executions (
@@ -444,7 +444,9 @@ impl Journal {
                 if (1..=12).contains(&version) {
                     c.execute_batch("ALTER TABLE executions ADD COLUMN gate_approvers TEXT;")?;
                 }
-                // Schema 14: tokens have a scope. Tokens made before could
+                // Schema 14: the event stream's sources (outboxes of other
+                // databases) and time index — tables, made by SCHEMA below.
+                // Schema 15: tokens have a scope. Tokens made before could
                 // read and approve, and keep exactly that (`approve`), not
                 // more. Keyed on the column, not the version number, so
                 // the step holds wherever it lands in the numbering.
