@@ -54,6 +54,7 @@ fn only_prints(command: &Command) -> bool {
             | Command::Vpcs
             | Command::Subnets
             | Command::SecurityGroups
+            | Command::NetworkInterfaces
             | Command::ConsoleOutput(_)
             | Command::Regions
             | Command::HostInfo
@@ -157,6 +158,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Vpc(cmd) => commands::network::vpc(&ctx, cmd),
         Command::Subnet(cmd) => commands::network::subnet(&ctx, cmd),
         Command::SecurityGroups => commands::security_groups::list(&ctx),
+        Command::NetworkInterfaces => commands::network_interfaces::list(&ctx),
+        Command::NetworkInterface(cmd) => commands::network_interfaces::run(&ctx, cmd),
         Command::SecurityGroup(cmd) => commands::security_groups::run(&ctx, cmd),
         Command::Volumes { action: None } => commands::volumes::volumes(&ctx),
         Command::Volumes { action: Some(cmd) } => commands::volumes::volume(&ctx, cmd),

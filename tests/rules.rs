@@ -293,7 +293,10 @@ throw "disk full";"#,
 fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_person_then_behind_an_approval(
 ) {
     let _vm = vm_lock();
-    let dd = Drydock::new();
+    // Shared with the account that approves (the rule's own creator may
+    // not: separation of duties).
+    let approver = common::os_users::os_user("ddalice", &["ddops"]);
+    let dd = Drydock::shared_by("ddops");
     let mut put = dd
         .command(&["param", "put", "rescue/root", "--secure"])
         .stdin(Stdio::piped())
@@ -353,16 +356,6 @@ fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_pers
     // whose runbook waits for its approver; nothing touches the instance
     // before the decision, and the approved run repairs it.
     assert_code(&dd.run(&["rules", "remove", "fstab-prompt"]), 0);
-    let me = String::from_utf8(
-        std::process::Command::new("id")
-            .arg("-un")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
     assert_code(
         &dd.run(&[
             "rules",
@@ -379,7 +372,7 @@ fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_pers
             "-p",
             "reboot_check=false",
             "--approvers",
-            &me,
+            &approver.name,
         ]),
         0,
     );
@@ -413,7 +406,10 @@ fn a_boot_stuck_at_the_fstab_prompt_is_repaired_by_a_console_rule_without_a_pers
             .contains("mount prompt"),
         "{st}"
     );
-    assert_code(&dd.run(&["approve", &gated, "--comment", "go ahead"]), 0);
+    assert_code(
+        &dd.run_as(&approver, &["approve", &gated, "--comment", "go ahead"]),
+        0,
+    );
     let state = wait("the approved recover-boot-prompt to end", 400, || {
         let st = dd.state(&gated);
         matches!(st.as_str(), "Success" | "Failed" | "TimedOut").then_some(st)

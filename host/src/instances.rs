@@ -55,23 +55,8 @@ impl Host {
         };
         let groups = if !req.network {
             Vec::new()
-        } else if req.security_group_ids.is_empty() {
-            vec![store.default_security_group(&subnet.vpc_id, &self.region)?]
         } else {
-            let mut groups = Vec::new();
-            for g in &req.security_group_ids {
-                let group = store.security_group(g)?;
-                if group.vpc_id != subnet.vpc_id {
-                    return Err(HostError::Invalid(format!(
-                        "security group {g} is in {}, the subnet {} in {}: use groups of the subnet's VPC",
-                        group.vpc_id, subnet.id, subnet.vpc_id
-                    )));
-                }
-                if !groups.contains(&group.id) {
-                    groups.push(group.id);
-                }
-            }
-            groups
+            self.groups_for(&mut store, &subnet, &req.security_group_ids)?
         };
         let root_candidate = new_id("vol");
         let creation = store.begin_creation(

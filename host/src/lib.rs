@@ -19,6 +19,7 @@ mod images;
 mod instances;
 pub mod journal_replay;
 pub mod network;
+pub mod network_interfaces;
 mod security_groups;
 pub mod store;
 pub mod supervisor;

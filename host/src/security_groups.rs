@@ -2,10 +2,39 @@
 //! store, then written into the VPC's namespace at once, so a rule takes
 //! effect on running instances as soon as the command returns.
 
-use crate::store::{GroupRecord, RuleSpec};
+use crate::store::{GroupRecord, HostStore, RuleSpec, SubnetRecord};
 use crate::{Host, HostError};
 
 impl Host {
+    /// The groups an interface in `subnet` joins: `ids` (each of the
+    /// subnet's VPC), or the VPC's default group when none are named.
+    pub(crate) fn groups_for(
+        &self,
+        store: &mut HostStore,
+        subnet: &SubnetRecord,
+        ids: &[String],
+    ) -> Result<Vec<String>, HostError> {
+        if ids.is_empty() {
+            return Ok(vec![
+                store.default_security_group(&subnet.vpc_id, &self.region)?
+            ]);
+        }
+        let mut groups = Vec::new();
+        for g in ids {
+            let group = store.security_group(g)?;
+            if group.vpc_id != subnet.vpc_id {
+                return Err(HostError::Invalid(format!(
+                    "security group {g} is in {}, the subnet {} in {}: use groups of the subnet's VPC",
+                    group.vpc_id, subnet.id, subnet.vpc_id
+                )));
+            }
+            if !groups.contains(&group.id) {
+                groups.push(group.id);
+            }
+        }
+        Ok(groups)
+    }
+
     /// The region's security groups with their rules.
     pub fn security_groups(&self) -> Result<Vec<GroupRecord>, HostError> {
         let mut store = self.store()?;

@@ -80,8 +80,9 @@ pub const NIC_DRIVERS: &[&str] = &["virtio_net"];
 /// the build leaves a memo of them, boot-memo.json; 6: services in
 /// /etc/init.d and the `service` command; 7: the network service and the
 /// NIC driver on the root volume; 8: the SSH server; 9: directory modes
-/// set whatever the builder's umask).
-const LAYOUT_VERSION: u32 = 9;
+/// set whatever the builder's umask; 10: interfaces besides the
+/// primary one configured from the metadata service).
+const LAYOUT_VERSION: u32 = 10;
 
 /// What to build.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -27,6 +27,9 @@ pub(super) const LSINITRAMFS: &str = include_str!("guest/lsinitramfs.sh");
 /// images besides the platform's part (console, root, reboot, panic).
 pub const DEFAULT_APPEND: &str = "quiet cryptomgr.notests";
 
+/// Run by mdev (and the network service at boot) for an interface other
+/// than the primary one: configured from the metadata service.
+pub(super) const NIC_EVENT: &str = include_str!("guest/nic-event.sh");
 /// Run by mdev when a virtio disk appears or goes.
 const DISK_EVENT: &str = "#!/bin/sh
 serial=\"$(cat /sys/block/$MDEV/serial 2>/dev/null)\"
@@ -122,10 +125,11 @@ pub fn populate(tree: &Path, busybox_bin: &Path) -> Result<(), ImageError> {
     write(&etc.join("shells"), "/bin/sh\n", 0o644)?;
     write(
         &etc.join("mdev.conf"),
-        "vd[a-z]+ 0:0 660 */etc/drydock-disk-event\n",
+        "vd[a-z]+ 0:0 660 */etc/drydock-disk-event\n$INTERFACE=eth[0-9]+ 0:0 660 */etc/drydock-nic-event\n",
         0o644,
     )?;
     write(&etc.join("drydock-disk-event"), DISK_EVENT, 0o755)?;
+    write(&etc.join("drydock-nic-event"), NIC_EVENT, 0o755)?;
     write(&etc.join("init.d/S05network"), NETWORK, 0o755)?;
     write(&etc.join("init.d/S10syslogd"), SYSLOGD, 0o755)?;
     write(&etc.join("init.d/S20sshd"), SSHD, 0o755)?;

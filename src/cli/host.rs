@@ -205,6 +205,29 @@ pub enum SubnetCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NetworkInterfaceCommand {
+    /// Make an available interface with the lowest free address of a subnet
+    Create {
+        /// Its subnet [default: the region's default subnet]
+        #[arg(long, value_name = "SUBNET-ID")]
+        subnet: Option<String>,
+        /// Security groups it joins (of the subnet's VPC; repeatable) [default: the VPC's default group]
+        #[arg(long = "security-group", value_name = "SG-ID")]
+        security_groups: Vec<String>,
+    },
+    /// Attach an available interface to an instance of its VPC, as its next device (eth1, eth2)
+    Attach {
+        interface: String,
+        #[arg(long, value_name = "ID")]
+        instance: String,
+    },
+    /// Detach an interface from its instance (never the primary one)
+    Detach { interface: String },
+    /// Delete an available interface (its address goes back to its subnet)
+    Delete { interface: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SecurityGroupCommand {
     /// Make a security group (it may send anywhere and admits nothing until rules are added)
     Create {

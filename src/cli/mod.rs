@@ -133,6 +133,11 @@ pub enum Command {
     /// Create a security group, authorize or revoke its rules, delete it
     #[command(subcommand)]
     SecurityGroup(SecurityGroupCommand),
+    /// List the region's network interfaces: address, subnet, instance and device index, or available
+    NetworkInterfaces,
+    /// Create, attach (to a running n2 on QEMU, or a stopped instance), detach or delete a network interface
+    #[command(subcommand)]
+    NetworkInterface(NetworkInterfaceCommand),
     /// Launch, start, stop, reboot, terminate or modify an instance
     #[command(subcommand)]
     Instance(InstanceCommand),

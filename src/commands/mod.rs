@@ -15,6 +15,7 @@ pub mod host;
 pub mod host_common;
 pub mod leftovers;
 pub mod network;
+pub mod network_interfaces;
 pub mod params;
 pub mod recover;
 pub mod rules;

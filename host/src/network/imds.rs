@@ -308,6 +308,7 @@ impl Service {
                 "local-hostname",
                 "local-ipv4",
                 "mac",
+                "network/",
                 "placement/",
                 "public-keys/",
                 "security-groups",
@@ -373,10 +374,61 @@ impl Service {
                 if let Some(key) = other.strip_prefix("/latest/meta-data/tags/instance/") {
                     return tags.get(key).cloned();
                 }
+                if let Some(rest) = other.strip_prefix("/latest/meta-data/network") {
+                    return interfaces_content(store, &inst.id, rest);
+                }
                 return None;
             }
         })
     }
+}
+
+/// `meta-data/network…` (`rest` after `network`): the instance's
+/// interfaces by MAC address, as EC2 lists them — what a guest reads to
+/// configure an interface attached while it runs.
+fn interfaces_content(store: &HostStore, instance: &str, rest: &str) -> Option<String> {
+    let rest = rest.trim_end_matches('/');
+    let interfaces = store.interfaces(instance).ok()?;
+    match rest {
+        "" => return Some("interfaces/".into()),
+        "/interfaces" => return Some("macs/".into()),
+        "/interfaces/macs" => {
+            return Some(
+                interfaces
+                    .iter()
+                    .map(|i| format!("{}/", i.mac))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        }
+        _ => {}
+    }
+    let rest = rest.strip_prefix("/interfaces/macs/")?;
+    let (mac, leaf) = rest.split_once('/').unwrap_or((rest, ""));
+    let eni = interfaces.iter().find(|i| i.mac == mac)?;
+    let subnet = store.subnet(&eni.subnet_id).ok()?;
+    Some(match leaf {
+        "" => [
+            "device-number",
+            "interface-id",
+            "local-ipv4s",
+            "mac",
+            "security-group-ids",
+            "subnet-id",
+            "subnet-ipv4-cidr-block",
+            "vpc-id",
+        ]
+        .join("\n"),
+        "device-number" => eni.device_index.to_string(),
+        "interface-id" => eni.id.clone(),
+        "local-ipv4s" => eni.private_ip.clone(),
+        "mac" => eni.mac.clone(),
+        "security-group-ids" => store.groups_of(&eni.id).ok()?.join("\n"),
+        "subnet-id" => subnet.id.clone(),
+        "subnet-ipv4-cidr-block" => subnet.cidr.clone(),
+        "vpc-id" => eni.vpc_id.clone(),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

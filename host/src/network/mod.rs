@@ -214,7 +214,11 @@ fn write_firewall(data_dir: &Path, ns: &str, vpc_id: &str) -> Result<(), HostErr
         uplink,
     };
     let mut members = Vec::new();
+    // Interfaces attached to an instance (an available one has no TAP).
     for iface in store.vpc_interfaces(vpc_id)? {
+        if iface.instance_id.is_none() {
+            continue;
+        }
         let Ok(ip) = iface.private_ip.parse() else {
             tracing::warn!(interface = %iface.id, "a stored address is damaged; left out of the firewall");
             continue;

@@ -74,7 +74,8 @@ impl SubnetRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct InterfaceRecord {
     pub id: String,
-    pub instance_id: String,
+    /// The instance it is attached to (`None`: available).
+    pub instance_id: Option<String>,
     pub subnet_id: String,
     pub vpc_id: String,
     /// 0 is the primary interface.
@@ -457,9 +458,10 @@ impl HostStore {
             .prepare("SELECT * FROM network_interfaces WHERE device_index = 0")?;
         let rows = st.query_map([], InterfaceRecord::from_row)?;
         rows.map(|r| {
-            r.map(|i| (i.instance_id.clone(), i))
-                .map_err(HostError::from)
+            r.map_err(HostError::from)
+                .map(|i| i.instance_id.clone().map(|id| (id, i)))
         })
+        .filter_map(Result::transpose)
         .collect()
     }
 
@@ -480,6 +482,16 @@ pub(crate) fn insert_primary_interface(
     instance_id: &str,
     subnet: &SubnetRecord,
 ) -> Result<InterfaceRecord, HostError> {
+    insert_interface(conn, Some(instance_id), subnet)
+}
+
+/// Makes an interface in `subnet` with its lowest free address, attached
+/// to `instance_id` as its primary one, or available (`None`).
+pub(crate) fn insert_interface(
+    conn: &Connection,
+    instance_id: Option<&str>,
+    subnet: &SubnetRecord,
+) -> Result<InterfaceRecord, HostError> {
     let net = subnet.net();
     let taken: std::collections::HashSet<Ipv4Addr> = {
         let mut st =
@@ -493,7 +505,7 @@ pub(crate) fn insert_primary_interface(
         .find(|a| !taken.contains(a))
         .ok_or_else(|| {
             HostError::Conflict(format!(
-                "subnet {} ({}) has no free address; terminate an instance in it or launch into another subnet",
+                "subnet {} ({}) has no free address; terminate an instance in it or use another subnet",
                 subnet.id, subnet.cidr
             ))
         })?;
@@ -501,7 +513,7 @@ pub(crate) fn insert_primary_interface(
     let rec = InterfaceRecord {
         mac: mac_for(&id),
         id,
-        instance_id: instance_id.to_string(),
+        instance_id: instance_id.map(str::to_string),
         subnet_id: subnet.id.clone(),
         vpc_id: subnet.vpc_id.clone(),
         device_index: 0,
@@ -525,19 +537,113 @@ pub(crate) fn insert_primary_interface(
     Ok(rec)
 }
 
-/// Frees an instance's interfaces (at terminate): their addresses go back
-/// to their subnets, they leave their security groups.
+/// Frees an instance's interfaces (at terminate): its primary interface
+/// goes (its address back to its subnet, out of its security groups);
+/// the others are detached and stay, available (as EC2's interfaces
+/// attached after launch).
 pub(crate) fn delete_interfaces(conn: &Connection, instance_id: &str) -> Result<(), HostError> {
     conn.execute(
         "DELETE FROM interface_groups WHERE interface_id IN
-             (SELECT id FROM network_interfaces WHERE instance_id = ?1)",
+             (SELECT id FROM network_interfaces WHERE instance_id = ?1 AND device_index = 0)",
         [instance_id],
     )?;
     conn.execute(
-        "DELETE FROM network_interfaces WHERE instance_id = ?1",
+        "DELETE FROM network_interfaces WHERE instance_id = ?1 AND device_index = 0",
+        [instance_id],
+    )?;
+    conn.execute(
+        "UPDATE network_interfaces SET instance_id = NULL, device_index = 0 WHERE instance_id = ?1",
         [instance_id],
     )?;
     Ok(())
+}
+
+impl HostStore {
+    /// One interface.
+    pub fn interface(&self, id: &str) -> Result<InterfaceRecord, HostError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM network_interfaces WHERE id = ?1",
+                [id],
+                InterfaceRecord::from_row,
+            )
+            .optional()?
+            .ok_or_else(|| {
+                HostError::NotFound(format!(
+                    "no network interface `{id}`; list them with `drydock network-interfaces`"
+                ))
+            })
+    }
+
+    /// A region's interfaces (through their subnets), oldest first.
+    pub fn region_interfaces(&self, region: &str) -> Result<Vec<InterfaceRecord>, HostError> {
+        let mut st = self.conn.prepare(
+            "SELECT n.* FROM network_interfaces n JOIN subnets s ON s.id = n.subnet_id
+             WHERE s.region = ?1 ORDER BY n.created_at, n.id",
+        )?;
+        let rows = st.query_map([region], InterfaceRecord::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes an available interface in `subnet`, in `groups`.
+    pub fn create_interface(
+        &mut self,
+        subnet: &SubnetRecord,
+        groups: &[String],
+    ) -> Result<InterfaceRecord, HostError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rec = insert_interface(&tx, None, subnet)?;
+        super::join_groups(&tx, &rec.id, groups)?;
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    /// Attaches available interface `id` to `instance` at `device_index`;
+    /// `false` when it is no longer available or the index is taken (a
+    /// concurrent attach won).
+    pub fn attach_interface(
+        &mut self,
+        id: &str,
+        instance: &str,
+        device_index: u32,
+    ) -> Result<bool, HostError> {
+        let n = self.conn.execute(
+            "UPDATE network_interfaces SET instance_id = ?2, device_index = ?3
+             WHERE id = ?1 AND instance_id IS NULL
+               AND NOT EXISTS (SELECT 1 FROM network_interfaces
+                               WHERE instance_id = ?2 AND device_index = ?3)",
+            params![id, instance, device_index],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Makes interface `id` available again (never a primary one).
+    pub fn detach_interface(&mut self, id: &str) -> Result<(), HostError> {
+        self.conn.execute(
+            "UPDATE network_interfaces SET instance_id = NULL, device_index = 0
+             WHERE id = ?1 AND device_index > 0",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes available interface `id`; `false` when it is attached.
+    pub fn delete_interface(&mut self, id: &str) -> Result<bool, HostError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "DELETE FROM network_interfaces WHERE id = ?1 AND instance_id IS NULL",
+            [id],
+        )?;
+        if n == 1 {
+            tx.execute("DELETE FROM interface_groups WHERE interface_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
 }
 
 #[cfg(test)]

@@ -120,6 +120,21 @@ CREATE TABLE event_outbox (
     instance TEXT, region TEXT, detail TEXT NOT NULL, data TEXT NOT NULL
 );
 "#,
+    // 12: network interfaces of their own (created, attached, detached,
+    // deleted): an interface need not belong to an instance.
+    r#"
+CREATE TABLE network_interfaces_12 (
+    id TEXT PRIMARY KEY, instance_id TEXT, subnet_id TEXT NOT NULL, vpc_id TEXT NOT NULL,
+    device_index INTEGER NOT NULL, private_ip TEXT NOT NULL, mac TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (subnet_id, private_ip), UNIQUE (instance_id, device_index)
+);
+INSERT INTO network_interfaces_12
+    SELECT id, instance_id, subnet_id, vpc_id, device_index, private_ip, mac, created_at
+    FROM network_interfaces;
+DROP TABLE network_interfaces;
+ALTER TABLE network_interfaces_12 RENAME TO network_interfaces;
+"#,
 ];
 
 /// The version this drydock writes.

@@ -30,6 +30,8 @@ pub(super) struct Prepared {
     /// Locks on the volumes the VM starts with, held while it runs.
     pub locks: Vec<VolumeLock>,
     pub boot_volumes: HashSet<String>,
+    /// Network interfaces the VM starts with (on its root bus).
+    pub boot_nics: HashSet<String>,
     pub plugged_at_start: HashMap<String, (u32, VolumeLock)>,
     pub boot_plan: BootPlan,
     pub root_path: PathBuf,
@@ -91,9 +93,11 @@ pub(super) fn prepare(
     // the VMM open; the guest learns its address from the config disk.
     let mut taps = Vec::new();
     let mut nics = Vec::new();
+    let mut boot_nics = HashSet::new();
     let mut guest_network = String::new();
     let mut imds = None;
     for iface in store.interfaces(id)? {
+        boot_nics.insert(iface.id.clone());
         let subnet = store.subnet(&iface.subnet_id)?;
         let attached = crate::network::attach(data_dir, &iface, &subnet)?;
         nics.push(NicSpec {
@@ -330,6 +334,7 @@ pub(super) fn prepare(
         backend,
         locks,
         boot_volumes,
+        boot_nics,
         plugged_at_start,
         boot_plan,
         root_path,

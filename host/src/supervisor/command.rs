@@ -31,6 +31,9 @@ pub enum ControlCommand {
     /// A volume hot-plugged into (or out of) the running VM.
     Attach(String),
     Detach(String),
+    /// A network interface hot-plugged into (or out of) the running VM.
+    AttachNic(String),
+    DetachNic(String),
 }
 
 impl ControlCommand {
@@ -40,14 +43,14 @@ impl ControlCommand {
             Some((w, a)) => (w, Some(a.trim())),
             None => (line, None),
         };
-        let volume = |arg: Option<&str>| {
+        let resource = |arg: Option<&str>, what: &str| {
             arg.filter(|v| {
                 !v.is_empty()
                     && v.len() <= 64
                     && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             })
             .map(str::to_string)
-            .ok_or_else(|| HostError::Invalid(format!("`{word}` needs a volume id")))
+            .ok_or_else(|| HostError::Invalid(format!("`{word}` needs {what}")))
         };
         let command = match (word, arg) {
             ("stop", None) => Self::Stop,
@@ -63,8 +66,10 @@ impl ControlCommand {
                 [key] if key.is_ascii_alphanumeric() => Self::Sysrq(*key),
                 _ => return Err(HostError::Invalid("sysrq needs one letter or digit".into())),
             },
-            ("attach", arg) => Self::Attach(volume(arg)?),
-            ("detach", arg) => Self::Detach(volume(arg)?),
+            ("attach", arg) => Self::Attach(resource(arg, "a volume id")?),
+            ("detach", arg) => Self::Detach(resource(arg, "a volume id")?),
+            ("attach-nic", arg) => Self::AttachNic(resource(arg, "an interface id")?),
+            ("detach-nic", arg) => Self::DetachNic(resource(arg, "an interface id")?),
             _ => {
                 return Err(HostError::Invalid(format!(
                     "unknown control command `{}`",
@@ -92,6 +97,8 @@ impl std::fmt::Display for ControlCommand {
             Self::Resume => f.write_str("resume"),
             Self::Attach(vol) => write!(f, "attach {vol}"),
             Self::Detach(vol) => write!(f, "detach {vol}"),
+            Self::AttachNic(eni) => write!(f, "attach-nic {eni}"),
+            Self::DetachNic(eni) => write!(f, "detach-nic {eni}"),
         }
     }
 }
@@ -115,6 +122,8 @@ mod tests {
             ControlCommand::Resume,
             ControlCommand::Attach("vol-0123456789abcdef".into()),
             ControlCommand::Detach("vol-0123456789abcdef".into()),
+            ControlCommand::AttachNic("eni-0123456789ab".into()),
+            ControlCommand::DetachNic("eni-0123456789ab".into()),
         ] {
             assert_eq!(ControlCommand::parse(&c.to_string()).unwrap(), c);
         }

@@ -20,6 +20,10 @@ const MAX_CONTROL_CLIENTS: usize = 32;
 /// The longest control command line accepted.
 const MAX_CONTROL_LINE: u64 = 4096;
 
+/// How a reply marks a conflict (the instance's state does not allow the
+/// command) after `error: `.
+const CONFLICT: &str = "conflict: ";
+
 /// Sends one command to an instance's supervisor and returns its reply.
 pub fn send_control(instance_dir: &Path, command: &ControlCommand) -> Result<String, HostError> {
     let path = instance_dir.join("control.sock");
@@ -39,7 +43,10 @@ pub fn send_control(instance_dir: &Path, command: &ControlCommand) -> Result<Str
         .map_err(|e| HostError::io("read from", &path, e))?;
     let reply = reply.trim().to_string();
     match reply.strip_prefix("error: ") {
-        Some(e) => Err(HostError::Vmm(e.to_string())),
+        Some(e) => Err(match e.strip_prefix(CONFLICT) {
+            Some(why) => HostError::Conflict(why.to_string()),
+            None => HostError::Vmm(e.to_string()),
+        }),
         None => Ok(reply),
     }
 }
@@ -81,6 +88,9 @@ fn control_session(shared: &Arc<Shared>, stream: &UnixStream) {
     } else {
         match ControlCommand::parse(line.trim()).and_then(|c| shared.handle(c)) {
             Ok(r) => r,
+            // What the asker must change (the instance's state) is told
+            // apart from a failure, so it reaches the user as one.
+            Err(e @ HostError::Conflict(_)) => format!("error: {CONFLICT}{e}"),
             Err(e) => format!("error: {e}"),
         }
     };

@@ -31,7 +31,7 @@ impl Shared {
         }
         let vol = self.store()?.volume(vol_id)?;
         let mut plugged = self.hotplugged.lock().unwrap();
-        let used: Vec<u32> = plugged.values().map(|(s, _)| *s).collect();
+        let used = self.used_slots(&plugged);
         let slot = (0..qemu::HOTPLUG_SLOTS)
             .find(|s| !used.contains(s))
             .ok_or_else(|| {
@@ -131,34 +131,65 @@ impl Shared {
             }
             Err(e) => return Err(e),
         }
-        let (set, cond) = &self.deleted_devices;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut deleted = set.lock().unwrap();
-        while !deleted.contains(&dev) {
-            // Another thread (the detach cut short) took the guest's
-            // release and finished.
-            if !self.hotplugged.lock().unwrap().contains_key(vol_id) {
+        // Another thread (the detach cut short) may take the guest's
+        // release and finish.
+        let finished_elsewhere = || !self.hotplugged.lock().unwrap().contains_key(vol_id);
+        if !self.wait_deleted(&dev, Duration::from_secs(20), finished_elsewhere) {
+            if finished_elsewhere() {
                 return Ok(format!("detached {vol_id} (a detach cut short finished)"));
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(HostError::Vmm(format!(
-                    "the guest did not release {vol_id} within 20 s; it may still be using it"
-                )));
-            }
-            deleted = cond
-                .wait_timeout(deleted, left.min(Duration::from_millis(100)))
-                .unwrap()
-                .0;
+            return Err(HostError::Vmm(format!(
+                "the guest did not release {vol_id} within 20 s; it may still be using it"
+            )));
         }
-        deleted.remove(&dev);
-        drop(deleted);
         self.qmp(
             "blockdev-del",
             json!({ "node-name": format!("node-{dev}") }),
         )?;
         self.hotplugged.lock().unwrap().remove(vol_id);
         Ok(format!("detached {vol_id}"))
+    }
+}
+
+impl Shared {
+    /// The hot-plug port slots in use, by volumes (`plugged`, held
+    /// locked by the caller) and network interfaces.
+    pub(super) fn used_slots(
+        &self,
+        plugged: &std::collections::HashMap<String, (u32, VolumeLock)>,
+    ) -> Vec<u32> {
+        let mut used: Vec<u32> = plugged.values().map(|(s, _)| *s).collect();
+        used.extend(self.hot_nics.lock().unwrap().values().copied());
+        used
+    }
+
+    /// Waits up to `limit` for QEMU's DEVICE_DELETED of `dev` (the guest
+    /// released it) and takes it; `false` when it did not come, or when
+    /// `done_elsewhere` says another thread finished the unplug.
+    pub(super) fn wait_deleted(
+        &self,
+        dev: &str,
+        limit: Duration,
+        done_elsewhere: impl Fn() -> bool,
+    ) -> bool {
+        let (set, cond) = &self.deleted_devices;
+        let deadline = std::time::Instant::now() + limit;
+        let mut deleted = set.lock().unwrap();
+        while !deleted.contains(dev) {
+            if done_elsewhere() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            deleted = cond
+                .wait_timeout(deleted, left.min(Duration::from_millis(100)))
+                .unwrap()
+                .0;
+        }
+        deleted.remove(dev);
+        true
     }
 }
 

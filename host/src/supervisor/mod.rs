@@ -18,6 +18,7 @@ mod command;
 mod control;
 mod hotplug;
 mod locks;
+mod nic_hotplug;
 mod running;
 mod vm_health;
 
@@ -166,6 +167,7 @@ fn run_vm(
         backend,
         locks,
         boot_volumes,
+        boot_nics,
         plugged_at_start,
         boot_plan,
         root_path,
@@ -215,6 +217,8 @@ fn run_vm(
         end_reason: Mutex::new(None),
         hotplugged: Mutex::new(plugged_at_start),
         boot_volumes,
+        boot_nics,
+        hot_nics: Mutex::new(std::collections::HashMap::new()),
         deleted_devices: (
             Mutex::new(std::collections::HashSet::new()),
             std::sync::Condvar::new(),

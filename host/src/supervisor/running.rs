@@ -52,6 +52,10 @@ pub(super) struct Shared {
     pub(super) hotplugged: Mutex<std::collections::HashMap<String, (u32, VolumeLock)>>,
     /// Volumes the VM was started with (they cannot be hot-unplugged).
     pub(super) boot_volumes: std::collections::HashSet<String>,
+    /// Network interfaces the VM was started with (neither).
+    pub(super) boot_nics: std::collections::HashSet<String>,
+    /// Hot-plugged network interfaces: interface id -> port slot.
+    pub(super) hot_nics: Mutex<std::collections::HashMap<String, u32>>,
     pub(super) deleted_devices: (Mutex<std::collections::HashSet<String>>, std::sync::Condvar),
     /// What this VMM boots, read from the root volume at the start.
     pub(super) boot_plan: crate::boot_plan::BootPlan,
@@ -311,6 +315,8 @@ impl Shared {
             }
             ControlCommand::Attach(vol) => self.hot_attach(&vol),
             ControlCommand::Detach(vol) => self.hot_detach(&vol),
+            ControlCommand::AttachNic(eni) => self.hot_attach_nic(&eni),
+            ControlCommand::DetachNic(eni) => self.hot_detach_nic(&eni),
         }
     }
 }

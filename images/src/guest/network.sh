@@ -36,6 +36,13 @@ case "$1" in
         ip addr replace "$NET_ADDRESS" dev "$dev" || exit 1
         ip route replace default via "$NET_GATEWAY" dev "$dev" || exit 1
         echo "network: $dev $NET_ADDRESS via $NET_GATEWAY"
+        # Other interfaces the instance started with: from the metadata
+        # service, as those attached while it runs.
+        for a in /sys/class/net/*/address; do
+            other="${a%/address}"; other="${other##*/}"
+            [ "$other" = "$dev" ] || [ "$other" = lo ] && continue
+            ACTION=add /etc/drydock-nic-event "$other"
+        done
         ;;
     stop)
         [ -s "$conf" ] || exit 0
