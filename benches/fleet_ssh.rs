@@ -15,9 +15,13 @@
 //! each fleet run is repeated on them (default 5). Every instance is terminated at the
 //! end, also when the bench fails.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::Bench;
 
 const PW: &str = "bench-pw";
 const COMMAND: &str = "uname -n";
@@ -46,39 +50,6 @@ let r = step("run it over SSH", #{ timeout: "5m", attempts: 1 }, || {
 if r.exit_code != 0 { throw `exit ${r.exit_code}`; }
 r
 "#;
-
-struct Bench {
-    data: tempfile::TempDir,
-    cache: PathBuf,
-}
-
-impl Bench {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
-        c.arg("--data-dir")
-            .arg(self.data.path())
-            .args(args)
-            .env("DRYDOCK_IMAGE_CACHE", &self.cache)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-}
 
 /// The launched instances, terminated when dropped (also on a panic).
 struct Instances<'a> {
@@ -207,11 +178,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let b = Bench {
-        data: tempfile::tempdir().unwrap(),
-        cache,
-    };
+    let b = Bench::new();
     let work = tempfile::tempdir().unwrap();
     let key = work.path().join("key");
     let out = Command::new("ssh-keygen")
@@ -224,15 +191,7 @@ fn main() {
     let pubkey = format!("{key_s}.pub");
     let timed = work.path().join("run-command-timed.rhai");
     std::fs::write(&timed, TIMED_RUNBOOK).unwrap();
-    let img = b.json(&["image", "build"])["id"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            b.json(&["images"])["images"][0]["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        });
+    let img = b.image();
     println!(
         "fleet command over SSH on {n} m1.small instances (backend {})",
         b.json(&["host-info"])["backend_m1"]

@@ -18,44 +18,17 @@
 //! instances of the cost figure (default 20), `HEALTH_REPEAT` the kills
 //! (default 3). Every instance is terminated at the end, also on a panic.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+use support::Bench;
 
 const PW: &str = "bench-pw";
 
-struct Bench {
-    data: tempfile::TempDir,
-    cache: PathBuf,
-}
-
 impl Bench {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
-        c.arg("--data-dir")
-            .arg(self.data.path())
-            .args(args)
-            .env("DRYDOCK_IMAGE_CACHE", &self.cache)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert!(
-            out.status.success() || out.status.code() == Some(1),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
     fn serve(&self, interval: &str) -> Child {
         self.cmd(&[
             "serve",
@@ -172,13 +145,21 @@ fn children_cpu_seconds() -> f64 {
 }
 
 fn vmm_of(b: &Bench, id: &str) -> Option<u32> {
-    let sup = b.json(&["instance", "describe", id])["supervisor_pid"].as_u64()?;
+    let sup = describe(b, id)["supervisor_pid"].as_u64()?;
     std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
         .ok()?
         .split_whitespace()
         .next()?
         .parse()
         .ok()
+}
+
+/// An instance's record, from `drydock instances`.
+fn describe(b: &Bench, id: &str) -> serde_json::Value {
+    b.json(&["instances"])["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["id"] == id).cloned())
+        .unwrap_or_default()
 }
 
 fn launch(b: &Bench, img: &str, extra: &[&str]) -> String {
@@ -207,16 +188,14 @@ fn detection_and_recovery(b: &Bench, img: &str, repeat: usize) {
     for round in 0..repeat {
         // Up and checked ok first.
         let ok = wait(Duration::from_secs(300), || {
-            let st = b.json(&["instance-status", &id]);
+            let st = b.json_or(&["instance-status", &id], &[1]);
             (st["statuses"][0]["status"] == "ok").then_some(())
         });
         if ok.is_none() {
             println!("  round {round}: {id} never became ok");
             return;
         }
-        let boots = b.json(&["instance", "describe", &id])["boots"]
-            .as_u64()
-            .unwrap_or(0);
+        let boots = describe(b, &id)["boots"].as_u64().unwrap_or(0);
         let after = b.last_seq();
         let Some(vmm) = vmm_of(b, &id) else {
             println!("  round {round}: no VMM found");
@@ -244,7 +223,7 @@ fn detection_and_recovery(b: &Bench, img: &str, repeat: usize) {
             to_recovered.push((r["at"].as_i64().unwrap() - killed) as f64 / 1000.0);
         }
         let login = wait(Duration::from_secs(300), || {
-            let d = b.json(&["instance", "describe", &id]);
+            let d = describe(b, &id);
             if d["boots"].as_u64().unwrap_or(0) <= boots {
                 return None;
             }
@@ -356,7 +335,7 @@ fn check_cost(b: &Bench, img: &str, n: usize) {
         fleet.ids.push(launch(b, img, &[]));
     }
     let all_ok = wait(Duration::from_secs(1200), || {
-        let st = b.json(&["instance-status"]);
+        let st = b.json_or(&["instance-status"], &[1]);
         let oks = st["statuses"]
             .as_array()?
             .iter()
@@ -411,15 +390,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let b = Bench {
-        data: tempfile::tempdir().unwrap(),
-        cache: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images"),
-    };
+    let b = Bench::new();
     let work = tempfile::tempdir().unwrap();
-    let img = b.json(&["image", "build"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let img = b.image();
     println!(
         "status checks, recovery and rules (backend {})",
         b.json(&["host-info"])["backend_m1"]

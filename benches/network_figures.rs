@@ -10,9 +10,13 @@
 //! Every packet stays in the VPC's network namespace; the run is bounded
 //! and tears everything down.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use support::Bench;
 
 const PW: &str = "bench-pw";
 
@@ -27,38 +31,7 @@ time -f "imds-seconds-for-20=%e" sh -c 'i=0; while [ $i -lt 20 ]; do wget -q -O 
 SCRIPT
 "#;
 
-struct Bench {
-    data: tempfile::TempDir,
-    cache: PathBuf,
-}
-
 impl Bench {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
-        c.arg("--data-dir")
-            .arg(self.data.path())
-            .args(args)
-            .env("DRYDOCK_IMAGE_CACHE", &self.cache)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
     /// Runs `cmd` as root on the instance's console; its stdout.
     fn guest(&self, id: &str, cmd: &str) -> String {
         let script = "let c = console::open(env(\"B_ID\")); c.wait_for_boot(\"300s\"); c.login(\"root\", env(\"B_PW\")); c.run(env(\"B_CMD\"), \"300s\").stdout";
@@ -79,11 +52,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("images");
-    let b = Bench {
-        data: tempfile::tempdir().unwrap(),
-        cache,
-    };
+    let b = Bench::new();
     let work = tempfile::tempdir().unwrap();
     let key = work.path().join("key");
     let out = Command::new("ssh-keygen")
@@ -95,15 +64,7 @@ fn main() {
     let pubkey = format!("{}.pub", key.display());
     let user_data = work.path().join("ud.sh");
     std::fs::write(&user_data, IMDS_SCRIPT).unwrap();
-    let img = b.json(&["image", "build"])["id"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            b.json(&["images"])["images"][0]["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        });
+    let img = b.image();
 
     println!(
         "network figures (backend {})",

@@ -116,31 +116,9 @@ impl Shared {
                 format!("detached {vol_id}")
             });
         }
-        // A detach whose command was cut short may still be under way in
-        // another thread here (the guest releasing the disk, or QEMU done
-        // with it and its event being handled): QEMU then says the device
-        // is not found or already being unplugged, and this call waits for
-        // that detach to finish instead of failing.
-        match self.qmp("device_del", json!({ "id": dev })) {
-            Ok(_) => {}
-            Err(e)
-                if e.to_string().contains("not found")
-                    || e.to_string().contains("process of unplug") =>
-            {
-                tracing::warn!(instance = %self.id, "{vol_id}: finishing a detach cut short");
-            }
-            Err(e) => return Err(e),
-        }
-        // Another thread (the detach cut short) may take the guest's
-        // release and finish.
         let finished_elsewhere = || !self.hotplugged.lock().unwrap().contains_key(vol_id);
-        if !self.wait_deleted(&dev, Duration::from_secs(20), finished_elsewhere) {
-            if finished_elsewhere() {
-                return Ok(format!("detached {vol_id} (a detach cut short finished)"));
-            }
-            return Err(HostError::Vmm(format!(
-                "the guest did not release {vol_id} within 20 s; it may still be using it"
-            )));
+        if !self.unplug(&dev, vol_id, finished_elsewhere)? {
+            return Ok(format!("detached {vol_id} (a detach cut short finished)"));
         }
         self.qmp(
             "blockdev-del",
@@ -161,6 +139,41 @@ impl Shared {
         let mut used: Vec<u32> = plugged.values().map(|(s, _)| *s).collect();
         used.extend(self.hot_nics.lock().unwrap().values().copied());
         used
+    }
+
+    /// Asks QEMU to unplug device `dev` (of `what`, a volume or an
+    /// interface) and waits for the guest to release it. A detach whose
+    /// command was cut short may still be under way in another thread
+    /// here (the guest releasing the device, or QEMU done with it and its
+    /// event being handled): QEMU then says the device is not found or
+    /// already being unplugged, and this call waits for that detach to
+    /// finish instead of failing. `Ok(false)`: `done_elsewhere` says that
+    /// other thread finished it.
+    pub(super) fn unplug(
+        &self,
+        dev: &str,
+        what: &str,
+        done_elsewhere: impl Fn() -> bool + Copy,
+    ) -> Result<bool, HostError> {
+        match self.qmp("device_del", json!({ "id": dev })) {
+            Ok(_) => {}
+            Err(e)
+                if e.to_string().contains("not found")
+                    || e.to_string().contains("process of unplug") =>
+            {
+                tracing::warn!(instance = %self.id, "{what}: finishing a detach cut short");
+            }
+            Err(e) => return Err(e),
+        }
+        if self.wait_deleted(dev, Duration::from_secs(20), done_elsewhere) {
+            return Ok(true);
+        }
+        if done_elsewhere() {
+            return Ok(false);
+        }
+        Err(HostError::Vmm(format!(
+            "the guest did not release {what} within 20 s; it may still be using it"
+        )))
     }
 
     /// Waits up to `limit` for QEMU's DEVICE_DELETED of `dev` (the guest

@@ -6,8 +6,6 @@
 //! Only QEMU's new generation (n2) can: drydock's VMM has no network card
 //! slots to fill, and virtio-mmio no hot-plug.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::running::Shared;
@@ -118,25 +116,9 @@ impl Shared {
             }
             return Ok(format!("detached {eni_id} (it was not in the VM)"));
         }
-        let dev = device_id(eni_id);
-        match self.qmp("device_del", json!({ "id": dev })) {
-            Ok(_) => {}
-            Err(e)
-                if e.to_string().contains("not found")
-                    || e.to_string().contains("process of unplug") =>
-            {
-                tracing::warn!(instance = %self.id, "{eni_id}: finishing a detach cut short");
-            }
-            Err(e) => return Err(e),
-        }
         let gone = || !self.hot_nics.lock().unwrap().contains_key(eni_id);
-        if !self.wait_deleted(&dev, Duration::from_secs(20), gone) {
-            if gone() {
-                return Ok(format!("detached {eni_id} (a detach cut short finished)"));
-            }
-            return Err(HostError::Vmm(format!(
-                "the guest did not release {eni_id} within 20 s"
-            )));
+        if !self.unplug(&device_id(eni_id), eni_id, gone)? {
+            return Ok(format!("detached {eni_id} (a detach cut short finished)"));
         }
         // The TAP goes with QEMU's descriptor.
         self.qmp("netdev_del", json!({ "id": netdev_id(eni_id) }))?;
