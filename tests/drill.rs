@@ -270,6 +270,21 @@ fn a_drill_whose_steady_state_fails_in_the_target_is_breached_and_still_tears_do
     assert_eq!(row["steady_state"], "failed");
     assert_eq!(row["rto"], "breached");
     assert!(row["rto_ms"].is_null());
+    // The verdict is an event, about this execution.
+    let events = dd.json(&["events", "--type", "drill.verdict"]);
+    let ev = &events["events"][0];
+    assert_eq!(ev["data"]["verdict"], "breached", "{events}");
+    assert_eq!(ev["execution"], exec.as_str(), "{events}");
+    assert_eq!(
+        ev["data"]["instances"][0]["source"],
+        id.as_str(),
+        "{events}"
+    );
+    assert_eq!(
+        events["events"].as_array().unwrap().len(),
+        1,
+        "once: {events}"
+    );
     assert!(
         row["error"].as_str().unwrap().contains("does not show"),
         "{row}"

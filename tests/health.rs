@@ -322,10 +322,38 @@ approve(#{ message: "go?", approvers: ["tester"], timeout: "1h" });
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
     assert_eq!(newest, seqs[seqs.len() - 2..].to_vec());
+    // A runbook's own events; a type the host emits is refused.
+    dd.write_runbook(
+        "emits.rhai",
+        r#"runbook(#{ name: "emits", description: "emits an event" });
+event("runbook.deployed", #{ version: "1.2.3" });
+"done""#,
+    );
+    assert_code(&dd.run(&["run", "emits"]), 0);
+    let own = dd.json(&["events", "--type", "runbook"]);
+    assert_eq!(own["events"][0]["type"], "runbook.deployed", "{own}");
+    assert_eq!(own["events"][0]["data"]["version"], "1.2.3", "{own}");
+    assert!(own["events"][0]["execution"].is_string(), "{own}");
+    dd.write_runbook(
+        "fakes.rhai",
+        r#"runbook(#{ name: "fakes", description: "fakes an instance event" });
+event("instance.state", #{ state: "running" });"#,
+    );
+    let out = dd.run(&["run", "fakes"]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("not a type a runbook may emit"),
+        "{}",
+        text(&out.stderr)
+    );
     // Retention: nothing this recent goes.
     let pruned = dd.json(&["events", "prune", "--older-than", "1h"]);
     assert_eq!(pruned["removed"], 0, "{pruned}");
-    assert_eq!(pruned["left"], all.len(), "{pruned}");
+    let now_all = dd.json(&["events", "--limit", "10000"])["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(pruned["left"], now_all, "{pruned}");
     // Bad input: exit 2 with the fix.
     for (args, says) in [
         (

@@ -307,6 +307,22 @@ fn a_change_calendar_blocks_a_scheduled_run_or_gates_it_behind_an_override() {
         .as_str()
         .unwrap()
         .contains("Release freeze"));
+    // A slot not run is an event, with why.
+    let slots = dd.json(&["events", "--type", "schedule.slot"]);
+    let skipped = slots["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["schedule"] == "frozen")
+        .unwrap_or_else(|| panic!("{slots}"));
+    assert_eq!(skipped["data"]["state"], "skipped", "{skipped}");
+    assert!(
+        skipped["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Release freeze"),
+        "{skipped}"
+    );
     let pending = dd.json(&["approvals"]).to_string();
     assert!(pending.contains("run override anyway?"), "{pending}");
     assert_code(

@@ -27,6 +27,8 @@ fn main_field(event_type: &str) -> Option<&'static str> {
         kind::INSTANCE_RECOVERY => Some("data.outcome"),
         kind::EXECUTION_ENDED => Some("data.state"),
         kind::APPROVAL_DECIDED => Some("data.state"),
+        kind::SCHEDULE_SLOT => Some("data.state"),
+        kind::DRILL_VERDICT => Some("data.verdict"),
         _ => None,
     }
 }
@@ -39,12 +41,9 @@ pub fn event_spec(
 ) -> Result<(String, Vec<(String, String)>), OpsError> {
     let mut words = spec.split_whitespace();
     let ty = words.next().unwrap_or("").to_string();
-    let known = kind::ALL
-        .iter()
-        .any(|k| *k == ty || k.split('.').next() == Some(ty.as_str()));
-    if !known {
+    if !kind::is_known(&ty) {
         return Err(OpsError::Usage(format!(
-            "--event `{spec}`: `{ty}` is not an event type; the types are {} (or their first part, e.g. instance)",
+            "--event `{spec}`: `{ty}` is not an event type; the types are {}, runbook.NAME (a runbook's own) or their first part (e.g. instance)",
             kind::ALL.join(", ")
         )));
     }

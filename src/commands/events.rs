@@ -32,12 +32,9 @@ fn since_ms(text: &str) -> Result<i64, CliError> {
 
 fn check_types(types: &[String]) -> Result<(), CliError> {
     for t in types {
-        let known = kind::ALL
-            .iter()
-            .any(|k| k == t || k.split('.').next() == Some(t.as_str()));
-        if !known {
+        if !kind::is_known(t) {
             return Err(CliError::usage(format!(
-                "--type `{}` is not an event type; the types are {} (or their first part, e.g. instance)",
+                "--type `{}` is not an event type; the types are {}, runbook.NAME (a runbook's own) or their first part (e.g. instance)",
                 shown(t),
                 kind::ALL.join(", ")
             )));

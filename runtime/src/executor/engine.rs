@@ -72,6 +72,32 @@ impl Executor {
         );
         let s = session.clone();
         engine.register_fn(
+            "event",
+            move |ctx: NativeCallContext, kind: &str, data: Map| -> RhaiResult {
+                use crate::journal::stream::kind as k;
+                if !k::runbook_may_emit(kind) {
+                    return Err(located(
+                        &ctx,
+                        format!(
+                            "event: `{}` is not a type a runbook may emit; use runbook.NAME (a-z, 0-9, -, _) or {}",
+                            kind.escape_debug(),
+                            k::DRILL_VERDICT
+                        ),
+                    ));
+                }
+                let data = rhai::serde::from_dynamic::<serde_json::Value>(&Dynamic::from(data))
+                    .map_err(|e| located(&ctx, format!("event: its data: {e}")))?;
+                let text = data.to_string();
+                if text.len() > 16 * 1024 {
+                    return Err(located(&ctx, "event: its data is over 16 KiB".into()));
+                }
+                let detail = format!("{kind}: {}", text.chars().take(200).collect::<String>());
+                s.emit_event(kind, &detail, data);
+                Ok(Dynamic::UNIT)
+            },
+        );
+        let s = session.clone();
+        engine.register_fn(
             "approve",
             move |ctx: NativeCallContext, opts: Map| -> RhaiResult {
                 let opts = ApprovalOptions::from_map(&opts)

@@ -77,6 +77,9 @@ struct SessionState {
     journal_broken: Option<String>,
     steps_run: u32,
     steps_replayed: u32,
+    /// Events this run of the body emitted (`event(…)`), in order: a
+    /// resumed execution emits again only past what the journal holds.
+    events_emitted: i64,
 }
 
 /// A journaled call being made: its path and event.
@@ -133,6 +136,7 @@ impl Session {
                 journal_broken: None,
                 steps_run: 0,
                 steps_replayed: 0,
+                events_emitted: 0,
             }),
         }
     }
@@ -529,6 +533,27 @@ impl Session {
         }
         self.interrupt.set_shielded(false);
         first_error
+    }
+
+    /// Emits an event of the runbook's into the event stream (`event(…)`):
+    /// the n-th call of a run is recorded once, however often a resume
+    /// replays the body.
+    pub fn emit_event(&self, kind: &str, detail: &str, data: serde_json::Value) -> Option<()> {
+        let n = {
+            let mut st = self.st();
+            st.events_emitted += 1;
+            st.events_emitted
+        };
+        let source = format!("execution:{}", self.exec_id);
+        let e = crate::journal::stream::NewStreamEvent {
+            kind,
+            execution: Some(&self.exec_id),
+            detail,
+            data,
+            ..Default::default()
+        };
+        let r = self.journal().emit_queued(&source, &[(n, e)]);
+        self.journal_result(r).map(|_| ())
     }
 
     /// Records a line the runbook printed.

@@ -246,6 +246,30 @@ impl Journal {
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![schedule, slot_at, state, reason, now_ms()],
         )?;
+        // A slot not run is an event (a started one is the execution's).
+        if inserted == 1 && state != "started" {
+            let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(slot_at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            super::stream::emit_on(
+                &tx,
+                self.masker.as_ref(),
+                &super::stream::NewStreamEvent {
+                    kind: super::stream::kind::SCHEDULE_SLOT,
+                    detail: &format!(
+                        "schedule {schedule}: slot {when} {state}: {}",
+                        reason.unwrap_or("")
+                    ),
+                    data: serde_json::json!({
+                        "schedule": schedule,
+                        "slot_at": slot_at,
+                        "state": state,
+                        "reason": reason,
+                    }),
+                    ..Default::default()
+                },
+            )?;
+        }
         if advance {
             tx.execute(
                 "UPDATE schedules SET last_slot_at = MAX(COALESCE(last_slot_at, 0), ?2) WHERE name = ?1",

@@ -24,6 +24,11 @@ pub mod kind {
     pub const EXECUTION_ENDED: &str = "execution.ended";
     pub const APPROVAL_REQUESTED: &str = "approval.requested";
     pub const APPROVAL_DECIDED: &str = "approval.decided";
+    /// A schedule's slot was not run (missed while serve was down or
+    /// busy, or skipped: a closed calendar, a run still going).
+    pub const SCHEDULE_SLOT: &str = "schedule.slot";
+    /// A disaster-recovery drill's verdict (emitted by `dr-drill`).
+    pub const DRILL_VERDICT: &str = "drill.verdict";
     /// Every type, for help and validation.
     pub const ALL: &[&str] = &[
         INSTANCE_STATE,
@@ -34,7 +39,37 @@ pub mod kind {
         EXECUTION_ENDED,
         APPROVAL_REQUESTED,
         APPROVAL_DECIDED,
+        SCHEDULE_SLOT,
+        DRILL_VERDICT,
     ];
+
+    /// The family of a runbook's own events (`runbook.NAME`).
+    pub const RUNBOOK_FAMILY: &str = "runbook";
+
+    /// Whether `t` names events: a type, a family (its first part, as
+    /// `instance`), or a runbook's own type (`runbook.NAME`).
+    pub fn is_known(t: &str) -> bool {
+        ALL.iter()
+            .any(|k| *k == t || k.split('.').next() == Some(t))
+            || t == RUNBOOK_FAMILY
+            || (t.starts_with("runbook.") && runbook_may_emit(t))
+    }
+
+    /// Whether a runbook may emit `kind` with `event(…)`: a drill's
+    /// verdict, or `runbook.NAME` (NAME: 1–40 of a-z, 0-9, `-`, `_`).
+    /// Never a type the host emits (a runbook cannot fake an instance's
+    /// state or a check).
+    pub fn runbook_may_emit(kind: &str) -> bool {
+        if kind == DRILL_VERDICT {
+            return true;
+        }
+        kind.strip_prefix("runbook.").is_some_and(|name| {
+            (1..=40).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
+    }
 }
 
 /// An event to record.
