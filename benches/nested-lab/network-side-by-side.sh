@@ -12,9 +12,10 @@ image="$(drydock --json images | tr -d ' \n' | grep -o '"id":"img-[0-9a-f]*","na
 rc=0
 for backend in drydock qemu; do
     # Through a pipe: progress lines, not spinners, on the lab's console.
-    { DRYDOCK_BACKEND=$backend DRYDOCK_QEMU="$NESTED_LAB_DIR/qemu/run-qemu" \
-        drydock run "$here/network-side-by-side.rhai" -p "image=$image" -p "backend=$backend"
-      echo $? > "/tmp/rc.$backend"; } 2>&1 | cat
+    { status=0
+      DRYDOCK_BACKEND=$backend DRYDOCK_QEMU="$NESTED_LAB_DIR/qemu/run-qemu" \
+        drydock run "$here/network-side-by-side.rhai" -p "image=$image" -p "backend=$backend" || status=$?
+      echo "$status" > "/tmp/rc.$backend"; } 2>&1 | cat
     [ "$(cat "/tmp/rc.$backend")" = 0 ] || rc=1
 done
 exit $rc
