@@ -164,6 +164,9 @@ impl Executor {
         let mut queue: Vec<usize> = (0..n).filter(|i| results[*i].is_none()).collect();
         queue.reverse();
         let mut running: Vec<Running> = Vec::new();
+        // Targets whose runner thread said it ended (joined next).
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
+        let mut ended = std::collections::HashSet::new();
         let mut stopped: Option<String> = None;
         let mut cancelled = false;
         loop {
@@ -244,8 +247,12 @@ impl Executor {
                 let exec = me.clone();
                 let obs = observer.clone();
                 let cid = child.clone();
+                let done = done_tx.clone();
                 let handle = std::thread::spawn(move || {
-                    exec.run_at_depth(&cid, obs, RunOptions::default(), depth + 1)
+                    let r = exec.run_at_depth(&cid, obs, RunOptions::default(), depth + 1);
+                    // Wakes the loop below (which joins this thread).
+                    let _ = done.send(i);
+                    r
                 });
                 running.push(Running {
                     index: i,
@@ -254,9 +261,12 @@ impl Executor {
                     handle,
                 });
             }
+            while let Ok(i) = done_rx.try_recv() {
+                ended.insert(i);
+            }
             let mut still = Vec::new();
             for r in running.drain(..) {
-                if !r.handle.is_finished() {
+                if !ended.remove(&r.index) && !r.handle.is_finished() {
                     still.push(r);
                     continue;
                 }
@@ -312,7 +322,13 @@ impl Executor {
             if running.is_empty() && (queue.is_empty() || stopped.is_some()) {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Until a target ends (the next starts at once), looking again
+            // at least every 100 ms.
+            if !running.is_empty() {
+                if let Ok(i) = done_rx.recv_timeout(Duration::from_millis(100)) {
+                    ended.insert(i);
+                }
+            }
         }
         let summary: Vec<serde_json::Value> = spec
             .targets
