@@ -18,6 +18,7 @@ pub mod network;
 pub mod network_interfaces;
 pub mod params;
 pub mod recover;
+pub mod setup_network;
 pub mod rules;
 pub mod run;
 pub mod runbooks;
