@@ -154,6 +154,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             remove,
         }) => commands::setup_network::setup(&ctx, &users, &uplinks, remove),
         Command::Host(cli::HostCommand::NetworkAgent) => commands::setup_network::agent(),
+        Command::Host(cli::HostCommand::SshProxy { vpc, addr }) => {
+            commands::ssh::proxy(&ctx, &vpc, &addr)
+        }
         Command::Console(args) => commands::console::attach(&ctx, args),
         Command::Ssh(args) => commands::ssh::run(&ctx, args),
         Command::HostInfo => commands::host::host_info(&ctx),

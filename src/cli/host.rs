@@ -96,6 +96,10 @@ pub enum HostCommand {
     /// The network agent itself (started by `setup-network`)
     #[command(hide = true)]
     NetworkAgent,
+    /// `drydock ssh`'s ProxyCommand without CAP_NET_ADMIN: a connection to ADDR inside VPC's
+    /// namespace, made by the network agent, carried over stdin/stdout
+    #[command(hide = true)]
+    SshProxy { vpc: String, addr: String },
 }
 
 #[derive(Debug, Subcommand)]
