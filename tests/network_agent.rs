@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,33 @@ fn json_as(dd: &Drydock, user: &OsUser, args: &[&str]) -> (i32, Value) {
     let out = dd.run_as(user, &all);
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), v)
+}
+
+/// Runs `cmd`, killed after `limit` (a guest's SSH server stalled).
+fn run_for(mut cmd: Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let killer = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(200));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        // SAFETY: signals the process group this test started.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = killer.join();
+    out
 }
 
 #[test]
@@ -117,14 +145,9 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         err.contains("drydock host setup-network --user ddnet") && err.contains("--no-network"),
         "{err}"
     );
-    for i in json_as(&dd, &user, &["instances"]).1["instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let id = i["id"].as_str().unwrap();
-        let _ = dd.run_as(&user, &["--region", R, "instance", "terminate", id]);
-    }
+    // Refused before anything was made.
+    let (_, list) = json_as(&dd, &user, &["instances"]);
+    assert_eq!(list["instances"].as_array().map(Vec::len), Some(0), "{list}");
 
     // Only root sets it up.
     let out = dd.run_as(&user, &["host", "setup-network", "--user", "ddnet"]);
@@ -175,13 +198,26 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         std::thread::sleep(Duration::from_secs(3));
     }
 
-    // `drydock ssh` from the account: its connection made by the agent.
+    // `drydock ssh` from the account, its connection made by the agent:
+    // once the guest is at its login prompt (its SSH server set up).
+    let start = Instant::now();
+    loop {
+        let out = dd.run_as(&user, &["--region", R, "console-output", &id]);
+        if text(&out.stdout).contains(&format!("{id} login:")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "{}", text(&out.stdout));
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let key_s = key.display().to_string();
     let start = Instant::now();
     loop {
-        let out = dd.run_as(
-            &user,
-            &["--region", R, "ssh", &id, "-i", &key_s, "--", "cat", "/etc/hostname"],
+        let out = run_for(
+            dd.command_as(
+                &user,
+                &["--region", R, "ssh", &id, "-i", &key_s, "--", "cat", "/etc/hostname"],
+            ),
+            Duration::from_secs(60),
         );
         if out.status.code() == Some(0) {
             assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));

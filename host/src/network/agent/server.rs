@@ -94,7 +94,7 @@ pub fn check_data_dir(dir: &Path, uid: u32) -> Result<(), String> {
         std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve {shown}: {e}"))?;
     if canonical != dir {
         return Err(format!(
-            "{shown} goes through a symbolic link (it is {})",
+            "{shown} is not canonical: a symbolic link, `.` or `..` in it (it is {})",
             canonical.display()
         ));
     }
@@ -408,7 +408,7 @@ mod tests {
                 },
             },
         ));
-        assert!(e.contains("symbolic link"), "{e}");
+        assert!(e.contains("not canonical"), "{e}");
         let e = error_of(a.handle(
             me,
             Request::Release {
@@ -418,7 +418,7 @@ mod tests {
                 },
             },
         ));
-        assert!(e.contains("symbolic link") || e.contains("is "), "{e}");
+        assert!(e.contains("not canonical"), "{e}");
 
         // A namespace that is not there is not released (nor created by
         // anything but make_tap).
