@@ -245,7 +245,7 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     let other = Drydock::new();
     let root_dir = std::fs::canonicalize(other.dir.path()).unwrap();
     let reply = connect_as(&user, Path::new(SOCKET), &release(&root_dir));
-    assert!(reply.contains("not to the caller"), "{reply}");
+    assert!(reply.contains("not a data directory of the caller"), "{reply}");
     let reply = connect_as(&user, Path::new(SOCKET), "{\"op\":\"make_tap\"");
     assert!(reply.contains("error"), "{reply}");
 

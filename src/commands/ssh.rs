@@ -156,11 +156,29 @@ pub fn proxy(ctx: &Context, vpc_id: &str, addr: &str) -> Result<i32, CliError> {
         .try_clone()
         .map_err(|e| CliError::failure(e.to_string()))?;
     let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_guest);
+        let _ = pump(&mut std::io::stdin().lock(), &mut to_guest);
         let _ = to_guest.shutdown(std::net::Shutdown::Write);
     });
     let mut from_guest = stream;
-    let _ = std::io::copy(&mut from_guest, &mut std::io::stdout().lock());
+    let _ = pump(&mut from_guest, &mut std::io::stdout().lock());
     drop(up);
     Ok(0)
+}
+
+/// Copies until end of input, each chunk written and flushed as it
+/// comes. Not `std::io::copy`: between a socket and a pipe it splices, and
+/// a blocking splice from the socket holds the pipe's lock while it waits,
+/// so ssh cannot read what was already passed on (both ends then wait).
+fn pump(from: &mut impl std::io::Read, to: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+    }
 }
