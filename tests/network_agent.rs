@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::os_users::{connect_as, os_user, OsUser};
 use common::guest::image_cache;
+use common::os_users::{connect_as, os_user, OsUser};
 use common::{assert_code, bin, text, vm_lock, Drydock};
 use serde_json::Value;
 
@@ -103,7 +103,12 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     for e in std::fs::read_dir(image_cache()).unwrap() {
         let e = e.unwrap();
         if e.file_name().to_string_lossy().starts_with("build-") {
-            let ok = Command::new("cp").arg("-a").arg(e.path()).arg(&cache).status().unwrap();
+            let ok = Command::new("cp")
+                .arg("-a")
+                .arg(e.path())
+                .arg(&cache)
+                .status()
+                .unwrap();
             assert!(ok.success());
         }
     }
@@ -115,10 +120,19 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     assert_code(&out, 0);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let img = v["image"]["id"].as_str().unwrap().to_string();
-    let ok = Command::new("chmod").args(["-R", "a+rX"]).arg(&cache).status().unwrap();
+    let ok = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&cache)
+        .status()
+        .unwrap();
     assert!(ok.success());
     for (p, mode) in [(top.to_path_buf(), "0755"), (dd.work(), "0777")] {
-        assert!(Command::new("chmod").arg(mode).arg(&p).status().unwrap().success());
+        assert!(Command::new("chmod")
+            .arg(mode)
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success());
     }
     let data = dd.data_dir();
     assert!(Command::new("chown")
@@ -135,10 +149,16 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         let ns = v["vpcs"][0]["namespace"].as_str().unwrap().to_string();
         ns[..ns.len() - ns.rsplit('-').next().unwrap().len() - 4].to_string()
     };
-    assert!(prefix.starts_with("drydock-") && prefix.ends_with('-'), "{prefix}");
+    assert!(
+        prefix.starts_with("drydock-") && prefix.ends_with('-'),
+        "{prefix}"
+    );
 
     // Without the agent: refused with the fix, exit 2.
-    let out = dd.run_as(&user, &["--region", R, "instance", "launch", "--image", &img]);
+    let out = dd.run_as(
+        &user,
+        &["--region", R, "instance", "launch", "--image", &img],
+    );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -147,12 +167,20 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     );
     // Refused before anything was made.
     let (_, list) = json_as(&dd, &user, &["instances"]);
-    assert_eq!(list["instances"].as_array().map(Vec::len), Some(0), "{list}");
+    assert_eq!(
+        list["instances"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
 
     // Only root sets it up.
     let out = dd.run_as(&user, &["host", "setup-network", "--user", "ddnet"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("must run as root"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("must run as root"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let guard = AgentGuard;
     let out = setup_network(&["--user", "ddnet"]);
@@ -169,12 +197,24 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pubkey = format!("{}.pub", key.display());
     for f in [key.display().to_string(), pubkey.clone()] {
-        assert!(Command::new("chown").args([&user.name, &f]).status().unwrap().success());
+        assert!(Command::new("chown")
+            .args([&user.name, &f])
+            .status()
+            .unwrap()
+            .success());
     }
     let out = dd.run_as(
         &user,
         &[
-            "--json", "--region", R, "instance", "launch", "--image", &img, "--ssh-key", &pubkey,
+            "--json",
+            "--region",
+            R,
+            "instance",
+            "launch",
+            "--image",
+            &img,
+            "--ssh-key",
+            &pubkey,
         ],
     );
     assert_code(&out, 0);
@@ -206,7 +246,11 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         if text(&out.stdout).contains(&format!("{id} login:")) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "{}", text(&out.stdout));
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{}",
+            text(&out.stdout)
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let key_s = key.display().to_string();
@@ -215,7 +259,17 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         let out = run_for(
             dd.command_as(
                 &user,
-                &["--region", R, "ssh", &id, "-i", &key_s, "--", "cat", "/etc/hostname"],
+                &[
+                    "--region",
+                    R,
+                    "ssh",
+                    &id,
+                    "-i",
+                    &key_s,
+                    "--",
+                    "cat",
+                    "/etc/hostname",
+                ],
             ),
             Duration::from_secs(60),
         );
@@ -235,8 +289,7 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     let vpc_id = ns[0].strip_prefix(&prefix).unwrap();
     let canon = std::fs::canonicalize(&data).unwrap();
     let release = |dir: &Path| {
-        serde_json::json!({"op": "release", "vpc": {"data_dir": dir, "vpc_id": vpc_id}})
-            .to_string()
+        serde_json::json!({"op": "release", "vpc": {"data_dir": dir, "vpc_id": vpc_id}}).to_string()
     };
     let reply = connect_as(&stranger, Path::new(SOCKET), &release(&canon));
     assert!(reply.contains("may not use the network agent"), "{reply}");
@@ -245,7 +298,10 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     let other = Drydock::new();
     let root_dir = std::fs::canonicalize(other.dir.path()).unwrap();
     let reply = connect_as(&user, Path::new(SOCKET), &release(&root_dir));
-    assert!(reply.contains("not a data directory of the caller"), "{reply}");
+    assert!(
+        reply.contains("not a data directory of the caller"),
+        "{reply}"
+    );
     let reply = connect_as(&user, Path::new(SOCKET), "{\"op\":\"make_tap\"");
     assert!(reply.contains("error"), "{reply}");
 
@@ -263,13 +319,19 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     }
 
     // --remove stops the agent.
-    let pid: i32 = std::fs::read_to_string(PIDFILE).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(PIDFILE)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let out = setup_network(&["--remove"]);
     assert_code(&out, 0);
     assert!(!Path::new(SOCKET).exists());
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.contains(") Z")
-    });
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists() || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.contains(") Z")
+        }
+    );
     drop(guard);
 }

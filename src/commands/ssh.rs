@@ -113,11 +113,7 @@ pub fn run(ctx: &Context, args: SshArgs) -> Result<i32, CliError> {
             "-o",
         ])
         .arg(&proxy)
-        .args([
-            "-o",
-            "ProxyJump=none",
-            "-o",
-        ])
+        .args(["-o", "ProxyJump=none", "-o"])
         .arg(format!("HostKeyAlias={id}"));
     if let Some(key) = &args.identity {
         cmd.arg("-i").arg(key);

@@ -77,12 +77,7 @@ const MAX_CONNECTIONS: usize = 16;
 
 /// Starts the metadata service of `instance` (address `ip`) in the
 /// namespace of VPC `vpc_id`.
-pub fn start(
-    data_dir: &Path,
-    vpc_id: &str,
-    instance: &str,
-    ip: Ipv4Addr,
-) -> std::io::Result<Imds> {
+pub fn start(data_dir: &Path, vpc_id: &str, instance: &str, ip: Ipv4Addr) -> std::io::Result<Imds> {
     let port = port_for(ip);
     let listener: TcpListener = super::listen(data_dir, vpc_id, SocketAddr::from((ADDRESS, port)))?;
     listener.set_nonblocking(true)?;

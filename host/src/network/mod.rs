@@ -252,15 +252,22 @@ fn write_firewall(ops: &dyn NetworkOps, data_dir: &Path, vpc: &VpcRef) -> Result
 /// do while no instance of the VPC runs (the next start writes them).
 pub fn refresh_firewall(data_dir: &Path, vpc_id: &str) -> Result<(), HostError> {
     let ns = namespace_name(data_dir, vpc_id);
-    if !Path::new(NETNS_DIR).join(&ns).exists() {
+    // Without privilege /run/netns may be unreadable: the agent knows (and
+    // does nothing for a namespace that is not there); without an agent
+    // there is no namespace of ours to update.
+    let Some(ops) = operations_if_any() else {
         return Ok(());
-    }
-    let ops = operations()?;
+    };
     let _lock = VpcLock::take(data_dir, vpc_id)?;
-    if !Path::new(NETNS_DIR).join(&ns).exists() {
+    if ops::privileged() && !Path::new(NETNS_DIR).join(&ns).exists() {
         return Ok(());
     }
     write_firewall(ops.as_ref(), data_dir, &VpcRef::new(data_dir, vpc_id))
+}
+
+/// [`operations`], or none when neither root nor the agent is there.
+fn operations_if_any() -> Option<Box<dyn NetworkOps>> {
+    operations().ok()
 }
 
 fn needs_privilege(detail: String) -> HostError {
@@ -275,10 +282,12 @@ fn needs_privilege(detail: String) -> HostError {
 /// instance stopped). Returns whether it was removed.
 pub fn release_if_idle(data_dir: &Path, vpc_id: &str) -> Result<bool, HostError> {
     let ns = namespace_name(data_dir, vpc_id);
-    if !Path::new(NETNS_DIR).join(&ns).exists() {
+    if ops::privileged() && !Path::new(NETNS_DIR).join(&ns).exists() {
         return Ok(false);
     }
-    let ops = operations()?;
+    let Some(ops) = operations_if_any() else {
+        return Ok(false);
+    };
     let _lock = VpcLock::take(data_dir, vpc_id)?;
     ops.release(&VpcRef::new(data_dir, vpc_id))
         .map_err(HostError::Vmm)
@@ -290,7 +299,10 @@ pub fn release_if_idle(data_dir: &Path, vpc_id: &str) -> Result<bool, HostError>
 pub fn sweep(data_dir: &Path) -> Result<Vec<String>, HostError> {
     let prefix = namespace_prefix(data_dir);
     let mut removed = Vec::new();
-    for ns in namespaces().map_err(|e| HostError::io("list", Path::new(NETNS_DIR), e))? {
+    let Some(ops) = operations_if_any() else {
+        return Ok(removed);
+    };
+    for ns in ops.namespaces(data_dir).map_err(HostError::Vmm)? {
         let Some(vpc_id) = ns.strip_prefix(&prefix) else {
             continue;
         };
@@ -310,18 +322,16 @@ pub fn connect(
     addr: SocketAddr,
     timeout: Duration,
 ) -> std::io::Result<TcpStream> {
-    let ops = operations().map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
-    })?;
+    let ops = operations()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
     ops.connect(&VpcRef::new(data_dir, vpc_id), addr, timeout)
 }
 
 /// A TCP listener bound to `addr` inside a VPC's namespace (the metadata
 /// service's).
 pub fn listen(data_dir: &Path, vpc_id: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let ops = operations().map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
-    })?;
+    let ops = operations()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
     ops.listen(&VpcRef::new(data_dir, vpc_id), addr)
 }
 

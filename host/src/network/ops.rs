@@ -71,9 +71,16 @@ pub trait NetworkOps: Send + Sync {
     fn write_firewall(&self, req: &FirewallRequest) -> Result<(), String>;
     /// Removes the VPC's namespace if no TAP is left; whether it did.
     fn release(&self, vpc: &VpcRef) -> Result<bool, String>;
+    /// The namespaces of `data_dir`'s VPCs on this machine (the agent's:
+    /// those it made for the caller).
+    fn namespaces(&self, data_dir: &Path) -> Result<Vec<String>, String>;
     /// A TCP connection made inside the VPC's namespace.
-    fn connect(&self, vpc: &VpcRef, addr: SocketAddr, timeout: Duration)
-        -> std::io::Result<TcpStream>;
+    fn connect(
+        &self,
+        vpc: &VpcRef,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<TcpStream>;
     /// A TCP listener bound inside the VPC's namespace.
     fn listen(&self, vpc: &VpcRef, addr: SocketAddr) -> std::io::Result<TcpListener>;
 }
@@ -135,6 +142,15 @@ impl NetworkOps for Direct {
 
     fn release(&self, vpc: &VpcRef) -> Result<bool, String> {
         netns::remove_if_idle(&vpc.namespace())
+    }
+
+    fn namespaces(&self, data_dir: &Path) -> Result<Vec<String>, String> {
+        let prefix = super::namespace_prefix(data_dir);
+        Ok(netns::namespaces()
+            .map_err(|e| format!("cannot list {}: {e}", netns::NETNS_DIR))?
+            .into_iter()
+            .filter(|ns| ns.starts_with(&prefix))
+            .collect())
     }
 
     fn connect(

@@ -79,6 +79,13 @@ impl NetworkOps for AgentClient {
             .map_err(|e| e.to_string())
     }
 
+    fn namespaces(&self, data_dir: &std::path::Path) -> Result<Vec<String>, String> {
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        self.ask(&Request::Namespaces { data_dir })
+            .map(|(r, _)| r.namespaces)
+            .map_err(|e| e.to_string())
+    }
+
     fn connect(
         &self,
         vpc: &VpcRef,

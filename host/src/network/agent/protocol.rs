@@ -25,6 +25,10 @@ pub enum Request {
     Release {
         vpc: VpcRef,
     },
+    /// The namespaces the agent made for the caller of this data directory.
+    Namespaces {
+        data_dir: std::path::PathBuf,
+    },
     Connect {
         vpc: VpcRef,
         addr: SocketAddr,
@@ -48,6 +52,9 @@ pub struct Reply {
     /// `release`: whether the namespace was removed.
     #[serde(default)]
     pub released: bool,
+    /// `namespaces`: their names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 impl Reply {

@@ -59,7 +59,9 @@ fn check_vpc_id(id: &str) -> Result<(), String> {
         Some(hex)
             if !hex.is_empty()
                 && hex.len() <= 32
-                && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
         {
             Ok(())
         }
@@ -75,7 +77,9 @@ fn check_link(name: &str, prefix: &str) -> Result<(), String> {
         Some(hex)
             if !hex.is_empty()
                 && hex.len() <= tail
-                && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
         {
             Ok(())
         }
@@ -121,6 +125,16 @@ impl Agent {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// Checks `vpc` for `uid`; whether its namespace is not there (nothing
+    /// to do for a release or a firewall).
+    fn gone(&self, uid: u32, vpc: &VpcRef) -> Result<bool, String> {
+        check_vpc_id(&vpc.vpc_id)?;
+        check_data_dir(&vpc.data_dir, uid)?;
+        Ok(!Path::new(crate::network::NETNS_DIR)
+            .join(vpc.namespace())
+            .exists())
     }
 
     /// Checks `vpc` for `uid` and returns its namespace's name. With
@@ -172,7 +186,7 @@ impl Agent {
                 Reply {
                     errno: e.raw_os_error(),
                     error: Some(e.to_string()),
-                    released: false,
+                    ..Reply::default()
                 },
                 None,
             ),
@@ -213,12 +227,19 @@ impl Agent {
             Request::WriteFirewall(req) => {
                 self.check_firewall(&req).map_err(refused)?;
                 let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                // No instance of the VPC runs: the next start writes it.
+                if self.gone(uid, &req.vpc).map_err(refused)? {
+                    return Ok((Reply::default(), None));
+                }
                 self.namespace_for(uid, &req.vpc, false).map_err(refused)?;
                 Direct.write_firewall(&req).map_err(std::io::Error::other)?;
                 Ok((Reply::default(), None))
             }
             Request::Release { vpc } => {
                 let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                if self.gone(uid, &vpc).map_err(refused)? {
+                    return Ok((Reply::default(), None));
+                }
                 let ns = self.namespace_for(uid, &vpc, false).map_err(refused)?;
                 let released = Direct.release(&vpc).map_err(std::io::Error::other)?;
                 if released || !Path::new(crate::network::NETNS_DIR).join(&ns).exists() {
@@ -227,6 +248,21 @@ impl Agent {
                 Ok((
                     Reply {
                         released,
+                        ..Reply::default()
+                    },
+                    None,
+                ))
+            }
+            Request::Namespaces { data_dir } => {
+                check_data_dir(&data_dir, uid).map_err(refused)?;
+                let prefix = crate::network::namespace_prefix(&data_dir);
+                let mine = crate::network::namespaces()?
+                    .into_iter()
+                    .filter(|ns| ns.starts_with(&prefix) && self.owner_of(ns) == Some(uid))
+                    .collect();
+                Ok((
+                    Reply {
+                        namespaces: mine,
                         ..Reply::default()
                     },
                     None,
@@ -244,9 +280,7 @@ impl Agent {
             }
             Request::Listen { vpc, addr } => {
                 if addr.ip() != IpAddr::V4(crate::network::imds::ADDRESS) || addr.port() == 0 {
-                    return Err(refused(format!(
-                        "{addr} is not a metadata service address"
-                    )));
+                    return Err(refused(format!("{addr} is not a metadata service address")));
                 }
                 self.namespace_for(uid, &vpc, false).map_err(refused)?;
                 let listener = Direct.listen(&vpc, addr)?;
@@ -282,7 +316,10 @@ fn serve_one(agent: &Agent, mut stream: UnixStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     let (reply, fd) = match peer_uid(&stream) {
-        Err(e) => (Reply::refused(format!("cannot tell who is asking: {e}")), None),
+        Err(e) => (
+            Reply::refused(format!("cannot tell who is asking: {e}")),
+            None,
+        ),
         Ok(uid) => match protocol::read_request(&mut stream) {
             Err(e) => (Reply::refused(e), None),
             Ok(req) => {
@@ -348,7 +385,14 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(check_vpc_id("vpc-0a1b").is_ok());
-        for bad in ["vpc-", "vpc-../x", "vpc-0A", "x-01", "vpc-0a\n", "vpc-0a/.."] {
+        for bad in [
+            "vpc-",
+            "vpc-../x",
+            "vpc-0A",
+            "x-01",
+            "vpc-0a\n",
+            "vpc-0a/..",
+        ] {
             assert!(check_vpc_id(bad).is_err(), "{bad}");
         }
         assert!(check_link("tap-0123456789a", "tap-").is_ok());
@@ -413,10 +457,12 @@ mod tests {
         ));
         assert!(e.contains("not a data directory of the caller"), "{e}");
 
-        // A namespace that is not there is not released (nor created by
-        // anything but make_tap).
-        let e = error_of(a.handle(me, release));
-        assert!(e.contains("is not there"), "{e}");
+        // A namespace that is not there: nothing to release.
+        let (reply, fd) = a.handle(me, release);
+        assert!(
+            reply.error.is_none() && !reply.released && fd.is_none(),
+            "{reply:?}"
+        );
 
         // Hostile names and addresses.
         let e = error_of(a.handle(

@@ -65,8 +65,7 @@ fn stop_agent() {
     // SAFETY: kill sends a signal to the agent's pid (checked above).
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(5)
-    {
+    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(5) {
         // Reap it if this process started it (a test does both).
         // SAFETY: waitpid with WNOHANG on a pid; no memory is touched.
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
@@ -145,7 +144,8 @@ pub fn setup(users: &[String], uplinks: &[String]) -> Result<String, HostError> 
         .spawn()
         .map_err(|e| HostError::Vmm(format!("cannot start the network agent: {e}")))?;
     let pid = child.id();
-    std::fs::write(super::pid_path(), format!("{pid}\n")).map_err(io("write", &super::pid_path()))?;
+    std::fs::write(super::pid_path(), format!("{pid}\n"))
+        .map_err(io("write", &super::pid_path()))?;
     let start = Instant::now();
     while !socket.exists() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -169,7 +169,11 @@ pub fn setup(users: &[String], uplinks: &[String]) -> Result<String, HostError> 
 pub fn remove() -> Result<String, HostError> {
     must_be_root("drydock host setup-network --remove")?;
     stop_agent();
-    for p in [super::socket_path(), super::pid_path(), super::CONFIG.into()] {
+    for p in [
+        super::socket_path(),
+        super::pid_path(),
+        super::CONFIG.into(),
+    ] {
         let _ = std::fs::remove_file(p);
     }
     let left = super::server::Agent::release_all(&super::owners_dir());
@@ -178,7 +182,7 @@ pub fn remove() -> Result<String, HostError> {
         Ok("network agent stopped and removed".into())
     } else {
         Ok(format!(
-            "network agent stopped and removed; namespaces still in use by running instances stay until they stop: {}",
+            "network agent stopped and removed; namespaces of instances still running stay (stop them, then `ip netns delete` these as root): {}",
             left.join(", ")
         ))
     }
