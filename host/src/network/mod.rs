@@ -36,8 +36,14 @@ use ops::{FirewallRequest, NetworkOps, TapRequest, VpcRef};
 /// `drydock-` and 8 hex digits of the data directory's path, so two data
 /// directories on one machine never share a network.
 pub fn namespace_prefix(data_dir: &Path) -> String {
-    use sha2::Digest;
     let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    exact_namespace_prefix(&path)
+}
+
+/// [`namespace_prefix`] of a path taken as it is (already canonical): the
+/// network agent checks the path once and names from what it checked.
+pub(crate) fn exact_namespace_prefix(path: &Path) -> String {
+    use sha2::Digest;
     let d = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
     format!("drydock-{:02x}{:02x}{:02x}{:02x}-", d[0], d[1], d[2], d[3])
 }

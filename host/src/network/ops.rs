@@ -118,26 +118,50 @@ fn plumb_uplink(ns: &str, vpc_id: &str, outside: Option<&str>) -> Result<Option<
     }
 }
 
-impl NetworkOps for Direct {
-    fn make_tap(&self, req: &TapRequest) -> Result<OwnedFd, String> {
-        let ns = req.vpc.namespace();
-        netns::ensure(&ns)?;
-        netns::enable_forwarding(&ns)?;
-        netns::ensure_bridge(&ns, &req.bridge, &req.gateway)?;
-        let tap = netns::in_namespace(&ns, || tap::open(&req.tap))
+/// The operations on a namespace named by the caller: the network agent
+/// names it once, from the data directory it checked, and acts on that
+/// name (a path resolved again could have changed in between).
+impl Direct {
+    pub(crate) fn make_tap_in(&self, ns: &str, req: &TapRequest) -> Result<OwnedFd, String> {
+        netns::ensure(ns)?;
+        netns::enable_forwarding(ns)?;
+        netns::ensure_bridge(ns, &req.bridge, &req.gateway)?;
+        let tap = netns::in_namespace(ns, || tap::open(&req.tap))
             .map_err(|e| format!("cannot make TAP {} in {ns}: {e}", req.tap))?;
-        netns::enslave(&ns, &req.tap, &req.bridge)?;
+        netns::enslave(ns, &req.tap, &req.bridge)?;
         Ok(tap)
     }
 
-    fn write_firewall(&self, req: &FirewallRequest) -> Result<(), String> {
-        let ns = req.vpc.namespace();
-        let uplink = plumb_uplink(&ns, &req.vpc.vpc_id, req.uplink.as_deref())?;
+    pub(crate) fn write_firewall_in(&self, ns: &str, req: &FirewallRequest) -> Result<(), String> {
+        let uplink = plumb_uplink(ns, &req.vpc.vpc_id, req.uplink.as_deref())?;
         let routing = firewall::Routing {
             private: req.private.iter().filter_map(|c| c.parse().ok()).collect(),
             uplink,
         };
-        firewall::apply(&ns, &firewall::render(&req.members, &req.groups, &routing))
+        firewall::apply(ns, &firewall::render(&req.members, &req.groups, &routing))
+    }
+
+    pub(crate) fn connect_in(
+        &self,
+        ns: &str,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<TcpStream> {
+        netns::in_namespace(ns, || TcpStream::connect_timeout(&addr, timeout))
+    }
+
+    pub(crate) fn listen_in(&self, ns: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        netns::in_namespace(ns, || TcpListener::bind(addr))
+    }
+}
+
+impl NetworkOps for Direct {
+    fn make_tap(&self, req: &TapRequest) -> Result<OwnedFd, String> {
+        self.make_tap_in(&req.vpc.namespace(), req)
+    }
+
+    fn write_firewall(&self, req: &FirewallRequest) -> Result<(), String> {
+        self.write_firewall_in(&req.vpc.namespace(), req)
     }
 
     fn release(&self, vpc: &VpcRef) -> Result<bool, String> {
@@ -159,13 +183,11 @@ impl NetworkOps for Direct {
         addr: SocketAddr,
         timeout: Duration,
     ) -> std::io::Result<TcpStream> {
-        netns::in_namespace(&vpc.namespace(), || {
-            TcpStream::connect_timeout(&addr, timeout)
-        })
+        self.connect_in(&vpc.namespace(), addr, timeout)
     }
 
     fn listen(&self, vpc: &VpcRef, addr: SocketAddr) -> std::io::Result<TcpListener> {
-        netns::in_namespace(&vpc.namespace(), || TcpListener::bind(addr))
+        self.listen_in(&vpc.namespace(), addr)
     }
 }
 

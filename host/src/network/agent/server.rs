@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::protocol::{self, Reply, Request};
 use super::Config;
-use crate::network::ops::{Direct, FirewallRequest, NetworkOps, TapRequest, VpcRef};
+use crate::network::ops::{Direct, FirewallRequest, TapRequest, VpcRef};
 
 /// Connections served at once; more are closed at once.
 const MAX_CLIENTS: usize = 32;
@@ -87,6 +87,16 @@ fn check_link(name: &str, prefix: &str) -> Result<(), String> {
     }
 }
 
+/// The namespace of `vpc` named from its data directory's path as given
+/// (checked canonical by [`check_data_dir`]), not resolved again.
+fn exact_namespace(vpc: &VpcRef) -> String {
+    format!(
+        "{}{}",
+        crate::network::exact_namespace_prefix(&vpc.data_dir),
+        vpc.vpc_id
+    )
+}
+
 /// The data directory must be the caller's: an absolute canonical path
 /// (no symbolic link, `.` or `..` in it) to a directory `uid` owns. Every
 /// failure reads the same, so the agent (root) tells nobody what exists
@@ -133,7 +143,7 @@ impl Agent {
         check_vpc_id(&vpc.vpc_id)?;
         check_data_dir(&vpc.data_dir, uid)?;
         Ok(!Path::new(crate::network::NETNS_DIR)
-            .join(vpc.namespace())
+            .join(exact_namespace(vpc))
             .exists())
     }
 
@@ -145,7 +155,7 @@ impl Agent {
     fn namespace_for(&self, uid: u32, vpc: &VpcRef, claim: bool) -> Result<String, String> {
         check_vpc_id(&vpc.vpc_id)?;
         check_data_dir(&vpc.data_dir, uid)?;
-        let ns = vpc.namespace();
+        let ns = exact_namespace(vpc);
         let exists = Path::new(crate::network::NETNS_DIR).join(&ns).exists();
         match (exists, self.owner_of(&ns)) {
             (true, Some(owner)) if owner == uid => Ok(ns),
@@ -213,14 +223,17 @@ impl Agent {
                     .parse()
                     .map_err(|_| refused(format!("`{gateway}` is not an address in CIDR form")))?;
                 let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                self.namespace_for(uid, &vpc, true).map_err(refused)?;
+                let ns = self.namespace_for(uid, &vpc, true).map_err(refused)?;
                 let fd = Direct
-                    .make_tap(&TapRequest {
-                        vpc,
-                        bridge,
-                        gateway: net.to_string(),
-                        tap,
-                    })
+                    .make_tap_in(
+                        &ns,
+                        &TapRequest {
+                            vpc,
+                            bridge,
+                            gateway: net.to_string(),
+                            tap,
+                        },
+                    )
                     .map_err(std::io::Error::other)?;
                 Ok((Reply::default(), Some(fd)))
             }
@@ -231,8 +244,10 @@ impl Agent {
                 if self.gone(uid, &req.vpc).map_err(refused)? {
                     return Ok((Reply::default(), None));
                 }
-                self.namespace_for(uid, &req.vpc, false).map_err(refused)?;
-                Direct.write_firewall(&req).map_err(std::io::Error::other)?;
+                let ns = self.namespace_for(uid, &req.vpc, false).map_err(refused)?;
+                Direct
+                    .write_firewall_in(&ns, &req)
+                    .map_err(std::io::Error::other)?;
                 Ok((Reply::default(), None))
             }
             Request::Release { vpc } => {
@@ -241,7 +256,8 @@ impl Agent {
                     return Ok((Reply::default(), None));
                 }
                 let ns = self.namespace_for(uid, &vpc, false).map_err(refused)?;
-                let released = Direct.release(&vpc).map_err(std::io::Error::other)?;
+                let released =
+                    crate::network::netns::remove_if_idle(&ns).map_err(std::io::Error::other)?;
                 if released || !Path::new(crate::network::NETNS_DIR).join(&ns).exists() {
                     let _ = std::fs::remove_file(self.owner_file(&ns));
                 }
@@ -255,7 +271,7 @@ impl Agent {
             }
             Request::Namespaces { data_dir } => {
                 check_data_dir(&data_dir, uid).map_err(refused)?;
-                let prefix = crate::network::namespace_prefix(&data_dir);
+                let prefix = crate::network::exact_namespace_prefix(&data_dir);
                 let mine = crate::network::namespaces()?
                     .into_iter()
                     .filter(|ns| ns.starts_with(&prefix) && self.owner_of(ns) == Some(uid))
@@ -273,17 +289,17 @@ impl Agent {
                 addr,
                 timeout_ms,
             } => {
-                self.namespace_for(uid, &vpc, false).map_err(refused)?;
+                let ns = self.namespace_for(uid, &vpc, false).map_err(refused)?;
                 let timeout = Duration::from_millis(timeout_ms.max(1)).min(MAX_CONNECT_TIMEOUT);
-                let stream = Direct.connect(&vpc, addr, timeout)?;
+                let stream = Direct.connect_in(&ns, addr, timeout)?;
                 Ok((Reply::default(), Some(OwnedFd::from(stream))))
             }
             Request::Listen { vpc, addr } => {
                 if addr.ip() != IpAddr::V4(crate::network::imds::ADDRESS) || addr.port() == 0 {
                     return Err(refused(format!("{addr} is not a metadata service address")));
                 }
-                self.namespace_for(uid, &vpc, false).map_err(refused)?;
-                let listener = Direct.listen(&vpc, addr)?;
+                let ns = self.namespace_for(uid, &vpc, false).map_err(refused)?;
+                let listener = Direct.listen_in(&ns, addr)?;
                 Ok((Reply::default(), Some(OwnedFd::from(listener))))
             }
         }
