@@ -238,6 +238,18 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         std::thread::sleep(Duration::from_secs(3));
     }
 
+    // The metadata service's listener, bound by the agent inside the
+    // namespace and held by the account's instance process.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns[0], "ss", "-Hltn"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("169.254.169.254:"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // `drydock ssh` from the account, its connection made by the agent:
     // once the guest is at its login prompt (its SSH server set up).
     let start = Instant::now();
