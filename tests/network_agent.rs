@@ -36,8 +36,14 @@ struct AgentGuard;
 impl Drop for AgentGuard {
     fn drop(&mut self) {
         let _ = setup_network(&["--remove"]);
+        for ns in UPLINKS {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+        }
     }
 }
+
+/// Namespaces outside drydock: the first one root allows as uplink.
+const UPLINKS: [&str; 2] = ["ddnet-up", "ddnet-up-other"];
 
 fn namespaces_of(prefix: &str) -> Vec<String> {
     std::fs::read_dir("/run/netns")
@@ -183,7 +189,15 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     );
 
     let guard = AgentGuard;
-    let out = setup_network(&["--user", "ddnet"]);
+    for ns in UPLINKS {
+        let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+        let out = Command::new("ip")
+            .args(["netns", "add", ns])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = setup_network(&["--user", "ddnet", "--uplink", UPLINKS[0]]);
     assert_code(&out, 0);
     assert!(Path::new(SOCKET).exists());
 
@@ -297,8 +311,32 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
         std::thread::sleep(Duration::from_secs(3));
     }
 
+    // An uplink root allowed is plumbed by the agent; another is refused
+    // (and the VPC keeps the one it had).
+    let vpc_id = ns[0].strip_prefix(&prefix).unwrap().to_string();
+    let out = dd.run_as(&user, &["vpc", "uplink", &vpc_id, "--netns", UPLINKS[0]]);
+    assert_code(&out, 0);
+    let out = Command::new("ip")
+        .args(["-n", UPLINKS[0], "-br", "link"])
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("dd-"), "{}", text(&out.stdout));
+    let out = dd.run_as(&user, &["vpc", "uplink", &vpc_id, "--netns", UPLINKS[1]]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("not one root allowed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new("ip")
+        .args(["-n", UPLINKS[1], "-br", "link"])
+        .output()
+        .unwrap();
+    assert!(!text(&out.stdout).contains("dd-"), "{}", text(&out.stdout));
+    let out = dd.run_as(&user, &["vpc", "uplink", &vpc_id, "--none"]);
+    assert_code(&out, 0);
+
     // The agent refuses an account root did not name…
-    let vpc_id = ns[0].strip_prefix(&prefix).unwrap();
     let canon = std::fs::canonicalize(&data).unwrap();
     let release = |dir: &Path| {
         serde_json::json!({"op": "release", "vpc": {"data_dir": dir, "vpc_id": vpc_id}}).to_string()
