@@ -377,6 +377,7 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     let out = setup_network(&["--remove"]);
     assert_code(&out, 0);
     assert!(!Path::new(SOCKET).exists());
+    assert!(!Path::new("/etc/drydock/network-agent.json").exists());
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists() || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -179,6 +179,9 @@ pub fn remove() -> Result<String, HostError> {
     let left = super::server::Agent::release_all(&super::owners_dir());
     if left.is_empty() {
         let _ = std::fs::remove_dir_all(super::owners_dir());
+        let _ = std::fs::remove_file(super::log_path());
+        // Only when nothing else of drydock's is in it.
+        let _ = std::fs::remove_dir(super::RUN_DIR);
         Ok("network agent stopped and removed".into())
     } else {
         Ok(format!(
