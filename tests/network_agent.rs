@@ -201,6 +201,40 @@ fn an_unprivileged_account_gets_networks_through_the_agent_root_set_up() {
     assert_code(&out, 0);
     assert!(Path::new(SOCKET).exists());
 
+    // An account root did not name is told so at launch, nothing made.
+    let theirs = Drydock::new();
+    let ok = Command::new("chmod")
+        .arg("0755")
+        .arg(theirs.dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::create_dir(theirs.data_dir()).unwrap();
+    let ok = Command::new("chown")
+        .arg(&stranger.name)
+        .arg(theirs.data_dir())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = theirs
+        .command_as(&stranger, &["--json", "--region", R, "image", "build"])
+        .env("DRYDOCK_IMAGE_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let their_img = v["image"]["id"].as_str().unwrap().to_string();
+    let out = theirs.run_as(
+        &stranger,
+        &["--region", R, "instance", "launch", "--image", &their_img],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("may not use the network agent"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Now the account launches an instance with a network.
     let key = dd.work().join("id_ed25519");
     let out = Command::new("ssh-keygen")

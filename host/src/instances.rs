@@ -49,7 +49,7 @@ impl Host {
         // Who makes its network (this process as root, or the network
         // agent) is known before anything is made.
         if req.network {
-            crate::network::operations()?;
+            crate::network::check_available(&self.data_dir)?;
         }
         let subnet = match &req.subnet_id {
             Some(sid) => {
@@ -197,7 +197,7 @@ impl Host {
             InstanceState::Running => return Ok(i),
             InstanceState::Stopped => {
                 if !store.interfaces(id)?.is_empty() {
-                    crate::network::operations()?;
+                    crate::network::check_available(&self.data_dir)?;
                 }
                 if !store
                     .attached(id)?

@@ -186,6 +186,17 @@ pub fn operations() -> Result<Box<dyn NetworkOps>, HostError> {
     Err(HostError::Invalid(no_privilege_message()))
 }
 
+/// Whether instances of `data_dir` can get networks here: checked by a
+/// launch and a start before anything is made, so that an account without
+/// privilege that the agent does not serve is told at once (exit 2).
+pub fn check_available(data_dir: &Path) -> Result<(), HostError> {
+    let ops = operations()?;
+    if !ops::privileged() {
+        ops.namespaces(data_dir).map_err(HostError::Invalid)?;
+    }
+    Ok(())
+}
+
 fn no_privilege_message() -> String {
     let user = current_user_name();
     format!(
