@@ -176,6 +176,10 @@ pub fn remove() -> Result<String, HostError> {
     ] {
         let _ = std::fs::remove_file(p);
     }
+    // /etc/drydock, if the configuration was all it held.
+    if let Some(dir) = Path::new(super::CONFIG).parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
     let left = super::server::Agent::release_all(&super::owners_dir());
     if left.is_empty() {
         let _ = std::fs::remove_dir_all(super::owners_dir());
