@@ -148,6 +148,15 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Host(cli::HostCommand::Recover { no_resume }) => {
             commands::recover::run(&ctx, no_resume)
         }
+        Command::Host(cli::HostCommand::SetupNetwork {
+            users,
+            uplinks,
+            remove,
+        }) => commands::setup_network::setup(&ctx, &users, &uplinks, remove),
+        Command::Host(cli::HostCommand::NetworkAgent) => commands::setup_network::agent(),
+        Command::Host(cli::HostCommand::SshProxy { vpc, addr }) => {
+            commands::ssh::proxy(&ctx, &vpc, &addr)
+        }
         Command::Console(args) => commands::console::attach(&ctx, args),
         Command::Ssh(args) => commands::ssh::run(&ctx, args),
         Command::HostInfo => commands::host::host_info(&ctx),

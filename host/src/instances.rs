@@ -46,6 +46,11 @@ impl Host {
                 "an instance launched without a network has no subnet or security groups; drop --no-network or them".into(),
             ));
         }
+        // Who makes its network (this process as root, or the network
+        // agent) is known before anything is made.
+        if req.network {
+            crate::network::check_available(&self.data_dir)?;
+        }
         let subnet = match &req.subnet_id {
             Some(sid) => {
                 let subnet = store.subnet(sid)?;
@@ -191,6 +196,9 @@ impl Host {
         match i.state {
             InstanceState::Running => return Ok(i),
             InstanceState::Stopped => {
+                if !store.interfaces(id)?.is_empty() {
+                    crate::network::check_available(&self.data_dir)?;
+                }
                 if !store
                     .attached(id)?
                     .iter()

@@ -79,6 +79,27 @@ pub enum HostCommand {
         #[arg(long)]
         no_resume: bool,
     },
+    /// Run as root once: start the network agent, which makes instance networks (namespaces,
+    /// bridges, TAPs, firewall rules) for the named accounts, so they launch instances with a
+    /// network without being root
+    SetupNetwork {
+        /// An account the agent serves (repeatable)
+        #[arg(long = "user", value_name = "NAME", required_unless_present = "remove")]
+        users: Vec<String>,
+        /// A namespace outside drydock those accounts' VPCs may have as uplink (repeatable)
+        #[arg(long = "uplink", value_name = "NAMESPACE")]
+        uplinks: Vec<String>,
+        /// Stop the agent and remove what it made
+        #[arg(long, conflicts_with_all = ["users", "uplinks"])]
+        remove: bool,
+    },
+    /// The network agent itself (started by `setup-network`)
+    #[command(hide = true)]
+    NetworkAgent,
+    /// `drydock ssh`'s ProxyCommand without CAP_NET_ADMIN: a connection to ADDR inside VPC's
+    /// namespace, made by the network agent, carried over stdin/stdout
+    #[command(hide = true)]
+    SshProxy { vpc: String, addr: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,6 +25,7 @@ pub mod schedules;
 pub mod security_groups;
 pub mod serve;
 pub mod serve_socket;
+pub mod setup_network;
 pub mod ssh;
 pub mod status_checks;
 pub mod tokens;

@@ -33,7 +33,7 @@ pub struct Routing {
 }
 
 /// One interface as the firewall sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub interface_id: String,
     pub tap: String,

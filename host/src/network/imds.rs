@@ -75,12 +75,11 @@ struct Service {
 /// Connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 16;
 
-/// Starts the metadata service of `instance` (address `ip`) in namespace
-/// `ns`.
-pub fn start(data_dir: &Path, ns: &str, instance: &str, ip: Ipv4Addr) -> std::io::Result<Imds> {
+/// Starts the metadata service of `instance` (address `ip`) in the
+/// namespace of VPC `vpc_id`.
+pub fn start(data_dir: &Path, vpc_id: &str, instance: &str, ip: Ipv4Addr) -> std::io::Result<Imds> {
     let port = port_for(ip);
-    let listener =
-        super::netns::in_namespace(ns, || TcpListener::bind(SocketAddr::from((ADDRESS, port))))?;
+    let listener: TcpListener = super::listen(data_dir, vpc_id, SocketAddr::from((ADDRESS, port)))?;
     listener.set_nonblocking(true)?;
     let service = Arc::new(Service {
         store: Mutex::new(HostStore::open(data_dir).ok()),

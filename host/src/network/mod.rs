@@ -9,14 +9,19 @@
 //! addresses on the machine's own interfaces.
 //!
 //! Plumbing goes through the kernel's own tool, iproute2's `ip`, and
-//! /dev/net/tun; it needs CAP_NET_ADMIN (root).
+//! /dev/net/tun; it needs CAP_NET_ADMIN (root). Every privileged step is
+//! one of [`ops::NetworkOps`]: done here as root, or asked of the network
+//! agent ([`agent`]) that `drydock host setup-network` starts for the
+//! accounts root allows.
 
+pub mod agent;
 pub mod firewall;
 pub mod imds;
 mod netns;
+pub mod ops;
 mod tap;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,13 +30,20 @@ use crate::store::{InterfaceRecord, SubnetRecord};
 use crate::HostError;
 
 pub use netns::{namespaces, NETNS_DIR};
+use ops::{FirewallRequest, NetworkOps, TapRequest, VpcRef};
 
 /// The first part of every namespace name of `data_dir`'s VPCs:
 /// `drydock-` and 8 hex digits of the data directory's path, so two data
 /// directories on one machine never share a network.
 pub fn namespace_prefix(data_dir: &Path) -> String {
-    use sha2::Digest;
     let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    exact_namespace_prefix(&path)
+}
+
+/// [`namespace_prefix`] of a path taken as it is (already canonical): the
+/// network agent checks the path once and names from what it checked.
+pub(crate) fn exact_namespace_prefix(path: &Path) -> String {
+    use sha2::Digest;
     let d = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
     format!("drydock-{:02x}{:02x}{:02x}{:02x}-", d[0], d[1], d[2], d[3])
 }
@@ -65,13 +77,13 @@ pub fn uplink_name(vpc_id: &str) -> String {
 }
 
 /// The uplink's other end, in the outside namespace.
-fn uplink_peer_name(vpc_id: &str) -> String {
+pub(crate) fn uplink_peer_name(vpc_id: &str) -> String {
     link_name("dd-", vpc_id)
 }
 
 /// The uplink's /30 out of 100.64.0.0/10 (shared address space, never a
 /// VPC's): (the VPC's end, the outside's end).
-fn uplink_addresses(vpc_id: &str) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+pub(crate) fn uplink_addresses(vpc_id: &str) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
     use sha2::Digest;
     let d = sha2::Sha256::digest(vpc_id.as_bytes());
     let block = u32::from_be_bytes([0, d[0], d[1], d[2]]) & 0x000f_ffff;
@@ -80,43 +92,6 @@ fn uplink_addresses(vpc_id: &str) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
         std::net::Ipv4Addr::from(base + 2),
         std::net::Ipv4Addr::from(base + 1),
     )
-}
-
-/// Builds or removes the VPC's uplink as its record says (call holding the
-/// VPC's lock, the namespace made). Returns the uplink's link name when
-/// there is one.
-fn plumb_uplink(ns: &str, vpc: &crate::store::VpcRecord) -> Result<Option<String>, HostError> {
-    let inner = uplink_name(&vpc.id);
-    // Read back from the database: checked again before it names a path.
-    let uplink = vpc
-        .uplink
-        .as_ref()
-        .filter(|u| crate::vpcs::check_uplink(u).is_ok());
-    match uplink {
-        Some(outside) if netns::namespace_exists(outside) => {
-            let (mine, theirs) = uplink_addresses(&vpc.id);
-            netns::ensure_uplink(
-                ns,
-                &inner,
-                &format!("{mine}/30"),
-                outside,
-                &uplink_peer_name(&vpc.id),
-                &format!("{theirs}/30"),
-                &theirs.to_string(),
-            )
-            .map_err(needs_privilege)?;
-            Ok(Some(inner))
-        }
-        Some(outside) => {
-            tracing::warn!(vpc = %vpc.id, "the uplink namespace {outside} is not there: the VPC has no way out");
-            netns::remove_link(ns, &inner).map_err(HostError::Vmm)?;
-            Ok(None)
-        }
-        None => {
-            netns::remove_link(ns, &inner).map_err(HostError::Vmm)?;
-            Ok(None)
-        }
-    }
 }
 
 fn lock_path(data_dir: &Path, vpc_id: &str) -> PathBuf {
@@ -172,18 +147,18 @@ pub fn attach(
     iface: &InterfaceRecord,
     subnet: &SubnetRecord,
 ) -> Result<AttachedInterface, HostError> {
+    let ops = operations()?;
     let _lock = VpcLock::take(data_dir, &iface.vpc_id)?;
-    let ns = namespace_name(data_dir, &iface.vpc_id);
-    netns::ensure(&ns).map_err(needs_privilege)?;
-    netns::enable_forwarding(&ns).map_err(needs_privilege)?;
-    let bridge = bridge_name(&subnet.id);
-    let gateway = format!("{}/{}", subnet.gateway(), subnet.net().prefix_len());
-    netns::ensure_bridge(&ns, &bridge, &gateway).map_err(needs_privilege)?;
-    let tap_name = tap_name(&iface.id);
-    let tap = netns::in_namespace(&ns, || tap::open(&tap_name))
-        .map_err(|e| needs_privilege(format!("cannot make TAP {tap_name} in {ns}: {e}")))?;
-    netns::enslave(&ns, &tap_name, &bridge).map_err(needs_privilege)?;
-    write_firewall(data_dir, &ns, &iface.vpc_id)?;
+    let vpc = VpcRef::new(data_dir, &iface.vpc_id);
+    let tap = ops
+        .make_tap(&TapRequest {
+            vpc: vpc.clone(),
+            bridge: bridge_name(&subnet.id),
+            gateway: format!("{}/{}", subnet.gateway(), subnet.net().prefix_len()),
+            tap: tap_name(&iface.id),
+        })
+        .map_err(needs_privilege)?;
+    write_firewall(ops.as_ref(), data_dir, &vpc)?;
     let guest_config = format!(
         "NET_MAC={}\nNET_ADDRESS={}/{}\nNET_GATEWAY={}\n",
         iface.mac,
@@ -198,24 +173,71 @@ pub fn attach(
     })
 }
 
+/// Who does the privileged operations: this process when it may (root),
+/// else the network agent when `drydock host setup-network` started one;
+/// without either, the error says how to get one.
+pub fn operations() -> Result<Box<dyn NetworkOps>, HostError> {
+    if ops::privileged() {
+        return Ok(Box::new(ops::Direct));
+    }
+    if agent::client::available() {
+        return Ok(Box::new(agent::client::AgentClient::default()));
+    }
+    Err(HostError::Invalid(no_privilege_message()))
+}
+
+/// Whether instances of `data_dir` can get networks here: checked by a
+/// launch and a start before anything is made, so that an account without
+/// privilege that the agent does not serve is told at once (exit 2).
+pub fn check_available(data_dir: &Path) -> Result<(), HostError> {
+    let ops = operations()?;
+    if !ops::privileged() {
+        ops.namespaces(data_dir).map_err(HostError::Invalid)?;
+    }
+    Ok(())
+}
+
+fn no_privilege_message() -> String {
+    let user = current_user_name();
+    format!(
+        "instance networks need CAP_NET_ADMIN, and no network agent runs on this host: have root run `drydock host setup-network --user {user}` once (it starts the agent that makes networks for that account), run drydock as root, or launch the instance with --no-network (only its serial console reaches it)"
+    )
+}
+
+/// The name of the account this process runs as (its uid if unknown).
+fn current_user_name() -> String {
+    // SAFETY: getuid has no preconditions; getpwuid returns a pointer to
+    // static storage (or null), read at once and copied.
+    unsafe {
+        let uid = libc::getuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return uid.to_string();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 /// Writes the VPC's security groups into its namespace (call holding the
 /// VPC's lock).
-fn write_firewall(data_dir: &Path, ns: &str, vpc_id: &str) -> Result<(), HostError> {
+fn write_firewall(ops: &dyn NetworkOps, data_dir: &Path, vpc: &VpcRef) -> Result<(), HostError> {
     let store = crate::store::HostStore::open(data_dir)?;
-    let vpc = store.vpc(vpc_id)?;
-    let uplink = plumb_uplink(ns, &vpc)?;
-    let routing = firewall::Routing {
-        private: store
-            .vpc_subnets(vpc_id)?
-            .iter()
-            .filter(|s| s.kind == crate::store::SubnetKind::Private)
-            .map(|s| s.net())
-            .collect(),
-        uplink,
-    };
+    let record = store.vpc(&vpc.vpc_id)?;
+    // Read back from the database: checked again before it names a path.
+    let uplink = record
+        .uplink
+        .filter(|u| crate::vpcs::check_uplink(u).is_ok());
+    let private = store
+        .vpc_subnets(&vpc.vpc_id)?
+        .iter()
+        .filter(|s| s.kind == crate::store::SubnetKind::Private)
+        .map(|s| s.net().to_string())
+        .collect();
     let mut members = Vec::new();
     // Interfaces attached to an instance (an available one has no TAP).
-    for iface in store.vpc_interfaces(vpc_id)? {
+    for iface in store.vpc_interfaces(&vpc.vpc_id)? {
         if iface.instance_id.is_none() {
             continue;
         }
@@ -231,39 +253,61 @@ fn write_firewall(data_dir: &Path, ns: &str, vpc_id: &str) -> Result<(), HostErr
             ip,
         });
     }
-    let groups = store.vpc_security_groups(vpc_id)?;
-    firewall::apply(ns, &firewall::render(&members, &groups, &routing)).map_err(needs_privilege)
+    let groups = store.vpc_security_groups(&vpc.vpc_id)?;
+    ops.write_firewall(&FirewallRequest {
+        vpc: vpc.clone(),
+        uplink,
+        private,
+        members,
+        groups,
+    })
+    .map_err(needs_privilege)
 }
 
 /// Rewrites a VPC's security groups, routes and uplink into its namespace
 /// after a change of groups, rules, members, subnets or uplink; nothing to
 /// do while no instance of the VPC runs (the next start writes them).
 pub fn refresh_firewall(data_dir: &Path, vpc_id: &str) -> Result<(), HostError> {
-    let _lock = VpcLock::take(data_dir, vpc_id)?;
     let ns = namespace_name(data_dir, vpc_id);
-    if !Path::new(NETNS_DIR).join(&ns).exists() {
+    // Without privilege /run/netns may be unreadable: the agent knows (and
+    // does nothing for a namespace that is not there); without an agent
+    // there is no namespace of ours to update.
+    let Some(ops) = operations_if_any() else {
+        return Ok(());
+    };
+    let _lock = VpcLock::take(data_dir, vpc_id)?;
+    if ops::privileged() && !Path::new(NETNS_DIR).join(&ns).exists() {
         return Ok(());
     }
-    write_firewall(data_dir, &ns, vpc_id)
+    write_firewall(ops.as_ref(), data_dir, &VpcRef::new(data_dir, vpc_id))
+}
+
+/// [`operations`], or none when neither root nor the agent is there.
+fn operations_if_any() -> Option<Box<dyn NetworkOps>> {
+    operations().ok()
 }
 
 fn needs_privilege(detail: String) -> HostError {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        HostError::Invalid(format!(
-            "instance networks need CAP_NET_ADMIN ({detail}): run drydock as root, or launch the instance with --no-network (only its serial console reaches it)"
-        ))
-    } else {
+    if ops::privileged() {
         HostError::Vmm(format!("cannot set up the instance network: {detail}"))
+    } else {
+        HostError::Invalid(format!("cannot set up the instance network: {detail}"))
     }
 }
 
 /// Removes the VPC's namespace if no TAP is left in it (its last running
 /// instance stopped). Returns whether it was removed.
 pub fn release_if_idle(data_dir: &Path, vpc_id: &str) -> Result<bool, HostError> {
-    let _lock = VpcLock::take(data_dir, vpc_id)?;
     let ns = namespace_name(data_dir, vpc_id);
-    netns::remove_if_idle(&ns).map_err(HostError::Vmm)
+    if ops::privileged() && !Path::new(NETNS_DIR).join(&ns).exists() {
+        return Ok(false);
+    }
+    let Some(ops) = operations_if_any() else {
+        return Ok(false);
+    };
+    let _lock = VpcLock::take(data_dir, vpc_id)?;
+    ops.release(&VpcRef::new(data_dir, vpc_id))
+        .map_err(HostError::Vmm)
 }
 
 /// Removes every namespace of `data_dir` that no running instance uses
@@ -272,7 +316,10 @@ pub fn release_if_idle(data_dir: &Path, vpc_id: &str) -> Result<bool, HostError>
 pub fn sweep(data_dir: &Path) -> Result<Vec<String>, HostError> {
     let prefix = namespace_prefix(data_dir);
     let mut removed = Vec::new();
-    for ns in namespaces().map_err(|e| HostError::io("list", Path::new(NETNS_DIR), e))? {
+    let Some(ops) = operations_if_any() else {
+        return Ok(removed);
+    };
+    for ns in ops.namespaces(data_dir).map_err(HostError::Vmm)? {
         let Some(vpc_id) = ns.strip_prefix(&prefix) else {
             continue;
         };
@@ -292,8 +339,17 @@ pub fn connect(
     addr: SocketAddr,
     timeout: Duration,
 ) -> std::io::Result<TcpStream> {
-    let ns = namespace_name(data_dir, vpc_id);
-    netns::in_namespace(&ns, || TcpStream::connect_timeout(&addr, timeout))
+    let ops = operations()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+    ops.connect(&VpcRef::new(data_dir, vpc_id), addr, timeout)
+}
+
+/// A TCP listener bound to `addr` inside a VPC's namespace (the metadata
+/// service's).
+pub fn listen(data_dir: &Path, vpc_id: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let ops = operations()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))?;
+    ops.listen(&VpcRef::new(data_dir, vpc_id), addr)
 }
 
 #[cfg(test)]

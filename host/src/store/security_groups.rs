@@ -6,13 +6,13 @@
 
 use ipnet::Ipv4Net;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{new_id, now_ms, HostStore};
 use crate::HostError;
 
 /// Which way a rule admits traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
@@ -37,7 +37,7 @@ impl Direction {
 }
 
 /// What a rule matches: a protocol, with a port range for TCP and UDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -72,7 +72,7 @@ impl Protocol {
 }
 
 /// The other side of a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Peer {
     Cidr(String),
@@ -80,7 +80,7 @@ pub enum Peer {
 }
 
 /// One rule of a security group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRecord {
     pub id: String,
     pub group_id: String,
@@ -182,7 +182,7 @@ fn parse_ports(p: &str) -> Result<(u16, u16), HostError> {
 }
 
 /// A security group as stored, with its rules.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupRecord {
     pub id: String,
     pub vpc_id: String,

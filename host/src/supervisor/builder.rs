@@ -108,9 +108,8 @@ pub(super) fn prepare(
             guest_network = attached.guest_config;
             // The metadata service of this instance, on its primary
             // interface's VPC.
-            let ns = crate::network::namespace_name(data_dir, &iface.vpc_id);
             match iface.private_ip.parse() {
-                Ok(ip) => match crate::network::imds::start(data_dir, &ns, id, ip) {
+                Ok(ip) => match crate::network::imds::start(data_dir, &iface.vpc_id, id, ip) {
                     Ok(service) => imds = Some(service),
                     Err(e) => {
                         tracing::warn!(instance = %id, "the metadata service cannot start: {e}")
