@@ -33,19 +33,25 @@ pub use netns::{namespaces, NETNS_DIR};
 use ops::{FirewallRequest, NetworkOps, TapRequest, VpcRef};
 
 /// The first part of every namespace name of `data_dir`'s VPCs:
-/// `drydock-` and 8 hex digits of the data directory's path, so two data
-/// directories on one machine never share a network.
+/// `drydock-u<uid>-` and 16 hex digits of the data directory's path, so
+/// two data directories on one machine never share a network, and no
+/// account can name another's (or root's) namespaces: the network agent
+/// names an account's from the uid the kernel reports for it. The uid is
+/// this process's.
 pub fn namespace_prefix(data_dir: &Path) -> String {
     let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    exact_namespace_prefix(&path)
+    // SAFETY: geteuid has no preconditions.
+    exact_namespace_prefix(&path, unsafe { libc::geteuid() })
 }
 
-/// [`namespace_prefix`] of a path taken as it is (already canonical): the
-/// network agent checks the path once and names from what it checked.
-pub(crate) fn exact_namespace_prefix(path: &Path) -> String {
+/// [`namespace_prefix`] of a path taken as it is (already canonical), for
+/// account `uid`: the network agent checks the path once and names from
+/// what it checked and the caller's uid.
+pub(crate) fn exact_namespace_prefix(path: &Path, uid: u32) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
-    format!("drydock-{:02x}{:02x}{:02x}{:02x}-", d[0], d[1], d[2], d[3])
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("drydock-u{uid}-{hex}-")
 }
 
 /// The namespace that holds a VPC.

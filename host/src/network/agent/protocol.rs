@@ -66,11 +66,28 @@ impl Reply {
     }
 }
 
-/// Reads one line of at most `max` bytes (without its newline).
-fn read_line(stream: &mut UnixStream, first: Vec<u8>, max: usize) -> std::io::Result<Vec<u8>> {
+/// Reads one line of at most `max` bytes (without its newline), all of it
+/// before `deadline` when one is given (a client that sends a byte now
+/// and then holds nothing for long).
+fn read_line_by(
+    stream: &mut UnixStream,
+    first: Vec<u8>,
+    max: usize,
+    deadline: Option<std::time::Instant>,
+) -> std::io::Result<Vec<u8>> {
     let mut buf = first;
     let mut chunk = [0u8; 8192];
     loop {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request took too long to send",
+                ));
+            }
+            stream.set_read_timeout(Some(left))?;
+        }
         if let Some(end) = buf.iter().position(|&b| b == b'\n') {
             buf.truncate(end);
             return Ok(buf);
@@ -95,8 +112,12 @@ pub fn write_request(stream: &mut UnixStream, req: &Request) -> std::io::Result<
     stream.write_all(&line)
 }
 
-pub fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
-    let line = read_line(stream, Vec::new(), MAX_REQUEST)
+/// Reads a request that must have come whole before `deadline`.
+pub fn read_request_by(
+    stream: &mut UnixStream,
+    deadline: std::time::Instant,
+) -> Result<Request, String> {
+    let line = read_line_by(stream, Vec::new(), MAX_REQUEST, Some(deadline))
         .map_err(|e| format!("cannot read the request: {e}"))?;
     serde_json::from_slice(&line).map_err(|e| format!("not a request: {e}"))
 }
@@ -125,7 +146,7 @@ pub fn read_reply(stream: &mut UnixStream) -> std::io::Result<(Reply, Option<Own
         .recv_with_fd(&mut first)
         .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
     first.truncate(n);
-    let line = read_line(stream, first, MAX_REPLY)?;
+    let line = read_line_by(stream, first, MAX_REPLY, None)?;
     let reply = serde_json::from_slice(&line).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -155,7 +176,11 @@ mod tests {
             let big = vec![b'x'; MAX_REQUEST + 10_000];
             let _ = a.write_all(&big);
         });
-        let err = read_request(&mut b).unwrap_err();
+        let err = read_request_by(
+            &mut b,
+            std::time::Instant::now() + std::time::Duration::from_secs(10),
+        )
+        .unwrap_err();
         assert!(err.contains("longer than"), "{err}");
         drop(b);
         t.join().unwrap();

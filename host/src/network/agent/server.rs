@@ -87,12 +87,13 @@ fn check_link(name: &str, prefix: &str) -> Result<(), String> {
     }
 }
 
-/// The namespace of `vpc` named from its data directory's path as given
-/// (checked canonical by [`check_data_dir`]), not resolved again.
-fn exact_namespace(vpc: &VpcRef) -> String {
+/// The namespace of `vpc` for account `uid`, named from its data
+/// directory's path as given (checked canonical by [`check_data_dir`]),
+/// not resolved again.
+fn exact_namespace(vpc: &VpcRef, uid: u32) -> String {
     format!(
         "{}{}",
-        crate::network::exact_namespace_prefix(&vpc.data_dir),
+        crate::network::exact_namespace_prefix(&vpc.data_dir, uid),
         vpc.vpc_id
     )
 }
@@ -143,7 +144,7 @@ impl Agent {
         check_vpc_id(&vpc.vpc_id)?;
         check_data_dir(&vpc.data_dir, uid)?;
         Ok(!Path::new(crate::network::NETNS_DIR)
-            .join(exact_namespace(vpc))
+            .join(exact_namespace(vpc, uid))
             .exists())
     }
 
@@ -155,7 +156,7 @@ impl Agent {
     fn namespace_for(&self, uid: u32, vpc: &VpcRef, claim: bool) -> Result<String, String> {
         check_vpc_id(&vpc.vpc_id)?;
         check_data_dir(&vpc.data_dir, uid)?;
-        let ns = exact_namespace(vpc);
+        let ns = exact_namespace(vpc, uid);
         let exists = Path::new(crate::network::NETNS_DIR).join(&ns).exists();
         match (exists, self.owner_of(&ns)) {
             (true, Some(owner)) if owner == uid => Ok(ns),
@@ -184,6 +185,32 @@ impl Agent {
         for c in &req.private {
             c.parse::<ipnet::Ipv4Net>()
                 .map_err(|_| format!("`{c}` is not a CIDR"))?;
+        }
+        // Bounded work: the ruleset grows with members times their
+        // groups' rules.
+        let rules: usize = req.groups.iter().map(|g| g.rules.len()).sum();
+        let per_member: usize = req
+            .members
+            .iter()
+            .map(|m| {
+                req.groups
+                    .iter()
+                    .filter(|g| m.groups.contains(&g.id))
+                    .map(|g| g.rules.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        if req.members.len() > MAX_MEMBERS
+            || req.groups.len() > MAX_GROUPS
+            || rules > MAX_RULES
+            || per_member > MAX_RENDERED_RULES
+            || req.private.len() > MAX_GROUPS
+        {
+            return Err(format!(
+                "a firewall of {} members, {} groups and {rules} rules ({per_member} rendered) is over the agent's limits ({MAX_MEMBERS} members, {MAX_GROUPS} groups, {MAX_RULES} rules, {MAX_RENDERED_RULES} rendered)",
+                req.members.len(),
+                req.groups.len()
+            ));
         }
         Ok(())
     }
@@ -271,7 +298,7 @@ impl Agent {
             }
             Request::Namespaces { data_dir } => {
                 check_data_dir(&data_dir, uid).map_err(refused)?;
-                let prefix = crate::network::exact_namespace_prefix(&data_dir);
+                let prefix = crate::network::exact_namespace_prefix(&data_dir, uid);
                 let mine = crate::network::namespaces()?
                     .into_iter()
                     .filter(|ns| ns.starts_with(&prefix) && self.owner_of(ns) == Some(uid))
@@ -328,50 +355,91 @@ impl Agent {
     }
 }
 
-fn serve_one(agent: &Agent, mut stream: UnixStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let (reply, fd) = match peer_uid(&stream) {
-        Err(e) => (
-            Reply::refused(format!("cannot tell who is asking: {e}")),
-            None,
-        ),
-        Ok(uid) => match protocol::read_request(&mut stream) {
-            Err(e) => (Reply::refused(e), None),
-            Ok(req) => {
-                let (reply, fd) = agent.handle(uid, req);
-                // Refusals and failures of the plumbing, not a guest that
-                // does not answer yet.
-                if let (Some(e), None) = (&reply.error, reply.errno) {
-                    tracing::warn!(uid, "network agent: {e}");
-                }
-                (reply, fd)
+fn serve_one(agent: &Agent, uid: u32, mut stream: UnixStream) {
+    let _ = stream.set_write_timeout(Some(REQUEST_TIME));
+    let deadline = std::time::Instant::now() + REQUEST_TIME;
+    let (reply, fd) = match protocol::read_request_by(&mut stream, deadline) {
+        Err(e) => (Reply::refused(e), None),
+        Ok(req) => {
+            let (reply, fd) = agent.handle(uid, req);
+            // Refusals and failures of the plumbing, not a guest that
+            // does not answer yet; cut short and escaped (a caller's text
+            // in it fills no log and forges no line).
+            if let (Some(e), None) = (&reply.error, reply.errno) {
+                let e: String = e.chars().take(300).collect();
+                tracing::warn!(uid, "network agent: {}", e.escape_debug());
             }
-        },
+            (reply, fd)
+        }
     };
     let _ = protocol::write_reply(&mut stream, &reply, fd.as_ref().map(|f| f.as_fd()));
 }
+
+/// How long a client has to send its whole request.
+const REQUEST_TIME: Duration = Duration::from_secs(10);
+
+/// Requests one account may have in progress at once (no account can take
+/// every slot of [`MAX_CLIENTS`]).
+const PER_ACCOUNT: usize = 4;
+
+/// Bounds on one firewall request.
+const MAX_MEMBERS: usize = 1024;
+const MAX_GROUPS: usize = 256;
+const MAX_RULES: usize = 4096;
+const MAX_RENDERED_RULES: usize = 65536;
 
 /// Serves requests on `listener` until the process is stopped.
 pub fn serve(agent: Agent, listener: UnixListener) -> std::io::Result<()> {
     let agent = Arc::new(agent);
     let active = Arc::new(AtomicUsize::new(0));
+    let by_account = Arc::new(Mutex::new(std::collections::HashMap::<u32, usize>::new()));
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            continue;
+        let Ok(mut stream) = stream else { continue };
+        // Who asks decides everything else: an account root did not allow
+        // is answered at once, without reading what it sends.
+        let uid = match peer_uid(&stream) {
+            Ok(uid) if agent.config.allows(uid) => uid,
+            Ok(uid) => {
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = protocol::write_reply(
+                    &mut stream,
+                    &Reply::refused(format!(
+                        "uid {uid} may not use the network agent; root allows an account with `drydock host setup-network --user NAME`"
+                    )),
+                    None,
+                );
+                continue;
+            }
+            Err(_) => continue,
+        };
+        {
+            let mut counts = by_account.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = counts.entry(uid).or_default();
+            if *mine >= PER_ACCOUNT || active.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                continue;
+            }
+            *mine += 1;
+            active.fetch_add(1, Ordering::SeqCst);
         }
         let agent = agent.clone();
         let done = active.clone();
+        let counts = by_account.clone();
+        let release = move || {
+            done.fetch_sub(1, Ordering::SeqCst);
+            let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = c.get_mut(&uid) {
+                *n = n.saturating_sub(1);
+            }
+        };
+        let release2 = release.clone();
         let spawned = std::thread::Builder::new()
             .name("network-agent".into())
             .spawn(move || {
-                serve_one(&agent, stream);
-                done.fetch_sub(1, Ordering::SeqCst);
+                serve_one(&agent, uid, stream);
+                release();
             });
         if spawned.is_err() {
-            active.fetch_sub(1, Ordering::SeqCst);
+            release2();
         }
     }
     Ok(())
