@@ -31,16 +31,7 @@ impl Shared {
         }
         let vol = self.store()?.volume(vol_id)?;
         let mut plugged = self.hotplugged.lock().unwrap();
-        let used = self.used_slots(&plugged);
-        let slot = (0..qemu::HOTPLUG_SLOTS)
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| {
-                HostError::Conflict(format!(
-                    "instance {} has no free hot-plug slot ({} in use)",
-                    self.id,
-                    qemu::HOTPLUG_SLOTS
-                ))
-            })?;
+        let slot = self.free_slot(&plugged)?;
         let lock = VolumeLock::acquire(&vol.path, &vol.id)?;
         let disk = DiskSpec {
             path: vol.path.clone(),
@@ -130,15 +121,23 @@ impl Shared {
 }
 
 impl Shared {
-    /// The hot-plug port slots in use, by volumes (`plugged`, held
-    /// locked by the caller) and network interfaces.
-    pub(super) fn used_slots(
+    /// A hot-plug port slot no volume (`plugged`, held locked by the
+    /// caller) or network interface uses.
+    pub(super) fn free_slot(
         &self,
         plugged: &std::collections::HashMap<String, (u32, VolumeLock)>,
-    ) -> Vec<u32> {
+    ) -> Result<u32, HostError> {
         let mut used: Vec<u32> = plugged.values().map(|(s, _)| *s).collect();
         used.extend(self.hot_nics.lock().unwrap().values().copied());
-        used
+        (0..qemu::HOTPLUG_SLOTS)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| {
+                HostError::Conflict(format!(
+                    "instance {} has no free hot-plug slot ({} in use by volumes and network interfaces)",
+                    self.id,
+                    qemu::HOTPLUG_SLOTS
+                ))
+            })
     }
 
     /// Asks QEMU to unplug device `dev` (of `what`, a volume or an

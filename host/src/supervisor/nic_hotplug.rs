@@ -54,16 +54,7 @@ impl Shared {
         let subnet = store.subnet(&eni.subnet_id)?;
         // Volumes' lock first, then the interfaces' (as volumes take them).
         let plugged = self.hotplugged.lock().unwrap();
-        let used = self.used_slots(&plugged);
-        let slot = (0..qemu::HOTPLUG_SLOTS)
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| {
-                HostError::Conflict(format!(
-                    "instance {} has no free hot-plug slot ({} in use by volumes and interfaces)",
-                    self.id,
-                    qemu::HOTPLUG_SLOTS
-                ))
-            })?;
+        let slot = self.free_slot(&plugged)?;
         let attached = crate::network::attach(&self.data_dir, &eni, &subnet)?;
         let fd_name = format!("tap-{eni_id}");
         {
