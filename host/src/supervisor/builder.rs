@@ -298,11 +298,11 @@ pub(super) fn prepare(
         .stdout(Stdio::piped())
         .stderr(vmm_err);
     let tap_fds: Vec<i32> = taps.iter().map(|t| t.as_raw_fd()).collect();
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the child; fcntl
-    // and dup2 only change the child's descriptor table (the TAPs go to
-    // fixed numbers without close-on-exec). All are async-signal-safe; the
-    // closure allocates nothing (a fixed array) and touches no memory of
-    // the parent.
+    // prctl(PR_SET_PDEATHSIG) only sets a flag on the child; fcntl and
+    // dup2 only change the child's descriptor table (the TAPs go to fixed
+    // numbers without close-on-exec).
+    // SAFETY: all async-signal-safe; the closure allocates nothing (a fixed
+    // array) and touches no memory of the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -72,17 +72,11 @@ impl Shared {
     ) -> Result<serde_json::Value, HostError> {
         let file = drydock_vmm::machine::control::open_volume_for_attach(path, false)
             .map_err(|e| HostError::io("open", path, e))?;
-        let mut guard = self.control.lock().unwrap();
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| HostError::Vmm("the VMM control connection is not ready".into()))?;
-        client
-            .execute_with_fd(
-                "attach-disk",
-                json!({ "path": path, "serial": serial, "read_only": false }),
-                std::os::fd::AsFd::as_fd(&file),
-            )
-            .map_err(|e| HostError::Vmm(e.to_string()))
+        self.qmp_with_fd(
+            "attach-disk",
+            json!({ "path": path, "serial": serial, "read_only": false }),
+            std::os::fd::AsFd::as_fd(&file),
+        )
     }
 
     pub(super) fn hot_detach(&self, vol_id: &str) -> Result<String, HostError> {

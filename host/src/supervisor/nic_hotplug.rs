@@ -57,19 +57,11 @@ impl Shared {
         let slot = self.free_slot(&plugged)?;
         let attached = crate::network::attach(&self.data_dir, &eni, &subnet)?;
         let fd_name = format!("tap-{eni_id}");
-        {
-            let mut guard = self.control.lock().unwrap();
-            let client = guard
-                .as_mut()
-                .ok_or_else(|| HostError::Vmm("the VMM control connection is not ready".into()))?;
-            client
-                .execute_with_fd(
-                    "getfd",
-                    json!({ "fdname": fd_name }),
-                    std::os::fd::AsFd::as_fd(&attached.tap),
-                )
-                .map_err(|e| HostError::Vmm(e.to_string()))?;
-        }
+        self.qmp_with_fd(
+            "getfd",
+            json!({ "fdname": fd_name }),
+            std::os::fd::AsFd::as_fd(&attached.tap),
+        )?;
         // QEMU holds its own copy now; ours closes when `attached` goes.
         self.qmp(
             "netdev_add",

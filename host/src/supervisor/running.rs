@@ -85,6 +85,22 @@ impl Shared {
             .map_err(|e| HostError::Vmm(e.to_string()))
     }
 
+    /// A QMP command with a file descriptor passed along (SCM_RIGHTS).
+    pub(super) fn qmp_with_fd(
+        &self,
+        command: &str,
+        args: serde_json::Value,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<serde_json::Value, HostError> {
+        let mut guard = self.control.lock().unwrap();
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| HostError::Vmm("the VMM control connection is not ready".into()))?;
+        client
+            .execute_with_fd(command, args, fd)
+            .map_err(|e| HostError::Vmm(e.to_string()))
+    }
+
     /// Kills the VMM process (SIGKILL) unless it has already ended.
     pub(super) fn kill_vmm(&self) {
         let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());

@@ -31,9 +31,9 @@ pub fn inherited_tap(fd: i32) -> Result<File, String> {
     }
     // SAFETY: `ifreq` is plain data; zeroed is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    // SAFETY: TUNGETIFF writes at most one `ifreq` into `ifr`, which lives
-    // for the call; on another kind of descriptor it fails with EBADFD or
-    // ENOTTY and writes nothing.
+    // TUNGETIFF writes at most one `ifreq` into `ifr`, which lives for the
+    // call; on another kind of descriptor it fails with EBADFD or ENOTTY.
+    // SAFETY: a valid pointer to one `ifreq`; nothing written otherwise.
     let rc = unsafe { libc::ioctl(fd, TUNGETIFF as _, &mut ifr as *mut libc::ifreq) };
     if rc < 0 {
         return Err(format!(
@@ -67,9 +67,9 @@ pub fn inherited_tap(fd: i32) -> Result<File, String> {
             std::io::Error::last_os_error()
         ));
     }
-    // SAFETY: the descriptor is open (checked above) and, by this
-    // function's contract, owned by nothing else: the File becomes its
-    // only owner.
+    // The descriptor is open (checked above) and, by this function's
+    // contract, owned by nothing else.
+    // SAFETY: the File becomes the descriptor's only owner.
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
